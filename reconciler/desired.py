@@ -1,0 +1,478 @@
+"""PURE  model → desired state: what should run on this host.
+
+Deployments expand to ``<name>-<ordinal>`` pods; ConfigMap and Secret values are resolved into
+the pods that consume them; every pod gets a spec hash that changes exactly when something
+the running pod depends on changes, and a uid derived from its name and that hash (so that an
+old and a new revision of the same pod can coexist during a rollout).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+
+from reconciler.errors import Diagnostic, ManifestError, Severity
+from reconciler.model import codec
+from reconciler.model.kube import (
+    ConfigMap,
+    Container,
+    Deployment,
+    KubeObject,
+    ObjectKey,
+    ObjectMeta,
+    PersistentVolumeClaim,
+    Pod,
+    PodSpec,
+    Secret,
+    key_of,
+)
+from reconciler.model.quantity import to_bytes
+
+ANNOTATION_PREFIX = "podplay.io/"
+ANN_NETWORK = "podplay.io/network"
+ANN_PORT_PER_REPLICA = "podplay.io/host-port-per-replica"
+DEFAULT_NETWORK = "podplay"
+
+# Values that a container only learns once its pod runs; the runtime fills them in.
+DEFERRED_FIELDS = ("status.podIP", "status.podIPs", "status.hostIP", "status.hostIPs")
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """One object as read from a file, with where it came from."""
+
+    obj: KubeObject
+    file: str
+    line: int = 0
+    column: int = 0
+
+    @property
+    def key(self) -> ObjectKey:
+        return key_of(self.obj)
+
+
+@dataclass(frozen=True)
+class EnvEntry:
+    """One environment variable. ``deferred`` names a value known only at run time
+    (``status.podIP``, or ``resource:limits.memory`` when no limit is set)."""
+
+    name: str
+    value: str = ""
+    deferred: str = ""
+
+
+@dataclass(frozen=True)
+class VolumeFile:
+    path: str  # relative to the volume root
+    data: bytes
+    mode: int = 0o644
+
+
+@dataclass(frozen=True)
+class DesiredVolume:
+    name: str
+    kind: str  # emptyDir | hostPath | configMap | secret | persistentVolumeClaim
+    medium: str = ""  # emptyDir: "" or "Memory"
+    size_limit: int = 0  # emptyDir bytes, 0 = unbounded
+    path: str = ""  # hostPath
+    path_type: str = ""  # hostPath type
+    claim: str = ""  # persistentVolumeClaim: "<namespace>/<claimName>"
+    files: tuple[VolumeFile, ...] = ()  # configMap / secret contents
+    read_only: bool = False
+    fs_group: int | None = None
+    owner_uid: int | None = None
+
+
+@dataclass(frozen=True)
+class DesiredContainer:
+    name: str
+    id: str  # runtime container id
+    spec: Container
+    pull_policy: str  # Always | IfNotPresent | Never
+    env: tuple[EnvEntry, ...] = ()
+    init: bool = False
+
+
+@dataclass(frozen=True)
+class RegistryCredential:
+    """From an imagePullSecret of type kubernetes.io/dockerconfigjson or dockercfg."""
+
+    registry: str
+    username: str = ""
+    password: str = ""
+    identity_token: str = ""
+
+
+@dataclass(frozen=True)
+class DesiredPod:
+    key: ObjectKey  # kind is always "Pod"
+    owner: ObjectKey  # the manifest object: a Pod or a Deployment
+    source: str
+    meta: ObjectMeta
+    spec: PodSpec
+    spec_hash: str
+    uid: str
+    hostname: str
+    network: str  # CNI network name; "" with hostNetwork
+    containers: tuple[DesiredContainer, ...] = ()
+    init_containers: tuple[DesiredContainer, ...] = ()
+    volumes: tuple[DesiredVolume, ...] = ()
+    pull_secrets: tuple[RegistryCredential, ...] = ()
+    ordinal: int | None = None
+
+    @property
+    def name(self) -> str:
+        return self.key.name
+
+    @property
+    def namespace(self) -> str:
+        return self.key.namespace
+
+    @property
+    def ref(self) -> str:
+        """"<namespace>/<name>": how pods are named across the engine."""
+        return f"{self.key.namespace}/{self.key.name}"
+
+    @property
+    def infra_id(self) -> str:
+        return self.uid
+
+    def container(self, name: str) -> DesiredContainer:
+        for c in self.init_containers + self.containers:
+            if c.name == name:
+                return c
+        raise KeyError(name)
+
+    def to_json(self) -> dict:
+        return codec.to_data(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> DesiredPod:
+        return codec.from_data(cls, data)
+
+
+@dataclass(frozen=True)
+class DesiredClaim:
+    ref: str  # "<namespace>/<claimName>"
+    source: str
+    declared: bool  # a PersistentVolumeClaim object exists (otherwise made on first use)
+
+
+@dataclass(frozen=True)
+class DesiredState:
+    pods: dict[str, DesiredPod] = field(default_factory=dict)  # by "<namespace>/<name>"
+    claims: dict[str, DesiredClaim] = field(default_factory=dict)
+    deployments: dict[str, Loaded] = field(default_factory=dict)  # by "<namespace>/<name>"
+
+
+# --- helpers ----------------------------------------------------------------------------------
+
+def pod_uid(namespace: str, name: str, spec_hash: str) -> str:
+    return hashlib.sha256(f"{namespace}/{name}/{spec_hash}".encode()).hexdigest()[:12]
+
+
+def container_id(uid: str, name: str) -> str:
+    return f"{uid}.{name}"
+
+
+def default_pull_policy(image: str) -> str:
+    """Kubernetes: ``:latest`` or no tag (and no digest) → Always, else IfNotPresent."""
+    if "@" in image:
+        return "IfNotPresent"
+    last = image.rsplit("/", 1)[-1]
+    if ":" not in last or last.endswith(":latest"):
+        return "Always"
+    return "IfNotPresent"
+
+
+_ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+_FIELD_LABEL = re.compile(r"^metadata\.(labels|annotations)\['(.+)'\]$")
+
+
+def _fail(loaded: Loaded, path: str, message: str) -> ManifestError:
+    return ManifestError([Diagnostic(Severity.ERROR, loaded.file, loaded.line, loaded.column, path, message)])
+
+
+class _Refs:
+    """ConfigMaps and Secrets by namespace/name."""
+
+    def __init__(self, objects: Iterable[Loaded]):
+        self.config_maps: dict[str, ConfigMap] = {}
+        self.secrets: dict[str, Secret] = {}
+        for item in objects:
+            o = item.obj
+            ref = f"{o.metadata.namespace}/{o.metadata.name}"
+            if isinstance(o, ConfigMap):
+                self.config_maps[ref] = o
+            elif isinstance(o, Secret):
+                self.secrets[ref] = o
+
+    def data(self, kind: str, namespace: str, name: str) -> dict[str, bytes] | None:
+        table = self.config_maps if kind == "ConfigMap" else self.secrets
+        obj = table.get(f"{namespace}/{name}")
+        return obj.items() if obj is not None else None
+
+
+def _resolve_env(loaded: Loaded, pod_meta: ObjectMeta, c: Container, refs: _Refs, where: str,
+                 pod_name: str) -> tuple[EnvEntry, ...]:
+    ns = pod_meta.namespace
+    env: dict[str, EnvEntry] = {}
+    for i, src in enumerate(c.env_from):
+        kind, ref = ("ConfigMap", src.config_map_ref) if src.config_map_ref else ("Secret", src.secret_ref)
+        if ref is None:
+            continue
+        data = refs.data(kind, ns, ref.name)
+        if data is None:
+            if ref.optional:
+                continue
+            raise _fail(loaded, f"{where}.envFrom[{i}]", f"{kind} {ref.name!r} not found")
+        for k in sorted(data):
+            name = src.prefix + k
+            if _ENV_NAME.match(name):
+                env[name] = EnvEntry(name, data[k].decode(errors="replace"))
+    for i, var in enumerate(c.env):
+        vf = var.value_from
+        if vf is None:
+            env[var.name] = EnvEntry(var.name, var.value or "")
+            continue
+        sel = vf.config_map_key_ref or vf.secret_key_ref
+        if sel is not None:
+            kind = "ConfigMap" if vf.config_map_key_ref else "Secret"
+            data = refs.data(kind, ns, sel.name)
+            if data is None or sel.key not in data:
+                if sel.optional:
+                    continue
+                what = f"{kind} {sel.name!r}" if data is None else f"key {sel.key!r} in {kind} {sel.name!r}"
+                raise _fail(loaded, f"{where}.env[{i}].valueFrom", f"{what} not found")
+            env[var.name] = EnvEntry(var.name, data[sel.key].decode(errors="replace"))
+        elif vf.field_ref is not None:
+            env[var.name] = _field_env(var.name, vf.field_ref.field_path, pod_meta, pod_name)
+        elif vf.resource_field_ref is not None:
+            env[var.name] = _resource_env(var.name, c, vf.resource_field_ref)
+    return tuple(env.values())
+
+
+def _field_env(name: str, path: str, meta: ObjectMeta, pod_name: str) -> EnvEntry:
+    if path == "metadata.name":
+        return EnvEntry(name, pod_name)
+    if path == "metadata.namespace":
+        return EnvEntry(name, meta.namespace)
+    if path in ("spec.nodeName",):
+        return EnvEntry(name, "", deferred="spec.nodeName")
+    if path == "spec.serviceAccountName":
+        return EnvEntry(name, "default")
+    m = _FIELD_LABEL.match(path)
+    if m:
+        table = meta.labels if m.group(1) == "labels" else meta.annotations
+        return EnvEntry(name, table.get(m.group(2), ""))
+    if path == "metadata.labels":
+        return EnvEntry(name, "\n".join(f'{k}="{v}"' for k, v in sorted(meta.labels.items())))
+    if path == "metadata.annotations":
+        return EnvEntry(name, "\n".join(f'{k}="{v}"' for k, v in sorted(meta.annotations.items())))
+    # metadata.uid and the status fields are only known once the pod exists.
+    return EnvEntry(name, "", deferred=path)
+
+
+def _resource_env(name: str, c: Container, ref) -> EnvEntry:
+    section, _, resource = ref.resource.partition(".")
+    table = c.resources.limits if section == "limits" else c.resources.requests
+    if resource not in table and section == "requests":
+        table = c.resources.limits  # requests default to limits
+    if resource in table:
+        from reconciler.model.quantity import parse_quantity
+
+        value = parse_quantity(table[resource]) / parse_quantity(ref.divisor or "1")
+        as_int = -(-value.numerator // value.denominator)  # the kubelet rounds up
+        return EnvEntry(name, str(max(as_int, 1) if value > 0 else 0))
+    return EnvEntry(name, "", deferred=f"resource:{ref.resource}:{ref.divisor}")
+
+
+def _volume_files(loaded: Loaded, kind: str, ns: str, name: str, items, default_mode: int | None,
+                  optional: bool, refs: _Refs, where: str) -> tuple[VolumeFile, ...] | None:
+    data = refs.data(kind, ns, name)
+    if data is None:
+        if optional:
+            return None
+        raise _fail(loaded, where, f"{kind} {name!r} not found")
+    mode = default_mode if default_mode is not None else 0o644
+    if items:
+        out = []
+        for i, item in enumerate(items):
+            if item.key not in data:
+                if optional:
+                    continue
+                raise _fail(loaded, f"{where}.items[{i}].key", f"key {item.key!r} not in {kind} {name!r}")
+            out.append(VolumeFile(item.path, data[item.key], item.mode if item.mode is not None else mode))
+        return tuple(out)
+    return tuple(VolumeFile(k, data[k], mode) for k in sorted(data))
+
+
+def _volumes(loaded: Loaded, meta: ObjectMeta, spec: PodSpec, refs: _Refs, where: str
+             ) -> tuple[DesiredVolume, ...]:
+    ns = meta.namespace
+    sc = spec.security_context
+    out = []
+    for i, v in enumerate(spec.volumes):
+        vw = f"{where}.volumes[{i}]"
+        if v.empty_dir is not None:
+            limit = to_bytes(v.empty_dir.size_limit) if v.empty_dir.size_limit is not None else 0
+            out.append(DesiredVolume(v.name, "emptyDir", medium=v.empty_dir.medium, size_limit=limit,
+                                     fs_group=sc.fs_group))
+        elif v.host_path is not None:
+            out.append(DesiredVolume(v.name, "hostPath", path=v.host_path.path, path_type=v.host_path.type))
+        elif v.config_map is not None:
+            cm = v.config_map
+            files = _volume_files(loaded, "ConfigMap", ns, cm.name, cm.items, cm.default_mode, cm.optional,
+                                  refs, f"{vw}.configMap")
+            out.append(DesiredVolume(v.name, "configMap", files=files or (), read_only=True,
+                                     fs_group=sc.fs_group))
+        elif v.secret is not None:
+            s = v.secret
+            # podplay's default for secret files is 0400 (owner-only), tighter than the API's 0644.
+            mode = s.default_mode if s.default_mode is not None else 0o400
+            files = _volume_files(loaded, "Secret", ns, s.secret_name, s.items, mode, s.optional, refs,
+                                  f"{vw}.secret")
+            out.append(DesiredVolume(v.name, "secret", files=files or (), read_only=True,
+                                     fs_group=sc.fs_group, owner_uid=sc.run_as_user))
+        elif v.persistent_volume_claim is not None:
+            pvc = v.persistent_volume_claim
+            out.append(DesiredVolume(v.name, "persistentVolumeClaim", claim=f"{ns}/{pvc.claim_name}",
+                                     read_only=pvc.read_only))
+    return tuple(out)
+
+
+def _pull_secrets(spec: PodSpec, ns: str, refs: _Refs) -> tuple[RegistryCredential, ...]:
+    import base64
+
+    out = []
+    for ref in spec.image_pull_secrets:
+        secret = refs.secrets.get(f"{ns}/{ref.name}")
+        if secret is None:
+            continue  # Kubernetes ignores a missing pull secret too; the pull may still work
+        items = secret.items()
+        raw = items.get(".dockerconfigjson") or items.get(".dockercfg")
+        if raw is None:
+            continue
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            continue
+        auths = doc.get("auths", doc) if isinstance(doc, dict) else {}
+        for registry, entry in sorted(auths.items()):
+            if not isinstance(entry, dict):
+                continue
+            user, password = entry.get("username", ""), entry.get("password", "")
+            if entry.get("auth"):
+                try:
+                    user, _, password = base64.b64decode(entry["auth"]).decode().partition(":")
+                except (ValueError, UnicodeDecodeError):
+                    continue
+            out.append(RegistryCredential(registry, user, password, entry.get("identitytoken", "")))
+    return tuple(out)
+
+
+def _hash_input(meta: ObjectMeta, spec: PodSpec, containers, init_containers, volumes, network: str,
+                hostname: str) -> dict:
+    # Labels and most annotations do not change how the pod runs; they reach the containers
+    # only through fieldRef env, which is part of the resolved env below.
+    annotations = {k: v for k, v in meta.annotations.items() if k.startswith(ANNOTATION_PREFIX)}
+    return {
+        "spec": codec.to_data(spec),
+        "env": {c.name: codec.to_data(c.env) for c in init_containers + containers},
+        "volumes": codec.to_data(volumes),
+        "annotations": annotations,
+        "network": network,
+        "hostname": hostname,
+    }
+
+
+def _build_pod(loaded: Loaded, owner: ObjectKey, meta: ObjectMeta, spec: PodSpec, refs: _Refs, where: str,
+               ordinal: int | None) -> DesiredPod:
+    name = meta.name
+    hostname = (spec.hostname or name)[:63]
+    network = "" if spec.host_network else meta.annotations.get(ANN_NETWORK, DEFAULT_NETWORK)
+    volumes = _volumes(loaded, meta, spec, refs, where)
+
+    def containers(specs: tuple[Container, ...], init: bool, field_name: str) -> list[DesiredContainer]:
+        out = []
+        for i, c in enumerate(specs):
+            env = _resolve_env(loaded, meta, c, refs, f"{where}.{field_name}[{i}]", name)
+            policy = c.image_pull_policy or default_pull_policy(c.image)
+            out.append(DesiredContainer(c.name, "", c, policy, env, init))
+        return out
+
+    apps = containers(spec.containers, False, "containers")
+    inits = containers(spec.init_containers, True, "initContainers")
+    spec_hash = codec.digest(_hash_input(meta, spec, tuple(apps), tuple(inits), volumes, network, hostname))
+    uid = pod_uid(meta.namespace, name, spec_hash)
+    apps = [replace(c, id=container_id(uid, c.name)) for c in apps]
+    inits = [replace(c, id=container_id(uid, c.name)) for c in inits]
+    return DesiredPod(
+        key=ObjectKey("Pod", meta.namespace, name),
+        owner=owner,
+        source=loaded.file,
+        meta=meta,
+        spec=spec,
+        spec_hash=spec_hash,
+        uid=uid,
+        hostname=hostname,
+        network=network,
+        containers=tuple(apps),
+        init_containers=tuple(inits),
+        volumes=volumes,
+        pull_secrets=_pull_secrets(spec, meta.namespace, refs),
+        ordinal=ordinal,
+    )
+
+
+def replica_spec(spec: PodSpec, ordinal: int, per_replica_ports: bool) -> PodSpec:
+    """A replica's pod spec: with the per-replica annotation, hostPort N becomes N + ordinal."""
+    if not per_replica_ports or ordinal == 0:
+        return spec
+
+    def shift(c: Container) -> Container:
+        ports = tuple(replace(p, host_port=p.host_port + ordinal) if p.host_port else p for p in c.ports)
+        return replace(c, ports=ports)
+
+    return replace(spec, containers=tuple(shift(c) for c in spec.containers))
+
+
+def build_desired(objects: Iterable[Loaded]) -> DesiredState:
+    """Expand the loaded objects into the pods and claims this host should have.
+
+    The loader has already checked references; a dangling one here still raises a
+    ManifestError (never a KeyError) so that library callers get the same clean error.
+    """
+    objects = list(objects)
+    refs = _Refs(objects)
+    pods: dict[str, DesiredPod] = {}
+    claims: dict[str, DesiredClaim] = {}
+    deployments: dict[str, Loaded] = {}
+    for item in objects:
+        o = item.obj
+        if isinstance(o, Pod):
+            pod = _build_pod(item, key_of(o), o.metadata, o.spec, refs, "spec", None)
+            pods[pod.ref] = pod
+        elif isinstance(o, Deployment):
+            deployments[f"{o.metadata.namespace}/{o.metadata.name}"] = item
+            tmpl = o.spec.template
+            labels = {**tmpl.metadata.labels}
+            annotations = {**o.metadata.annotations, **tmpl.metadata.annotations}
+            per_replica = annotations.get(ANN_PORT_PER_REPLICA, "").lower() == "true"
+            for i in range(o.spec.replicas):
+                name = f"{o.metadata.name}-{i}"
+                meta = ObjectMeta(name, o.metadata.namespace, labels, annotations)
+                spec = replica_spec(tmpl.spec, i, per_replica)
+                pod = _build_pod(item, key_of(o), meta, spec, refs, "spec.template.spec", i)
+                pods[pod.ref] = pod
+        elif isinstance(o, PersistentVolumeClaim):
+            ref = f"{o.metadata.namespace}/{o.metadata.name}"
+            claims[ref] = DesiredClaim(ref, item.file, True)
+    for pod in pods.values():
+        for v in pod.volumes:
+            if v.kind == "persistentVolumeClaim" and v.claim not in claims:
+                claims[v.claim] = DesiredClaim(v.claim, pod.source, False)
+    return DesiredState(pods=pods, claims=claims, deployments=deployments)

@@ -1,0 +1,164 @@
+"""PURE types of what is on the host, as the drivers report it (no handles, no I/O).
+
+``observe.observe_host`` fills an ``ObservedHost`` from the drivers; ``diff`` compares it with
+the desired state. Containers carry the labels podplay wrote when it created them, which is
+how a relist groups them back into pods without trusting podplay's memory.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+# Labels podplay writes on every container it creates (OCI annotations in config.json).
+LABEL_POD = "io.podplay.pod"  # "<namespace>/<name>"
+LABEL_POD_UID = "io.podplay.pod-uid"
+LABEL_CONTAINER = "io.podplay.container"  # container name in the pod spec; "" for infra
+LABEL_ROLE = "io.podplay.role"  # infra | init | app
+LABEL_SPEC_HASH = "io.podplay.spec-hash"
+LABEL_OWNER = "io.podplay.owner"  # ObjectKey text of the manifest object (Pod or Deployment)
+LABEL_SOURCE = "io.podplay.source"  # manifest file the pod came from
+
+
+# --- images ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ImageConfig:
+    """The parts of an OCI image config that decide how a container runs."""
+
+    entrypoint: tuple[str, ...] = ()
+    cmd: tuple[str, ...] = ()
+    env: tuple[str, ...] = ()
+    working_dir: str = ""
+    user: str = ""
+    stop_signal: str = ""
+    exposed_ports: tuple[str, ...] = ()
+    volumes: tuple[str, ...] = ()
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    digest: str  # compressed blob digest, as in the manifest
+    diff_id: str  # digest of the uncompressed tar, as in the config
+    media_type: str
+    size: int
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    id: str  # config digest, "sha256:…"
+    manifest_digest: str
+    names: tuple[str, ...]
+    config: ImageConfig
+    layers: tuple[LayerInfo, ...]
+    os: str = "linux"
+    architecture: str = "amd64"
+    variant: str = ""
+    size: int = 0
+    created: str = ""
+
+
+# --- containers and pods --------------------------------------------------------------------
+
+class ContainerState(enum.StrEnum):
+    CREATED = "created"
+    RUNNING = "running"
+    PAUSED = "paused"
+    EXITED = "exited"
+    UNKNOWN = "unknown"  # runc has no record (e.g. after a reboot) but podplay's files remain
+
+
+@dataclass(frozen=True)
+class ObservedContainer:
+    id: str
+    pod_uid: str
+    pod: str  # "<namespace>/<name>"
+    name: str  # "" for the infra container
+    role: str  # infra | init | app
+    state: ContainerState
+    spec_hash: str = ""
+    image: str = ""
+    image_id: str = ""
+    pid: int = 0
+    exit_code: int | None = None
+    oom_killed: bool = False
+    started_at: float = 0.0
+    finished_at: float = 0.0
+    restart_count: int = 0
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class PortMapping:
+    host_port: int
+    container_port: int
+    protocol: str = "tcp"
+    host_ip: str = ""
+
+
+@dataclass(frozen=True)
+class NetworkStatus:
+    """What a network attachment gave a pod."""
+
+    network: str
+    interface: str = "eth0"
+    ip: str = ""
+    prefix_length: int = 0
+    gateway: str = ""
+    mac: str = ""
+    ports: tuple[PortMapping, ...] = ()
+
+
+@dataclass(frozen=True)
+class ObservedAttachment:
+    pod_uid: str
+    status: NetworkStatus
+    netns: str = ""
+
+
+@dataclass(frozen=True)
+class ObservedSnapshot:
+    key: str  # container id
+    rootfs: str
+    mounted: bool
+
+
+@dataclass(frozen=True)
+class ObservedPod:
+    """Everything on the host that carries one pod uid."""
+
+    uid: str
+    key: str  # "<namespace>/<name>"
+    spec_hash: str = ""
+    owner: str = ""
+    source: str = ""
+    infra: ObservedContainer | None = None
+    containers: dict[str, ObservedContainer] = field(default_factory=dict)  # by spec name
+    init_containers: dict[str, ObservedContainer] = field(default_factory=dict)
+    network: ObservedAttachment | None = None
+    snapshots: tuple[str, ...] = ()
+    has_volumes: bool = False
+
+    @property
+    def namespace(self) -> str:
+        return self.key.split("/", 1)[0]
+
+    @property
+    def name(self) -> str:
+        return self.key.split("/", 1)[1]
+
+    @property
+    def complete(self) -> bool:
+        """Infra running (so the namespaces exist); says nothing about app containers."""
+        return self.infra is not None and self.infra.state == ContainerState.RUNNING
+
+
+@dataclass(frozen=True)
+class ObservedHost:
+    pods: dict[str, ObservedPod] = field(default_factory=dict)  # by uid
+    claims: tuple[str, ...] = ()  # "<namespace>/<claim>" named volumes that exist
+    images: dict[str, str] = field(default_factory=dict)  # reference → image id known locally
+
+    def pods_named(self, key: str) -> list[ObservedPod]:
+        return [p for p in self.pods.values() if p.key == key]

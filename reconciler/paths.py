@@ -1,0 +1,80 @@
+"""Where podplay keeps things on the host.
+
+Durable state lives under the storage root (``--root``, ``$PODPLAY_ROOT``, default
+``/var/lib/podplay``); volatile state (mounts, runc state, conmon files, CNI allocations)
+under the run root (``--runroot``, ``$PODPLAY_RUNROOT``, default ``/run/podplay``) so that
+a reboot clears it. Network configuration lives in ``--network-dir`` / ``$PODPLAY_NETWORK_DIR``
+(default ``/etc/podplay/net.d``). Every test uses its own trio.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class HostPaths:
+    root: Path
+    runroot: Path
+    network_dir: Path
+
+    @classmethod
+    def from_env(cls, root: str | None = None, runroot: str | None = None,
+                 network_dir: str | None = None) -> HostPaths:
+        return cls(
+            Path(root or os.environ.get("PODPLAY_ROOT") or "/var/lib/podplay"),
+            Path(runroot or os.environ.get("PODPLAY_RUNROOT") or "/run/podplay"),
+            Path(network_dir or os.environ.get("PODPLAY_NETWORK_DIR") or "/etc/podplay/net.d"),
+        )
+
+    # durable
+    @property
+    def state_db(self) -> Path:
+        return self.root / "state.db"
+
+    @property
+    def lock_file(self) -> Path:
+        return self.root / "apply.lock"
+
+    @property
+    def images(self) -> Path:
+        return self.root / "images"
+
+    @property
+    def layers(self) -> Path:
+        return self.root / "layers"
+
+    @property
+    def snapshots(self) -> Path:
+        return self.root / "snapshots"
+
+    @property
+    def claims(self) -> Path:
+        return self.root / "volumes"
+
+    @property
+    def containers(self) -> Path:
+        return self.root / "containers"
+
+    # volatile
+    @property
+    def runc_root(self) -> Path:
+        return self.runroot / "runc"
+
+    @property
+    def mounts(self) -> Path:
+        return self.runroot / "mounts"
+
+    @property
+    def pods_run(self) -> Path:
+        return self.runroot / "pods"
+
+    @property
+    def conmon(self) -> Path:
+        return self.runroot / "conmon"
+
+    @property
+    def cni(self) -> Path:
+        return self.runroot / "cni"
