@@ -1,0 +1,93 @@
+"""The ``podplay`` command: argparse front end; maps error classes to exit codes.
+
+Each area registers its sub-commands from its own module (``reconciler.cli.<area>``) through
+``register(sub, common)``; a handler has the signature ``handler(args, ctx) -> int``. Modules here
+import nothing heavy at import time: ``podplay --help`` must start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import TextIO
+
+from reconciler import __version__
+from reconciler.errors import EXIT_INTERRUPTED, EXIT_USAGE, PodplayError
+from reconciler.paths import HostPaths
+
+# Areas in help order. Each module defines register(sub, common).
+AREAS = ("engine", "containers", "images", "keep")
+
+
+@dataclass
+class Context:
+    paths: HostPaths
+    out: TextIO = field(default_factory=lambda: sys.stdout)
+    err: TextIO = field(default_factory=lambda: sys.stderr)
+
+    @property
+    def tty(self) -> bool:
+        return self.out.isatty()
+
+
+def _common() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    g = common.add_argument_group("global options")
+    g.add_argument("--root", default=argparse.SUPPRESS,
+                   help="durable storage root (env PODPLAY_ROOT, default /var/lib/podplay)")
+    g.add_argument("--runroot", default=argparse.SUPPRESS,
+                   help="volatile state root (env PODPLAY_RUNROOT, default /run/podplay)")
+    g.add_argument("--network-dir", default=argparse.SUPPRESS,
+                   help="CNI network configuration directory (env PODPLAY_NETWORK_DIR, default /etc/podplay/net.d)")
+    return common
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common()
+    parser = argparse.ArgumentParser(
+        prog="podplay",
+        parents=[common],
+        description="Run Kubernetes YAML on one Linux host: no cluster, no daemon.",
+        epilog="Exit codes: 0 ok, 1 invalid input, 2 usage, 3 apply failed, 4 locked, 5 image error, "
+        "6 not found, 7 host environment problem, 130 interrupted. "
+        "`podplay exec` passes the command's own exit code through.",
+    )
+    parser.add_argument("--version", action="version", version=f"podplay {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for area in AREAS:
+        try:
+            module = importlib.import_module(f"reconciler.cli.{area}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"reconciler.cli.{area}":
+                raise
+            continue
+        module.register(sub, common)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return EXIT_USAGE
+    ctx = Context(HostPaths.from_env(getattr(args, "root", None), getattr(args, "runroot", None),
+                                     getattr(args, "network_dir", None)))
+    try:
+        return int(args.func(args, ctx) or 0)
+    except PodplayError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # Output piped into `head` and friends: not an error worth a traceback.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
