@@ -10,6 +10,8 @@ PACKAGES=(
   golang-github-containers-common            # /usr/share/containers/seccomp.json
   docker-registry skopeo buildah busybox-static   # test registry and third-party image tools
   git systemd                                 # git sync; systemd-analyze verifies generated units
+  golang-github-opencontainers-specs-dev      # OCI runtime-spec JSON schema (conformance tests)
+  golang-github-opencontainers-image-spec-dev # OCI image-spec JSON schemas (conformance tests)
 )
 if [ "${PODPLAY_BENCH:-0}" = 1 ]; then PACKAGES+=(podman hyperfine); fi
 
@@ -31,7 +33,7 @@ fi
 stamp=.venv/.podplay-installed
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e '.[test]'
+  .venv/bin/pip install -q --upgrade pip 2> >(grep -v '^WARNING: Location' >&2)
+  .venv/bin/pip install -q -e '.[test]' 2> >(grep -v -e '^WARNING: Location' -e BuildBackendWarning >&2)
   echo "$want" > "$stamp"
 fi
