@@ -15,6 +15,7 @@ from collections.abc import Callable
 from functools import cache
 from typing import Any
 
+
 def json_name(name: str, **kwargs: Any) -> Any:
     """A dataclass field whose Kubernetes name is not the camelCase of its Python name."""
     return dataclasses.field(metadata={"json": name}, **kwargs)
