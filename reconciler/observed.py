@@ -18,6 +18,8 @@ LABEL_ROLE = "io.podplay.role"  # infra | init | app
 LABEL_SPEC_HASH = "io.podplay.spec-hash"
 LABEL_OWNER = "io.podplay.owner"  # ObjectKey text of the manifest object (Pod or Deployment)
 LABEL_SOURCE = "io.podplay.source"  # manifest file the pod came from
+LABEL_GRACE = "io.podplay.termination-grace"  # terminationGracePeriodSeconds, for a later teardown
+LABEL_STOP_SIGNAL = "io.podplay.stop-signal"  # resolved stop signal of the container
 
 
 # --- images ---------------------------------------------------------------------------------
@@ -139,6 +141,7 @@ class ObservedPod:
     network: ObservedAttachment | None = None
     snapshots: tuple[str, ...] = ()
     has_volumes: bool = False
+    grace_period: int = 30
 
     @property
     def namespace(self) -> str:

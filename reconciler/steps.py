@@ -102,6 +102,18 @@ class StopContainer(Step):
 
 
 @_step
+class StopContainers(Step):
+    """Stop a pod's running containers together: one grace period for all, as the kubelet does."""
+
+    container_ids: tuple[str, ...] = ()
+    timeout: int = 30
+
+    @property
+    def target(self) -> str:
+        return f"{self.pod} ({len(self.container_ids)} container{'s' if len(self.container_ids) != 1 else ''})"
+
+
+@_step
 class RemoveContainer(Step):
     container_id: str = ""
 

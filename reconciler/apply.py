@@ -1,0 +1,365 @@
+"""Runs a Plan through the drivers as journaled transactions, and recovers after a crash.
+
+Journal, then act: each transaction is written to the state store (every step pending, with
+the step that undoes it) before its first step runs, and each step is marked started and done
+around its driver call. When a step of a *create* fails, the steps already done (and the one
+that failed, whose undo is idempotent) are undone in reverse; other pods are unaffected. After
+a crash, ``recover`` finds open transactions and finishes them: creates are undone (the next
+diff creates the pod again from scratch), teardowns and restarts are rolled forward.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from reconciler.desired import DesiredPod
+from reconciler.drivers.base import Drivers
+from reconciler.errors import ContainerRuntimeError, NetworkError, PodplayError
+from reconciler.observed import NetworkStatus
+from reconciler.plan import Plan, Txn
+from reconciler.state import ABORTED, COMMITTED, DONE, FAILED, OPEN, ROLLED_BACK, STARTED, UNDONE, StateStore
+from reconciler.steps import (
+    AttachNetwork,
+    CreateContainer,
+    CreateInfra,
+    DetachNetwork,
+    EnsureClaim,
+    PrepareSnapshot,
+    PrepareVolumes,
+    PullImage,
+    RemoveClaim,
+    RemoveContainer,
+    RemoveInfra,
+    RemoveSnapshot,
+    RemoveVolumes,
+    RestartContainer,
+    RunInitContainer,
+    StartContainer,
+    Step,
+    StopContainer,
+    StopContainers,
+)
+
+FAILPOINT_ENV = "PODPLAY_FAILPOINT"
+INIT_TIMEOUT = None  # init containers may run as long as they need (Kubernetes has no limit either)
+
+
+# --- failpoints -----------------------------------------------------------------------------------
+
+class Failpoints:
+    """Die at a named step boundary, to test crash recovery at every one of them.
+
+    ``PODPLAY_FAILPOINT=after:CreateInfra`` kills the process (SIGKILL, like ``kill -9``) right
+    after the first CreateInfra step is journaled done; ``before:#3`` before the third step
+    this process runs. ``action`` can be replaced in-process by tests.
+    """
+
+    def __init__(self, spec: str | None = None, action: Callable[[], None] | None = None):
+        spec = spec if spec is not None else os.environ.get(FAILPOINT_ENV, "")
+        self.when, _, self.what = spec.partition(":")
+        self.count = 0
+        self.action = action or (lambda: os.kill(os.getpid(), signal.SIGKILL))
+
+    def hit(self, when: str, step: Step) -> None:
+        if not self.when:
+            return
+        if when == "before":
+            self.count += 1
+        if when != self.when:
+            return
+        if self.what.startswith("#"):
+            if self.count == int(self.what[1:]):
+                self.action()
+        elif self.what in (step.verb, f"{step.verb}:{step.target}"):
+            self.action()
+
+
+# --- results --------------------------------------------------------------------------------------
+
+@dataclass
+class TxnResult:
+    txn: Txn
+    status: str  # ok | failed | skipped
+    error: str = ""
+
+
+@dataclass
+class ApplyResult:
+    results: list[TxnResult] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(r.status == "ok" for r in self.results)
+
+    @property
+    def failed(self) -> list[TxnResult]:
+        return [r for r in self.results if r.status != "ok"]
+
+
+Reporter = Callable[[str, Txn, str], None]  # (event, txn, message): event in begin|ok|failed|skipped
+
+
+# --- running steps --------------------------------------------------------------------------------
+
+class _Runner:
+    """Maps each step to driver calls; caches what later steps of the same pod need."""
+
+    def __init__(self, drivers: Drivers, plan: Plan):
+        self.d = drivers
+        self.plan = plan
+        self.volume_paths: dict[str, dict[str, str]] = {}
+        self.network: dict[str, NetworkStatus | None] = {}
+
+    def pod(self, step: Step) -> DesiredPod:
+        try:
+            return self.plan.pods[step.uid]
+        except KeyError:
+            raise ContainerRuntimeError(f"plan has no desired pod {step.pod} ({step.uid})") from None
+
+    def _volumes(self, pod: DesiredPod) -> dict[str, str]:
+        if pod.uid not in self.volume_paths:
+            self.volume_paths[pod.uid] = self.d.volumes.prepare_pod_volumes(pod.uid, pod.volumes) if pod.volumes \
+                else {}
+        return self.volume_paths[pod.uid]
+
+    def _network(self, pod: DesiredPod) -> NetworkStatus | None:
+        if pod.uid not in self.network:
+            found = [a.status for a in self.d.network.list_attachments() if a.pod_uid == pod.uid]
+            self.network[pod.uid] = found[0] if found else None
+        return self.network[pod.uid]
+
+    def _create(self, pod: DesiredPod, name: str) -> str:
+        c = pod.container(name)
+        image = self.d.images.get_image(c.spec.image)
+        if image is None:
+            raise ContainerRuntimeError(f"image {c.spec.image} of {pod.ref}/{name} is not in the store")
+        rootfs = self.d.snapshots.prepare(c.id, image)
+        self.d.runtime.create_container(pod, c, rootfs=rootfs, image=image, volumes=self._volumes(pod),
+                                        network=self._network(pod))
+        return c.id
+
+    def run(self, step: Step) -> None:
+        d = self.d
+        match step:
+            case PullImage():
+                creds = [cred for ref in step.credentials_from for p in self.plan.pods.values() if p.ref == ref
+                         for cred in p.pull_secrets]
+                d.images.ensure_image(step.image, step.policy, creds)
+            case EnsureClaim():
+                d.volumes.ensure_claim(self.plan.claims[step.claim])
+            case PrepareVolumes():
+                self.volume_paths.pop(step.uid, None)
+                self._volumes(self.pod(step))
+            case PrepareSnapshot():
+                image = d.images.get_image(step.image)
+                if image is None:
+                    raise ContainerRuntimeError(f"image {step.image} is not in the store")
+                d.snapshots.prepare(step.key, image)
+            case CreateInfra():
+                d.runtime.create_infra(self.pod(step))
+            case AttachNetwork():
+                pod = self.pod(step)
+                info = d.runtime.infra_info(pod.uid)
+                if info is None:
+                    raise NetworkError(f"pod {pod.ref} has no infra container to attach to {step.network}")
+                self.network[pod.uid] = d.network.attach(pod, info.namespaces["network"])
+            case RunInitContainer():
+                pod = self.pod(step)
+                cid = self._create(pod, step.container)
+                d.runtime.start_container(cid)
+                code = d.runtime.wait_container(cid, INIT_TIMEOUT)
+                if code != 0:
+                    raise ContainerRuntimeError(
+                        f"init container {pod.ref}/{step.container} exited with code {code}"
+                        f"{_log_tail(d, cid)}; see `podplay logs {pod.name}/{step.container}`")
+            case CreateContainer():
+                self._create(self.pod(step), step.container)
+            case StartContainer():
+                d.runtime.start_container(step.container_id)
+            case RestartContainer():
+                pod = self.pod(step)
+                d.runtime.remove_container(step.container_id)
+                d.runtime.start_container(self._create(pod, step.container))
+            case StopContainers():
+                _stop_all(d, step.container_ids, step.timeout)
+            case StopContainer():
+                d.runtime.stop_container(step.container_id, step.timeout, step.signal)
+            case RemoveContainer():
+                d.runtime.remove_container(step.container_id)
+            case DetachNetwork():
+                d.network.detach(step.uid)
+            case RemoveInfra():
+                d.runtime.remove_infra(step.uid)
+            case RemoveSnapshot():
+                d.snapshots.remove(step.key)
+            case RemoveVolumes():
+                d.volumes.remove_pod_volumes(step.uid)
+            case RemoveClaim():
+                d.volumes.remove_claim(step.claim)
+            case _:
+                raise ContainerRuntimeError(f"apply does not know the step {step.verb}")
+
+
+def _stop_all(d: Drivers, ids: tuple[str, ...], timeout: int) -> None:
+    """Stop containers in parallel so that the grace period is spent once, not once each."""
+    if len(ids) == 1:
+        d.runtime.stop_container(ids[0], timeout)
+        return
+    with ThreadPoolExecutor(max_workers=min(len(ids), 8)) as pool:
+        for f in [pool.submit(d.runtime.stop_container, cid, timeout) for cid in ids]:
+            f.result()
+
+
+def _log_tail(d: Drivers, cid: str, lines: int = 5) -> str:
+    try:
+        tail = [text.decode(errors="replace").rstrip() for _, _, text in d.runtime.read_logs(cid, tail=lines)]
+    except PodplayError:
+        return ""
+    return (":\n    " + "\n    ".join(tail)) if tail else ""
+
+
+# --- applying a plan ------------------------------------------------------------------------------
+
+def _record(plan: Plan, txn: Txn) -> dict:
+    pod = plan.pods.get(txn.uid)
+    if txn.kind != "create" or pod is None:
+        return {}
+    return {"spec_hash": pod.spec_hash, "source": pod.source, "owner": str(pod.owner)}
+
+
+def _port_conflict(plan: Plan, txn: Txn, drivers: Drivers) -> str:
+    """A create whose hostPorts are taken fails before any of its steps runs. Checked when the
+    transaction is reached, so that ports freed by an earlier teardown in this plan count as free."""
+    pod = plan.pods.get(txn.uid)
+    if txn.kind != "create" or pod is None or not any(p.host_port for c in pod.containers for p in c.spec.ports):
+        return ""
+    conflicts = drivers.network.port_conflicts(pod)
+    return f"host port already in use: {'; '.join(conflicts)}" if conflicts else ""
+
+
+def apply_plan(plan: Plan, drivers: Drivers, state: StateStore, *, report: Reporter | None = None,
+               failpoints: Failpoints | None = None) -> ApplyResult:
+    """Run every transaction; one pod's failure never stops the others."""
+    report = report or (lambda event, txn, message: None)
+    failpoints = failpoints or Failpoints()
+    runner = _Runner(drivers, plan)
+    result = ApplyResult()
+    failed_steps: set[str] = set()
+
+    for txn in plan.txns:
+        blocked = txn.external_deps() & failed_steps
+        conflict = "" if blocked else _port_conflict(plan, txn, drivers)
+        if blocked or conflict:
+            failed_steps |= txn.step_ids
+            why = conflict or "skipped: a step it depends on failed"
+            result.results.append(TxnResult(txn, "skipped", why))
+            state.add_event("warning", txn.key, why)
+            report("skipped", txn, why)
+            continue
+        report("begin", txn, "")
+        error = _run_txn(txn, runner, state, _record(plan, txn), failpoints)
+        if error:
+            failed_steps |= txn.step_ids
+            result.results.append(TxnResult(txn, "failed", error))
+            state.add_event("error", txn.key, error)
+            report("failed", txn, error)
+        else:
+            result.results.append(TxnResult(txn, "ok"))
+            report("ok", txn, "")
+    state.prune_history()
+    return result
+
+
+def _run_txn(txn: Txn, runner: _Runner, state: StateStore, record: dict, failpoints: Failpoints) -> str:
+    steps = [ps.step for ps in txn.steps]
+    tid = state.begin_txn(txn.kind, txn.key, txn.uid, steps, record)
+    done: list[int] = []
+    for seq, step in enumerate(steps):
+        failpoints.hit("before", step)
+        state.mark(tid, seq, STARTED)
+        try:
+            runner.run(step)
+        except PodplayError as exc:
+            state.mark(tid, seq, FAILED, str(exc))
+            message = f"{step.describe()}: {exc}"
+            if txn.kind == "create":
+                undo_errors = _compensate(tid, steps, done + [seq], runner, state)
+                state.finish_txn(tid, ROLLED_BACK, message + undo_errors)
+                return message + undo_errors
+            if txn.kind == "delete":
+                # Keep tearing down what we can; the open transaction is retried next pass.
+                rest = _roll_forward(tid, steps, range(seq + 1, len(steps)), runner, state)
+                if rest:
+                    message += rest
+                state.finish_txn(tid, ABORTED, message)
+                return message
+            state.finish_txn(tid, ABORTED, message)
+            return message
+        state.mark(tid, seq, DONE)
+        done.append(seq)
+        failpoints.hit("after", step)
+    state.finish_txn(tid, COMMITTED)
+    return ""
+
+
+def _compensate(tid: int, steps: list[Step], seqs: list[int], runner: _Runner, state: StateStore) -> str:
+    errors = []
+    for seq in reversed(seqs):
+        undo = steps[seq].undo()
+        if undo is None:
+            continue
+        try:
+            runner.run(undo)
+            state.mark(tid, seq, UNDONE)
+        except PodplayError as exc:
+            errors.append(f"{undo.describe()}: {exc}")
+    return ("; compensation left errors: " + "; ".join(errors)) if errors else ""
+
+
+def _roll_forward(tid: int, steps: list[Step], seqs, runner: _Runner, state: StateStore) -> str:
+    errors = []
+    for seq in seqs:
+        try:
+            runner.run(steps[seq])
+            state.mark(tid, seq, DONE)
+        except PodplayError as exc:
+            state.mark(tid, seq, FAILED, str(exc))
+            errors.append(f"{steps[seq].describe()}: {exc}")
+    return ("; " + "; ".join(errors)) if errors else ""
+
+
+# --- crash recovery -------------------------------------------------------------------------------
+
+def recover(state: StateStore, drivers: Drivers) -> list[str]:
+    """Finish the transactions a killed process left open. Returns what was done, for the log.
+
+    A create is undone: every step that may have run (started or done) is reversed, newest
+    first; undo steps are idempotent, so reversing a step that never took effect is harmless.
+    A delete or restart is rolled forward: its remaining steps are run again.
+    """
+    notes = []
+    runner = _Runner(drivers, Plan())
+    for txn in state.open_txns():
+        steps = [e.step for e in txn.entries]
+        if txn.kind == "create":
+            touched = [e.seq for e in txn.entries if e.status in (STARTED, DONE, FAILED)]
+            errors = _compensate(txn.id, steps, touched, runner, state)
+            state.finish_txn(txn.id, ROLLED_BACK if not errors else OPEN, "recovered after a crash" + errors)
+            notes.append(f"undid the interrupted creation of {txn.key}{errors}")
+        elif txn.kind in ("delete", "start"):
+            remaining = [e.seq for e in txn.entries if e.status != DONE]
+            if txn.kind == "start":
+                # A restart needs the desired pod, which only a plan has: the next diff redoes it.
+                state.finish_txn(txn.id, ABORTED, "interrupted restart; the next pass restarts again")
+                notes.append(f"dropped the interrupted restart of {txn.key}")
+                continue
+            errors = _roll_forward(txn.id, steps, remaining, runner, state)
+            state.finish_txn(txn.id, COMMITTED if not errors else OPEN, "recovered after a crash" + errors)
+            notes.append(f"finished the interrupted teardown of {txn.key}{errors}")
+        else:
+            state.finish_txn(txn.id, ABORTED, "interrupted")
+    return notes

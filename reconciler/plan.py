@@ -1,0 +1,323 @@
+"""PURE  changes → a Plan: transactions of ordered steps with explicit dependencies.
+
+A transaction (Txn) is the unit of compensation: the steps of one pod's creation, teardown or
+restart. Steps shared between pods (image pulls, claims) are transactions of their own. The
+Plan serializes to JSON and is the only input of ``apply``; ``render`` shows it to people the
+way terraform shows a plan.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from reconciler.desired import DesiredClaim, DesiredPod, DesiredState
+from reconciler.diff import Action, Change
+from reconciler.observed import ContainerState, ObservedHost, ObservedPod
+from reconciler.steps import (
+    AttachNetwork,
+    CreateContainer,
+    CreateInfra,
+    DetachNetwork,
+    EnsureClaim,
+    PrepareSnapshot,
+    PrepareVolumes,
+    PullImage,
+    RemoveClaim,
+    RemoveContainer,
+    RemoveInfra,
+    RemoveSnapshot,
+    RemoveVolumes,
+    RestartContainer,
+    RunInitContainer,
+    StartContainer,
+    Step,
+    StopContainers,
+)
+
+PLAN_VERSION = 1
+
+
+@dataclass(frozen=True)
+class PlannedStep:
+    id: str
+    step: Step
+    depends_on: tuple[str, ...] = ()
+
+    def to_json(self) -> dict:
+        return {"id": self.id, "step": self.step.to_json(), "depends_on": list(self.depends_on)}
+
+    @classmethod
+    def from_json(cls, d: dict) -> PlannedStep:
+        return cls(d["id"], Step.from_json(d["step"]), tuple(d.get("depends_on", ())))
+
+
+@dataclass(frozen=True)
+class Txn:
+    id: str
+    kind: str  # create | delete | start | shared
+    key: str  # pod ref, image reference or claim ref
+    uid: str = ""
+    steps: tuple[PlannedStep, ...] = ()
+
+    @property
+    def step_ids(self) -> set[str]:
+        return {s.id for s in self.steps}
+
+    def external_deps(self) -> set[str]:
+        own = self.step_ids
+        return {d for s in self.steps for d in s.depends_on if d not in own}
+
+    def to_json(self) -> dict:
+        return {"id": self.id, "kind": self.kind, "key": self.key, "uid": self.uid,
+                "steps": [s.to_json() for s in self.steps]}
+
+    @classmethod
+    def from_json(cls, d: dict) -> Txn:
+        return cls(d["id"], d["kind"], d["key"], d.get("uid", ""),
+                   tuple(PlannedStep.from_json(s) for s in d["steps"]))
+
+
+@dataclass(frozen=True)
+class Plan:
+    changes: tuple[Change, ...] = ()
+    txns: tuple[Txn, ...] = ()
+    pods: dict[str, DesiredPod] = field(default_factory=dict)  # desired instances by uid
+    claims: dict[str, DesiredClaim] = field(default_factory=dict)
+
+    @property
+    def empty(self) -> bool:
+        return not self.txns
+
+    @property
+    def effective_changes(self) -> list[Change]:
+        return [c for c in self.changes if c.action != Action.NOOP]
+
+    def to_json(self, *, redact: bool = False) -> dict:
+        pods = {uid: p.to_json() for uid, p in self.pods.items()}
+        if redact:
+            pods = {uid: _redact(p) for uid, p in pods.items()}
+        return {
+            "version": PLAN_VERSION,
+            "changes": [c.to_json() for c in self.changes],
+            "transactions": [t.to_json() for t in self.txns],
+            "pods": pods,
+            "claims": {ref: {"ref": c.ref, "source": c.source, "declared": c.declared}
+                       for ref, c in self.claims.items()},
+        }
+
+    @classmethod
+    def from_json(cls, d: dict) -> Plan:
+        if d.get("version") != PLAN_VERSION:
+            raise ValueError(f"plan version {d.get('version')!r} is not supported (expected {PLAN_VERSION})")
+        return cls(
+            changes=tuple(Change.from_json(c) for c in d["changes"]),
+            txns=tuple(Txn.from_json(t) for t in d["transactions"]),
+            pods={uid: DesiredPod.from_json(p) for uid, p in d["pods"].items()},
+            claims={ref: DesiredClaim(c["ref"], c["source"], c["declared"]) for ref, c in d["claims"].items()},
+        )
+
+    def dumps(self, *, redact: bool = False) -> str:
+        return json.dumps(self.to_json(redact=redact), indent=2, sort_keys=True)
+
+    def render(self, *, verbose: bool = False) -> str:
+        return render(self, verbose=verbose)
+
+
+def _redact(pod: dict) -> dict:
+    """Secret values must not reach a terminal or a CI log through `podplay plan`."""
+    pod = json.loads(json.dumps(pod))
+    for v in pod.get("volumes", []):
+        if v.get("kind") == "secret":
+            for f in v.get("files", []):
+                f["data"] = "<redacted>"
+    for c in pod.get("containers", []) + pod.get("init_containers", []):
+        for e in c.get("env", []):
+            if "value" in e:
+                e["value"] = "<redacted>"
+    return pod
+
+
+class _Builder:
+    def __init__(self):
+        self.n = 0
+        self.txns: list[Txn] = []
+        self.pulls: dict[str, str] = {}  # image → step id
+        self.claims: dict[str, str] = {}  # claim → step id
+        self.pull_creds: dict[str, list[str]] = {}
+
+    def sid(self) -> str:
+        self.n += 1
+        return f"s{self.n}"
+
+    def add(self, kind: str, key: str, uid: str, steps: list[PlannedStep]) -> Txn:
+        txn = Txn(f"t{len(self.txns) + 1}", kind, key, uid, tuple(steps))
+        self.txns.append(txn)
+        return txn
+
+
+def _teardown(b: _Builder, o: ObservedPod, after: tuple[str, ...] = ()) -> list[PlannedStep]:
+    """Steps that remove every trace of an observed pod instance, in reverse order of creation."""
+    pod, uid = o.key, o.uid
+    steps: list[PlannedStep] = []
+    prev: tuple[str, ...] = after
+
+    def add(step: Step) -> None:
+        nonlocal prev
+        ps = PlannedStep(b.sid(), step, prev)
+        steps.append(ps)
+        prev = (ps.id,)
+
+    apps = sorted(o.containers.values(), key=lambda c: c.name)
+    inits = sorted(o.init_containers.values(), key=lambda c: c.name)
+    running = tuple(c.id for c in apps + inits if c.state in (ContainerState.RUNNING, ContainerState.PAUSED))
+    if running:
+        add(StopContainers(pod, uid, container_ids=running, timeout=o.grace_period))
+    for c in apps + inits:
+        add(RemoveContainer(pod, uid, container_id=c.id))
+    if o.network is not None:
+        add(DetachNetwork(pod, uid, network=o.network.status.network))
+    if o.infra is not None:
+        add(RemoveInfra(pod, uid))
+    for key in o.snapshots:
+        add(RemoveSnapshot(pod, uid, key=key))
+    if o.has_volumes:
+        add(RemoveVolumes(pod, uid))
+    return steps
+
+
+def _bring_up(b: _Builder, d: DesiredPod, after: tuple[str, ...] = ()) -> list[PlannedStep]:
+    pod, uid = d.ref, d.uid
+    steps: list[PlannedStep] = []
+
+    def add(step: Step, deps: tuple[str, ...]) -> str:
+        ps = PlannedStep(b.sid(), step, tuple(dict.fromkeys(deps)))
+        steps.append(ps)
+        return ps.id
+
+    vol_deps = tuple(b.claims[v.claim] for v in d.volumes if v.claim and v.claim in b.claims)
+    volumes = add(PrepareVolumes(pod, uid), vol_deps + after) if d.volumes else None
+    snaps: dict[str, str] = {}
+    for c in d.init_containers + d.containers:
+        snaps[c.name] = add(PrepareSnapshot(pod, uid, container=c.name, key=c.id, image=c.spec.image),
+                            (b.pulls[c.spec.image],) + after)
+    infra = add(CreateInfra(pod, uid), after)
+    ready = add(AttachNetwork(pod, uid, network=d.network), (infra,)) if d.network else infra
+    base = (ready,) + ((volumes,) if volumes else ())
+    prev = base
+    for c in d.init_containers:
+        sid = add(RunInitContainer(pod, uid, container=c.name, container_id=c.id), prev + (snaps[c.name],))
+        prev = base + (sid,)
+    for c in d.containers:
+        created = add(CreateContainer(pod, uid, container=c.name, container_id=c.id), prev + (snaps[c.name],))
+        add(StartContainer(pod, uid, container=c.name, container_id=c.id), (created,))
+    return steps
+
+
+def make_plan(changes: list[Change], desired: DesiredState, observed: ObservedHost) -> Plan:
+    """Order: claims and image pulls first (a failed pull leaves the old pod running), then per
+    pod its teardown and/or bring-up. A replacement tears the old instance down only after the
+    new instance's images are pulled."""
+    b = _Builder()
+    pods: dict[str, DesiredPod] = {}
+    claims: dict[str, DesiredClaim] = {}
+    effective = [c for c in changes if c.action != Action.NOOP]
+
+    for c in effective:
+        if c.key.kind == "PersistentVolumeClaim" and c.action == Action.CREATE:
+            ref = f"{c.key.namespace}/{c.key.name}"
+            claims[ref] = desired.claims[ref]
+            sid = b.sid()
+            b.claims[ref] = sid
+            b.add("shared", ref, "", [PlannedStep(sid, EnsureClaim(claim=ref))])
+
+    images: dict[str, str] = {}
+    creds: dict[str, list[str]] = {}
+    for c in effective:
+        if c.key.kind == "Pod" and c.action in (Action.CREATE, Action.REPLACE, Action.START):
+            d = desired.pods[f"{c.key.namespace}/{c.key.name}"]
+            for ctr in d.init_containers + d.containers:
+                if c.action == Action.START and ctr.name not in c.containers:
+                    continue
+                policy = images.get(ctr.spec.image)
+                # The strictest policy wins when pods disagree: Always > IfNotPresent > Never.
+                rank = {"Always": 2, "IfNotPresent": 1, "Never": 0}
+                if policy is None or rank[ctr.pull_policy] > rank[policy]:
+                    images[ctr.spec.image] = ctr.pull_policy
+                if d.pull_secrets:
+                    creds.setdefault(ctr.spec.image, []).append(d.ref)
+    for image in sorted(images):
+        sid = b.sid()
+        b.pulls[image] = sid
+        step = PullImage(image=image, policy=images[image], credentials_from=tuple(sorted(set(creds.get(image, ())))))
+        b.add("shared", image, "", [PlannedStep(sid, step)])
+
+    for c in effective:
+        if c.key.kind != "Pod":
+            continue
+        ref = f"{c.key.namespace}/{c.key.name}"
+        if c.action == Action.DELETE:
+            b.add("delete", ref, c.before, _teardown(b, observed.pods[c.before]))
+        elif c.action == Action.CREATE:
+            d = desired.pods[ref]
+            pods[d.uid] = d
+            b.add("create", ref, d.uid, _bring_up(b, d))
+        elif c.action == Action.REPLACE:
+            d = desired.pods[ref]
+            pods[d.uid] = d
+            pulls = tuple(dict.fromkeys(b.pulls[x.spec.image] for x in d.init_containers + d.containers))
+            old = b.add("delete", ref, c.before, _teardown(b, observed.pods[c.before], after=pulls))
+            last = (old.steps[-1].id,) if old.steps else ()
+            b.add("create", ref, d.uid, _bring_up(b, d, after=last))
+        elif c.action == Action.START:
+            d = desired.pods[ref]
+            pods[d.uid] = d
+            steps = []
+            for name in c.containers:
+                ctr = d.container(name)
+                steps.append(PlannedStep(b.sid(), RestartContainer(ref, d.uid, container=name, container_id=ctr.id),
+                                         (b.pulls[ctr.spec.image],)))
+            b.add("start", ref, d.uid, steps)
+
+    for c in effective:
+        if c.key.kind == "PersistentVolumeClaim" and c.action == Action.DELETE:
+            ref = f"{c.key.namespace}/{c.key.name}"
+            after = tuple(t.steps[-1].id for t in b.txns if t.kind == "delete" and t.steps)
+            b.add("shared", ref, "", [PlannedStep(b.sid(), RemoveClaim(claim=ref), after)])
+
+    return Plan(changes=tuple(changes), txns=tuple(b.txns), pods=pods, claims=claims)
+
+
+# --- rendering ------------------------------------------------------------------------------------
+
+_SYMBOL = {Action.CREATE: "+", Action.REPLACE: "~", Action.DELETE: "-", Action.START: ">", Action.NOOP: "="}
+
+
+def render(plan: Plan, *, verbose: bool = False) -> str:
+    lines = []
+    effective = plan.effective_changes
+    if not effective:
+        lines.append("No changes. The host matches the manifests.")
+    for c in effective:
+        what = f"{c.key.kind.lower() if c.key.kind != 'PersistentVolumeClaim' else 'claim'} " \
+               f"{c.key.namespace}/{c.key.name}"
+        extra = f" [{', '.join(c.containers)}]" if c.containers else ""
+        detail = f": {c.detail}" if c.detail else ""
+        lines.append(f"  {_SYMBOL[c.action]} {c.action} {what}{extra} ({c.reason}{detail})")
+        if verbose:
+            for t in plan.txns:
+                if t.key == f"{c.key.namespace}/{c.key.name}" and t.uid in (c.before, c.after):
+                    for s in t.steps:
+                        lines.append(f"      {s.id}: {s.step.describe()}")
+    noops = [c for c in plan.changes if c.action == Action.NOOP]
+    counts = {a: sum(1 for c in effective if c.action == a) for a in
+              (Action.CREATE, Action.REPLACE, Action.DELETE, Action.START)}
+    if effective:
+        lines.append("")
+        lines.append(f"Plan: {counts[Action.CREATE]} to create, {counts[Action.REPLACE]} to replace, "
+                     f"{counts[Action.START]} to restart, {counts[Action.DELETE]} to delete, "
+                     f"{len(noops)} unchanged.")
+    for c in noops:
+        if c.reason != "unchanged":
+            lines.append(f"  = {c.key.namespace}/{c.key.name} ({c.reason}: {c.detail})")
+    return "\n".join(lines)

@@ -1,0 +1,236 @@
+"""The state store: what podplay owns, what it last applied, and the apply journal.
+
+One sqlite file under the storage root (WAL mode: a reader never blocks the applier, and a
+process killed mid-write loses nothing that was committed). A separate lock file serializes
+applies between processes; the holder writes who it is into it so that a second process can
+say who is in the way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from reconciler.diff import AppliedPod, LastApplied
+from reconciler.errors import LockedError, StateError
+from reconciler.steps import Step
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS pods (
+    ref TEXT PRIMARY KEY, uid TEXT NOT NULL, spec_hash TEXT NOT NULL, source TEXT NOT NULL,
+    owner TEXT NOT NULL DEFAULT '', applied_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS claims (ref TEXT PRIMARY KEY, source TEXT NOT NULL, declared INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS txns (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, key TEXT NOT NULL, uid TEXT NOT NULL,
+    status TEXT NOT NULL, started REAL NOT NULL, finished REAL, error TEXT NOT NULL DEFAULT '',
+    record TEXT NOT NULL DEFAULT ''
+);
+CREATE TABLE IF NOT EXISTS journal (
+    txn INTEGER NOT NULL REFERENCES txns(id), seq INTEGER NOT NULL, step TEXT NOT NULL, undo TEXT,
+    status TEXT NOT NULL, error TEXT NOT NULL DEFAULT '', PRIMARY KEY (txn, seq)
+);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS events (
+    ts REAL NOT NULL, level TEXT NOT NULL, key TEXT NOT NULL, message TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS txns_open ON txns(status);
+"""
+
+# Journal step states.
+PENDING, STARTED, DONE, UNDONE, FAILED = "pending", "started", "done", "undone", "failed"
+# Transaction states.
+OPEN, COMMITTED, ROLLED_BACK, ABORTED = "open", "committed", "rolled_back", "aborted"
+KEEP_TXNS = 500  # finished transactions kept for `podplay status` and debugging
+KEEP_EVENTS = 1000
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    seq: int
+    step: Step
+    undo: Step | None
+    status: str
+
+
+@dataclass(frozen=True)
+class OpenTxn:
+    id: int
+    kind: str
+    key: str
+    uid: str
+    entries: tuple[JournalEntry, ...]
+    record: dict
+
+
+class StateStore:
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as exc:
+            raise StateError(f"state store {self.path} is unreadable: {exc}") from None
+
+    def close(self) -> None:
+        self.db.close()
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
+
+    # --- what podplay owns -----------------------------------------------------------------------
+
+    def last_applied(self) -> LastApplied:
+        pods = {r[0]: AppliedPod(*r) for r in self.db.execute(
+            "SELECT ref, uid, spec_hash, source, owner FROM pods")}
+        claims = dict(self.db.execute("SELECT ref, source FROM claims"))
+        return LastApplied(pods=pods, claims=claims)
+
+    def record_claim(self, ref: str, source: str, declared: bool) -> None:
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO claims VALUES (?, ?, ?)", (ref, source, int(declared)))
+
+    def forget_claim(self, ref: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM claims WHERE ref = ?", (ref,))
+
+    # --- journal ---------------------------------------------------------------------------------
+
+    def begin_txn(self, kind: str, key: str, uid: str, steps: list[Step], record: dict | None = None) -> int:
+        """Write the whole transaction, every step pending with its undo, before any runs."""
+        with self._tx() as db:
+            cur = db.execute("INSERT INTO txns (kind, key, uid, status, started, record) VALUES (?, ?, ?, ?, ?, ?)",
+                             (kind, key, uid, OPEN, time.time(), json.dumps(record or {})))
+            txn = cur.lastrowid
+            db.executemany(
+                "INSERT INTO journal (txn, seq, step, undo, status) VALUES (?, ?, ?, ?, ?)",
+                [(txn, i, json.dumps(s.to_json()), json.dumps(u.to_json()) if (u := s.undo()) else None, PENDING)
+                 for i, s in enumerate(steps)])
+        return txn
+
+    def mark(self, txn: int, seq: int, status: str, error: str = "") -> None:
+        self.db.execute("UPDATE journal SET status = ?, error = ? WHERE txn = ? AND seq = ?",
+                        (status, error, txn, seq))
+
+    def finish_txn(self, txn: int, status: str, error: str = "") -> None:
+        """Close a transaction and apply its effect on what podplay owns, atomically."""
+        with self._tx() as db:
+            row = db.execute("SELECT kind, key, uid, record FROM txns WHERE id = ?", (txn,)).fetchone()
+            if row is None:
+                raise StateError(f"no transaction {txn} in the journal")
+            kind, key, uid, record = row
+            record = json.loads(record or "{}")
+            if status == COMMITTED and kind == "create":
+                db.execute("INSERT OR REPLACE INTO pods VALUES (?, ?, ?, ?, ?, ?)",
+                           (key, uid, record.get("spec_hash", ""), record.get("source", ""),
+                            record.get("owner", ""), time.time()))
+            if status == COMMITTED and kind == "delete":
+                db.execute("DELETE FROM pods WHERE ref = ? AND uid = ?", (key, uid))
+            db.execute("UPDATE txns SET status = ?, finished = ?, error = ? WHERE id = ?",
+                       (status, time.time(), error, txn))
+
+    def open_txns(self) -> list[OpenTxn]:
+        out = []
+        for tid, kind, key, uid, record in self.db.execute(
+                "SELECT id, kind, key, uid, record FROM txns WHERE status = ? ORDER BY id", (OPEN,)).fetchall():
+            entries = tuple(
+                JournalEntry(seq, Step.from_json(json.loads(step)), Step.from_json(json.loads(undo)) if undo else None,
+                             status)
+                for seq, step, undo, status in self.db.execute(
+                    "SELECT seq, step, undo, status FROM journal WHERE txn = ? ORDER BY seq", (tid,)))
+            out.append(OpenTxn(tid, kind, key, uid, entries, json.loads(record or "{}")))
+        return out
+
+    def prune_history(self) -> None:
+        with self._tx() as db:
+            cutoff = db.execute("SELECT id FROM txns WHERE status != ? ORDER BY id DESC LIMIT 1 OFFSET ?",
+                                (OPEN, KEEP_TXNS)).fetchone()
+            if cutoff:
+                db.execute("DELETE FROM journal WHERE txn <= ? AND txn NOT IN (SELECT id FROM txns WHERE status = ?)",
+                           (cutoff[0], OPEN))
+                db.execute("DELETE FROM txns WHERE id <= ? AND status != ?", (cutoff[0], OPEN))
+            db.execute("DELETE FROM events WHERE rowid NOT IN (SELECT rowid FROM events ORDER BY ts DESC LIMIT ?)",
+                       (KEEP_EVENTS,))
+
+    # --- status ----------------------------------------------------------------------------------
+
+    def get_meta(self, key: str, default: str = "") -> str:
+        row = self.db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else default
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
+    def add_event(self, level: str, key: str, message: str) -> None:
+        self.db.execute("INSERT INTO events VALUES (?, ?, ?, ?)", (time.time(), level, key, message))
+
+    def events(self, limit: int = 50) -> list[tuple[float, str, str, str]]:
+        return list(self.db.execute("SELECT ts, level, key, message FROM events ORDER BY ts DESC LIMIT ?", (limit,)))
+
+    def recent_txns(self, limit: int = 20) -> list[dict]:
+        rows = self.db.execute("SELECT id, kind, key, uid, status, started, finished, error FROM txns "
+                               "ORDER BY id DESC LIMIT ?", (limit,))
+        cols = ("id", "kind", "key", "uid", "status", "started", "finished", "error")
+        return [dict(zip(cols, r)) for r in rows]
+
+
+class ApplyLock:
+    """An exclusive flock on the storage root's lock file, naming its holder.
+
+    ``timeout=None`` waits as long as it takes; ``0`` fails at once with LockedError.
+    """
+
+    def __init__(self, path: str | os.PathLike, timeout: float | None = None):
+        self.path = Path(path)
+        self.timeout = timeout
+        self.fd: int | None = None
+
+    def holder(self) -> str:
+        try:
+            return self.path.read_text().strip() or "another podplay process"
+        except OSError:
+            return "another podplay process"
+
+    def __enter__(self) -> ApplyLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if deadline is not None and time.monotonic() >= deadline:
+                    os.close(fd)
+                    raise LockedError(f"another podplay is applying changes: {self.holder()} "
+                                      f"(lock {self.path})") from None
+                time.sleep(0.05)
+        cmd = " ".join(os.environ.get("PODPLAY_COMMAND", "").split()) or "podplay"
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} ({cmd}) since {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            os.ftruncate(self.fd, 0)
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
