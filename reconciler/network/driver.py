@@ -1,0 +1,333 @@
+"""``CniNetwork``: the NetworkDriver over CNI plugins, with a result cache per pod.
+
+Each attachment is a file ``<runroot>/cni/results/<uid>.json`` holding everything a later DEL
+needs even in a new process after a crash: the exact network configuration used, the netns
+path and its identity, the CNI_ARGS, the port mappings and the ADD result (updated after every
+plugin of the chain, so a crash half-way still leaves what was made on record). The file is
+written before the first plugin runs and removed only after a DEL succeeded, so no IP is lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+from reconciler.desired import DEFAULT_NETWORK, DesiredPod
+from reconciler.errors import NetworkError
+from reconciler.fsutil import atomic_write
+from reconciler.network.cni import Attachment, CniInvoker, status_from_result
+from reconciler.network.config import NetworkConfig, ensure_default_network, find_network, parse_network_config
+from reconciler.network.masq import sweep_masquerade
+from reconciler.network.ports import (
+    declared_ports,
+    describe,
+    host_conflicts,
+    host_sockets,
+    overlaps,
+    runtime_port_mappings,
+)
+from reconciler.observed import NetworkStatus, ObservedAttachment, PortMapping
+from reconciler.paths import HostPaths
+
+CACHE_FORMAT = 1
+IFNAME = "eth0"
+# The spec's container id rule; pod uids always match it. Anything else is refused before it
+# can become a path or an environment variable.
+_CONTAINER_ID = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
+_PROC_NETNS = re.compile(r"^/proc/(\d+)/ns/net$")
+_ARG_VALUE = re.compile(r"^[^;=\s]*$")
+
+
+def _check_uid(uid: str) -> None:
+    if not isinstance(uid, str) or not _CONTAINER_ID.match(uid) or len(uid) > 128:
+        raise NetworkError(f"invalid pod uid {uid!r}: expected letters, digits, '_', '.' or '-'")
+
+
+def _proc_start_time(pid: str) -> str:
+    with open(f"/proc/{pid}/stat") as f:
+        # The command name (field 2) may hold spaces: split after its closing parenthesis.
+        return f.read().rpartition(")")[2].split()[19]
+
+
+def netns_identity(path: str) -> dict | None:
+    """What makes a netns path mean the same namespace later: the nsfs inode, and for a
+    /proc/<pid>/ns/net path also the process start time (pids and nsfs inodes are reused)."""
+    try:
+        st = os.stat(path)
+        ident: dict = {"dev": st.st_dev, "ino": st.st_ino}
+        m = _PROC_NETNS.match(path)
+        if m:
+            ident["start"] = _proc_start_time(m.group(1))
+    except (OSError, IndexError):
+        return None
+    return ident
+
+
+def _cache_ports(entry: dict) -> tuple[PortMapping, ...]:
+    return tuple(PortMapping(int(p["host_port"]), int(p["container_port"]), p.get("protocol", "tcp"),
+                             p.get("host_ip", "")) for p in entry.get("ports", ()))
+
+
+class CniNetwork:
+    """NetworkDriver: attach/detach/check pods on CNI networks defined in ``paths.network_dir``.
+
+    Mutations take an exclusive lock (``<runroot>/cni/lock``) so that the port check and the
+    ADD that claims the port cannot interleave with another podplay process.
+    """
+
+    def __init__(self, paths: HostPaths, *, plugin_dirs: tuple[str, ...] = ("/usr/lib/cni", "/opt/cni/bin")):
+        self.paths = paths
+        self.cni = CniInvoker(plugin_dirs)
+        self.results_dir = paths.cni / "results"
+
+    # --- cache ------------------------------------------------------------------------------
+
+    def _cache_path(self, uid: str) -> Path:
+        return self.results_dir / f"{uid}.json"
+
+    def _read_cache(self, uid: str) -> dict | None:
+        path = self._cache_path(uid)
+        try:
+            entry = json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            raise NetworkError(f"{path}: unreadable network attachment record: {exc}") from None
+        if not isinstance(entry, dict) or entry.get("format") != CACHE_FORMAT:
+            raise NetworkError(f"{path}: not a podplay network attachment record (format {CACHE_FORMAT})")
+        return entry
+
+    def _write_cache(self, entry: dict) -> None:
+        atomic_write(self._cache_path(entry["uid"]), json.dumps(entry, indent=1, sort_keys=True), mode=0o600)
+
+    def _cached_entries(self) -> Iterator[dict]:
+        try:
+            names = sorted(os.listdir(self.results_dir))
+        except FileNotFoundError:
+            return
+        for name in names:
+            if not name.endswith(".json") or name.startswith("."):
+                continue
+            try:
+                entry = self._read_cache(name[:-5])
+            except NetworkError:
+                continue  # a hand-damaged record must not hide every other pod's network
+            if entry is not None:
+                yield entry
+
+    @contextlib.contextmanager
+    def _locked(self) -> Iterator[None]:
+        self.paths.cni.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.paths.cni / "lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    # --- helpers ----------------------------------------------------------------------------
+
+    def _network(self, name: str) -> NetworkConfig:
+        if name == DEFAULT_NETWORK:
+            net = ensure_default_network(self.paths)
+        else:
+            net = find_network(self.paths.network_dir, name)
+        self.cni.check_versions(net)
+        return net
+
+    @staticmethod
+    def _attachment(entry: dict, netns: str) -> Attachment:
+        return Attachment(entry["uid"], netns, entry.get("ifname", IFNAME),
+                          tuple((k, v) for k, v in entry.get("cni_args", [])),
+                          entry.get("capability_args", {}))
+
+    @staticmethod
+    def _config(entry: dict) -> NetworkConfig:
+        # Re-validated: DEL must use exactly this config, and a damaged record must fail clearly.
+        return parse_network_config(json.dumps(entry["config"]), entry.get("config_file", ""))
+
+    @staticmethod
+    def _status(entry: dict) -> NetworkStatus:
+        ports = _cache_ports(entry)
+        if entry.get("state") == "attached" and isinstance(entry.get("result"), dict):
+            return status_from_result(entry["network"], entry["result"], entry.get("ifname", IFNAME), ports)
+        return NetworkStatus(network=entry["network"], interface=entry.get("ifname", IFNAME), ports=ports)
+
+    @staticmethod
+    def _live_netns(entry: dict) -> str:
+        """The recorded netns path if it still names the same namespace, else "" (DEL then
+        touches nothing inside a namespace that may now belong to someone else)."""
+        path = entry.get("netns", "")
+        if path and entry.get("netns_id") and netns_identity(path) == entry["netns_id"]:
+            return path
+        return ""
+
+    @staticmethod
+    def _validate_netns(netns: str) -> dict:
+        ident = netns_identity(netns)
+        if ident is None:
+            raise NetworkError(f"network namespace {netns!r} does not exist")
+        own = os.stat("/proc/self/ns/net")
+        if ident["dev"] != own.st_dev:
+            raise NetworkError(f"{netns!r} is not a network namespace")
+        if ident["ino"] == own.st_ino:
+            raise NetworkError(f"{netns!r} is the host's own network namespace; a pod needs its own")
+        return ident
+
+    # --- NetworkDriver ----------------------------------------------------------------------
+
+    def attach(self, pod: DesiredPod, netns: str) -> NetworkStatus:
+        _check_uid(pod.uid)
+        if not pod.network:
+            raise NetworkError(f"pod {pod.ref} uses the host network; it has no CNI attachment")
+        with self._locked():
+            ident = self._validate_netns(netns)
+            entry = self._read_cache(pod.uid)
+            if entry is not None:
+                if entry.get("state") == "attached" and entry.get("netns") == netns \
+                        and entry.get("netns_id") == ident:
+                    try:
+                        self._check_entry(entry)
+                        return self._status(entry)
+                    except NetworkError:
+                        pass  # broken attachment: undo it and attach afresh below
+                self._detach_entry(entry)
+            return self._add(pod, netns, ident)
+
+    def _add(self, pod: DesiredPod, netns: str, ident: dict) -> NetworkStatus:
+        net = self._network(pod.network)
+        conflicts = self._conflicts(pod)
+        if conflicts:
+            raise NetworkError(f"pod {pod.ref} cannot start: " + "; ".join(conflicts))
+        ports = tuple(d.mapping for d in declared_ports(pod))
+        if ports and not net.capability_plugins("portMappings"):
+            raise NetworkError(
+                f"{net.file}: plugins: network {net.name!r} has no plugin with \"capabilities\": "
+                f"{{\"portMappings\": true}} (e.g. portmap), so {describe(ports[0])} of pod {pod.ref} "
+                "cannot be forwarded")
+        for key, value in (("namespace", pod.namespace), ("name", pod.name)):
+            if not _ARG_VALUE.match(value):
+                raise NetworkError(f"pod {pod.ref}: {key} {value!r} cannot be passed in CNI_ARGS")
+        entry = {
+            "format": CACHE_FORMAT,
+            "uid": pod.uid,
+            "pod": pod.ref,
+            "network": net.name,
+            "config_file": net.file,
+            "config": net.raw,
+            "netns": netns,
+            "netns_id": ident,
+            "ifname": IFNAME,
+            # IgnoreUnknown: plugins refuse CNI_ARGS keys they do not know without it.
+            "cni_args": [["IgnoreUnknown", "1"], ["K8S_POD_NAMESPACE", pod.namespace],
+                         ["K8S_POD_NAME", pod.name], ["K8S_POD_INFRA_CONTAINER_ID", pod.infra_id]],
+            "capability_args": {"portMappings": runtime_port_mappings(ports)} if ports else {},
+            "ports": [{"host_port": p.host_port, "container_port": p.container_port, "protocol": p.protocol,
+                       "host_ip": p.host_ip} for p in ports],
+            "state": "adding",
+            "result": None,
+        }
+        # loopback holds nothing on the host, so it needs no record and no DEL.
+        self.cni.loopback_up(netns, pod.uid)
+        self._write_cache(entry)
+        att = self._attachment(entry, netns)
+
+        def progress(result: dict) -> None:
+            entry["result"] = result
+            self._write_cache(entry)
+
+        try:
+            result = self.cni.add(net, att, progress)
+        except NetworkError as exc:
+            try:
+                self._detach_entry(entry)
+            except NetworkError as cleanup:
+                raise NetworkError(f"{exc}; cleaning up also failed: {cleanup} "
+                                   "(the next detach of this pod retries)") from exc
+            raise
+        entry["result"] = result
+        entry["state"] = "attached"
+        self._write_cache(entry)
+        return self._status(entry)
+
+    def detach(self, uid: str) -> None:
+        _check_uid(uid)
+        with self._locked():
+            entry = self._read_cache(uid)
+            if entry is not None:
+                self._detach_entry(entry)
+
+    def _detach_entry(self, entry: dict) -> None:
+        net = self._config(entry)
+        netns = self._live_netns(entry)
+        errors = self.cni.delete(net, self._attachment(entry, netns), entry.get("result"))
+        if not errors:
+            versions = tuple(sorted({s.version for s in net.subnets()})) or (4,)
+            for p in net.plugins:
+                if p.get("type") == "bridge" and p.get("ipMasq"):
+                    try:
+                        sweep_masquerade(net.name, entry["uid"], versions)
+                    except NetworkError as exc:
+                        errors.append(exc)
+                    break
+        if errors:
+            raise NetworkError(f"detaching pod {entry.get('pod', entry['uid'])} from network {net.name!r} failed "
+                               "(its record is kept so that the next detach retries): "
+                               + "; ".join(str(e) for e in errors))
+        with contextlib.suppress(FileNotFoundError):
+            self._cache_path(entry["uid"]).unlink()
+
+    def check(self, uid: str) -> None:
+        _check_uid(uid)
+        with self._locked():
+            entry = self._read_cache(uid)
+            if entry is None:
+                raise NetworkError(f"pod uid {uid} has no network attachment")
+            self._check_entry(entry)
+
+    def _check_entry(self, entry: dict) -> None:
+        who = f"pod {entry.get('pod', entry['uid'])} on network {entry['network']!r}"
+        if entry.get("state") != "attached" or not isinstance(entry.get("result"), dict):
+            raise NetworkError(f"{who}: the attachment was never completed")
+        netns = self._live_netns(entry)
+        if not netns:
+            raise NetworkError(f"{who}: its network namespace {entry.get('netns')!r} is gone")
+        self.cni.check(self._config(entry), self._attachment(entry, netns), entry["result"])
+
+    def list_attachments(self) -> list[ObservedAttachment]:
+        return [ObservedAttachment(e["uid"], self._status(e), e.get("netns", "")) for e in self._cached_entries()]
+
+    def port_conflicts(self, pod: DesiredPod) -> list[str]:
+        _check_uid(pod.uid)
+        return self._conflicts(pod)
+
+    def _conflicts(self, pod: DesiredPod) -> list[str]:
+        declared = declared_ports(pod)
+        out: list[str] = []
+        seen: dict[PortMapping, str] = {}
+        for d in declared:
+            twin = next((c for p, c in seen.items() if overlaps(p, d.mapping)), None)
+            if twin is not None:
+                out.append(f"{describe(d.mapping)} is declared twice in pod {pod.ref} "
+                           f"(containers {twin!r} and {d.container!r})")
+            seen.setdefault(d.mapping, d.container)
+        wanted = list(seen)
+        if not wanted:
+            return out
+        taken: list[PortMapping] = []
+        for entry in self._cached_entries():
+            if entry["uid"] == pod.uid:
+                continue
+            for theirs in _cache_ports(entry):
+                for mine in wanted:
+                    if overlaps(mine, theirs) and mine not in taken:
+                        taken.append(mine)
+                        out.append(f"{describe(mine)} is already used by pod {entry.get('pod', '?')} "
+                                   f"(uid {entry['uid']}) on network {entry['network']!r}")
+        out += host_conflicts([p for p in wanted if p not in taken], host_sockets())
+        return out
