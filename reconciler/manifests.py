@@ -704,7 +704,7 @@ def load_documents(docs: Iterable[tuple[Any, Positions]], file: str, result: Man
                 continue
             if kind not in KINDS:
                 label = f"{kind} {name}" if name else kind
-                chk.warn(("kind",), f"{label}: kind not supported, skipped (podplay supports {SUPPORTED})")
+                chk.warn((), f"{label}: kind not supported, skipped (podplay supports {SUPPORTED})")
                 continue
             api = data.get("apiVersion")
             if api != API_VERSIONS[kind]:

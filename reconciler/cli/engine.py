@@ -1,0 +1,194 @@
+"""validate, plan, up (play), down: the commands that drive the reconcile engine."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+
+from reconciler.errors import EXIT_APPLY_FAILED, EXIT_INVALID, ManifestError, Severity
+
+
+def register(sub, common) -> None:
+    p = sub.add_parser("validate", parents=[common], help="check manifest files and report every problem",
+                       description="Check manifests: YAML syntax, the Kubernetes schema, and what podplay needs. "
+                       "Reports every problem with file, line, column and field path.")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="manifest files or directories ('-' for stdin)")
+    p.add_argument("--output", "-o", choices=("text", "json"), default="text")
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("plan", parents=[common], help="show what `up` would change, without changing anything")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--output", "-o", choices=("text", "json"), default="text")
+    p.add_argument("--verbose", "-v", action="store_true", help="list every step of every change")
+    p.add_argument("--replace", action="store_true", help="plan as if --replace were given to up")
+    p.add_argument("--down", action="store_true", help="plan what `down` would remove")
+    p.set_defaults(func=cmd_plan)
+
+    for name, aliases in (("up", ["play"]),):
+        p = sub.add_parser(name, aliases=aliases, parents=[common],
+                           help="make the host match the manifests (create, replace, prune)",
+                           description="Converge once: create what is missing, replace what changed, "
+                           "prune what was removed from these paths, touch nothing else.")
+        p.add_argument("paths", nargs="+", metavar="PATH")
+        p.add_argument("--replace", action="store_true", help="recreate every pod even if unchanged")
+        p.add_argument("--wait", action="store_true", help="wait until every pod's containers are running")
+        p.add_argument("--timeout", type=float, default=300, help="seconds to wait with --wait (default 300)")
+        p.add_argument("--no-block", action="store_true",
+                       help="fail at once if another podplay is applying, instead of waiting")
+        p.add_argument("--quiet", "-q", action="store_true")
+        p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser("down", parents=[common], help="remove what these manifests created",
+                       description="Remove the pods these manifests describe (and pods they created earlier); "
+                       "claims (PVC volumes) are kept unless --volumes is given. Idempotent.")
+    p.add_argument("paths", nargs="+", metavar="PATH")
+    p.add_argument("--volumes", action="store_true", help="also delete the PVC volumes they use")
+    p.add_argument("--no-block", action="store_true")
+    p.add_argument("--quiet", "-q", action="store_true")
+    p.set_defaults(func=cmd_down)
+
+
+def _print_diagnostics(diags, err) -> None:
+    from reconciler.reconcile import diagnostics_text
+
+    text = diagnostics_text([d for d in diags if d.severity != Severity.INFO])
+    if text:
+        print(text, file=err)
+
+
+def cmd_validate(args, ctx) -> int:
+    from reconciler.manifests import load_manifests
+
+    result = load_manifests(args.paths)
+    if args.output == "json":
+        json.dump({"valid": result.ok, "files": result.files,
+                   "objects": [{"kind": o.obj.kind, "namespace": o.obj.metadata.namespace,
+                                "name": o.obj.metadata.name, "file": o.file, "line": o.line} for o in result.objects],
+                   "diagnostics": [d.to_json() for d in result.diagnostics]}, ctx.out, indent=2)
+        print(file=ctx.out)
+        return 0 if result.ok else EXIT_INVALID
+    _print_diagnostics(result.diagnostics, ctx.err)
+    if not result.ok:
+        n = len(result.errors)
+        print(f"{n} error{'s' if n != 1 else ''} in {len(result.files)} file{'s' if len(result.files) != 1 else ''}.",
+              file=ctx.err)
+        return EXIT_INVALID
+    kinds: dict[str, int] = {}
+    for o in result.objects:
+        kinds[o.obj.kind] = kinds.get(o.obj.kind, 0) + 1
+    summary = ", ".join(f"{n} {k}{'s' if n != 1 else ''}" for k, n in sorted(kinds.items()))
+    print(f"valid: {summary} in {len(result.files)} file{'s' if len(result.files) != 1 else ''}", file=ctx.out)
+    return 0
+
+
+def _engine(ctx):
+    from reconciler.reconcile import open_drivers
+    from reconciler.state import StateStore
+
+    os.environ.setdefault("PODPLAY_COMMAND", " ".join(["podplay"] + sys.argv[1:]))
+    return open_drivers(ctx.paths), StateStore(ctx.paths.state_db)
+
+
+def cmd_plan(args, ctx) -> int:
+    from reconciler.reconcile import load_or_fail, run_pass
+
+    try:
+        manifests = load_or_fail(args.paths, down=args.down)
+    except ManifestError as exc:
+        _print_diagnostics(exc.diagnostics, ctx.err)
+        return EXIT_INVALID
+    _print_diagnostics(manifests.warnings, ctx.err)
+    drivers, state = _engine(ctx)
+    try:
+        result = run_pass(args.paths, drivers, state, ctx.paths, mode="down" if args.down else "up",
+                          force=args.replace, dry_run=True, manifests=manifests)
+    finally:
+        drivers.close()
+        state.close()
+    if args.output == "json":
+        print(result.plan.dumps(redact=True), file=ctx.out)
+    else:
+        print(result.plan.render(verbose=args.verbose), file=ctx.out)
+    return 0
+
+
+class Progress:
+    """Prints one line per finished transaction, in the plan's vocabulary."""
+
+    def __init__(self, plan_ref, out, err, quiet: bool):
+        self.plan_ref = plan_ref
+        self.out, self.err, self.quiet = out, err, quiet
+
+    def __call__(self, event: str, txn, message: str) -> None:
+        plan = self.plan_ref()
+        change = next((c for c in plan.changes if f"{c.key.namespace}/{c.key.name}" == txn.key
+                       and txn.uid in (c.before, c.after) and txn.uid), None)
+        if event == "begin":
+            return
+        if event in ("failed", "skipped"):
+            what = f"{txn.kind} {txn.key}" if txn.kind != "shared" else txn.key
+            print(f"! {what}: {message}", file=self.err)
+            return
+        if self.quiet or change is None:
+            return
+        reason = f" ({change.reason}{': ' + change.detail if change.detail else ''})"
+        if txn.kind == "create":
+            verb = "~ replaced" if change.action == "replace" else "+ created"
+            print(f"{verb} pod {txn.key}{reason}", file=self.out)
+        elif txn.kind == "delete" and change.action != "replace":
+            print(f"- deleted pod {txn.key}{reason}", file=self.out)
+        elif txn.kind == "start":
+            print(f"> restarted {txn.key} [{', '.join(change.containers)}]{reason}", file=self.out)
+
+
+def _converge(args, ctx, mode: str) -> int:
+    from reconciler.reconcile import load_or_fail, run_pass, wait_for_pods
+
+    try:
+        manifests = load_or_fail(args.paths, down=mode == "down")
+    except ManifestError as exc:
+        _print_diagnostics(exc.diagnostics, ctx.err)
+        return EXIT_INVALID
+    _print_diagnostics(manifests.warnings, ctx.err)
+    drivers, state = _engine(ctx)
+    holder: dict = {}
+    progress = Progress(lambda: holder["plan"], ctx.out, ctx.err, args.quiet)
+
+    started = time.monotonic()
+    try:
+        result = run_pass(args.paths, drivers, state, ctx.paths, mode=mode,
+                          force=getattr(args, "replace", False), remove_volumes=getattr(args, "volumes", False),
+                          lock_timeout=0 if args.no_block else None, report=progress, manifests=manifests,
+                          on_plan=lambda plan: holder.__setitem__("plan", plan))
+        for note in result.recovered:
+            print(f"recovered: {note}", file=ctx.err)
+        if not result.plan.effective_changes and not args.quiet:
+            print("No changes. The host matches the manifests.", file=ctx.out)
+        if not result.ok:
+            n = len(result.applied.failed)
+            print(f"{n} change{'s' if n != 1 else ''} failed; the host keeps what was running before for those pods.",
+                  file=ctx.err)
+            return EXIT_APPLY_FAILED
+        if mode == "up" and args.wait:
+            problems = wait_for_pods(drivers, result.desired, timeout=args.timeout)
+            if problems:
+                for p in problems:
+                    print(f"! {p}", file=ctx.err)
+                return EXIT_APPLY_FAILED
+        if not args.quiet and result.plan.effective_changes:
+            print(f"done in {time.monotonic() - started:.2f}s", file=ctx.out)
+    finally:
+        drivers.close()
+        state.close()
+    return 0
+
+
+def cmd_up(args, ctx) -> int:
+    return _converge(args, ctx, "up")
+
+
+def cmd_down(args, ctx) -> int:
+    return _converge(args, ctx, "down")
+
