@@ -374,10 +374,10 @@ def _pull_secrets(spec: PodSpec, ns: str, refs: _Refs) -> tuple[RegistryCredenti
     return tuple(out)
 
 
-def _hash_input(meta: ObjectMeta, spec: PodSpec, containers, init_containers, volumes, network: str,
-                hostname: str) -> dict:
+def _hash_input(meta: ObjectMeta, spec: PodSpec, containers, init_containers, volumes, network: str) -> dict:
     # Labels and most annotations do not change how the pod runs; they reach the containers
-    # only through fieldRef env, which is part of the resolved env below.
+    # only through fieldRef env, which is part of the resolved env below. The pod's name is not
+    # part of it either, so that every replica of a Deployment carries the template's hash.
     annotations = {k: v for k, v in meta.annotations.items() if k.startswith(ANNOTATION_PREFIX)}
     return {
         "spec": codec.to_data(spec),
@@ -385,7 +385,6 @@ def _hash_input(meta: ObjectMeta, spec: PodSpec, containers, init_containers, vo
         "volumes": codec.to_data(volumes),
         "annotations": annotations,
         "network": network,
-        "hostname": hostname,
     }
 
 
@@ -406,7 +405,7 @@ def _build_pod(loaded: Loaded, owner: ObjectKey, meta: ObjectMeta, spec: PodSpec
 
     apps = containers(spec.containers, False, "containers")
     inits = containers(spec.init_containers, True, "initContainers")
-    spec_hash = codec.digest(_hash_input(meta, spec, tuple(apps), tuple(inits), volumes, network, hostname))
+    spec_hash = codec.digest(_hash_input(meta, spec, tuple(apps), tuple(inits), volumes, network))
     uid = pod_uid(meta.namespace, name, spec_hash)
     apps = [replace(c, id=container_id(uid, c.name)) for c in apps]
     inits = [replace(c, id=container_id(uid, c.name)) for c in inits]
