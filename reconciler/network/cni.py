@@ -145,7 +145,10 @@ class CniInvoker:
     def check_versions(self, net: NetworkConfig) -> None:
         """Every plugin of ``net`` exists and speaks its cniVersion; else a NetworkError naming the field."""
         for i, plugin in enumerate(net.plugins):
-            versions = self.supported_versions(plugin["type"])
+            try:
+                versions = self.supported_versions(plugin["type"])
+            except NetworkError as exc:
+                raise NetworkError(f"{net.file}: plugins[{i}].type: {exc}") from None
             if net.cni_version not in versions:
                 raise NetworkError(
                     f"{net.file}: plugins[{i}].type: plugin {plugin['type']!r} does not support cniVersion "

@@ -29,6 +29,7 @@ import shlex
 import socket
 import subprocess
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +38,7 @@ import pytest
 from reconciler.desired import ANN_NETWORK, Loaded, build_desired
 from reconciler.model.kube import Container, ContainerPort, ObjectMeta, Pod, PodSpec
 from reconciler.network.config import default_conflist, routed_networks
+from reconciler.network.ports import parse_proc_net
 from reconciler.paths import HostPaths
 
 POOL = ipaddress.IPv4Network("10.222.0.0/16")
@@ -86,6 +88,18 @@ def free_port(protocol: str = "tcp") -> int:
                 continue
             return port
     raise RuntimeError("no free port found")
+
+
+def host_address() -> str:
+    """The host's own IPv4 address on its default-route interface (not 127.0.0.1)."""
+    routes = json.loads(_run(["ip", "-j", "-4", "route", "show", "default"], check=True).stdout or "[]")
+    devs = [r["dev"] for r in routes if r.get("dev")]
+    addrs = json.loads(_run(["ip", "-j", "-4", "addr", "show"], check=True).stdout or "[]")
+    for link in sorted(addrs, key=lambda a: a["ifname"] not in devs):
+        for a in link.get("addr_info", []):
+            if a.get("scope") == "global" and ipaddress.IPv4Address(a["local"]) not in POOL:
+                return a["local"]
+    raise RuntimeError("the host has no global IPv4 address")
 
 
 @dataclass
@@ -140,10 +154,12 @@ class TestNetwork:
 
     # --- namespaces and processes -----------------------------------------------------------
 
-    def make_netns(self) -> str:
-        """A named netns (``ip netns add``); its path. Deleted at teardown if the test did not."""
-        self._counter += 1
-        name = f"pptns{self.slot:03d}-{self._counter}"
+    def make_netns(self, name: str = "") -> str:
+        """A named netns (``ip netns add``); its path. Deleted at teardown if the test did not.
+        Passing the name of a deleted one makes a new namespace at the same path."""
+        if not name:
+            self._counter += 1
+            name = f"pptns{self.slot:03d}-{self._counter}"
         _run(["ip", "netns", "add", name], check=True)
         path = f"/run/netns/{name}"
         self._netns.append((path, os.stat(path).st_ino))
@@ -180,17 +196,62 @@ class TestNetwork:
         return subprocess.run(["nsenter", f"--net={netns}", "--", *argv], capture_output=True, text=True,
                               timeout=timeout, check=False)
 
+    def _wait_bound(self, proc: subprocess.Popen, protocol: str, port: int) -> None:
+        """Until ``proc`` (in its netns) has bound ``port``: read from /proc/PID/net, which shows
+        the process's own namespace, so no client has to poke the server."""
+        deadline = time.monotonic() + 30
+        while True:
+            tables = (f"/proc/{proc.pid}/net/{protocol}", f"/proc/{proc.pid}/net/{protocol}6")
+            for table in tables:
+                with contextlib.suppress(OSError), open(table) as f:
+                    if any(s.port == port for s in parse_proc_net(f.read(), protocol)):
+                        return
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"server {proc.args} did not bind {protocol} port {port}")
+            time.sleep(0.02)
+
+    def serve_http(self, netns: str, docroot: Path, port: int = 80) -> subprocess.Popen:
+        """busybox httpd serving ``docroot`` on ``port`` inside ``netns``, ready when this returns."""
+        proc = self.run_in(netns, ["busybox", "httpd", "-f", "-p", str(port), "-h", str(docroot)])
+        self._wait_bound(proc, "tcp", port)
+        return proc
+
+    def serve_udp_echo(self, netns: str, port: int) -> subprocess.Popen:
+        """A UDP server inside ``netns`` answering every datagram with b"echo:" + datagram."""
+        code = ("import socket\n"
+                "s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+                f"s.bind(('0.0.0.0', {port}))\n"
+                "while True:\n"
+                "    data, peer = s.recvfrom(2048)\n"
+                "    s.sendto(b'echo:' + data, peer)\n")
+        proc = self.run_in(netns, ["python3", "-c", code])
+        self._wait_bound(proc, "udp", port)
+        return proc
+
+    def http_get(self, url: str, netns: str = "") -> str:
+        """The body at ``url`` fetched from the host, or from inside ``netns``."""
+        if not netns:
+            with urllib.request.urlopen(url, timeout=30) as r:
+                return r.read().decode()
+        code = f"import urllib.request; print(urllib.request.urlopen({url!r}, timeout=30).read().decode(), end='')"
+        res = self.exec_in(netns, ["python3", "-c", code])
+        if res.returncode != 0:
+            raise OSError(f"GET {url} from {netns} failed: {res.stderr.strip()[-300:]}")
+        return res.stdout
+
     # --- what the network holds on the host ---------------------------------------------------
 
-    def allocations(self) -> list[str]:
-        """host-local's allocation files: one per leased address, named by the address."""
-        d = self.ipam_dir / self.name
+    def allocations(self, network: str = "") -> list[str]:
+        """host-local's allocation files ("<network>/<address>", one per leased address) of
+        ``network``, or of every network of the test (they share the data dir)."""
         out = []
         with contextlib.suppress(FileNotFoundError):
-            for f in os.listdir(d):
-                with contextlib.suppress(ValueError):
-                    ipaddress.ip_address(f)
-                    out.append(f)
+            for net in [network] if network else os.listdir(self.ipam_dir):
+                with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                    for f in os.listdir(self.ipam_dir / net):
+                        with contextlib.suppress(ValueError):
+                            ipaddress.ip_address(f)
+                            out.append(f"{net}/{f}")
         return sorted(out)
 
     def iptables_rules(self) -> list[tuple[str, str, str]]:
@@ -250,7 +311,7 @@ class TestNetwork:
     def leaks(self) -> list[str]:
         self._stop_processes()
         leaks = [f"attachment record {r}" for r in self.records() if r.endswith(".json")]
-        leaks += [f"host-local allocation {self.name}/{a}" for a in self.allocations()]
+        leaks += [f"host-local allocation {a}" for a in self.allocations()]
         leaks += [f"veth {v} on bridge {self.bridge}" for v in self.bridge_ports()]
         leaks += [f"{tool} -t {table}: {rule}" for tool, table, rule in self.iptables_rules()]
         leaks += [f"process in a test netns: {p}" for p in self.processes_in_our_netns()]
@@ -275,7 +336,7 @@ class TestNetwork:
             if res.returncode == 0 and len(res.stdout.splitlines()) <= 1:
                 _run([tool, "-w", "-t", table, "-X", chain])
         for a in self.allocations():
-            (self.ipam_dir / self.name / a).unlink()
+            (self.ipam_dir / a).unlink()
         if Path(f"/sys/class/net/{self.bridge}").exists():
             res = _run(["ip", "link", "delete", self.bridge])
             if res.returncode != 0:

@@ -1,0 +1,87 @@
+"""Detaching after the pod's namespace is gone: after a crash, a killed infra process, a reboot-like
+loss of the netns. DEL must still release the address and every iptables rule."""
+
+from __future__ import annotations
+
+import json
+
+from reconciler.network import CniNetwork
+from tests.support.network import free_port
+
+
+def test_del_after_the_netns_vanished_releases_everything(test_network, host_paths):
+    driver = CniNetwork(host_paths)
+    ns = test_network.make_netns()
+    pod = test_network.pod("web", [(80, free_port())])
+    status = driver.attach(pod, ns)
+    assert test_network.allocations() == [f"{test_network.name}/{status.ip}"]
+    assert test_network.iptables_rules()  # masquerade, hostPort DNAT, forward accept
+
+    test_network.delete_netns(ns)
+    driver.detach(pod.uid)
+
+    assert test_network.allocations() == []
+    # Includes the bridge plugin's masquerade rules, which its own DEL leaves without a netns.
+    assert test_network.iptables_rules() == []
+    assert driver.list_attachments() == []
+
+
+def test_del_after_a_crash_in_a_new_process(test_network, host_paths):
+    """The infra process died with podplay: a fresh driver (as after a restart) still finds the
+    attachment in its record and removes it."""
+    proc, netns = test_network.netns_process()
+    port = free_port()
+    pod = test_network.pod("web", [(80, port)])
+    status = CniNetwork(host_paths).attach(pod, netns)
+    proc.kill()
+    proc.wait()
+
+    fresh = CniNetwork(host_paths)
+    [seen] = fresh.list_attachments()
+    assert (seen.pod_uid, seen.status.ip, seen.netns) == (pod.uid, status.ip, netns)
+    fresh.detach(pod.uid)
+
+    assert test_network.allocations() == []
+    assert test_network.iptables_rules() == []
+    assert fresh.list_attachments() == []
+
+
+def test_del_never_touches_a_new_namespace_at_the_old_path(test_network, host_paths):
+    """After a crash the recorded path may name another namespace (a recreated /run/netns
+    name, a reused pid): DEL must not delete that namespace's eth0."""
+    driver = CniNetwork(host_paths)
+    ns = test_network.make_netns()
+    pod = test_network.pod("web")
+    driver.attach(pod, ns)
+    test_network.delete_netns(ns)
+    assert test_network.make_netns(ns.rsplit("/", 1)[1]) == ns
+    made = test_network.exec_in(ns, ["ip", "link", "add", "eth0", "type", "veth", "peer", "name", "peer0"])
+    assert made.returncode == 0, made.stderr
+
+    driver.detach(pod.uid)
+
+    assert test_network.exec_in(ns, ["ip", "link", "show", "eth0"]).returncode == 0, "DEL deleted another eth0"
+    assert test_network.allocations() == []
+    assert test_network.iptables_rules() == []
+
+
+def test_crash_between_plugins_is_cleaned_up_by_detach(test_network, host_paths):
+    """A record written before ADD finished (podplay died half-way) still drives a full DEL."""
+    driver = CniNetwork(host_paths)
+    ns = test_network.make_netns()
+    pod = test_network.pod("web", [(80, free_port())])
+    driver.attach(pod, ns)
+    record = host_paths.cni / "results" / f"{pod.uid}.json"
+    entry = json.loads(record.read_text())
+    # As the record looks after the bridge plugin returned and before the rest of the chain ran
+    # (the rest did run here, so its rules exist: DEL must remove them all the same).
+    entry["state"] = "adding"
+    record.write_text(json.dumps(entry))
+    [seen] = driver.list_attachments()
+    assert seen.status.ip == ""  # not a usable attachment
+
+    driver.detach(pod.uid)
+
+    assert test_network.allocations() == []
+    assert test_network.iptables_rules() == []
+    assert not record.exists()
