@@ -6,7 +6,6 @@ the process is root; it is defined in conformance/host_kit.py.
 
 from __future__ import annotations
 
-
 import pytest
 
 from conformance.kits import FakeKit

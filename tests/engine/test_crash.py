@@ -139,7 +139,8 @@ def test_sigkilled_podplay_process_is_recovered_by_the_next(tmp_path, failpoint)
     assert again.returncode == 0, again.stderr
     assert "recovered:" in again.stderr
     host = FakeHost(tmp_path / "root" / "fakehost.json")
-    running = {(c["pod"], c["name"]) for c in host.containers.values() if c["role"] == "app" and c["state"] == "running"}
+    running = {(c["pod"], c["name"]) for c in host.containers.values()
+               if c["role"] == "app" and c["state"] == "running"}
     assert running == {("default/web", "app"), ("default/web", "sidecar"), ("default/db", "app")}
     assert len({c["pod_uid"] for c in host.containers.values()}) == 2
 

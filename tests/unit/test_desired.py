@@ -155,8 +155,8 @@ SPEC_HASH_CASES = [
     # (description, second manifest, hash changes?)
     ("same text", CM + pod(container="envFrom: [{configMapRef: {name: cfg}}]"), False),
     ("label only", CM + pod(container="envFrom: [{configMapRef: {name: cfg}}]", labels="x: y"), False),
-    ("consumed configmap data", CM.replace("from-cm", "other") + pod(container="envFrom: [{configMapRef: {name: cfg}}]"),
-     True),
+    ("consumed configmap data",
+     CM.replace("from-cm", "other") + pod(container="envFrom: [{configMapRef: {name: cfg}}]"), True),
     ("image", CM + pod(container="envFrom: [{configMapRef: {name: cfg}}]").replace("1.36", "1.37"), True),
     ("podplay annotation", CM + pod(container="envFrom: [{configMapRef: {name: cfg}}]").replace(
         "metadata:\n  name: web", "metadata:\n  name: web\n  annotations: {podplay.io/network: other}"), True),
