@@ -13,7 +13,7 @@ run: setup
 
 lint: setup
 	$(VENV)/bin/ruff check reconciler tests conformance benchmarks scripts
-	$(VENV)/bin/lint-imports
+	$(VENV)/bin/lint-imports --no-logo
 
 test: setup lint
 	$(PY) -m pytest -n auto -q $(PYTEST_ARGS)

@@ -20,7 +20,6 @@ from reconciler.model.kube import (
     ConfigMap,
     Container,
     Deployment,
-    KubeObject,
     ObjectKey,
     ObjectMeta,
     PersistentVolumeClaim,
@@ -30,28 +29,12 @@ from reconciler.model.kube import (
     key_of,
 )
 from reconciler.model.quantity import to_bytes
+from reconciler.model.source import ANN_NETWORK, ANN_PORT_PER_REPLICA, ANNOTATION_PREFIX, Loaded
 
-ANNOTATION_PREFIX = "podplay.io/"
-ANN_NETWORK = "podplay.io/network"
-ANN_PORT_PER_REPLICA = "podplay.io/host-port-per-replica"
 DEFAULT_NETWORK = "podplay"
 
 # Values that a container only learns once its pod runs; the runtime fills them in.
 DEFERRED_FIELDS = ("status.podIP", "status.podIPs", "status.hostIP", "status.hostIPs")
-
-
-@dataclass(frozen=True)
-class Loaded:
-    """One object as read from a file, with where it came from."""
-
-    obj: KubeObject
-    file: str
-    line: int = 0
-    column: int = 0
-
-    @property
-    def key(self) -> ObjectKey:
-        return key_of(self.obj)
 
 
 @dataclass(frozen=True)

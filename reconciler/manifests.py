@@ -21,7 +21,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from reconciler.desired import ANN_PORT_PER_REPLICA, Loaded
+from reconciler.model.source import ANN_PORT_PER_REPLICA, Loaded
 from reconciler.errors import Diagnostic, Severity
 from reconciler.model import convert
 from reconciler.model.kube import (

@@ -1,0 +1,25 @@
+"""Where a model object came from, and podplay's own annotations (our knobs live under podplay.io/)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from reconciler.model.kube import KubeObject, ObjectKey, key_of
+
+ANNOTATION_PREFIX = "podplay.io/"
+ANN_NETWORK = "podplay.io/network"
+ANN_PORT_PER_REPLICA = "podplay.io/host-port-per-replica"
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """One object as read from a file, with where it came from."""
+
+    obj: KubeObject
+    file: str
+    line: int = 0
+    column: int = 0
+
+    @property
+    def key(self) -> ObjectKey:
+        return key_of(self.obj)
