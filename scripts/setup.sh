@@ -33,7 +33,11 @@ fi
 stamp=.venv/.podplay-installed
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  .venv/bin/pip install -q --upgrade pip 2> >(grep -v '^WARNING: Location' >&2)
-  .venv/bin/pip install -q -e '.[test]' 2> >(grep -v -e '^WARNING: Location' -e BuildBackendWarning >&2)
+  log=$(mktemp)
+  # pip and setuptools are chatty on stderr even when all is well: show it only on failure.
+  if ! { .venv/bin/pip install -q --upgrade pip && .venv/bin/pip install -q -e '.[test]'; } >"$log" 2>&1; then
+    cat "$log" >&2; rm -f "$log"; exit 1
+  fi
+  rm -f "$log"
   echo "$want" > "$stamp"
 fi
