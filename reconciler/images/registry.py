@@ -1,0 +1,639 @@
+"""A client for the OCI Distribution API (v2): ping, auth, manifests, blobs, tags.
+
+Authentication: anonymous, Basic, and Bearer tokens (the ``WWW-Authenticate`` challenge names
+the realm; a token per ``repository:<name>:pull`` scope is cached until it expires). Identity
+tokens (OAuth2 refresh tokens in auth.json) are exchanged with a POST as docker does.
+
+Safety rules, each with a reason:
+
+* Plain http only for registries configured insecure or on loopback (docker's rule), and a
+  token realm over plain http only for those too: a realm receives the password.
+* Credentials go to the registry's own origin and to its token realm, never anywhere else:
+  redirects are followed by hand and lose the Authorization header when they leave the origin
+  (blob downloads are routinely redirected to a CDN).
+* ``.netrc`` and environment auth are ignored (``trust_env`` off), proxies from the
+  environment still apply.
+* Manifests are read up to 4 MiB, without content decoding, and their digest is checked against
+  the reference when pulling by digest and against ``Docker-Content-Digest`` when the registry
+  sends one. Blobs are streamed to the content store, which verifies size and digest; a dropped
+  connection resumes with a Range request.
+* 5xx, 429 and connection failures are retried with exponential back-off; after the last try a
+  TemporaryImageError says what failed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from urllib.parse import urlencode, urljoin, urlsplit
+
+from reconciler import __version__
+from reconciler.errors import ImageError, TemporaryImageError
+from reconciler.images.config import Credential, is_loopback
+from reconciler.images.manifest import ACCEPT, MAX_MANIFEST_SIZE, Descriptor
+from reconciler.images.reference import DIGEST_ALGORITHMS, validate_digest
+
+if TYPE_CHECKING:
+    import requests
+
+    from reconciler.images.store import Ingest
+
+USER_AGENT = f"podplay/{__version__}"
+RETRY_STATUS = (408, 429, 500, 502, 503, 504)
+MAX_REDIRECTS = 10
+MAX_TAGS_BYTES = 16 << 20
+DOCKER_HUB_API = "registry-1.docker.io"
+
+
+class ImageNotFoundError(ImageError):
+    """The registry has no such repository, tag or digest (try the next candidate source)."""
+
+
+class AuthenticationError(ImageError):
+    """The registry refused our credentials (or wants some and we have none)."""
+
+
+@dataclass(frozen=True)
+class Challenge:
+    scheme: str  # lower case: "basic", "bearer"
+    params: dict[str, str]
+
+
+_TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
+_PARAM_RE = re.compile(rf"\s*({_TOKEN})\s*=\s*(?:\"((?:[^\"\\]|\\.)*)\"|({_TOKEN}))\s*")
+
+
+def parse_www_authenticate(header: str) -> list[Challenge]:
+    """Parse ``WWW-Authenticate`` (RFC 7235): several challenges, each a scheme and
+    comma-separated auth-params with optional quoting and backslash escapes."""
+    out: list[Challenge] = []
+    pos, n = 0, len(header)
+    while pos < n:
+        m = re.compile(rf"[\s,]*({_TOKEN})").match(header, pos)
+        if not m:
+            break
+        scheme, pos = m.group(1).lower(), m.end()
+        params: dict[str, str] = {}
+        while True:
+            pm = _PARAM_RE.match(header, pos)
+            if not pm:
+                break
+            value = pm.group(2)
+            value = re.sub(r"\\(.)", r"\1", value) if value is not None else pm.group(3)
+            params[pm.group(1).lower()] = value
+            pos = pm.end()
+            if pos < n and header[pos] == ",":
+                # Either the next param of this challenge or the start of the next challenge.
+                nxt = _PARAM_RE.match(header, pos + 1)
+                if nxt:
+                    pos += 1
+                    continue
+                pos += 1
+            break
+        out.append(Challenge(scheme, params))
+    return out
+
+
+@dataclass(frozen=True)
+class FetchedManifest:
+    data: bytes
+    digest: str
+    content_type: str
+
+
+def _registry_message(resp: requests.Response) -> str:
+    """The human part of a registry error body ({"errors": [{"code", "message"}]})."""
+    try:
+        body = resp.raw.read(64 << 10, decode_content=False) if resp.raw else b""
+        import json
+
+        doc = json.loads(body)
+        errors = doc.get("errors") or []
+        parts = [f"{e.get('code', '')}: {e.get('message', '')}".strip(": ") for e in errors if isinstance(e, dict)]
+        return "; ".join(p for p in parts if p)
+    except Exception:  # noqa: BLE001 - any unreadable body just means no detail
+        return ""
+
+
+class MemoryIngest:
+    """The ingest interface over a bytearray, for small blobs read without storing them
+    (``inspect docker://``): same size and digest checks as the store's."""
+
+    def __init__(self, digest: str, size: int, limit: int):
+        if size > limit:
+            raise ImageError(f"blob {digest} is {size} bytes, more than the {limit} allowed")
+        self.digest, self.size = validate_digest(digest), size
+        self.data = bytearray()
+
+    @property
+    def offset(self) -> int:
+        return len(self.data)
+
+    def write(self, chunk: bytes) -> None:
+        if len(self.data) + len(chunk) > self.size:
+            raise ImageError(f"blob {self.digest} is larger than the {self.size} bytes its descriptor declares")
+        self.data += chunk
+
+    def reset(self) -> None:
+        self.data = bytearray()
+
+    def discard(self) -> None:
+        self.reset()
+
+    def commit(self) -> None:
+        algorithm = self.digest.split(":", 1)[0]
+        actual = f"{algorithm}:{hashlib.new(algorithm, bytes(self.data)).hexdigest()}"
+        if len(self.data) != self.size or actual != self.digest:
+            raise ImageError(f"blob {self.digest} failed verification (got {len(self.data)} bytes, digest {actual})")
+
+
+class RegistryClient:
+    """One registry endpoint (``host[:port]``). Thread-safe: each thread uses its own HTTP session;
+    tokens are shared."""
+
+    def __init__(self, domain: str, *, insecure: bool = False, credential: Credential | None = None,
+                 retries: int = 4, backoff: float = 0.5, timeout: float = 60.0):
+        self.domain = domain
+        self.api_host = DOCKER_HUB_API if domain == "docker.io" else domain
+        self.insecure = insecure or is_loopback(domain)
+        self.credential = credential if credential and not credential.empty else None
+        self.retries, self.backoff, self.timeout = retries, backoff, timeout
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._base: str | None = None
+        self._challenge: Challenge | None = None
+        self._tokens: dict[tuple[str, str, str], tuple[str, float]] = {}
+        self.token_requests = 0  # for tests and diagnostics: how often we asked the realm
+
+    # --- plumbing ---------------------------------------------------------------------------
+
+    def _session(self) -> requests.Session:
+        s = getattr(self._local, "session", None)
+        if s is None:
+            import requests
+
+            s = requests.Session()
+            s.trust_env = False  # no .netrc credentials leaking to redirect targets
+            s.headers["User-Agent"] = USER_AGENT
+            s.headers["Accept-Encoding"] = "identity"
+            self._local.session = s
+        return s
+
+    def close(self) -> None:
+        s = getattr(self._local, "session", None)
+        if s is not None:
+            s.close()
+            self._local.session = None
+
+    def _verify(self) -> bool:
+        return not self.insecure
+
+    def _proxies(self, url: str) -> dict:
+        import requests
+
+        return requests.utils.get_environ_proxies(url)
+
+    def _sleep(self, attempt: int, retry_after: str | None = None) -> None:
+        delay = self.backoff * (2 ** attempt) * (0.5 + random.random())
+        if retry_after and retry_after.isdigit():
+            delay = max(delay, min(float(retry_after), 30.0))
+        time.sleep(delay)
+
+    def _origin(self) -> tuple[str, str]:
+        parts = urlsplit(self._base or f"https://{self.api_host}")
+        return parts.scheme, parts.netloc
+
+    def _send(self, method: str, url: str, headers: dict, *, stream: bool, data=None) -> requests.Response:
+        """One request, following redirects by hand so that credentials never leave the origin."""
+        session = self._session()
+        origin = self._origin()
+        for _ in range(MAX_REDIRECTS + 1):
+            resp = session.request(method, url, headers=headers, stream=stream, allow_redirects=False,
+                                   timeout=(min(self.timeout, 30.0), self.timeout), verify=self._verify(),
+                                   proxies=self._proxies(url), data=data)
+            location = resp.headers.get("Location")
+            if resp.status_code not in (301, 302, 303, 307, 308) or not location:
+                return resp
+            resp.close()
+            target = urljoin(url, location)
+            parts = urlsplit(target)
+            if parts.scheme not in ("http", "https"):
+                raise ImageError(f"registry {self.domain} redirected to an unsupported URL {target!r}")
+            if (parts.scheme, parts.netloc) != origin:
+                headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
+            if resp.status_code == 303:
+                method, data = "GET", None
+            url = target
+        raise ImageError(f"registry {self.domain}: too many redirects for {url}")
+
+    def _connection_errors(self) -> tuple[type[BaseException], ...]:
+        import requests
+        import urllib3
+
+        return (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
+                urllib3.exceptions.HTTPError)
+
+    def _is_tls_error(self, exc: BaseException) -> bool:
+        import requests
+
+        return isinstance(exc, requests.exceptions.SSLError)
+
+    # --- endpoint and authentication ---------------------------------------------------------
+
+    def ping(self) -> None:
+        """Find the endpoint (https, or http for insecure/loopback registries) and its auth
+        challenge. Raises TemporaryImageError when the registry cannot be reached."""
+        if self._base is not None:
+            return
+        schemes = ["https", "http"] if self.insecure else ["https"]
+        last: BaseException | None = None
+        for attempt in range(self.retries + 1):
+            for scheme in schemes:
+                url = f"{scheme}://{self.api_host}/v2/"
+                try:
+                    resp = self._session().get(url, timeout=(min(self.timeout, 30.0), self.timeout),
+                                               verify=self._verify(), allow_redirects=False,
+                                               proxies=self._proxies(url))
+                except self._connection_errors() as exc:
+                    last = exc
+                    if self._is_tls_error(exc) and not self.insecure:
+                        raise ImageError(
+                            f"registry {self.domain}: TLS failed ({exc.__class__.__name__}: {_short(exc)}); if it "
+                            "serves plain http or a self-signed certificate, mark it insecure = true in "
+                            "registries.conf or pass --tls-verify=false") from None
+                    continue
+                with resp:
+                    if resp.status_code in RETRY_STATUS:
+                        last = ImageError(f"HTTP {resp.status_code}")
+                        break
+                    if resp.status_code in (200, 401):
+                        self._base = f"{scheme}://{self.api_host}"
+                        if resp.status_code == 401:
+                            self._challenge = self._pick_challenge(resp)
+                        return
+                    if resp.status_code == 404:
+                        raise ImageError(f"{self.domain} does not serve the registry API (/v2/ answered 404)")
+                    raise ImageError(f"registry {self.domain}: /v2/ answered HTTP {resp.status_code}")
+            if attempt < self.retries:
+                self._sleep(attempt)
+        raise TemporaryImageError(f"cannot reach registry {self.domain}: {_short(last)}")
+
+    def _pick_challenge(self, resp: requests.Response) -> Challenge | None:
+        challenges = parse_www_authenticate(resp.headers.get("WWW-Authenticate", ""))
+        for scheme in ("bearer", "basic"):
+            for c in challenges:
+                if c.scheme == scheme:
+                    return c
+        if challenges:
+            raise ImageError(f"registry {self.domain} asks for unsupported authentication "
+                             f"{challenges[0].scheme!r}")
+        return None
+
+    def _auth_header(self, scope: str) -> dict[str, str]:
+        c = self._challenge
+        if c is None:
+            return {}
+        if c.scheme == "basic":
+            if self.credential is None or self.credential.identity_token:
+                return {}
+            import base64
+
+            raw = f"{self.credential.username}:{self.credential.password}".encode()
+            return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
+        return {"Authorization": f"Bearer {self._token(c, scope)}"}
+
+    def _token(self, challenge: Challenge, scope: str) -> str:
+        realm = challenge.params.get("realm", "")
+        service = challenge.params.get("service", "")
+        key = (realm, service, scope)
+        with self._lock:
+            cached = self._tokens.get(key)
+            if cached and cached[1] > time.monotonic():
+                return cached[0]
+        parts = urlsplit(realm)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ImageError(f"registry {self.domain} names an invalid token realm {realm!r}")
+        if parts.scheme == "http" and not self.insecure:
+            raise ImageError(f"registry {self.domain} wants credentials sent to a plain-http token realm "
+                             f"{realm!r}; refusing (mark the registry insecure in registries.conf to allow it)")
+        params = {k: v for k, v in (("service", service), ("scope", scope)) if v}
+        if self.credential and self.credential.username and not scope:
+            params["account"] = self.credential.username
+        import requests
+
+        session = self._session()
+        kw = dict(timeout=(min(self.timeout, 30.0), self.timeout), verify=self._verify(),
+                  allow_redirects=False, proxies=self._proxies(realm))
+        last: BaseException | None = None
+        for attempt in range(self.retries + 1):
+            try:
+                if self.credential and self.credential.identity_token:
+                    form = {"grant_type": "refresh_token", "refresh_token": self.credential.identity_token,
+                            "service": service, "client_id": "podplay", "access_type": "offline"}
+                    if scope:
+                        form["scope"] = scope
+                    resp = session.post(realm, data=form, **kw)
+                else:
+                    auth = (self.credential.username, self.credential.password) if self.credential else None
+                    resp = session.get(realm, params=params, auth=auth, **kw)
+            except self._connection_errors() as exc:
+                last = exc
+                if attempt < self.retries:
+                    self._sleep(attempt)
+                continue
+            with resp:
+                self.token_requests += 1
+                if resp.status_code in RETRY_STATUS:
+                    last = ImageError(f"HTTP {resp.status_code}")
+                    if attempt < self.retries:
+                        self._sleep(attempt, resp.headers.get("Retry-After"))
+                    continue
+                if resp.status_code in (401, 403):
+                    raise AuthenticationError(self._auth_failed_message())
+                if resp.status_code != 200:
+                    raise ImageError(f"token service of {self.domain} answered HTTP {resp.status_code}")
+                try:
+                    doc = resp.json()
+                except (ValueError, requests.exceptions.JSONDecodeError):
+                    raise ImageError(f"token service of {self.domain} returned invalid JSON") from None
+            token = doc.get("token") or doc.get("access_token") if isinstance(doc, dict) else None
+            if not isinstance(token, str) or not token:
+                raise ImageError(f"token service of {self.domain} returned no token")
+            expires_in = doc.get("expires_in", 60)
+            if not isinstance(expires_in, int | float) or expires_in < 60:
+                expires_in = 60  # the token spec's minimum lifetime
+            with self._lock:
+                # Renew a little early: a token that expires in flight costs a retry.
+                self._tokens[key] = (token, time.monotonic() + float(expires_in) - 10)
+            return token
+        raise TemporaryImageError(f"cannot reach the token service {realm} of {self.domain}: {_short(last)}")
+
+    def _auth_failed_message(self) -> str:
+        if self.credential is None:
+            return (f"registry {self.domain} requires authentication: run `podplay login {self.domain}` "
+                    "or give the pod an imagePullSecret")
+        who = self.credential.username or "identity token"
+        return (f"registry {self.domain} refused the credentials of {who!r} (from {self.credential.source}): "
+                "wrong username or password?")
+
+    def check_login(self) -> None:
+        """Verify the credential against the registry (what ``login`` does before saving)."""
+        self.ping()
+        c = self._challenge
+        if c is None:
+            return
+        if self.credential is None:
+            raise AuthenticationError(f"registry {self.domain} requires a username and password")
+        if c.scheme == "bearer":
+            self._token(c, "")
+            return
+        resp = self._request("GET", "/v2/", scope="")
+        with resp:
+            if resp.status_code != 200:
+                raise AuthenticationError(self._auth_failed_message())
+
+    # --- requests with retries ----------------------------------------------------------------
+
+    def _request(self, method: str, path: str, *, scope: str, headers: dict | None = None,
+                 stream: bool = True) -> requests.Response:
+        self.ping()
+        url = f"{self._base}{path}"
+        reauthed = False
+        last: BaseException | None = None
+        attempt = 0
+        while attempt <= self.retries:
+            h = dict(headers or {})
+            h.update(self._auth_header(scope))
+            try:
+                resp = self._send(method, url, h, stream=stream)
+            except self._connection_errors() as exc:
+                last = exc
+                if attempt < self.retries:
+                    self._sleep(attempt)
+                attempt += 1
+                continue
+            if resp.status_code == 401 and not reauthed:
+                # A first 401 (or an expired token): take the new challenge and try once more.
+                reauthed = True
+                challenge = self._pick_challenge(resp)
+                resp.close()
+                if challenge is None or (challenge == self._challenge and challenge.scheme == "basic"):
+                    raise AuthenticationError(self._auth_failed_message())
+                with self._lock:
+                    self._challenge = challenge
+                    self._tokens = {k: v for k, v in self._tokens.items() if k[2] != scope}
+                continue
+            if resp.status_code in RETRY_STATUS:
+                last = ImageError(f"HTTP {resp.status_code} {resp.reason}")
+                retry_after = resp.headers.get("Retry-After")
+                resp.close()
+                if attempt < self.retries:
+                    self._sleep(attempt, retry_after)
+                attempt += 1
+                continue
+            return resp
+        raise TemporaryImageError(f"registry {self.domain}: {method} {path} failed after "
+                                  f"{self.retries + 1} tries: {_short(last)}")
+
+    def _fail(self, resp: requests.Response, what: str) -> ImageError:
+        detail = _registry_message(resp)
+        detail = f" ({detail})" if detail else ""
+        status = resp.status_code
+        resp.close()
+        if status == 404:
+            return ImageNotFoundError(f"{what}: not found{detail}")
+        if status == 401:
+            return AuthenticationError(self._auth_failed_message() + detail)
+        if status == 403:
+            return AuthenticationError(f"{what}: access denied by registry {self.domain}{detail}")
+        return ImageError(f"{what}: registry {self.domain} answered HTTP {status}{detail}")
+
+    # --- manifests ------------------------------------------------------------------------
+
+    def get_manifest(self, repo: str, reference: str, *, accept: str = ACCEPT,
+                     limit: int = MAX_MANIFEST_SIZE) -> FetchedManifest:
+        """GET a manifest by tag or digest; verified against the digest when there is one."""
+        by_digest = ":" in reference
+        if by_digest:
+            validate_digest(reference)
+        what = f"manifest {self.domain}/{repo}{'@' if by_digest else ':'}{reference}"
+        last: BaseException | None = None
+        for attempt in range(self.retries + 1):
+            resp = self._request("GET", f"/v2/{repo}/manifests/{reference}", scope=_pull_scope(repo),
+                                 headers={"Accept": accept})
+            if resp.status_code != 200:
+                raise self._fail(resp, what)
+            try:
+                data = _read_limited(resp, limit, what)
+            except self._connection_errors() as exc:
+                last = exc
+                if attempt < self.retries:
+                    self._sleep(attempt)
+                continue
+            finally:
+                resp.close()
+            content_type = resp.headers.get("Content-Type", "")
+            algorithm = reference.split(":", 1)[0] if by_digest else "sha256"
+            digest = f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
+            if by_digest and digest != reference:
+                raise ImageError(f"{what}: the registry sent content with digest {digest}; refusing it")
+            claimed = resp.headers.get("Docker-Content-Digest", "")
+            if claimed and claimed.split(":", 1)[0] in DIGEST_ALGORITHMS and claimed.split(":", 1)[0] == algorithm \
+                    and claimed != digest:
+                raise ImageError(f"{what}: the registry says its digest is {claimed} but the content has "
+                                 f"digest {digest}; refusing it")
+            return FetchedManifest(data, digest, content_type)
+        raise TemporaryImageError(f"{what}: download interrupted: {_short(last)}")
+
+    def head_manifest(self, repo: str, reference: str, *, accept: str = ACCEPT) -> str:
+        """The digest the registry has for a tag, without downloading (falls back to GET when
+        the registry omits Docker-Content-Digest)."""
+        what = f"manifest {self.domain}/{repo}:{reference}"
+        resp = self._request("HEAD", f"/v2/{repo}/manifests/{reference}", scope=_pull_scope(repo),
+                             headers={"Accept": accept}, stream=False)
+        with resp:
+            if resp.status_code != 200:
+                raise self._fail(resp, what)
+            digest = resp.headers.get("Docker-Content-Digest", "")
+        if digest:
+            try:
+                return validate_digest(digest)
+            except ImageError:
+                pass
+        return self.get_manifest(repo, reference, accept=accept).digest
+
+    # --- blobs -----------------------------------------------------------------------------
+
+    def get_blob_bytes(self, repo: str, desc: Descriptor, limit: int) -> bytes:
+        """A small blob (a config) into memory, verified, without touching the store."""
+        ingest = MemoryIngest(desc.digest, desc.size, limit)
+        self.copy_blob(repo, desc, ingest)  # type: ignore[arg-type]
+        return bytes(ingest.data)
+
+    def copy_blob(self, repo: str, desc: Descriptor, ingest: Ingest,
+                  progress: Callable[[int], None] | None = None) -> None:
+        """Stream a blob into ``ingest`` (resuming what it holds) and commit it verified."""
+        what = f"blob {desc.digest} of {self.domain}/{repo}"
+        path = f"/v2/{repo}/blobs/{desc.digest}"
+        failures, use_range = 0, True
+        last: BaseException | None = None
+        resumes = 0
+        while ingest.offset < desc.size or desc.size == 0:
+            headers = {"Range": f"bytes={ingest.offset}-"} if ingest.offset and use_range else {}
+            resp = self._request("GET", path, scope=_pull_scope(repo), headers=headers)
+            if resp.status_code == 206 and headers:
+                start = _content_range_start(resp.headers.get("Content-Range", ""))
+                if start != ingest.offset:
+                    resp.close()
+                    ingest.reset()
+                    use_range = False
+                    continue
+            elif resp.status_code == 200:
+                if ingest.offset:
+                    ingest.reset()  # the server ignored the Range: start over
+            elif resp.status_code == 416 and headers:
+                resp.close()
+                ingest.reset()
+                use_range = False
+                continue
+            else:
+                raise self._fail(resp, what)
+            before = ingest.offset
+            try:
+                for chunk in _stream(resp):
+                    ingest.write(chunk)
+                    if progress:
+                        progress(len(chunk))
+            except self._connection_errors() as exc:
+                last = exc
+            finally:
+                resp.close()
+            if desc.size == 0 or ingest.offset >= desc.size:
+                break
+            # Interrupted or short: resume from where we are. Progress resets the failure count,
+            # so a flaky but moving download finishes; a stuck one gives up.
+            if ingest.offset > before:
+                failures = 0
+            failures += 1
+            resumes += 1
+            if last is None:
+                last = ImageError(f"connection closed after {ingest.offset} of {desc.size} bytes")
+            if failures > self.retries or resumes > 1000:
+                ingest.discard()
+                raise TemporaryImageError(f"{what}: download failed after {ingest.offset} of {desc.size} "
+                                          f"bytes: {_short(last)}")
+            self._sleep(failures - 1)
+        ingest.commit()
+
+    # --- tags --------------------------------------------------------------------------------
+
+    def list_tags(self, repo: str) -> list[str]:
+        import json
+
+        tags: list[str] = []
+        path = f"/v2/{repo}/tags/list?{urlencode({'n': 1000})}"
+        total = 0
+        for _ in range(1000):
+            resp = self._request("GET", path, scope=_pull_scope(repo))
+            if resp.status_code != 200:
+                raise self._fail(resp, f"tags of {self.domain}/{repo}")
+            try:
+                data = _read_limited(resp, MAX_TAGS_BYTES - total, f"tags of {self.domain}/{repo}")
+            finally:
+                resp.close()
+            total += len(data)
+            try:
+                doc = json.loads(data)
+            except ValueError:
+                raise ImageError(f"tags of {self.domain}/{repo}: invalid JSON") from None
+            page = doc.get("tags") or [] if isinstance(doc, dict) else []
+            tags += [t for t in page if isinstance(t, str)]
+            link = resp.headers.get("Link", "")
+            m = re.search(r"<([^>]+)>\s*;\s*rel=\"?next\"?", link)
+            if not m:
+                break
+            nxt = urlsplit(urljoin(f"{self._base}{path}", m.group(1)))
+            path = nxt.path + (f"?{nxt.query}" if nxt.query else "")
+        return tags
+
+
+def _pull_scope(repo: str) -> str:
+    return f"repository:{repo}:pull"
+
+
+def _content_range_start(value: str) -> int | None:
+    m = re.match(r"bytes (\d+)-\d+/(?:\d+|\*)", value.strip())
+    return int(m.group(1)) if m else None
+
+
+def _stream(resp: requests.Response) -> Iterator[bytes]:
+    # Raw bytes: a Content-Encoding must never change what we hash.
+    yield from resp.raw.stream(1 << 16, decode_content=False)
+
+
+def _read_limited(resp: requests.Response, limit: int, what: str) -> bytes:
+    length = resp.headers.get("Content-Length", "")
+    if length.isdigit() and int(length) > limit:
+        raise ImageError(f"{what}: {length} bytes is more than the {limit} allowed; refusing it")
+    buf = bytearray()
+    for chunk in _stream(resp):
+        buf += chunk
+        if len(buf) > limit:
+            raise ImageError(f"{what}: more than the {limit} bytes allowed; refusing it")
+    return bytes(buf)
+
+
+def _short(exc: BaseException | None) -> str:
+    if exc is None:
+        return "unknown error"
+    text = str(exc)
+    # urllib3 nests the useful part deep inside a long repr.
+    m = re.search(r"(\[Errno [^\]]+\][^'\")]*|Connection refused|Read timed out|timed out|"
+                  r"Connection aborted|Connection reset by peer|IncompleteRead\([^)]*\))", text)
+    return m.group(1).strip() if m else (text[:200] or exc.__class__.__name__)

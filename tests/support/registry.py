@@ -1,0 +1,404 @@
+"""A real registry for tests: Debian's ``docker-registry`` (distribution 2.8) on 127.0.0.1.
+
+Three flavours, each a pytest fixture (session-scoped: one process per xdist worker):
+
+* ``registry``        — anonymous pull and push.
+* ``auth_registry``   — htpasswd basic auth (bcrypt, cost 4); ``.username`` / ``.password``.
+* ``token_registry``  — bearer token auth against ``TokenServer``, a small token service written
+  here: it checks Basic credentials (or an identity/refresh token) and issues RS256 JWTs. The
+  signing key and the self-signed certificate the registry trusts (``rootcertbundle``) are made
+  with the ``openssl`` CLI, and tokens are signed with ``openssl dgst -sha256 -sign``, so no
+  Python crypto library is needed. The certificate travels in the JWT's ``x5c`` header.
+
+Tests share a registry, so each uses its own repository names: ``unique_repo(request)`` (or the
+``repo`` fixture) gives one derived from the test name.
+
+Example::
+
+    def test_pull(registry, repo, busybox_factory):
+        pushed = busybox_factory.push(registry, repo)
+        ...  # pushed.ref == "127.0.0.1:PORT/<repo>:latest"
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hashlib
+import http.server
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+REGISTRY_BIN = "/usr/bin/docker-registry"
+TEST_USER = "podplay"
+TEST_PASSWORD = "s3cret-Passw0rd"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def unique_repo(request_or_name, prefix: str = "t") -> str:
+    """A repository name unique to this test (and run): lowercase, registry-safe."""
+    name = request_or_name if isinstance(request_or_name, str) else request_or_name.node.name
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:40] or "x"
+    return f"{prefix}/{slug}-{uuid.uuid4().hex[:8]}"
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+class TokenServer:
+    """A Docker-style token service (https://distribution.github.io/distribution/spec/auth/token/).
+
+    ``GET /token?service=…&scope=repository:NAME:ACTIONS`` with Basic credentials, or ``POST``
+    with ``grant_type=refresh_token``; answers ``{"token", "access_token", "expires_in",
+    "issued_at"}``. Grants every requested action to the known user, ``pull`` to anonymous
+    callers only when ``anonymous_pull`` is set. ``requests`` records every call."""
+
+    def __init__(self, workdir: Path, *, service: str, issuer: str, users: dict[str, str],
+                 refresh_tokens: dict[str, str] | None = None, anonymous_pull: bool = False,
+                 expires_in: int = 300, host: str = "127.0.0.1"):
+        self.workdir, self.service, self.issuer = workdir, service, issuer
+        self.users, self.refresh_tokens = dict(users), dict(refresh_tokens or {})
+        self.anonymous_pull, self.expires_in = anonymous_pull, expires_in
+        self.requests: list[dict] = []
+        self.key = workdir / "token.key"
+        self.cert = workdir / "token.crt"
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(self.key),
+                        "-out", str(self.cert), "-days", "2", "-subj", "/CN=podplay-test-token-issuer"],
+                       check=True, capture_output=True)
+        der = subprocess.run(["openssl", "x509", "-in", str(self.cert), "-outform", "DER"],
+                             check=True, capture_output=True).stdout
+        self._x5c = base64.b64encode(der).decode()
+        self._lock = threading.Lock()
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):  # keep test output clean
+                pass
+
+            def do_GET(self):
+                server._handle(self, "GET", b"")
+
+            def do_POST(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                server._handle(self, "POST", self.rfile.read(length))
+
+        self.httpd = http.server.ThreadingHTTPServer((host, 0), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.realm = f"http://{host}:{self.port}/token"
+        self._thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self._thread.start()
+
+    def sign(self, claims: dict) -> str:
+        header = {"typ": "JWT", "alg": "RS256", "x5c": [self._x5c]}
+        signing_input = f"{_b64url(json.dumps(header).encode())}.{_b64url(json.dumps(claims).encode())}"
+        sig = subprocess.run(["openssl", "dgst", "-sha256", "-sign", str(self.key)], input=signing_input.encode(),
+                             check=True, capture_output=True).stdout
+        return f"{signing_input}.{_b64url(sig)}"
+
+    def _identify(self, handler, method: str, body: bytes) -> tuple[str | None, dict]:
+        from urllib.parse import parse_qs, urlsplit
+
+        query = {k: v[-1] for k, v in parse_qs(urlsplit(handler.path).query).items()}
+        if method == "POST":
+            form = {k: v[-1] for k, v in parse_qs(body.decode()).items()}
+            query.update(form)
+            if form.get("grant_type") == "refresh_token":
+                user = self.refresh_tokens.get(form.get("refresh_token", ""))
+                return (user, query) if user else ("!", query)
+            if form.get("grant_type") == "password":
+                user, pw = form.get("username", ""), form.get("password", "")
+                return (user, query) if self.users.get(user) == pw else ("!", query)
+        auth = handler.headers.get("Authorization", "")
+        if auth.startswith("Basic "):
+            try:
+                user, _, pw = base64.b64decode(auth[6:]).decode().partition(":")
+            except (ValueError, UnicodeDecodeError):
+                return "!", query
+            return (user, query) if self.users.get(user) == pw else ("!", query)
+        return None, query
+
+    def _handle(self, handler, method: str, body: bytes) -> None:
+        user, query = self._identify(handler, method, body)
+        with self._lock:
+            self.requests.append({"method": method, "path": handler.path, "user": user,
+                                  "scope": query.get("scope", ""), "headers": dict(handler.headers)})
+        if not handler.path.startswith("/token"):
+            handler.send_error(404)
+            return
+        if user == "!":
+            handler.send_response(401)
+            handler.send_header("Content-Type", "application/json")
+            handler.end_headers()
+            handler.wfile.write(b'{"details":"incorrect username or password"}')
+            return
+        access = []
+        for scope in query.get("scope", "").split():
+            parts = scope.split(":")
+            if len(parts) < 3 or parts[0] != "repository":
+                continue
+            name, actions = ":".join(parts[1:-1]), parts[-1].split(",")
+            granted = actions if user else [a for a in actions if a == "pull" and self.anonymous_pull]
+            if granted:
+                access.append({"type": "repository", "name": name, "actions": granted})
+        now = int(time.time())
+        claims = {"iss": self.issuer, "sub": user or "", "aud": self.service, "exp": now + self.expires_in,
+                  "nbf": now - 10, "iat": now, "jti": uuid.uuid4().hex, "access": access}
+        token = self.sign(claims)
+        doc = {"token": token, "access_token": token, "expires_in": self.expires_in,
+               "issued_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))}
+        payload = json.dumps(doc).encode()
+        handler.send_response(200)
+        handler.send_header("Content-Type", "application/json")
+        handler.send_header("Content-Length", str(len(payload)))
+        handler.end_headers()
+        handler.wfile.write(payload)
+
+    def token_requests(self, scope_contains: str = "") -> list[dict]:
+        with self._lock:
+            return [r for r in self.requests if scope_contains in r["scope"]]
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@dataclass
+class Registry:
+    """A running docker-registry. ``host`` is ``127.0.0.1:PORT``, what references start with."""
+
+    workdir: Path
+    auth: str = ""  # "" | "htpasswd" | "token"
+    username: str = ""
+    password: str = ""
+    token_server: TokenServer | None = None
+    port: int = 0
+    proc: subprocess.Popen | None = field(default=None, repr=False)
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}"
+
+    @property
+    def creds(self) -> str:
+        """``user:password`` for skopeo's --creds / --dest-creds ('' when anonymous)."""
+        return f"{self.username}:{self.password}" if self.username else ""
+
+    def ref(self, repo: str, tag: str = "latest") -> str:
+        return f"{self.host}/{repo}:{tag}"
+
+    def _config(self) -> str:
+        lines = [
+            "version: 0.1",
+            "log:",
+            "  level: error",
+            "  accesslog:",
+            "    disabled: true",
+            "storage:",
+            "  filesystem:",
+            f"    rootdirectory: {self.workdir / 'data'}",
+            "  delete:",
+            "    enabled: true",
+            "  maintenance:",
+            "    uploadpurging:",
+            "      enabled: false",
+            "http:",
+            f"  addr: 127.0.0.1:{self.port}",
+            "  headers:",
+            "    X-Content-Type-Options: [nosniff]",
+        ]
+        if self.auth == "htpasswd":
+            lines += ["auth:", "  htpasswd:", "    realm: podplay-test", f"    path: {self.workdir / 'htpasswd'}"]
+        elif self.auth == "token":
+            ts = self.token_server
+            assert ts is not None
+            lines += ["auth:", "  token:", f"    realm: {ts.realm}", f"    service: {ts.service}",
+                      f"    issuer: {ts.issuer}", f"    rootcertbundle: {ts.cert}"]
+        return "\n".join(lines) + "\n"
+
+    def start(self) -> Registry:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if self.auth == "htpasswd":
+            import bcrypt
+
+            hashed = bcrypt.hashpw(self.password.encode(), bcrypt.gensalt(rounds=4)).decode()
+            (self.workdir / "htpasswd").write_text(f"{self.username}:{hashed}\n")
+        for _ in range(20):
+            self.port = free_port()
+            cfg = self.workdir / "config.yml"
+            cfg.write_text(self._config())
+            log = open(self.workdir / "registry.log", "wb")  # noqa: SIM115 - owned by the process
+            self.proc = subprocess.Popen([REGISTRY_BIN, "serve", str(cfg)], stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True)
+            log.close()
+            if self._wait_ready():
+                return self
+            self._kill()
+        raise RuntimeError(f"docker-registry did not start; log:\n{(self.workdir / 'registry.log').read_text()}")
+
+    def _wait_ready(self) -> bool:
+        # Readiness poll (not a timed assertion): the process either answers or exits.
+        for _ in range(400):
+            if self.proc.poll() is not None:
+                return False
+            try:
+                with urllib.request.urlopen(f"{self.url}/v2/", timeout=2):
+                    return True
+            except urllib.error.HTTPError:
+                return True  # 401: up, wants auth
+            except OSError:
+                time.sleep(0.025)
+        return False
+
+    def _kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+
+    def stop(self) -> None:
+        self._kill()
+        if self.token_server:
+            self.token_server.stop()
+
+    # --- raw HTTP helpers for tests that craft content ---------------------------------------
+
+    def _auth_headers(self, scope: str) -> dict[str, str]:
+        if self.auth == "htpasswd":
+            raw = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
+            return {"Authorization": f"Basic {raw}"}
+        if self.auth == "token":
+            ts = self.token_server
+            now = int(time.time())
+            name, actions = scope.split(":")[1], ["pull", "push", "delete"]
+            token = ts.sign({"iss": ts.issuer, "sub": self.username, "aud": ts.service, "exp": now + 300,
+                             "nbf": now - 10, "iat": now, "jti": uuid.uuid4().hex,
+                             "access": [{"type": "repository", "name": name, "actions": actions}]})
+            return {"Authorization": f"Bearer {token}"}
+        return {}
+
+    def request(self, method: str, path: str, *, data: bytes | None = None, headers: dict | None = None,
+                repo: str = "") -> tuple[int, dict, bytes]:
+        h = dict(headers or {})
+        if repo:
+            h.update(self._auth_headers(f"repository:{repo}:pull,push"))
+        req = urllib.request.Request(f"{self.url}{path}", data=data, method=method, headers=h)
+        try:
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                return resp.status, dict(resp.headers), resp.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, dict(exc.headers), exc.read()
+
+    def put_manifest(self, repo: str, tag: str, data: bytes, media_type: str) -> str:
+        """Upload raw manifest bytes (e.g. a hand-edited one); returns their digest."""
+        status, _, body = self.request("PUT", f"/v2/{repo}/manifests/{tag}", data=data, repo=repo,
+                                       headers={"Content-Type": media_type})
+        if status not in (200, 201):
+            raise RuntimeError(f"PUT manifest {repo}:{tag} → {status}: {body[:500]!r}")
+        return "sha256:" + hashlib.sha256(data).hexdigest()
+
+    def put_blob(self, repo: str, data: bytes) -> str:
+        """Monolithic blob upload; returns the digest."""
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        status, headers, body = self.request("POST", f"/v2/{repo}/blobs/uploads/", data=b"", repo=repo)
+        if status != 202:
+            raise RuntimeError(f"blob upload start → {status}: {body[:300]!r}")
+        location = headers.get("Location", "")
+        sep = "&" if "?" in location else "?"
+        target = location if location.startswith("http") else f"{self.url}{location}"
+        path = target[len(self.url):] + f"{sep}digest={digest}"
+        status, _, body = self.request("PUT", path, data=data, repo=repo,
+                                       headers={"Content-Type": "application/octet-stream"})
+        if status != 201:
+            raise RuntimeError(f"blob upload → {status}: {body[:300]!r}")
+        return digest
+
+    def get_manifest(self, repo: str, reference: str, accept: str) -> tuple[bytes, str]:
+        status, headers, body = self.request("GET", f"/v2/{repo}/manifests/{reference}", repo=repo,
+                                             headers={"Accept": accept})
+        if status != 200:
+            raise RuntimeError(f"GET manifest {repo}:{reference} → {status}")
+        return body, headers.get("Content-Type", "")
+
+    def delete_manifest(self, repo: str, digest: str) -> None:
+        status, _, body = self.request("DELETE", f"/v2/{repo}/manifests/{digest}", repo=repo)
+        if status != 202:
+            raise RuntimeError(f"DELETE manifest → {status}: {body[:300]!r}")
+
+
+def start_registry(workdir: Path, auth: str = "", **token_kw) -> Registry:
+    """Start a registry outside of a fixture (benchmarks, one-off tests); call ``stop()``."""
+    reg = Registry(workdir, auth)
+    if auth in ("htpasswd", "token"):
+        reg.username, reg.password = TEST_USER, TEST_PASSWORD
+    if auth == "token":
+        reg.token_server = TokenServer(workdir, service="podplay-test-registry", issuer="podplay-test-issuer",
+                                       users={TEST_USER: TEST_PASSWORD}, **token_kw)
+    return reg.start()
+
+
+@contextlib.contextmanager
+def running_registry(auth: str = "", **token_kw):
+    workdir = Path(tempfile.mkdtemp(prefix="pp-registry-"))
+    reg = start_registry(workdir, auth, **token_kw)
+    try:
+        yield reg
+    finally:
+        reg.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def registry():
+    """Anonymous docker-registry on 127.0.0.1, one per xdist worker."""
+    with running_registry() as reg:
+        yield reg
+
+
+@pytest.fixture(scope="session")
+def auth_registry():
+    """docker-registry with htpasswd basic auth; credentials in ``.username`` / ``.password``."""
+    with running_registry("htpasswd") as reg:
+        yield reg
+
+
+@pytest.fixture(scope="session")
+def token_registry():
+    """docker-registry with bearer-token auth; ``.token_server`` records every token request;
+    ``.token_server.refresh_tokens`` maps identity tokens to users (add to it in a test)."""
+    with running_registry("token") as reg:
+        yield reg
+
+
+@pytest.fixture
+def repo(request) -> str:
+    """A repository name no other test uses."""
+    return unique_repo(request)
