@@ -35,7 +35,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.desired import ANN_NETWORK, Loaded, build_desired
+from reconciler.desired import ANN_NETWORK, DEFAULT_NETWORK, Loaded, build_desired
 from reconciler.model.kube import Container, ContainerPort, ObjectMeta, Pod, PodSpec
 from reconciler.network.config import default_conflist, routed_networks
 from reconciler.network.ports import parse_proc_net
@@ -43,6 +43,8 @@ from reconciler.paths import HostPaths
 
 POOL = ipaddress.IPv4Network("10.222.0.0/16")
 SLOT_DIR = Path("/tmp/podplay-test-networks")
+# Chains the plugins make per attachment: portmap's CNI-DN-<hash>, bridge's masquerade CNI-<hash>.
+_ATTACHMENT_CHAIN = re.compile(r"^CNI-(DN-)?[0-9a-f]{16,24}$")
 _IPV4 = re.compile(r"(?<![\d.])(\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3})(?![\d.])")
 
 
@@ -143,10 +145,12 @@ class TestNetwork:
 
     def pod(self, name: str, ports: list[tuple] = (), *, namespace: str = "default", network: str | None = None,
             host_network: bool = False):
-        """A DesiredPod on this network. ``ports``: (containerPort, hostPort[, protocol[, hostIP]])."""
+        """A DesiredPod on this network (on ``network``; with ``network=""`` on the default one,
+        without annotation). ``ports``: (containerPort, hostPort[, protocol[, hostIP]])."""
         cports = tuple(ContainerPort(p[0], p[1], p[2] if len(p) > 2 else "TCP", p[3] if len(p) > 3 else "")
                        for p in ports)
-        meta = ObjectMeta(name, namespace, annotations={ANN_NETWORK: network or self.name})
+        annotations = {} if network == "" else {ANN_NETWORK: network or self.name}
+        meta = ObjectMeta(name, namespace, annotations=annotations)
         spec = PodSpec(containers=(Container("app", "localhost/busybox:latest", ports=cports),),
                        host_network=host_network)
         state = build_desired([Loaded(Pod(meta, spec), f"{name}.yaml")])
@@ -254,26 +258,43 @@ class TestNetwork:
                             out.append(f"{net}/{f}")
         return sorted(out)
 
+    def _mentions_us(self, rule: str) -> bool:
+        if (self.name != DEFAULT_NETWORK and self.name in rule) or self.bridge in rule:
+            return True
+        for m in _IPV4.finditer(rule):
+            with contextlib.suppress(ValueError):
+                if ipaddress.IPv4Address(m.group(1)) in self.subnet:
+                    return True
+        return False
+
     def iptables_rules(self) -> list[tuple[str, str, str]]:
-        """(tool, table, rule) for every rule that mentions this network, its bridge or its subnet."""
+        """(tool, table, rule) for every rule that mentions this network, its bridge or its
+        subnet, or jumps to a per-attachment chain (CNI-DN-…, CNI-<hash>) holding such rules."""
         out = []
         for tool in ("iptables-save", "ip6tables-save"):
-            res = _run([tool])
+            rules: list[tuple[str, str]] = []
             table = ""
-            for line in res.stdout.splitlines():
+            for line in _run([tool]).stdout.splitlines():
                 if line.startswith("*"):
                     table = line[1:]
-                if not line.startswith("-A "):
-                    continue
-                hit = self.name in line or self.bridge in line
-                if not hit:
-                    for m in _IPV4.finditer(line):
-                        with contextlib.suppress(ValueError):
-                            if ipaddress.IPv4Address(m.group(1)) in self.subnet:
-                                hit = True
-                if hit:
-                    out.append((tool.replace("-save", ""), table, line))
+                elif line.startswith("-A "):
+                    rules.append((table, line))
+            hits = [(t, r) for t, r in rules if self._mentions_us(r)]
+            ours = {(t, r.split()[1]) for t, r in hits if _ATTACHMENT_CHAIN.match(r.split()[1])}
+            for t, r in rules:
+                words = r.split()
+                target = words[words.index("-j") + 1] if "-j" in words[:-1] else ""
+                if (t, r) in hits or (t, target) in ours:
+                    out.append((tool.replace("-save", ""), t, r))
         return out
+
+    def use_as_default(self) -> Path:
+        """Make this network the test's default network ``podplay`` (same bridge, subnet and
+        leak checks), for pods without the podplay.io/network annotation. Its path."""
+        doc = default_conflist(DEFAULT_NETWORK, self.bridge, str(self.subnet), str(self.ipam_dir))
+        self.name = DEFAULT_NETWORK  # shared by every test: no longer a leak needle of its own
+        self.conflist = self.paths.network_dir / f"{DEFAULT_NETWORK}.conflist"
+        return self.write_conflist(doc)
 
     def bridge_ports(self) -> list[str]:
         res = _run(["ip", "-j", "link", "show", "master", self.bridge])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 
 import pytest
@@ -82,3 +83,24 @@ def test_conflist_with_a_json_error_gives_its_line(test_network, host_paths):
     test_network.conflist.write_text("\n".join(lines) + "\n")
     with pytest.raises(NetworkError, match=rf"{test_network.conflist}:4:\d+: error: not valid JSON"):
         CniNetwork(host_paths).attach(test_network.pod("web"), test_network.make_netns())
+
+
+def test_fixture_network_as_the_default_network(test_network, host_paths):
+    """Pods without the annotation land on ``podplay``; the fixture can stand in for it, with its
+    own bridge and subnet, and still sees every rule the attachment makes."""
+    test_network.use_as_default()
+    driver = CniNetwork(host_paths)
+    pod = test_network.pod("plain", [(80, free_port())], network="")
+    assert pod.network == "podplay"
+    status = driver.attach(pod, test_network.make_netns())
+    try:
+        assert status.network == "podplay" and ipaddress.IPv4Address(status.ip) in test_network.subnet
+        rules = [rule for _, _, rule in test_network.iptables_rules()]
+        assert any("-A CNI-HOSTPORT-DNAT" in r and pod.uid in r for r in rules)
+        assert any("-A POSTROUTING" in r and status.ip in r for r in rules)
+    finally:
+        driver.detach(pod.uid)
+    assert test_network.iptables_rules() == []
+    # The fixture's file was used, not a fresh default with the shared podplay0 bridge.
+    assert json.loads((host_paths.network_dir / "podplay.conflist").read_text())["plugins"][0]["bridge"] \
+        == test_network.bridge

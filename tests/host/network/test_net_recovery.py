@@ -4,7 +4,11 @@ loss of the netns. DEL must still release the address and every iptables rule.""
 from __future__ import annotations
 
 import json
+import os
 
+import pytest
+
+from reconciler.errors import NetworkError
 from reconciler.network import CniNetwork
 from tests.support.network import free_port
 
@@ -85,3 +89,26 @@ def test_crash_between_plugins_is_cleaned_up_by_detach(test_network, host_paths)
     assert test_network.allocations() == []
     assert test_network.iptables_rules() == []
     assert not record.exists()
+
+
+def test_a_failed_del_keeps_the_record_and_a_retry_finishes(test_network, host_paths, tmp_path):
+    """DEL runs every plugin even when one fails, and the record stays until a DEL succeeds."""
+    plugin_dir = tmp_path / "cni"
+    plugin_dir.mkdir()
+    for plugin in os.listdir("/usr/lib/cni"):
+        (plugin_dir / plugin).symlink_to(f"/usr/lib/cni/{plugin}")
+    driver = CniNetwork(host_paths, plugin_dirs=(str(plugin_dir),))
+    pod = test_network.pod("web", [(80, free_port())])
+    driver.attach(pod, test_network.make_netns())
+    (plugin_dir / "firewall").unlink()  # e.g. a package upgrade removed a plugin
+
+    with pytest.raises(NetworkError, match=r"CNI plugin 'firewall' not found.*record is kept|record is kept.*"
+                                           r"CNI plugin 'firewall' not found"):
+        driver.detach(pod.uid)
+    assert [a.pod_uid for a in driver.list_attachments()] == [pod.uid]
+    assert test_network.allocations() == []  # the other plugins' DEL still ran
+
+    (plugin_dir / "firewall").symlink_to("/usr/lib/cni/firewall")
+    driver.detach(pod.uid)
+    assert driver.list_attachments() == []
+    assert test_network.iptables_rules() == []
