@@ -5,6 +5,14 @@ or replace the files with their own. On first use of the default network ``podpl
 conflist is written (bridge ``podplay0`` + host-local IPAM keeping its allocations under the
 run root, then portmap, firewall, tuning). Every file is validated before a plugin sees it, so
 that a typo surfaces as ``file: field: what is wrong`` rather than as a plugin's error.
+
+hostPorts on 127.0.0.1 (Debian 12's plugins, 1.1.1): portmap DNATs locally generated packets in
+OUTPUT, but a packet from 127.0.0.1 may only leave through the bridge when the bridge has
+``route_localnet`` set, and the pod cannot answer 127.0.0.1 unless the source is masqueraded.
+portmap does both (sets route_localnet on the bridge, marks loopback-sourced flows for its
+CNI-HOSTPORT-MASQ chain) only with ``"snat": true``, so the default conflist sets it. Without
+it the host's own address works and 127.0.0.1 times out; setting route_localnet alone is not
+enough.
 """
 
 from __future__ import annotations
