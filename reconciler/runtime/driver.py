@@ -1,0 +1,715 @@
+"""``RuncRuntime``: the RuntimeDriver on runc and conmon, with a catatonit infra container per pod.
+
+Files (every one written by podplay, conmon or runc; nothing lives only in memory):
+
+    <root>/containers/<id>/config.json     OCI bundle (rootfs is the snapshot's path)
+    <root>/containers/<id>/labels.json     the io.podplay.* labels and creation facts, small and
+                                           quick to read for list_containers
+    <root>/containers/<id>/ctr.log         CRI-format log written by conmon
+    <root>/containers/.restarts/<id>       how many times this id was created (restart count)
+    <root>/containers/.infra-rootfs/       catatonit, copied once; the infra's read-only rootfs
+    <runroot>/runc/                        runc --root (runc's own state; never parsed by us)
+    <runroot>/conmon/<id>/                 state.json (pid + start time, conmon pid), started,
+                                           pidfile, conmon.pid, exits/<id>, persist/{exit,oom}
+    <runroot>/pods/<uid>/                  hosts, resolv.conf, hostname, shm/ (the pod's tmpfs)
+
+State is derived from those files and /proc, not from runc: a pid is alive when /proc/<pid>/stat
+shows the start time recorded at creation (so a reused pid is not mistaken for the container);
+conmon's exit file gives the exit code; our ``started`` marker tells created from running. That
+keeps ``list_containers`` to a few small reads per container (no runc process, no parsing of
+runc's state.json, whose format is runc's business). A bundle whose run-root record is gone
+(reboot: the run root is a tmpfs) is UNKNOWN, and removing it cleans up whatever is left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from reconciler.desired import DesiredContainer, DesiredPod
+from reconciler.drivers.base import InfraInfo
+from reconciler.errors import ContainerRuntimeError, EnvironmentProblem, NotFoundError, PodplayError
+from reconciler.fsutil import atomic_write
+from reconciler.observed import (
+    LABEL_CONTAINER,
+    LABEL_POD,
+    LABEL_POD_UID,
+    LABEL_ROLE,
+    LABEL_SPEC_HASH,
+    LABEL_STOP_SIGNAL,
+    ContainerState,
+    ImageInfo,
+    NetworkStatus,
+    ObservedContainer,
+)
+from reconciler.paths import HostPaths
+from reconciler.runtime import conmon as _conmon
+from reconciler.runtime import hostinfo, oci, pod_files
+from reconciler.runtime.logs import read_log
+from reconciler.runtime.rootfs import ensure_subpath, read_file_in_root
+from reconciler.runtime.users import resolve_user
+
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_PROC_NS = {"network": "net", "ipc": "ipc", "uts": "uts", "pid": "pid"}
+KILL_WAIT = 30.0  # after SIGKILL a process exits unless stuck in the kernel
+EXIT_FILE_WAIT = 10.0  # conmon writes the exit file right after it reaps the container
+
+
+@dataclass(frozen=True)
+class _Status:
+    state: ContainerState
+    pid: int = 0
+    pid_start: int | None = None
+    conmon_pid: int = 0
+    conmon_start: int | None = None
+    exit_code: int | None = None
+    oom_killed: bool = False
+    started_at: float = 0.0
+    finished_at: float = 0.0
+
+
+def _read_text(path: Path) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def _read_json(path: Path) -> dict | None:
+    text = _read_text(path)
+    if text is None:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _nodename() -> str:
+    return os.uname().nodename
+
+
+def _write_in_place(path: Path, content: str) -> None:
+    """Rewrite a file keeping its inode: containers bind-mount it, and a rename would leave
+    them looking at the old one."""
+    data = content.encode()
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+    try:
+        if os.pread(fd, len(data) + 1, 0) == data:
+            return
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, data, 0)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class RuncRuntime:
+    """The RuntimeDriver on runc + conmon. Tool paths and policy knobs are constructor arguments
+    so that tests and packagers can point them elsewhere."""
+
+    def __init__(self, paths: HostPaths, *, runc: str = "runc", conmon: str = "conmon",
+                 pause: str = "/usr/bin/catatonit", seccomp_profile: str = "/usr/share/containers/seccomp.json",
+                 seccomp_root: str = "/var/lib/kubelet/seccomp", cgroup_parent: str = "/podplay",
+                 pids_limit: int = 4096, create_timeout: float = 120.0):
+        self.paths = paths
+        self._runc_name, self._conmon_name, self.pause = runc, conmon, pause
+        self.seccomp_profile = seccomp_profile
+        self.seccomp_root = seccomp_root
+        self.cgroup_parent = "/" + cgroup_parent.strip("/")
+        self.pids_limit = pids_limit
+        self.create_timeout = create_timeout
+        self._facts: dict = {}
+
+    # --- tools and host facts ----------------------------------------------------------------
+
+    def _tool(self, name: str, what: str) -> str:
+        key = f"tool:{name}"
+        if key not in self._facts:
+            found = shutil.which(name)
+            if not found:
+                raise EnvironmentProblem(f"{what} ({name}) is not installed; run ./scripts/setup.sh")
+            self._facts[key] = os.path.abspath(found)
+        return self._facts[key]
+
+    @property
+    def runc(self) -> str:
+        return self._tool(self._runc_name, "runc")
+
+    @property
+    def conmon(self) -> str:
+        return self._tool(self._conmon_name, "conmon")
+
+    def _fact(self, name: str, compute):
+        if name not in self._facts:
+            self._facts[name] = compute()
+        return self._facts[name]
+
+    def _default_seccomp(self) -> dict | None:
+        def load():
+            try:
+                with open(self.seccomp_profile) as f:
+                    return json.load(f)
+            except FileNotFoundError:
+                return None
+            except ValueError as e:
+                raise EnvironmentProblem(f"{self.seccomp_profile} is not valid JSON: {e}") from None
+        return self._fact("seccomp", load)
+
+    def _localhost_seccomp(self, relative: str, where: str) -> dict:
+        parts = relative.split("/")
+        if not relative or relative.startswith("/") or ".." in parts:
+            raise ContainerRuntimeError(f"{where}: seccompProfile.localhostProfile {relative!r} must be a "
+                                        f"relative path under {self.seccomp_root} without '..'")
+        path = os.path.join(self.seccomp_root, relative)
+        try:
+            with open(path) as f:
+                return json.load(f)
+        except FileNotFoundError:
+            raise ContainerRuntimeError(f"{where}: seccomp profile {path} does not exist") from None
+        except (OSError, ValueError) as e:
+            raise ContainerRuntimeError(f"{where}: seccomp profile {path} is unreadable: {e}") from None
+
+    # --- paths ---------------------------------------------------------------------------------
+
+    def _check_id(self, cid: str) -> str:
+        if not isinstance(cid, str) or not _ID.match(cid):
+            raise ContainerRuntimeError(f"{cid!r} is not a valid container id")
+        return cid
+
+    def _bundle(self, cid: str) -> Path:
+        return self.paths.containers / cid
+
+    def _record(self, cid: str) -> Path:
+        return self.paths.conmon / cid
+
+    @property
+    def _socket_dir(self) -> Path:
+        return self.paths.conmon / ".sock"
+
+    @property
+    def _restarts(self) -> Path:
+        return self.paths.containers / ".restarts"
+
+    @property
+    def _infra_rootfs(self) -> Path:
+        return self.paths.containers / ".infra-rootfs"
+
+    def _pod_dir(self, uid: str) -> Path:
+        return self.paths.pods_run / uid
+
+    def _cgroup(self, uid: str, cid: str) -> str:
+        return f"{self.cgroup_parent}/{uid}/{cid}"
+
+    # --- state ---------------------------------------------------------------------------------
+
+    def _status(self, cid: str) -> _Status | None:
+        """None when podplay has no bundle for ``cid``."""
+        if not self._bundle(cid).is_dir():
+            return None
+        rec = self._record(cid)
+        st = _read_json(rec / "state.json")
+        if st is None:
+            return _Status(ContainerState.UNKNOWN)
+        pid, pid_start = int(st.get("pid", 0)), st.get("pid_start")
+        conmon_pid, conmon_start = int(st.get("conmon_pid", 0)), st.get("conmon_start")
+        started_text = _read_text(rec / "started")
+        started_at = float(started_text) if started_text else 0.0
+        exit_path = rec / "exits" / cid
+        exit_text = _read_text(exit_path)
+        oom = (rec / "persist" / "oom").exists()
+        if exit_text is not None:
+            try:
+                code = int(exit_text.strip())
+                finished = os.stat(exit_path).st_mtime
+            except (ValueError, OSError):
+                code, finished = None, 0.0
+            if not oom and code == 137:
+                oom = self._oom_from_cgroup(cid, rec)
+            return _Status(ContainerState.EXITED, pid, pid_start, conmon_pid, conmon_start, code, oom,
+                           started_at, finished)
+        if pid > 0 and hostinfo.proc_start_time(pid) == pid_start:
+            state = ContainerState.RUNNING if started_at else ContainerState.CREATED
+            return _Status(state, pid, pid_start, conmon_pid, conmon_start, None, oom, started_at)
+        # Dead without an exit file: conmon is writing it right now, or conmon was killed.
+        return _Status(ContainerState.EXITED, pid, pid_start, conmon_pid, conmon_start, None, oom, started_at)
+
+    def _oom_from_cgroup(self, cid: str, rec: Path) -> bool:
+        """conmon's OOM event can lose the race with the container's exit; the memory cgroup still
+        counts the kill until ``runc delete`` removes it. Remember the answer in conmon's place."""
+        cgroup = self._labels(cid).get("cgroup", "")
+        text = _read_text(Path("/sys/fs/cgroup/memory") / cgroup.lstrip("/") / "memory.oom_control") \
+            if cgroup else None
+        killed = any(line.startswith("oom_kill ") and line.split()[1] != "0" for line in (text or "").splitlines())
+        if killed:
+            with contextlib.suppress(OSError):
+                (rec / "persist" / "oom").touch()
+        return killed
+
+    def _labels(self, cid: str) -> dict:
+        return _read_json(self._bundle(cid) / "labels.json") or {}
+
+    def _observe(self, cid: str) -> ObservedContainer | None:
+        status = self._status(cid)
+        if status is None:
+            return None
+        doc = self._labels(cid)
+        labels = doc.get("labels") or {}
+        uid, _, name = cid.partition(".")
+        restarts = _read_text(self._restarts / cid)
+        try:
+            restart_count = max(0, int(restarts or "1") - 1)
+        except ValueError:
+            restart_count = 0
+        state = status.state if labels else ContainerState.UNKNOWN  # half-written bundle
+        return ObservedContainer(
+            id=cid,
+            pod_uid=labels.get(LABEL_POD_UID, uid),
+            pod=labels.get(LABEL_POD, ""),
+            name=labels.get(LABEL_CONTAINER, name),
+            role=labels.get(LABEL_ROLE, "app" if name else "infra"),
+            state=state,
+            spec_hash=labels.get(LABEL_SPEC_HASH, ""),
+            image=labels.get(oci.LABEL_IMAGE, ""),
+            image_id=labels.get(oci.LABEL_IMAGE_ID, ""),
+            pid=status.pid if state in (ContainerState.RUNNING, ContainerState.CREATED) else 0,
+            exit_code=status.exit_code,
+            oom_killed=status.oom_killed,
+            started_at=status.started_at,
+            finished_at=status.finished_at,
+            restart_count=restart_count,
+            labels=dict(labels),
+        )
+
+    def list_containers(self) -> list[ObservedContainer]:
+        try:
+            names = sorted(e.name for e in os.scandir(self.paths.containers)
+                           if not e.name.startswith(".") and e.is_dir(follow_symlinks=False))
+        except FileNotFoundError:
+            return []
+        out = []
+        for cid in names:
+            c = self._observe(cid)
+            if c is not None:
+                out.append(c)
+        return out
+
+    # --- runc ----------------------------------------------------------------------------------
+
+    def _run_runc(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
+        try:
+            return subprocess.run([self.runc, "--root", str(self.paths.runc_root), *args], capture_output=True,
+                                  text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        except subprocess.TimeoutExpired:
+            raise ContainerRuntimeError(f"runc {' '.join(args)} did not finish within {timeout:.0f}s") from None
+
+    def _runc(self, *args: str, timeout: float = 60.0) -> None:
+        res = self._run_runc(*args, timeout=timeout)
+        if res.returncode != 0:
+            raise ContainerRuntimeError(f"runc {args[0]} {args[-1]}: "
+                                        f"{_conmon.runc_message(res.stderr or res.stdout)}")
+
+    # --- infra ---------------------------------------------------------------------------------
+
+    def _ensure_infra_rootfs(self) -> str:
+        root = self._infra_rootfs
+        target = root / "catatonit"
+        if not target.exists():
+            if not os.path.isfile(self.pause):
+                raise EnvironmentProblem(f"the pause binary {self.pause} is missing (install catatonit)")
+            for d in ("proc", "dev", "sys", "etc"):
+                (root / d).mkdir(parents=True, exist_ok=True)
+            tmp = root / ".catatonit.tmp"
+            shutil.copyfile(self.pause, tmp)
+            os.chmod(tmp, 0o755)
+            os.rename(tmp, target)
+        return str(root)
+
+    def _host_resolv(self) -> pod_files.ResolvConf:
+        text = _read_text(Path("/etc/resolv.conf")) or ""
+        conf = pod_files.parse_resolv_conf(text)
+        if conf.nameservers and all(n.startswith("127.") for n in conf.nameservers):
+            # systemd-resolved's stub: its upstream servers are what a pod can actually use.
+            upstream = _read_text(Path("/run/systemd/resolve/resolv.conf"))
+            if upstream:
+                conf = pod_files.parse_resolv_conf(upstream)
+        return conf
+
+    def _pod_hostname(self, pod: DesiredPod) -> str:
+        return self._fact("hostname", _nodename) if pod.spec.host_network else pod.hostname
+
+    def _write_pod_files(self, pod: DesiredPod, pod_ip: str) -> Path:
+        d = self._pod_dir(pod.uid)
+        d.mkdir(parents=True, exist_ok=True)
+        host_hosts = (_read_text(Path("/etc/hosts")) or "") if pod.spec.host_network else ""
+        _write_in_place(d / "hosts", pod_files.render_hosts(pod, pod_ip, host_hosts))
+        conf = pod_files.resolv_conf_for(pod, self._host_resolv())
+        _write_in_place(d / "resolv.conf", pod_files.render_resolv_conf(conf))
+        _write_in_place(d / "hostname", pod_files.render_hostname(self._pod_hostname(pod)))
+        return d
+
+    def _context(self, pod: DesiredPod, rootfs: str, cid: str, **extra) -> oci.RuntimeContext:
+        d = self._pod_dir(pod.uid)
+        return oci.RuntimeContext(
+            rootfs=rootfs,
+            cgroup_path=self._cgroup(pod.uid, cid),
+            hostname=self._pod_hostname(pod),
+            hosts_file=str(d / "hosts"),
+            resolv_conf_file=str(d / "resolv.conf"),
+            hostname_file=str(d / "hostname"),
+            shm_dir=str(d / "shm"),
+            host_rlimits=self._fact("rlimits", hostinfo.hard_rlimits),
+            seccomp_default=self._default_seccomp(),
+            arch=self._fact("arch", hostinfo.arch),
+            kernel=self._fact("kernel", hostinfo.kernel_version),
+            cap_last_cap=self._fact("cap_last_cap", hostinfo.cap_last_cap),
+            pids_limit=self.pids_limit,
+            swap_accounting=self._fact("swap", hostinfo.swap_accounting),
+            **extra,
+        )
+
+    def _infra_from_labels(self, cid: str, pid: int) -> InfraInfo:
+        namespaces = self._labels(cid).get("namespaces") or []
+        return InfraInfo(pid=pid, namespaces={ns: f"/proc/{pid}/ns/{_PROC_NS[ns]}" for ns in namespaces
+                                              if ns in _PROC_NS})
+
+    def infra_info(self, uid: str) -> InfraInfo | None:
+        cid = self._check_id(uid)
+        status = self._status(cid)
+        if status is None or status.state != ContainerState.RUNNING:
+            return None
+        return self._infra_from_labels(cid, status.pid)
+
+    def create_infra(self, pod: DesiredPod) -> InfraInfo:
+        cid = self._check_id(pod.infra_id)
+        status = self._status(cid)
+        if status is not None:
+            if status.state == ContainerState.RUNNING:
+                return self._infra_from_labels(cid, status.pid)
+            self._remove(cid)  # a leftover of a crash or a dead infra: start over
+        # Everything that can be refused is checked before the host is touched.
+        ctx = self._context(pod, str(self._infra_rootfs), cid)
+        config = oci.infra_config(pod, ctx)
+        extra = {"namespaces": oci.infra_namespaces(pod)}
+        try:
+            self._write_pod_files(pod, "")
+            if not pod.spec.host_ipc:
+                shm = self._pod_dir(pod.uid) / "shm"
+                shm.mkdir(exist_ok=True)
+                hostinfo.mount_tmpfs(str(shm), f"mode=1777,size={oci.SHM_SIZE}")
+            self._ensure_infra_rootfs()
+            self._create(cid, config, extra)
+            status = self._start(cid)
+        except BaseException:
+            self._undo(cid)
+            self._cleanup_pod(pod.uid)
+            raise
+        return self._infra_from_labels(cid, status.pid)
+
+    # --- containers --------------------------------------------------------------------------
+
+    def _create(self, cid: str, config: dict, extra: Mapping) -> None:
+        bundle = self._bundle(cid)
+        rec = self._record(cid)
+        bundle.mkdir(parents=True, exist_ok=True)
+        rec.mkdir(parents=True, exist_ok=True)
+        atomic_write(bundle / "config.json", json.dumps(config, indent=1), 0o600)
+        doc = {"labels": config.get("annotations", {}), "created_at": time.time(),
+               "cgroup": config.get("linux", {}).get("cgroupsPath", ""), **extra}
+        atomic_write(bundle / "labels.json", json.dumps(doc), 0o600)
+        counter = self._restarts / cid
+        self._restarts.mkdir(parents=True, exist_ok=True)
+        try:
+            count = int(_read_text(counter) or "0")
+        except ValueError:
+            count = 0
+        atomic_write(counter, str(count + 1))
+        process = config.get("process", {})
+        launched = _conmon.launch(
+            conmon=self.conmon, runc=self.runc, runc_root=str(self.paths.runc_root), cid=cid,
+            bundle=str(bundle), record=str(rec), socket_dir=str(self._socket_dir),
+            log_path=str(bundle / "ctr.log"), tty=bool(process.get("terminal")),
+            stdin=bool(extra.get("stdin")), stdin_once=bool(extra.get("stdin_once")),
+            timeout=self.create_timeout)
+        state = {"pid": launched.pid, "pid_start": hostinfo.proc_start_time(launched.pid),
+                 "conmon_pid": launched.conmon_pid, "conmon_start": hostinfo.proc_start_time(launched.conmon_pid)}
+        atomic_write(rec / "state.json", json.dumps(state))
+
+    def create_container(self, pod: DesiredPod, container: DesiredContainer, *, rootfs: str,
+                         image: ImageInfo, volumes: Mapping[str, str],
+                         network: NetworkStatus | None) -> None:
+        cid = self._check_id(container.id)
+        where = f"{pod.ref}/{container.name}"
+        status = self._status(cid)
+        if status is not None:
+            labels = self._labels(cid).get("labels") or {}
+            if status.state != ContainerState.UNKNOWN and labels.get(LABEL_SPEC_HASH) == pod.spec_hash:
+                return
+            if status.state != ContainerState.UNKNOWN:
+                raise ContainerRuntimeError(f"{where}: container {cid} exists with another spec; remove it first")
+            self._remove(cid)
+        if not os.path.isdir(rootfs):
+            raise ContainerRuntimeError(f"{where}: rootfs {rootfs} does not exist")
+
+        namespaces: dict[str, str] = {}
+        if oci.infra_namespaces(pod):
+            infra = self.infra_info(pod.uid)
+            if infra is None:
+                raise ContainerRuntimeError(f"{where}: pod {pod.ref} has no running infra container")
+            namespaces = dict(infra.namespaces)
+        elif self._status(pod.infra_id) is None:
+            raise ContainerRuntimeError(f"{where}: pod {pod.ref} has no infra container")
+
+        passwd = (read_file_in_root(rootfs, "/etc/passwd") or b"").decode(errors="replace")
+        group = (read_file_in_root(rootfs, "/etc/group") or b"").decode(errors="replace")
+        user = resolve_user(pod, container, image.config.user, passwd, group)
+
+        subpaths: dict[tuple[str, str], str] = {}
+        for vm in container.spec.volume_mounts:
+            if vm.sub_path and vm.name in volumes:
+                oci.check_subpath(pod, container.name, vm.sub_path)
+                subpaths[(vm.name, vm.sub_path)] = ensure_subpath(volumes[vm.name], vm.sub_path)
+
+        localhost = None
+        wanted = oci.localhost_profile(pod, container)
+        sc = container.spec.security_context
+        if wanted and not (sc and sc.privileged):
+            localhost = self._localhost_seccomp(wanted, where)
+
+        ip = network.ip if network else ""
+        ctx = self._context(
+            pod, os.path.abspath(rootfs), cid, user=user, volumes=dict(volumes), subpaths=subpaths,
+            namespaces=namespaces, pod_ip=ip, pod_ips=(ip,) if ip else (),
+            host_ip=self._fact("node_ip", hostinfo.node_ip), node_name=self._fact("hostname", _nodename),
+            node_cpu_millis=self._fact("cpus", hostinfo.node_cpu_millis),
+            node_memory=self._fact("memory", hostinfo.node_memory), seccomp_localhost=localhost,
+            host_devices=self._fact("devices", hostinfo.host_devices) if sc and sc.privileged else (),
+        )
+        config = oci.container_config(pod, container, image, ctx)
+        self._write_pod_files(pod, ip)
+        extra = {"stdin": container.spec.stdin, "stdin_once": container.spec.stdin_once}
+        try:
+            self._create(cid, config, extra)
+        except BaseException:
+            self._undo(cid)
+            raise
+
+    def _start(self, cid: str) -> _Status:
+        status = self._status(cid)
+        if status is None:
+            raise NotFoundError(f"no container {cid}")
+        if status.state in (ContainerState.RUNNING, ContainerState.EXITED):
+            return status
+        if status.state == ContainerState.UNKNOWN:
+            raise ContainerRuntimeError(f"container {cid} lost its runtime state (host rebooted?); "
+                                        "remove it and create it again")
+        started = time.time()
+        res = self._run_runc("start", cid)
+        if res.returncode != 0:
+            now = self._status(cid)
+            if now is None or now.state == ContainerState.CREATED:
+                raise ContainerRuntimeError(f"cannot start {cid}: {_conmon.runc_message(res.stderr)}")
+        atomic_write(self._record(cid) / "started", repr(started))
+        return self._status(cid) or status
+
+    def start_container(self, container_id: str) -> None:
+        self._start(self._check_id(container_id))
+
+    def _wait_exit(self, status: _Status, timeout: float | None) -> bool:
+        """Wait until the container is gone and conmon has recorded it (conmon exits right after)."""
+        if status.conmon_start is not None and hostinfo.proc_start_time(status.conmon_pid) == status.conmon_start:
+            return hostinfo.wait_pid_gone(status.conmon_pid, status.conmon_start, timeout)
+        return hostinfo.wait_pid_gone(status.pid, status.pid_start, timeout)
+
+    def wait_container(self, container_id: str, timeout: float | None = None) -> int:
+        cid = self._check_id(container_id)
+        status = self._status(cid)
+        if status is None:
+            raise NotFoundError(f"no container {cid}")
+        if status.state == ContainerState.UNKNOWN:
+            raise ContainerRuntimeError(f"container {cid} lost its runtime state; its exit code is unknown")
+        if status.exit_code is None and not self._wait_exit(status, timeout):
+            raise ContainerRuntimeError(f"container {cid} did not exit within {timeout}s")
+        deadline = time.monotonic() + EXIT_FILE_WAIT
+        while True:
+            now = self._status(cid)
+            if now is None:
+                raise NotFoundError(f"container {cid} was removed while waiting for it")
+            if now.exit_code is not None:
+                return now.exit_code
+            if time.monotonic() > deadline:
+                raise ContainerRuntimeError(f"container {cid} exited but its monitor recorded no exit code")
+            time.sleep(0.01)
+
+    def stop_container(self, container_id: str, timeout: int = 30, signal: str = "") -> None:
+        cid = self._check_id(container_id)
+        status = self._status(cid)
+        if status is None or status.state not in (ContainerState.RUNNING, ContainerState.CREATED):
+            return
+        if status.state == ContainerState.RUNNING:
+            name = signal or self._labels(cid).get("labels", {}).get(LABEL_STOP_SIGNAL) or "SIGTERM"
+            try:
+                num = oci.parse_signal(name)
+            except ValueError as e:
+                raise ContainerRuntimeError(f"cannot stop {cid}: {e}") from None
+            self._run_runc("kill", cid, str(num))
+            if self._wait_exit(status, max(0, timeout)):
+                return
+        self._run_runc("kill", "--all", cid, "9")
+        if not self._wait_exit(status, KILL_WAIT):
+            raise ContainerRuntimeError(f"container {cid} did not die within {KILL_WAIT:.0f}s of SIGKILL")
+
+    def _kill_conmon(self, status: _Status | None, cid: str) -> None:
+        if status is None or not status.conmon_pid:
+            return
+        if hostinfo.proc_start_time(status.conmon_pid) != status.conmon_start:
+            return
+        if not hostinfo.wait_pid_gone(status.conmon_pid, status.conmon_start, 2.0):
+            try:
+                os.kill(status.conmon_pid, 9)
+            except ProcessLookupError:
+                return
+            hostinfo.wait_pid_gone(status.conmon_pid, status.conmon_start, KILL_WAIT)
+
+    def _remove(self, cid: str) -> None:
+        """Remove everything of ``cid`` whatever state a crash left it in."""
+        rec = self._record(cid)
+        status = self._status(cid)
+        if status is None and not rec.exists() and not self._runc_knows(cid):
+            return
+        res = self._run_runc("delete", "--force", cid)
+        if res.returncode != 0 and self._runc_knows(cid):
+            raise ContainerRuntimeError(f"cannot remove {cid}: {_conmon.runc_message(res.stderr)}")
+        if (status is not None and status.pid_start is not None
+                and not hostinfo.wait_pid_gone(status.pid, status.pid_start, KILL_WAIT)):
+            raise ContainerRuntimeError(f"container {cid} did not die after runc delete --force")
+        self._kill_conmon(status, cid)
+        for path in (self._socket_dir / cid,):
+            with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+                os.unlink(path)
+        shutil.rmtree(rec, ignore_errors=True)
+        shutil.rmtree(self._bundle(cid), ignore_errors=True)
+
+    def _undo(self, cid: str) -> None:
+        """Best-effort removal after a failed create; the create's own error is the one to report."""
+        with contextlib.suppress(PodplayError):
+            self._remove(cid)
+
+    def _runc_knows(self, cid: str) -> bool:
+        return self._run_runc("state", cid).returncode == 0
+
+    def remove_container(self, container_id: str) -> None:
+        self._remove(self._check_id(container_id))
+
+    def remove_infra(self, uid: str) -> None:
+        """Removes the pod's remaining containers too: they would hold its namespaces."""
+        self._check_id(uid)
+        try:
+            leftovers = [e.name for e in os.scandir(self.paths.containers) if e.name.startswith(uid + ".")]
+        except FileNotFoundError:
+            leftovers = []
+        for cid in leftovers:
+            self._remove(cid)
+        self._remove(uid)
+        self._cleanup_pod(uid)
+
+    def _cleanup_pod(self, uid: str) -> None:
+        d = self._pod_dir(uid)
+        hostinfo.unmount(str(d / "shm"))
+        shutil.rmtree(d, ignore_errors=True)
+        try:
+            for e in os.scandir(self._restarts):
+                if e.name == uid or e.name.startswith(uid + "."):
+                    os.unlink(e.path)
+        except FileNotFoundError:
+            pass
+        self._remove_cgroups(uid)
+
+    def _remove_cgroups(self, uid: str) -> None:
+        """runc removes each container's cgroup; the pod's parent directories are ours."""
+        try:
+            hierarchies = [e.path for e in os.scandir("/sys/fs/cgroup") if e.is_dir(follow_symlinks=False)]
+        except FileNotFoundError:
+            return
+        if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+            hierarchies = ["/sys/fs/cgroup"]
+        for h in hierarchies:
+            pod = os.path.join(h, self.cgroup_parent.lstrip("/"), uid)
+            if not os.path.isdir(pod):
+                continue
+            for child in os.scandir(pod):
+                if child.is_dir(follow_symlinks=False):
+                    with contextlib.suppress(OSError):
+                        os.rmdir(child.path)
+            for path in (pod, os.path.dirname(pod)):
+                try:
+                    os.rmdir(path)
+                except OSError:
+                    break  # busy: another pod (or process) still uses it
+
+    # --- exec and logs -----------------------------------------------------------------------
+
+    def exec_in(self, container_id: str, argv: Sequence[str], *, tty: bool = False, interactive: bool = False,
+                env: Mapping[str, str] | None = None, timeout: float | None = None) -> int:
+        cid = self._check_id(container_id)
+        status = self._status(cid)
+        if status is None:
+            raise NotFoundError(f"no container {cid}")
+        if status.state != ContainerState.RUNNING:
+            raise ContainerRuntimeError(f"container {cid} is not running ({status.state})")
+        if not argv:
+            raise ContainerRuntimeError("exec needs a command")
+        if tty and not os.isatty(0):
+            raise ContainerRuntimeError("exec with a tty needs a terminal on stdin (drop -t, or run from one)")
+        pid_file = self._record(cid) / f"exec-{os.getpid()}-{time.monotonic_ns()}.pid"
+        cmd = [self.runc, "--root", str(self.paths.runc_root), "exec", "--pid-file", str(pid_file)]
+        if tty:
+            cmd.append("--tty")
+        for k, v in (env or {}).items():
+            cmd += ["--env", f"{k}={v}"]
+        cmd += [cid, *argv]
+        proc = subprocess.Popen(cmd, stdin=None if interactive else subprocess.DEVNULL)
+        try:
+            try:
+                return proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                exec_pid = 0
+                with contextlib.suppress(ValueError):
+                    exec_pid = int((_read_text(pid_file) or "0").strip())
+                if exec_pid > 0:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(exec_pid, 9)
+                proc.kill()
+                proc.wait()
+                raise ContainerRuntimeError(f"exec in {cid} did not finish within {timeout}s; killed") from None
+        except BaseException:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            raise
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(pid_file)
+
+    def read_logs(self, container_id: str, *, follow: bool = False, tail: int | None = None,
+                  since: float | None = None) -> Iterator[tuple[float, str, bytes]]:
+        cid = self._check_id(container_id)
+        if self._status(cid) is None:
+            raise NotFoundError(f"no container {cid}")
+
+        def running() -> bool:
+            now = self._status(cid)
+            return now is not None and now.state in (ContainerState.RUNNING, ContainerState.CREATED)
+
+        return read_log(str(self._bundle(cid) / "ctr.log"), follow=follow, tail=tail, since=since, running=running)
+

@@ -1,0 +1,169 @@
+"""Host facts the OCI configs depend on, and the few kernel calls the runtime driver makes itself.
+
+Facts are read once per driver instance (they do not change while podplay runs): the CPU
+architecture and kernel version (for seccomp rule conditions), rlimit hard limits (configs may
+not ask for more), swap accounting, the node's CPUs, memory, name and address (for env values a
+pod can ask for), and the host's device nodes (for privileged containers).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import os
+import platform
+import resource
+import select
+import socket
+import stat
+import time
+
+from reconciler.errors import ContainerRuntimeError
+from reconciler.runtime.oci import RLIM_MAX, HostDevice
+from reconciler.runtime.seccomp import MACHINE_TO_ARCH
+
+
+def arch() -> str:
+    machine = platform.machine()
+    return MACHINE_TO_ARCH.get(machine, machine)
+
+
+def kernel_version() -> tuple[int, int]:
+    release = platform.release()
+    parts = release.split("-", 1)[0].split(".")
+    try:
+        return int(parts[0]), int(parts[1]) if len(parts) > 1 else 0
+    except ValueError:
+        return 0, 0
+
+
+def hard_rlimits() -> dict[str, int]:
+    out = {}
+    for name in ("RLIMIT_NOFILE", "RLIMIT_NPROC"):
+        _, hard = resource.getrlimit(getattr(resource, name))
+        out[name] = RLIM_MAX if hard == resource.RLIM_INFINITY else hard
+    return out
+
+
+def cap_last_cap() -> int:
+    try:
+        with open("/proc/sys/kernel/cap_last_cap") as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return 40
+
+
+def swap_accounting() -> bool:
+    return os.path.exists("/sys/fs/cgroup/memory/memory.memsw.limit_in_bytes")
+
+
+def node_memory() -> int:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def node_cpu_millis() -> int:
+    return (len(os.sched_getaffinity(0)) or os.cpu_count() or 1) * 1000
+
+
+def node_ip() -> str:
+    """The address the host would use for outside traffic. A UDP connect sends no packet."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        s.connect(("192.0.2.1", 9))  # TEST-NET-1: only the route lookup matters
+        return s.getsockname()[0]
+    except OSError:
+        return "127.0.0.1"
+    finally:
+        s.close()
+
+
+def host_devices() -> tuple[HostDevice, ...]:
+    """Device nodes under /dev, as podman hands them to privileged containers."""
+    out = []
+    skip = {"/dev/pts", "/dev/shm", "/dev/mqueue", "/dev/.lxc", "/dev/.udev"}
+    for dirpath, dirnames, filenames in os.walk("/dev"):
+        dirnames[:] = [d for d in dirnames if os.path.join(dirpath, d) not in skip]
+        for name in filenames:
+            path = os.path.join(dirpath, name)
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+                out.append(HostDevice(path, "c" if stat.S_ISCHR(st.st_mode) else "b", os.major(st.st_rdev),
+                                      os.minor(st.st_rdev), stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid))
+    return tuple(sorted(out, key=lambda d: d.path))
+
+
+def proc_start_time(pid: int) -> int | None:
+    """The kernel's start time of ``pid`` (clock ticks since boot), or None if it is gone.
+    A pid with a different start time is a different process that reused the number."""
+    if pid <= 0:
+        return None
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    fields = data[data.rfind(b")") + 2:].split()
+    if len(fields) < 20 or fields[0] == b"Z":
+        return None  # a zombie has exited already
+    return int(fields[19])
+
+
+def wait_pid_gone(pid: int, start: int | None, timeout: float | None) -> bool:
+    """Wait until process ``pid`` (with that start time) has exited; False on timeout."""
+    if start is None or proc_start_time(pid) != start:
+        return True
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        if proc_start_time(pid) != start:
+            return True
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            ready, _, _ = select.select([fd], [], [], left)
+            if ready:
+                return True
+            # A zombie whose parent does not reap it stays "alive" for pidfd; check the state.
+            if proc_start_time(pid) != start:
+                return True
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+    finally:
+        os.close(fd)
+
+
+# --- mounts -------------------------------------------------------------------------------------
+
+_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
+MNT_DETACH = 2
+
+
+def mount_tmpfs(target: str, options: str) -> None:
+    if os.path.ismount(target):
+        return
+    if _libc.mount(b"shm", target.encode(), b"tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, options.encode()) != 0:
+        err = ctypes.get_errno()
+        raise ContainerRuntimeError(f"cannot mount a tmpfs on {target}: {os.strerror(err)}")
+
+
+def unmount(target: str) -> None:
+    while os.path.ismount(target):
+        if _libc.umount2(target.encode(), MNT_DETACH) != 0:
+            err = ctypes.get_errno()
+            if err in (errno.EINVAL, errno.ENOENT):
+                return
+            raise ContainerRuntimeError(f"cannot unmount {target}: {os.strerror(err)}")
