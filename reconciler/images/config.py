@@ -194,6 +194,8 @@ def _location(value, where: str, name: str) -> str:
     value = value.strip().rstrip("/")
     if "://" in value:
         raise InputError(f"{where}: {name} {value!r} must not include a scheme")
+    if value.startswith("*.") and "/" in value:
+        raise InputError(f"{where}: wildcard {name} {value!r} may not contain a path")
     try:
         if value.startswith("*."):
             validate_domain(value[2:])
@@ -215,8 +217,6 @@ def _parse_entry(raw: dict, where: str) -> RegistryEntry:
     prefix = _location(raw["prefix"], where, "prefix") if raw.get("prefix") else location
     if not prefix:
         raise InputError(f"{where}: a [[registry]] table needs a prefix or a location")
-    if prefix.startswith("*.") and "/" in prefix:
-        raise InputError(f"{where}: wildcard prefix {prefix!r} may not contain a path")
     mirrors = []
     for i, m in enumerate(raw.get("mirror") or []):
         if not isinstance(m, dict) or not m.get("location"):

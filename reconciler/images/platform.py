@@ -53,7 +53,7 @@ def normalize(p: Platform) -> Platform:
     return Platform(os_name, arch, variant)
 
 
-_PLATFORM_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
+_PLATFORM_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 def parse_platform(text: str) -> Platform:

@@ -225,11 +225,13 @@ def parse_repository_prefix(text: str) -> tuple[str, str]:
     prefixes: (domain, path); path may be empty. ``docker.io/busybox`` is not expanded, since
     a prefix names a namespace rather than an image."""
     text = text.strip()
-    for scheme in ("https://", "http://"):
-        if text.startswith(scheme):
-            text = text[len(scheme):]
+    url_form = text.startswith(("https://", "http://"))
+    if url_form:
+        text = text.split("://", 1)[1]
     text = text.rstrip("/")
     domain, _, path = text.partition("/")
+    if url_form:
+        path = ""  # docker's URL keys (https://index.docker.io/v1/) name a whole registry
     if domain == LEGACY_DEFAULT_DOMAIN:
         domain = DEFAULT_DOMAIN
     validate_domain(domain)

@@ -298,18 +298,17 @@ class ImageFactory:
             shutil.rmtree(self.workdir, ignore_errors=True)
 
 
-_factory: ImageFactory | None = None
+_factories: list[ImageFactory] = []
 _factory_lock = threading.Lock()
 
 
 def factory() -> ImageFactory:
     """The process-wide ImageFactory (created on first use, removed at exit)."""
-    global _factory
     with _factory_lock:
-        if _factory is None:
-            _factory = ImageFactory()
-            atexit.register(_factory.close)
-        return _factory
+        if not _factories:
+            _factories.append(ImageFactory())
+            atexit.register(_factories[0].close)
+        return _factories[0]
 
 
 def make_busybox_image(registry: Registry, name: str, *, compression: str = "gzip", layers: int = 1,
