@@ -112,3 +112,16 @@ def test_a_failed_del_keeps_the_record_and_a_retry_finishes(test_network, host_p
     driver.detach(pod.uid)
     assert driver.list_attachments() == []
     assert test_network.iptables_rules() == []
+
+
+def test_detach_uses_the_recorded_config_after_the_file_changed(test_network, host_paths):
+    """The spec says the config must not change between ADD and DEL; users edit files anyway."""
+    driver = CniNetwork(host_paths)
+    pod = test_network.pod("web", [(80, free_port())])
+    driver.attach(pod, test_network.make_netns())
+    test_network.conflist.unlink()
+
+    CniNetwork(host_paths).detach(pod.uid)
+
+    assert test_network.allocations() == []
+    assert test_network.iptables_rules() == []
