@@ -349,7 +349,7 @@ def auth_files(explicit: str | os.PathLike | None = None) -> list[tuple[Path, bo
             (docker_dir / "config.json", False), (home / ".dockercfg", True)]
 
 
-def _normalize_auth_key(key: str) -> str:
+def normalize_auth_key(key: str) -> str:
     """``https://index.docker.io/v1/`` → ``docker.io``; ``http://host:5000/v2/`` → ``host:5000``;
     ``host/ns/repo`` stays as it is."""
     if key.startswith(("http://", "https://")):
@@ -415,7 +415,7 @@ def find_credential(domain: str, path: str, *, pull_secrets: Sequence[RegistryCr
     """The credential for repository ``domain/path``: pull secrets first, then the auth files."""
     best: tuple[int, Credential] | None = None
     for secret in pull_secrets:
-        score = _match_key(_normalize_auth_key(secret.registry), domain, path)
+        score = _match_key(normalize_auth_key(secret.registry), domain, path)
         cred = Credential(secret.username, secret.password, secret.identity_token,
                           f"imagePullSecret for {secret.registry}")
         if score and not cred.empty and (best is None or score > best[0]):
@@ -425,7 +425,7 @@ def find_credential(domain: str, path: str, *, pull_secrets: Sequence[RegistryCr
     for file, legacy in auth_files(auth_file):
         auths = _read_auths(file, legacy)
         for key, entry in auths.items():
-            score = _match_key(_normalize_auth_key(key), domain, path)
+            score = _match_key(normalize_auth_key(key), domain, path)
             if score and (best is None or score > best[0]):
                 cred = _decode_entry(entry, f"{file} ({key})")
                 if cred:
@@ -452,7 +452,7 @@ def write_credential(key: str, cred: Credential | None, auth_file: str | os.Path
     if not isinstance(auths, dict):
         raise InputError(f"auth file {path}: 'auths' is not an object; not overwriting it")
     # Entries written by docker for the same registry under a URL key count as the same key.
-    for k in [k for k in auths if k != key and _normalize_auth_key(k) == key]:
+    for k in [k for k in auths if k != key and normalize_auth_key(k) == key]:
         del auths[k]
     if cred is None:
         auths.pop(key, None)

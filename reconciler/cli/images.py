@@ -1,0 +1,423 @@
+"""Image commands: pull, images, inspect, rmi, tag, image prune, login, logout.
+
+They behave like their podman/skopeo namesakes: ``pull`` prints the image id on stdout and
+progress on stderr (terminals only); ``inspect docker://REF`` looks at a remote image without
+pulling it (like ``skopeo inspect``), ``--raw`` prints the manifest as served, ``--config`` the
+image config. Heavy modules are imported inside the handlers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+DOCKER_PREFIX = "docker://"
+
+
+def _bool(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("true", "1", "yes", "on"):
+        return True
+    if value in ("false", "0", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
+
+
+def _store(args, ctx, *, quiet: bool = True):
+    from reconciler.images.driver import LocalImageStore
+    from reconciler.images.progress import Progress, TerminalProgress
+
+    progress = Progress()
+    if not quiet and ctx.err.isatty():
+        progress = TerminalProgress(ctx.err)
+    return LocalImageStore(ctx.paths, platform=getattr(args, "platform", None),
+                           auth_file=getattr(args, "authfile", None),
+                           tls_verify=getattr(args, "tls_verify", True), progress=progress)
+
+
+def _registry_options(p: argparse.ArgumentParser, platform: bool = True) -> None:
+    p.add_argument("--authfile", metavar="PATH",
+                   help="auth file to use (env REGISTRY_AUTH_FILE; default: podman's auth.json, then docker's)")
+    p.add_argument("--tls-verify", type=_bool, default=True, metavar="BOOL",
+                   help="require https with a verified certificate (default true; loopback registries may use http)")
+    if platform:
+        p.add_argument("--platform", metavar="OS/ARCH[/VARIANT]",
+                       help="platform to choose from a multi-platform image (default: this host)")
+
+
+def register(sub, common) -> None:
+    _pull_options(sub.add_parser("pull", parents=[common], help="pull an image from a registry",
+                                 description="Pull an image (all its layers, verified) into podplay's store."))
+
+    p = sub.add_parser("images", parents=[common], help="list local images")
+    _images_options(p)
+
+    p = sub.add_parser("inspect", parents=[common], help="show a local image, or a remote one with docker://REF",
+                       description="Show a local image (REF or id), or with docker://REF an image in its registry "
+                                   "without pulling it (digest, platforms of an index, config, layers).")
+    _inspect_options(p)
+
+    p = sub.add_parser("rmi", parents=[common], help="remove local images")
+    _rmi_options(p)
+
+    _tag_options(sub.add_parser("tag", parents=[common], help="give a local image another name"))
+
+    image = sub.add_parser("image", parents=[common], help="manage images (prune, ls, rm, inspect, pull, tag)")
+    isub = image.add_subparsers(dest="image_command", metavar="COMMAND")
+    p = isub.add_parser("prune", parents=[common], help="remove unreferenced image data",
+                        description="Remove blobs no image references (left by removed or re-tagged images "
+                                    "and by interrupted pulls); with --dangling also images that have no name.")
+    p.add_argument("--dangling", action="store_true", help="also remove images without a name")
+    p.set_defaults(func=cmd_prune)
+    _images_options(isub.add_parser("ls", parents=[common], help="list local images"))
+    _rmi_options(isub.add_parser("rm", parents=[common], help="remove local images"))
+    _inspect_options(isub.add_parser("inspect", parents=[common], help="show an image"))
+    _pull_options(isub.add_parser("pull", parents=[common], help="pull an image from a registry"))
+    _tag_options(isub.add_parser("tag", parents=[common], help="give a local image another name"))
+    image.set_defaults(func=lambda args, ctx: (image.print_help(ctx.out), 2)[1])
+
+    p = sub.add_parser("login", parents=[common], help="log in to a registry (credentials checked, then saved)")
+    p.add_argument("registry", help="host[:port][/namespace]")
+    p.add_argument("-u", "--username")
+    p.add_argument("-p", "--password", help="password (prefer --password-stdin: argv is visible to others)")
+    p.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    _registry_options(p, platform=False)
+    p.set_defaults(func=cmd_login)
+
+    p = sub.add_parser("logout", parents=[common], help="remove saved credentials for a registry")
+    p.add_argument("registry", nargs="?", help="host[:port][/namespace]")
+    p.add_argument("-a", "--all", action="store_true", help="remove the credentials of every registry")
+    p.add_argument("--authfile", metavar="PATH", help="auth file to edit")
+    p.set_defaults(func=cmd_logout)
+
+
+def _pull_options(p) -> None:
+    p.add_argument("reference", help="image reference, e.g. busybox:1.36 or quay.io/org/app@sha256:…")
+    _registry_options(p)
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the image id")
+    p.set_defaults(func=cmd_pull)
+
+
+def _tag_options(p) -> None:
+    p.add_argument("source", help="image name or id")
+    p.add_argument("target", nargs="+", help="new name(s), e.g. localhost/app:v1")
+    p.set_defaults(func=cmd_tag)
+
+
+def _images_options(p) -> None:
+    p.add_argument("--output", "-o", choices=("table", "json"), default="table")
+    p.add_argument("-q", "--quiet", action="store_true", help="print image ids only")
+    p.add_argument("--digests", action="store_true", help="show the digest each name was pulled at")
+    p.add_argument("--no-trunc", action="store_true", help="do not shorten image ids")
+    p.set_defaults(func=cmd_images)
+
+
+def _inspect_options(p) -> None:
+    p.add_argument("reference", help="local image name or id, or docker://REF for a remote image")
+    p.add_argument("--raw", action="store_true", help="print the manifest (or index) exactly as stored/served")
+    p.add_argument("--config", action="store_true", help="print the image config")
+    p.add_argument("--no-tags", action="store_true", help="remote: do not list the repository's tags")
+    p.add_argument("--output", "-o", choices=("json",), default="json")
+    _registry_options(p)
+    p.set_defaults(func=cmd_inspect)
+
+
+def _rmi_options(p) -> None:
+    p.add_argument("images", nargs="*", help="image names or ids")
+    p.add_argument("-a", "--all", action="store_true", help="remove every image")
+    p.add_argument("-f", "--force", action="store_true", help="do not fail on images that are not present")
+    p.set_defaults(func=cmd_rmi)
+
+
+# --- handlers -------------------------------------------------------------------------------------
+
+def cmd_pull(args, ctx) -> int:
+    store = _store(args, ctx, quiet=args.quiet)
+    try:
+        info = store.pull(args.reference)
+    finally:
+        store.close()
+    print(info.id.split(":", 1)[1], file=ctx.out)
+    return 0
+
+
+def _ago(ts: float) -> str:
+    if not ts:
+        return ""
+    delta = max(0, time.time() - ts)
+    for unit, seconds in (("year", 31536000), ("month", 2592000), ("week", 604800), ("day", 86400),
+                          ("hour", 3600), ("minute", 60)):
+        if delta >= seconds:
+            n = int(delta // seconds)
+            return f"{n} {unit}{'s' if n > 1 else ''} ago"
+    return "Less than a minute ago"
+
+
+def _created_ts(created: str) -> float:
+    from datetime import datetime
+
+    if not created:
+        return 0.0
+    text = created.strip()
+    if text.endswith("Z"):
+        text = text[:-1] + "+00:00"
+    # Python before 3.11 chokes on nanoseconds: keep microseconds.
+    head, dot, rest = text.partition(".")
+    if dot:
+        digits = "".join(c for c in rest if c.isdigit())
+        tz = rest[len(digits):]
+        text = f"{head}.{digits[:6]}{tz}"
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        return 0.0
+
+
+def _size(n: int) -> str:
+    # podman prints decimal units
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return f"{n:.3g} {unit}" if unit != "B" else f"{n} B"
+        n /= 1000
+    return f"{n} GB"
+
+
+def _split_name(name: str) -> tuple[str, str]:
+    if "@" in name:
+        return name.split("@", 1)[0], "<none>"
+    repo, _, tag = name.rpartition(":")
+    return repo, tag
+
+
+def cmd_images(args, ctx) -> int:
+    store = _store(args, ctx)
+    rows = []
+    for rec in store.records():
+        try:
+            info = store.info(rec)
+        except Exception:  # noqa: BLE001 - a damaged image still gets listed, marked
+            info = None
+        rows.append((rec, info))
+    if args.quiet:
+        seen = []
+        for rec, _ in rows:
+            short = rec.id.split(":", 1)[1]
+            text = short if args.no_trunc else short[:12]
+            if text not in seen:
+                seen.append(text)
+                print(text, file=ctx.out)
+        return 0
+    if args.output == "json":
+        out = []
+        for rec, info in rows:
+            out.append({
+                "Id": rec.id.split(":", 1)[1],
+                "Names": list(rec.names),
+                "Digest": rec.manifest,
+                "RepoDigests": list(rec.repo_digests),
+                "Created": info.created if info else "",
+                "Size": info.size if info else 0,
+                "Os": info.os if info else "",
+                "Architecture": info.architecture if info else "",
+                "Dangling": not rec.names,
+                "Damaged": info is None,
+            })
+        json.dump(out, ctx.out, indent=4)
+        print(file=ctx.out)
+        return 0
+    header = ["REPOSITORY", "TAG"] + (["DIGEST"] if args.digests else []) + ["IMAGE ID", "CREATED", "SIZE"]
+    table = [header]
+    for rec, info in rows:
+        short = rec.id.split(":", 1)[1]
+        image_id = short if args.no_trunc else short[:12]
+        created = _ago(_created_ts(info.created)) if info else "damaged"
+        size = _size(info.size) if info else ""
+        names = list(rec.names) or ["<none>:<none>"]
+        for name in names:
+            repo, tag = _split_name(name) if name != "<none>:<none>" else ("<none>", "<none>")
+            row = [repo, tag]
+            if args.digests:
+                row.append(rec.names.get(name) or rec.manifest)
+            table.append(row + [image_id, created, size])
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    for r in table:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip(), file=ctx.out)
+    return 0
+
+
+def _write_raw(ctx, data: bytes) -> None:
+    ctx.out.flush()
+    out = getattr(ctx.out, "buffer", None)
+    if out is not None:
+        out.write(data)
+        out.flush()
+    else:
+        ctx.out.write(data.decode())
+
+
+def cmd_inspect(args, ctx) -> int:
+    from reconciler.errors import NotFoundError
+
+    store = _store(args, ctx)
+    try:
+        if args.reference.startswith(DOCKER_PREFIX):
+            return _inspect_remote(args, ctx, store, args.reference[len(DOCKER_PREFIX):])
+        rec = store.record(args.reference)
+        if rec is None:
+            raise NotFoundError(f"image {args.reference} is not present (for a registry image use "
+                                f"docker://{args.reference})")
+        if args.raw:
+            _write_raw(ctx, store.manifest_bytes(rec.manifest))
+            return 0
+        if args.config:
+            _write_raw(ctx, store.config_bytes(rec.id))
+            return 0
+        info = store.info(rec)
+        config = json.loads(store.config_bytes(rec.id))
+        doc = {
+            "Id": rec.id.split(":", 1)[1],
+            "Digest": rec.manifest,
+            "RepoTags": [n for n in rec.names if "@" not in n],
+            "RepoDigests": list(rec.repo_digests),
+            "Created": info.created,
+            "Architecture": info.architecture,
+            "Os": info.os,
+            "Variant": info.variant,
+            "Size": info.size,
+            "Config": config.get("config") or {},
+            "RootFS": {"Type": "layers", "Layers": [layer.diff_id for layer in info.layers]},
+            "ManifestType": rec.media_type,
+            "Index": rec.index or None,
+            "Layers": [{"Digest": layer.digest, "DiffID": layer.diff_id, "MIMEType": layer.media_type,
+                        "Size": layer.size} for layer in info.layers],
+            "NamesHistory": [{"Name": n, "Digest": d} for n, d in rec.names.items()],
+        }
+        json.dump([doc], ctx.out, indent=4)
+        print(file=ctx.out)
+        return 0
+    finally:
+        store.close()
+
+
+def _inspect_remote(args, ctx, store, ref: str) -> int:
+    from reconciler.images.platform import normalize
+
+    remote = store.inspect_remote(ref, tags=not (args.no_tags or args.raw or args.config))
+    if args.raw:
+        _write_raw(ctx, remote.top.data)
+        return 0
+    if args.config:
+        _write_raw(ctx, remote.config_bytes)
+        return 0
+    cfg = remote.config.raw.get("config") or {}
+    r = remote.reference
+    doc = {
+        "Name": r.repository,
+        "Digest": remote.top.digest,
+        "RepoTags": list(remote.tags),
+        "Created": remote.config.created,
+        "DockerVersion": remote.config.raw.get("docker_version", ""),
+        "Labels": cfg.get("Labels"),
+        "Architecture": remote.config.platform.architecture,
+        "Os": remote.config.platform.os,
+        "Variant": remote.config.platform.variant,
+        "Layers": [layer.digest for layer in remote.parsed.layers],
+        "LayersData": [{"MIMEType": layer.media_type, "Digest": layer.digest, "Size": layer.size,
+                        "Annotations": layer.annotations or None} for layer in remote.parsed.layers],
+        "Env": cfg.get("Env") or [],
+        "MediaType": remote.parsed.media_type if remote.index is None else remote.index.media_type,
+        "ManifestDigest": remote.manifest.digest,
+        "ConfigDigest": remote.parsed.config.digest,
+    }
+    if remote.index is not None:
+        doc["Platforms"] = [
+            {"Platform": str(normalize(d.platform)) if d.platform else "", "Digest": d.digest,
+             "MediaType": d.media_type, "Size": d.size}
+            for d in remote.index.manifests]
+    json.dump(doc, ctx.out, indent=4)
+    print(file=ctx.out)
+    return 0
+
+
+def cmd_rmi(args, ctx) -> int:
+    from reconciler.errors import InputError, NotFoundError
+
+    store = _store(args, ctx)
+    targets = list(args.images)
+    if args.all:
+        targets = [rec.id for rec in store.records()]
+    elif not targets:
+        raise InputError("rmi needs at least one image name or id (or --all)")
+    missing = []
+    for target in targets:
+        names, removed = store.untag_or_remove(target)
+        if not names and not removed:
+            missing.append(target)
+            continue
+        for n in names:
+            print(f"Untagged: {n}", file=ctx.out)
+        if removed:
+            print(f"Deleted: {removed.split(':', 1)[1]}", file=ctx.out)
+    if missing and not args.force:
+        raise NotFoundError(f"image not known: {', '.join(missing)}")
+    return 0
+
+
+def cmd_tag(args, ctx) -> int:
+    store = _store(args, ctx)
+    for target in args.target:
+        store.tag_image(args.source, target)
+    return 0
+
+
+def cmd_prune(args, ctx) -> int:
+    store = _store(args, ctx)
+    result = store.prune(dangling=args.dangling)
+    for image_id in result.images_removed:
+        print(f"Deleted: {image_id.split(':', 1)[1]}", file=ctx.out)
+    print(f"Removed {result.blobs_removed} blobs, freed {_size(result.bytes_freed)}", file=ctx.out)
+    return 0
+
+
+def cmd_login(args, ctx) -> int:
+    from reconciler.errors import InputError
+    from reconciler.images.login import login
+
+    username, password = args.username, args.password
+    if args.password_stdin:
+        if password:
+            raise InputError("--password and --password-stdin cannot be used together")
+        password = sys.stdin.readline().rstrip("\r\n")
+        if not username:
+            raise InputError("--password-stdin needs --username")
+    interactive = sys.stdin.isatty()
+    if not username:
+        if not interactive:
+            raise InputError("give --username (no terminal to ask on)")
+        username = input("Username: ").strip()
+    if not password:
+        if not interactive:
+            raise InputError("give --password-stdin (no terminal to ask on)")
+        import getpass
+
+        password = getpass.getpass("Password: ")
+    path = login(args.registry, username, password, auth_file=args.authfile, tls_verify=args.tls_verify)
+    print(f"Login Succeeded! (credentials saved in {path})", file=ctx.out)
+    return 0
+
+
+def cmd_logout(args, ctx) -> int:
+    from reconciler.images.login import logout
+
+    if args.all and args.registry:
+        from reconciler.errors import InputError
+
+        raise InputError("give a registry or --all, not both")
+    removed = logout(args.registry, auth_file=args.authfile, all_registries=args.all)
+    if args.all:
+        print(f"Removed login credentials for {len(removed)} registries", file=ctx.out)
+    else:
+        print(f"Removed login credentials for {args.registry}", file=ctx.out)
+    return 0
