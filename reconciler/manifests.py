@@ -1,27 +1,36 @@
-"""Files → YAML documents (with line marks) → schema check → semantic checks → model objects.
+"""Files → documents (with line marks) → schema check → semantic checks → model objects.
 
 ``load_manifests(paths)`` never raises for bad input: it returns every object it could read and
 every problem it found, each naming file, line, column and field path. A file that cannot be
 read or parsed is listed in ``unreadable``: the engine must not prune what such a file might
 describe ("hold deletes until every source was read").
+
+Every problem is reported at once. An object with schema errors is repaired in a private copy
+(unknown keys dropped, wrong values replaced by neutral placeholders) so that the semantic and
+cross-object checks still run on the rest of it; their findings at a place the schema already
+complained about are dropped, so one mistake gives one message.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import bisect
+import copy
+import datetime
 import difflib
 import json
 import math
 import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-from reconciler.model.source import ANN_PORT_PER_REPLICA, Loaded
+from reconciler import desired as _desired
+from reconciler.desired import ANN_PORT_PER_REPLICA, ANNOTATION_PREFIX, Loaded
 from reconciler.errors import Diagnostic, Severity
 from reconciler.model import convert
 from reconciler.model.kube import (
@@ -44,6 +53,26 @@ SUPPORTED = ", ".join(KINDS)
 # Set by the API server, harmless in exported YAML: accepted without a warning.
 SERVER_FIELDS = {"uid", "resourceVersion", "creationTimestamp", "generation", "managedFields", "selfLink",
                  "deletionTimestamp", "deletionGracePeriodSeconds"}
+
+# Real Kubernetes kinds that podplay skips with a warning. A kind that is in neither list but
+# looks like a supported one ("Deploymnet", "pod") is a typo, and an error.
+OTHER_KUBE_KINDS = {
+    "Service", "Endpoints", "EndpointSlice", "Ingress", "IngressClass", "NetworkPolicy", "Namespace", "Node",
+    "PersistentVolume", "StorageClass", "ServiceAccount", "Role", "RoleBinding", "ClusterRole",
+    "ClusterRoleBinding", "StatefulSet", "DaemonSet", "ReplicaSet", "ReplicationController", "Job", "CronJob",
+    "PodTemplate", "PodDisruptionBudget", "HorizontalPodAutoscaler", "LimitRange", "ResourceQuota",
+    "CustomResourceDefinition", "Event", "Lease", "PriorityClass", "RuntimeClass", "CSIDriver",
+    "ValidatingWebhookConfiguration", "MutatingWebhookConfiguration", "APIService", "ConfigMapList",
+    "PodList", "SecretList", "DeploymentList", "PersistentVolumeClaimList", "ServiceList",
+}
+
+# podplay's own annotations (desired.ANN_*), and the prefix of podman's, which podplay ignores.
+PODPLAY_ANNOTATIONS = tuple(sorted(v for k, v in vars(_desired).items() if k.startswith("ANN_")))
+PODMAN_ANNOTATION_PREFIXES = ("io.podman.annotations.", "io.containers.")
+
+MAX_REPLICAS = 1000  # one host: a bigger number is a typo, and expanding it would hang
+_MAX_DEPTH = 100  # nesting of one document; kube objects need about 15
+_MAX_VALUES = 200_000  # values in one document, aliases expanded (stops "billion laughs")
 
 Path_ = tuple  # a field path: ("spec", "containers", 0, "image")
 
@@ -71,13 +100,14 @@ class ManifestSet:
 # --- finding files ------------------------------------------------------------------------------
 
 def _is_skipped(name: str) -> bool:
-    """Hidden files, editor backups and swap files."""
-    return (name.startswith((".", "#")) or name.endswith(("~", ".swp", ".swo", ".swx", ".bak", ".orig", ".tmp"))
-            or (name.startswith("#") and name.endswith("#")))
+    """Hidden files (and editor locks like .#x.yaml), editor backups and swap files."""
+    return (name.startswith((".", "#"))
+            or name.endswith(("~", "#", ".swp", ".swo", ".swx", ".swn", ".bak", ".orig", ".rej", ".tmp")))
 
 
 def find_manifest_files(paths: Sequence[str]) -> tuple[list[str], list[Diagnostic]]:
-    """Files named directly are always read; directories are walked recursively in sorted order."""
+    """Files named directly are always read; directories are walked recursively in sorted order
+    (a directory's own files first, then its sub-directories), skipping hidden entries."""
     files: list[str] = []
     problems: list[Diagnostic] = []
     for raw in paths:
@@ -85,21 +115,48 @@ def find_manifest_files(paths: Sequence[str]) -> tuple[list[str], list[Diagnosti
         if raw == "-":
             files.append("-")
         elif p.is_dir():
-            for dirpath, dirnames, filenames in os.walk(p):
-                dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-                for name in sorted(filenames):
-                    if name.endswith(MANIFEST_SUFFIXES) and not _is_skipped(name):
-                        files.append(os.path.join(dirpath, name))
+            found = _walk(raw, problems)
+            if not found:
+                problems.append(Diagnostic(Severity.ERROR, raw, 0, 0, "",
+                                           "no manifest files (*.yaml, *.yml, *.json) in this directory"))
+            files.extend(found)
         elif p.exists():
-            files.append(str(p))
+            files.append(raw)
         else:
             problems.append(Diagnostic(Severity.ERROR, raw, 0, 0, "", "no such file or directory"))
     seen: set[str] = set()
-    unique = [f for f in files if not (f in seen or seen.add(f))]
+    unique = []
+    for f in files:
+        k = f if f == "-" else os.path.realpath(f)
+        if k not in seen:
+            seen.add(k)
+            unique.append(f)
     return unique, problems
 
 
-# --- YAML with positions --------------------------------------------------------------------------
+def _walk(top: str, problems: list[Diagnostic]) -> list[str]:
+    found: list[str] = []
+    visited: set[str] = set()
+
+    def failed(exc: OSError) -> None:
+        problems.append(Diagnostic(Severity.ERROR, exc.filename or top, 0, 0, "",
+                                   f"cannot read directory: {exc.strerror or exc}"))
+
+    # Symlinked directories are followed (a common way to share manifests), once each.
+    for dirpath, dirnames, filenames in os.walk(top, onerror=failed, followlinks=True):
+        real = os.path.realpath(dirpath)
+        if real in visited:
+            dirnames[:] = []
+            continue
+        visited.add(real)
+        dirnames[:] = sorted(d for d in dirnames if not _is_skipped(d))
+        for name in sorted(filenames):
+            if name.endswith(MANIFEST_SUFFIXES) and not _is_skipped(name):
+                found.append(os.path.join(dirpath, name))
+    return found
+
+
+# --- documents with positions ---------------------------------------------------------------------
 
 class Positions(dict):
     """Field path → (line, column), 1-based, for values; ``keys`` holds the mapping keys' marks."""
@@ -119,155 +176,412 @@ class Positions(dict):
 
 
 class _DocError(Exception):
-    def __init__(self, mark, message: str):
+    def __init__(self, line: int, column: int, message: str):
         super().__init__(message)
-        self.line = mark.line + 1 if mark else 0
-        self.column = mark.column + 1 if mark else 0
-        self.message = message
+        self.line, self.column, self.message = line, column, message
 
 
-_MAX_DEPTH = 200
+def _line_col(text: str, offset: int) -> tuple[int, int]:
+    line = text.count("\n", 0, offset)
+    return line + 1, offset - (text.rfind("\n", 0, offset) + 1) + 1
 
 
-def _to_data(node, constructor, path: Path_, pos: Positions, depth: int = 0) -> Any:
-    """Node tree → plain data, recording the position of every value and key."""
+_CORE_TAGS = {"tag:yaml.org,2002:" + t for t in ("str", "int", "float", "bool", "null", "map", "seq")}
+_TEXT_TAGS = {"tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:binary"}
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class _YAMLBuilder:
+    """YAML node tree → plain data, recording where every value and key was written.
+
+    Scalars resolve as YAML 1.1, as Kubernetes' decoder does (``yes`` is a boolean, ``0644`` is
+    octal), except that timestamps and binary stay the text they were written as (the API sees
+    strings). Duplicate keys are errors (the API server's strict decoding rejects them too);
+    ``<<`` merge keys work, explicit keys winning.
+    """
+
+    def __init__(self):
+        import yaml
+
+        self.yaml = yaml
+        self.constructor = yaml.constructor.SafeConstructor()
+        self.problems: list[tuple[int, int, str]] = []
+        self.count = 0
+
+    def document(self, node) -> tuple[Any, Positions]:
+        self.count = 0
+        pos = Positions()
+        return self.value(node, (), pos, 0), pos
+
+    def value(self, node, path: Path_, pos: Positions, depth: int) -> Any:
+        yaml = self.yaml
+        mark = node.start_mark
+        where = (mark.line + 1, mark.column + 1)
+        self.count += 1
+        if depth > _MAX_DEPTH:
+            raise _DocError(*where, "document nested too deeply (or an alias that refers to itself)")
+        if self.count > _MAX_VALUES:
+            raise _DocError(*where, f"document has more than {_MAX_VALUES} values (aliases expanded)")
+        pos[path] = where
+        if isinstance(node, yaml.MappingNode):
+            return self.mapping(node, path, pos, depth)
+        if isinstance(node, yaml.SequenceNode):
+            return [self.value(n, path + (i,), pos, depth + 1) for i, n in enumerate(node.value)]
+        return self.scalar(node)
+
+    def scalar(self, node) -> Any:
+        tag = node.tag
+        if tag == "tag:yaml.org,2002:str":
+            return node.value
+        if tag in _TEXT_TAGS:
+            return node.value
+        where = (node.start_mark.line + 1, node.start_mark.column + 1)
+        if tag not in _CORE_TAGS:
+            raise _DocError(*where, f"unsupported YAML tag {tag!r}; remove it (Kubernetes reads plain values)")
+        try:
+            value = self.constructor.yaml_constructors[tag](self.constructor, node)
+        except Exception as exc:  # noqa: BLE001 - any failure here is a bad value in the input
+            raise _DocError(*where, f"cannot read value {node.value!r}: {exc}") from None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise _DocError(*where, f"{node.value!r} is not a number Kubernetes accepts")
+        return value
+
+    def key(self, node) -> str:
+        yaml = self.yaml
+        mark = node.start_mark
+        if not isinstance(node, yaml.ScalarNode):
+            what = "a mapping" if isinstance(node, yaml.MappingNode) else "a list"
+            raise _DocError(mark.line + 1, mark.column + 1, f"a mapping key must be text, not {what}")
+        value = self.scalar(node)
+        # Keys become JSON object keys the way Kubernetes' YAML→JSON conversion writes them.
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if value is None:
+            return "null"
+        return value if isinstance(value, str) else str(value)
+
+    def mapping(self, node, path: Path_, pos: Positions, depth: int) -> dict[str, Any]:
+        yaml = self.yaml
+        out: dict[str, Any] = {}
+        merges = []
+        for key_node, value_node in node.value:
+            if key_node.tag == _MERGE_TAG:
+                merges.append(value_node)
+                continue
+            key = self.key(key_node)
+            kmark = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+            if key in out:
+                first = pos.keys.get(path + (key,), (0, 0))
+                self.problems.append((*kmark, f"duplicate key {key!r} (first at line {first[0]}); "
+                                              "remove one of them"))
+                continue
+            pos.keys[path + (key,)] = kmark
+            out[key] = self.value(value_node, path + (key,), pos, depth + 1)
+        for value_node in merges:
+            sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
+            for src in sources:
+                if not isinstance(src, yaml.MappingNode):
+                    m = src.start_mark
+                    raise _DocError(m.line + 1, m.column + 1,
+                                    "a merge key (<<) takes a mapping or a list of mappings, e.g. <<: *defaults")
+                scratch = Positions()
+                data = self.mapping(src, path, scratch, depth + 1)
+                for k, v in data.items():
+                    if k in out:
+                        continue
+                    out[k] = v
+                    n = len(path) + 1
+                    for p, where in scratch.items():
+                        if p[:n] == path + (k,):
+                            pos[p] = where
+                    for p, where in scratch.keys.items():
+                        if p[:n] == path + (k,):
+                            pos.keys[p] = where
+        return out
+
+
+def _yaml_problem(exc, text: str) -> tuple[int, int, str]:
+    """A PyYAML/libyaml error as (line, column, message in words a user acts on)."""
     import yaml
 
-    if depth > _MAX_DEPTH:
-        raise _DocError(node.start_mark, "document nested too deeply (or a recursive alias)")
-    pos[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
-    if isinstance(node, yaml.MappingNode):
-        out: dict[str, Any] = {}
-        merged: dict[str, Any] = {}
-        for key_node, value_node in node.value:
-            if key_node.tag == "tag:yaml.org,2002:merge":
-                # "<<: *anchor" — explicit keys win over merged ones.
-                sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
-                for src in sources:
-                    if not isinstance(src, yaml.MappingNode):
-                        raise _DocError(src.start_mark, "merge key (<<) needs a mapping")
-                    data = _to_data(src, constructor, path, Positions(), depth + 1)
-                    for k, v in data.items():
-                        merged.setdefault(k, v)
-                continue
-            if not isinstance(key_node, yaml.ScalarNode):
-                raise _DocError(key_node.start_mark, "mapping keys must be plain strings")
-            key = key_node.value if key_node.tag == "tag:yaml.org,2002:str" else str(
-                constructor.construct_object(key_node))
-            if key in out:
-                raise _DocError(key_node.start_mark, f"duplicate key {key!r}")
-            pos.keys[path + (key,)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-            out[key] = _to_data(value_node, constructor, path + (key,), pos, depth + 1)
-        for k, v in merged.items():
-            out.setdefault(k, v)
-        pos[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
-        return out
-    if isinstance(node, yaml.SequenceNode):
-        return [_to_data(n, constructor, path + (i,), pos, depth + 1) for i, n in enumerate(node.value)]
-    # Scalars: the YAML 1.1 resolution that Kubernetes' decoder also uses, except that
-    # timestamps and binary stay the text they were written as (the API sees strings).
-    if node.tag in ("tag:yaml.org,2002:timestamp", "tag:yaml.org,2002:binary"):
-        return node.value
-    try:
-        value = constructor.construct_object(node, deep=True)
-    except (ValueError, OverflowError, yaml.constructor.ConstructorError) as exc:
-        raise _DocError(node.start_mark, f"cannot read value: {exc}") from None
-    if isinstance(value, float) and not math.isfinite(value):
-        raise _DocError(node.start_mark, f"{node.value!r} is not a number Kubernetes accepts")
-    return value
+    if isinstance(exc, yaml.reader.ReaderError):
+        line, col = _line_col(text, exc.position) if exc.position <= len(text) else (0, 0)
+        ch = exc.character
+        code = f"U+{ord(ch):04X}" if isinstance(ch, str) else f"0x{ch:02x}"
+        return line, col, f"character {code} is not allowed in YAML (a control character); remove it"
+    if not isinstance(exc, yaml.MarkedYAMLError):
+        return 0, 0, f"YAML syntax error: {exc}"
+    mark = exc.problem_mark or exc.context_mark
+    line, col = (mark.line + 1, mark.column + 1) if mark else (0, 0)
+    ctx = exc.context_mark
+    cline, ccol = (ctx.line + 1, ctx.column + 1) if ctx else (0, 0)
+    problem, context = exc.problem or "", exc.context or ""
+    char = text.splitlines()[line - 1][col - 1:col] if 0 < line <= len(text.splitlines()) else ""
+    if "cannot start any token" in problem:
+        if char == "\t":
+            msg = "a tab character: YAML indents with spaces only"
+        else:
+            msg = f"{char!r} cannot start a plain value; put the value in quotes"
+    elif "quoted scalar" in context and "end of stream" in problem:
+        return cline, ccol, "YAML syntax error: this quoted string is never closed"
+    elif "flow sequence" in context or "flow mapping" in context:
+        opener, closer = ("[", "]") if "sequence" in context else ("{", "}")
+        msg = f"expected ',' or '{closer}' to continue or close the '{opener}' at line {cline}, column {ccol}"
+    elif "mapping values are not allowed" in problem:
+        msg = ("unexpected ':' here: indent this key like its siblings, or put a value that contains "
+               "': ' in quotes")
+    elif "did not find expected key" in problem or "expected <block end>" in problem:
+        msg = f"this line is not indented like the mapping that starts at line {cline}, column {ccol}"
+    elif "could not find expected ':'" in problem:
+        msg = "expected 'key: value' here (is the ':' or its following space missing?)"
+    elif "undefined alias" in problem:
+        msg = "this alias (*name) refers to an anchor (&name) that is not defined before it"
+    elif "duplicate anchor" in context:
+        msg = f"this anchor is already defined at line {cline}, column {ccol}"
+    elif "block sequence" in context and "expected <block end>" in problem:
+        msg = f"this line does not continue the list that starts at line {cline}, column {ccol}"
+    else:
+        msg = " ".join(filter(None, [context, problem])) or "invalid YAML"
+    return line, col, f"YAML syntax error: {msg}"
 
 
-def parse_documents(text: str, file: str) -> Iterator[tuple[Any, Positions] | Diagnostic]:
-    """Each YAML document as (data, positions); a syntax error ends the file as a Diagnostic."""
+def _yaml_documents(text: str, file: str) -> Iterator[tuple[Any, Positions] | Diagnostic]:
     import yaml
 
     loader_cls = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-    constructor = yaml.constructor.SafeConstructor()
-    try:
-        nodes = list(yaml.compose_all(text, Loader=loader_cls))
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        msg = " ".join(filter(None, [exc.context, exc.problem])) or "invalid YAML"
-        yield Diagnostic(Severity.ERROR, file, mark.line + 1 if mark else 0, mark.column + 1 if mark else 0,
-                         "", f"YAML syntax error: {msg}")
-        return
-    except (yaml.YAMLError, ValueError, RecursionError) as exc:
-        yield Diagnostic(Severity.ERROR, file, 0, 0, "", f"YAML syntax error: {exc}")
-        return
-    for node in nodes:
+    builder = _YAMLBuilder()
+    nodes = yaml.compose_all(text, Loader=loader_cls)
+    while True:
+        try:
+            node = next(nodes)
+        except StopIteration:
+            return
+        except (yaml.YAMLError, ValueError) as exc:
+            yield Diagnostic(Severity.ERROR, file, *_yaml_problem(exc, text), "")
+            return
+        except RecursionError:
+            yield Diagnostic(Severity.ERROR, file, 0, 0, "", "YAML syntax error: document nested too deeply")
+            return
         if node is None:
             continue
-        pos = Positions()
+        builder.problems = []
         try:
-            data = _to_data(node, constructor, (), pos)
+            data, pos = builder.document(node)
         except _DocError as exc:
             yield Diagnostic(Severity.ERROR, file, exc.line, exc.column, "", exc.message)
             continue
         except RecursionError:
             yield Diagnostic(Severity.ERROR, file, node.start_mark.line + 1, 1, "", "document nested too deeply")
             continue
-        yield data, pos
+        for line, col, message in builder.problems:
+            yield Diagnostic(Severity.ERROR, file, line, col, "", message)
+        if data is not None:
+            yield data, pos
+
+
+_JSON_WS = re.compile(r"[ \t\n\r]*")
+_JSON_NUMBER = re.compile(r"-?(?:0|[1-9]\d*)(\.\d+)?([eE][-+]?\d+)?")
+
+
+class _JSONReader:
+    """A stream of JSON values with the position of every value and key.
+
+    Kubernetes reads JSON manifests with a JSON decoder, not as YAML: ``1e3`` is a number, a tab
+    is whitespace, duplicate keys are errors. This keeps those rules and the positions.
+    """
+
+    def __init__(self, text: str):
+        self.text = text
+        self.starts = [0] + [m.end() for m in re.finditer("\n", text)]
+        self.problems: list[tuple[int, int, str]] = []
+
+    def where(self, offset: int) -> tuple[int, int]:
+        i = bisect.bisect_right(self.starts, offset) - 1
+        return i + 1, offset - self.starts[i] + 1
+
+    def fail(self, offset: int, message: str):
+        raise _DocError(*self.where(offset), f"JSON syntax error: {message}")
+
+    def documents(self) -> Iterator[tuple[Any, Positions]]:
+        i = _JSON_WS.match(self.text, 0).end()
+        while i < len(self.text):
+            pos = Positions()
+            self.count = 0
+            value, i = self.value(i, (), pos, 0)
+            yield value, pos
+            i = _JSON_WS.match(self.text, i).end()
+
+    def value(self, i: int, path: Path_, pos: Positions, depth: int) -> tuple[Any, int]:
+        text = self.text
+        self.count += 1
+        if depth > _MAX_DEPTH:
+            self.fail(i, "document nested too deeply")
+        if self.count > _MAX_VALUES:
+            self.fail(i, f"document has more than {_MAX_VALUES} values")
+        pos[path] = self.where(i)
+        ch = text[i:i + 1]
+        if ch == "{":
+            return self.object(i, path, pos, depth)
+        if ch == "[":
+            out = []
+            i = _JSON_WS.match(text, i + 1).end()
+            if text[i:i + 1] == "]":
+                return out, i + 1
+            while True:
+                v, i = self.value(i, path + (len(out),), pos, depth + 1)
+                out.append(v)
+                i = _JSON_WS.match(text, i).end()
+                if text[i:i + 1] == ",":
+                    i = _JSON_WS.match(text, i + 1).end()
+                elif text[i:i + 1] == "]":
+                    return out, i + 1
+                else:
+                    self.fail(i, "expected ',' or ']'")
+        if ch == '"':
+            return self.string(i)
+        for word, v in (("true", True), ("false", False), ("null", None)):
+            if text.startswith(word, i):
+                return v, i + len(word)
+        m = _JSON_NUMBER.match(text, i)
+        if m and m.end() > i:
+            try:
+                v = float(m.group()) if m.group(1) or m.group(2) else int(m.group())
+            except ValueError:
+                self.fail(i, "number too long")
+            if isinstance(v, float) and not math.isfinite(v):
+                self.fail(i, f"{m.group()} is not a number Kubernetes accepts")
+            return v, m.end()
+        self.fail(i, "expected a value" if ch else "unexpected end of file")
+        raise AssertionError  # not reached
+
+    def string(self, i: int) -> tuple[str, int]:
+        from json.decoder import scanstring
+
+        try:
+            return scanstring(self.text, i + 1, True)
+        except json.JSONDecodeError as exc:
+            self.fail(exc.pos, exc.msg.lower())
+        raise AssertionError  # not reached
+
+    def object(self, i: int, path: Path_, pos: Positions, depth: int) -> tuple[dict, int]:
+        text = self.text
+        out: dict[str, Any] = {}
+        i = _JSON_WS.match(text, i + 1).end()
+        if text[i:i + 1] == "}":
+            return out, i + 1
+        while True:
+            if text[i:i + 1] != '"':
+                self.fail(i, "expected a key in double quotes")
+            kstart = i
+            key, i = self.string(i)
+            i = _JSON_WS.match(text, i).end()
+            if text[i:i + 1] != ":":
+                self.fail(i, "expected ':' after the key")
+            i = _JSON_WS.match(text, i + 1).end()
+            if key in out:
+                first = pos.keys.get(path + (key,), (0, 0))
+                self.problems.append((*self.where(kstart),
+                                      f"duplicate key {key!r} (first at line {first[0]}); remove one of them"))
+                _, i = self.value(i, path + (key,), Positions(), depth + 1)
+            else:
+                pos.keys[path + (key,)] = self.where(kstart)
+                out[key], i = self.value(i, path + (key,), pos, depth + 1)
+            i = _JSON_WS.match(text, i).end()
+            if text[i:i + 1] == ",":
+                i = _JSON_WS.match(text, i + 1).end()
+            elif text[i:i + 1] == "}":
+                return out, i + 1
+            else:
+                self.fail(i, "expected ',' or '}'")
+
+
+def _json_documents(text: str, file: str) -> Iterator[tuple[Any, Positions] | Diagnostic]:
+    reader = _JSONReader(text)
+    docs = reader.documents()
+    while True:
+        try:
+            doc = next(docs)
+        except StopIteration:
+            return
+        except _DocError as exc:
+            yield Diagnostic(Severity.ERROR, file, exc.line, exc.column, "", exc.message)
+            return
+        except RecursionError:
+            yield Diagnostic(Severity.ERROR, file, 0, 0, "", "JSON syntax error: document nested too deeply")
+            return
+        for line, col, message in reader.problems:
+            yield Diagnostic(Severity.ERROR, file, line, col, "", message)
+        reader.problems = []
+        yield doc
+
+
+def parse_documents(text: str, file: str) -> Iterator[tuple[Any, Positions] | Diagnostic]:
+    """Each document as (data, positions), or a Diagnostic. A syntax error ends the file.
+
+    ``*.json`` files are read as JSON; stdin (``-``) is read as JSON when it is valid JSON.
+    """
+    if file.endswith(".json"):
+        yield from _json_documents(text, file)
+        return
+    if file == "-" and text.lstrip()[:1] in ("{", "["):
+        items = list(_json_documents(text, file))
+        if not any(isinstance(d, Diagnostic) for d in items):
+            yield from items
+            return
+    yield from _yaml_documents(text, file)
 
 
 # --- schema -------------------------------------------------------------------------------------
 
 @cache
+def _schema(kind: str) -> dict:
+    return json.loads((SCHEMA_DIR / f"{kind}.json").read_text())
+
+
+@cache
 def _validator(kind: str):
+    """One validator per kind, built once: building it costs more than validating a pod.
+
+    ``integer`` means a whole number written without a fraction: the API server's JSON decoder
+    refuses ``replicas: 2.0`` (jsonschema alone would accept it).
+    """
     import jsonschema
 
-    path = SCHEMA_DIR / f"{kind}.json"
-    schema = json.loads(path.read_text())
+    schema = _schema(kind)
     cls = jsonschema.validators.validator_for(schema)
-    return cls(schema)
+    checker = cls.TYPE_CHECKER.redefine("integer", lambda _, v: isinstance(v, int) and not isinstance(v, bool))
+    return jsonschema.validators.extend(cls, type_checker=checker)(schema)
 
 
-def _schema_path(error) -> Path_:
-    return tuple(error.absolute_path)
+def _resolve(schema: dict, root: dict) -> dict:
+    for _ in range(20):
+        ref = schema.get("$ref") if isinstance(schema, dict) else None
+        if not ref:
+            break
+        schema = root["$defs"][ref.rsplit("/", 1)[-1]]
+    return schema if isinstance(schema, dict) else {}
 
 
-def _best_errors(errors) -> Iterable:
-    """For anyOf/oneOf failures, report the most relevant sub-error rather than the umbrella."""
-    import jsonschema
-
-    for err in errors:
-        if err.context:
-            yield jsonschema.exceptions.best_match([err]) if err.validator not in ("anyOf", "oneOf") else min(
-                err.context, key=lambda e: (len(e.absolute_path) * -1, e.validator != "type"))
-        else:
-            yield err
-
-
-def _schema_message(err, data_at: Any) -> tuple[Path_, str, bool]:
-    """(path, message, point-at-key) for one jsonschema error, in words a user acts on."""
-    path = _schema_path(err)
-    v = err.validator
-    if v == "additionalProperties":
-        allowed = sorted(err.schema.get("properties", {}))
-        extra = [k for k in (err.instance or {}) if k not in allowed]
-        key = extra[0] if extra else ""
-        hint = difflib.get_close_matches(key, allowed, n=1)
-        msg = f"unknown field {key!r}"
-        msg += f" (did you mean {hint[0]!r}?)" if hint else ""
-        return path + (key,), msg, True
-    if v == "required":
-        missing = err.message.split("'")[1] if "'" in err.message else err.message
-        return path + (missing,), "required field is missing", False
-    if v == "type":
-        want = err.validator_value
-        want = " or ".join(want) if isinstance(want, list) else want
-        return path, f"must be {_article(want)}, not {_describe(err.instance)}", False
-    if v == "enum":
-        options = ", ".join(json.dumps(o) for o in err.validator_value)
-        return path, f"{json.dumps(err.instance)} is not one of {options}", False
-    if v == "const":
-        return path, f"must be {json.dumps(err.validator_value)}, not {json.dumps(err.instance)}", False
-    if v in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
-        return path, f"{err.instance} is out of range ({v} {err.validator_value})", False
-    return path, err.message, False
+def _placeholder(schema: dict, root: dict, depth: int = 0) -> Any:
+    """A neutral valid value for `schema`: stands in for a wrong or missing value so that the
+    rest of the object can still be checked."""
+    schema = _resolve(schema, root)
+    if "enum" in schema:
+        return schema["enum"][0]
+    if "const" in schema:
+        return schema["const"]
+    t = schema.get("type")
+    t = t[0] if isinstance(t, list) else t
+    if t == "object" and depth < 10:
+        props = schema.get("properties", {})
+        return {r: _placeholder(props.get(r, {}), root, depth + 1) for r in schema.get("required", ())}
+    low = schema.get("minimum", 0)
+    return {"string": "", "integer": max(0, low), "number": max(0, low), "boolean": False,
+            "array": [], "object": {}}.get(t)
 
 
-def _article(word: str) -> str:
-    return ("an " if word[:1] in "aeiou" else "a ") + word
+_TYPE_WORDS = {"object": "a mapping", "array": "a list", "string": "a string", "integer": "an integer",
+               "number": "a number", "boolean": "a boolean (true/false)", "null": "null"}
 
 
 def _describe(value: Any) -> str:
@@ -284,10 +598,92 @@ def _describe(value: Any) -> str:
     return "a mapping"
 
 
+def _close(word: str, options: Iterable[str]) -> str | None:
+    options = list(options)
+    for o in options:
+        if o.lower() == word.lower():
+            return o
+    hint = difflib.get_close_matches(word, options, n=1, cutoff=0.7)
+    return hint[0] if hint else None
+
+
+def _schema_findings(err, root: dict) -> list[tuple[Path_, str, bool]]:
+    """(path, message, point-at-key) for one jsonschema error, in words a user acts on."""
+    path = tuple(err.absolute_path)
+    v = err.validator
+    if v == "additionalProperties":
+        allowed = sorted(err.schema.get("properties", {}))
+        out = []
+        for key in err.instance:
+            if key in allowed:
+                continue
+            hint = _close(key, allowed)
+            out.append((path + (key,), f"unknown field {key!r}" + (f" (did you mean {hint!r}?)" if hint else ""),
+                        True))
+        return out
+    if v == "required":
+        missing = [r for r in err.validator_value if r not in err.instance]
+        out = []
+        for name in missing:
+            msg = "required field is missing"
+            if name == "metadata":
+                msg += ": every object needs metadata with a name"
+            elif name == "containerPort" and "hostPort" in err.instance:
+                msg += " (the port the container listens on; podman takes hostPort, Kubernetes does not)"
+            elif name == "name" and len(path) >= 2 and path[-2] in ("containers", "initContainers"):
+                msg += ": every container needs a name (lowercase letters, digits and '-')"
+            out.append((path + (name,), msg, False))
+        return out
+    if v == "type":
+        want = err.validator_value
+        want = " or ".join(_TYPE_WORDS.get(w, w) for w in (want if isinstance(want, list) else [want]))
+        msg = f"must be {want}, not {_describe(err.instance)}"
+        if "string" in err.validator_value and isinstance(err.instance, bool | int | float):
+            msg += "; put the value in quotes"
+        return [(path, msg, False)]
+    if v == "enum":
+        options = ", ".join(json.dumps(o) for o in err.validator_value)
+        hint = _close(str(err.instance), [str(o) for o in err.validator_value])
+        msg = f"{json.dumps(err.instance)} is not one of {options}"
+        return [(path, msg + (f"; did you mean {json.dumps(hint)}?" if hint else ""), False)]
+    if v == "const":
+        return [(path, f"must be {json.dumps(err.validator_value)}, not {json.dumps(err.instance)}", False)]
+    if v in ("minimum", "exclusiveMinimum"):
+        return [(path, f"{err.instance} is too small (the least is {err.validator_value})", False)]
+    if v in ("maximum", "exclusiveMaximum"):
+        return [(path, f"{err.instance} is too big (the most is {err.validator_value})", False)]
+    return [(path, err.message, False)]
+
+
+def _repair(data: Any, err, root: dict) -> None:
+    """Make `data` pass `err` (see the module docstring); gives up silently where it cannot."""
+    path = list(err.absolute_path)
+    try:
+        parent = data
+        for p in path[:-1]:
+            parent = parent[p]
+        target = parent[path[-1]] if path else data
+    except (KeyError, IndexError, TypeError):
+        return
+    v = err.validator
+    if v == "additionalProperties" and isinstance(target, dict):
+        allowed = err.schema.get("properties", {})
+        for k in [k for k in target if k not in allowed]:
+            del target[k]
+    elif v == "required" and isinstance(target, dict):
+        props = err.schema.get("properties", {})
+        for name in err.validator_value:
+            target.setdefault(name, _placeholder(props.get(name, {}), root))
+    elif path and isinstance(parent, dict | list):
+        parent[path[-1]] = _placeholder(err.schema, root)
+
+
 # --- semantic checks ------------------------------------------------------------------------------
 
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+QUALIFIED_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$")
+LABEL_VALUE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
 PORT_NAME = re.compile(r"^(?=.*[a-z])[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 CONFIG_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 SIGNALS = {
@@ -300,49 +696,191 @@ SAFE_SYSCTL_PREFIXES = ("net.", "kernel.shm", "kernel.msg", "kernel.sem", "fs.mq
 PULL_POLICIES = ("Always", "IfNotPresent", "Never")
 PODMAN_PULL_POLICIES = {"always": "Always", "missing": "IfNotPresent", "ifnotpresent": "IfNotPresent",
                         "never": "Never", "newer": "Always"}
+CONTAINER_RESOURCES = ("cpu", "memory", "ephemeral-storage")
+# fieldRef paths the API server accepts for env (labels/annotations with a key are matched apart).
+ENV_FIELD_PATHS = ("metadata.name", "metadata.namespace", "metadata.uid", "metadata.labels",
+                   "metadata.annotations", "spec.nodeName", "spec.serviceAccountName", "status.hostIP",
+                   "status.hostIPs", "status.podIP", "status.podIPs")
+_FIELD_KEY = re.compile(r"^metadata\.(labels|annotations)\['(.+)'\]$")
+ENV_RESOURCES = tuple(f"{s}.{r}" for s in ("limits", "requests") for r in CONTAINER_RESOURCES)
+CPU_DIVISORS = ("1m", "1")
+MEMORY_DIVISORS = ("1", "1k", "1M", "1G", "1T", "1P", "1E", "1Ki", "1Mi", "1Gi", "1Ti", "1Pi", "1Ei")
+_QUANTITY_UNITS = {"kb": "k", "mb": "M", "gb": "G", "tb": "T", "pb": "P", "eb": "E", "kib": "Ki", "mib": "Mi",
+                   "gib": "Gi", "tib": "Ti", "pib": "Pi", "eib": "Ei"}
 
 
 class _Checker:
-    """Collects semantic diagnostics for one object."""
+    """Collects diagnostics for one object; `base` locates the object inside its document."""
 
     def __init__(self, file: str, pos: Positions, base: Path_, out: list[Diagnostic]):
         self.file, self.pos, self.base, self.out = file, pos, base, out
+        self.paths: list[Path_] = []  # parallel to the entries this checker appended
 
     def error(self, path: Path_, message: str, key: bool = False) -> None:
         self.report(Severity.ERROR, path, message, key)
 
-    def warn(self, path: Path_, message: str) -> None:
-        self.report(Severity.WARNING, path, message)
+    def warn(self, path: Path_, message: str, key: bool = False) -> None:
+        self.report(Severity.WARNING, path, message, key)
 
     def report(self, sev: Severity, path: Path_, message: str, key: bool = False) -> None:
-        full = self.base + tuple(path)
-        line, col = self.pos.find(full, key=key)
-        self.out.append(Diagnostic(sev, self.file, line, col, convert.fmt_path(tuple(path)), message))
+        path = tuple(path)
+        line, col = self.pos.find(self.base + path, key=key)
+        self.out.append(Diagnostic(sev, self.file, line, col, convert.fmt_path(path), message))
+        self.paths.append(path)
+
+    def at(self, path: Path_) -> tuple[int, int]:
+        return self.pos.find(self.base + tuple(path))
+
+
+def _suggest(name: str, limit: int, dots: bool) -> str:
+    allowed = "a-z0-9.-" if dots else "a-z0-9-"
+    s = re.sub(f"[^{allowed}]+", "-", name.lower())
+    s = re.sub(r"-{2,}", "-", s)[:limit].strip("-.")
+    return s
 
 
 def _check_name(chk: _Checker, path: Path_, name: str, what: str, label: bool) -> None:
     if not name:
-        chk.error(path, f"{what} does not have a name")
+        chk.error(path, f"{what} is missing")
         return
     pattern, limit = (DNS1123_LABEL, 63) if label else (DNS1123_SUBDOMAIN, 253)
     if len(name) > limit or not pattern.match(name):
-        kind, chars = ("DNS-1123 label", "'-'") if label else ("DNS-1123 subdomain", "'-' and '.'")
-        chk.error(path, f"{name!r} is not a valid {what}: a {kind} is lowercase letters, digits and {chars}, "
-                  f"starts and ends with a letter or digit, at most {limit} characters")
+        chars = "digits and '-'" if label else "digits, '-' and '.'"
+        fix = _suggest(name, limit, not label)
+        hint = f"; e.g. {fix!r}" if fix and pattern.match(fix) and fix != name else ""
+        chk.error(path, f"{name!r} is not a valid {what}: use at most {limit} lowercase letters, {chars}, "
+                  f"starting and ending with a letter or digit{hint}")
 
 
-def _check_meta(chk: _Checker, meta, kind: str) -> None:
-    _check_name(chk, ("metadata", "name"), meta.name, f"{kind} name", label=False)
-    if meta.namespace and not DNS1123_LABEL.match(meta.namespace):
-        chk.error(("metadata", "namespace"), f"{meta.namespace!r} is not a valid namespace (DNS-1123 label)")
+def _check_qualified_key(chk: _Checker, path: Path_, key: str, what: str) -> bool:
+    prefix, _, name = key.rpartition("/")
+    ok = (bool(name) and len(name) <= 63 and QUALIFIED_NAME.match(name) is not None
+          and (not prefix or ("/" not in key[:-len(name) - 1] and len(prefix) <= 253
+                              and DNS1123_SUBDOMAIN.match(prefix) is not None)))
+    if not ok:
+        chk.error(path, f"{key!r} is not a valid {what} key: [prefix/]name, the name at most 63 letters, digits, "
+                  "'-', '_' or '.', starting and ending with a letter or digit", key=True)
+    return ok
+
+
+def _check_labels(chk: _Checker, path: Path_, labels: dict[str, str]) -> None:
+    for k, v in labels.items():
+        _check_qualified_key(chk, path + (k,), k, "label")
+        if len(v) > 63 or not LABEL_VALUE.match(v):
+            chk.error(path + (k,), f"{v!r} is not a valid label value: at most 63 letters, digits, '-', '_' or '.', "
+                      "starting and ending with a letter or digit")
+
+
+def _check_meta(chk: _Checker, meta, kind: str, path: Path_ = ("metadata",), named: bool = True) -> None:
+    if named:
+        _check_name(chk, path + ("name",), meta.name, f"{kind} name", label=False)
+        if meta.namespace and (len(meta.namespace) > 63 or not DNS1123_LABEL.match(meta.namespace)):
+            chk.error(path + ("namespace",), f"{meta.namespace!r} is not a valid namespace: use at most 63 "
+                      "lowercase letters, digits and '-'")
+    _check_labels(chk, path + ("labels",), meta.labels)
+    for k, v in meta.annotations.items():
+        ap = path + ("annotations", k)
+        if not _check_qualified_key(chk, ap, k, "annotation"):
+            continue
+        if k.startswith(ANNOTATION_PREFIX) and k not in PODPLAY_ANNOTATIONS:
+            hint = _close(k, PODPLAY_ANNOTATIONS)
+            chk.warn(ap, "unknown podplay annotation, ignored" + (f" (did you mean {hint!r}?)" if hint else
+                                                                 f"; podplay knows {', '.join(PODPLAY_ANNOTATIONS)}"),
+                     key=True)
+        elif k == ANN_PORT_PER_REPLICA and v.lower() not in ("true", "false"):
+            chk.error(ap, f"{v!r} is not a boolean: use \"true\" or \"false\"")
 
 
 def _check_quantity(chk: _Checker, path: Path_, value) -> Any:
     try:
-        return parse_quantity(value)
-    except ValueError as exc:
-        chk.error(path, str(exc))
+        q = parse_quantity(value)
+    except ValueError:
+        m = re.match(r"^\s*([+-]?[\d.]+)\s*([A-Za-z]+)\s*$", str(value))
+        unit = _QUANTITY_UNITS.get(m.group(2).lower()) if m else None
+        hint = f"; did you mean {m.group(1) + unit!r}?" if unit else " (e.g. 500m, 128Mi, 1.5, 2e3)"
+        chk.error(path, f"{value!r} is not a quantity{hint}")
         return None
+    if q < 0:
+        chk.error(path, f"{value!r} must not be negative")
+        return None
+    return q
+
+
+def _check_probe(chk: _Checker, probe, pp: Path_, kind: str, init: bool, port_names: set[str]) -> None:
+    if init:
+        chk.error(pp, "init containers cannot have probes (they run to completion first)")
+    handlers = [h for h in ("exec", "http_get", "tcp_socket") if getattr(probe, h) is not None]
+    if not handlers:
+        chk.error(pp, "needs one of exec, httpGet, tcpSocket (the handlers podplay runs)")
+    elif len(handlers) > 1:
+        chk.error(pp, "has more than one handler: keep exactly one of exec, httpGet, tcpSocket")
+    for h, hname in ((probe.http_get, "httpGet"), (probe.tcp_socket, "tcpSocket")):
+        if h is None:
+            continue
+        port = h.port
+        if isinstance(port, int):
+            if not 1 <= port <= 65535:
+                chk.error(pp + (hname, "port"), f"{port} is not a valid port (1-65535)")
+        elif port.isdigit():
+            chk.error(pp + (hname, "port"), f"{port!r} is text: write the number without quotes, or name a port "
+                      "declared in this container's ports")
+        elif port not in port_names:
+            known = f" (declared: {', '.join(sorted(port_names))})" if port_names else ""
+            chk.error(pp + (hname, "port"), f"named port {port!r} is not declared in this container's ports{known}")
+    if probe.success_threshold != 1 and kind != "readinessProbe":
+        chk.error(pp + ("successThreshold",), f"must be 1 for a {kind}")
+    for fname in ("initialDelaySeconds", "periodSeconds", "timeoutSeconds", "successThreshold", "failureThreshold"):
+        value = getattr(probe, re.sub(r"([A-Z])", r"_\1", fname).lower())
+        least = 0 if fname == "initialDelaySeconds" else 1
+        if value < least:
+            chk.error(pp + (fname,), f"{value} is too small (the least is {least})")
+
+
+def _check_env(chk: _Checker, c: Container, path: Path_) -> None:
+    for i, e in enumerate(c.env):
+        ep = path + ("env", i)
+        if not e.name or "=" in e.name:
+            chk.error(ep + ("name",), f"{e.name!r} is not a valid environment variable name (non-empty, no '=')")
+        if e.value is not None and e.value_from is not None:
+            chk.error(ep, "set either value or valueFrom, not both")
+        vf = e.value_from
+        if vf is None:
+            continue
+        sources = [s for s in (vf.config_map_key_ref, vf.secret_key_ref, vf.field_ref, vf.resource_field_ref) if s]
+        if len(sources) != 1:
+            chk.error(ep + ("valueFrom",), "needs exactly one of configMapKeyRef, secretKeyRef, fieldRef, "
+                      "resourceFieldRef")
+            continue
+        for sel, sname in ((vf.config_map_key_ref, "configMapKeyRef"), (vf.secret_key_ref, "secretKeyRef")):
+            if sel is not None and not sel.name:
+                chk.error(ep + ("valueFrom", sname, "name"), "names no ConfigMap/Secret")
+            if sel is not None and not sel.key:
+                chk.error(ep + ("valueFrom", sname, "key"), "names no key")
+        if vf.field_ref is not None:
+            fp = vf.field_ref.field_path
+            if fp not in ENV_FIELD_PATHS and not _FIELD_KEY.match(fp):
+                hint = _close(fp, ENV_FIELD_PATHS)
+                chk.error(ep + ("valueFrom", "fieldRef", "fieldPath"), f"{fp!r} is not a field a container can read"
+                          + (f" (did you mean {hint!r}?)" if hint else f"; use one of {', '.join(ENV_FIELD_PATHS)}"))
+        rf = vf.resource_field_ref
+        if rf is not None:
+            rp = ep + ("valueFrom", "resourceFieldRef")
+            if rf.resource not in ENV_RESOURCES:
+                chk.error(rp + ("resource",), f"{rf.resource!r} is not one of {', '.join(ENV_RESOURCES)}")
+            elif rf.container_name and rf.container_name != c.name:
+                pass  # another container's resources: checked in the pod
+            else:
+                allowed = CPU_DIVISORS if rf.resource.endswith("cpu") else MEMORY_DIVISORS
+                try:
+                    ok = any(parse_quantity(rf.divisor) == parse_quantity(d) for d in allowed)
+                except ValueError:
+                    ok = False
+                if not ok:
+                    chk.error(rp + ("divisor",), f"{rf.divisor!r} is not a divisor for {rf.resource}: use one of "
+                              + ", ".join(allowed))
+    for i, ef in enumerate(c.env_from):
+        if bool(ef.config_map_ref) == bool(ef.secret_ref):
+            chk.error(path + ("envFrom", i), "needs exactly one of configMapRef, secretRef")
 
 
 def _check_container(chk: _Checker, c: Container, path: Path_, volumes: set[str], host_network: bool,
@@ -350,37 +888,25 @@ def _check_container(chk: _Checker, c: Container, path: Path_, volumes: set[str]
     _check_name(chk, path + ("name",), c.name, "container name", label=True)
     if not c.image.strip():
         chk.error(path + ("image",), f"container {c.name!r} is missing the required 'image' field")
+    elif c.image != c.image.strip():
+        chk.error(path + ("image",), f"{c.image!r} has spaces around it")
     if c.image_pull_policy and c.image_pull_policy not in PULL_POLICIES:
         fix = PODMAN_PULL_POLICIES.get(c.image_pull_policy.lower())
         hint = f"; podman's {c.image_pull_policy!r} is {fix!r} in Kubernetes" if fix else ""
         chk.error(path + ("imagePullPolicy",),
                   f"{c.image_pull_policy!r} is not a pull policy: use Always, IfNotPresent or Never{hint}")
-    names: set[str] = set()
-    for i, e in enumerate(c.env):
-        if not e.name or "=" in e.name:
-            chk.error(path + ("env", i, "name"), f"{e.name!r} is not a valid environment variable name")
-        if e.value is not None and e.value_from is not None:
-            chk.error(path + ("env", i), "set either value or valueFrom, not both")
-        if e.value_from is not None:
-            vf = e.value_from
-            sources = [s for s in (vf.config_map_key_ref, vf.secret_key_ref, vf.field_ref, vf.resource_field_ref) if s]
-            if len(sources) != 1:
-                chk.error(path + ("env", i, "valueFrom"), "needs exactly one of configMapKeyRef, secretKeyRef, "
-                          "fieldRef, resourceFieldRef")
-        names.add(e.name)
-    for i, ef in enumerate(c.env_from):
-        if bool(ef.config_map_ref) == bool(ef.secret_ref):
-            chk.error(path + ("envFrom", i), "needs exactly one of configMapRef, secretRef")
+    _check_env(chk, c, path)
     ports_seen: set[tuple[int, str]] = set()
     port_names: set[str] = set()
     for i, p in enumerate(c.ports):
         pp = path + ("ports", i)
         if not 1 <= p.container_port <= 65535:
             chk.error(pp + ("containerPort",), f"{p.container_port} is not a valid port (1-65535)")
-        if p.host_port is not None and not 1 <= p.host_port <= 65535:
+        # hostPort 0 means "not published", as in the API.
+        if p.host_port and not 1 <= p.host_port <= 65535:
             chk.error(pp + ("hostPort",), f"{p.host_port} is not a valid port (1-65535)")
         if host_network and p.host_port and p.host_port != p.container_port:
-            chk.error(pp + ("hostPort",), "with hostNetwork, hostPort must equal containerPort")
+            chk.error(pp + ("hostPort",), f"with hostNetwork, hostPort must equal containerPort ({p.container_port})")
         if p.name:
             if len(p.name) > 15 or not PORT_NAME.match(p.name):
                 chk.error(pp + ("name",), f"{p.name!r} is not a valid port name (at most 15 lowercase letters, "
@@ -389,24 +915,32 @@ def _check_container(chk: _Checker, c: Container, path: Path_, volumes: set[str]
                 chk.error(pp + ("name",), f"duplicate port name {p.name!r}")
             port_names.add(p.name)
         if (p.container_port, p.protocol) in ports_seen:
-            chk.error(pp, f"duplicate containerPort {p.container_port}/{p.protocol}")
+            chk.error(pp + ("containerPort",), f"duplicate containerPort {p.container_port}/{p.protocol}")
         ports_seen.add((p.container_port, p.protocol))
     mounts_seen: set[str] = set()
     for i, m in enumerate(c.volume_mounts):
         mp = path + ("volumeMounts", i)
         if m.name not in volumes:
-            chk.error(mp + ("name",), f"volume {m.name!r} is not declared in the pod's volumes")
+            hint = _close(m.name, volumes)
+            chk.error(mp + ("name",), f"volume {m.name!r} is not declared in the pod's volumes"
+                      + (f" (did you mean {hint!r}?)" if hint else ""))
         if not m.mount_path.startswith("/"):
             chk.error(mp + ("mountPath",), f"{m.mount_path!r} must be an absolute path")
         norm = os.path.normpath(m.mount_path)
         if norm in mounts_seen:
-            chk.error(mp + ("mountPath",), f"{m.mount_path!r} is mounted twice")
+            chk.error(mp + ("mountPath",), f"{m.mount_path!r} is mounted twice in this container")
         mounts_seen.add(norm)
         if m.sub_path and (m.sub_path.startswith("/") or ".." in m.sub_path.split("/")):
             chk.error(mp + ("subPath",), f"{m.sub_path!r} must be a relative path without '..'")
     for kind in ("limits", "requests"):
         for res, value in getattr(c.resources, kind).items():
-            _check_quantity(chk, path + ("resources", kind, res), value)
+            rp = path + ("resources", kind, res)
+            if res not in CONTAINER_RESOURCES and not res.startswith("hugepages-") and "/" not in res:
+                hint = _close(res, CONTAINER_RESOURCES)
+                chk.error(rp, f"{res!r} is not a resource" + (f" (did you mean {hint!r}?)" if hint else
+                                                              f"; use {', '.join(CONTAINER_RESOURCES)}"), key=True)
+                continue
+            _check_quantity(chk, rp, value)
     for res, req in c.resources.requests.items():
         lim = c.resources.limits.get(res)
         if lim is not None:
@@ -414,31 +948,39 @@ def _check_container(chk: _Checker, c: Container, path: Path_, volumes: set[str]
                 if parse_quantity(req) > parse_quantity(lim):
                     chk.error(path + ("resources", "requests", res), f"request {req} is more than the limit {lim}")
             except ValueError:
-                pass
+                pass  # reported above
     for probe_name in ("liveness_probe", "readiness_probe", "startup_probe"):
         probe = getattr(c, probe_name)
-        if probe is None:
-            continue
-        jname = {"liveness_probe": "livenessProbe", "readiness_probe": "readinessProbe",
-                 "startup_probe": "startupProbe"}[probe_name]
-        pp = path + (jname,)
-        if init:
-            chk.error(pp, "init containers cannot have probes")
-        handlers = [h for h in (probe.exec, probe.http_get, probe.tcp_socket) if h is not None]
-        if len(handlers) != 1:
-            chk.error(pp, "needs exactly one of exec, httpGet, tcpSocket")
-        for h, hname in ((probe.http_get, "httpGet"), (probe.tcp_socket, "tcpSocket")):
-            if h is not None and isinstance(h.port, str) and not h.port.isdigit() and h.port not in port_names:
-                chk.error(pp + (hname, "port"), f"named port {h.port!r} is not declared in this container's ports")
-        if probe.success_threshold != 1 and probe_name != "readiness_probe":
-            chk.error(pp + ("successThreshold",), "must be 1 for liveness and startup probes")
+        if probe is not None:
+            jname = {"liveness_probe": "livenessProbe", "readiness_probe": "readinessProbe",
+                     "startup_probe": "startupProbe"}[probe_name]
+            _check_probe(chk, probe, path + (jname,), jname, init, port_names)
     if c.lifecycle is not None and c.lifecycle.stop_signal and c.lifecycle.stop_signal.upper() not in SIGNALS:
-        chk.error(path + ("lifecycle", "stopSignal"), f"invalid signal: {c.lifecycle.stop_signal}")
+        hint = _close(c.lifecycle.stop_signal.upper(), SIGNALS) or _close(
+            "SIG" + c.lifecycle.stop_signal.upper(), SIGNALS)
+        chk.error(path + ("lifecycle", "stopSignal"), f"invalid signal: {c.lifecycle.stop_signal}"
+                  + (f" (did you mean {hint}?)" if hint else " (use a name like SIGTERM)"))
 
 
-def _check_pod_spec(chk: _Checker, spec: PodSpec, path: Path_) -> None:
+def _check_key_to_path(chk: _Checker, items, path: Path_) -> None:
+    seen: set[str] = set()
+    for j, item in enumerate(items):
+        ip = path + ("items", j)
+        if item.path.startswith("/") or ".." in item.path.split("/") or not item.path:
+            chk.error(ip + ("path",), f"{item.path!r} must be a relative path without '..'")
+        elif os.path.normpath(item.path) in seen:
+            chk.error(ip + ("path",), f"{item.path!r} is used twice in this volume")
+        seen.add(os.path.normpath(item.path))
+        if item.mode is not None and not 0 <= item.mode <= 0o777:
+            chk.error(ip + ("mode",), f"{item.mode} is not a file mode (0-0777; in YAML, write octal as 0644)")
+
+
+def _check_pod_spec(chk: _Checker, spec: PodSpec, path: Path_, in_deployment: bool = False) -> None:
     if not spec.containers:
         chk.error(path + ("containers",), "a pod needs at least one container")
+    if in_deployment and spec.restart_policy != "Always":
+        chk.error(path + ("restartPolicy",), f"a Deployment's pods must have restartPolicy Always, not "
+                  f"{spec.restart_policy} (use a Pod for a run-to-completion task)")
     volume_names: set[str] = set()
     for i, v in enumerate(spec.volumes):
         vp = path + ("volumes", i)
@@ -449,28 +991,33 @@ def _check_pod_spec(chk: _Checker, spec: PodSpec, path: Path_) -> None:
         sources = [s for s in (v.empty_dir, v.host_path, v.config_map, v.secret, v.persistent_volume_claim)
                    if s is not None]
         if len(sources) != 1:
-            chk.error(vp, "needs exactly one volume source that podplay supports: emptyDir, hostPath, "
-                      "configMap, secret, persistentVolumeClaim")
+            what = "no volume source" if not sources else "more than one volume source"
+            chk.error(vp, f"has {what}: use exactly one of emptyDir, hostPath, configMap, secret, "
+                      "persistentVolumeClaim")
         if v.host_path is not None and not v.host_path.path.startswith("/"):
             chk.error(vp + ("hostPath", "path"), f"{v.host_path.path!r} must be an absolute path")
         if v.empty_dir is not None and v.empty_dir.size_limit is not None:
             _check_quantity(chk, vp + ("emptyDir", "sizeLimit"), v.empty_dir.size_limit)
-        for src, sname in ((v.config_map, "configMap"), (v.secret, "secret")):
+        if v.persistent_volume_claim is not None:
+            _check_name(chk, vp + ("persistentVolumeClaim", "claimName"), v.persistent_volume_claim.claim_name,
+                        "claim name", label=False)
+        for src, sname, ref_name in ((v.config_map, "configMap", "name"), (v.secret, "secret", "secretName")):
             if src is None:
                 continue
-            for j, item in enumerate(src.items):
-                if item.path.startswith("/") or ".." in item.path.split("/") or not item.path:
-                    chk.error(vp + (sname, "items", j, "path"), f"{item.path!r} must be a relative path without '..'")
+            if not (src.name if sname == "configMap" else src.secret_name):
+                chk.error(vp + (sname, ref_name), f"names no {'ConfigMap' if sname == 'configMap' else 'Secret'}")
+            _check_key_to_path(chk, src.items, vp + (sname,))
             mode = src.default_mode
             if mode is not None and not 0 <= mode <= 0o777:
-                chk.error(vp + (sname, "defaultMode"), f"{mode} is not a file mode (0-0777)")
+                chk.error(vp + (sname, "defaultMode"), f"{mode} is not a file mode (0-0777; in YAML, write octal "
+                          "as 0644)")
     container_names: set[str] = set()
     host_ports: dict[tuple[int, str], Path_] = {}
     for field_name, containers, init in (("initContainers", spec.init_containers, True),
                                          ("containers", spec.containers, False)):
         for i, c in enumerate(containers):
             cp = path + (field_name, i)
-            if c.name in container_names:
+            if c.name and c.name in container_names:
                 chk.error(cp + ("name",), f"duplicate container name {c.name!r}")
             container_names.add(c.name)
             _check_container(chk, c, cp, volume_names, spec.host_network, init)
@@ -479,8 +1026,17 @@ def _check_pod_spec(chk: _Checker, spec: PodSpec, path: Path_) -> None:
                     k = (p.host_port, p.protocol)
                     if k in host_ports:
                         chk.error(cp + ("ports", j, "hostPort"),
-                                  f"hostPort {p.host_port}/{p.protocol} is already used in this pod")
-                    host_ports[k] = cp
+                                  f"hostPort {p.host_port}/{p.protocol} is already used in this pod "
+                                  f"(at {convert.fmt_path(host_ports[k])})")
+                    else:
+                        host_ports[k] = cp + ("ports", j)
+    for field_name, containers in (("initContainers", spec.init_containers), ("containers", spec.containers)):
+        for i, c in enumerate(containers):
+            for j, e in enumerate(c.env):
+                rf = e.value_from.resource_field_ref if e.value_from else None
+                if rf is not None and rf.container_name and rf.container_name not in container_names:
+                    chk.error(path + (field_name, i, "env", j, "valueFrom", "resourceFieldRef", "containerName"),
+                              f"no container named {rf.container_name!r} in this pod")
     sc = spec.security_context
     for i, s in enumerate(sc.sysctls):
         sp = path + ("securityContext", "sysctls", i)
@@ -491,9 +1047,69 @@ def _check_pod_spec(chk: _Checker, spec: PodSpec, path: Path_) -> None:
             chk.error(sp + ("name",), f"sysctl {s.name!r} cannot be set since the network namespace is the host's "
                       "(hostNetwork: true)")
     if spec.termination_grace_period_seconds < 0:
-        chk.error(path + ("terminationGracePeriodSeconds",), "must not be negative")
-    if spec.hostname and not DNS1123_LABEL.match(spec.hostname):
-        chk.error(path + ("hostname",), f"{spec.hostname!r} is not a valid hostname (DNS-1123 label)")
+        chk.error(path + ("terminationGracePeriodSeconds",), "must not be negative (0 stops at once)")
+    if spec.hostname and (len(spec.hostname) > 63 or not DNS1123_LABEL.match(spec.hostname)):
+        chk.error(path + ("hostname",), f"{spec.hostname!r} is not a valid hostname: use at most 63 lowercase "
+                  "letters, digits and '-'")
+    if spec.dns_policy == "None" and not (spec.dns_config and spec.dns_config.nameservers):
+        chk.error(path + ("dnsPolicy",), "dnsPolicy None needs dnsConfig.nameservers")
+    for i, alias in enumerate(spec.host_aliases):
+        import ipaddress
+
+        try:
+            ipaddress.ip_address(alias.ip)
+        except ValueError:
+            chk.error(path + ("hostAliases", i, "ip"), f"{alias.ip!r} is not an IP address")
+
+
+def _check_deployment(chk: _Checker, obj: Deployment) -> None:
+    _check_meta(chk, obj.metadata, "deployment")
+    spec = obj.spec
+    if len(obj.metadata.name) > 240:
+        chk.error(("metadata", "name"), "deployment names are limited to 240 characters (replica suffixes)")
+    if spec.replicas < 0:
+        chk.error(("spec", "replicas"), "must not be negative")
+    elif spec.replicas > MAX_REPLICAS:
+        chk.error(("spec", "replicas"), f"{spec.replicas} is more than podplay runs on one host "
+                  f"(at most {MAX_REPLICAS})")
+    selector = spec.selector.match_labels
+    labels = spec.template.metadata.labels
+    _check_labels(chk, ("spec", "selector", "matchLabels"), selector)
+    _check_meta(chk, spec.template.metadata, "pod", ("spec", "template", "metadata"), named=False)
+    if not selector:
+        chk.error(("spec", "selector"), "a Deployment needs spec.selector.matchLabels")
+    for k, v in selector.items():
+        if labels.get(k) != v:
+            chk.error(("spec", "template", "metadata", "labels"),
+                      f"selector {k}={v} does not match the template's labels (add {k}: {v})")
+    tspec = spec.template.spec
+    _check_pod_spec(chk, tspec, ("spec", "template", "spec"), in_deployment=True)
+    annotations = {**obj.metadata.annotations, **spec.template.metadata.annotations}
+    per_replica = annotations.get(ANN_PORT_PER_REPLICA, "").lower() == "true"
+    if spec.replicas > 1:
+        for i, c in enumerate(tspec.containers):
+            for j, p in enumerate(c.ports):
+                pp = ("spec", "template", "spec", "containers", i, "ports", j)
+                if tspec.host_network:
+                    chk.error(pp + ("containerPort",), f"with hostNetwork, {spec.replicas} replicas would all bind "
+                              f"port {p.container_port} on the host; use 1 replica")
+                elif p.host_port and not per_replica:
+                    chk.error(pp + ("hostPort",),
+                              f"hostPort {p.host_port} cannot be shared by {spec.replicas} replicas on one host; "
+                              f"use 1 replica, or the annotation {ANN_PORT_PER_REPLICA}: \"true\" to give "
+                              "replica N the port hostPort+N")
+                elif p.host_port and p.host_port + spec.replicas - 1 > 65535:
+                    chk.error(pp + ("hostPort",), f"replica {spec.replicas - 1} would get hostPort "
+                              f"{p.host_port + spec.replicas - 1}, beyond 65535")
+    strategy = spec.strategy
+    if strategy.type == "RollingUpdate":
+        ru = strategy.rolling_update
+        for fname, value in (("maxSurge", ru.max_surge), ("maxUnavailable", ru.max_unavailable)):
+            if not re.match(r"^(\d+%?)$", str(value)):
+                chk.error(("spec", "strategy", "rollingUpdate", fname), f"{value!r} must be a number or a "
+                          "percentage like 25%")
+        if str(ru.max_surge) in ("0", "0%") and str(ru.max_unavailable) in ("0", "0%"):
+            chk.error(("spec", "strategy", "rollingUpdate"), "maxSurge and maxUnavailable cannot both be 0")
 
 
 def _check_object(chk: _Checker, obj) -> None:
@@ -501,36 +1117,7 @@ def _check_object(chk: _Checker, obj) -> None:
         _check_meta(chk, obj.metadata, "pod")
         _check_pod_spec(chk, obj.spec, ("spec",))
     elif isinstance(obj, Deployment):
-        _check_meta(chk, obj.metadata, "deployment")
-        spec = obj.spec
-        if len(obj.metadata.name) > 240:
-            chk.error(("metadata", "name"), "deployment names are limited to 240 characters (replica suffixes)")
-        if spec.replicas < 0:
-            chk.error(("spec", "replicas"), "must not be negative")
-        selector = spec.selector.match_labels
-        labels = spec.template.metadata.labels
-        if not selector:
-            chk.error(("spec", "selector"), "a Deployment needs spec.selector.matchLabels")
-        for k, v in selector.items():
-            if labels.get(k) != v:
-                chk.error(("spec", "template", "metadata", "labels"),
-                          f"selector {k}={v} does not match the template's labels")
-        _check_pod_spec(chk, spec.template.spec, ("spec", "template", "spec"))
-        annotations = {**obj.metadata.annotations, **spec.template.metadata.annotations}
-        per_replica = annotations.get(ANN_PORT_PER_REPLICA, "").lower() == "true"
-        if spec.replicas > 1 and not per_replica and not spec.template.spec.host_network:
-            for i, c in enumerate(spec.template.spec.containers):
-                for j, p in enumerate(c.ports):
-                    if p.host_port:
-                        chk.error(("spec", "template", "spec", "containers", i, "ports", j, "hostPort"),
-                                  f"hostPort {p.host_port} cannot be shared by {spec.replicas} replicas on one host; "
-                                  f"use 1 replica, or the annotation {ANN_PORT_PER_REPLICA}: \"true\" to give "
-                                  "replica N the port hostPort+N")
-        strategy = spec.strategy
-        if strategy.type == "RollingUpdate":
-            ru = strategy.rolling_update
-            if str(ru.max_surge) in ("0", "0%") and str(ru.max_unavailable) in ("0", "0%"):
-                chk.error(("spec", "strategy", "rollingUpdate"), "maxSurge and maxUnavailable cannot both be 0")
+        _check_deployment(chk, obj)
     elif isinstance(obj, ConfigMap | Secret):
         _check_meta(chk, obj.metadata, obj.kind)
         data_fields = ("data", "binaryData") if isinstance(obj, ConfigMap) else ("data", "stringData")
@@ -544,244 +1131,498 @@ def _check_object(chk: _Checker, obj) -> None:
                 if isinstance(obj, ConfigMap) and k in seen:
                     chk.error((fname, k), f"key {k!r} is in both data and binaryData", key=True)
                 seen.add(k)
+        if isinstance(obj, Secret):
+            _check_secret_type(chk, obj)
     elif isinstance(obj, PersistentVolumeClaim):
         _check_meta(chk, obj.metadata, "PersistentVolumeClaim")
+        if not obj.spec.access_modes:
+            chk.error(("spec", "accessModes"), "needs at least one access mode, e.g. [ReadWriteOnce]")
+        if "storage" not in obj.spec.resources.requests:
+            chk.error(("spec", "resources", "requests", "storage"), "required field is missing (the size, e.g. 1Gi)")
         for res, value in obj.spec.resources.requests.items():
             _check_quantity(chk, ("spec", "resources", "requests", res), value)
 
 
-def _decode_b64_fields(raw: dict, fields: Sequence[str], chk: _Checker) -> bool:
-    """Decode base64 maps in place (Secret.data, ConfigMap.binaryData); report bad values."""
-    ok = True
+def _check_secret_type(chk: _Checker, obj: Secret) -> None:
+    needed = {"kubernetes.io/dockerconfigjson": ".dockerconfigjson", "kubernetes.io/dockercfg": ".dockercfg"}
+    key = needed.get(obj.type)
+    if key is None:
+        return
+    items = obj.items()
+    if key not in items:
+        chk.error(("data",), f"a Secret of type {obj.type} needs the key {key!r}")
+        return
+    where = ("stringData", key) if key in obj.string_data else ("data", key)
+    try:
+        doc = json.loads(items[key])
+    except ValueError:
+        chk.error(where, f"{key} is not valid JSON")
+        return
+    if not isinstance(doc, dict):
+        chk.error(where, f"{key} must be a JSON object")
+
+
+def _decode_b64_fields(raw: dict, fields: Sequence[str], chk: _Checker) -> list[Path_]:
+    """Decode base64 maps in place (Secret.data, ConfigMap.binaryData); return the bad ones' paths."""
+    bad = []
     for fname in fields:
         table = raw.get(fname)
         if not isinstance(table, dict):
             continue
         for k, v in list(table.items()):
             try:
-                table[k] = base64.b64decode(str(v).replace("\n", ""), validate=True)
+                # Go's decoder skips line breaks (long values are often wrapped), nothing else.
+                table[k] = base64.b64decode(str(v).replace("\n", "").replace("\r", ""), validate=True)
             except (binascii.Error, ValueError):
-                chk.error((fname, k), f"value of {k!r} is not valid base64 (put plain text under stringData)")
-                ok = False
-    return ok
+                hint = "put plain text under stringData" if fname == "data" else "encode the value with base64"
+                chk.error((fname, k), f"value of {k!r} is not valid base64 ({hint})")
+                table[k] = b""
+                bad.append((fname, k))
+    return bad
+
+
+# --- one object -------------------------------------------------------------------------------------
+
+@dataclass
+class _Entry:
+    """One object that got as far as the model (possibly with errors)."""
+
+    loaded: Loaded
+    pos: Positions
+    base: Path_
+    ok: bool
+
+
+def _drop_nulls(value: Any) -> Any:
+    """``field: null`` means unset to the API server: drop such keys before validating."""
+    if isinstance(value, dict):
+        return {k: _drop_nulls(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_drop_nulls(v) for v in value]
+    return value
+
+
+def _get(data: Any, path: Path_) -> Any:
+    for p in path:
+        try:
+            data = data[p]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return data
+
+
+def _related(a: Path_, b: Path_) -> bool:
+    n = min(len(a), len(b))
+    return a[:n] == b[:n]
+
+
+class _Run:
+    """State shared by every document of one load: once-only warnings, entries, failed names."""
+
+    def __init__(self, result: ManifestSet):
+        self.result = result
+        self.entries: list[_Entry] = []
+        self.warned: set[str] = set()
+        self.known: set[tuple[str, str, str]] = set()  # objects that exist but could not be built
+
+    def load(self, docs: Iterable[tuple[Any, Positions]], file: str) -> None:
+        for doc, pos in docs:
+            if isinstance(doc, dict) and doc.get("kind") == "List":
+                self.load_list(doc, pos, file)
+            else:
+                self.load_object(doc, pos, (), file)
+
+    def load_list(self, doc: dict, pos: Positions, file: str) -> None:
+        chk = _Checker(file, pos, (), self.result.diagnostics)
+        for k in doc:
+            if k not in ("apiVersion", "kind", "items", "metadata"):
+                hint = _close(k, ("apiVersion", "kind", "items", "metadata"))
+                chk.error((k,), f"unknown field {k!r}" + (f" (did you mean {hint!r}?)" if hint else ""), key=True)
+        if doc.get("apiVersion") != "v1":
+            chk.error(("apiVersion",), f"a List needs apiVersion 'v1', not {doc.get('apiVersion')!r}")
+        items = doc.get("items")
+        if not isinstance(items, list):
+            chk.error(("items",), "a List needs items: a list of objects" if items is None
+                      else f"must be a list, not {_describe(items)}")
+            return
+        for i, item in enumerate(items):
+            if isinstance(item, dict) and item.get("kind") == "List":
+                chk.error(("items", i, "kind"), "a List inside a List is not supported; put its items here")
+                continue
+            self.load_object(item, pos, ("items", i), file)
+
+    def load_object(self, data: Any, pos: Positions, base: Path_, file: str) -> None:
+        result = self.result
+        out: list[Diagnostic] = []
+        chk = _Checker(file, pos, base, out)
+        try:
+            self._load_object(data, chk, file)
+        finally:
+            result.diagnostics.extend(out)
+
+    def _load_object(self, data: Any, chk: _Checker, file: str) -> None:  # noqa: PLR0914
+        if not isinstance(data, dict):
+            chk.error((), f"a manifest document must be a mapping (a Kubernetes object), not {_describe(data)}")
+            return
+        kind = data.get("kind")
+        meta = data.get("metadata")
+        name = meta.get("name") if isinstance(meta, dict) else None
+        if kind is None:
+            chk.error(("kind",), f"required field is missing: every object needs apiVersion and kind ({SUPPORTED})")
+            return
+        if not isinstance(kind, str):
+            chk.error(("kind",), f"must be a string, not {_describe(kind)}")
+            return
+        if kind not in KINDS:
+            hint = None if kind in OTHER_KUBE_KINDS else _close(kind, KINDS)
+            if hint:
+                chk.error(("kind",), f"unknown kind {kind!r}; did you mean {hint!r}?")
+            else:
+                label = f"{kind} {name}" if isinstance(name, str) and name else kind
+                chk.warn((), f"{label}: kind not supported, skipped (podplay supports {SUPPORTED})")
+            return
+        data = _drop_nulls(data)
+        api = data.get("apiVersion")
+        want = API_VERSIONS[kind]
+        if api != want:
+            if api is None:
+                chk.error(("apiVersion",), f"required field is missing: a {kind} needs apiVersion: {want}")
+            else:
+                chk.error(("apiVersion",), f"a {kind} needs apiVersion {want!r}, not {json.dumps(api)}")
+            data["apiVersion"] = want
+        if kind in ("Pod", "Deployment") and "spec" not in data:
+            chk.error(("spec",), f"required field is missing: a {kind} needs a spec with containers")
+            data["spec"] = {}
+            if kind == "Deployment":
+                data["spec"] = {"selector": {}, "template": {}}
+
+        # 1. schema: every error reported, then repaired in the copy so that checking can go on.
+        validator = _validator(kind)
+        root = _schema(kind)
+        errors = sorted(validator.iter_errors(data), key=lambda e: (len(e.absolute_path), list(map(str, e.path))))
+        for err in errors:
+            if err.context:  # anyOf/oneOf: the most specific branch says most
+                import jsonschema
+
+                err = jsonschema.exceptions.best_match(err.context)
+            for path, message, at_key in _schema_findings(err, root):
+                chk.error(path, message, key=at_key)
+        raw = copy.deepcopy(data) if errors else json.loads(json.dumps(data))
+        for err in sorted(errors, key=lambda e: -len(e.absolute_path)):
+            _repair(raw, err, root)
+        if errors and any(True for _ in validator.iter_errors(raw)):
+            self._remember(kind, raw)
+            return  # could not repair: the findings above are all we can say
+        b64 = ("data",) if kind == "Secret" else ("binaryData",) if kind == "ConfigMap" else ()
+        _decode_b64_fields(raw, b64, chk)
+        schema_paths = list(chk.paths)
+        first_semantic = len(chk.out)
+
+        # 2. the model, and the fields it has no place for.
+        unused = convert.Unused()
+        try:
+            obj = convert.build(KINDS[kind], raw, unused=unused)
+        except (TypeError, ValueError, KeyError, AttributeError):
+            self._remember(kind, raw)
+            return
+        if not obj.metadata.namespace:
+            obj = replace(obj, metadata=replace(obj.metadata, namespace="default"))
+        self._unused_warnings(unused, raw, chk)
+        self._podman_annotations(obj, chk)
+
+        # 3. semantic checks; drop what repeats a schema finding at the same place.
+        _check_object(chk, obj)
+        if schema_paths:
+            kept = [(d, p) for d, p in zip(chk.out[first_semantic:], chk.paths[first_semantic:], strict=True)
+                    if not any(_related(p, s) for s in schema_paths)]
+            del chk.out[first_semantic:], chk.paths[first_semantic:]
+            for d, p in kept:
+                chk.out.append(d)
+                chk.paths.append(p)
+        ok = not any(d.severity == Severity.ERROR for d in chk.out)
+        line, col = chk.at(())
+        loaded = Loaded(obj, file, line, col)
+        self.entries.append(_Entry(loaded, chk.pos, chk.base, ok))
+        if ok:
+            self.result.objects.append(loaded)
+
+    def _remember(self, kind: str, raw: dict) -> None:
+        meta = raw.get("metadata") if isinstance(raw.get("metadata"), dict) else {}
+        if isinstance(meta.get("name"), str):
+            self.known.add((kind, meta.get("namespace") or "default", meta["name"]))
+
+    def _unused_warnings(self, unused: list[Path_], raw: dict, chk: _Checker) -> None:
+        for path in unused:
+            if path and path[0] == "status":
+                continue
+            if len(path) == 2 and path[0] == "metadata" and path[1] in SERVER_FIELDS:
+                continue
+            value = _get(raw, path)
+            if value in ({}, [], "", None):
+                continue  # an empty value does nothing either way (exported YAML is full of them)
+            pattern = convert.fmt_path(tuple("[]" if isinstance(p, int) else p for p in path)).replace(".[]", "[]")
+            if pattern in self.warned:
+                continue
+            self.warned.add(pattern)
+            chk.warn(path, "podplay accepts this field but does not act on it", key=True)
+
+    def _podman_annotations(self, obj, chk: _Checker) -> None:
+        metas = [(("metadata",), obj.metadata)]
+        if isinstance(obj, Deployment):
+            metas.append((("spec", "template", "metadata"), obj.spec.template.metadata))
+        for path, meta in metas:
+            for k in meta.annotations:
+                if k.startswith(PODMAN_ANNOTATION_PREFIXES) and f"annotation:{k}" not in self.warned:
+                    self.warned.add(f"annotation:{k}")
+                    chk.warn(path + ("annotations", k), "podman annotation: podplay does not act on it", key=True)
 
 
 # --- cross-object checks ---------------------------------------------------------------------------
 
-def _pod_specs(item: Loaded) -> Iterator[tuple[PodSpec, Path_]]:
-    o = item.obj
+def _where(e: _Entry, path: Path_ = ()) -> str:
+    line, _ = e.pos.find(e.base + tuple(path))
+    return f"{e.loaded.file}:{line}"
+
+
+def _error(e: _Entry, path: Path_, message: str) -> Diagnostic:
+    line, col = e.pos.find(e.base + tuple(path))
+    return Diagnostic(Severity.ERROR, e.loaded.file, line, col, convert.fmt_path(tuple(path)), message)
+
+
+def _pod_specs(o) -> Iterator[tuple[PodSpec, Path_]]:
     if isinstance(o, Pod):
         yield o.spec, ("spec",)
     elif isinstance(o, Deployment):
         yield o.spec.template.spec, ("spec", "template", "spec")
 
 
-def _check_references(items: list[tuple[Loaded, Positions]], out: list[Diagnostic]) -> None:
-    by_key: dict[tuple, tuple[Loaded, Positions]] = {}
-    for item, pos in items:
-        k = (item.obj.kind, item.obj.metadata.namespace, item.obj.metadata.name)
-        if k in by_key:
-            first, fpos = by_key[k]
-            where = f"{first.file}:{first.line}"
-            out.append(Diagnostic(Severity.ERROR, item.file, item.line, item.column, "metadata.name",
-                                  f"{k[0]} {k[2]!r} is defined twice: here and at {where}"))
-            out.append(Diagnostic(Severity.ERROR, first.file, first.line, first.column, "metadata.name",
-                                  f"{k[0]} {k[2]!r} is defined twice: here and at {item.file}:{item.line}"))
+def _check_duplicates(entries: list[_Entry], out: list[Diagnostic]) -> None:
+    by_key: dict[tuple, _Entry] = {}
+    name_path = ("metadata", "name")
+    for e in entries:
+        o = e.loaded.obj
+        k = (o.kind, o.metadata.namespace, o.metadata.name)
+        first = by_key.get(k)
+        if first is None:
+            by_key[k] = e
+            continue
+        what = f"{o.kind} {o.metadata.name!r}" + (f" in namespace {k[1]!r}" if k[1] != "default" else "")
+        out.append(_error(e, name_path, f"{what} is defined twice: here and at {_where(first, name_path)}"))
+        out.append(_error(first, name_path, f"{what} is defined twice: here and at {_where(e, name_path)}"))
+    # Pod names, including the ones Deployments expand to, must not collide.
+    pods: dict[tuple[str, str], _Entry] = {}
+    for e in entries:
+        o = e.loaded.obj
+        ns = o.metadata.namespace
+        if isinstance(o, Pod):
+            names = [o.metadata.name]
+        elif isinstance(o, Deployment):
+            names = [f"{o.metadata.name}-{i}" for i in range(min(o.spec.replicas, MAX_REPLICAS))]
         else:
-            by_key[k] = (item, pos)
+            continue
+        for name in names:
+            other = pods.get((ns, name))
+            if other is not None and other.loaded.obj.kind != o.kind:
+                out.append(_error(e, name_path, f"pod name {name!r} is also produced by "
+                                  f"{other.loaded.obj.kind} {other.loaded.obj.metadata.name!r} at "
+                                  f"{_where(other, name_path)}"))
+            pods.setdefault((ns, name), e)
+
+
+def _check_references(entries: list[_Entry], known: set[tuple[str, str, str]], out: list[Diagnostic],
+                      complete: bool) -> None:
+    """ConfigMap/Secret references. When some file could not be read (`complete` false), a
+    missing object may be in it: 'not found' would be a guess, so it is not said."""
     data: dict[tuple[str, str, str], set[str]] = {}
-    for item, _ in items:
-        o = item.obj
+    for e in entries:
+        o = e.loaded.obj
         if isinstance(o, ConfigMap | Secret):
             data[(o.kind, o.metadata.namespace, o.metadata.name)] = set(o.items())
-    pods: dict[tuple[str, str], str] = {}
-    for item, pos in items:
-        ns = item.obj.metadata.namespace
-        for spec, base in _pod_specs(item):
-            chk = _Checker(item.file, pos, base, out)
+
+    def lookup(kind: str, ns: str, name: str) -> set[str] | None | bool:
+        """The keys; None when the object is missing; True when it exists but is unreadable."""
+        if (kind, ns, name) in data:
+            return data[(kind, ns, name)]
+        if (kind, ns, name) in known or not complete:
+            return True
+        return None
+
+    for e in entries:
+        o = e.loaded.obj
+        ns = o.metadata.namespace
+        for spec, base in _pod_specs(o):
             for field_name, containers in (("initContainers", spec.init_containers), ("containers", spec.containers)):
                 for i, c in enumerate(containers):
-                    cp = (field_name, i)
+                    cp = base + (field_name, i)
                     for j, ef in enumerate(c.env_from):
                         ref, kind = (ef.config_map_ref, "ConfigMap") if ef.config_map_ref else (ef.secret_ref, "Secret")
-                        if ref and not ref.optional and (kind, ns, ref.name) not in data:
-                            chk.error(cp + ("envFrom", j), f"{kind} {ref.name!r} not found (mark it optional: true "
-                                      "if the pod may start without it)")
-                    for j, e in enumerate(c.env):
-                        vf = e.value_from
+                        if ref and not ref.optional and lookup(kind, ns, ref.name) is None:
+                            out.append(_error(e, cp + ("envFrom", j), f"{kind} {ref.name!r} not found (define it, "
+                                              "or mark the reference optional: true)"))
+                    for j, env in enumerate(c.env):
+                        vf = env.value_from
                         sel = vf and (vf.config_map_key_ref or vf.secret_key_ref)
                         if not sel or sel.optional:
                             continue
                         kind = "ConfigMap" if vf.config_map_key_ref else "Secret"
-                        keys = data.get((kind, ns, sel.name))
+                        sname = "configMapKeyRef" if vf.config_map_key_ref else "secretKeyRef"
+                        keys = lookup(kind, ns, sel.name)
                         if keys is None:
-                            chk.error(cp + ("env", j, "valueFrom"), f"{kind} {sel.name!r} not found")
-                        elif sel.key not in keys:
-                            chk.error(cp + ("env", j, "valueFrom"), f"key {sel.key!r} not found in {kind} {sel.name!r}")
+                            out.append(_error(e, cp + ("env", j, "valueFrom", sname, "name"),
+                                              f"{kind} {sel.name!r} not found (define it, or mark the reference "
+                                              "optional: true)"))
+                        elif keys is not True and sel.key not in keys:
+                            hint = _close(sel.key, keys)
+                            out.append(_error(e, cp + ("env", j, "valueFrom", sname, "key"),
+                                              f"key {sel.key!r} not found in {kind} {sel.name!r}"
+                                              + (f" (did you mean {hint!r}?)" if hint else "")))
             for i, v in enumerate(spec.volumes):
-                for src, kind, name, fname in ((v.config_map, "ConfigMap", v.config_map and v.config_map.name,
-                                                "configMap"),
-                                               (v.secret, "Secret", v.secret and v.secret.secret_name, "secret")):
+                for src, kind, fname, nname in ((v.config_map, "ConfigMap", "configMap", "name"),
+                                                (v.secret, "Secret", "secret", "secretName")):
                     if src is None or src.optional:
                         continue
-                    keys = data.get((kind, ns, name))
+                    name = src.name if kind == "ConfigMap" else src.secret_name
+                    keys = lookup(kind, ns, name)
                     if keys is None:
-                        chk.error(("volumes", i, fname), f"{kind} {name!r} not found (mark it optional: true if the "
-                                  "pod may start without it)")
+                        out.append(_error(e, base + ("volumes", i, fname, nname),
+                                          f"{kind} {name!r} not found (define it, or mark the volume optional: true)"))
+                        continue
+                    if keys is True:
                         continue
                     for j, it in enumerate(src.items):
                         if it.key not in keys:
-                            chk.error(("volumes", i, fname, "items", j, "key"),
-                                      f"key {it.key!r} not found in {kind} {name!r}")
+                            hint = _close(it.key, keys)
+                            out.append(_error(e, base + ("volumes", i, fname, "items", j, "key"),
+                                              f"key {it.key!r} not found in {kind} {name!r}"
+                                              + (f" (did you mean {hint!r}?)" if hint else "")))
             for j, ref in enumerate(spec.image_pull_secrets):
-                if ("Secret", ns, ref.name) not in data:
-                    chk.warn(("imagePullSecrets", j), f"Secret {ref.name!r} not found; pulling without it")
-        # Pod names, including the ones Deployments expand to, must not collide.
-        o = item.obj
-        names = [o.metadata.name] if isinstance(o, Pod) else (
-            [f"{o.metadata.name}-{i}" for i in range(o.spec.replicas)] if isinstance(o, Deployment) else [])
-        for name in names:
-            k = (ns, name)
-            if k in pods and pods[k] != str(item.key):
-                out.append(Diagnostic(Severity.ERROR, item.file, item.line, item.column, "metadata.name",
-                                      f"pod name {name!r} is also produced by {pods[k]}"))
-            pods[k] = str(item.key)
+                if lookup("Secret", ns, ref.name) is None:
+                    line, col = e.pos.find(e.base + base + ("imagePullSecrets", j))
+                    out.append(Diagnostic(Severity.WARNING, e.loaded.file, line, col,
+                                          convert.fmt_path(base + ("imagePullSecrets", j)),
+                                          f"Secret {ref.name!r} not found; pulling without it"))
 
 
-# --- the loader -----------------------------------------------------------------------------------
-
-def _unused_warnings(unused: list[Path_], seen: set[str], chk: _Checker) -> None:
-    for path in unused:
-        if path and path[0] in ("status",):
-            continue
-        if len(path) == 2 and path[0] == "metadata" and path[1] in SERVER_FIELDS:
-            continue
-        pattern = convert.fmt_path(tuple("[]" if isinstance(p, int) else p for p in path)).replace(".[]", "[]")
-        if pattern in seen:
-            continue
-        seen.add(pattern)
-        chk.warn(path, "podplay accepts this field but does not act on it")
-
-
-def _flatten(data: Any, pos: Positions) -> Iterator[tuple[Any, Path_]]:
-    """A document, or each item of a ``kind: List``."""
-    if isinstance(data, dict) and data.get("kind") == "List" and isinstance(data.get("items"), list):
-        for i, item in enumerate(data["items"]):
-            yield item, ("items", i)
-    else:
-        yield data, ()
+def _host_bindings(e: _Entry) -> Iterator[tuple[str, int, str, Path_, str]]:
+    """(hostIP, port, protocol, path, pod name) of every host port the object's pods bind."""
+    o = e.loaded.obj
+    for spec, base in _pod_specs(o):
+        if isinstance(o, Deployment):
+            annotations = {**o.metadata.annotations, **o.spec.template.metadata.annotations}
+            per_replica = annotations.get(ANN_PORT_PER_REPLICA, "").lower() == "true"
+            replicas = range(min(o.spec.replicas, MAX_REPLICAS) if per_replica else min(o.spec.replicas, 1))
+            names = [(f"{o.metadata.name}-{r}", r if per_replica else 0) for r in replicas]
+        else:
+            names = [(o.metadata.name, 0)]
+        for name, shift in names:
+            for i, c in enumerate(spec.containers):
+                for j, p in enumerate(c.ports):
+                    pp = base + ("containers", i, "ports", j)
+                    if spec.host_network:
+                        yield p.host_ip, p.container_port, p.protocol, pp + ("containerPort",), name
+                    elif p.host_port:
+                        yield p.host_ip, p.host_port + shift, p.protocol, pp + ("hostPort",), name
 
 
-def _subtree(pos: Positions, base: Path_) -> Positions:
-    """Positions re-rooted at `base` so that object paths start at the object."""
-    if not base:
-        return pos
-    out = Positions()
-    n = len(base)
-    for k, v in pos.items():
-        if k[:n] == base:
-            out[k[n:]] = v
-    for k, v in pos.keys.items():
-        if k[:n] == base:
-            out.keys[k[n:]] = v
-    return out
+def _check_host_ports(entries: list[_Entry], out: list[Diagnostic]) -> None:
+    """Two pods binding the same host port (on overlapping host IPs): only the first to start
+    can have it. A warning, not an error: the engine applies pod by pod, and the other pods of
+    the pass are fine (it reports the losing pod's failure then)."""
+    wildcard = ("", "0.0.0.0", "::")
+    seen: dict[tuple[int, str], list[tuple[str, _Entry, Path_, str]]] = {}
+    for e in entries:
+        for ip, port, proto, path, pod in _host_bindings(e):
+            for oip, other, opath, opod in seen.get((port, proto), []):
+                if opod == pod and other is e:
+                    continue  # the same pod: checked with the pod
+                if ip != oip and ip not in wildcard and oip not in wildcard:
+                    continue
+                for a, apath, apod, b, bpath, bpod in ((e, path, pod, other, opath, opod),
+                                                       (other, opath, opod, e, path, pod)):
+                    line, col = a.pos.find(a.base + apath)
+                    out.append(Diagnostic(Severity.WARNING, a.loaded.file, line, col, convert.fmt_path(apath),
+                                          f"host port {port}/{proto} of pod {apod!r} is also bound by pod {bpod!r} "
+                                          f"at {_where(b, bpath)}: only one of them can start"))
+            seen.setdefault((port, proto), []).append((ip, e, path, pod))
 
 
-def load_documents(docs: Iterable[tuple[Any, Positions]], file: str, result: ManifestSet,
-                   loaded_pos: list[tuple[Loaded, Positions]], warned: set[str]) -> None:
-    for doc, doc_pos in docs:
-        for data, base in _flatten(doc, doc_pos):
-            pos = _subtree(doc_pos, base)
-            line, col = pos.get((), (0, 0))
-            chk = _Checker(file, pos, (), result.diagnostics)
-            if not isinstance(data, dict):
-                chk.error((), f"a manifest document must be a mapping (a Kubernetes object), not {_describe(data)}")
-                continue
-            kind = data.get("kind")
-            name = (data.get("metadata") or {}).get("name") if isinstance(data.get("metadata"), dict) else None
-            if not isinstance(kind, str) or not kind:
-                chk.error(("kind",), "required field is missing (every object needs apiVersion and kind)")
-                continue
-            if kind not in KINDS:
-                label = f"{kind} {name}" if name else kind
-                chk.warn((), f"{label}: kind not supported, skipped (podplay supports {SUPPORTED})")
-                continue
-            api = data.get("apiVersion")
-            if api != API_VERSIONS[kind]:
-                chk.error(("apiVersion",), f"{kind} needs apiVersion {API_VERSIONS[kind]!r}, not {api!r}")
-                continue
-            errors_before = len(result.errors)
-            validator = _validator(kind)
-            for err in _best_errors(sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.path)))):
-                path, message, at_key = _schema_message(err, data)
-                chk.error(path, message, key=at_key)
-            if len(result.errors) > errors_before:
-                continue
-            raw = json.loads(json.dumps(data))  # a private copy we may decode in place
-            b64 = ("data",) if kind == "Secret" else ("binaryData",) if kind == "ConfigMap" else ()
-            if not _decode_b64_fields(raw, b64, chk):
-                continue
-            unused = convert.Unused()
-            obj = convert.build(KINDS[kind], raw, unused=unused)
-            if not obj.metadata.namespace:
-                obj = _with_namespace(obj, "default")
-            _unused_warnings(unused, warned, chk)
-            errors_before = len(result.errors)
-            _check_object(chk, obj)
-            if len(result.errors) > errors_before:
-                continue
-            loaded = Loaded(obj, file, line, col)
-            result.objects.append(loaded)
-            loaded_pos.append((loaded, pos))
+# --- entry points ------------------------------------------------------------------------------------
+
+def _read(file: str, stdin_text: str | None) -> str | Diagnostic:
+    import sys
+
+    try:
+        if file == "-":
+            return stdin_text if stdin_text is not None else sys.stdin.read()
+        with open(file, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        return Diagnostic(Severity.ERROR, file, 0, 0, "", f"cannot read file: {exc.strerror or exc}")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        col = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        return Diagnostic(Severity.ERROR, file, line, col, "",
+                          f"not UTF-8 text (byte 0x{data[exc.start]:02x}); save the file as UTF-8")
 
 
-def _with_namespace(obj, namespace: str):
-    from dataclasses import replace
-
-    return replace(obj, metadata=replace(obj.metadata, namespace=namespace))
+def _finish(run: _Run, complete: bool) -> None:
+    out = run.result.diagnostics
+    _check_duplicates(run.entries, out)
+    _check_references(run.entries, run.known, out, complete)
+    _check_host_ports(run.entries, out)
 
 
 def load_manifests(paths: Sequence[str], *, stdin_text: str | None = None) -> ManifestSet:
     """Read every manifest under `paths`; never raises for bad input."""
-    import sys
-
     files, problems = find_manifest_files(paths)
     result = ManifestSet(files=files, diagnostics=list(problems))
     result.unreadable.extend(d.file for d in problems)
-    loaded_pos: list[tuple[Loaded, Positions]] = []
-    warned: set[str] = set()
+    run = _Run(result)
     for file in files:
-        try:
-            if file == "-":
-                text = stdin_text if stdin_text is not None else sys.stdin.read()
-            else:
-                with open(file, encoding="utf-8") as f:
-                    text = f.read()
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            result.diagnostics.append(Diagnostic(Severity.ERROR, file, 0, 0, "", f"cannot read file: {reason}"))
+        text = _read(file, stdin_text)
+        if isinstance(text, Diagnostic):
+            result.diagnostics.append(text)
             result.unreadable.append(file)
             continue
         docs = []
         for item in parse_documents(text, file):
             if isinstance(item, Diagnostic):
                 result.diagnostics.append(item)
-                result.unreadable.append(file)
+                if file not in result.unreadable:
+                    result.unreadable.append(file)
             else:
                 docs.append(item)
-        load_documents(docs, file, result, loaded_pos, warned)
-    _check_references(loaded_pos, result.diagnostics)
+        run.load(docs, file)
+    _finish(run, complete=not result.unreadable)
     if files and not result.objects and not result.errors:
         result.diagnostics.append(Diagnostic(Severity.ERROR, files[0] if len(files) == 1 else ", ".join(paths), 0, 0,
                                              "", f"no supported object ({SUPPORTED}) found"))
     return result
 
 
+def _plain(value: Any) -> Any:
+    """Python data as JSON data (what a YAML/JSON file would have given)."""
+    if isinstance(value, dict):
+        return {("true" if k is True else "false" if k is False else "null" if k is None else str(k)): _plain(v)
+                for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if isinstance(value, datetime.datetime | datetime.date):
+        return value.isoformat().replace("+00:00", "Z")
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode()
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
 def load_objects(items: Iterable[Any], source: str = "<python>") -> ManifestSet:
     """Library entry: plain dicts or kubernetes client models (V1Pod, V1Deployment…).
 
     The ``kubernetes`` package is imported only when such a model object is passed
-    (install ``podplay[kube]``); plain dicts never need it.
+    (install ``podplay[kube]``); plain dicts never need it. Positions are unknown (line 0).
     """
     docs = []
     for item in items:
@@ -793,9 +1634,9 @@ def load_objects(items: Iterable[Any], source: str = "<python>") -> ManifestSet:
             item = ApiClient().sanitize_for_serialization(item)
         pos = Positions()
         pos[()] = (0, 0)
-        docs.append((item, pos))
+        docs.append((_plain(item), pos))
     result = ManifestSet(files=[source])
-    loaded_pos: list[tuple[Loaded, Positions]] = []
-    load_documents(docs, source, result, loaded_pos, set())
-    _check_references(loaded_pos, result.diagnostics)
+    run = _Run(result)
+    run.load(docs, source)
+    _finish(run, complete=True)
     return result
