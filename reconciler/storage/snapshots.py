@@ -1,0 +1,422 @@
+"""Container root filesystems: an overlay of the image's layers, or a copy where overlay fails.
+
+For key K (a container id)::
+
+    HostPaths.snapshots/K/snapshot.json   image id, chain IDs (bottom first), mode
+    HostPaths.snapshots/K/upper, work     overlay mode: the container's writable layer
+    HostPaths.snapshots/K/fs              copy mode: the whole root filesystem
+    HostPaths.mounts/K/rootfs             the mount (volatile: a reboot wipes it, prepare remounts)
+
+Overlay is mounted from inside ``HostPaths.layers`` with ``lowerdir=l/<short>:…`` (relative
+paths to short symlinks) so that images with a hundred and more layers fit the one-page limit
+of mount options; the ``mount`` binary runs with that working directory, which keeps ``chdir``
+out of this (possibly multithreaded) process. Both modes mount ``nodev``: device nodes from an
+image never open through a container's root filesystem (the runtime provides /dev).
+
+The copy mode applies the unpacked layer directories bottom-up into ``fs`` with the same
+whiteout and opaque-directory rules overlayfs uses, then bind-mounts it; it is chosen when
+overlay cannot be mounted at all (probed once), with ``force_copy``, or for a layer stack
+too deep for overlay.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import re
+import secrets
+import shutil
+import stat
+import subprocess
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from reconciler.drivers.base import ImageStore
+from reconciler.errors import StorageError
+from reconciler.fsutil import atomic_write
+from reconciler.observed import ImageInfo, ObservedSnapshot
+from reconciler.paths import HostPaths
+from reconciler.storage import mounts
+from reconciler.storage.layers import Layer, LayerStore, flocked
+from reconciler.storage.unpack import DEFAULT_LIMITS, OPAQUE_XATTR, UnpackLimits, is_whiteout
+
+_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_O_NEWFILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_FICLONE = 0x40049409
+# Overlay refuses more lower layers than this (OVL_MAX_STACK), and its options must fit a page.
+OVERLAY_MAX_LAYERS = 500
+MOUNT_OPTIONS_MAX = 4095
+META = "snapshot.json"
+LOCKS = ".locks"
+
+
+def check_key(key: str) -> None:
+    if not isinstance(key, str) or not _KEY.match(key):
+        raise StorageError(f"invalid snapshot key {key!r}: use letters, digits, '.', '_' and '-' "
+                           "(at most 128, starting with a letter or digit)")
+
+
+class OverlaySnapshotter:
+    """``SnapshotDriver`` on overlayfs, with a copying fallback (see the module docstring)."""
+
+    def __init__(self, paths: HostPaths, images: ImageStore, *, force_copy: bool = False,
+                 limits: UnpackLimits = DEFAULT_LIMITS, durable: bool = True):
+        self.paths = paths
+        self.layers = LayerStore(paths, images, limits=limits, durable=durable)
+        self.force_copy = force_copy
+        self._overlay_ok: bool | None = None
+
+    # -- SnapshotDriver -------------------------------------------------------------------------
+
+    def prepare(self, key: str, image: ImageInfo) -> str:
+        check_key(key)
+        layers = self.layers.ensure_layers(image)
+        sdir = self.paths.snapshots / key
+        target = self.paths.mounts / key / "rootfs"
+        with self._locked(key):
+            meta = self._read_meta(sdir)
+            chains = [layer.chain_id for layer in layers]
+            if meta is None:
+                self._create(key, sdir, image, layers)
+                meta = self._read_meta(sdir)
+            elif meta.get("chain_ids") != chains:
+                raise StorageError(f"snapshot {key} exists for image {meta.get('image') or '?'} with other "
+                                   f"layers than image {image.id}; remove it first")
+            if not mounts.is_mountpoint(target):
+                try:
+                    target.mkdir(parents=True, exist_ok=True)
+                except OSError as e:
+                    raise StorageError(f"cannot create mount point {target}: {e}") from e
+                if meta["mode"] == "overlay":
+                    self._mount_overlay(sdir, layers, target)
+                else:
+                    self._mount_copy(sdir / "fs", target)
+        return str(target)
+
+    def remove(self, key: str) -> None:
+        check_key(key)
+        with self._locked(key):
+            # Unmount first; remove_tree refuses while anything stays mounted below.
+            mounts.remove_tree(self.paths.mounts / key)
+            sdir = self.paths.snapshots / key
+            if os.path.lexists(sdir):
+                doomed = self.paths.snapshots / f".removing-{key}-{secrets.token_hex(4)}"
+                try:
+                    os.rename(sdir, doomed)
+                except OSError as e:
+                    raise StorageError(f"cannot remove snapshot {key}: {e}") from e
+                mounts.remove_tree(doomed)
+
+    def list_snapshots(self) -> list[ObservedSnapshot]:
+        mounted = {m for m, _, _ in mounts.mount_points()}
+        out = []
+        for key in self._keys():
+            rootfs = str(self.paths.mounts / key / "rootfs")
+            out.append(ObservedSnapshot(key, rootfs, rootfs in mounted))
+        return out
+
+    # -- more -----------------------------------------------------------------------------------
+
+    def snapshot_layers(self, key: str) -> list[str]:
+        """Chain IDs (bottom first) of a snapshot's image, [] when it does not exist."""
+        meta = self._read_meta(self.paths.snapshots / key)
+        return list(meta["chain_ids"]) if meta else []
+
+    def mode(self, key: str) -> str:
+        """"overlay" or "copy" for an existing snapshot, "" when it does not exist."""
+        meta = self._read_meta(self.paths.snapshots / key)
+        return meta["mode"] if meta else ""
+
+    def gc(self, live_images: Iterable[ImageInfo]) -> list[str]:
+        """Remove layers that neither a live image nor an existing snapshot uses; also what
+        crashed prepares and removes left. Returns the chain IDs of the removed layers."""
+        self._recover()
+        keep = set()
+        for key in self._keys():
+            keep.update(self.snapshot_layers(key))
+        return self.layers.gc(live_images, keep)
+
+    # -- internals ------------------------------------------------------------------------------
+
+    def _keys(self) -> list[str]:
+        try:
+            names = os.listdir(self.paths.snapshots)
+        except FileNotFoundError:
+            return []
+        return sorted(n for n in names if _KEY.match(n) and (self.paths.snapshots / n / META).is_file())
+
+    def _locked(self, key: str):
+        return flocked(self.paths.snapshots / LOCKS / f"{key}.lock")
+
+    def _recover(self) -> None:
+        try:
+            names = os.listdir(self.paths.snapshots)
+        except FileNotFoundError:
+            return
+        for name in names:
+            m = re.match(r"^\.(tmp|removing)-(.+)-[0-9a-f]{8}$", name)
+            if not m:
+                continue
+            with flocked(self.paths.snapshots / LOCKS / f"{m.group(2)}.lock", blocking=False) as mine:
+                if mine:
+                    mounts.remove_tree(self.paths.snapshots / name)
+
+    @staticmethod
+    def _read_meta(sdir: Path) -> dict | None:
+        try:
+            meta = json.loads((sdir / META).read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as e:
+            raise StorageError(f"snapshot {sdir.name} is damaged ({e}); remove it") from e
+        if not isinstance(meta, dict) or meta.get("mode") not in ("overlay", "copy"):
+            raise StorageError(f"snapshot {sdir.name} has damaged metadata; remove it")
+        return meta
+
+    def _choose_mode(self, layers: Sequence[Layer], sdir: Path) -> str:
+        if self.force_copy:
+            return "copy"
+        if len(layers) > OVERLAY_MAX_LAYERS or len(self._overlay_options(sdir, layers)) > MOUNT_OPTIONS_MAX:
+            return "copy"
+        return "overlay" if self._overlay_supported() else "copy"
+
+    def _create(self, key: str, sdir: Path, image: ImageInfo, layers: Sequence[Layer]) -> None:
+        mode = self._choose_mode(layers, sdir)
+        tmp = self.paths.snapshots / f".tmp-{key}-{secrets.token_hex(4)}"
+        try:
+            self.paths.snapshots.mkdir(parents=True, exist_ok=True)
+            os.chmod(self.paths.snapshots, 0o700)
+            os.mkdir(tmp, 0o700)
+            if mode == "overlay":
+                os.mkdir(tmp / "upper", 0o755)
+                os.mkdir(tmp / "work", 0o700)
+                if not layers:
+                    os.mkdir(tmp / "empty", 0o755)
+                else:
+                    # The merged root takes its attributes from the upper dir.
+                    st = os.stat(layers[-1].path)
+                    os.chown(tmp / "upper", st.st_uid, st.st_gid)
+                    os.chmod(tmp / "upper", stat.S_IMODE(st.st_mode))
+                    os.utime(tmp / "upper", ns=(st.st_atime_ns, st.st_mtime_ns))
+            else:
+                os.mkdir(tmp / "fs", 0o755)
+                for layer in layers:
+                    apply_layer_copy(layer.path, tmp / "fs")
+            meta = {"key": key, "image": image.id, "chain_ids": [layer.chain_id for layer in layers],
+                    "mode": mode}
+            atomic_write(tmp / META, json.dumps(meta, indent=1) + "\n", 0o600)
+            os.rename(tmp, sdir)
+        except BaseException as e:
+            with contextlib.suppress(OSError, StorageError):
+                mounts.remove_tree(tmp)
+            if isinstance(e, OSError):
+                raise StorageError(f"cannot create snapshot {key}: {e}") from e
+            raise
+
+    def _overlay_options(self, sdir: Path, layers: Sequence[Layer]) -> str:
+        lower = ":".join(f"l/{layer.link}" for layer in reversed(layers)) if layers else str(sdir / "empty")
+        return f"lowerdir={lower},upperdir={sdir / 'upper'},workdir={sdir / 'work'}"
+
+    def _mount_overlay(self, sdir: Path, layers: Sequence[Layer], target: Path) -> None:
+        opts = self._overlay_options(sdir, layers)
+        if len(opts) > MOUNT_OPTIONS_MAX:
+            raise StorageError(f"snapshot {sdir.name}: overlay options too long ({len(opts)} bytes)")
+        res = subprocess.run(["mount", "-t", "overlay", "-o", f"nodev,{opts}", "overlay", str(target)],
+                             cwd=self.layers.root, capture_output=True, text=True, check=False)
+        if res.returncode != 0:
+            raise StorageError(f"cannot mount the overlay for snapshot {sdir.name}: "
+                               f"{(res.stderr or res.stdout).strip()}")
+
+    @staticmethod
+    def _mount_copy(fs: Path, target: Path) -> None:
+        mounts.mount(str(fs), target, None, mounts.MS_BIND)
+        try:
+            mounts.mount("none", target, None, mounts.MS_BIND | mounts.MS_REMOUNT | mounts.MS_NODEV)
+        except StorageError:
+            mounts.umount(target)
+            raise
+
+    def _overlay_supported(self) -> bool:
+        """Whether overlay mounts work here at all, probed once with a tiny mount."""
+        if self._overlay_ok is None:
+            self._overlay_ok = _probe_overlay(self.paths.snapshots)
+        return self._overlay_ok
+
+
+def _probe_overlay(parent: Path) -> bool:
+    try:
+        with open("/proc/filesystems") as f:
+            if "overlay" not in f.read().split():
+                return False
+        parent.mkdir(parents=True, exist_ok=True)
+        probe = parent / f".probe-{secrets.token_hex(4)}"
+        os.mkdir(probe, 0o700)
+    except OSError:
+        return False
+    try:
+        for d in ("lower", "upper", "work", "merged"):
+            os.mkdir(probe / d)
+        try:
+            mounts.mount("overlay", probe / "merged", "overlay", mounts.MS_NODEV,
+                         f"lowerdir={probe / 'lower'},upperdir={probe / 'upper'},workdir={probe / 'work'}")
+        except StorageError:
+            return False
+        mounts.umount(probe / "merged")
+        return True
+    finally:
+        with contextlib.suppress(OSError, StorageError):
+            mounts.remove_tree(probe)
+
+
+# --- the copy fallback -----------------------------------------------------------------------
+
+def _remove_entry(dfd: int, name: str) -> None:
+    st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+    if stat.S_ISDIR(st.st_mode):
+        shutil.rmtree(name, dir_fd=dfd)
+    else:
+        os.unlink(name, dir_fd=dfd)
+
+
+def _copy_xattrs(sfd: int, dfd: int) -> None:
+    try:
+        names = os.listxattr(sfd)
+    except OSError:
+        return
+    for name in names:
+        if name.startswith("trusted.overlay."):
+            continue
+        with contextlib.suppress(OSError):
+            os.setxattr(dfd, name, os.getxattr(sfd, name))
+
+
+def _copy_data(src: int, dst: int, size: int) -> None:
+    try:
+        fcntl.ioctl(dst, _FICLONE, src)  # reflink where the file system can
+        return
+    except OSError:
+        pass
+    left = size
+    while left > 0:
+        try:
+            n = os.copy_file_range(src, dst, left)
+        except OSError as e:
+            if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+            n = 0
+        if n == 0:
+            break
+        left -= n
+    while left > 0:  # copy_file_range unavailable, or the file shrank underneath
+        chunk = os.read(src, min(left, 1 << 20))
+        if not chunk:
+            break
+        os.write(dst, chunk)
+        left -= len(chunk)
+
+
+def apply_layer_copy(layer_dir: str | os.PathLike, dest: str | os.PathLike) -> None:
+    """Apply one unpacked layer (overlay form) onto a plain directory tree, as overlayfs would
+    show it: whiteouts delete, opaque directories replace, everything else is copied over.
+    Hard links within the layer stay links. Symlinks are never followed."""
+    sroot = os.open(layer_dir, _O_DIR)
+    try:
+        droot = os.open(dest, _O_DIR)
+    except OSError:
+        os.close(sroot)
+        raise
+    links: dict[tuple[int, int], str] = {}
+    # Stack of (src dir fd, dst dir fd, relative path, src dir stat, children done). A directory
+    # is pushed again after its children so that its times are set last; its fds are closed then.
+    stack: list[tuple[int, int, str, os.stat_result, bool]] = [(sroot, droot, "", os.fstat(sroot), False)]
+    try:
+        while stack:
+            sfd, dfd, rel, dir_st, done = stack.pop()
+            if done:
+                if not rel:
+                    os.fchown(dfd, dir_st.st_uid, dir_st.st_gid)
+                    os.fchmod(dfd, stat.S_IMODE(dir_st.st_mode))
+                os.utime(dfd, ns=(dir_st.st_atime_ns, dir_st.st_mtime_ns))
+                if rel:
+                    os.close(sfd)
+                    os.close(dfd)
+                continue
+            stack.append((sfd, dfd, rel, dir_st, True))
+            with os.scandir(sfd) as entries:
+                children = [(e.name, e.stat(follow_symlinks=False)) for e in entries]
+            for name, st in children:
+                path = f"{rel}/{name}" if rel else name
+                try:
+                    have = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+                except FileNotFoundError:
+                    have = None
+                if is_whiteout(st):
+                    if have is not None:
+                        _remove_entry(dfd, name)
+                    continue
+                if stat.S_ISDIR(st.st_mode):
+                    sub_s = os.open(name, _O_DIR, dir_fd=sfd)
+                    try:
+                        opaque = os.getxattr(sub_s, OPAQUE_XATTR) == b"y"
+                    except OSError:
+                        opaque = False
+                    if have is not None and (opaque or not stat.S_ISDIR(have.st_mode)):
+                        _remove_entry(dfd, name)
+                        have = None
+                    if have is None:
+                        os.mkdir(name, 0o700, dir_fd=dfd)
+                    try:
+                        sub_d = os.open(name, _O_DIR, dir_fd=dfd)
+                    except OSError:
+                        os.close(sub_s)
+                        raise
+                    stack.append((sub_s, sub_d, path, st, False))
+                    os.fchown(sub_d, st.st_uid, st.st_gid)
+                    os.fchmod(sub_d, stat.S_IMODE(st.st_mode))
+                    _copy_xattrs(sub_s, sub_d)
+                    continue
+                if have is not None:
+                    _remove_entry(dfd, name)
+                if stat.S_ISREG(st.st_mode):
+                    ident = (st.st_dev, st.st_ino)
+                    if st.st_nlink > 1 and ident in links:
+                        os.link(links[ident], name, src_dir_fd=droot, dst_dir_fd=dfd, follow_symlinks=False)
+                        continue
+                    src = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=sfd)
+                    try:
+                        dst = os.open(name, _O_NEWFILE, 0o600, dir_fd=dfd)
+                        try:
+                            _copy_data(src, dst, st.st_size)
+                            os.fchown(dst, st.st_uid, st.st_gid)
+                            os.fchmod(dst, stat.S_IMODE(st.st_mode))
+                            _copy_xattrs(src, dst)
+                            os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
+                        finally:
+                            os.close(dst)
+                    finally:
+                        os.close(src)
+                    if st.st_nlink > 1:
+                        links[ident] = path
+                elif stat.S_ISLNK(st.st_mode):
+                    os.symlink(os.readlink(name, dir_fd=sfd), name, dir_fd=dfd)
+                    os.chown(name, st.st_uid, st.st_gid, dir_fd=dfd, follow_symlinks=False)
+                    os.utime(name, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=dfd, follow_symlinks=False)
+                else:
+                    os.mknod(name, st.st_mode, st.st_rdev, dir_fd=dfd)
+                    os.chown(name, st.st_uid, st.st_gid, dir_fd=dfd, follow_symlinks=False)
+                    os.chmod(name, stat.S_IMODE(st.st_mode), dir_fd=dfd)
+                    os.utime(name, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=dfd, follow_symlinks=False)
+    except OSError as e:
+        raise StorageError(f"cannot copy layer {layer_dir} into {dest}: {e}") from e
+    finally:
+        # On error, the stack still holds every directory fd that is open, each once.
+        for sfd, dfd, rel, *_ in stack:
+            if rel:
+                os.close(sfd)
+                os.close(dfd)
+        os.close(sroot)
+        os.close(droot)

@@ -1,0 +1,341 @@
+"""Pod volumes and named claim volumes on the host (``VolumeDriver``).
+
+Where each kind lives::
+
+    emptyDir (disk)          <root>/pods/<uid>/volumes/<name>     survives container restarts and
+                                                                  reboots, not the pod
+    emptyDir (Memory)        <runroot>/pods/<uid>/volumes/<name>  tmpfs, size= from sizeLimit
+    configMap                <runroot>/pods/<uid>/volumes/<name>
+    secret                   <runroot>/pods/<uid>/volumes/<name>  tmpfs: never written to disk
+    hostPath                 the host path itself, checked (and created) per its type
+    persistentVolumeClaim    <root>/volumes/<namespace>/<claim>   survives the pod
+
+configMap and secret files are laid out as the kubelet does: the files sit in a hidden
+``..<time>`` directory, ``..data`` points at it, and each top-level name is a symlink through
+``..data``; a new set of files is written beside the old one and swapped in with one rename, so
+a reader sees the old set or the new one, never a mix. emptyDir and claim directories are 0777
+(as the kubelet and the hostPath provisioners make them) so that a container running as any
+user can write; their parents are root-only. A disk emptyDir's sizeLimit is not enforced (the
+kubelet evicts instead; we have no quota): only a Memory emptyDir is bounded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+import shutil
+import stat
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from reconciler.desired import DesiredClaim, DesiredVolume, VolumeFile
+from reconciler.errors import StorageError
+from reconciler.paths import HostPaths
+from reconciler.storage import mounts
+
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_DNS = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+_O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+_O_NEWFILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+DATA_LINK = "..data"
+HOST_PATH_TYPES = ("", "DirectoryOrCreate", "Directory", "FileOrCreate", "File", "Socket", "CharDevice",
+                   "BlockDevice")
+_KINDS = ("emptyDir", "hostPath", "configMap", "secret", "persistentVolumeClaim")
+
+
+def _check_id(value: str, what: str) -> None:
+    if not isinstance(value, str) or not _ID.match(value):
+        raise StorageError(f"invalid {what} {value!r}: use letters, digits, '.', '_' and '-'")
+
+
+def split_claim(ref: str) -> tuple[str, str]:
+    """"<namespace>/<claim>" → (namespace, claim), both DNS-1123 names."""
+    ns, sep, name = (ref or "").partition("/")
+    if not sep or not _DNS.match(ns) or not _DNS.match(name):
+        raise StorageError(f"invalid claim reference {ref!r}: want <namespace>/<claimName>, "
+                           "lower-case letters, digits, '-' and '.'")
+    return ns, name
+
+
+def _file_parts(vol: DesiredVolume, f: VolumeFile) -> list[str]:
+    path = f.path
+    parts = path.split("/")
+    if (not path or "\x00" in path or path.startswith("/") or any(p in ("", ".", "..") for p in parts)
+            or parts[0].startswith("..")):
+        raise StorageError(f"volume {vol.name!r}: item path {path!r} must be a relative path without "
+                           "'..' or empty components, not starting with '..'")
+    return parts
+
+
+def _validate(volumes: Sequence[DesiredVolume]) -> None:
+    seen = set()
+    for vol in volumes:
+        _check_id(vol.name, "volume name")
+        if vol.name in seen:
+            raise StorageError(f"volume {vol.name!r} is declared twice")
+        seen.add(vol.name)
+        if vol.kind not in _KINDS:
+            raise StorageError(f"volume {vol.name!r}: unsupported kind {vol.kind!r}")
+        if vol.kind == "emptyDir" and vol.medium not in ("", "Memory"):
+            raise StorageError(f"volume {vol.name!r}: emptyDir medium {vol.medium!r} is not supported "
+                               "(use \"\" or \"Memory\")")
+        if vol.kind == "hostPath":
+            if not vol.path.startswith("/") or "\x00" in vol.path:
+                raise StorageError(f"volume {vol.name!r}: hostPath {vol.path!r} must be an absolute path")
+            if vol.path_type not in HOST_PATH_TYPES:
+                known = ", ".join(repr(t) for t in HOST_PATH_TYPES)
+                raise StorageError(f"volume {vol.name!r}: unknown hostPath type {vol.path_type!r} (one of {known})")
+        if vol.kind == "persistentVolumeClaim":
+            split_claim(vol.claim)
+        if vol.kind in ("configMap", "secret"):
+            files: dict[str, bool] = {}  # path → is a directory
+            for f in vol.files:
+                parts = _file_parts(vol, f)
+                for i in range(1, len(parts)):
+                    prefix = "/".join(parts[:i])
+                    if files.setdefault(prefix, True) is not True:
+                        raise StorageError(f"volume {vol.name!r}: {prefix!r} is both a file and a directory")
+                if f.path in files:
+                    raise StorageError(f"volume {vol.name!r}: item path {f.path!r} is used twice")
+                files[f.path] = False
+                if not 0 <= f.mode <= 0o777:
+                    raise StorageError(f"volume {vol.name!r}: mode {oct(f.mode)} of {f.path!r} is not "
+                                       "between 0 and 0777")
+
+
+class HostVolumes:
+    """``VolumeDriver`` on the host's file systems (see the module docstring)."""
+
+    def __init__(self, paths: HostPaths):
+        self.paths = paths
+
+    # -- paths ----------------------------------------------------------------------------------
+
+    def _volatile(self, uid: str) -> Path:
+        return self.paths.pods_run / uid
+
+    def _durable(self, uid: str) -> Path:
+        return self.paths.root / "pods" / uid
+
+    def claim_path(self, ref: str) -> Path:
+        ns, name = split_claim(ref)
+        return self.paths.claims / ns / name
+
+    # -- pod volumes ----------------------------------------------------------------------------
+
+    def prepare_pod_volumes(self, uid: str, volumes: Sequence[DesiredVolume]) -> dict[str, str]:
+        _check_id(uid, "pod uid")
+        _validate(volumes)
+        for vol in volumes:  # a missing claim is bad input: fail before anything is made
+            if vol.kind == "persistentVolumeClaim" and not self.claim_path(vol.claim).is_dir():
+                raise StorageError(f"volume {vol.name!r}: claim {vol.claim!r} does not exist "
+                                   "(ensure_claim runs first)")
+        out = {}
+        try:
+            for vol in volumes:
+                out[vol.name] = str(self._prepare(uid, vol))
+        except OSError as e:
+            raise StorageError(f"pod {uid}: cannot prepare volume {vol.name!r}: {e}") from e
+        return out
+
+    def _prepare(self, uid: str, vol: DesiredVolume) -> Path:
+        if vol.kind == "hostPath":
+            return self._host_path(vol)
+        if vol.kind == "persistentVolumeClaim":
+            return self.claim_path(vol.claim)
+        if vol.kind == "emptyDir" and vol.medium == "":
+            d = self._durable(uid) / "volumes" / vol.name
+            _mkdirs(d.parent)
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(d, 0o700)
+                _own_dir(d, vol, 0o777)
+            return d
+        d = self._volatile(uid) / "volumes" / vol.name
+        _mkdirs(d.parent)
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(d, 0o700)
+        if vol.kind == "emptyDir":
+            if not mounts.is_mountpoint(d):
+                opts = "mode=0777" + (f",size={vol.size_limit}" if vol.size_limit else "")
+                mounts.mount("tmpfs", d, "tmpfs", mounts.MS_NOSUID | mounts.MS_NODEV, opts)
+                _own_dir(d, vol, 0o777)
+            return d
+        if vol.kind == "secret" and not mounts.is_mountpoint(d):
+            mounts.mount("tmpfs", d, "tmpfs", mounts.MS_NOSUID | mounts.MS_NODEV | mounts.MS_NOEXEC, "mode=0755")
+        _own_dir(d, vol, 0o755)
+        write_files(d, vol)
+        return d
+
+    @staticmethod
+    def _host_path(vol: DesiredVolume) -> Path:
+        path, kind = vol.path, vol.path_type
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            st = None
+        except OSError as e:
+            raise StorageError(f"volume {vol.name!r}: cannot check hostPath {path!r}: {e}") from e
+        if kind == "":
+            return Path(path)
+        if st is None:
+            if kind == "DirectoryOrCreate":
+                os.makedirs(path, 0o755, exist_ok=True)
+                return Path(path)
+            if kind == "FileOrCreate":
+                try:
+                    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+                except FileNotFoundError:
+                    raise StorageError(f"volume {vol.name!r}: hostPath {path!r} (FileOrCreate): its parent "
+                                       "directory does not exist (it is not created)") from None
+                except FileExistsError:
+                    return HostVolumes._host_path(vol)
+                os.fchmod(fd, 0o644)
+                os.close(fd)
+                return Path(path)
+            raise StorageError(f"volume {vol.name!r}: hostPath {path!r} does not exist (type {kind} wants "
+                               "it to)")
+        want = {
+            "DirectoryOrCreate": (stat.S_ISDIR, "a directory"),
+            "Directory": (stat.S_ISDIR, "a directory"),
+            "FileOrCreate": (stat.S_ISREG, "a file"),
+            "File": (stat.S_ISREG, "a file"),
+            "Socket": (stat.S_ISSOCK, "a unix socket"),
+            "CharDevice": (stat.S_ISCHR, "a character device"),
+            "BlockDevice": (stat.S_ISBLK, "a block device"),
+        }[kind]
+        if not want[0](st.st_mode):
+            raise StorageError(f"volume {vol.name!r}: hostPath {path!r} is not {want[1]} (type {kind})")
+        return Path(path)
+
+    def remove_pod_volumes(self, uid: str) -> None:
+        _check_id(uid, "pod uid")
+        # remove_tree unmounts the tmpfs volumes first and refuses to delete through a mount.
+        for base in (self._volatile(uid), self._durable(uid)):
+            mounts.remove_tree(base)
+
+    def list_pod_volumes(self) -> list[str]:
+        uids = set()
+        for parent in (self.paths.pods_run, self.paths.root / "pods"):
+            with contextlib.suppress(FileNotFoundError):
+                for uid in os.listdir(parent):
+                    if _ID.match(uid) and (parent / uid / "volumes").is_dir():
+                        uids.add(uid)
+        return sorted(uids)
+
+    # -- claims ---------------------------------------------------------------------------------
+
+    def ensure_claim(self, claim: DesiredClaim) -> str:
+        d = self.claim_path(claim.ref)
+        try:
+            _mkdirs(d.parent)
+            with contextlib.suppress(FileExistsError):
+                os.mkdir(d, 0o700)
+                os.chmod(d, 0o777)
+        except OSError as e:
+            raise StorageError(f"cannot create claim volume {claim.ref!r}: {e}") from e
+        if not d.is_dir() or d.is_symlink():
+            raise StorageError(f"claim volume {claim.ref!r}: {d} is not a directory")
+        return str(d)
+
+    def remove_claim(self, ref: str) -> None:
+        d = self.claim_path(ref)
+        mounts.remove_tree(d)
+        with contextlib.suppress(OSError):
+            d.parent.rmdir()  # the namespace directory, when it was the last claim
+
+    def list_claims(self) -> list[str]:
+        out = []
+        with contextlib.suppress(FileNotFoundError):
+            for ns in os.listdir(self.paths.claims):
+                if not _DNS.match(ns) or not (self.paths.claims / ns).is_dir():
+                    continue
+                for name in os.listdir(self.paths.claims / ns):
+                    if _DNS.match(name) and (self.paths.claims / ns / name).is_dir():
+                        out.append(f"{ns}/{name}")
+        return sorted(out)
+
+
+def _mkdirs(path: Path) -> None:
+    """Create a private directory chain (parents of volumes are root-only)."""
+    if path.is_dir():
+        return
+    _mkdirs(path.parent)
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(path, 0o700)
+
+
+def _own_dir(d: Path, vol: DesiredVolume, mode: int) -> None:
+    uid = vol.owner_uid if vol.owner_uid is not None else 0
+    if vol.fs_group is not None:
+        os.chown(d, uid, vol.fs_group, follow_symlinks=False)
+        os.chmod(d, mode | stat.S_ISGID | 0o050)
+    else:
+        os.chown(d, uid, 0, follow_symlinks=False)
+        os.chmod(d, mode)
+
+
+def write_files(root: Path, vol: DesiredVolume) -> None:
+    """Write a configMap/secret file set into ``root`` and swap it in atomically (``..data``)."""
+    uid = vol.owner_uid if vol.owner_uid is not None else 0
+    gid = vol.fs_group if vol.fs_group is not None else 0
+    root_fd = os.open(root, _O_DIR)
+    try:
+        stamp = time.strftime("..%Y_%m_%d_%H_%M_%S.", time.gmtime()) + secrets.token_hex(4)
+        os.mkdir(stamp, 0o700, dir_fd=root_fd)
+        data_fd = os.open(stamp, _O_DIR, dir_fd=root_fd)
+        dirs = {"": data_fd}
+        try:
+            os.fchown(data_fd, uid, gid)
+            os.fchmod(data_fd, 0o755 if vol.fs_group is None else 0o2755)
+            for f in vol.files:
+                parts = _file_parts(vol, f)
+                pfd = data_fd
+                for i in range(len(parts) - 1):
+                    key = "/".join(parts[: i + 1])
+                    if key not in dirs:
+                        os.mkdir(parts[i], 0o700, dir_fd=pfd)
+                        dirs[key] = os.open(parts[i], _O_DIR, dir_fd=pfd)
+                        os.fchown(dirs[key], uid, gid)
+                        os.fchmod(dirs[key], 0o755 if vol.fs_group is None else 0o2755)
+                    pfd = dirs[key]
+                fd = os.open(parts[-1], _O_NEWFILE, 0o600, dir_fd=pfd)
+                try:
+                    view = memoryview(f.data)
+                    while view:
+                        view = view[os.write(fd, view):]
+                    os.fchown(fd, uid, gid)
+                    # With an fsGroup the group may read, as the kubelet arranges.
+                    os.fchmod(fd, f.mode | (0o440 if vol.fs_group is not None else 0))
+                finally:
+                    os.close(fd)
+        finally:
+            for fd in dirs.values():
+                os.close(fd)
+        # Swap ..data to the new set in one rename.
+        tmp_link = f"..data_tmp.{secrets.token_hex(4)}"
+        os.symlink(stamp, tmp_link, dir_fd=root_fd)
+        os.rename(tmp_link, DATA_LINK, src_dir_fd=root_fd, dst_dir_fd=root_fd)
+        tops = {_file_parts(vol, f)[0] for f in vol.files}
+        for name in tops:
+            want = f"{DATA_LINK}/{name}"
+            try:
+                if os.readlink(name, dir_fd=root_fd) == want:
+                    continue
+                os.unlink(name, dir_fd=root_fd)
+            except FileNotFoundError:
+                pass
+            os.symlink(want, name, dir_fd=root_fd)
+        # Drop what the previous set had: its directory and its top-level links.
+        for name in os.listdir(root_fd):
+            if name in tops or name in (DATA_LINK, stamp):
+                continue
+            st = os.stat(name, dir_fd=root_fd, follow_symlinks=False)
+            if name.startswith("..") and stat.S_ISDIR(st.st_mode):
+                shutil.rmtree(name, dir_fd=root_fd)
+            elif stat.S_ISLNK(st.st_mode):
+                os.unlink(name, dir_fd=root_fd)
+    finally:
+        os.close(root_fd)
