@@ -28,6 +28,7 @@ from __future__ import annotations
 import atexit
 import hashlib
 import json
+import os
 import random
 import shutil
 import subprocess
@@ -78,6 +79,15 @@ class PushedImage:
         return f"{self.registry}/{self.repo}@{self.digest}"
 
 
+def _tool_env() -> dict[str, str]:
+    """The environment for buildah/skopeo: without the auth-file and registries.conf overrides
+    a test may have set for podplay (buildah refuses a REGISTRY_AUTH_FILE that does not exist)."""
+    env = dict(os.environ)
+    for name in ("REGISTRY_AUTH_FILE", "PODPLAY_REGISTRIES_CONF", "CONTAINERS_REGISTRIES_CONF"):
+        env.pop(name, None)
+    return env
+
+
 def _key(**kw) -> str:
     return hashlib.sha256(json.dumps(kw, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -101,7 +111,7 @@ class ImageFactory:
     def buildah(self, *args: str) -> str:
         cmd = ["buildah", "--root", str(self.root), "--runroot", str(self.runroot), "--storage-driver", "vfs",
                *args]
-        res = subprocess.run(cmd, capture_output=True, text=True)
+        res = subprocess.run(cmd, capture_output=True, text=True, env=_tool_env())
         if res.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed: {res.stderr.strip()}")
         return res.stdout.strip()
@@ -112,7 +122,7 @@ class ImageFactory:
 
     @staticmethod
     def skopeo(*args: str) -> str:
-        res = subprocess.run(["skopeo", *args], capture_output=True, text=True)
+        res = subprocess.run(["skopeo", *args], capture_output=True, text=True, env=_tool_env())
         if res.returncode != 0:
             raise RuntimeError(f"skopeo {' '.join(args)} failed: {res.stderr.strip()}")
         return res.stdout
@@ -211,6 +221,16 @@ class ImageFactory:
                 self._layouts[key] = path
             return self._layouts[key]
 
+    def docker_dir(self, image: str) -> Path:
+        """A ``dir:`` copy of ``image`` converted to a Docker schema 2 manifest (gzip layers)."""
+        with self._lock:
+            key = (image, "v2s2")
+            if key not in self._layouts:
+                path = self.layouts / f"{_key(image=image, format='v2s2')}"
+                self.skopeo("copy", "-q", "--format", "v2s2", f"oci:{self.layout(image, 'gzip')}:img", f"dir:{path}")
+                self._layouts[key] = path
+            return self._layouts[key]
+
     # --- pushing -------------------------------------------------------------------------------
 
     @staticmethod
@@ -225,14 +245,15 @@ class ImageFactory:
         image = self.build(layers=layers, config=config, layer_size=layer_size)
         layout = self.layout(image, compression)
         digestfile = self.workdir / f"digest-{uuid.uuid4().hex}"
-        args = ["copy", "-q", *self._dest_args(registry), "--digestfile", str(digestfile)]
+        source = f"oci:{layout}:img"
         if format == "v2s2":
             if compression != "gzip":
                 raise ValueError("Docker schema 2 manifests carry gzip layers here")
-            args += ["--format", "v2s2"]
-        else:
-            args += ["--preserve-digests"]
-        self.skopeo(*args, f"oci:{layout}:img", f"docker://{registry.host}/{repo}:{tag}")
+            source = f"dir:{self.docker_dir(image)}"
+        # --preserve-digests: skopeo must not swap a layer for another compression of it that
+        # its blob-info cache knows the registry already has.
+        self.skopeo("copy", "-q", *self._dest_args(registry), "--preserve-digests", "--digestfile", str(digestfile),
+                    source, f"docker://{registry.host}/{repo}:{tag}")
         digest = digestfile.read_text().strip()
         digestfile.unlink()
         return PushedImage(registry.host, repo, tag, digest, compression, format)
