@@ -1602,6 +1602,62 @@ def load_manifests(paths: Sequence[str], *, stdin_text: str | None = None) -> Ma
     return result
 
 
+
+@dataclass
+class FileLoad:
+    """One file loaded on its own, for callers that cache files between loads (``podplay watch``
+    re-reads only the files that changed). ``combine_files`` runs the cross-object checks over a
+    set of them and gives what ``load_manifests`` would have given for those versions."""
+
+    file: str
+    objects: list[Loaded] = field(default_factory=list)
+    diagnostics: list[Diagnostic] = field(default_factory=list)  # this file's own findings
+    unreadable: bool = False
+    documents: int = 0  # documents that held anything (0: the file is empty or only comments)
+    _entries: list[_Entry] = field(default_factory=list, repr=False)
+    _known: set[tuple[str, str, str]] = field(default_factory=set, repr=False)
+
+    @property
+    def ok(self) -> bool:
+        return not any(d.severity == Severity.ERROR for d in self.diagnostics)
+
+
+def load_file(file: str, text: str | None = None) -> FileLoad:
+    """Read one manifest file (or parse `text` as its content) without the cross-object checks."""
+    if text is None:
+        read = _read(file, None)
+        if isinstance(read, Diagnostic):
+            return FileLoad(file, diagnostics=[read], unreadable=True)
+        text = read
+    result = ManifestSet(files=[file])
+    run = _Run(result)
+    docs = []
+    unreadable = False
+    for item in parse_documents(text, file):
+        if isinstance(item, Diagnostic):
+            result.diagnostics.append(item)
+            unreadable = True
+        else:
+            docs.append(item)
+    run.load(docs, file)
+    return FileLoad(file, result.objects, result.diagnostics, unreadable, len(docs), run.entries, run.known)
+
+
+def combine_files(loads: Sequence[FileLoad], *, complete: bool = True) -> ManifestSet:
+    """The files' objects and findings plus the cross-object checks (duplicates, references, host
+    ports) over all of them. `complete` false: some source is unknown, so "not found" is not said."""
+    result = ManifestSet(files=[f.file for f in loads])
+    run = _Run(result)
+    for f in loads:
+        result.objects.extend(f.objects)
+        result.diagnostics.extend(f.diagnostics)
+        run.entries.extend(f._entries)
+        run.known |= f._known
+        if f.unreadable:
+            result.unreadable.append(f.file)
+    _finish(run, complete)
+    return result
+
 def _plain(value: Any) -> Any:
     """Python data as JSON data (what a YAML/JSON file would have given)."""
     if isinstance(value, dict):

@@ -7,6 +7,7 @@ one, for tests of the whole command line) for a set of host paths.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -90,8 +91,11 @@ def run_pass(paths: Sequence[str], drivers: Drivers, state: StateStore, host_pat
              mode: str = "up", force: bool = False, remove_volumes: bool = False, dry_run: bool = False,
              lock_timeout: float | None = None, report: Reporter | None = None, now: float | None = None,
              manifests: ManifestSet | None = None, failpoints: Failpoints | None = None,
-             on_plan: Callable[[Plan], None] | None = None) -> PassResult:
-    """One pass over `paths`. Raises ManifestError (nothing touched) for invalid manifests."""
+             on_plan: Callable[[Plan], None] | None = None, locked: bool = False) -> PassResult:
+    """One pass over `paths`. Raises ManifestError (nothing touched) for invalid manifests.
+
+    `locked`: the caller already holds the ApplyLock (``watch`` takes it before it opens the
+    drivers, so that what they read cannot change before the pass applies)."""
     manifests = manifests or load_or_fail(paths, down=mode == "down")
     objects = absolute_sources(manifests.objects)
     desired = build_desired(objects)
@@ -108,7 +112,7 @@ def run_pass(paths: Sequence[str], drivers: Drivers, state: StateStore, host_pat
 
     if dry_run:
         return compute([])
-    with ApplyLock(host_paths.lock_file, lock_timeout):
+    with contextlib.nullcontext() if locked else ApplyLock(host_paths.lock_file, lock_timeout):
         result = compute(recover(state, drivers))
         if on_plan:
             on_plan(result.plan)

@@ -42,6 +42,10 @@ CREATE TABLE IF NOT EXISTS events (
     ts REAL NOT NULL, level TEXT NOT NULL, key TEXT NOT NULL, message TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS txns_open ON txns(status);
+CREATE TABLE IF NOT EXISTS last_good (
+    path TEXT PRIMARY KEY, digest TEXT NOT NULL, content TEXT NOT NULL, saved REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sources (id TEXT PRIMARY KEY, record TEXT NOT NULL, updated REAL NOT NULL);
 """
 
 # Journal step states.
@@ -189,6 +193,30 @@ class StateStore:
                                "ORDER BY id DESC LIMIT ?", (limit,))
         cols = ("id", "kind", "key", "uid", "status", "started", "finished", "error")
         return [dict(zip(cols, r)) for r in rows]
+
+
+    # --- watch and sync: last good manifests, and what each keeper last did ------------------------
+
+    def last_good(self) -> dict[str, tuple[str, str]]:
+        """manifest path → (digest, content) of its last valid version, as `watch` saved it."""
+        return {p: (d, c) for p, d, c in self.db.execute("SELECT path, digest, content FROM last_good")}
+
+    def save_last_good(self, path: str, digest: str, content: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO last_good VALUES (?, ?, ?, ?)", (path, digest, content, time.time()))
+
+    def forget_last_good(self, path: str) -> None:
+        self.db.execute("DELETE FROM last_good WHERE path = ?", (path,))
+
+    def set_source(self, source_id: str, record: dict) -> None:
+        """What a `watch` or `sync` keeper reports about itself, for `podplay status`."""
+        self.db.execute("INSERT OR REPLACE INTO sources VALUES (?, ?, ?)",
+                        (source_id, json.dumps(record), time.time()))
+
+    def sources(self) -> dict[str, dict]:
+        return {i: json.loads(r) for i, r in self.db.execute("SELECT id, record FROM sources ORDER BY id")}
+
+    def forget_source(self, source_id: str) -> None:
+        self.db.execute("DELETE FROM sources WHERE id = ?", (source_id,))
 
 
 class ApplyLock:
