@@ -620,7 +620,7 @@ def _stream(resp: requests.Response) -> Iterator[bytes]:
 def _read_limited(resp: requests.Response, limit: int, what: str) -> bytes:
     length = resp.headers.get("Content-Length", "")
     if length.isdigit() and int(length) > limit:
-        raise ImageError(f"{what}: {length} bytes is more than the {limit} allowed; refusing it")
+        raise ImageError(f"{what}: {length} bytes is more than the {limit} bytes allowed; refusing it")
     buf = bytearray()
     for chunk in _stream(resp):
         buf += chunk

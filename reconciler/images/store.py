@@ -194,6 +194,12 @@ class ContentStore:
             w = Ingest(self, digest, size, self.ingest_dir / f"{algorithm}-{hexpart}.partial")
             try:
                 yield w
+            except BaseException as exc:
+                # Keep a partial download only when a later pull can resume it (an interrupted
+                # transfer); content that was refused goes.
+                if w.offset == 0 or (isinstance(exc, ImageError) and not exc.temporary):
+                    w.discard()
+                raise
             finally:
                 w.close()
 
