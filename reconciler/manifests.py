@@ -54,6 +54,14 @@ SUPPORTED = ", ".join(KINDS)
 SERVER_FIELDS = {"uid", "resourceVersion", "creationTimestamp", "generation", "managedFields", "selfLink",
                  "deletionTimestamp", "deletionGracePeriodSeconds"}
 
+# API defaults of fields podplay does not act on: `kubectl get -o yaml` writes them into every
+# object, and a field left at its default asks for nothing that podplay would have to do.
+UNUSED_DEFAULTS = {
+    "terminationMessagePath": "/dev/termination-log", "terminationMessagePolicy": "File",
+    "schedulerName": "default-scheduler", "enableServiceLinks": True, "serviceAccountName": "default",
+    "serviceAccount": "default", "priority": 0, "preemptionPolicy": "PreemptLowerPriority",
+}
+
 # Real Kubernetes kinds that podplay skips with a warning. A kind that is in neither list but
 # looks like a supported one ("Deploymnet", "pod") is a typo, and an error.
 OTHER_KUBE_KINDS = {
@@ -176,9 +184,9 @@ class Positions(dict):
 
 
 class _DocError(Exception):
-    def __init__(self, line: int, column: int, message: str):
+    def __init__(self, line: int, column: int, message: str, path: Path_ = ()):
         super().__init__(message)
-        self.line, self.column, self.message = line, column, message
+        self.line, self.column, self.message, self.path = line, column, message, path
 
 
 def _line_col(text: str, offset: int) -> tuple[int, int]:
@@ -205,8 +213,9 @@ class _YAMLBuilder:
 
         self.yaml = yaml
         self.constructor = yaml.constructor.SafeConstructor()
-        self.problems: list[tuple[int, int, str]] = []
+        self.problems: list[tuple[int, int, Path_, str]] = []
         self.count = 0
+        self.inside: set[int] = set()  # the collection nodes being built (an alias loop revisits one)
 
     def document(self, node) -> tuple[Any, Positions]:
         self.count = 0
@@ -219,17 +228,23 @@ class _YAMLBuilder:
         where = (mark.line + 1, mark.column + 1)
         self.count += 1
         if depth > _MAX_DEPTH:
-            raise _DocError(*where, "document nested too deeply (or an alias that refers to itself)")
+            raise _DocError(*where, "document nested too deeply", path)
         if self.count > _MAX_VALUES:
-            raise _DocError(*where, f"document has more than {_MAX_VALUES} values (aliases expanded)")
+            raise _DocError(*where, f"document has more than {_MAX_VALUES} values (aliases expanded)", path)
         pos[path] = where
-        if isinstance(node, yaml.MappingNode):
-            return self.mapping(node, path, pos, depth)
-        if isinstance(node, yaml.SequenceNode):
+        if isinstance(node, yaml.ScalarNode):
+            return self.scalar(node, path)
+        if id(node) in self.inside:
+            raise _DocError(*where, "an alias here refers to a mapping or list that contains it (a loop)", path)
+        self.inside.add(id(node))
+        try:
+            if isinstance(node, yaml.MappingNode):
+                return self.mapping(node, path, pos, depth)
             return [self.value(n, path + (i,), pos, depth + 1) for i, n in enumerate(node.value)]
-        return self.scalar(node)
+        finally:
+            self.inside.discard(id(node))
 
-    def scalar(self, node) -> Any:
+    def scalar(self, node, path: Path_ = ()) -> Any:
         tag = node.tag
         if tag == "tag:yaml.org,2002:str":
             return node.value
@@ -237,22 +252,22 @@ class _YAMLBuilder:
             return node.value
         where = (node.start_mark.line + 1, node.start_mark.column + 1)
         if tag not in _CORE_TAGS:
-            raise _DocError(*where, f"unsupported YAML tag {tag!r}; remove it (Kubernetes reads plain values)")
+            raise _DocError(*where, f"unsupported YAML tag {tag!r}; remove it (Kubernetes reads plain values)", path)
         try:
             value = self.constructor.yaml_constructors[tag](self.constructor, node)
         except Exception as exc:  # noqa: BLE001 - any failure here is a bad value in the input
-            raise _DocError(*where, f"cannot read value {node.value!r}: {exc}") from None
+            raise _DocError(*where, f"cannot read value {node.value!r}: {exc}", path) from None
         if isinstance(value, float) and not math.isfinite(value):
-            raise _DocError(*where, f"{node.value!r} is not a number Kubernetes accepts")
+            raise _DocError(*where, f"{node.value!r} is not a number Kubernetes accepts", path)
         return value
 
-    def key(self, node) -> str:
+    def key(self, node, path: Path_) -> str:
         yaml = self.yaml
         mark = node.start_mark
         if not isinstance(node, yaml.ScalarNode):
             what = "a mapping" if isinstance(node, yaml.MappingNode) else "a list"
-            raise _DocError(mark.line + 1, mark.column + 1, f"a mapping key must be text, not {what}")
-        value = self.scalar(node)
+            raise _DocError(mark.line + 1, mark.column + 1, f"a mapping key must be text, not {what}", path)
+        value = self.scalar(node, path)
         # Keys become JSON object keys the way Kubernetes' YAML→JSON conversion writes them.
         if isinstance(value, bool):
             return "true" if value else "false"
@@ -266,24 +281,24 @@ class _YAMLBuilder:
         merges = []
         for key_node, value_node in node.value:
             if key_node.tag == _MERGE_TAG:
-                merges.append(value_node)
+                merges.append((key_node, value_node))
                 continue
-            key = self.key(key_node)
+            key = self.key(key_node, path)
             kmark = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
             if key in out:
                 first = pos.keys.get(path + (key,), (0, 0))
-                self.problems.append((*kmark, f"duplicate key {key!r} (first at line {first[0]}); "
-                                              "remove one of them"))
+                self.problems.append((*kmark, path + (key,), f"duplicate key {key!r} (first at line {first[0]}); "
+                                                             "remove one of them"))
                 continue
             pos.keys[path + (key,)] = kmark
             out[key] = self.value(value_node, path + (key,), pos, depth + 1)
-        for value_node in merges:
+        for key_node, value_node in merges:
             sources = value_node.value if isinstance(value_node, yaml.SequenceNode) else [value_node]
             for src in sources:
                 if not isinstance(src, yaml.MappingNode):
-                    m = src.start_mark
+                    m = key_node.start_mark
                     raise _DocError(m.line + 1, m.column + 1,
-                                    "a merge key (<<) takes a mapping or a list of mappings, e.g. <<: *defaults")
+                                    "a merge key (<<) takes a mapping or a list of mappings, e.g. <<: *defaults", path)
                 scratch = Positions()
                 data = self.mapping(src, path, scratch, depth + 1)
                 for k, v in data.items():
@@ -307,7 +322,7 @@ def _yaml_problem(exc, text: str) -> tuple[int, int, str]:
     if isinstance(exc, yaml.reader.ReaderError):
         line, col = _line_col(text, exc.position) if exc.position <= len(text) else (0, 0)
         ch = exc.character
-        code = f"U+{ord(ch):04X}" if isinstance(ch, str) else f"0x{ch:02x}"
+        code = f"U+{ord(ch) if isinstance(ch, str) else ch:04X}"
         return line, col, f"character {code} is not allowed in YAML (a control character); remove it"
     if not isinstance(exc, yaml.MarkedYAMLError):
         return 0, 0, f"YAML syntax error: {exc}"
@@ -340,9 +355,49 @@ def _yaml_problem(exc, text: str) -> tuple[int, int, str]:
         msg = f"this anchor is already defined at line {cline}, column {ccol}"
     elif "block sequence" in context and "expected <block end>" in problem:
         msg = f"this line does not continue the list that starts at line {cline}, column {ccol}"
+    elif mark is not None and not text[mark.index:].strip():
+        msg = "the file ends inside a value: is a '[', '{' or quote not closed?"
     else:
         msg = " ".join(filter(None, [context, problem])) or "invalid YAML"
+    quote = _unclosed_quote(text, line)
+    if quote and "quote" not in msg:
+        msg += f" (the quote at line {quote[0]}, column {quote[1]} runs on to the next lines: is it closed?)"
     return line, col, f"YAML syntax error: {msg}"
+
+
+_QUOTE_START = re.compile(r"""(?:^|[\s\[{,:-])(["'])""")
+
+
+def _unclosed_quote(text: str, before: int) -> tuple[int, int] | None:
+    """The last quoted value before line `before` that does not close on its own line.
+
+    YAML lets a quoted string run over several lines, so a missing closing quote shows up as an
+    error further down; pointing back at the quote is what helps.
+    """
+    found = None
+    for n, ln in enumerate(text.splitlines()[:max(before - 1, 0)], 1):
+        i = 0
+        while True:
+            m = _QUOTE_START.search(ln, i)
+            if not m or ln.lstrip().startswith("#"):
+                break
+            q, start = m.group(1), m.start(1)
+            j = start + 1
+            while True:
+                j = ln.find(q, j)
+                if j < 0:
+                    break
+                if q == '"' and ln[j - 1] == "\\":
+                    j += 1
+                elif q == "'" and ln[j + 1:j + 2] == "'":
+                    j += 2
+                else:
+                    break
+            if j < 0:
+                found = (n, start + 1)
+                break
+            i = j + 1
+    return found
 
 
 def _yaml_documents(text: str, file: str) -> Iterator[tuple[Any, Positions] | Diagnostic]:
@@ -357,7 +412,8 @@ def _yaml_documents(text: str, file: str) -> Iterator[tuple[Any, Positions] | Di
         except StopIteration:
             return
         except (yaml.YAMLError, ValueError) as exc:
-            yield Diagnostic(Severity.ERROR, file, *_yaml_problem(exc, text), "")
+            line, col, message = _yaml_problem(exc, text)
+            yield Diagnostic(Severity.ERROR, file, line, col, "", message)
             return
         except RecursionError:
             yield Diagnostic(Severity.ERROR, file, 0, 0, "", "YAML syntax error: document nested too deeply")
@@ -368,13 +424,13 @@ def _yaml_documents(text: str, file: str) -> Iterator[tuple[Any, Positions] | Di
         try:
             data, pos = builder.document(node)
         except _DocError as exc:
-            yield Diagnostic(Severity.ERROR, file, exc.line, exc.column, "", exc.message)
+            yield Diagnostic(Severity.ERROR, file, exc.line, exc.column, convert.fmt_path(exc.path), exc.message)
             continue
         except RecursionError:
             yield Diagnostic(Severity.ERROR, file, node.start_mark.line + 1, 1, "", "document nested too deeply")
             continue
-        for line, col, message in builder.problems:
-            yield Diagnostic(Severity.ERROR, file, line, col, "", message)
+        for line, col, path, message in builder.problems:
+            yield Diagnostic(Severity.ERROR, file, line, col, convert.fmt_path(path), message)
         if data is not None:
             yield data, pos
 
@@ -393,7 +449,7 @@ class _JSONReader:
     def __init__(self, text: str):
         self.text = text
         self.starts = [0] + [m.end() for m in re.finditer("\n", text)]
-        self.problems: list[tuple[int, int, str]] = []
+        self.problems: list[tuple[int, int, Path_, str]] = []
 
     def where(self, offset: int) -> tuple[int, int]:
         i = bisect.bisect_right(self.starts, offset) - 1
@@ -428,6 +484,8 @@ class _JSONReader:
             if text[i:i + 1] == "]":
                 return out, i + 1
             while True:
+                if text[i:i + 1] == "]":
+                    self.fail(i, "a trailing comma before ']'")
                 v, i = self.value(i, path + (len(out),), pos, depth + 1)
                 out.append(v)
                 i = _JSON_WS.match(text, i).end()
@@ -471,7 +529,8 @@ class _JSONReader:
             return out, i + 1
         while True:
             if text[i:i + 1] != '"':
-                self.fail(i, "expected a key in double quotes")
+                self.fail(i, "a trailing comma before '}'" if text[i:i + 1] == "}"
+                          else "expected a key in double quotes")
             kstart = i
             key, i = self.string(i)
             i = _JSON_WS.match(text, i).end()
@@ -480,7 +539,7 @@ class _JSONReader:
             i = _JSON_WS.match(text, i + 1).end()
             if key in out:
                 first = pos.keys.get(path + (key,), (0, 0))
-                self.problems.append((*self.where(kstart),
+                self.problems.append((*self.where(kstart), path + (key,),
                                       f"duplicate key {key!r} (first at line {first[0]}); remove one of them"))
                 _, i = self.value(i, path + (key,), Positions(), depth + 1)
             else:
@@ -509,8 +568,8 @@ def _json_documents(text: str, file: str) -> Iterator[tuple[Any, Positions] | Di
         except RecursionError:
             yield Diagnostic(Severity.ERROR, file, 0, 0, "", "JSON syntax error: document nested too deeply")
             return
-        for line, col, message in reader.problems:
-            yield Diagnostic(Severity.ERROR, file, line, col, "", message)
+        for line, col, path, message in reader.problems:
+            yield Diagnostic(Severity.ERROR, file, line, col, convert.fmt_path(path), message)
         reader.problems = []
         yield doc
 
@@ -1292,9 +1351,7 @@ class _Run:
             data["apiVersion"] = want
         if kind in ("Pod", "Deployment") and "spec" not in data:
             chk.error(("spec",), f"required field is missing: a {kind} needs a spec with containers")
-            data["spec"] = {}
-            if kind == "Deployment":
-                data["spec"] = {"selector": {}, "template": {}}
+            data["spec"] = {"containers": []} if kind == "Pod" else {"selector": {}, "template": {}}
 
         # 1. schema: every error reported, then repaired in the copy so that checking can go on.
         validator = _validator(kind)
@@ -1358,8 +1415,8 @@ class _Run:
             if len(path) == 2 and path[0] == "metadata" and path[1] in SERVER_FIELDS:
                 continue
             value = _get(raw, path)
-            if value in ({}, [], "", None):
-                continue  # an empty value does nothing either way (exported YAML is full of them)
+            if value in ({}, [], "", None) or (path[-1] in UNUSED_DEFAULTS and value == UNUSED_DEFAULTS[path[-1]]):
+                continue  # an empty or default value asks for nothing (exported YAML is full of them)
             pattern = convert.fmt_path(tuple("[]" if isinstance(p, int) else p for p in path)).replace(".[]", "[]")
             if pattern in self.warned:
                 continue
@@ -1457,8 +1514,9 @@ def _check_references(entries: list[_Entry], known: set[tuple[str, str, str]], o
                     for j, ef in enumerate(c.env_from):
                         ref, kind = (ef.config_map_ref, "ConfigMap") if ef.config_map_ref else (ef.secret_ref, "Secret")
                         if ref and not ref.optional and lookup(kind, ns, ref.name) is None:
-                            out.append(_error(e, cp + ("envFrom", j), f"{kind} {ref.name!r} not found (define it, "
-                                              "or mark the reference optional: true)"))
+                            rname = "configMapRef" if kind == "ConfigMap" else "secretRef"
+                            out.append(_error(e, cp + ("envFrom", j, rname, "name"), f"{kind} {ref.name!r} not found "
+                                              "(define it, or mark the reference optional: true)"))
                     for j, env in enumerate(c.env):
                         vf = env.value_from
                         sel = vf and (vf.config_map_key_ref or vf.secret_key_ref)
