@@ -491,3 +491,23 @@ def test_unsupported_auth_scheme(make_store, hostile, host_paths):
     with pytest.raises(ImageError, match="unsupported authentication 'negotiate'"):
         make_store().pull(hostile.ref())
     assert_nothing_stored(host_paths)
+
+
+# --- pull policy Always asks with a HEAD -------------------------------------------------------------
+
+def test_always_asks_with_head_and_pulls_nothing_when_unchanged(make_store, hostile, host_paths):
+    store = make_store()
+    info = store.ensure_image(hostile.ref(), "Always")
+    gets = len(hostile.seen("GET"))
+    assert store.ensure_image(hostile.ref(), "Always") == info
+    assert len(hostile.seen("HEAD", "/manifests/latest")) == 1
+    assert len(hostile.seen("GET")) == gets  # no manifest or blob downloaded again
+
+
+def test_always_falls_back_to_get_when_head_has_no_digest(make_store, hostile, host_paths):
+    store = make_store()
+    info = store.ensure_image(hostile.ref(), "Always")
+    hostile.digest_header["latest"] = ""
+    assert store.ensure_image(hostile.ref(), "Always") == info
+    assert len(hostile.seen("GET", "/manifests/latest")) == 2
+    assert len(hostile.seen("GET", "/blobs/")) == 3  # only the first pull's config + 2 layers
