@@ -373,6 +373,7 @@ class RuncRuntime:
             arch=self._fact("arch", hostinfo.arch),
             kernel=self._fact("kernel", hostinfo.kernel_version),
             cap_last_cap=self._fact("cap_last_cap", hostinfo.cap_last_cap),
+            host_capabilities=self._fact("bounding", hostinfo.bounding_capabilities),
             pids_limit=self.pids_limit,
             swap_accounting=self._fact("swap", hostinfo.swap_accounting),
             **extra,

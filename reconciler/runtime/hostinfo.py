@@ -20,7 +20,7 @@ import stat
 import time
 
 from reconciler.errors import ContainerRuntimeError
-from reconciler.runtime.oci import RLIM_MAX, HostDevice
+from reconciler.runtime.oci import ALL_CAPABILITIES, RLIM_MAX, HostDevice
 from reconciler.runtime.seccomp import MACHINE_TO_ARCH
 
 
@@ -52,6 +52,19 @@ def cap_last_cap() -> int:
             return int(f.read())
     except (OSError, ValueError):
         return 40
+
+
+def bounding_capabilities() -> tuple[str, ...] | None:
+    """The capabilities podplay itself may pass on (its bounding set), or None if unknown."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("CapBnd:"):
+                    mask = int(line.split()[1], 16)
+                    return tuple(c for i, c in enumerate(ALL_CAPABILITIES) if mask >> i & 1)
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 def swap_accounting() -> bool:

@@ -71,12 +71,13 @@ class _Joiner:
             if not partial:
                 self.skipping.add(stream)
             return None
-        start, text = self.pending.pop(stream, (when, b""))
+        _, text = self.pending.pop(stream, (when, b""))
         text += content
         if partial:
-            self.pending[stream] = (start, text)
+            self.pending[stream] = (when, text)
             return None
-        return start, stream, text
+        # The time of the record that completes the line: records stay in file (and time) order.
+        return when, stream, text
 
     def flush(self) -> list[Record]:
         out = [(start, stream, text) for stream, (start, text) in self.pending.items()]

@@ -135,6 +135,7 @@ class RuntimeContext:
     arch: str = "amd64"
     kernel: tuple[int, int] = (0, 0)
     cap_last_cap: int = len(ALL_CAPABILITIES) - 1
+    host_capabilities: tuple[str, ...] | None = None  # the runtime's own bounding set; None: all
     pids_limit: int = 4096  # 0: no limit
     swap_accounting: bool = False
     host_devices: tuple[HostDevice, ...] = ()
@@ -316,25 +317,32 @@ def _cap_name(pod: DesiredPod, name: str, cap: str) -> str:
 
 
 def capabilities(pod: DesiredPod, name: str, sc: SecurityContext | None, ctx: RuntimeContext) -> list[str]:
-    """CRI-O's order: defaults, add ALL, drop ALL, then single adds, then single drops."""
-    known = ALL_CAPABILITIES[: ctx.cap_last_cap + 1]
+    """CRI-O's order: defaults, add ALL, drop ALL, then single adds, then single drops.
+
+    "All" (privileged, add ALL) means all that this kernel has and podplay itself holds (a VM may
+    withhold some, e.g. CAP_SYS_RESOURCE), as in podman; naming one podplay lacks is an error."""
+    available = [c for c in ALL_CAPABILITIES[: ctx.cap_last_cap + 1]
+                 if ctx.host_capabilities is None or c in ctx.host_capabilities]
     if sc is not None and sc.privileged:
-        return list(known)
+        return available
     caps = dict.fromkeys(DEFAULT_CAPABILITIES)
     add = sc.capabilities.add if sc and sc.capabilities else ()
     drop = sc.capabilities.drop if sc and sc.capabilities else ()
     if any(c.upper() == "ALL" for c in add):
-        caps = dict.fromkeys(known)
+        caps = dict.fromkeys(available)
     if any(c.upper() == "ALL" for c in drop):
         caps = {}
     for c in add:
         if c.upper() != "ALL":
-            caps[_cap_name(pod, name, c)] = None
+            cap = _cap_name(pod, name, c)
+            if cap not in available:
+                raise _fail(pod, name, f"securityContext.capabilities.add: {cap} is not available on this host "
+                                       "(the kernel or podplay's own bounding set lacks it)")
+            caps[cap] = None
     for c in drop:
         if c.upper() != "ALL":
             caps.pop(_cap_name(pod, name, c), None)
-    # A capability this kernel does not have cannot be granted; runc would only warn.
-    return [c for c in caps if c in known]
+    return [c for c in caps if c in available]
 
 
 def _seccomp_profile(pod: DesiredPod, sc: SecurityContext | None) -> SeccompProfile:
@@ -513,15 +521,15 @@ def base_mounts(pod: DesiredPod, ctx: RuntimeContext, privileged: bool, readonly
     ]
     if spec.host_ipc:
         mounts.append(_bind("/dev/shm", "/dev/shm", ["rbind", "nosuid", "noexec", "nodev"]))
-        mounts.append(_bind("/dev/mqueue", "/dev/mqueue", ["rbind", "nosuid", "noexec", "nodev"]))
+    elif ctx.shm_dir:
+        mounts.append(_bind("/dev/shm", ctx.shm_dir, ["bind", "nosuid", "noexec", "nodev"]))
     else:
-        if ctx.shm_dir:
-            mounts.append(_bind("/dev/shm", ctx.shm_dir, ["bind", "nosuid", "noexec", "nodev"]))
-        else:
-            mounts.append({"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
-                           "options": ["nosuid", "noexec", "nodev", "mode=1777", f"size={SHM_SIZE}"]})
-        mounts.append({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
-                       "options": ["nosuid", "noexec", "nodev"]})
+        mounts.append({"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+                       "options": ["nosuid", "noexec", "nodev", "mode=1777", f"size={SHM_SIZE}"]})
+    # An mqueue mount shows the queues of the IPC namespace it is mounted in: the pod's, or the
+    # host's with hostIPC (which need not have /dev/mqueue mounted itself).
+    mounts.append({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+                   "options": ["nosuid", "noexec", "nodev"]})
     mounts.append({"destination": "/sys", "type": "sysfs", "source": "sysfs",
                    "options": ["nosuid", "noexec", "nodev", *ro_sys]})
     mounts.append({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup",

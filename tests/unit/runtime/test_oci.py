@@ -198,6 +198,19 @@ def test_capabilities_the_kernel_lacks_are_left_out():
     assert cfg["process"]["capabilities"]["bounding"] == list(oci.ALL_CAPABILITIES[:38])
 
 
+def test_all_means_what_the_host_can_give_and_a_missing_capability_is_an_error():
+    host = tuple(c for c in oci.ALL_CAPABILITIES if c != "CAP_SYS_RESOURCE")
+    pod = make_pod("web", [{"name": "c", "securityContext": {"privileged": True}}])
+    cfg = oci.container_config(pod, pod.containers[0], image(), ctx(host_capabilities=host))
+    assert cfg["process"]["capabilities"]["bounding"] == list(host)
+    pod = make_pod("web", [{"name": "c", "securityContext": {"capabilities": {"add": ["ALL"]}}}])
+    assert "CAP_SYS_RESOURCE" not in oci.container_config(pod, pod.containers[0], image(), ctx(
+        host_capabilities=host))["process"]["capabilities"]["bounding"]
+    pod = make_pod("web", [{"name": "c", "securityContext": {"capabilities": {"add": ["SYS_RESOURCE"]}}}])
+    with pytest.raises(ContainerRuntimeError, match="CAP_SYS_RESOURCE is not available on this host"):
+        oci.container_config(pod, pod.containers[0], image(), ctx(host_capabilities=host))
+
+
 @pytest.mark.parametrize("sc,expected", [
     ({}, True),
     ({"allowPrivilegeEscalation": False}, True),
@@ -390,7 +403,7 @@ def test_default_mounts():
 def test_host_ipc_uses_the_host_shm():
     got = mounts(config([{"name": "c"}], hostIPC=True))
     assert got["/dev/shm"]["source"] == "/dev/shm"
-    assert got["/dev/mqueue"]["source"] == "/dev/mqueue"
+    assert got["/dev/mqueue"]["type"] == "mqueue"
 
 
 VOLUMES = [{"name": "data", "emptyDir": {}}, {"name": "cfg", "configMap": {"name": "cm", "optional": True}}]
