@@ -1,0 +1,129 @@
+"""`podplay watch DIR…`: manifest files on this host as a keeper's source, noticed through inotify.
+
+Events are debounced: a pass runs once the files have been quiet for ``debounce`` seconds (an
+editor's write-then-rename, a `git checkout` touching fifty files: one pass), or at the latest
+``debounce_max`` seconds after the first event, so that a file written to all the time still
+gets converged. Events the keeper causes itself (it opens and reads the files) are not
+subscribed to.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+
+from reconciler.manifests import MANIFEST_SUFFIXES
+from reconciler.state import StateStore
+from reconciler.watch.files import Composition, ManifestFiles
+
+
+def source_id(kind: str, key: str) -> str:
+    return f"{kind}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+
+
+def _relevant_name(path: str) -> bool:
+    name = os.path.basename(path)
+    return name.endswith(MANIFEST_SUFFIXES) and not name.startswith((".", "#"))
+
+
+class DirSource:
+    kind = "watch"
+    news = "files"
+
+    def __init__(self, paths: Sequence[str], state: StateStore | None, *, debounce: float = 0.3,
+                 debounce_max: float = 2.0, monotonic: Callable[[], float] = time.monotonic):
+        self.files = ManifestFiles(paths, state)
+        self.paths = self.files.paths
+        self.scope_paths = self.files.scope_paths
+        self.id = source_id("watch", "\0".join(sorted(self.paths)))
+        self.debounce, self.debounce_max = debounce, debounce_max
+        self.mono = monotonic
+        self._lock = threading.Lock()
+        self._first: float | None = None
+        self._last: float | None = None
+        self._wake: Callable[[], None] = lambda: None
+        self._observer = None
+        self.events = 0
+
+    def start(self, wake: Callable[[], None]) -> None:
+        from watchdog.events import (
+            DirCreatedEvent,
+            DirDeletedEvent,
+            DirMovedEvent,
+            FileClosedEvent,
+            FileCreatedEvent,
+            FileDeletedEvent,
+            FileModifiedEvent,
+            FileMovedEvent,
+            FileSystemEventHandler,
+        )
+        from watchdog.observers import Observer
+
+        self._wake = wake
+        source = self
+
+        class Handler(FileSystemEventHandler):
+            def __init__(self, only: str | None):
+                self.only = only  # a file named directly: its parent is watched, for this name only
+
+            def on_any_event(self, event) -> None:
+                paths = [os.fsdecode(event.src_path)]
+                if getattr(event, "dest_path", ""):
+                    paths.append(os.fsdecode(event.dest_path))
+                if self.only is not None:
+                    hit = self.only in paths
+                else:
+                    hit = event.is_directory or any(_relevant_name(p) for p in paths)
+                if hit:
+                    source.notice()
+
+        # Directory "modified" events (any file created inside) and open/close-without-write
+        # events (our own reads) are left out of the inotify mask.
+        wanted = [FileCreatedEvent, FileModifiedEvent, FileClosedEvent, FileDeletedEvent, FileMovedEvent,
+                  DirCreatedEvent, DirDeletedEvent, DirMovedEvent]
+        observer = Observer()
+        observer.daemon = True
+        for p in self.paths:
+            if os.path.isdir(p):
+                observer.schedule(Handler(None), p, recursive=True, event_filter=wanted)
+            else:
+                observer.schedule(Handler(p), os.path.dirname(p) or ".", recursive=False, event_filter=wanted)
+        observer.start()
+        self._observer = observer
+
+    def notice(self) -> None:
+        """A relevant file event (called on the watcher thread)."""
+        now = self.mono()
+        with self._lock:
+            self.events += 1
+            if self._first is None:
+                self._first = now
+            self._last = now
+        self._wake()
+
+    def due(self) -> float | None:
+        with self._lock:
+            if self._first is None:
+                return None
+            return min(self._last + self.debounce, self._first + self.debounce_max)
+
+    def refresh(self, full: bool) -> Composition:
+        with self._lock:
+            # Cleared before reading: an event that comes while the files are read asks again.
+            self._first = self._last = None
+        return self.files.refresh(full)
+
+    def settle(self, comp, result, error) -> None:
+        return None
+
+    def describe(self) -> dict:
+        return {"paths": list(self.paths)}
+
+    def close(self) -> None:
+        if self._observer is not None:
+            self._observer.stop()
+            self._observer.join(timeout=5)
+            self._observer = None

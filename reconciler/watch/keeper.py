@@ -1,0 +1,412 @@
+"""The loop that keeps a host converged: shared by `podplay watch` (files) and `podplay sync` (git).
+
+A *source* says what the host should run (a ``Composition``) and when it has news (``due()``).
+The keeper runs a pass when the source has news, on a periodic full resync, and when a cheap
+relist of the runtime (every ``relist`` seconds, and exactly when a crash-loop back-off expires)
+finds something to do: a container that exited, a pod removed behind podplay's back.
+
+The relist reuses the parsed desired state: it costs one ``observe_host`` and one
+``compute_diff``; the apply lock is taken only when there is something to change. Between
+events the keeper sleeps in ``select`` on a self-pipe that the file watcher and the signal
+handlers write to: no polling.
+
+On stop (SIGTERM) the pods stay: they belong to the host, not to the keeper; with
+``down_on_exit`` the keeper removes what its source describes first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import select
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from reconciler.desired import DesiredState
+from reconciler.diff import Action, compute_diff
+from reconciler.drivers.base import Drivers
+from reconciler.errors import EXIT_APPLY_FAILED, LockedError, PodplayError
+from reconciler.observe import observe_host
+from reconciler.observed import ObservedHost
+from reconciler.paths import HostPaths
+from reconciler.plan import Plan, Txn
+from reconciler.reconcile import PassResult, run_pass
+from reconciler.state import ApplyLock, StateStore
+from reconciler.watch.backoff import backoff_schedule
+from reconciler.watch.files import Composition, empty_composition
+from reconciler.watch.log import EventLog
+
+
+class Source(Protocol):
+    """Where a keeper's manifests come from."""
+
+    kind: str  # watch | sync
+    news: str  # the trigger name of a pass it asks for: files | git
+    id: str  # stable name of this source on this host (status, lock file)
+    scope_paths: tuple[str, ...]
+
+    def start(self, wake: Callable[[], None]) -> None:
+        """Begin noticing news; call `wake` (from any thread) when there is some."""
+
+    def close(self) -> None:
+        ...
+
+    def due(self) -> float | None:
+        """Monotonic time at which ``refresh`` should run (news, debounced), or None."""
+
+    def refresh(self, full: bool) -> Composition:
+        """The composition to converge to now; `full` re-reads everything (the periodic resync)."""
+
+    def settle(self, comp: Composition, result: PassResult | None, error: str) -> Composition | None:
+        """Told how a pass over `comp` went; returns a composition to apply next (a rollback) or None."""
+
+    def describe(self) -> dict:
+        """What `podplay status` shows about the source."""
+
+
+class HealthHook(Protocol):
+    """Runs on every relist tick with what the host should run and what it runs; the place for
+    per-pod liveness/readiness probes. Returns seconds until it wants the next tick, or None."""
+
+    def __call__(self, desired: DesiredState, observed: ObservedHost, now: float) -> float | None:
+        ...
+
+
+@dataclass
+class KeeperOptions:
+    relist: float = 2.0  # seconds between relists of the runtime
+    resync: float = 300.0  # seconds between full passes (every file re-read, journal recovered)
+    down_on_exit: bool = False
+    reopen_drivers: bool = False  # open the drivers afresh for every pass (the file-backed fake host)
+    once: bool = False  # converge once and return (sync --once)
+
+
+class KeeperLock:
+    """One keeper per source on a host: two watchers of the same files would fight over them."""
+
+    def __init__(self, host_paths: HostPaths, source_id: str):
+        self.path = host_paths.runroot / "keep" / f"{source_id}.lock"
+        self.fd: int | None = None
+
+    def __enter__(self) -> KeeperLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise LockedError(f"this source is already kept by {holder} (lock {self.path})") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}\n".encode(), 0)
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+
+
+class Waker:
+    """A self-pipe: `wake()` is safe from threads and signal handlers; `wait()` sleeps in select."""
+
+    def __init__(self):
+        self.r, self.w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+
+    def wake(self) -> None:
+        # A full pipe means a wake-up is already pending; a closed one, that the keeper is done.
+        with contextlib.suppress(OSError):
+            os.write(self.w, b".")
+
+    def wait(self, timeout: float | None) -> None:
+        select.select([self.r], [], [], None if timeout is None else max(0.0, timeout))
+        try:
+            while os.read(self.r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def close(self) -> None:
+        os.close(self.r)
+        os.close(self.w)
+
+
+class Keeper:
+    def __init__(self, source: Source, host_paths: HostPaths, state: StateStore,
+                 open_drivers: Callable[[], Drivers], log: EventLog, options: KeeperOptions | None = None, *,
+                 health: HealthHook | None = None, clock: Callable[[], float] = time.time,
+                 monotonic: Callable[[], float] = time.monotonic):
+        self.source = source
+        self.paths = host_paths
+        self.state = state
+        self.open_drivers = open_drivers
+        self.log = log
+        self.options = options or KeeperOptions()
+        self.health = health
+        self.clock, self.mono = clock, monotonic
+        self.comp: Composition = empty_composition(source.scope_paths)
+        self.waker = Waker()
+        self.stopping = False
+        self.started = clock()
+        self.next_relist = 0.0
+        self.next_resync = 0.0
+        self.backoff_at: float | None = None  # monotonic time of the next back-off expiry
+        self.health_at: float | None = None
+        self.backoff: dict[str, dict] = {}  # container id → back-off state, for status and ps
+        self.last_pass: dict = {}
+        self.passes = 0
+        self._drivers: Drivers | None = None
+        self._files_seen: dict[str, tuple] = {}
+        self._plan: Plan | None = None
+
+    # --- life cycle --------------------------------------------------------------------------------
+
+    def request_stop(self) -> None:
+        """From a signal handler: finish the current step, then stop."""
+        self.stopping = True
+        self.waker.wake()
+
+    def run(self) -> int:
+        self.log.info("start", source=self.source.kind, id=self.source.id, pid=os.getpid(),
+                      relist_s=self.options.relist, resync_s=self.options.resync, **self._source_fields())
+        self.source.start(self.waker.wake)
+        try:
+            self._guard(lambda: self.converge("start", refresh=True, full=True))
+            if self.options.once:
+                return 0 if self.healthy() else EXIT_APPLY_FAILED
+            while not self.stopping:
+                self.step()
+            if self.options.down_on_exit:
+                self._guard(self.down)
+        finally:
+            self.source.close()
+            self._record(running=False)
+            self.log.info("stop", down=self.options.down_on_exit, passes=self.passes)
+            if self._drivers is not None:
+                self._drivers.close()
+            self.waker.close()
+        return 0
+
+    def step(self) -> None:
+        """Do whatever is due now, else sleep until something is (or a wake-up comes)."""
+        now = self.mono()
+        news = self.source.due()
+        if news is not None and news <= now:
+            self._guard(lambda: self.converge(self.source.news, refresh=True))
+            return
+        if now >= self.next_resync:
+            self._guard(lambda: self.converge("resync", refresh=True, full=True))
+            return
+        timers = [t for t in (self.next_relist, self.backoff_at, self.health_at) if t is not None]
+        if min(timers) <= now:
+            self._guard(self.tick)
+            return
+        self.waker.wait(min([self.next_resync, *timers] + ([news] if news is not None else [])) - now)
+
+    def _guard(self, fn: Callable[[], None]) -> None:
+        """A failing pass must not end the keeper: log it, try again at the next tick."""
+        try:
+            fn()
+        except PodplayError as exc:
+            self.log.error("pass_failed", error=str(exc))
+            self._note_pass("error", 0, 0, 0.0, [str(exc)])
+        except Exception as exc:  # a bug: say where, keep the host converging
+            self.log.error("internal_error", error=f"{type(exc).__name__}: {exc}",
+                           trace=traceback.format_exc(limit=8))
+            self._note_pass("error", 0, 0, 0.0, [f"internal error: {exc}"])
+        finally:
+            self.next_relist = max(self.next_relist, self.mono() + self.options.relist)
+
+    def healthy(self) -> bool:
+        """The last pass applied everything, with every file and commit accepted."""
+        return (not self.last_pass.get("errors") and not self.comp.held and not self.comp.problems
+                and not self.source.describe().get("problem"))
+
+    def _source_fields(self) -> dict:
+        return {k: v for k, v in self.source.describe().items() if k in ("paths", "url", "branch", "path", "applied")
+                and v}
+
+    # --- drivers ----------------------------------------------------------------------------------
+
+    def drivers(self) -> Drivers:
+        if self._drivers is None or self.options.reopen_drivers:
+            if self._drivers is not None:
+                self._drivers.close()
+                self._drivers = None
+            self._drivers = self.open_drivers()
+        return self._drivers
+
+    # --- passes -----------------------------------------------------------------------------------
+
+    def converge(self, trigger: str, *, refresh: bool = False, full: bool = False) -> None:
+        if full:
+            self.next_resync = self.mono() + self.options.resync
+        if refresh:
+            comp = self.source.refresh(full)
+            self._note_files(comp)
+            self.comp = comp
+        comp = self.comp
+        while True:
+            result, error = self._pass(comp, trigger, always=full)
+            follow = self.source.settle(comp, result, error)
+            if follow is None:
+                break
+            self.comp = comp = follow
+            self._note_files(comp)
+            trigger = "rollback"
+        self._record()
+
+    def _pass(self, comp: Composition, trigger: str, *, always: bool) -> tuple[PassResult | None, str]:
+        """Apply `comp` if the host differs from it (or always). Returns the result, or why it failed."""
+        started = self.mono()
+        drivers = self.drivers()
+        observed = observe_host(drivers)
+        changes = compute_diff(comp.desired, observed, self.state.last_applied(), comp.scope, now=self.clock())
+        if not always and not any(c.action != Action.NOOP for c in changes):
+            self._schedule(comp, observed)
+            if trigger in (self.source.news, "rollback"):
+                self.log.info("pass", trigger=trigger, revision=comp.revision or None, changes=0,
+                              duration_ms=round((self.mono() - started) * 1000, 1))
+                self._note_pass(trigger, 0, 0, self.mono() - started, [])
+            return None, ""
+        try:
+            with ApplyLock(self.paths.lock_file):
+                drivers = self.drivers()  # what the host is now that nobody else may change it
+                result = run_pass(list(comp.scope.paths), drivers, self.state, self.paths, manifests=comp.manifests,
+                                  now=self.clock(), report=self._report, on_plan=self._set_plan, locked=True)
+                observed = observe_host(drivers)
+        except PodplayError as exc:
+            self.log.error("pass", trigger=trigger, revision=comp.revision or None, error=str(exc))
+            self._note_pass(trigger, 0, 0, self.mono() - started, [str(exc)])
+            return None, str(exc)
+        for note in result.recovered:
+            self.log.warning("recovered", note=note)
+        effective = result.plan.effective_changes
+        failed = result.applied.failed if result.applied else []
+        errors = [f"{r.txn.key}: {r.error}" for r in failed]
+        duration = self.mono() - started
+        self.passes += 1
+        if effective or failed or trigger in ("start", "rollback", self.source.news):
+            self.log("pass", "error" if failed else "info", trigger=trigger, revision=comp.revision or None,
+                     changes=len(effective), failed=len(failed) or None, duration_ms=round(duration * 1000, 1))
+        self._note_pass(trigger, len(effective), len(failed), duration, errors)
+        self._schedule(comp, observed)
+        return result, "; ".join(errors)
+
+    def tick(self) -> None:
+        """The cheap relist: the runtime against the cached desired state."""
+        self.next_relist = self.mono() + self.options.relist
+        observed = observe_host(self.drivers())
+        now = self.clock()
+        if self.health is not None:
+            again = self.health(self.comp.desired, observed, now)
+            self.health_at = self.mono() + again if again is not None else None
+        changes = compute_diff(self.comp.desired, observed, self.state.last_applied(), self.comp.scope, now=now)
+        drift = [c for c in changes if c.action != Action.NOOP]
+        if not drift:
+            self._schedule(self.comp, observed)
+            return
+        for c in drift:
+            self.log.info("drift", pod=f"{c.key.namespace}/{c.key.name}", action=str(c.action), reason=str(c.reason),
+                          containers=",".join(c.containers) or None, detail=c.detail or None)
+        self.converge("relist")
+
+    def down(self) -> None:
+        """--down-on-exit: remove what the source describes (and what it created earlier)."""
+        comp = self.comp
+        with ApplyLock(self.paths.lock_file):
+            result = run_pass(list(comp.scope.paths), self.drivers(), self.state, self.paths, mode="down",
+                              manifests=comp.manifests, report=self._report, on_plan=self._set_plan, locked=True)
+        self.log("down", "info" if result.ok else "error", removed=len(result.plan.effective_changes),
+                 failed=len(result.applied.failed) if result.applied else None)
+
+    # --- reporting --------------------------------------------------------------------------------
+
+    def _set_plan(self, plan: Plan) -> None:
+        self._plan = plan
+
+    def _report(self, event: str, txn: Txn, message: str) -> None:
+        if event == "begin":
+            return
+        change = None
+        if self._plan is not None:
+            change = next((c for c in self._plan.changes if f"{c.key.namespace}/{c.key.name}" == txn.key
+                           and txn.uid and txn.uid in (c.before, c.after)), None)
+        if event in ("failed", "skipped"):
+            self.log.error("apply_failed", what=txn.kind, key=txn.key, error=message)
+            return
+        if change is None:
+            return
+        verb = {"create": "replaced" if change.action == Action.REPLACE else "created",
+                "delete": "" if change.action == Action.REPLACE else "deleted",
+                "start": "restarted"}.get(txn.kind, "")
+        if verb:
+            self.log.info(verb, pod=txn.key, reason=str(change.reason), detail=change.detail or None,
+                          containers=",".join(change.containers) or None)
+
+    def _note_files(self, comp: Composition) -> None:
+        """Log each file's change of state once (not on every pass)."""
+        seen: dict[str, tuple] = {}
+        for path, r in comp.files.items():
+            key = (r.state, tuple(r.errors))
+            seen[path] = key
+            if self._files_seen.get(path) == key:
+                continue
+            if r.state == "ok":
+                if path in self._files_seen and self._files_seen[path][0] != "ok":
+                    self.log.info("file_ok", file=path)
+            elif r.state == "deleted":
+                self.log.info("file_deleted", file=path)
+            else:
+                self.log.error("file_invalid", file=path, using=r.using, error=" | ".join(r.errors))
+                self.state.add_event("error", path, "; ".join(r.errors) or "invalid")
+        self._files_seen = {p: k for p, k in seen.items() if k[0] != "deleted"}
+        if comp.held:
+            self.log.error("held", reason=comp.held)
+
+    def _schedule(self, comp: Composition, observed: ObservedHost) -> None:
+        """Wake up exactly when the next crash-loop back-off expires."""
+        now = self.clock()
+        backoff = backoff_schedule(comp.desired, observed, now)
+        for cid, b in backoff.items():
+            if cid not in self.backoff or self.backoff[cid]["until"] != b["until"]:
+                self.log.info("backoff", pod=b["pod"], container=b["container"], exit_code=b["exit_code"],
+                              restarts=b["restarts"], restart_in_s=round(b["until"] - now, 1))
+        changed = set(backoff) != set(self.backoff)
+        self.backoff = backoff
+        if backoff:
+            soonest = min(b["until"] for b in backoff.values())
+            # A little after expiry, so that compute_diff (which compares with its own clock) agrees.
+            self.backoff_at = self.mono() + max(0.0, soonest - now) + 0.05
+        else:
+            self.backoff_at = None
+        if changed:
+            self._record()
+
+    def _note_pass(self, trigger: str, changes: int, failed: int, duration: float, errors: list[str]) -> None:
+        self.last_pass = {"at": self.clock(), "trigger": trigger, "changes": changes, "failed": failed,
+                          "duration_ms": round(duration * 1000, 1), "errors": errors[:20]}
+
+    def status(self, *, running: bool = True) -> dict:
+        comp = self.comp
+        return {
+            "kind": self.source.kind, "id": self.source.id, "source": self.source.describe(),
+            "pid": os.getpid(), "running": running, "started": self.started, "updated": self.clock(),
+            "revision": comp.revision, "scope": list(comp.scope.paths), "prune": comp.scope.prune,
+            "last_pass": self.last_pass, "held": comp.held,
+            "files": [r.to_json() for r in comp.problems],
+            "file_count": sum(1 for r in comp.files.values() if r.state != "deleted"),
+            "pods": sorted(comp.desired.pods),
+            "backoff": self.backoff,
+        }
+
+    def _record(self, running: bool = True) -> None:
+        self.state.set_source(self.source.id, self.status(running=running))
+
