@@ -253,8 +253,11 @@ class Registry:
             cfg = self.workdir / "config.yml"
             cfg.write_text(self._config())
             log = open(self.workdir / "registry.log", "wb")  # noqa: SIM115 - owned by the process
+            # distribution reads REGISTRY_<SECTION>_<KEY> variables as configuration (a test's
+            # REGISTRY_AUTH_FILE would become "auth.file"): start it without any of them.
+            env = {k: v for k, v in os.environ.items() if not k.startswith("REGISTRY_")}
             self.proc = subprocess.Popen([REGISTRY_BIN, "serve", str(cfg)], stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True)
+                                         start_new_session=True, env=env)
             log.close()
             if self._wait_ready():
                 return self
