@@ -349,6 +349,8 @@ def _yaml_problem(exc, text: str) -> tuple[int, int, str]:
         msg = f"this line is not indented like the mapping that starts at line {cline}, column {ccol}"
     elif "could not find expected ':'" in problem:
         msg = "expected 'key: value' here (is the ':' or its following space missing?)"
+    elif "maximum nesting depth" in problem:
+        msg = "document nested too deeply"
     elif "undefined alias" in problem:
         msg = "this alias (*name) refers to an anchor (&name) that is not defined before it"
     elif "duplicate anchor" in context:
