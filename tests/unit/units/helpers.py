@@ -116,7 +116,8 @@ def systemd_load(unit_dir: Path, unit: str) -> dict[str, list]:
             continue
         m = re.match(r"^\t\t\tCommand Line: (.*)$", line)
         if m and current_exec:
-            argv = [_substitute(w) for w in _split_command_line(m.group(1))]
+            words = _split_command_line(m.group(1))
+            argv = words[:1] + [_substitute(w) for w in words[1:]]  # the executable is never substituted
             out.setdefault(current_exec, []).append(argv)
             continue
         m = re.match(r"^\t\t([A-Za-z ]+): (.*)$", line)

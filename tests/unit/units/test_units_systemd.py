@@ -62,7 +62,13 @@ def test_systemd_reads_back_every_value(tmp_path, unit_dir):
     (manifests / "web app.yaml").write_text(pod("web", extra=volumes))
     root, runroot = base / "root", base / "run"
     url = "https://git.example.com/a%20b/$repo.git"
-    for extra in ([str(manifests)], ["--watch", str(manifests)], ["--sync", url, "--branch", "release/v1 'x'"]):
+    # An installed podplay may live under an awkward path too: it is argv[0] of every command.
+    # (Quotes excepted: systemd refuses them there, and so does generate.)
+    exe = tmp_path / "bin $HOME %i ü" / "podplay"
+    exe.parent.mkdir()
+    shutil.copy(VENV_PODPLAY, exe)
+    for extra in ([str(manifests)], ["--watch", str(manifests)],
+                  ["--sync", url, "--branch", "release/v1 'x'", "--executable", str(exe)]):
         proc = podplay("generate", "systemd", "--root", str(root), "--runroot", str(runroot),
                        "--files", str(unit_dir), *extra)
         assert proc.returncode == 0, proc.stderr
@@ -107,7 +113,7 @@ def test_systemd_reads_back_every_value(tmp_path, unit_dir):
 
     sync_name = next(n for n in names if n.startswith("podplay-sync-"))
     sync = systemd_load(unit_dir, sync_name)
-    assert sync["ExecStart"] == [[str(VENV_PODPLAY), "sync", url, "--branch", "release/v1 'x'"]]
+    assert sync["ExecStart"] == [[str(exe), "sync", url, "--branch", "release/v1 'x'"]]
     assert sync["Documentation"] == [url]
 
 
