@@ -358,6 +358,8 @@ def _yaml_problem(exc, text: str) -> tuple[int, int, str]:
     elif "block sequence" in context and "expected <block end>" in problem:
         msg = f"this line does not continue the list that starts at line {cline}, column {ccol}"
     elif mark is not None and not text[mark.index:].strip():
+        # Point at the last thing written, not past the end: that is where the reader looks.
+        line, col = _line_col(text, len(text.rstrip()) - 1) if text.strip() else (line, col)
         msg = "the file ends inside a value: is a '[', '{' or quote not closed?"
     else:
         msg = " ".join(filter(None, [context, problem])) or "invalid YAML"
