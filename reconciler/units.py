@@ -55,7 +55,8 @@ NO_RESTART_CODES = "1 2"
 #
 # conmon, which supervises each container, is a child of the podplay process that created the
 # container, so it lives in the cgroup of the unit that ran that podplay. The containers
-# themselves are put in cgroups of their own by runc (cgroupsPath /podplay/<uid>/<id>). With
+# themselves are moved by runc into cgroups of their own (cgroupsPath /podplay/<uid>/<id>) in
+# every hierarchy, the name=systemd and unified ones that systemd tracks units by included. With
 # systemd's default KillMode=control-group, stopping the unit would SIGTERM/SIGKILL every
 # conmon in it: the containers would keep running, orphaned, their exit codes and logs lost, and
 # podplay's next pass would find them in a state it cannot explain. The containers belong to the
