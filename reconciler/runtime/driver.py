@@ -54,7 +54,7 @@ from reconciler.paths import HostPaths
 from reconciler.runtime import conmon as _conmon
 from reconciler.runtime import hostinfo, oci, pod_files
 from reconciler.runtime.logs import read_log
-from reconciler.runtime.rootfs import ensure_subpath, read_file_in_root
+from reconciler.runtime.rootfs import ensure_subpath, read_file_in_root, resolve_in_root
 from reconciler.runtime.users import resolve_user
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -76,15 +76,23 @@ class _Status:
     finished_at: float = 0.0
 
 
-def _read_text(path: Path) -> str | None:
+def _read_text(path: Path | str) -> str | None:
+    # os.open/os.read rather than open(): list_containers reads several small files per
+    # container on every reconcile pass, and the io wrappers cost more than the reads.
     try:
-        with open(path) as f:
-            return f.read()
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     except (FileNotFoundError, NotADirectoryError):
         return None
+    try:
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+        return b"".join(chunks).decode(errors="replace")
+    finally:
+        os.close(fd)
 
 
-def _read_json(path: Path) -> dict | None:
+def _read_json(path: Path | str) -> dict | None:
     text = _read_text(path)
     if text is None:
         return None
@@ -213,35 +221,37 @@ class RuncRuntime:
 
     # --- state ---------------------------------------------------------------------------------
 
-    def _status(self, cid: str) -> _Status | None:
-        """None when podplay has no bundle for ``cid``."""
-        if not self._bundle(cid).is_dir():
+    def _status(self, cid: str, known: bool = False) -> _Status | None:
+        """None when podplay has no bundle for ``cid``. (Plain string paths: this is the hot
+        path of list_containers, and pathlib's joins cost as much as the reads.)"""
+        if not known and not os.path.isdir(f"{self.paths.containers}/{cid}"):
             return None
-        rec = self._record(cid)
-        st = _read_json(rec / "state.json")
+        rec = f"{self.paths.conmon}/{cid}"
+        st = _read_json(f"{rec}/state.json")
         if st is None:
             return _Status(ContainerState.UNKNOWN)
         pid, pid_start = int(st.get("pid", 0)), st.get("pid_start")
         conmon_pid, conmon_start = int(st.get("conmon_pid", 0)), st.get("conmon_start")
-        started_text = _read_text(rec / "started")
+        started_text = _read_text(f"{rec}/started")
         started_at = float(started_text) if started_text else 0.0
-        exit_path = rec / "exits" / cid
+        exit_path = f"{rec}/exits/{cid}"
         exit_text = _read_text(exit_path)
-        oom = (rec / "persist" / "oom").exists()
         if exit_text is not None:
+            oom = os.path.exists(f"{rec}/persist/oom")
             try:
                 code = int(exit_text.strip())
                 finished = os.stat(exit_path).st_mtime
             except (ValueError, OSError):
                 code, finished = None, 0.0
             if not oom and code == 137:
-                oom = self._oom_from_cgroup(cid, rec)
+                oom = self._oom_from_cgroup(cid, Path(rec))
             return _Status(ContainerState.EXITED, pid, pid_start, conmon_pid, conmon_start, code, oom,
                            started_at, finished)
         if pid > 0 and hostinfo.proc_start_time(pid) == pid_start:
             state = ContainerState.RUNNING if started_at else ContainerState.CREATED
-            return _Status(state, pid, pid_start, conmon_pid, conmon_start, None, oom, started_at)
+            return _Status(state, pid, pid_start, conmon_pid, conmon_start, None, False, started_at)
         # Dead without an exit file: conmon is writing it right now, or conmon was killed.
+        oom = os.path.exists(f"{rec}/persist/oom")
         return _Status(ContainerState.EXITED, pid, pid_start, conmon_pid, conmon_start, None, oom, started_at)
 
     def _oom_from_cgroup(self, cid: str, rec: Path) -> bool:
@@ -257,16 +267,18 @@ class RuncRuntime:
         return killed
 
     def _labels(self, cid: str) -> dict:
-        return _read_json(self._bundle(cid) / "labels.json") or {}
+        return _read_json(f"{self.paths.containers}/{cid}/labels.json") or {}
 
-    def _observe(self, cid: str) -> ObservedContainer | None:
-        status = self._status(cid)
+    def _observe(self, cid: str, known: bool = False) -> ObservedContainer | None:
+        status = self._status(cid, known)
         if status is None:
             return None
         doc = self._labels(cid)
         labels = doc.get("labels") or {}
+        if not labels and not os.path.isdir(f"{self.paths.containers}/{cid}"):
+            return None  # removed while we were looking
         uid, _, name = cid.partition(".")
-        restarts = _read_text(self._restarts / cid)
+        restarts = _read_text(f"{self.paths.containers}/.restarts/{cid}")
         try:
             restart_count = max(0, int(restarts or "1") - 1)
         except ValueError:
@@ -299,7 +311,7 @@ class RuncRuntime:
             return []
         out = []
         for cid in names:
-            c = self._observe(cid)
+            c = self._observe(cid, known=True)
             if c is not None:
                 out.append(c)
         return out
@@ -475,11 +487,12 @@ class RuncRuntime:
         group = (read_file_in_root(rootfs, "/etc/group") or b"").decode(errors="replace")
         user = resolve_user(pod, container, image.config.user, passwd, group)
 
+        # Where each subPath lands; the directories are made only once the config is accepted.
         subpaths: dict[tuple[str, str], str] = {}
         for vm in container.spec.volume_mounts:
             if vm.sub_path and vm.name in volumes:
                 oci.check_subpath(pod, container.name, vm.sub_path)
-                subpaths[(vm.name, vm.sub_path)] = ensure_subpath(volumes[vm.name], vm.sub_path)
+                subpaths[(vm.name, vm.sub_path)] = resolve_in_root(volumes[vm.name], vm.sub_path)
 
         localhost = None
         wanted = oci.localhost_profile(pod, container)
@@ -497,6 +510,9 @@ class RuncRuntime:
             host_devices=self._fact("devices", hostinfo.host_devices) if sc and sc.privileged else (),
         )
         config = oci.container_config(pod, container, image, ctx)
+        for (name, sub_path), planned in subpaths.items():
+            if ensure_subpath(volumes[name], sub_path) != planned:
+                raise ContainerRuntimeError(f"{where}: subPath {sub_path!r} changed while it was prepared")
         self._write_pod_files(pod, ip)
         extra = {"stdin": container.spec.stdin, "stdin_once": container.spec.stdin_once}
         try:

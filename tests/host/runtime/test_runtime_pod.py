@@ -76,28 +76,31 @@ def test_share_process_namespace(pods, runtime, capfd):
 
 def test_host_namespaces(pods, runtime, capfd):
     pod = make_pod("hostns", [{"name": "a", "command": ["sleep", "3600"]}], hostNetwork=True, hostPID=True,
-                   hostIPC=True)
+                   hostIPC=True, hostname="blah")
     info = pods.up(pod)
     assert info.namespaces == {}
     capfd.readouterr()
     assert runtime.exec_in(pod.containers[0].id, ["sh", "-c", NS_SCRIPT]) == 0
-    got = namespaces(capfd.readouterr().out)
+    out = capfd.readouterr().out
+    got = namespaces(out)
     for ns in ("net", "ipc", "uts", "pid"):
         assert got[ns] == host_ns(ns)
+    assert out.splitlines()[-1] == os.uname().nodename  # spec.hostname is ignored with hostNetwork
 
 
 def test_init_containers_run_in_order_and_share_volumes(pods, runtime):
     vol = pods.volume("work")
-    pod = make_pod("inits", [{"name": "app", "command": ["cat", "/work/order"],
+    pod = make_pod("inits", [{"name": "app", "command": ["sh", "-c", "cat /work/order /dev/shm/from-init"],
                               "volumeMounts": [{"name": "work", "mountPath": "/work"}]}],
-                   init=[{"name": "first", "command": ["sh", "-c", "echo first >> /work/order"],
+                   init=[{"name": "first", "command": ["sh", "-c", "echo first >> /work/order; "
+                                                                   "echo shm > /dev/shm/from-init"],
                           "volumeMounts": [{"name": "work", "mountPath": "/work"}]},
                          {"name": "second", "command": ["sh", "-c", "echo second >> /work/order"],
                           "volumeMounts": [{"name": "work", "mountPath": "/work"}]}],
                    volumes=[{"name": "work", "emptyDir": {}}])
     pods.up(pod, volumes={"work": vol})
     code, out = pods.run(pod.containers[0].id)
-    assert (code, out) == (0, "first\nsecond")
+    assert (code, out) == (0, "first\nsecond\nshm")  # /dev/shm is the pod's, kept between containers
     states = {c.name: (c.role, c.state, c.exit_code) for c in runtime.list_containers()}
     assert states["first"] == ("init", ContainerState.EXITED, 0)
     assert states["second"] == ("init", ContainerState.EXITED, 0)
@@ -132,12 +135,16 @@ def test_pod_ip_hostname_and_aliases(pods, runtime):
 def test_sysctls_apply_to_the_pod(pods, runtime):
     with open("/proc/sys/net/ipv4/ip_unprivileged_port_start") as f:
         host_value = f.read()
+    # podman's fixture 24-pod-sysctls plus two of the kubelet's safe set
     pod = make_pod("sysctl", [{"name": "app", "command": [
-        "cat", "/proc/sys/net/ipv4/ip_unprivileged_port_start", "/proc/sys/kernel/shm_rmid_forced"]}],
+        "cat", "/proc/sys/net/ipv4/ip_unprivileged_port_start", "/proc/sys/kernel/shm_rmid_forced",
+        "/proc/sys/kernel/msgmax", "/proc/sys/net/core/somaxconn"]}],
         securityContext={"sysctls": [{"name": "net.ipv4.ip_unprivileged_port_start", "value": "80"},
-                                     {"name": "kernel.shm_rmid_forced", "value": "1"}]})
+                                     {"name": "kernel.shm_rmid_forced", "value": "1"},
+                                     {"name": "kernel.msgmax", "value": "65535"},
+                                     {"name": "net.core.somaxconn", "value": "65535"}]})
     pods.up(pod)
-    assert pods.run(pod.containers[0].id) == (0, "80\n1")
+    assert pods.run(pod.containers[0].id) == (0, "80\n1\n65535\n65535")
     with open("/proc/sys/net/ipv4/ip_unprivileged_port_start") as f:
         assert f.read() == host_value  # the pod's network namespace changed, not the host's
 
