@@ -242,10 +242,15 @@ class ManifestFiles:
             moved = False
             for file, diags in by_file.items():
                 f = self.files.get(file)
-                if f is not None and chosen.get(file) is not None and chosen[file] is f.current:
-                    why.setdefault(file, []).extend(str(d) for d in diags)
-                    chosen[file] = self._good(f)
-                    moved = True
+                v = chosen.get(file)
+                if f is None or v is None or v is not f.current:
+                    continue  # already its last good version (or nothing): cannot fall back further
+                good = self._good(f)
+                if good is not None and good.digest == v.digest:
+                    continue  # the current version is the last good one: its errors come from another file
+                why.setdefault(file, []).extend(str(d) for d in diags)
+                chosen[file] = good
+                moved = True
             if not moved:
                 return None, "; ".join(str(d) for d in errors[:MAX_ERRORS_SHOWN])
         return None, "the manifests do not fit together"

@@ -289,6 +289,11 @@ class Keeper:
         for note in result.recovered:
             self.log.warning("recovered", note=note)
         effective = result.plan.effective_changes
+        if trigger == "relist":
+            for c in effective:
+                self.log.info("drift", pod=f"{c.key.namespace}/{c.key.name}", action=str(c.action),
+                              reason=str(c.reason), containers=",".join(c.containers) or None,
+                              detail=c.detail or None)
         failed = result.applied.failed if result.applied else []
         errors = [f"{r.txn.key}: {r.error}" for r in failed]
         duration = self.mono() - started
@@ -309,13 +314,11 @@ class Keeper:
             again = self.health(self.comp.desired, observed, now)
             self.health_at = self.mono() + again if again is not None else None
         changes = compute_diff(self.comp.desired, observed, self.state.last_applied(), self.comp.scope, now=now)
-        drift = [c for c in changes if c.action != Action.NOOP]
-        if not drift:
+        if not any(c.action != Action.NOOP for c in changes):
             self._schedule(self.comp, observed)
             return
-        for c in drift:
-            self.log.info("drift", pod=f"{c.key.namespace}/{c.key.name}", action=str(c.action), reason=str(c.reason),
-                          containers=",".join(c.containers) or None, detail=c.detail or None)
+        # The unlocked look may have caught another podplay halfway through a change; the pass
+        # looks again under the lock, and its plan is what gets logged as drift.
         self.converge("relist")
 
     def down(self) -> None:
