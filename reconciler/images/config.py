@@ -26,8 +26,8 @@ import tomllib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from reconciler.desired import RegistryCredential
 from reconciler.errors import ImageError, InputError
 from reconciler.fsutil import atomic_write
 from reconciler.images.reference import (
@@ -44,6 +44,9 @@ ENV_REGISTRIES_CONF = "PODPLAY_REGISTRIES_CONF"
 ENV_AUTH_FILE = "REGISTRY_AUTH_FILE"
 
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1", "[::1]")
+
+if TYPE_CHECKING:  # only a type here: the CLI's pull path need not import the kube model
+    from reconciler.desired import RegistryCredential
 
 
 def is_loopback(domain: str) -> bool:

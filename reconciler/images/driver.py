@@ -17,9 +17,8 @@ import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-from reconciler.desired import RegistryCredential
 from reconciler.errors import ImageError, InputError, TemporaryImageError
 from reconciler.images.config import (
     RegistriesConfig,
@@ -53,6 +52,9 @@ from reconciler.paths import HostPaths
 
 POLICIES = {"always": "Always", "ifnotpresent": "IfNotPresent", "never": "Never",
             "missing": "IfNotPresent", "newer": "Always"}
+
+if TYPE_CHECKING:  # only a type here: the CLI's pull path need not import the kube model
+    from reconciler.desired import RegistryCredential
 
 
 def normalize_policy(policy: str) -> str:

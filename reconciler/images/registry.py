@@ -614,7 +614,7 @@ def _content_range_start(value: str) -> int | None:
 
 def _stream(resp: requests.Response) -> Iterator[bytes]:
     # Raw bytes: a Content-Encoding must never change what we hash.
-    yield from resp.raw.stream(1 << 16, decode_content=False)
+    yield from resp.raw.stream(1 << 20, decode_content=False)
 
 
 def _read_limited(resp: requests.Response, limit: int, what: str) -> bytes:

@@ -1,0 +1,100 @@
+"""Pull speed: a multi-layer ~50 MB image from a local docker-registry, three ways.
+
+    python -m benchmarks.bench_pull [--runs N] [--layers N] [--layer-mb N]
+
+* ``podplay pull`` — download, verify and record (layers stay compressed; unpacking is the
+  storage driver's job and is measured by bench_unpack),
+* ``skopeo copy docker://… oci:DIR`` — the same work: download and verify into a layout,
+* ``podman pull`` — download, verify *and* unpack every layer into its (vfs) storage.
+
+Same registry, same image, same run; every round starts from an empty store, directory or
+podman root (private ``--root``/``--runroot``, so the host's podman storage is untouched).
+Medians of N rounds, as a table with ratios to skopeo.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from benchmarks.harness import Row, table, time_command
+
+
+def _fresh(path: Path):
+    def setup():
+        shutil.rmtree(path, ignore_errors=True)
+        path.mkdir(parents=True)
+    return setup
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--layers", type=int, default=6, help="layers (the first is busybox, ~1 MB)")
+    ap.add_argument("--layer-mb", type=float, default=10.0, help="size of each further layer (incompressible)")
+    args = ap.parse_args(argv)
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.support.images import ImageFactory
+    from tests.support.registry import running_registry
+
+    tmp = Path(tempfile.mkdtemp(prefix="pp-bench-pull-"))
+    factory = ImageFactory(tmp / "build")
+    try:
+        with running_registry() as reg:
+            pushed = factory.push(reg, "bench/pull", layers=args.layers, layer_size=int(args.layer_mb * (1 << 20)))
+            manifest = subprocess.run(["skopeo", "inspect", "--tls-verify=false", "--raw", f"docker://{pushed.ref}"],
+                                      capture_output=True, check=True).stdout
+            import json
+
+            size = sum(layer["size"] for layer in json.loads(manifest)["layers"])
+            print(f"image {pushed.ref}: {args.layers} layers, {size / 1e6:.1f} MB compressed\n", flush=True)
+
+            conf = tmp / "registries.conf"
+            conf.write_text("")
+            env = {**os.environ, "PODPLAY_REGISTRIES_CONF": str(conf), "REGISTRY_AUTH_FILE": str(tmp / "auth.json")}
+            env.pop("REGISTRY_AUTH_FILE")
+            root, run = tmp / "pp-root", tmp / "pp-run"
+            podplay = [sys.executable, "-m", "reconciler", "--root", str(root), "--runroot", str(run),
+                       "pull", "-q", pushed.ref]
+
+            def podplay_setup():
+                _fresh(root)()
+                _fresh(run)()
+
+            oci = tmp / "oci"
+            skopeo = ["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{pushed.ref}", f"oci:{oci}:x"]
+
+            proot, prun = tmp / "podman-root", tmp / "podman-run"
+            podman = ["podman", "--root", str(proot), "--runroot", str(prun), "--storage-driver", "vfs",
+                      "--events-backend", "none", "--cgroup-manager", "cgroupfs",
+                      "pull", "-q", "--tls-verify=false", pushed.ref]
+
+            def podman_setup():
+                subprocess.run(["podman", "--root", str(proot), "--runroot", str(prun), "--storage-driver", "vfs",
+                                "system", "reset", "-f"], capture_output=True)
+                _fresh(proot)()
+                _fresh(prun)()
+
+            rows = [Row("podplay pull (download + verify)",
+                        time_command(podplay, args.runs, setup=podplay_setup, env=env)),
+                    Row("skopeo copy docker:// → oci: (download + verify)",
+                        time_command(skopeo, args.runs, setup=lambda: shutil.rmtree(oci, ignore_errors=True)))]
+            if shutil.which("podman"):
+                rows.append(Row("podman pull, vfs (download + verify + unpack)",
+                                time_command(podman, args.runs, setup=podman_setup)))
+                podman_setup()
+            print(table(f"Pull of a {size / 1e6:.0f} MB, {args.layers}-layer image from a local registry", rows,
+                        baseline="skopeo copy docker:// → oci: (download + verify)"))
+    finally:
+        factory.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
