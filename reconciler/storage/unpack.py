@@ -455,7 +455,11 @@ class _Unpacker:
         if ti.pax_headers:
             for k, v in ti.pax_headers.items():
                 if k.startswith("SCHILY.xattr.") and keep_xattr(k[13:]):
-                    os.setxattr(fd, k[13:], v.encode("utf-8", "surrogateescape"))
+                    try:
+                        os.setxattr(fd, k[13:], v.encode("utf-8", "surrogateescape"))
+                    except OSError as e:
+                        raise StorageError(f"entry {ti.name!r}: cannot set extended attribute {k[13:]!r}: "
+                                           f"{e.strerror}") from e
 
     def _file(self, pfd: int, base: str, key: str, ti: tarfile.TarInfo, tar: tarfile.TarFile) -> None:
         if ti.sparse is not None:
@@ -593,7 +597,14 @@ def _is_opaque(fd: int) -> bool:
         return False
 
 
-_CONVERTED = (OSError, tarfile.TarError, EOFError, ValueError, OverflowError, UnicodeError, LookupError)
+def _converted() -> tuple[type[BaseException], ...]:
+    """What the decompressors and tarfile raise for bad input (reported as StorageError)."""
+    import zlib
+
+    from backports import zstd
+
+    return (OSError, tarfile.TarError, EOFError, ValueError, OverflowError, UnicodeError, LookupError,
+            zlib.error, zstd.ZstdError)
 
 
 def unpack_layer(blob: BinaryIO, dest: str | os.PathLike, *, diff_id: str | None,
@@ -629,12 +640,15 @@ def unpack_layer(blob: BinaryIO, dest: str | os.PathLike, *, diff_id: str | None
                     if ti is None:
                         break
                     tar.members.clear()  # stream mode keeps every header otherwise
-                    unpacker.entry(ti, tar)
+                    try:
+                        unpacker.entry(ti, tar)
+                    except OSError as e:
+                        raise StorageError(f"entry {ti.name!r}: {e.strerror or e}") from e
             reader.drain()
             unpacker.finish()
         except StorageError as e:
             raise StorageError(f"layer {label}: {e}") from None
-        except _CONVERTED as e:
+        except _converted() as e:
             raise StorageError(f"layer {label}: cannot unpack: {e}") from e
         got = reader.digest()
         if diff_id and got != diff_id:
