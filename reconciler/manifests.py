@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import binascii
 import bisect
-import copy
 import datetime
 import difflib
 import json
@@ -601,6 +600,23 @@ def _schema(kind: str) -> dict:
     return json.loads((SCHEMA_DIR / f"{kind}.json").read_text())
 
 
+def _inline_refs(node: Any, root: dict, stack: tuple[str, ...] = ()) -> Any:
+    """The schema with every ``$ref`` replaced by its definition (a recursive one stays a ref).
+
+    Resolving references is half of jsonschema's time on a pod; the kinds' schemas are trees,
+    so inlining them once makes every validation after it twice as fast.
+    """
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if ref:
+            name = ref.rsplit("/", 1)[-1]
+            return node if name in stack else _inline_refs(root["$defs"][name], root, stack + (name,))
+        return {k: (v if k == "$defs" else _inline_refs(v, root, stack)) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_inline_refs(v, root, stack) for v in node]
+    return node
+
+
 @cache
 def _validator(kind: str):
     """One validator per kind, built once: building it costs more than validating a pod.
@@ -610,7 +626,7 @@ def _validator(kind: str):
     """
     import jsonschema
 
-    schema = _schema(kind)
+    schema = _inline_refs(_schema(kind), _schema(kind))
     cls = jsonschema.validators.validator_for(schema)
     checker = cls.TYPE_CHECKER.redefine("integer", lambda _, v: isinstance(v, int) and not isinstance(v, bool))
     return jsonschema.validators.extend(cls, type_checker=checker)(schema)
@@ -1368,7 +1384,7 @@ class _Run:
                 err = jsonschema.exceptions.best_match(err.context)
             for path, message, at_key in _schema_findings(err, root):
                 chk.error(path, message, key=at_key)
-        raw = copy.deepcopy(data) if errors else json.loads(json.dumps(data))
+        raw = data  # _drop_nulls made it a private copy: repairs and base64 decoding may change it
         for err in sorted(errors, key=lambda e: -len(e.absolute_path)):
             _repair(raw, err, root)
         if errors and any(True for _ in validator.iter_errors(raw)):
