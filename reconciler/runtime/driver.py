@@ -24,6 +24,7 @@ runc's state.json, whose format is runc's business). A bundle whose run-root rec
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
@@ -120,6 +121,22 @@ def _write_in_place(path: Path, content: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _host_errors(fn):
+    """Every public method reports host failures (a full disk, a vanished directory) as a
+    ContainerRuntimeError naming what it was doing, never as a bare OSError."""
+    what = fn.__name__.replace("_", " ")
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except OSError as e:
+            where = f" ({e.filename})" if e.filename else ""
+            raise ContainerRuntimeError(f"{what}: {e.strerror or e}{where}") from e
+
+    return wrapper
 
 
 class RuncRuntime:
@@ -303,6 +320,7 @@ class RuncRuntime:
             labels=dict(labels),
         )
 
+    @_host_errors
     def list_containers(self) -> list[ObservedContainer]:
         try:
             names = sorted(e.name for e in os.scandir(self.paths.containers)
@@ -396,6 +414,7 @@ class RuncRuntime:
         return InfraInfo(pid=pid, namespaces={ns: f"/proc/{pid}/ns/{_PROC_NS[ns]}" for ns in namespaces
                                               if ns in _PROC_NS})
 
+    @_host_errors
     def infra_info(self, uid: str) -> InfraInfo | None:
         cid = self._check_id(uid)
         status = self._status(cid)
@@ -403,6 +422,7 @@ class RuncRuntime:
             return None
         return self._infra_from_labels(cid, status.pid)
 
+    @_host_errors
     def create_infra(self, pod: DesiredPod) -> InfraInfo:
         cid = self._check_id(pod.infra_id)
         status = self._status(cid)
@@ -458,6 +478,7 @@ class RuncRuntime:
                  "conmon_pid": launched.conmon_pid, "conmon_start": hostinfo.proc_start_time(launched.conmon_pid)}
         atomic_write(rec / "state.json", json.dumps(state))
 
+    @_host_errors
     def create_container(self, pod: DesiredPod, container: DesiredContainer, *, rootfs: str,
                          image: ImageInfo, volumes: Mapping[str, str],
                          network: NetworkStatus | None) -> None:
@@ -539,6 +560,7 @@ class RuncRuntime:
         atomic_write(self._record(cid) / "started", repr(started))
         return self._status(cid) or status
 
+    @_host_errors
     def start_container(self, container_id: str) -> None:
         self._start(self._check_id(container_id))
 
@@ -548,6 +570,7 @@ class RuncRuntime:
             return hostinfo.wait_pid_gone(status.conmon_pid, status.conmon_start, timeout)
         return hostinfo.wait_pid_gone(status.pid, status.pid_start, timeout)
 
+    @_host_errors
     def wait_container(self, container_id: str, timeout: float | None = None) -> int:
         cid = self._check_id(container_id)
         status = self._status(cid)
@@ -568,6 +591,7 @@ class RuncRuntime:
                 raise ContainerRuntimeError(f"container {cid} exited but its monitor recorded no exit code")
             time.sleep(0.01)
 
+    @_host_errors
     def stop_container(self, container_id: str, timeout: int = 30, signal: str = "") -> None:
         cid = self._check_id(container_id)
         status = self._status(cid)
@@ -586,27 +610,44 @@ class RuncRuntime:
         if not self._wait_exit(status, KILL_WAIT):
             raise ContainerRuntimeError(f"container {cid} did not die within {KILL_WAIT:.0f}s of SIGKILL")
 
+    def _conmon_of(self, status: _Status | None, cid: str) -> tuple[int, int | None]:
+        """conmon's pid and start time; from its own pid file when a crash came before state.json
+        (then only a process whose command line names this container counts)."""
+        if status is not None and status.conmon_pid:
+            return status.conmon_pid, status.conmon_start
+        try:
+            pid = int((_read_text(self._record(cid) / "conmon.pid") or "0").strip())
+        except ValueError:
+            return 0, None
+        argv = (_read_text(f"/proc/{pid}/cmdline") or "").split("\0") if pid > 0 else []
+        if not argv or "conmon" not in os.path.basename(argv[0]) or cid not in argv:
+            return 0, None
+        return pid, hostinfo.proc_start_time(pid)
+
     def _kill_conmon(self, status: _Status | None, cid: str) -> None:
-        if status is None or not status.conmon_pid:
+        pid, start = self._conmon_of(status, cid)
+        if not pid or start is None or hostinfo.proc_start_time(pid) != start:
             return
-        if hostinfo.proc_start_time(status.conmon_pid) != status.conmon_start:
-            return
-        if not hostinfo.wait_pid_gone(status.conmon_pid, status.conmon_start, 2.0):
+        # conmon exits by itself once the container is gone; give it the moment it needs.
+        if not hostinfo.wait_pid_gone(pid, start, 2.0):
             try:
-                os.kill(status.conmon_pid, 9)
+                os.kill(pid, 9)
             except ProcessLookupError:
                 return
-            hostinfo.wait_pid_gone(status.conmon_pid, status.conmon_start, KILL_WAIT)
+            hostinfo.wait_pid_gone(pid, start, KILL_WAIT)
 
     def _remove(self, cid: str) -> None:
         """Remove everything of ``cid`` whatever state a crash left it in."""
         rec = self._record(cid)
         status = self._status(cid)
-        if status is None and not rec.exists() and not self._runc_knows(cid):
+        # runc creates its --root when asked anything; no root means runc knows no container.
+        runc_has_root = self.paths.runc_root.is_dir()
+        if status is None and not rec.exists() and not (runc_has_root and self._runc_knows(cid)):
             return
-        res = self._run_runc("delete", "--force", cid)
-        if res.returncode != 0 and self._runc_knows(cid):
-            raise ContainerRuntimeError(f"cannot remove {cid}: {_conmon.runc_message(res.stderr)}")
+        if runc_has_root:
+            res = self._run_runc("delete", "--force", cid)
+            if res.returncode != 0 and self._runc_knows(cid):
+                raise ContainerRuntimeError(f"cannot remove {cid}: {_conmon.runc_message(res.stderr)}")
         if (status is not None and status.pid_start is not None
                 and not hostinfo.wait_pid_gone(status.pid, status.pid_start, KILL_WAIT)):
             raise ContainerRuntimeError(f"container {cid} did not die after runc delete --force")
@@ -625,9 +666,11 @@ class RuncRuntime:
     def _runc_knows(self, cid: str) -> bool:
         return self._run_runc("state", cid).returncode == 0
 
+    @_host_errors
     def remove_container(self, container_id: str) -> None:
         self._remove(self._check_id(container_id))
 
+    @_host_errors
     def remove_infra(self, uid: str) -> None:
         """Removes the pod's remaining containers too: they would hold its namespaces."""
         self._check_id(uid)
@@ -676,6 +719,7 @@ class RuncRuntime:
 
     # --- exec and logs -----------------------------------------------------------------------
 
+    @_host_errors
     def exec_in(self, container_id: str, argv: Sequence[str], *, tty: bool = False, interactive: bool = False,
                 env: Mapping[str, str] | None = None, timeout: float | None = None) -> int:
         cid = self._check_id(container_id)
@@ -728,5 +772,12 @@ class RuncRuntime:
             now = self._status(cid)
             return now is not None and now.state in (ContainerState.RUNNING, ContainerState.CREATED)
 
-        return read_log(str(self._bundle(cid) / "ctr.log"), follow=follow, tail=tail, since=since, running=running)
+        def records() -> Iterator[tuple[float, str, bytes]]:
+            try:
+                yield from read_log(str(self._bundle(cid) / "ctr.log"), follow=follow, tail=tail, since=since,
+                                    running=running)
+            except OSError as e:
+                raise ContainerRuntimeError(f"reading the log of {cid}: {e.strerror or e}") from e
+
+        return records()
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import errno
+import functools
 import os
 import platform
 import resource
@@ -165,22 +166,27 @@ def wait_pid_gone(pid: int, start: int | None, timeout: float | None) -> bool:
 
 # --- mounts -------------------------------------------------------------------------------------
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 MS_NOSUID, MS_NODEV, MS_NOEXEC = 2, 4, 8
 MNT_DETACH = 2
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    # Loaded on first use: find_library would run ldconfig at import time.
+    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
 
 
 def mount_tmpfs(target: str, options: str) -> None:
     if os.path.ismount(target):
         return
-    if _libc.mount(b"shm", target.encode(), b"tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, options.encode()) != 0:
+    if _libc().mount(b"shm", target.encode(), b"tmpfs", MS_NOSUID | MS_NODEV | MS_NOEXEC, options.encode()) != 0:
         err = ctypes.get_errno()
         raise ContainerRuntimeError(f"cannot mount a tmpfs on {target}: {os.strerror(err)}")
 
 
 def unmount(target: str) -> None:
     while os.path.ismount(target):
-        if _libc.umount2(target.encode(), MNT_DETACH) != 0:
+        if _libc().umount2(target.encode(), MNT_DETACH) != 0:
             err = ctypes.get_errno()
             if err in (errno.EINVAL, errno.ENOENT):
                 return

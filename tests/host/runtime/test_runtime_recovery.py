@@ -156,3 +156,17 @@ print(rt.create_infra(pod).pid, flush=True)
     assert [c.state for c in infra] == [ContainerState.RUNNING]
     assert str(infra[0].pid) == proc.stdout.strip()
     rt.remove_infra(infra[0].pod_uid)
+
+
+def test_remove_after_a_crash_before_the_state_was_recorded(pods, runtime):
+    pod = make_pod("nostate", [{"name": "web", "command": ["sleep", "3600"]}])
+    pods.up(pod)
+    cid = pod.containers[0].id
+    state_file = runtime.paths.conmon / cid / "state.json"
+    st = json.loads(state_file.read_text())
+    state_file.unlink()  # podplay died between conmon's answer and writing down what it said
+    assert next(c for c in runtime.list_containers() if c.id == cid).state == ContainerState.UNKNOWN
+    runtime.remove_container(cid)
+    assert hostinfo.proc_start_time(st["pid"]) is None
+    assert hostinfo.proc_start_time(st["conmon_pid"]) is None
+    assert cid not in {c.id for c in runtime.list_containers()}
