@@ -34,7 +34,8 @@ def _store(args, ctx, *, quiet: bool = True):
         progress = TerminalProgress(ctx.err)
     return LocalImageStore(ctx.paths, platform=getattr(args, "platform", None),
                            auth_file=getattr(args, "authfile", None),
-                           tls_verify=getattr(args, "tls_verify", True), progress=progress)
+                           tls_verify=getattr(args, "tls_verify", True), progress=progress,
+                           certs_dir=getattr(args, "cert_dir", None))
 
 
 def _registry_options(p: argparse.ArgumentParser, platform: bool = True) -> None:
@@ -42,6 +43,9 @@ def _registry_options(p: argparse.ArgumentParser, platform: bool = True) -> None
                    help="auth file to use (env REGISTRY_AUTH_FILE; default: podman's auth.json, then docker's)")
     p.add_argument("--tls-verify", type=_bool, default=True, metavar="BOOL",
                    help="require https with a verified certificate (default true; loopback registries may use http)")
+    p.add_argument("--cert-dir", metavar="DIR",
+                   help="per-registry TLS files: DIR/HOST[:PORT]/{ca.crt,client.cert,client.key} "
+                        "(env PODPLAY_CERTS_DIR; default /etc/containers/certs.d and /etc/docker/certs.d)")
     if platform:
         p.add_argument("--platform", metavar="OS/ARCH[/VARIANT]",
                        help="platform to choose from a multi-platform image (default: this host)")
@@ -403,7 +407,8 @@ def cmd_login(args, ctx) -> int:
         import getpass
 
         password = getpass.getpass("Password: ")
-    path = login(args.registry, username, password, auth_file=args.authfile, tls_verify=args.tls_verify)
+    path = login(args.registry, username, password, auth_file=args.authfile, tls_verify=args.tls_verify,
+                 certs_dir=args.cert_dir)
     print(f"Login Succeeded! (credentials saved in {path})", file=ctx.out)
     return 0
 

@@ -92,7 +92,8 @@ class LocalImageStore:
     def __init__(self, paths: HostPaths, *, platform: str | Platform | None = None,
                  registries_conf: str | os.PathLike | None = None, auth_file: str | os.PathLike | None = None,
                  progress: Progress | None = None, tls_verify: bool = True, retries: int = 4,
-                 backoff: float = 0.5, timeout: float = 60.0, workers: int = 3):
+                 backoff: float = 0.5, timeout: float = 60.0, workers: int = 3,
+                 certs_dir: str | os.PathLike | None = None):
         self.paths = paths
         self.store = ContentStore(paths.images)
         if isinstance(platform, str):
@@ -104,6 +105,7 @@ class LocalImageStore:
         self.progress = progress or Progress()
         self.tls_verify = tls_verify
         self.retries, self.backoff, self.timeout, self.workers = retries, backoff, timeout, workers
+        self.certs_dirs = (certs_dir,) if certs_dir else None
         self._clients: dict[tuple, RegistryClient] = {}
         self._details: dict[tuple[str, str], tuple] = {}
 
@@ -125,7 +127,7 @@ class LocalImageStore:
         c = self._clients.get(key)
         if c is None:
             c = RegistryClient(domain, insecure=insecure, credential=cred, retries=self.retries,
-                               backoff=self.backoff, timeout=self.timeout)
+                               backoff=self.backoff, timeout=self.timeout, certs_dirs=self.certs_dirs)
             self._clients[key] = c
         return c
 

@@ -21,7 +21,7 @@ from reconciler.images.registry import RegistryClient
 
 def login(registry: str, username: str, password: str, *, auth_file: str | os.PathLike | None = None,
           registries_conf: str | os.PathLike | None = None, tls_verify: bool = True,
-          timeout: float = 30.0, retries: int = 2) -> Path:
+          timeout: float = 30.0, retries: int = 2, certs_dir: str | os.PathLike | None = None) -> Path:
     """Verify ``username``/``password`` with ``registry`` (``host[:port][/namespace…]``) and
     store them; returns the auth file written. Wrong credentials raise AuthenticationError and
     leave the file as it was."""
@@ -31,6 +31,7 @@ def login(registry: str, username: str, password: str, *, auth_file: str | os.Pa
     domain, _ = parse_repository_prefix(registry)
     insecure = not tls_verify or load_registries_conf(registries_conf).insecure(domain)
     client = RegistryClient(domain, insecure=insecure, timeout=timeout, retries=retries,
+                            certs_dirs=(certs_dir,) if certs_dir else None,
                             credential=Credential(username, password, source=f"login to {registry}"))
     try:
         client.check_login()

@@ -24,12 +24,14 @@ Safety rules, each with a reason:
 from __future__ import annotations
 
 import hashlib
+import os
 import random
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlencode, urljoin, urlsplit
 
@@ -121,6 +123,57 @@ def _registry_message(resp: requests.Response) -> str:
         return ""
 
 
+DEFAULT_CERTS_DIRS = ("/etc/containers/certs.d", "/etc/docker/certs.d")
+ENV_CERTS_DIR = "PODPLAY_CERTS_DIR"
+
+
+def tls_files(domain: str, certs_dirs: Sequence[str | os.PathLike] | None = None
+              ) -> tuple[tuple[str, ...], tuple[str, str] | None]:
+    """The per-registry TLS files the containers tools use: ``<dir>/<host[:port]>/*.crt`` are
+    extra certificate authorities, ``<name>.cert`` with ``<name>.key`` a client certificate.
+    Directories: ``certs_dirs``, else ``$PODPLAY_CERTS_DIR``, else /etc/containers/certs.d and
+    /etc/docker/certs.d."""
+    if certs_dirs is None:
+        env = os.environ.get(ENV_CERTS_DIR)
+        certs_dirs = (env,) if env else DEFAULT_CERTS_DIRS
+    cas: list[str] = []
+    client: tuple[str, str] | None = None
+    for base in certs_dirs:
+        d = Path(base) / domain
+        if not d.is_dir():
+            continue
+        for f in sorted(d.iterdir()):
+            if f.suffix == ".crt":
+                cas.append(str(f))
+            elif f.suffix == ".cert" and client is None:
+                key = f.with_suffix(".key")
+                if not key.is_file():
+                    raise ImageError(f"client certificate {f} has no matching key {key}")
+                client = (str(f), str(key))
+    return tuple(cas), client
+
+
+def _tls_adapter(ca_files: Sequence[str]):
+    """An HTTPS adapter that trusts the default authorities plus ``ca_files``."""
+    import ssl
+
+    import requests
+
+    context = ssl.create_default_context()
+    for ca in ca_files:
+        try:
+            context.load_verify_locations(cafile=ca)
+        except (OSError, ssl.SSLError) as exc:
+            raise ImageError(f"cannot load certificate authority {ca}: {exc}") from None
+
+    class Adapter(requests.adapters.HTTPAdapter):
+        def init_poolmanager(self, *args, **kwargs):
+            kwargs["ssl_context"] = context
+            return super().init_poolmanager(*args, **kwargs)
+
+    return Adapter()
+
+
 class MemoryIngest:
     """The ingest interface over a bytearray, for small blobs read without storing them
     (``inspect docker://``): same size and digest checks as the store's."""
@@ -158,10 +211,15 @@ class RegistryClient:
     tokens are shared."""
 
     def __init__(self, domain: str, *, insecure: bool = False, credential: Credential | None = None,
-                 retries: int = 4, backoff: float = 0.5, timeout: float = 60.0):
+                 retries: int = 4, backoff: float = 0.5, timeout: float = 60.0,
+                 certs_dirs: Sequence[str | os.PathLike] | None = None):
         self.domain = domain
+        self.ca_files, self.client_cert = tls_files(domain, certs_dirs)
         self.api_host = DOCKER_HUB_API if domain == "docker.io" else domain
+        # insecure: plain http and unverified TLS are allowed (configured, or loopback as docker
+        # does). A loopback registry with a CA in certs.d is still verified: someone set it up.
         self.insecure = insecure or is_loopback(domain)
+        self.verify_tls = not insecure and (not is_loopback(domain) or bool(self.ca_files))
         self.credential = credential if credential and not credential.empty else None
         self.retries, self.backoff, self.timeout = retries, backoff, timeout
         self._local = threading.local()
@@ -182,6 +240,10 @@ class RegistryClient:
             s.trust_env = False  # no .netrc credentials leaking to redirect targets
             s.headers["User-Agent"] = USER_AGENT
             s.headers["Accept-Encoding"] = "identity"
+            if self.ca_files:
+                s.mount("https://", _tls_adapter(self.ca_files))
+            if self.client_cert:
+                s.cert = self.client_cert
             self._local.session = s
         return s
 
@@ -192,7 +254,7 @@ class RegistryClient:
             self._local.session = None
 
     def _verify(self) -> bool:
-        return not self.insecure
+        return self.verify_tls
 
     def _proxies(self, url: str) -> dict:
         import requests
@@ -254,6 +316,7 @@ class RegistryClient:
         schemes = ["https", "http"] if self.insecure else ["https"]
         last: BaseException | None = None
         for attempt in range(self.retries + 1):
+            tls_error: BaseException | None = None
             for scheme in schemes:
                 url = f"{scheme}://{self.api_host}/v2/"
                 try:
@@ -262,11 +325,10 @@ class RegistryClient:
                                                proxies=self._proxies(url))
                 except self._connection_errors() as exc:
                     last = exc
-                    if self._is_tls_error(exc) and not self.insecure:
-                        raise ImageError(
-                            f"registry {self.domain}: TLS failed ({exc.__class__.__name__}: {_short(exc)}); if it "
-                            "serves plain http or a self-signed certificate, mark it insecure = true in "
-                            "registries.conf or pass --tls-verify=false") from None
+                    if self._is_tls_error(exc):
+                        tls_error = exc
+                        if not self.insecure:
+                            raise self._tls_failed(exc) from None
                     continue
                 with resp:
                     if resp.status_code in RETRY_STATUS:
@@ -277,12 +339,22 @@ class RegistryClient:
                         if resp.status_code == 401:
                             self._challenge = self._pick_challenge(resp)
                         return
+                    if tls_error is not None:
+                        # https failed and the http fallback reached a TLS server: the TLS
+                        # failure is the real story (client certificate, untrusted CA…).
+                        raise self._tls_failed(tls_error) from None
                     if resp.status_code == 404:
                         raise ImageError(f"{self.domain} does not serve the registry API (/v2/ answered 404)")
                     raise ImageError(f"registry {self.domain}: /v2/ answered HTTP {resp.status_code}")
             if attempt < self.retries:
                 self._sleep(attempt)
         raise TemporaryImageError(f"cannot reach registry {self.domain}: {_short(last)}")
+
+    def _tls_failed(self, exc: BaseException) -> ImageError:
+        return ImageError(
+            f"registry {self.domain}: TLS failed ({_short(exc)}); for a private certificate authority or a "
+            f"client certificate put ca.crt / client.cert + client.key in /etc/containers/certs.d/{self.domain}/; "
+            "for a registry without TLS set insecure = true in registries.conf or pass --tls-verify=false")
 
     def _pick_challenge(self, resp: requests.Response) -> Challenge | None:
         challenges = parse_www_authenticate(resp.headers.get("WWW-Authenticate", ""))
@@ -634,6 +706,6 @@ def _short(exc: BaseException | None) -> str:
         return "unknown error"
     text = str(exc)
     # urllib3 nests the useful part deep inside a long repr.
-    m = re.search(r"(\[Errno [^\]]+\][^'\")]*|Connection refused|Read timed out|timed out|"
+    m = re.search(r"(\[SSL: [^\]]+\][^'\")]*|\[Errno [^\]]+\][^'\")]*|Connection refused|Read timed out|timed out|"
                   r"Connection aborted|Connection reset by peer|IncompleteRead\([^)]*\))", text)
     return m.group(1).strip() if m else (text[:200] or exc.__class__.__name__)

@@ -238,6 +238,8 @@ class ImageFactory:
         args = ["--dest-tls-verify=false"]
         if registry.creds:
             args += ["--dest-creds", registry.creds]
+        if registry.tls:
+            args += ["--dest-cert-dir", str(registry.tls_dir)]
         return args
 
     def push(self, registry: Registry, repo: str, tag: str = "latest", *, compression: str = "gzip",

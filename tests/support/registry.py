@@ -4,6 +4,7 @@ Three flavours, each a pytest fixture (session-scoped: one process per xdist wor
 
 * ``registry``        — anonymous pull and push.
 * ``auth_registry``   — htpasswd basic auth (bcrypt, cost 4); ``.username`` / ``.password``.
+* ``tls_registry``    — https with a test CA, client certificates required (``.tls_dir``).
 * ``token_registry``  — bearer token auth against ``TokenServer``, a small token service written
   here: it checks Basic credentials (or an identity/refresh token) and issues RS256 JWTs. The
   signing key and the self-signed certificate the registry trusts (``rootcertbundle``) are made
@@ -184,6 +185,32 @@ class TokenServer:
         self.httpd.server_close()
 
 
+def _openssl(*args: str) -> None:
+    subprocess.run(["openssl", *args], check=True, capture_output=True)
+
+
+def make_tls_files(pki: Path, client_dir: Path) -> None:
+    """A test CA, a server certificate for 127.0.0.1/localhost and a client certificate, all
+    signed by that CA. ``pki`` keeps the CA and server files; ``client_dir`` gets what a client
+    needs, in certs.d layout: ca.crt, client.cert, client.key."""
+    pki.mkdir(parents=True, exist_ok=True)
+    client_dir.mkdir(parents=True, exist_ok=True)
+    ca, ca_key = pki / "ca.crt", pki / "ca.key"
+    _openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(ca_key), "-out", str(ca),
+             "-days", "2", "-subj", "/CN=podplay-test-ca")
+    for name, usage, san in (("server", "serverAuth", "IP:127.0.0.1,DNS:localhost"),
+                             ("client", "clientAuth", "DNS:podplay-test-client")):
+        ext = pki / f"{name}.ext"
+        ext.write_text(f"subjectAltName={san}\nextendedKeyUsage={usage}\nbasicConstraints=CA:FALSE\n")
+        _openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(pki / f"{name}.key"), "-out",
+                 str(pki / f"{name}.csr"), "-subj", f"/CN=podplay-test-{name}")
+        _openssl("x509", "-req", "-in", str(pki / f"{name}.csr"), "-CA", str(ca), "-CAkey", str(ca_key),
+                 "-CAcreateserial", "-out", str(pki / f"{name}.crt"), "-days", "2", "-extfile", str(ext))
+    shutil.copy(ca, client_dir / "ca.crt")
+    shutil.copy(pki / "client.crt", client_dir / "client.cert")
+    shutil.copy(pki / "client.key", client_dir / "client.key")
+
+
 @dataclass
 class Registry:
     """A running docker-registry. ``host`` is ``127.0.0.1:PORT``, what references start with."""
@@ -193,6 +220,7 @@ class Registry:
     username: str = ""
     password: str = ""
     token_server: TokenServer | None = None
+    tls: bool = False  # https with a test CA, client certificates required
     port: int = 0
     proc: subprocess.Popen | None = field(default=None, repr=False)
 
@@ -202,7 +230,23 @@ class Registry:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}"
+        return f"{'https' if self.tls else 'http'}://{self.host}"
+
+    @property
+    def tls_dir(self) -> Path:
+        """ca.crt, client.cert and client.key: what skopeo's --cert-dir and certs.d take."""
+        return self.workdir / "tls"
+
+    def certs_d(self, base: Path, *, ca: bool = True, client: bool = True) -> Path:
+        """Write a certs.d tree for this registry under ``base`` (``base/HOST:PORT/…``)."""
+        d = base / self.host
+        d.mkdir(parents=True, exist_ok=True)
+        if ca:
+            shutil.copy(self.tls_dir / "ca.crt", d / "ca.crt")
+        if client:
+            shutil.copy(self.tls_dir / "client.cert", d / "client.cert")
+            shutil.copy(self.tls_dir / "client.key", d / "client.key")
+        return base
 
     @property
     def creds(self) -> str:
@@ -232,6 +276,10 @@ class Registry:
             "  headers:",
             "    X-Content-Type-Options: [nosniff]",
         ]
+        if self.tls:
+            t = self.workdir / "pki"
+            lines += ["  tls:", f"    certificate: {t / 'server.crt'}", f"    key: {t / 'server.key'}",
+                      "    clientcas:", f"      - {t / 'ca.crt'}"]
         if self.auth == "htpasswd":
             lines += ["auth:", "  htpasswd:", "    realm: podplay-test", f"    path: {self.workdir / 'htpasswd'}"]
         elif self.auth == "token":
@@ -248,6 +296,8 @@ class Registry:
 
             hashed = bcrypt.hashpw(self.password.encode(), bcrypt.gensalt(rounds=4)).decode()
             (self.workdir / "htpasswd").write_text(f"{self.username}:{hashed}\n")
+        if self.tls:
+            make_tls_files(self.workdir / "pki", self.tls_dir)
         for _ in range(20):
             self.port = free_port()
             cfg = self.workdir / "config.yml"
@@ -270,13 +320,22 @@ class Registry:
             if self.proc.poll() is not None:
                 return False
             try:
-                with urllib.request.urlopen(f"{self.url}/v2/", timeout=2):
+                with urllib.request.urlopen(f"{self.url}/v2/", timeout=2, context=self._ssl_context()):
                     return True
             except urllib.error.HTTPError:
                 return True  # 401: up, wants auth
             except OSError:
                 time.sleep(0.025)
         return False
+
+    def _ssl_context(self):
+        if not self.tls:
+            return None
+        import ssl
+
+        ctx = ssl.create_default_context(cafile=str(self.tls_dir / "ca.crt"))
+        ctx.load_cert_chain(str(self.tls_dir / "client.cert"), str(self.tls_dir / "client.key"))
+        return ctx
 
     def _kill(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -315,7 +374,7 @@ class Registry:
             h.update(self._auth_headers(f"repository:{repo}:pull,push"))
         req = urllib.request.Request(f"{self.url}{path}", data=data, method=method, headers=h)
         try:
-            with urllib.request.urlopen(req, timeout=30) as resp:
+            with urllib.request.urlopen(req, timeout=30, context=self._ssl_context()) as resp:
                 return resp.status, dict(resp.headers), resp.read()
         except urllib.error.HTTPError as exc:
             return exc.code, dict(exc.headers), exc.read()
@@ -357,9 +416,9 @@ class Registry:
             raise RuntimeError(f"DELETE manifest → {status}: {body[:300]!r}")
 
 
-def start_registry(workdir: Path, auth: str = "", **token_kw) -> Registry:
+def start_registry(workdir: Path, auth: str = "", *, tls: bool = False, **token_kw) -> Registry:
     """Start a registry outside of a fixture (benchmarks, one-off tests); call ``stop()``."""
-    reg = Registry(workdir, auth)
+    reg = Registry(workdir, auth, tls=tls)
     if auth in ("htpasswd", "token"):
         reg.username, reg.password = TEST_USER, TEST_PASSWORD
     if auth == "token":
@@ -369,9 +428,9 @@ def start_registry(workdir: Path, auth: str = "", **token_kw) -> Registry:
 
 
 @contextlib.contextmanager
-def running_registry(auth: str = "", **token_kw):
+def running_registry(auth: str = "", *, tls: bool = False, **token_kw):
     workdir = Path(tempfile.mkdtemp(prefix="pp-registry-"))
-    reg = start_registry(workdir, auth, **token_kw)
+    reg = start_registry(workdir, auth, tls=tls, **token_kw)
     try:
         yield reg
     finally:
@@ -398,6 +457,14 @@ def token_registry():
     """docker-registry with bearer-token auth; ``.token_server`` records every token request;
     ``.token_server.refresh_tokens`` maps identity tokens to users (add to it in a test)."""
     with running_registry("token") as reg:
+        yield reg
+
+
+@pytest.fixture(scope="session")
+def tls_registry():
+    """docker-registry over https with a test CA that also requires a client certificate;
+    ``.tls_dir`` holds ca.crt, client.cert and client.key, ``.certs_d(base)`` writes a certs.d tree."""
+    with running_registry(tls=True) as reg:
         yield reg
 
 

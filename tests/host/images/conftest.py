@@ -12,7 +12,13 @@ import pytest
 from reconciler.images.driver import LocalImageStore
 from reconciler.images.progress import Progress
 from tests.support.images import _tool_env, busybox_image, image_factory  # noqa: F401 - fixtures
-from tests.support.registry import auth_registry, registry, repo, token_registry  # noqa: F401 - fixtures
+from tests.support.registry import (  # noqa: F401 - fixtures
+    auth_registry,
+    registry,
+    repo,
+    tls_registry,
+    token_registry,
+)
 
 
 class RecordingProgress(Progress):
