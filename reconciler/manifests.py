@@ -28,10 +28,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-from reconciler import desired as _desired
-from reconciler.desired import ANN_PORT_PER_REPLICA, ANNOTATION_PREFIX, Loaded
 from reconciler.errors import Diagnostic, Severity
 from reconciler.model import convert
+from reconciler.model import source as _source
 from reconciler.model.kube import (
     API_VERSIONS,
     KINDS,
@@ -44,6 +43,7 @@ from reconciler.model.kube import (
     Secret,
 )
 from reconciler.model.quantity import parse_quantity
+from reconciler.model.source import ANN_PORT_PER_REPLICA, ANNOTATION_PREFIX, Loaded
 
 SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
 MANIFEST_SUFFIXES = (".yaml", ".yml", ".json")
@@ -73,9 +73,12 @@ OTHER_KUBE_KINDS = {
     "PodList", "SecretList", "DeploymentList", "PersistentVolumeClaimList", "ServiceList",
 }
 
-# podplay's own annotations (desired.ANN_*), and the prefix of podman's, which podplay ignores.
-PODPLAY_ANNOTATIONS = tuple(sorted(v for k, v in vars(_desired).items() if k.startswith("ANN_")))
+# podplay's own annotations (model.source.ANN_*), and the prefixes of podman's, which podplay ignores.
+PODPLAY_ANNOTATIONS = tuple(sorted(v for k, v in vars(_source).items() if k.startswith("ANN_")))
 PODMAN_ANNOTATION_PREFIXES = ("io.podman.annotations.", "io.containers.")
+
+UNUSED_MESSAGE = "podplay accepts this field but does not act on it"
+PODMAN_MESSAGE = "podman annotation: podplay does not act on it"
 
 MAX_REPLICAS = 1000  # one host: a bigger number is a typo, and expanding it would hang
 _MAX_DEPTH = 100  # nesting of one document; kube objects need about 15
@@ -1441,7 +1444,7 @@ class _Run:
             if pattern in self.warned:
                 continue
             self.warned.add(pattern)
-            chk.warn(path, "podplay accepts this field but does not act on it", key=True)
+            chk.warn(path, UNUSED_MESSAGE, key=True)
 
     def _podman_annotations(self, obj, chk: _Checker) -> None:
         metas = [(("metadata",), obj.metadata)]
@@ -1451,7 +1454,7 @@ class _Run:
             for k in meta.annotations:
                 if k.startswith(PODMAN_ANNOTATION_PREFIXES) and f"annotation:{k}" not in self.warned:
                     self.warned.add(f"annotation:{k}")
-                    chk.warn(path + ("annotations", k), "podman annotation: podplay does not act on it", key=True)
+                    chk.warn(path + ("annotations", k), PODMAN_MESSAGE, key=True)
 
 
 # --- cross-object checks ---------------------------------------------------------------------------
@@ -1726,9 +1729,18 @@ def combine_files(loads: Sequence[FileLoad], *, complete: bool = True) -> Manife
     ports) over all of them. `complete` false: some source is unknown, so "not found" is not said."""
     result = ManifestSet(files=[f.file for f in loads])
     run = _Run(result)
+    once: set[tuple[str, str]] = set()
     for f in loads:
         result.objects.extend(f.objects)
-        result.diagnostics.extend(f.diagnostics)
+        for d in f.diagnostics:
+            # "accepted but not acted on" and podman-annotation warnings: once per run, as in
+            # load_manifests, although each file was loaded on its own.
+            if d.severity == Severity.WARNING and d.message in (UNUSED_MESSAGE, PODMAN_MESSAGE):
+                pattern = (d.message, re.sub(r"\[\d+\]", "[]", d.path))
+                if pattern in once:
+                    continue
+                once.add(pattern)
+            result.diagnostics.append(d)
         run.entries.extend(f._entries)
         run.known |= f._known
         if f.unreadable:

@@ -277,3 +277,21 @@ def test_positions_are_one_based_and_point_at_the_value_or_the_key(tmp_path):
     found = {d.path: (d.line, d.column) for d in result.diagnostics}
     assert found == {"spec.containers[0].imagePullPolicy": (9, 22),  # the value
                      "spec.containers[0].cmd": (10, 5)}  # the unknown key
+
+
+def test_files_loaded_one_by_one_and_combined_say_what_load_manifests_says(tmp_path):
+    from reconciler.manifests import combine_files, load_file
+
+    ctr = "{name: app, image: busybox:1.36, terminationMessagePath: /tmp/t, ports: [{containerPort: 80, hostPort: 80}]}"
+    write(tmp_path, "a.yaml", f"apiVersion: v1\nkind: Pod\nmetadata: {{name: a}}\nspec:\n  containers: [{ctr}]\n")
+    write(tmp_path, "b.yaml", f"apiVersion: v1\nkind: Pod\nmetadata: {{name: b}}\nspec:\n  containers: [{ctr}]\n"
+                              "---\napiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec:\n  containers: [{name: x}]\n")
+    whole = load_manifests([str(tmp_path)])
+    combined = combine_files([load_file(f) for f in whole.files])
+
+    def view(result):
+        return sorted((d.file, d.line, d.column, d.severity, d.path, d.message) for d in result.diagnostics)
+
+    assert view(combined) == view(whole)
+    assert [str(o.key) for o in combined.objects] == keys(whole)
+    assert sum("does not act on it" in d.message for d in combined.warnings) == 1
