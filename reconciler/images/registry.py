@@ -570,6 +570,8 @@ class RegistryClient:
         resp = self._request("HEAD", f"/v2/{repo}/manifests/{reference}", scope=_pull_scope(repo),
                              headers={"Accept": accept}, stream=False)
         with resp:
+            if resp.status_code in (405, 501):  # a registry (or proxy) without HEAD: ask with GET
+                return self.get_manifest(repo, reference, accept=accept).digest
             if resp.status_code != 200:
                 raise self._fail(resp, what)
             digest = resp.headers.get("Docker-Content-Digest", "")
