@@ -18,6 +18,7 @@ import binascii
 import bisect
 import datetime
 import difflib
+import ipaddress
 import json
 import math
 import os
@@ -1136,8 +1137,6 @@ def _check_pod_spec(chk: _Checker, spec: PodSpec, path: Path_, in_deployment: bo
     if spec.dns_policy == "None" and not (spec.dns_config and spec.dns_config.nameservers):
         chk.error(path + ("dnsPolicy",), "dnsPolicy None needs dnsConfig.nameservers")
     for i, alias in enumerate(spec.host_aliases):
-        import ipaddress
-
         try:
             ipaddress.ip_address(alias.ip)
         except ValueError:
