@@ -228,3 +228,11 @@ def test_remove_of_a_created_never_started_container(pods, runtime):
     assert state_of(runtime, pod.containers[0].id).state == ContainerState.EXITED
     runtime.remove_container(pod.containers[0].id)
     assert [c.id for c in runtime.list_containers()] == [pod.uid]
+
+
+def test_a_tty_container_gets_a_terminal_and_its_output_is_logged(pods, runtime):
+    pod = make_pod("ttyctr", [{"name": "app", "tty": True, "command": ["sh", "-c", "test -t 0 && test -t 1 && tty"]}])
+    pods.up(pod)
+    code, out = pods.run(pod.containers[0].id)
+    assert code == 0
+    assert out.strip().startswith("/dev/pts/")
