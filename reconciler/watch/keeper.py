@@ -165,6 +165,7 @@ class Keeper:
         self._drivers: Drivers | None = None
         self._files_seen: dict[str, tuple] = {}
         self._plan: Plan | None = None
+        self._read_ms: float | None = None
 
     # --- life cycle --------------------------------------------------------------------------------
 
@@ -248,10 +249,13 @@ class Keeper:
     def converge(self, trigger: str, *, refresh: bool = False, full: bool = False) -> None:
         if full:
             self.next_resync = self.mono() + self.options.resync
+        self._read_ms = None
         if refresh:
+            started = self.mono()
             comp = self.source.refresh(full)
-            self._note_files(comp)
+            self._read_ms = round((self.mono() - started) * 1000, 1)
             self.comp = comp
+            self._note_files(comp)
         comp = self.comp
         while True:
             result, error = self._pass(comp, trigger, always=full)
@@ -272,9 +276,9 @@ class Keeper:
         if not always and not any(c.action != Action.NOOP for c in changes):
             self._schedule(comp, observed)
             if trigger in (self.source.news, "rollback"):
-                self.log.info("pass", trigger=trigger, revision=comp.revision or None, changes=0,
-                              duration_ms=round((self.mono() - started) * 1000, 1))
                 self._note_pass(trigger, 0, 0, self.mono() - started, [])
+                self.log.info("pass", trigger=trigger, revision=comp.revision or None, changes=0,
+                              duration_ms=round((self.mono() - started) * 1000, 1), read_ms=self._read_ms)
             return None, ""
         try:
             with ApplyLock(self.paths.lock_file):
@@ -283,8 +287,8 @@ class Keeper:
                                   now=self.clock(), report=self._report, on_plan=self._set_plan, locked=True)
                 observed = observe_host(drivers)
         except PodplayError as exc:
-            self.log.error("pass", trigger=trigger, revision=comp.revision or None, error=str(exc))
             self._note_pass(trigger, 0, 0, self.mono() - started, [str(exc)])
+            self.log.error("pass", trigger=trigger, revision=comp.revision or None, error=str(exc))
             return None, str(exc)
         for note in result.recovered:
             self.log.warning("recovered", note=note)
@@ -298,11 +302,12 @@ class Keeper:
         errors = [f"{r.txn.key}: {r.error}" for r in failed]
         duration = self.mono() - started
         self.passes += 1
+        self._schedule(comp, observed)
+        self._note_pass(trigger, len(effective), len(failed), duration, errors)
         if effective or failed or trigger in ("start", "rollback", self.source.news):
             self.log("pass", "error" if failed else "info", trigger=trigger, revision=comp.revision or None,
-                     changes=len(effective), failed=len(failed) or None, duration_ms=round(duration * 1000, 1))
-        self._note_pass(trigger, len(effective), len(failed), duration, errors)
-        self._schedule(comp, observed)
+                     changes=len(effective), failed=len(failed) or None, duration_ms=round(duration * 1000, 1),
+                     read_ms=self._read_ms)
         return result, "; ".join(errors)
 
     def tick(self) -> None:
@@ -357,6 +362,7 @@ class Keeper:
     def _note_files(self, comp: Composition) -> None:
         """Log each file's change of state once (not on every pass)."""
         seen: dict[str, tuple] = {}
+        lines: list[tuple[str, str, dict]] = []
         for path, r in comp.files.items():
             key = (r.state, tuple(r.errors))
             seen[path] = key
@@ -364,25 +370,26 @@ class Keeper:
                 continue
             if r.state == "ok":
                 if path in self._files_seen and self._files_seen[path][0] != "ok":
-                    self.log.info("file_ok", file=path)
+                    lines.append(("file_ok", "info", {"file": path}))
             elif r.state == "deleted":
-                self.log.info("file_deleted", file=path)
+                lines.append(("file_deleted", "info", {"file": path}))
             else:
-                self.log.error("file_invalid", file=path, using=r.using, error=" | ".join(r.errors))
+                lines.append(("file_invalid", "error", {"file": path, "using": r.using, "error": " | ".join(r.errors)}))
                 self.state.add_event("error", path, "; ".join(r.errors) or "invalid")
         self._files_seen = {p: k for p, k in seen.items() if k[0] != "deleted"}
         if comp.held:
-            self.log.error("held", reason=comp.held)
+            lines.append(("held", "error", {"reason": comp.held}))
+        if lines:
+            self._record()
+        for event, level, fields in lines:
+            self.log(event, level, **fields)
 
     def _schedule(self, comp: Composition, observed: ObservedHost) -> None:
         """Wake up exactly when the next crash-loop back-off expires."""
         now = self.clock()
         backoff = backoff_schedule(comp.desired, observed, now)
-        for cid, b in backoff.items():
-            if cid not in self.backoff or self.backoff[cid]["until"] != b["until"]:
-                self.log.info("backoff", pod=b["pod"], container=b["container"], exit_code=b["exit_code"],
-                              restarts=b["restarts"], restart_in_s=round(b["until"] - now, 1))
-        changed = set(backoff) != set(self.backoff)
+        new = [b for cid, b in backoff.items() if cid not in self.backoff or self.backoff[cid]["until"] != b["until"]]
+        changed = set(backoff) != set(self.backoff) or bool(new)
         self.backoff = backoff
         if backoff:
             soonest = min(b["until"] for b in backoff.values())
@@ -391,11 +398,17 @@ class Keeper:
         else:
             self.backoff_at = None
         if changed:
-            self._record()
+            self._record()  # before the log line: whoever reads the log may ask `podplay status` next
+        for b in new:
+            self.log.info("backoff", pod=b["pod"], container=b["container"], exit_code=b["exit_code"],
+                          restarts=b["restarts"], restart_in_s=round(b["until"] - now, 1))
 
     def _note_pass(self, trigger: str, changes: int, failed: int, duration: float, errors: list[str]) -> None:
+        """Remember the pass for `status`, and record it before it is logged (a reader of the log
+        may ask `podplay status` next)."""
         self.last_pass = {"at": self.clock(), "trigger": trigger, "changes": changes, "failed": failed,
                           "duration_ms": round(duration * 1000, 1), "errors": errors[:20]}
+        self._record()
 
     def status(self, *, running: bool = True) -> dict:
         comp = self.comp

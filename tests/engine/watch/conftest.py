@@ -79,6 +79,16 @@ class Keeper:
             return next((e for e in self.events(name)[after:] if pred(e)), None)
         return eventually(find, f"log event {name}")
 
+    def wait_then(self, first: str, first_pred: Callable[[dict], bool], then: str) -> dict:
+        """The first `then` event logged after the first `first` event that matches `first_pred`."""
+        def find():
+            if self.proc.poll() is not None:
+                raise AssertionError(f"keeper exited with {self.proc.returncode}:\n{self.text()}")
+            events = self.events()
+            i = next((i for i, e in enumerate(events) if e.get("event") == first and first_pred(e)), None)
+            return None if i is None else next((e for e in events[i + 1:] if e.get("event") == then), None)
+        return eventually(find, f"log event {then} after {first}")
+
     def stop(self, sig: int = signal.SIGTERM, timeout: float = TIMEOUT) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)

@@ -83,8 +83,7 @@ def test_a_file_that_was_never_valid_holds_every_delete(site):
     site.write("c.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {name: c\n")
     w.wait_event("file_invalid", lambda e: e["file"].endswith("/c.yaml") and e["using"] == "nothing")
     site.remove("a.yaml")
-    n = len(w.events("pass"))
-    w.wait_event("pass", after=n)
+    w.wait_then("file_deleted", lambda e: e["file"].endswith("/a.yaml"), "pass")
     assert "default/a" in site.running(), "a delete was applied while a file could not be read"
     assert site.status()["keepers"][0]["prune"] is False
     assert "deletes are held" in site.podplay("status").stdout
@@ -133,6 +132,7 @@ def test_touching_a_file_without_changing_it_changes_nothing(site):
     w = site.watch()
     eventually(lambda: site.running() == {"default/a": {"app"}}, "pod a to run")
     uid = site.pods()["default/a"]
+    w.wait_event("pass", lambda e: e["trigger"] == "start")
     n = len(w.events("pass"))
     (site.dir / "a.yaml").write_text((site.dir / "a.yaml").read_text())
     e = w.wait_event("pass", after=n)
