@@ -1,0 +1,165 @@
+"""ManifestFiles: which version of each file a watcher converges to, and what may be pruned."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from reconciler.state import StateStore
+from reconciler.watch.files import ManifestFiles
+from tests.engine.watch.conftest import pod
+
+BROKEN = "apiVersion: v1\nkind: Pod\nmetadata: {name: a}\nspec: {containers: [{name: app}]}\n"
+
+
+@pytest.fixture
+def state(tmp_path):
+    s = StateStore(tmp_path / "state.db")
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def d(tmp_path):
+    p = tmp_path / "m"
+    p.mkdir()
+    return p
+
+
+def hashes(comp) -> dict[str, str]:
+    return {ref: p.spec_hash for ref, p in comp.desired.pods.items()}
+
+
+def test_an_invalid_file_is_replaced_by_its_last_good_version_until_fixed(d, state):
+    (d / "a.yaml").write_text(pod("a"))
+    (d / "b.yaml").write_text(pod("b"))
+    files = ManifestFiles([str(d)], state)
+    good = files.refresh()
+    assert set(good.desired.pods) == {"default/a", "default/b"} and good.scope.prune
+
+    (d / "a.yaml").write_text(BROKEN)
+    comp = files.refresh()
+    assert hashes(comp) == hashes(good), "the broken file's pod must stay exactly as it was"
+    assert comp.scope.prune, "everything is known: the last good version stands in for the broken file"
+    report = comp.files[str(d / "a.yaml")]
+    assert (report.state, report.using) == ("invalid", "last good")
+    assert any("a.yaml:4" in e and "image" in e for e in report.errors), report.errors
+
+    (d / "a.yaml").write_text(pod("a", command="sleep 5"))
+    fixed = files.refresh()
+    assert fixed.files[str(d / "a.yaml")].state == "ok"
+    assert hashes(fixed)["default/a"] != hashes(good)["default/a"]
+    assert hashes(fixed)["default/b"] == hashes(good)["default/b"]
+
+
+def test_a_file_never_seen_valid_holds_every_delete(d, state):
+    (d / "a.yaml").write_text(pod("a"))
+    files = ManifestFiles([str(d)], state)
+    files.refresh()
+    (d / "new.yaml").write_text("kind: Pod\nmetadata: {name: [\n")
+    comp = files.refresh()
+    assert not comp.scope.prune
+    assert comp.files[str(d / "new.yaml")].using == "nothing"
+    assert str(d / "new.yaml") in comp.manifests.unreadable
+    assert set(comp.desired.pods) == {"default/a"}
+
+
+def test_a_deleted_file_is_a_real_delete(d, state):
+    (d / "a.yaml").write_text(pod("a"))
+    (d / "b.yaml").write_text(pod("b"))
+    files = ManifestFiles([str(d)], state)
+    files.refresh()
+    (d / "b.yaml").unlink()
+    comp = files.refresh()
+    assert set(comp.desired.pods) == {"default/a"} and comp.scope.prune
+    assert comp.files[str(d / "b.yaml")].state == "deleted"
+    assert str(d / "b.yaml") not in state.last_good()
+
+
+def test_an_emptied_file_keeps_its_last_good_version(d, state):
+    """A file truncated by an editor mid-save must not look like "delete every pod in it"."""
+    (d / "a.yaml").write_text(pod("a"))
+    files = ManifestFiles([str(d)], state)
+    files.refresh()
+    (d / "a.yaml").write_text("# nothing here yet\n")
+    comp = files.refresh()
+    assert set(comp.desired.pods) == {"default/a"}
+    assert "empty" in comp.files[str(d / "a.yaml")].errors[0]
+
+
+def test_the_last_good_version_survives_a_restart_of_the_watcher(d, state):
+    (d / "a.yaml").write_text(pod("a"))
+    (d / "b.yaml").write_text(pod("b"))
+    before = hashes(ManifestFiles([str(d)], state).refresh())
+    assert set(state.last_good()) == {str(d / "a.yaml"), str(d / "b.yaml")}
+
+    (d / "a.yaml").write_text(BROKEN)  # broken while no watcher ran
+    (d / "b.yaml").unlink()  # deleted while no watcher ran
+    comp = ManifestFiles([str(d)], state).refresh()
+    assert hashes(comp) == {"default/a": before["default/a"]}
+    assert comp.files[str(d / "a.yaml")].using == "last good"
+    assert set(state.last_good()) == {str(d / "a.yaml")}, "the deleted file's saved version is stale now"
+    assert "containers" in state.last_good()[str(d / "a.yaml")][1], "the saved version is the good one"
+
+
+def test_moving_a_pod_between_files_in_two_saves_never_breaks_it(d, state):
+    (d / "a.yaml").write_text(pod("x") + "---\n" + pod("y"))
+    (d / "b.yaml").write_text(pod("z"))
+    files = ManifestFiles([str(d)], state)
+    files.refresh()
+
+    (d / "b.yaml").write_text(pod("z") + "---\n" + pod("x"))  # first save: x is in both files
+    comp = files.refresh()
+    assert set(comp.desired.pods) == {"default/x", "default/y", "default/z"}
+    assert comp.desired.pods["default/x"].source == str(d / "a.yaml")
+    b = comp.files[str(d / "b.yaml")]
+    assert b.using == "last good" and any("defined twice" in e for e in b.errors)
+    assert comp.files[str(d / "a.yaml")].state == "ok"
+
+    (d / "a.yaml").write_text(pod("y"))  # second save: x left a.yaml
+    comp = files.refresh()
+    assert comp.desired.pods["default/x"].source == str(d / "b.yaml")
+    assert not comp.problems and not comp.held
+
+
+def test_a_reference_that_only_an_old_version_satisfies_is_held(d, state):
+    (d / "cfg.yaml").write_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: cfg}\ndata: {k: v}\n")
+    (d / "pod.yaml").write_text(pod("p", extra="    envFrom: [{configMapRef: {name: cfg}}]\n"))
+    files = ManifestFiles([str(d)], state)
+    good = files.refresh()
+    (d / "cfg.yaml").unlink()
+    comp = files.refresh()
+    assert "ConfigMap 'cfg' not found" in comp.held
+    assert hashes(comp) == hashes(good), "the pod keeps converging to what it was"
+    (d / "pod.yaml").unlink()
+    comp = files.refresh()
+    assert not comp.held and not comp.desired.pods
+
+
+def test_only_changed_files_are_read_and_parsed_again(d, state):
+    for i in range(10):
+        (d / f"p{i}.yaml").write_text(pod(f"p{i}"))
+    files = ManifestFiles([str(d)], state)
+    files.refresh()
+    assert (files.reads, files.parses) == (10, 10)
+    files.refresh()
+    assert (files.reads, files.parses) == (10, 10), "nothing changed: nothing read"
+    (d / "p3.yaml").write_text(pod("p3", command="sleep 1"))
+    files.refresh()
+    assert (files.reads, files.parses) == (11, 11)
+    os.utime(d / "p4.yaml", (1, 1))  # touched, same content: read, not parsed
+    files.refresh()
+    assert (files.reads, files.parses) == (12, 11)
+    files.refresh(full=True)
+    assert (files.reads, files.parses) == (22, 11)
+
+
+def test_a_named_file_that_vanishes_is_not_taken_for_a_delete(d, state):
+    (d / "a.yaml").write_text(pod("a"))
+    files = ManifestFiles([str(d / "a.yaml")], state)
+    files.refresh()
+    (d / "a.yaml").unlink()
+    comp = files.refresh()
+    assert set(comp.desired.pods) == {"default/a"}
+    assert comp.files[str(d / "a.yaml")].using == "last good"
