@@ -146,22 +146,19 @@ def read_log(path: str, *, follow: bool = False, tail: int | None = None, since:
         f.seek(offset)
         while True:
             chunk = f.read(65536)
-            if chunk:
-                buffer += chunk
-                end = buffer.rfind(b"\n") + 1
-                for rec in _records(buffer[:end], joiner):
-                    if since is None or rec[0] >= since:
-                        yield rec
-                buffer = buffer[end:]
-                continue
-            if not running():
-                # The writer is gone: read what it wrote after our last look, then stop.
-                rest = f.read()
-                if rest:
-                    buffer += rest
+            if not chunk:
+                if running():
+                    time.sleep(FOLLOW_POLL)
                     continue
-                for rec in joiner.flush():
-                    if since is None or rec[0] >= since:
-                        yield rec
-                return
-            time.sleep(FOLLOW_POLL)
+                chunk = f.read()  # the writer is gone: what it wrote after our last look, if anything
+                if not chunk:
+                    break
+            buffer += chunk
+            end = buffer.rfind(b"\n") + 1
+            for rec in _records(buffer[:end], joiner):
+                if since is None or rec[0] >= since:
+                    yield rec
+            buffer = buffer[end:]
+    for rec in _records(buffer, joiner) + joiner.flush():
+        if since is None or rec[0] >= since:
+            yield rec

@@ -98,3 +98,18 @@ def test_follow_reads_until_the_writer_stops(tmp_path):
         more.set()
     t.join()
     assert seen == [b"one", b"later"]
+
+
+def test_follow_keeps_what_was_written_as_the_writer_stopped(tmp_path):
+    log = tmp_path / "ctr.log"
+    write(log, RECORDS[:1])
+    calls = []
+
+    def running():  # the container writes its last line and exits between two of our reads
+        if not calls:
+            with open(log, "ab") as f:
+                f.write(b"2024-01-02T03:05:00Z stdout F last words\n")
+        calls.append(1)
+        return False
+
+    assert [t for _, _, t in read_log(str(log), follow=True, running=running)] == [b"one", b"last words"]
