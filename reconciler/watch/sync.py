@@ -186,7 +186,9 @@ class GitSource:
         res = self._run("verify-commit", commit)
         if res.returncode == 0:
             return ""
-        return f"no valid signature (git verify-commit: {self._why(res) or 'unsigned'})"
+        if not (res.stderr.strip() or res.stdout.strip()):
+            return "the commit is not signed (--verify accepts only signed commits)"
+        return f"no valid signature: {self._why(res)}"
 
     def checkout(self, commit: str) -> Path:
         """The commit's files under commits/<sha>, written whole before they appear."""

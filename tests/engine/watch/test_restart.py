@@ -36,7 +36,7 @@ class Clock:
 
 
 class Rig:
-    def __init__(self, tmp, restart: str = ""):
+    def __init__(self, tmp, restart: str = "", health=None):
         d = tmp / "m"
         d.mkdir()
         (d / "a.yaml").write_text(pod("a", restart=restart))
@@ -50,7 +50,7 @@ class Rig:
         # Relist and resync far away: only the back-off timer (or an explicit tick) acts.
         self.keeper = Keeper(DirSource([str(d)], self.state), self.paths, self.state, lambda: drivers,
                              EventLog(self.out, "json", clock=self.clock.time), KeeperOptions(relist=3600, resync=3600),
-                             clock=self.clock.time, monotonic=self.clock.mono)
+                             clock=self.clock.time, monotonic=self.clock.mono, health=health)
         self.keeper.converge("start", refresh=True, full=True)
         [self.cid] = [cid for cid, c in self.host.containers.items() if c["role"] == "app"]
 
@@ -74,8 +74,8 @@ class Rig:
 def make_rig(tmp_path):
     rigs = []
 
-    def make(restart: str = "") -> Rig:
-        rigs.append(Rig(tmp_path, restart))
+    def make(restart: str = "", health=None) -> Rig:
+        rigs.append(Rig(tmp_path, restart, health))
         return rigs[-1]
     yield make
     for r in rigs:
@@ -116,10 +116,10 @@ def test_crash_loop_back_off_doubles_and_the_keeper_wakes_when_it_expires(make_r
         assert rig.events("backoff")[-1]["restart_in_s"] == pytest.approx(delay, abs=0.5)
         assert k.backoff_at == pytest.approx(rig.clock.mono() + delay, abs=0.5)
 
-        rig.clock.offset += delay - 1
-        k.step()  # nothing due yet: relist and resync are an hour away, the back-off 1 s
+        rig.clock.offset += delay - 0.2
+        k.step()  # nothing due yet: relist and resync are an hour away, the back-off 0.2 s
         assert rig.ctr()["state"] == "exited"
-        rig.clock.offset += 1.1
+        rig.clock.offset += 0.3
         k.step()  # the back-off timer fires: restart
         assert rig.ctr()["state"] == "running" and rig.host.restarts[rig.cid] == restarts + 1
         assert not k.status()["backoff"]
@@ -181,3 +181,19 @@ def test_watch_process_restarts_with_back_off_and_status_shows_it(site):
                "the restart after the back-off")
     assert site.containers("default/a")["app"]["started_at"] >= at + 10, "restarted before the back-off ended"
     assert w.stop() == 0
+
+
+def test_the_health_hook_sees_every_tick_and_sets_when_the_next_one_comes(make_rig):
+    seen = []
+
+    def probe(desired, observed, now):
+        seen.append((sorted(desired.pods), sorted(p.key for p in observed.pods.values()), now))
+        return 5.0  # "probe me again in 5 s"
+
+    rig = make_rig(health=probe)
+    rig.keeper.tick()
+    assert seen and seen[-1][:2] == (["default/a"], ["default/a"])
+    assert rig.keeper.health_at == pytest.approx(rig.clock.mono() + 5, abs=0.5)
+    rig.clock.offset += 5.1
+    rig.keeper.step()  # the relist is an hour away: only the hook's own timer brings this tick
+    assert len(seen) == 2
