@@ -3,7 +3,8 @@
     python -m benchmarks.bench_pull [--runs N] [--layers N] [--layer-mb N]
 
 * ``podplay pull`` — download, verify and record (layers stay compressed; unpacking is the
-  storage driver's job and is measured by bench_unpack),
+  storage driver's job and is measured by bench_unpack); also in process, without the
+  interpreter start-up, as the engine pulls,
 * ``skopeo copy docker://… oci:DIR`` — the same work: download and verify into a layout,
 * ``podman pull`` — download, verify *and* unpack every layer into its (vfs) storage.
 
@@ -22,7 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.harness import Row, table, time_command
+from benchmarks.harness import Row, table, time_call, time_command
 
 
 def _fresh(path: Path):
@@ -81,8 +82,18 @@ def main(argv=None) -> None:
                 _fresh(proot)()
                 _fresh(prun)()
 
+            from reconciler.images.driver import LocalImageStore
+            from reconciler.paths import HostPaths
+
+            def pull_in_process():
+                store = LocalImageStore(HostPaths(root, run, tmp / "net"), registries_conf=conf)
+                store.pull(pushed.ref)
+                store.close()
+
             rows = [Row("podplay pull (download + verify)",
                         time_command(podplay, args.runs, setup=podplay_setup, env=env)),
+                    Row("podplay, in process (as `podplay up` pulls)",
+                        time_call(pull_in_process, args.runs, setup=podplay_setup)),
                     Row("skopeo copy docker:// → oci: (download + verify)",
                         time_command(skopeo, args.runs, setup=lambda: shutil.rmtree(oci, ignore_errors=True)))]
             if shutil.which("podman"):

@@ -15,12 +15,13 @@ archive can be another, and then ``ingest_image`` gives it the same checks for f
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Protocol
 
-from reconciler.errors import ImageError
+from reconciler.errors import ImageError, TemporaryImageError
 from reconciler.images.manifest import (
     ImageIndex,
     ImageManifest,
@@ -116,16 +117,19 @@ def ingest_image(store: ContentStore, source: BlobSource, reference: str, *, pla
             progress.blob_queued(layer.digest, layer.size, store.has_blob(layer.digest))
         missing = [d for d in todo.values() if not store.has_blob(d.digest)]
         if missing:
+            # The first failure (or Ctrl-C) stops the other downloads at their next chunk. After
+            # an interruption what they got stays for the next pull to resume; after a refusal
+            # (bad content) it goes.
+            cancel = _Cancel()
             with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="pull") as pool:
-                futures = [pool.submit(_copy, store, source, d, progress) for d in missing]
-                errors = []
-                for f in futures:
-                    try:
+                futures = [pool.submit(_copy, store, source, d, progress, cancel) for d in missing]
+                try:
+                    for f in as_completed(futures):
                         f.result()
-                    except ImageError as exc:
-                        errors.append(exc)
-                if errors:
-                    raise errors[0]
+                except BaseException as exc:
+                    cancel.keep = not isinstance(exc, ImageError) or exc.temporary
+                    cancel.set()
+                    raise
         # The documents go in last: a manifest in the store means its content is there too.
         store.put_blob(config_bytes, manifest.config.digest)
         store.put_blob(fetched.data, fetched.digest)
@@ -135,13 +139,26 @@ def ingest_image(store: ContentStore, source: BlobSource, reference: str, *, pla
                     manifest.config.digest, manifest, config)
 
 
-def _copy(store: ContentStore, source: BlobSource, desc, progress: Progress) -> None:
+class _Cancel(threading.Event):
+    keep = True  # keep partial downloads of cancelled blobs (interrupted) or not (refused)
+
+
+def _copy(store: ContentStore, source: BlobSource, desc, progress: Progress,
+          cancel: _Cancel | None = None) -> None:
+    def advance(n: int) -> None:
+        if cancel is not None and cancel.is_set():
+            error = TemporaryImageError if cancel.keep else ImageError
+            raise error(f"download of {desc.digest} cancelled")
+        progress.blob_advance(desc.digest, n)
+
     try:
         with store.ingest(desc.digest, desc.size) as w:
             if w is None:
                 return
+            if cancel is not None and cancel.is_set():
+                return
             progress.blob_start(desc.digest, desc.size)
-            source.copy_blob(desc, w, lambda n: progress.blob_advance(desc.digest, n))
+            source.copy_blob(desc, w, advance)
             progress.blob_done(desc.digest)
     except OSError as exc:
         raise ImageError(f"cannot write blob {desc.digest} to {store.root}: {exc.strerror or exc}") from None

@@ -202,6 +202,9 @@ class ContentStore:
                 raise
             finally:
                 w.close()
+                if w.offset == 0:  # nothing worth resuming (or committed: then it is gone already)
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(w.partial)
 
     @contextlib.contextmanager
     def lease(self) -> Iterator[None]:
