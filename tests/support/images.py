@@ -16,6 +16,11 @@ Builds are cached per process (one xdist worker = one process), so an image is b
 per worker however many tests push it. Buildah gets its own ``--root``/``--runroot`` under /tmp
 and the vfs driver (no mounts to leak); everything is removed at the end of the session.
 
+Use from another area's conftest.py (fixture names must be imported to be seen)::
+
+    from tests.support.registry import registry, repo          # noqa: F401
+    from tests.support.images import busybox_image, image_factory  # noqa: F401
+
 Examples::
 
     pushed = make_busybox_image(registry, "t/app", compression="zstd", layers=3,
