@@ -424,17 +424,23 @@ def start_registry(workdir: Path, auth: str = "", *, tls: bool = False, **token_
     if auth == "token":
         reg.token_server = TokenServer(workdir, service="podplay-test-registry", issuer="podplay-test-issuer",
                                        users={TEST_USER: TEST_PASSWORD}, **token_kw)
-    return reg.start()
+    try:
+        return reg.start()
+    except BaseException:
+        reg.stop()
+        raise
 
 
 @contextlib.contextmanager
 def running_registry(auth: str = "", *, tls: bool = False, **token_kw):
     workdir = Path(tempfile.mkdtemp(prefix="pp-registry-"))
-    reg = start_registry(workdir, auth, tls=tls, **token_kw)
     try:
-        yield reg
+        reg = start_registry(workdir, auth, tls=tls, **token_kw)
+        try:
+            yield reg
+        finally:
+            reg.stop()
     finally:
-        reg.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
 
