@@ -24,6 +24,7 @@ runc's state.json, whose format is runc's business). A bundle whose run-root rec
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import json
 import os
@@ -55,7 +56,7 @@ from reconciler.paths import HostPaths
 from reconciler.runtime import conmon as _conmon
 from reconciler.runtime import hostinfo, oci, pod_files
 from reconciler.runtime.logs import read_log
-from reconciler.runtime.rootfs import ensure_subpath, read_file_in_root, resolve_in_root
+from reconciler.runtime.rootfs import ensure_subpath, read_file_in_root
 from reconciler.runtime.users import resolve_user
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
@@ -508,12 +509,13 @@ class RuncRuntime:
         group = (read_file_in_root(rootfs, "/etc/group") or b"").decode(errors="replace")
         user = resolve_user(pod, container, image.config.user, passwd, group)
 
-        # Where each subPath lands; the directories are made only once the config is accepted.
+        # The config is first checked with subPaths as written; their directories are made (and
+        # their symlinks resolved, inside the volume only) once everything else is accepted.
         subpaths: dict[tuple[str, str], str] = {}
         for vm in container.spec.volume_mounts:
             if vm.sub_path and vm.name in volumes:
                 oci.check_subpath(pod, container.name, vm.sub_path)
-                subpaths[(vm.name, vm.sub_path)] = resolve_in_root(volumes[vm.name], vm.sub_path)
+                subpaths[(vm.name, vm.sub_path)] = os.path.join(volumes[vm.name], vm.sub_path)
 
         localhost = None
         wanted = oci.localhost_profile(pod, container)
@@ -531,9 +533,12 @@ class RuncRuntime:
             host_devices=self._fact("devices", hostinfo.host_devices) if sc and sc.privileged else (),
         )
         config = oci.container_config(pod, container, image, ctx)
-        for (name, sub_path), planned in subpaths.items():
-            if ensure_subpath(volumes[name], sub_path) != planned:
-                raise ContainerRuntimeError(f"{where}: subPath {sub_path!r} changed while it was prepared")
+        if subpaths:
+            try:
+                real = {key: ensure_subpath(volumes[key[0]], key[1]) for key in subpaths}
+            except ContainerRuntimeError as e:
+                raise ContainerRuntimeError(f"{where}: {e}") from None
+            config = oci.container_config(pod, container, image, dataclasses.replace(ctx, subpaths=real))
         self._write_pod_files(pod, ip)
         extra = {"stdin": container.spec.stdin, "stdin_once": container.spec.stdin_once}
         try:

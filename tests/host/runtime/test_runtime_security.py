@@ -136,15 +136,26 @@ def test_bad_sysctl_leaves_the_host_untouched(host_paths):
     assert list(host_paths.runroot.iterdir()) == []
 
 
-def test_sub_path_cannot_escape_its_volume(pods):
+def test_sub_path_cannot_escape_its_volume(pods, runtime, host_paths):
     vol = pods.volume("data")
     os.symlink("/etc", os.path.join(vol, "evil"))
-    pod = make_pod("subpath", [{"name": "app", "command": ["sh", "-c", "ls /mnt; echo hi > /mnt/written"],
+    pod = make_pod("subpath", [{"name": "app", "command": ["sh", "-c", "echo hi > /mnt/written"],
                                 "volumeMounts": [{"name": "data", "mountPath": "/mnt", "subPath": "evil"}]}],
                    volumes=[{"name": "data", "emptyDir": {}}])
-    code, out = run(pods, pod, volumes={"data": vol})
-    assert code == 0
-    assert out == ""  # an empty directory inside the volume, not the host's /etc
-    with open(os.path.join(vol, "etc", "written")) as f:
-        assert f.read() == "hi\n"
+    runtime.create_infra(pod)
+    with pytest.raises(ContainerRuntimeError, match="not within its volume"):
+        runtime.create_container(pod, pod.containers[0], rootfs=pods.rootfs(), image=image(),
+                                 volumes={"data": vol}, network=None)
+    assert not (host_paths.containers / pod.containers[0].id).exists()
     assert not os.path.exists("/etc/written")
+
+
+def test_sub_path_is_made_inside_its_volume(pods):
+    vol = pods.volume("data")
+    pod = make_pod("subpath2", [{"name": "app", "command": ["sh", "-c", "echo hi > /mnt/written"],
+                                 "volumeMounts": [{"name": "data", "mountPath": "/mnt", "subPath": "logs/app"}]}],
+                   volumes=[{"name": "data", "emptyDir": {}}])
+    code, _ = run(pods, pod, volumes={"data": vol})
+    assert code == 0
+    with open(os.path.join(vol, "logs", "app", "written")) as f:
+        assert f.read() == "hi\n"
