@@ -72,16 +72,15 @@ def make_scope(paths: Sequence[str], manifests: ManifestSet) -> Scope:
 def load_or_fail(paths: Sequence[str], *, down: bool = False) -> ManifestSet:
     """Load manifests; any error stops the pass before anything is touched.
 
-    For ``down``, a manifest path that no longer exists is not an error: podplay remembers what
-    each file created, so ``down gone.yaml`` still removes it.
+    ``down`` never fails on the manifests: podplay records which file created each pod, so
+    `down` of a deleted, emptied or broken file still removes exactly what that file created.
+    Its problems are kept as warnings for the user to see.
     """
     manifests = load_manifests(paths)
-    if down:
-        missing = {d.file for d in manifests.errors if d.message == "no such file or directory"}
-        manifests.diagnostics = [d for d in manifests.diagnostics if d.file not in missing or d.line]
-        manifests.diagnostics = [d for d in manifests.diagnostics
-                                 if not (d.message.startswith("no supported object") and missing)]
-        manifests.unreadable = [f for f in manifests.unreadable if f not in missing]
+    if down and manifests.errors:
+        manifests.diagnostics = [replace(d, severity=Severity.WARNING) if d.severity == Severity.ERROR else d
+                                 for d in manifests.diagnostics]
+        manifests.unreadable = []
     if manifests.errors:
         raise ManifestError(manifests.diagnostics)
     return manifests
@@ -91,18 +90,26 @@ def run_pass(paths: Sequence[str], drivers: Drivers, state: StateStore, host_pat
              mode: str = "up", force: bool = False, remove_volumes: bool = False, dry_run: bool = False,
              lock_timeout: float | None = None, report: Reporter | None = None, now: float | None = None,
              manifests: ManifestSet | None = None, failpoints: Failpoints | None = None,
-             on_plan: Callable[[Plan], None] | None = None, locked: bool = False) -> PassResult:
+             on_plan: Callable[[Plan], None] | None = None, locked: bool = False,
+             only: Sequence[str] = ()) -> PassResult:
     """One pass over `paths`. Raises ManifestError (nothing touched) for invalid manifests.
 
     `locked`: the caller already holds the ApplyLock (``watch`` takes it before it opens the
-    drivers, so that what they read cannot change before the pass applies)."""
+    drivers, so that what they read cannot change before the pass applies).
+    `only`: pod names ("name" or "namespace/name") that limit the pass, creation and pruning
+    alike, to those pods (a systemd unit per pod uses it)."""
     manifests = manifests or load_or_fail(paths, down=mode == "down")
     objects = absolute_sources(manifests.objects)
     desired = build_desired(objects)
     scope = make_scope(paths, manifests)
+    wanted = {n if "/" in n else f"default/{n}" for n in only}
+    if wanted:
+        desired = select_pods(desired, wanted)
 
     def compute(recovered: list[str]) -> PassResult:
         observed = observe_host(drivers)
+        if wanted:
+            observed = replace(observed, pods={u: p for u, p in observed.pods.items() if p.key in wanted})
         last = state.last_applied()
         if mode == "down":
             changes = compute_down(desired, observed, last, scope, remove_volumes=remove_volumes)
@@ -119,6 +126,13 @@ def run_pass(paths: Sequence[str], drivers: Drivers, state: StateStore, host_pat
         result.applied = apply_plan(result.plan, drivers, state, report=report, failpoints=failpoints)
         _record_claims(result, state)
     return result
+
+
+def select_pods(desired: DesiredState, refs: set[str]) -> DesiredState:
+    """The desired state reduced to some pods and the claims they use."""
+    pods = {r: p for r, p in desired.pods.items() if r in refs}
+    used = {v.claim for p in pods.values() for v in p.volumes if v.claim}
+    return replace(desired, pods=pods, claims={r: c for r, c in desired.claims.items() if r in used})
 
 
 def _record_claims(result: PassResult, state: StateStore) -> None:

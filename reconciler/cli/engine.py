@@ -37,6 +37,8 @@ def register(sub, common) -> None:
         p.add_argument("--timeout", type=float, default=300, help="seconds to wait with --wait (default 300)")
         p.add_argument("--no-block", action="store_true",
                        help="fail at once if another podplay is applying, instead of waiting")
+        p.add_argument("--only", action="append", default=[], metavar="POD",
+                       help="limit the pass to this pod (name or namespace/name); repeatable")
         p.add_argument("--quiet", "-q", action="store_true")
         p.set_defaults(func=cmd_up)
 
@@ -45,6 +47,8 @@ def register(sub, common) -> None:
                        "claims (PVC volumes) are kept unless --volumes is given. Idempotent.")
     p.add_argument("paths", nargs="+", metavar="PATH")
     p.add_argument("--volumes", action="store_true", help="also delete the PVC volumes they use")
+    p.add_argument("--only", action="append", default=[], metavar="POD",
+                   help="limit to this pod (name or namespace/name); repeatable")
     p.add_argument("--no-block", action="store_true")
     p.add_argument("--quiet", "-q", action="store_true")
     p.set_defaults(func=cmd_down)
@@ -161,7 +165,7 @@ def _converge(args, ctx, mode: str) -> int:
         result = run_pass(args.paths, drivers, state, ctx.paths, mode=mode,
                           force=getattr(args, "replace", False), remove_volumes=getattr(args, "volumes", False),
                           lock_timeout=0 if args.no_block else None, report=progress, manifests=manifests,
-                          on_plan=lambda plan: holder.__setitem__("plan", plan))
+                          on_plan=lambda plan: holder.__setitem__("plan", plan), only=args.only)
         for note in result.recovered:
             print(f"recovered: {note}", file=ctx.err)
         if not result.plan.effective_changes and not args.quiet:

@@ -347,3 +347,25 @@ stringData: {password: hunter2}
     assert "hunter2" not in result.plan.dumps(redact=True)
     assert [c.action for c in again.changes] == [Action.CREATE]
     assert again.changes[0].reason == Reason.NEW
+
+
+def test_down_of_a_broken_file_removes_what_it_created(engine):
+    path = engine.write("a.yaml", pod_yaml("web"))
+    engine.write("b.yaml", pod_yaml("db"))
+    engine.up()
+    path.write_text("apiVersion: v1\nkind: Pod\nmetadata: {name: web\n")
+    result = engine.down(path)
+    assert result.manifests.warnings, "the broken file is reported"
+    assert set(engine.running()) == {"default/db"}
+
+
+def test_only_limits_creation_and_pruning_to_the_named_pods(engine):
+    engine.write("a.yaml", pod_yaml("web") + "---\n" + pod_yaml("api"))
+    engine.up(only=["web"])
+    assert set(engine.running()) == {"default/web"}
+    engine.up()
+    engine.write("a.yaml", pod_yaml("web", image="busybox:1.37"))
+    result = engine.up(only=["default/api"])
+    assert actions(result) == {"default/api": ("delete", "orphaned")}
+    assert set(engine.running()) == {"default/web"}
+    assert engine.down(only=["web"]).ok and engine.empty()
