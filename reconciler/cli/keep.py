@@ -118,7 +118,8 @@ def cmd_watch(args, ctx) -> int:
         return EXIT_INVALID
     opener, reopen, state = _open(ctx)
     try:
-        source = DirSource(args.paths, state, debounce=args.debounce, debounce_max=max(2.0, args.debounce))
+        source = DirSource(args.paths, state, debounce=args.debounce, debounce_max=max(2.0, args.debounce),
+                           isolate_parsing=True)
         return _run_keeper(source, args, ctx, state, opener, reopen, EventLog(ctx.err, args.log_format))
     finally:
         state.close()
@@ -132,7 +133,7 @@ def cmd_sync(args, ctx) -> int:
     opener, reopen, state = _open(ctx)
     try:
         source = GitSource(args.url, ctx.paths, state, branch=args.branch, path=args.path, interval=args.interval,
-                           retry=args.resync, verify=args.verify, log=log)
+                           retry=args.resync, verify=args.verify, log=log, isolate_parsing=not args.once)
         return _run_keeper(source, args, ctx, state, opener, reopen, log)
     finally:
         state.close()

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from reconciler.manifests import MANIFEST_SUFFIXES
 from reconciler.state import StateStore
 from reconciler.watch.files import Composition, ManifestFiles
+from reconciler.watch.parse import load_in_child, load_in_process
 
 
 def source_id(kind: str, key: str) -> str:
@@ -34,8 +35,9 @@ class DirSource:
     news = "files"
 
     def __init__(self, paths: Sequence[str], state: StateStore | None, *, debounce: float = 0.3,
-                 debounce_max: float = 2.0, monotonic: Callable[[], float] = time.monotonic):
-        self.files = ManifestFiles(paths, state)
+                 debounce_max: float = 2.0, monotonic: Callable[[], float] = time.monotonic,
+                 isolate_parsing: bool = False):
+        self.files = ManifestFiles(paths, state, loader=load_in_child if isolate_parsing else load_in_process)
         self.paths = self.files.paths
         self.scope_paths = self.files.scope_paths
         self.id = source_id("watch", "\0".join(sorted(self.paths)))

@@ -15,14 +15,15 @@ from __future__ import annotations
 import hashlib
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from reconciler.desired import DesiredState, build_desired
 from reconciler.diff import Scope
 from reconciler.errors import Diagnostic, ManifestError, Severity
-from reconciler.manifests import FileLoad, ManifestSet, combine_files, find_manifest_files, load_file
+from reconciler.manifests import FileLoad, ManifestSet, combine_files, find_manifest_files
 from reconciler.state import StateStore
+from reconciler.watch.parse import Request, load_in_process
 
 MAX_ERRORS_SHOWN = 5
 
@@ -101,7 +102,9 @@ class ManifestFiles:
     """The manifest files under `paths`, cached between refreshes; `state` keeps the last good
     versions across restarts (None: in memory only)."""
 
-    def __init__(self, paths: Sequence[str], state: StateStore | None = None, *, clock=time.time):
+    def __init__(self, paths: Sequence[str], state: StateStore | None = None, *, clock=time.time,
+                 loader: Callable[[Sequence[Request]], list[FileLoad]] = load_in_process):
+        self.loader = loader  # parse.load_in_child in a long-running keeper
         self.paths = [os.path.abspath(p) for p in paths]
         self.scope_paths = tuple(self.paths)
         self.state = state
@@ -111,6 +114,7 @@ class ManifestFiles:
         self.reads = 0  # files read from disk (the benchmark shows the cache works)
         self.parses = 0
         self._stored: dict[str, tuple[str, str]] | None = None
+        self._last: tuple[tuple, Composition] | None = None  # (what was read, what it composed to)
 
     # --- the last good versions saved in the state store ---------------------------------------------
 
@@ -131,20 +135,21 @@ class ManifestFiles:
         if saved is None:
             return None
         digest, content = saved
-        load = load_file(path, content)
+        [load] = self.loader([(path, content)])
         self.parses += 1
         return _Version(digest, load) if not _usable(load) else None
 
     # --- reading ----------------------------------------------------------------------------------
 
-    def _read(self, path: str, f: _File, full: bool) -> None:
+    def _read(self, path: str, f: _File, full: bool) -> tuple[str, str | None] | None:
+        """Look at one file; returns (digest, text) when its content changed and needs parsing."""
         try:
             st = os.stat(path)
         except OSError:
             st = None
         stamp = _stamp(st) if st else ()
         if f.current is not None and stamp and stamp == f.stamp and not full:
-            return
+            return None
         try:
             with open(path, "rb") as fh:
                 data = fh.read()
@@ -153,17 +158,14 @@ class ManifestFiles:
         self.reads += 1
         f.stamp = stamp
         if data is None:
-            f.current = _Version("", load_file(path))  # gives the loader's own "cannot read" diagnostic
-            return
+            return "", None  # the loader reads it again and says why it cannot
         digest = digest_text(data)
         if f.current is not None and f.current.digest == digest:
-            return
+            return None
         try:
-            text = data.decode("utf-8-sig")
+            return digest, data.decode("utf-8-sig")
         except UnicodeDecodeError:
-            text = None
-        self.parses += 1
-        f.current = _Version(digest, load_file(path) if text is None else load_file(path, text), text)
+            return digest, None  # the loader's own message about the encoding
 
     def _find(self) -> tuple[list[str], list[Diagnostic]]:
         """Every manifest file, and the problems that mean some objects are unknown.
@@ -190,9 +192,22 @@ class ManifestFiles:
         now = self.clock()
         paths, unknown = self._find()
         present = set(paths)
+        todo: list[tuple[_File, str, str | None]] = []
         for path in paths:
-            self._read(path, self.files.setdefault(path, _File(path)), full)
+            f = self.files.setdefault(path, _File(path))
+            changed = self._read(path, f, full)
+            if changed is not None:
+                todo.append((f, *changed))
+        loads = self.loader([(f.path, text) for f, _, text in todo])
+        self.parses += len(todo)
+        for (f, digest, text), load in zip(todo, loads, strict=True):
+            f.current = _Version(digest, load, text)
         gone = [p for p in self.files if p not in present]
+        # Nothing read anew, nothing gone, the same unknowns: the last answer still holds (a quiet
+        # pass costs a stat per file, not a parse, not the cross-object checks).
+        signature = (tuple(paths), tuple(str(d) for d in unknown))
+        if not todo and not gone and self._last is not None and self._last[0] == signature:
+            return self._last[1]
 
         # Each file's candidate: its current version when usable on its own, else its last good one.
         chosen: dict[str, _Version | None] = {}
@@ -212,10 +227,11 @@ class ManifestFiles:
             # keep converging to the previous composition, and say why.
             prev = self.previous or empty_composition(self.scope_paths)
             comp = replace(prev, files=reports, held=held)
-            return comp
-        comp.files = reports
-        self._commit(paths, chosen, gone)
-        self.previous = comp
+        else:
+            comp.files = reports
+            self._commit(paths, chosen, gone)
+            self.previous = comp
+        self._last = (signature, comp)
         return comp
 
     def _compose(self, paths: list[str], chosen: dict[str, _Version | None], why: dict[str, list[str]],

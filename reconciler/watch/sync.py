@@ -30,12 +30,13 @@ from pathlib import Path
 from reconciler.desired import build_desired
 from reconciler.diff import Scope
 from reconciler.errors import InputError, ManifestError, PodplayError
-from reconciler.manifests import FileLoad, ManifestSet, combine_files, find_manifest_files, load_file
+from reconciler.manifests import FileLoad, ManifestSet, combine_files, find_manifest_files
 from reconciler.paths import HostPaths
 from reconciler.state import StateStore
 from reconciler.watch.dirs import source_id
 from reconciler.watch.files import Composition, digest_text, empty_composition
 from reconciler.watch.log import EventLog
+from reconciler.watch.parse import load_in_child, load_in_process
 
 GIT_TIMEOUT = 600.0  # a clone of a big repository over a slow link
 MAX_REASON = 2000
@@ -86,7 +87,7 @@ class GitSource:
     def __init__(self, url: str, host_paths: HostPaths, state: StateStore, *, branch: str | None = None,
                  path: str = ".", interval: float = 60.0, verify: bool = False, retry: float = 300.0,
                  log: EventLog | None = None, clock: Callable[[], float] = time.time,
-                 monotonic: Callable[[], float] = time.monotonic, git: str = "git"):
+                 monotonic: Callable[[], float] = time.monotonic, git: str = "git", isolate_parsing: bool = False):
         self.url = check_url(url)
         self.path = check_path(path)
         if branch is not None and (not branch or branch.startswith("-") or any(c in branch for c in " \0\n~^:?*[\\")):
@@ -97,6 +98,7 @@ class GitSource:
         self.log = log or EventLog(fmt="text")
         self.clock, self.mono = clock, monotonic
         self.git = git
+        self.loader = load_in_child if isolate_parsing else load_in_process
         self.id = source_id("sync", self.url)
         self.base = host_paths.root / "sync" / self.id
         self.mirror = self.base / "mirror.git"
@@ -262,8 +264,8 @@ class GitSource:
         files, found = find_manifest_files([str(top)])
         # A directory with no manifests describes nothing: a commit may remove every pod.
         errors = [str(d) for d in found if not (d.file == str(top) and not files)]
-        loads: list[FileLoad] = []
-        cache: dict[tuple[str, str], FileLoad] = {}
+        keys: list[tuple[str, str]] = []
+        todo: list[tuple[tuple[str, str], str, str | None]] = []
         for f in files:
             recorded = str(self.current / os.path.relpath(f, root))
             try:
@@ -272,15 +274,15 @@ class GitSource:
                 errors.append(f"{os.path.relpath(f, root)}: cannot read: {exc.strerror}")
                 continue
             key = (recorded, digest_text(data))
-            fl = self.cache.get(key)
-            if fl is None:
+            keys.append(key)
+            if key not in self.cache:
                 try:
-                    fl = load_file(recorded, data.decode("utf-8-sig"))
+                    todo.append((key, recorded, data.decode("utf-8-sig")))
                 except UnicodeDecodeError:
-                    fl = load_file(f)  # the loader's own message about the encoding
-            cache[key] = fl
-            loads.append(fl)
-        self.cache = cache
+                    todo.append((key, f, None))  # the loader's own message about the encoding
+        parsed = dict(zip((k for k, _, _ in todo), self.loader([(p, t) for _, p, t in todo]), strict=True))
+        self.cache = {k: self.cache.get(k) or parsed[k] for k in keys}  # only the files of this commit
+        loads = [self.cache[k] for k in keys]
         combined = combine_files(loads, complete=True)
         errors += [str(d) for d in combined.errors]
         if errors:
