@@ -3,15 +3,10 @@
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
-import tempfile
-from pathlib import Path
 
 import pytest
 
-from reconciler.paths import HostPaths
-from tests.support.leaks import find_leaks, mounts_under
+from tests.support.host import host_paths  # noqa: F401
 
 pytestmark = pytest.mark.host
 
@@ -26,23 +21,3 @@ def pytest_collection_modifyitems(items):
 def _require_root():
     if os.geteuid() != 0:
         pytest.exit("host tests need root (they mount, make namespaces and run runc)", returncode=4)
-
-
-@pytest.fixture
-def host_paths(request) -> HostPaths:
-    """A fresh storage root, run root and network dir for one test, leak-checked afterwards.
-
-    The run root is kept short (/tmp/pp-XXXX): conmon's attach sockets live under it and a
-    unix socket path must fit in 108 bytes.
-    """
-    base = Path(tempfile.mkdtemp(prefix="pp-", dir="/tmp"))
-    paths = HostPaths(base / "root", base / "run", base / "net.d")
-    for p in (paths.root, paths.runroot, paths.network_dir):
-        p.mkdir(parents=True)
-    yield paths
-    leaks = find_leaks(paths.root, paths.runroot, tuple(getattr(request.node, "leak_needles", ())))
-    # Clean up whatever leaked so that one failure does not cascade, then fail the test.
-    for m in sorted(mounts_under(paths.root, paths.runroot), key=len, reverse=True):
-        subprocess.run(["umount", "-l", m], capture_output=True)
-    shutil.rmtree(base, ignore_errors=True)
-    assert not leaks, "the test left host state behind:\n  " + "\n  ".join(leaks)
