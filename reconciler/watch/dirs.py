@@ -9,12 +9,14 @@ subscribed to.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import os
 import threading
 import time
 from collections.abc import Callable, Sequence
 
+from reconciler.errors import EnvironmentProblem
 from reconciler.manifests import MANIFEST_SUFFIXES
 from reconciler.state import StateStore
 from reconciler.watch.files import Composition, ManifestFiles
@@ -88,12 +90,18 @@ class DirSource:
                   DirCreatedEvent, DirDeletedEvent, DirMovedEvent]
         observer = Observer()
         observer.daemon = True
-        for p in self.paths:
-            if os.path.isdir(p):
-                observer.schedule(Handler(None), p, recursive=True, event_filter=wanted)
-            else:
-                observer.schedule(Handler(p), os.path.dirname(p) or ".", recursive=False, event_filter=wanted)
-        observer.start()
+        try:
+            for p in self.paths:
+                if os.path.isdir(p):
+                    observer.schedule(Handler(None), p, recursive=True, event_filter=wanted)
+                else:
+                    observer.schedule(Handler(p), os.path.dirname(p) or ".", recursive=False, event_filter=wanted)
+            observer.start()
+        except OSError as exc:
+            observer.stop()
+            hint = (" (the inotify limits are reached: raise fs.inotify.max_user_watches and "
+                    "fs.inotify.max_user_instances with sysctl)") if exc.errno in (errno.ENOSPC, errno.EMFILE) else ""
+            raise EnvironmentProblem(f"cannot watch {', '.join(self.paths)}: {exc.strerror or exc}{hint}") from None
         self._observer = observer
 
     def notice(self) -> None:

@@ -29,7 +29,7 @@ from typing import Protocol
 from reconciler.desired import DesiredState
 from reconciler.diff import Action, compute_diff
 from reconciler.drivers.base import Drivers
-from reconciler.errors import EXIT_APPLY_FAILED, LockedError, PodplayError
+from reconciler.errors import EXIT_APPLY_FAILED, EXIT_INVALID, LockedError, PodplayError
 from reconciler.observe import observe_host
 from reconciler.observed import ObservedHost
 from reconciler.paths import HostPaths
@@ -177,11 +177,11 @@ class Keeper:
     def run(self) -> int:
         self.log.info("start", source=self.source.kind, id=self.source.id, pid=os.getpid(),
                       relist_s=self.options.relist, resync_s=self.options.resync, **self._source_fields())
-        self.source.start(self.waker.wake)
         try:
+            self.source.start(self.waker.wake)
             self._guard(lambda: self.converge("start", refresh=True, full=True))
             if self.options.once:
-                return 0 if self.healthy() else EXIT_APPLY_FAILED
+                return self.exit_code()
             while not self.stopping:
                 self.step()
             if self.options.down_on_exit:
@@ -225,10 +225,15 @@ class Keeper:
         finally:
             self.next_relist = max(self.next_relist, self.mono() + self.options.relist)
 
-    def healthy(self) -> bool:
-        """The last pass applied everything, with every file and commit accepted."""
-        return (not self.last_pass.get("errors") and not self.comp.held and not self.comp.problems
-                and not self.source.describe().get("problem"))
+    def exit_code(self) -> int:
+        """0 when the last pass applied everything, with every file and commit accepted; else the
+        source's code for its problem (an invalid commit is bad input), or 'apply failed'."""
+        src = self.source.describe()
+        if src.get("problem"):
+            return int(src.get("exit_code") or EXIT_APPLY_FAILED)
+        if self.last_pass.get("errors") or self.comp.held:
+            return EXIT_APPLY_FAILED
+        return EXIT_INVALID if self.comp.problems else 0
 
     def _source_fields(self) -> dict:
         return {k: v for k, v in self.source.describe().items() if k in ("paths", "url", "branch", "path", "applied")

@@ -5,7 +5,6 @@ error). The same dict is printed as text or, with ``--output json``, for a fleet
 
 from __future__ import annotations
 
-import os
 import time
 
 from reconciler.drivers.base import Drivers
@@ -99,9 +98,8 @@ def collect_status(state: StateStore, drivers: Drivers | None, *, now: float | N
                 "backoff_until": b["until"] if b and b["until"] > now else None,
             })
         pods.append(entry)
-    file_errors = {k: v for k, v in errors.items() if os.sep in k}
     return {"version": STATUS_VERSION, "at": now, "keepers": keepers, "pods": pods,
-            "observe_error": observe_error or None, "file_errors": file_errors}
+            "observe_error": observe_error or None}
 
 
 def _ago(ts: float | None, now: float) -> str:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from reconciler.desired import build_desired
 from reconciler.diff import Scope
-from reconciler.errors import InputError, ManifestError, PodplayError
+from reconciler.errors import EXIT_APPLY_FAILED, EXIT_INVALID, InputError, ManifestError, PodplayError
 from reconciler.manifests import FileLoad, ManifestSet, combine_files, find_manifest_files
 from reconciler.paths import HostPaths
 from reconciler.state import StateStore
@@ -298,8 +298,10 @@ class GitSource:
     def _comp(self, commit: str) -> Composition | None:
         """The composition of a commit that was accepted before (read again after a restart)."""
         if commit not in self.comps:
-            root = self.commits / commit
-            if not root.is_dir():
+            try:
+                root = self.checkout(commit)  # already there, unless someone cleaned up by hand
+            except SyncError as exc:
+                self.log.error("checkout_failed", commit=commit[:12], error=str(exc))
                 return None
             comp, _ = self.load(commit, root)
             if comp is None:
@@ -394,17 +396,18 @@ class GitSource:
         return good
 
     def describe(self) -> dict:
-        problem = ""
+        problem, code = "", 0
         if self.head and self.head != self.applied:
             why = self.refused.get(self.head) or self.failed.get(self.head)
             problem = f"commit {self.head[:12]} not applied: {why['reason']}" if why else ""
+            code = EXIT_INVALID if self.head in self.refused else EXIT_APPLY_FAILED
         elif not self.head:
-            problem = self.fetch_error or "nothing fetched"
+            problem, code = self.fetch_error or "nothing fetched", EXIT_APPLY_FAILED
         return {
             "url": self.url, "branch": self._branch or self.branch or "", "path": self.path, "head": self.head,
             "applied": self.applied, "last_good": self.last_good, "fetched_at": self.fetched_at,
             "fetch_error": self.fetch_error, "fetch_failed_at": self.fetch_failed_at,
             "refused": list(self.refused.values()),
             "failed": [{k: v for k, v in f.items() if k != "retry_at"} for f in self.failed.values()],
-            "verify": self.verify, "problem": problem,
+            "verify": self.verify, "problem": problem, "exit_code": code,
         }

@@ -90,7 +90,7 @@ def test_commit_bad_commit_and_revert(site, repo):
 
     bad = repo.commit({"apps/a.yaml": pod("a", command="sleep 9").replace("image:", "imgae:")}, "typo")
     res = sync_once(site, repo)
-    assert res.returncode == 3
+    assert res.returncode == 1, "an invalid commit is bad input"
     assert site.pods() == {"default/a": uid}, "a refused commit must not touch the host"
     k = keeper_status(site)
     assert k["source"]["applied"] == c1 and k["source"]["head"] == bad
@@ -162,13 +162,13 @@ def test_verify_applies_only_commits_signed_by_an_allowed_key(site, repo, tmp_pa
     assert keeper_status(site)["source"]["applied"] == c1
 
     unsigned = repo.commit({"apps/b.yaml": pod("b")})
-    assert sync_once(site, repo, "--verify", env=env).returncode == 3
+    assert sync_once(site, repo, "--verify", env=env).returncode == 1
     assert set(site.running()) == {"default/a"}
     assert "not signed" in keeper_status(site)["source"]["problem"]
 
     repo.git("config", "user.signingkey", str(keys["stranger"]))
     stranger = repo.commit({"apps/c.yaml": pod("c")}, sign=True)
-    assert sync_once(site, repo, "--verify", env=env).returncode == 3
+    assert sync_once(site, repo, "--verify", env=env).returncode == 1
     assert set(site.running()) == {"default/a"}
     assert "no valid signature" in keeper_status(site)["source"]["problem"]
     assert {r["commit"] for r in keeper_status(site)["source"]["refused"]} == {unsigned, stranger}
@@ -201,7 +201,7 @@ def test_hostile_repositories_and_arguments_are_refused(site, repo):
     assert sync_once(site, repo).returncode == 0
     (repo.work / "apps" / "passwd.yaml").symlink_to("/etc/passwd")
     evil = repo.commit({}, "link out")
-    assert sync_once(site, repo).returncode == 3
+    assert sync_once(site, repo).returncode == 1
     problem = keeper_status(site)["source"]["problem"]
     assert evil[:12] in problem and "passwd.yaml is a symbolic link to /etc/passwd" in problem
     assert "root:" not in problem
