@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from reconciler.desired import DesiredState
-from reconciler.diff import Action, compute_diff
+from reconciler.diff import Action, Change, compute_diff, restart_delay
 from reconciler.drivers.base import Drivers
 from reconciler.errors import EXIT_APPLY_FAILED, EXIT_INVALID, LockedError, PodplayError
 from reconciler.observe import observe_host
@@ -160,12 +160,15 @@ class Keeper:
         self.backoff_at: float | None = None  # monotonic time of the next back-off expiry
         self.health_at: float | None = None
         self.backoff: dict[str, dict] = {}  # container id → back-off state, for status and ps
+        self.retrying: dict[str, dict] = {}  # pod ref → a change that failed, and when a relist may retry it
+        self.retry_at: float | None = None  # monotonic time of the next such retry
         self.last_pass: dict = {}
         self.passes = 0
         self._drivers: Drivers | None = None
         self._files_seen: dict[str, tuple] = {}
         self._plan: Plan | None = None
         self._read_ms: float | None = None
+        self._failing: tuple[str, float] = ("", 0.0)  # the last failure logged, and when
 
     # --- life cycle --------------------------------------------------------------------------------
 
@@ -205,7 +208,7 @@ class Keeper:
         if now >= self.next_resync:
             self._guard(lambda: self.converge("resync", refresh=True, full=True))
             return
-        timers = [t for t in (self.next_relist, self.backoff_at, self.health_at) if t is not None]
+        timers = [t for t in (self.next_relist, self.backoff_at, self.health_at, self.retry_at) if t is not None]
         if min(timers) <= now:
             self._guard(self.tick)
             return
@@ -215,15 +218,23 @@ class Keeper:
         """A failing pass must not end the keeper: log it, try again at the next tick."""
         try:
             fn()
+            self._failing = ("", 0.0)
         except PodplayError as exc:
-            self.log.error("pass_failed", error=str(exc))
-            self._note_pass("error", 0, 0, 0.0, [str(exc)])
+            self._failed("pass_failed", str(exc))
         except Exception as exc:  # a bug: say where, keep the host converging
-            self.log.error("internal_error", error=f"{type(exc).__name__}: {exc}",
-                           trace=traceback.format_exc(limit=8))
-            self._note_pass("error", 0, 0, 0.0, [f"internal error: {exc}"])
+            self._failed("internal_error", f"{type(exc).__name__}: {exc}", traceback.format_exc(limit=8))
         finally:
             self.next_relist = max(self.next_relist, self.mono() + self.options.relist)
+
+    def _failed(self, event: str, error: str, trace: str | None = None) -> None:
+        """Log a failure; the same one again only once a minute (a runtime that stays broken
+        would otherwise fill the log at every relist)."""
+        self._note_pass("error", 0, 0, 0.0, [error])
+        now = self.mono()
+        if self._failing[0] == error and now - self._failing[1] < 60:
+            return
+        self._failing = (error, now)
+        self.log.error(event, error=error, trace=trace)
 
     def exit_code(self) -> int:
         """0 when the last pass applied everything, with every file and commit accepted; else the
@@ -305,6 +316,7 @@ class Keeper:
                               detail=c.detail or None)
         failed = result.applied.failed if result.applied else []
         errors = [f"{r.txn.key}: {r.error}" for r in failed]
+        self._note_failures(result)
         duration = self.mono() - started
         self.passes += 1
         self._schedule(comp, observed)
@@ -324,12 +336,37 @@ class Keeper:
             again = self.health(self.comp.desired, observed, now)
             self.health_at = self.mono() + again if again is not None else None
         changes = compute_diff(self.comp.desired, observed, self.state.last_applied(), self.comp.scope, now=now)
-        if not any(c.action != Action.NOOP for c in changes):
+        if not any(c.action != Action.NOOP and not self._waiting(c) for c in changes):
             self._schedule(self.comp, observed)
             return
         # The unlocked look may have caught another podplay halfway through a change; the pass
         # looks again under the lock, and its plan is what gets logged as drift.
         self.converge("relist")
+
+    def _note_failures(self, result: PassResult) -> None:
+        """A change that failed (an image that cannot be pulled, a port someone else holds) is
+        retried by the relist after a back-off like the crash-loop one, not at every tick; a new
+        revision of the pod, a file change or the resync try again at once."""
+        if result.applied is None:
+            return
+        now = self.mono()
+        for r in result.applied.results:
+            if r.txn.kind == "shared":
+                continue
+            prev = self.retrying.get(r.txn.key)
+            if r.status == "ok":
+                if prev is not None and prev["uid"] == r.txn.uid:
+                    del self.retrying[r.txn.key]
+                continue
+            count = prev["count"] + 1 if prev is not None and prev["uid"] == r.txn.uid else 1
+            delay = restart_delay(count)
+            self.retrying[r.txn.key] = {"uid": r.txn.uid, "count": count, "at": now + delay,
+                                        "until": self.clock() + delay, "error": r.error}
+        self.retry_at = min((f["at"] for f in self.retrying.values()), default=None)
+
+    def _waiting(self, change: Change) -> bool:
+        f = self.retrying.get(f"{change.key.namespace}/{change.key.name}")
+        return f is not None and f["uid"] in (change.before, change.after) and self.mono() < f["at"]
 
     def down(self) -> None:
         """--down-on-exit: remove what the source describes (and what it created earlier)."""
@@ -426,6 +463,7 @@ class Keeper:
             "file_count": sum(1 for r in comp.files.values() if r.state != "deleted"),
             "pods": sorted(comp.desired.pods),
             "backoff": self.backoff,
+            "retrying": {k: {x: v[x] for x in ("count", "until", "error")} for k, v in self.retrying.items()},
         }
 
     def _record(self, running: bool = True) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import time
+from pathlib import Path
 
 import pytest
 
@@ -197,3 +198,30 @@ def test_the_health_hook_sees_every_tick_and_sets_when_the_next_one_comes(make_r
     rig.clock.offset += 5.1
     rig.keeper.step()  # the relist is an hour away: only the hook's own timer brings this tick
     assert len(seen) == 2
+
+
+def test_a_pod_that_fails_to_start_is_retried_with_back_off_not_at_every_tick(make_rig):
+    rig = make_rig()
+    k = rig.keeper
+    rig.host.fail_on("create_infra", "b")  # say, a port or a device the pod needs is taken
+    (Path(k.source.paths[0]) / "b.yaml").write_text(pod("b"))
+    k.converge("files", refresh=True)
+
+    def attempts() -> int:
+        return sum(1 for t in rig.state.recent_txns(100) if t["key"] == "default/b" and t["kind"] == "create")
+    assert attempts() == 1 and k.status()["retrying"]["default/b"]["count"] == 1
+    for _ in range(3):
+        k.tick()
+    assert attempts() == 1, "a failed pod must not be retried at every relist"
+
+    rig.clock.offset += 10.1
+    k.step()  # the retry timer (10 s), not the relist (an hour away)
+    assert attempts() == 2 and k.status()["retrying"]["default/b"]["count"] == 2
+    rig.host.failures.clear()
+    rig.clock.offset += 10
+    k.tick()
+    assert attempts() == 2, "the second retry waits 20 s"
+    rig.clock.offset += 10.1
+    k.step()
+    assert attempts() == 3 and "default/b" not in k.status()["retrying"]
+    assert any(c["pod"] == "default/b" and c["state"] == "running" for c in rig.host.containers.values())
