@@ -158,6 +158,8 @@ class ManifestFiles:
         self.reads += 1
         f.stamp = stamp
         if data is None:
+            if f.current is not None and not f.current.digest:
+                return None  # still unreadable: already said why
             return "", None  # the loader reads it again and says why it cannot
         digest = digest_text(data)
         if f.current is not None and f.current.digest == digest:

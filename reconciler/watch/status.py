@@ -145,9 +145,10 @@ def render_status(st: dict) -> str:
                          f"change{'s' if p.get('changes') != 1 else ''}, {state}")
             for e in p.get("errors", [])[:5]:
                 lines.append(f"    ! {e}")
-        if k.get("held"):
+        nothing_yet = k["kind"] == "sync" and not src.get("applied")  # the problem line says why
+        if k.get("held") and not nothing_yet:
             lines.append(f"  ! held: {k['held']}")
-        if not k.get("prune", True):
+        if not k.get("prune", True) and not nothing_yet:
             lines.append("  ! deletes are held until every file can be read")
         for f in k.get("files", []):
             using = {"last good": "its last good version stays in use",

@@ -286,7 +286,7 @@ class GitSource:
         combined = combine_files(loads, complete=True)
         errors += [str(d) for d in combined.errors]
         if errors:
-            return None, [_rel(e, str(self.current)) for e in errors]
+            return None, [_rel(_rel(e, str(self.current)), str(root)) for e in errors]
         try:
             desired = build_desired(combined.objects)
         except ManifestError as exc:
