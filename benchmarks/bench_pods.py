@@ -1,0 +1,146 @@
+"""Pods up and down, podplay side by side with `podman kube play` / `podman kube down`.
+
+    python -m benchmarks.bench_pods [--runs N]
+
+Same YAML, same busybox image (pulled from one local docker-registry into both stores), same
+machine, same run, alternating tools round by round. Shapes: a 1-container pod, a 2-container
+pod with a hostPort, a 3-replica Deployment; plus `podplay up` with nothing changed.
+
+Both tools get private storage (podman: --root/--runroot and its own containers.conf with the
+settings this VM needs; podplay: --root/--runroot/--network-dir with a network of its own), so
+the host's stores are untouched. The containers stop promptly on SIGTERM (a shell that traps it),
+so `down` measures teardown, not grace periods.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from benchmarks.harness import Row, table, time_command
+
+SLEEPER = ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"]
+IMAGE = "localhost/busybox:latest"
+
+
+def container(name: str, command: list[str], port: int = 0) -> dict:
+    c = {"name": name, "image": IMAGE, "imagePullPolicy": "Never", "command": command}
+    if port:
+        c["ports"] = [{"containerPort": 8080, "hostPort": port}]
+    return c
+
+
+def shapes(port: int) -> dict[str, dict]:
+    one = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "bench-one"},
+           "spec": {"restartPolicy": "Always", "containers": [container("app", SLEEPER)]}}
+    two = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "bench-two"},
+           "spec": {"containers": [container("web", ["sh", "-c", "trap 'exit 0' TERM; httpd -f -p 8080 & wait"],
+                                             port),
+                                   container("sidecar", SLEEPER)]}}
+    deploy = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "bench-dep"},
+              "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "bench"}},
+                       "template": {"metadata": {"labels": {"app": "bench"}},
+                                    "spec": {"containers": [container("app", SLEEPER)]}}}}
+    return {"1-container pod": one, "2-container pod + hostPort": two, "3-replica Deployment": deploy}
+
+
+CONTAINERS_CONF = """[containers]
+default_ulimits = ["nofile=20000:20000", "nproc=4096:4096"]
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "none"
+"""
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=5)
+    args = ap.parse_args(argv)
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from tests.support.images import ImageFactory
+    from tests.support.network import free_port
+    from tests.support.registry import running_registry
+
+    if not shutil.which("podman"):
+        print("podman is not installed: run `make bench` (it installs podman) — podplay alone:")
+    tmp = Path(tempfile.mkdtemp(prefix="pp-bench-pods-", dir="/tmp"))
+    factory = ImageFactory(tmp / "build")
+    pp_env = {**os.environ, "PODPLAY_ROOT": str(tmp / "pp-root"), "PODPLAY_RUNROOT": str(tmp / "pp-run"),
+              "PODPLAY_NETWORK_DIR": str(tmp / "pp-net")}
+    pp_env.pop("PODPLAY_DRIVER", None)
+    conf = tmp / "containers.conf"
+    conf.write_text(CONTAINERS_CONF)
+    pm_env = {**os.environ, "CONTAINERS_CONF": str(conf)}
+    podman = ["podman", "--root", str(tmp / "pm-root"), "--runroot", str(tmp / "pm-run")]
+    podplay = [str(Path(sys.executable).with_name("podplay"))]
+    bridge = "ppbench0"
+    try:
+        with running_registry() as reg:
+            ref = factory.push(reg, "bench/busybox").ref
+            subprocess.run(podplay + ["pull", "-q", ref], env=pp_env, check=True, capture_output=True)
+            subprocess.run(podplay + ["tag", ref, IMAGE], env=pp_env, check=True, capture_output=True)
+            have_podman = bool(shutil.which("podman"))
+            if have_podman:
+                subprocess.run(podman + ["pull", "-q", "--tls-verify=false", ref], env=pm_env, check=True,
+                               capture_output=True)
+                subprocess.run(podman + ["tag", ref, IMAGE], env=pm_env, check=True, capture_output=True)
+        _bench_network(tmp / "pp-net", bridge)
+
+        sections = []
+        for title, doc in shapes(free_port()).items():
+            f = tmp / f"{title.split()[0]}.yaml"
+            f.write_text(json.dumps(doc))
+            rows = {"podplay up": [], "podplay down": [], "podplay up (no change)": []}
+            if have_podman:
+                rows.update({"podman kube play": [], "podman kube down": []})
+            for _ in range(args.runs):
+                rows["podplay up"] += time_command(podplay + ["up", "-q", str(f)], 1, env=pp_env)
+                rows["podplay up (no change)"] += time_command(podplay + ["up", "-q", str(f)], 1, env=pp_env)
+                rows["podplay down"] += time_command(podplay + ["down", "-q", str(f)], 1, env=pp_env)
+                if have_podman:
+                    rows["podman kube play"] += time_command(podman + ["kube", "play", str(f)], 1, env=pm_env)
+                    rows["podman kube down"] += time_command(podman + ["kube", "down", str(f)], 1, env=pm_env)
+            out = [Row(k, v) for k, v in rows.items()]
+            up = table(f"{title}: up", [r for r in out if r.name.endswith(("up", "(no change)", "play"))],
+                       baseline="podman kube play" if have_podman else None)
+            down = table(f"{title}: down", [r for r in out if "down" in r.name],
+                         baseline="podman kube down" if have_podman else None)
+            sections += [up, down]
+            print(up + "\n" + down, flush=True)
+    finally:
+        subprocess.run(podplay + ["down", "-q", *map(str, tmp.glob("*.yaml"))], env=pp_env, capture_output=True)
+        if shutil.which("podman"):
+            for f in tmp.glob("*.yaml"):
+                subprocess.run(podman + ["kube", "down", str(f)], env=pm_env, capture_output=True)
+            subprocess.run(podman + ["system", "reset", "-f"], env=pm_env, capture_output=True)
+        subprocess.run(["ip", "link", "del", bridge], capture_output=True)
+        for m in sorted(_mounts_under(tmp), key=len, reverse=True):
+            subprocess.run(["umount", "-l", m], capture_output=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _bench_network(net_dir: Path, bridge: str) -> None:
+    """podplay's default network for the benchmark, on a bridge of its own."""
+    from reconciler.network.config import default_conflist
+    from reconciler.paths import HostPaths
+
+    paths = HostPaths.from_env(None, None, str(net_dir))
+    net_dir.mkdir(parents=True, exist_ok=True)
+    doc = default_conflist("podplay", bridge, "10.221.7.0/24", str(paths.cni / "ipam"))
+    (net_dir / "podplay.conflist").write_text(json.dumps(doc, indent=2))
+
+
+def _mounts_under(root: Path) -> list[str]:
+    with open("/proc/self/mountinfo") as f:
+        return [line.split()[4] for line in f if line.split()[4].startswith(str(root))]
+
+
+if __name__ == "__main__":
+    main()
