@@ -5,6 +5,7 @@ what `podplay status` reports about them.
     files.py    manifest files cached one by one; a file's last good version stands in while it is invalid
     dirs.py     the `watch` source: directories and files, inotify, debounce
     sync.py     the `sync` source: a mirror clone, one checkout per commit, last good commit
+    parse.py    manifests parsed in a short-lived child, so the long-lived keeper stays small
     backoff.py  when an exited container will be restarted
     status.py   what `podplay status` shows
     log.py      one structured line per event

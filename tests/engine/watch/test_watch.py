@@ -37,6 +37,9 @@ def test_new_file_edit_and_delete_converge_and_touch_only_their_pod(site):
     eventually(lambda: "default/b" not in site.pods(), "pod b to be pruned after its file was deleted")
     assert site.pods()["default/a"] == before["default/a"]
     w.wait_event("deleted", lambda e: e["pod"] == "default/b")
+
+    site.write("new/deeper/c.yaml", pod("c"))  # a directory made after the watch began
+    eventually(lambda: "default/c" in site.running(), "a pod from a new sub-directory")
     assert w.stop() == 0
 
 
