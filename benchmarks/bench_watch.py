@@ -139,7 +139,8 @@ def bench_quiet_pass(base: Path, pods: int, runs: int) -> list[Row]:
         rows = [
             Row(f"first pass, {pods} pods created (fake host)", [first]),
             Row(f"relist tick, {pods} pods, nothing to do", timed(keeper.tick)),
-            Row(f"file-event pass, {pods} pods, nothing changed", timed(lambda: keeper.converge("files", refresh=True))),
+            Row(f"file-event pass, {pods} pods, nothing changed",
+                timed(lambda: keeper.converge("files", refresh=True))),
             Row(f"full resync pass, {pods} pods (all files re-read, apply lock)",
                 timed(lambda: keeper.converge("resync", refresh=True, full=True))),
         ]
