@@ -149,7 +149,6 @@ def test_sigterm_leaves_the_pods_running(site):
     eventually(lambda: site.running() == {"default/a": {"app"}}, "pod a to run")
     assert w.stop(signal.SIGTERM) == 0
     assert site.running() == {"default/a": {"app"}}
-    w.wait_event  # noqa: B018 (the log is complete now)
     assert w.events("stop")[-1]["down"] is False
     [keeper] = site.status()["keepers"]
     assert keeper["running"] is False
