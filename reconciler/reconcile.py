@@ -19,6 +19,7 @@ from reconciler.drivers.base import Drivers
 from reconciler.errors import Diagnostic, ManifestError, Severity
 from reconciler.manifests import ManifestSet, load_manifests
 from reconciler.observe import observe_host
+from reconciler.observed import ObservedHost
 from reconciler.paths import HostPaths
 from reconciler.plan import Plan, make_plan
 from reconciler.state import ApplyLock, StateStore
@@ -126,6 +127,32 @@ def run_pass(paths: Sequence[str], drivers: Drivers, state: StateStore, host_pat
         result.applied = apply_plan(result.plan, drivers, state, report=report, failpoints=failpoints)
         _record_claims(result, state)
     return result
+
+
+@dataclass
+class RequestResult:
+    plan: Plan
+    applied: ApplyResult
+    recovered: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.applied.ok
+
+
+def apply_request(drivers: Drivers, state: StateStore, host_paths: HostPaths,
+                  decide: Callable[[ObservedHost], Plan], *, lock_timeout: float | None = None,
+                  report: Reporter | None = None) -> RequestResult:
+    """Apply a plan a command builds from the host as it is now (``podplay stop/start/rm``), with
+    the same guarantees as a pass: under the ApplyLock, after crash recovery, journaled.
+
+    ``decide`` runs under the lock, so what it observed cannot change before its plan runs; it
+    may raise a PodplayError to refuse, and then nothing is touched."""
+    with ApplyLock(host_paths.lock_file, lock_timeout):
+        recovered = recover(state, drivers)
+        plan = decide(observe_host(drivers))
+        applied = apply_plan(plan, drivers, state, report=report) if plan.txns else ApplyResult()
+    return RequestResult(plan, applied, recovered)
 
 
 def select_pods(desired: DesiredState, refs: set[str]) -> DesiredState:
