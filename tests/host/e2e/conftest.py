@@ -89,3 +89,135 @@ def _remove_everything(s: Stack) -> None:
     for uid in d.volumes.list_pod_volumes():
         d.volumes.remove_pod_volumes(uid)
     d.close()
+
+
+# --- helpers for the e2e suites (examples, crash, pods, podman corpus) ------------------------------
+#
+# What a user would look at after `podplay up`: the pod's containers as podplay lists them, a
+# command run inside one (runc exec, the same runc podplay uses), its log, a port on 127.0.0.1.
+# Waiting helpers poll with a generous deadline: they wait for a state, they never assert a speed.
+
+def wait_for(probe, what: str, timeout: float = 60.0, interval: float = 0.1):
+    """Poll ``probe()`` until it returns something truthy; that value. Fails naming ``what``."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    last = None
+    while True:
+        try:
+            value = probe()
+            if value:
+                return value
+        except Exception as exc:  # noqa: BLE001 - the last error is reported below
+            last = exc
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what}" + (f" (last error: {last!r})" if last else ""))
+        time.sleep(interval)
+
+
+def wait_http(url: str, timeout: float = 60.0) -> str:
+    """The body at ``url`` once a server answers there (a container binds its port a moment
+    after it starts)."""
+    return wait_for(lambda: http_get(url), f"GET {url}", timeout)
+
+
+def pod_containers(stack: Stack, pod: str, namespace: str = "default") -> list:
+    """Every container podplay lists for the pod (every instance, infra included)."""
+    return [c for c in stack.containers() if c.pod == f"{namespace}/{pod}"]
+
+
+def find_container(stack: Stack, pod: str, name: str, namespace: str = "default"):
+    found = [c for c in pod_containers(stack, pod, namespace) if c.name == name and c.role != "infra"]
+    assert len(found) == 1, f"expected one container {name!r} in pod {pod}, found {found}"
+    return found[0]
+
+
+def exec_in(stack: Stack, pod: str, name: str, *argv: str, check: bool = True,
+            namespace: str = "default") -> subprocess.CompletedProcess:
+    """Run ``argv`` inside a running container of a pod; stdout/stderr captured."""
+    c = find_container(stack, pod, name, namespace)
+    res = subprocess.run(["runc", "--root", str(stack.paths.runc_root), "exec", c.id, *argv],
+                         capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    if check and res.returncode != 0:
+        raise AssertionError(f"{' '.join(argv)} in {pod}/{name} exited {res.returncode}: {res.stderr}")
+    return res
+
+
+def container_logs(stack: Stack, pod: str, name: str, namespace: str = "default") -> str:
+    c = find_container(stack, pod, name, namespace)
+    d = stack.drivers()
+    try:
+        return "".join(text.decode(errors="replace") + "\n" for _, _, text in d.runtime.read_logs(c.id))
+    finally:
+        d.close()
+
+
+def wait_exited(stack: Stack, pod: str, name: str, namespace: str = "default", timeout: float = 60.0):
+    """The container once it has exited (for containers that run to completion)."""
+    from reconciler.observed import ContainerState
+
+    def exited():
+        c = find_container(stack, pod, name, namespace)
+        return c if c.state == ContainerState.EXITED and c.exit_code is not None else None
+
+    return wait_for(exited, f"{pod}/{name} to exit", timeout)
+
+
+def free_port_block(count: int) -> int:
+    """The first of ``count`` consecutive free TCP and UDP ports (for per-replica hostPorts)."""
+    import socket
+
+    for _ in range(200):
+        first = free_port()
+        ok = True
+        for port in range(first, first + count):
+            for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+                with socket.socket(socket.AF_INET, kind) as s:
+                    try:
+                        s.bind(("0.0.0.0", port))
+                    except OSError:
+                        ok = False
+            if not ok:
+                break
+        if ok:
+            return first
+    raise RuntimeError(f"no block of {count} free ports found")
+
+
+def rewrite_host_ports(text: str, span: int = 1) -> tuple[str, dict[int, int]]:
+    """``text`` with every ``hostPort: N`` given a free port instead (tests run in parallel, the
+    examples and the podman corpus use fixed ports); the old → new mapping. ``span`` keeps room
+    for per-replica ports (N + ordinal)."""
+    import re
+
+    mapping: dict[int, int] = {}
+
+    def new(m: re.Match) -> str:
+        old = int(m.group(2))
+        if old not in mapping:
+            mapping[old] = free_port_block(span)
+        return f"{m.group(1)}{mapping[old]}"
+
+    return re.sub(r"(hostPort:\s*)(\d+)", new, text), mapping
+
+
+def host_leftovers(stack: Stack) -> list[str]:
+    """Everything of this test still on the host: podplay's own records (containers, snapshots,
+    pod volumes, network attachments), mounts, processes and runc containers under the test's
+    roots, and the network's veths, IP allocations and iptables rules."""
+    from tests.support.leaks import find_leaks
+
+    d = stack.drivers()
+    try:
+        out = [f"container {c.id} ({c.state})" for c in d.runtime.list_containers()]
+        out += [f"snapshot {s.key}" for s in d.snapshots.list_snapshots()]
+        out += [f"pod volumes {u}" for u in d.volumes.list_pod_volumes()]
+        out += [f"attachment {a.pod_uid}" for a in d.network.list_attachments()]
+    finally:
+        d.close()
+    out += find_leaks(stack.paths.root, stack.paths.runroot)
+    net = stack.network
+    out += [f"host-local allocation {a}" for a in net.allocations()]
+    out += [f"veth {v}" for v in net.bridge_ports()]
+    out += [f"{tool} -t {table}: {rule}" for tool, table, rule in net.iptables_rules()]
+    return out
