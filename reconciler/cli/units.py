@@ -18,7 +18,7 @@ def register(sub, common) -> None:
         "systemd", parents=[common], help="systemd units that run pods, a watcher or a git sync",
         description="Print (or write with --files) systemd service units. By default one unit per pod: "
         "it runs `podplay up` on start and `podplay down` on stop for the pod's manifest file. "
-        "A file that yields several pods gets one unit for all of them (podplay converges whole files). "
+        "A file that yields several pods (a Deployment's replicas) gives each its own unit (`up --only`). "
         "With --watch, one unit per PATH runs `podplay watch PATH`; --sync adds a unit running `podplay sync`.")
     p.add_argument("paths", nargs="*", metavar="PATH", help="manifest files or directories")
     p.add_argument("--per-file", action="store_true", help="one unit per manifest file, named after the file")
