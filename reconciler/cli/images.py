@@ -1,9 +1,13 @@
-"""Image commands: pull, images, inspect, rmi, tag, image prune, login, logout.
+"""Image commands: pull, images, inspect, rmi, tag, image prune, login, logout, copy, push,
+save, load, import.
 
 They behave like their podman/skopeo namesakes: ``pull`` prints the image id on stdout and
 progress on stderr (terminals only); ``inspect docker://REF`` looks at a remote image without
-pulling it (like ``skopeo inspect``), ``--raw`` prints the manifest as served, ``--config`` the
-image config. Heavy modules are imported inside the handlers.
+pulling it (like ``skopeo inspect``; ``oci:``, ``oci-archive:`` and ``docker-archive:`` work
+too), ``--raw`` prints the manifest as served, ``--config`` the image config. ``copy SRC DST``
+takes skopeo's transport names (``docker://``, ``oci:``, ``oci-archive:``, ``docker-archive:``)
+and ``podplay:REF`` or a bare REF for podplay's own store. Heavy modules are imported inside
+the handlers.
 """
 
 from __future__ import annotations
@@ -60,7 +64,9 @@ def register(sub, common) -> None:
 
     p = sub.add_parser("inspect", parents=[common], help="show a local image, or a remote one with docker://REF",
                        description="Show a local image (REF or id), or with docker://REF an image in its registry "
-                                   "without pulling it (digest, platforms of an index, config, layers).")
+                                   "without pulling it (digest, platforms of an index, config, layers); "
+                                   "oci:DIR[:NAME], oci-archive:FILE[:NAME] and docker-archive:FILE[:REF] are read "
+                                   "the same way.")
     _inspect_options(p)
 
     p = sub.add_parser("rmi", parents=[common], help="remove local images")
@@ -68,7 +74,8 @@ def register(sub, common) -> None:
 
     _tag_options(sub.add_parser("tag", parents=[common], help="give a local image another name"))
 
-    image = sub.add_parser("image", parents=[common], help="manage images (prune, ls, rm, inspect, pull, tag)")
+    image = sub.add_parser("image", parents=[common],
+                           help="manage images (prune, ls, rm, inspect, pull, tag, copy, push, save, load, import)")
     isub = image.add_subparsers(dest="image_command", metavar="COMMAND")
     p = isub.add_parser("prune", parents=[common], help="remove unreferenced image data",
                         description="Remove blobs no image references (left by removed or re-tagged images "
@@ -95,6 +102,98 @@ def register(sub, common) -> None:
     p.add_argument("-a", "--all", action="store_true", help="remove the credentials of every registry")
     p.add_argument("--authfile", metavar="PATH", help="auth file to edit")
     p.set_defaults(func=cmd_logout)
+
+    _transport_commands(sub, common)
+    _transport_commands(isub, common)
+
+
+LOCATIONS_HELP = ("Locations: docker://REF (a registry), oci:DIR[:NAME] (an OCI layout), oci-archive:FILE[:NAME], "
+                  "docker-archive:FILE[:REF|@N] (docker save format), podplay:REF or a bare REF (podplay's store).")
+
+
+def _transport_commands(sub, common) -> None:
+    p = sub.add_parser("copy", parents=[common], help="copy an image between registries, layouts, archives, the store",
+                       description="Copy an image, verifying every blob: between registries, OCI layouts and "
+                                   "archives and podplay's store (pushing is a copy to docker://). " + LOCATIONS_HELP)
+    p.add_argument("source", help="where the image is, e.g. docker://quay.io/org/app:1 or oci-archive:app.tar")
+    p.add_argument("destination", help="where it goes, e.g. oci:/srv/layouts/app:1 or docker://127.0.0.1:5000/app:1")
+    _copy_options(p)
+    p.set_defaults(func=cmd_copy)
+
+    p = sub.add_parser("push", parents=[common], help="push a local image to a registry",
+                       description="Push an image from podplay's store to a registry (a copy to docker://).")
+    p.add_argument("image", help="local image name or id")
+    p.add_argument("destination", nargs="?",
+                   help="docker://REF or REF (default: the image's own name); any copy location works too")
+    _copy_options(p)
+    p.set_defaults(func=cmd_push)
+
+    p = sub.add_parser("save", parents=[common], help="write local images into an archive",
+                       description="Write images from podplay's store into one archive (for air-gapped hosts): "
+                                   "docker-archive (docker save format, the default; several images share layers) "
+                                   "or oci-archive.")
+    p.add_argument("images", nargs="+", help="image names or ids")
+    p.add_argument("-o", "--output", metavar="FILE", help="archive to write ('-' or omitted: standard output, "
+                                                            "when it is not a terminal)")
+    p.add_argument("--format", choices=("docker-archive", "oci-archive"), default="docker-archive")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=cmd_save)
+
+    p = sub.add_parser("load", parents=[common], help="load images from an archive",
+                       description="Load every image of a docker-archive or oci-archive (gzip, zstd, xz or bzip2 "
+                                   "compressed or not; the format is detected) into podplay's store, verified.")
+    p.add_argument("-i", "--input", metavar="FILE", help="archive to read ('-' or omitted: standard input)")
+    p.add_argument("--platform", metavar="OS/ARCH[/VARIANT]",
+                   help="platform to choose from a multi-platform image (default: this host)")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the loaded names")
+    p.set_defaults(func=cmd_load)
+
+    p = sub.add_parser("import", parents=[common], help="make an image from a root file system tarball",
+                       description="Make a one-layer image from a root file system tarball (plain, gzip, zstd, xz "
+                                   "or bzip2; '-' for standard input), like podman import. The layer is stored "
+                                   "gzip-compressed; os and architecture are this host's unless given.")
+    p.add_argument("file", help="the tarball, or '-' for standard input")
+    p.add_argument("name", nargs="?", help="name for the image (a short name goes under localhost/)")
+    p.add_argument("-c", "--change", action="append", default=[], metavar="INSTRUCTION",
+                   help="Dockerfile instruction to apply: CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, STOPSIGNAL, USER, "
+                        "VOLUME, WORKDIR (repeatable), e.g. --change 'CMD [\"sh\"]' --change 'ENV A=b'")
+    p.add_argument("-m", "--message", default="", help="comment for the image's history entry")
+    p.add_argument("--platform", metavar="OS/ARCH[/VARIANT]", help="platform the image is for (default: this host)")
+    p.add_argument("--arch", help="architecture the image is for (overrides --platform's)")
+    p.add_argument("--os", help="operating system the image is for (overrides --platform's)")
+    p.add_argument("--variant", help="architecture variant the image is for (overrides --platform's)")
+    p.add_argument("-q", "--quiet", action="store_true", help="print only the image id (the default output)")
+    p.set_defaults(func=cmd_import)
+
+
+def _copy_options(p) -> None:
+    _registry_options(p)
+    p.add_argument("-a", "--all", action="store_true",
+                   help="copy every platform of a multi-platform image (to oci:, oci-archive: or docker://)")
+    p.add_argument("--src-creds", metavar="USER[:PASSWORD]", help="credentials for the source registry")
+    p.add_argument("--dest-creds", "--creds", metavar="USER[:PASSWORD]",
+                   help="credentials for the destination registry")
+    p.add_argument("--dest-compress-format", choices=("gzip", "zstd"),
+                   help="recompress layers that are not already in this format")
+    p.add_argument("--dest-compress", type=_bool, default=None, metavar="BOOL",
+                   help="false: store layers uncompressed; true: gzip unless --dest-compress-format says otherwise "
+                        "(default: keep every layer as it is)")
+    p.add_argument("-f", "--format", choices=("oci", "v2s2"),
+                   help="manifest type to write (default: as the source has it; oci: destinations are always OCI)")
+    p.add_argument("--chunk-size", type=_size_arg, default=None, metavar="BYTES",
+                   help="pushing: upload blobs larger than this in chunks of this size (default 16MiB)")
+    p.add_argument("--digestfile", metavar="FILE", help="write the digest of the copied manifest to FILE")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+
+
+def _size_arg(text: str) -> int:
+    import re
+
+    m = re.fullmatch(r"(\d+)\s*([kmg]i?b?|b)?", text.strip().lower())
+    if not m:
+        raise argparse.ArgumentTypeError(f"expected a size like 5242880, 512KiB or 16MiB, not {text!r}")
+    unit = (m.group(2) or "b")[0]
+    return int(m.group(1)) * {"b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[unit]
 
 
 def _pull_options(p) -> None:
@@ -268,6 +367,8 @@ def cmd_inspect(args, ctx) -> int:
     try:
         if args.reference.startswith(DOCKER_PREFIX):
             return _inspect_remote(args, ctx, store, args.reference[len(DOCKER_PREFIX):])
+        if args.reference.startswith(("oci:", "oci-archive:", "docker-archive:")):
+            return _inspect_location(args, ctx, store, args.reference)
         rec = store.record(args.reference)
         if rec is None:
             raise NotFoundError(f"image {args.reference} is not present (for a registry image use "
@@ -425,4 +526,171 @@ def cmd_logout(args, ctx) -> int:
         print(f"Removed login credentials for {len(removed)} registries", file=ctx.out)
     else:
         print(f"Removed login credentials for {args.registry}", file=ctx.out)
+    return 0
+
+
+def _inspect_location(args, ctx, store, location: str) -> int:
+    """``skopeo inspect`` of a layout or an archive: read and verified, nothing stored."""
+    from reconciler.images.transports import inspect_location
+
+    image = inspect_location(store, location, platform=getattr(args, "platform", None))
+    if args.raw:
+        _write_raw(ctx, image.top.data)
+        return 0
+    if args.config:
+        _write_raw(ctx, image.config_bytes)
+        return 0
+    cfg = image.config.raw.get("config") or {}
+    doc = {
+        "Name": image.names[0] if image.names else "",
+        "Digest": image.top.digest,
+        "RepoTags": list(image.names),
+        "Created": image.config.created,
+        "DockerVersion": image.config.raw.get("docker_version", ""),
+        "Labels": cfg.get("Labels"),
+        "Architecture": image.config.platform.architecture,
+        "Os": image.config.platform.os,
+        "Variant": image.config.platform.variant,
+        "Layers": [layer.digest for layer in image.parsed.layers],
+        "LayersData": [{"MIMEType": layer.media_type, "Digest": layer.digest, "Size": layer.size,
+                        "Annotations": layer.annotations or None} for layer in image.parsed.layers],
+        "Env": cfg.get("Env") or [],
+        "MediaType": image.parsed.media_type if image.index is None else image.index.media_type,
+        "ManifestDigest": image.manifest.digest,
+        "ConfigDigest": image.parsed.config.digest,
+    }
+    json.dump(doc, ctx.out, indent=4)
+    print(file=ctx.out)
+    return 0
+
+
+def _copy_opts(args):
+    from reconciler.images.transports import DEFAULT_CHUNK, CopyOptions
+
+    compression = args.dest_compress_format
+    if args.dest_compress is False:
+        if compression:
+            from reconciler.errors import InputError
+
+            raise InputError("--dest-compress=false and --dest-compress-format contradict each other")
+        compression = "none"
+    elif args.dest_compress is True and not compression:
+        compression = "gzip"
+    return CopyOptions(all_platforms=args.all, platform=args.platform, compression=compression, format=args.format,
+                       chunk_size=args.chunk_size or DEFAULT_CHUNK)
+
+
+def _creds(text, location):
+    from reconciler.images.reference import parse_reference
+    from reconciler.images.transports import parse_creds
+
+    if not text:
+        return ()
+    if location.transport != "docker":
+        from reconciler.errors import InputError
+
+        raise InputError(f"credentials were given for {location}, which is not a registry")
+    return (parse_creds(text, parse_reference(location.path).domain),)
+
+
+def _run_copy(args, ctx, source: str, destination: str) -> int:
+    from pathlib import Path
+
+    from reconciler.fsutil import atomic_write
+    from reconciler.images.transports import copy_image, parse_location
+
+    src, dest = parse_location(source), parse_location(destination)
+    opts = _copy_opts(args)
+    store = _store(args, ctx, quiet=args.quiet)
+    try:
+        result = copy_image(store, src, dest, options=opts, src_credentials=_creds(args.src_creds, src),
+                            dest_credentials=_creds(args.dest_creds, dest))
+    finally:
+        store.close()
+    if args.digestfile:
+        atomic_write(Path(args.digestfile), result.digest + "\n")
+    return 0
+
+
+def cmd_copy(args, ctx) -> int:
+    return _run_copy(args, ctx, args.source, args.destination)
+
+
+def cmd_push(args, ctx) -> int:
+    from reconciler.errors import InputError
+
+    image = args.image
+    if "://" in image or image.startswith(("oci:", "oci-archive:", "docker-archive:")):
+        raise InputError(f"push takes a local image, not {image!r} (use `podplay copy` between other locations)")
+    if image.startswith("podplay:"):
+        image = image[len("podplay:"):]
+    dest = args.destination or image
+    if not dest.startswith(("docker://", "oci:", "oci-archive:", "docker-archive:", "podplay:")):
+        dest = f"docker://{dest}"  # podman push's DESTINATION is a registry reference
+    return _run_copy(args, ctx, f"podplay:{image}", dest)
+
+
+def cmd_save(args, ctx) -> int:
+    from reconciler.errors import InputError
+    from reconciler.images.transports import save_images
+
+    output = args.output
+    stream = None
+    if output in (None, "-"):
+        if ctx.out.isatty():
+            raise InputError("refusing to write an archive to a terminal: give -o FILE or redirect the output")
+        ctx.out.flush()
+        stream = getattr(ctx.out, "buffer", ctx.out)
+        output = None
+    store = _store(args, ctx, quiet=args.quiet or stream is not None and not ctx.err.isatty())
+    try:
+        save_images(store, args.images, output, format=args.format, stream=stream)
+    finally:
+        store.close()
+    return 0
+
+
+def cmd_load(args, ctx) -> int:
+    from reconciler.errors import InputError
+    from reconciler.images.transports import load_images
+
+    path = args.input
+    stream = None
+    if path in (None, "-"):
+        if sys.stdin.isatty():
+            raise InputError("give -i FILE (standard input is a terminal)")
+        stream, path = sys.stdin.buffer, None
+    store = _store(args, ctx, quiet=args.quiet)
+    try:
+        loaded = load_images(store, path, stream=stream)
+    finally:
+        store.close()
+    for image in loaded:
+        for name in image.names or (image.image_id,):
+            print(name if args.quiet else f"Loaded image: {name}", file=ctx.out)
+    return 0
+
+
+def cmd_import(args, ctx) -> int:
+    from reconciler.errors import InputError
+    from reconciler.images.importer import import_rootfs
+    from reconciler.images.platform import Platform, parse_platform
+
+    store = _store(args, ctx)
+    platform = parse_platform(args.platform) if args.platform else store.platform
+    if args.arch or args.os or args.variant:
+        platform = Platform(args.os or platform.os, args.arch or platform.architecture,
+                            args.variant if args.variant is not None else ("" if args.arch else platform.variant))
+    stream = None
+    path = args.file
+    if path == "-":
+        if sys.stdin.isatty():
+            raise InputError("import - reads the tarball from standard input, which is a terminal")
+        stream, path = sys.stdin.buffer, None
+    try:
+        rec = import_rootfs(store, path, args.name, stream=stream, changes=args.change, message=args.message,
+                            platform=platform)
+    finally:
+        store.close()
+    print(rec.id.split(":", 1)[1], file=ctx.out)
     return 0

@@ -324,7 +324,13 @@ class LocalImageStore:
         raise ImageError(f"pulling {ref} failed: {detail}")
 
     def _record(self, name: Reference, ing: Ingested) -> ImageRecord:
-        key = name.name
+        return self.record_image([name], ing, resolved=ing.top_digest)
+
+    def record_image(self, names: Sequence[Reference], ing: Ingested, *, resolved: str = "") -> ImageRecord:
+        """Record an ingested image under ``names`` (taken from any other image that had them).
+        ``resolved`` is the digest the names resolved to where the image came from (a registry
+        tag's digest, an archive's manifest digest); "" for images made here."""
+        keys = [n.name for n in names]
 
         def change(records: dict[str, ImageRecord]) -> ImageRecord:
             rec = records.get(ing.config_digest)
@@ -334,15 +340,23 @@ class LocalImageStore:
             rec.manifest, rec.media_type, rec.index = ing.manifest_digest, ing.manifest_media_type, ing.index_digest
             for other in records.values():
                 if other is not rec:
-                    other.names.pop(key, None)
-            rec.names[key] = ing.top_digest
-            for d in dict.fromkeys((ing.top_digest, ing.manifest_digest)):
-                rd = f"{name.repository}@{d}"
-                if rd not in rec.repo_digests:
-                    rec.repo_digests.append(rd)
+                    for key in keys:
+                        other.names.pop(key, None)
+            for name in names:
+                rec.names[name.name] = resolved
+                for d in dict.fromkeys(d for d in (resolved, ing.manifest_digest) if d):
+                    rd = f"{name.repository}@{d}"
+                    if rd not in rec.repo_digests:
+                        rec.repo_digests.append(rd)
             return rec
 
         return self.store.update_records(change)
+
+    def try_sources(self, ref: Reference, credentials, attempt):
+        """Run ``attempt(source, client)`` for each registry a reference may come from
+        (registries.conf aliases, search registries, mirrors) until one succeeds; returns
+        (the name that answered, the result)."""
+        return self._try_sources(ref, credentials, attempt)
 
     def _local_names(self, ref: Reference) -> list[Reference]:
         """Names a reference may have in the store: itself, or for a short name every name

@@ -23,6 +23,7 @@ Safety rules, each with a reason:
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import random
@@ -37,6 +38,7 @@ from urllib.parse import urlencode, urljoin, urlsplit
 
 from reconciler import __version__
 from reconciler.errors import ImageError, TemporaryImageError
+from reconciler.images.blobio import BlobWriter
 from reconciler.images.config import Credential, is_loopback
 from reconciler.images.manifest import ACCEPT, MAX_MANIFEST_SIZE, Descriptor
 from reconciler.images.reference import DIGEST_ALGORITHMS, validate_digest
@@ -394,9 +396,12 @@ class RegistryClient:
         if parts.scheme == "http" and not self.insecure:
             raise ImageError(f"registry {self.domain} wants credentials sent to a plain-http token realm "
                              f"{realm!r}; refusing (mark the registry insecure in registries.conf to allow it)")
-        params = {k: v for k, v in (("service", service), ("scope", scope)) if v}
+        # Several scopes (a push that mounts from another repository) travel as repeated
+        # ``scope`` parameters, as docker sends them.
+        params = [("service", service)] if service else []
+        params += [("scope", s) for s in scope.split()]
         if self.credential and self.credential.username and not scope:
-            params["account"] = self.credential.username
+            params.append(("account", self.credential.username))
         import requests
 
         session = self._session()
@@ -473,17 +478,24 @@ class RegistryClient:
     # --- requests with retries ----------------------------------------------------------------
 
     def _request(self, method: str, path: str, *, scope: str, headers: dict | None = None,
-                 stream: bool = True) -> requests.Response:
+                 stream: bool = True, data: bytes | None = None) -> requests.Response:
+        """``path`` is below the registry's base URL, or an absolute URL the registry gave us (an
+        upload location); credentials go only to the registry's own origin."""
         self.ping()
-        url = f"{self._base}{path}"
+        if path.startswith(("http://", "https://")):
+            url = path
+            own = (urlsplit(url).scheme, urlsplit(url).netloc) == self._origin()
+        else:
+            url, own = f"{self._base}{path}", True
         reauthed = False
         last: BaseException | None = None
         attempt = 0
         while attempt <= self.retries:
             h = dict(headers or {})
-            h.update(self._auth_header(scope))
+            if own:
+                h.update(self._auth_header(scope))
             try:
-                resp = self._send(method, url, h, stream=stream)
+                resp = self._send(method, url, h, stream=stream, data=data)
             except self._connection_errors() as exc:
                 last = exc
                 if attempt < self.retries:
@@ -510,7 +522,8 @@ class RegistryClient:
                 attempt += 1
                 continue
             return resp
-        raise TemporaryImageError(f"registry {self.domain}: {method} {path} failed after "
+        shown = urlsplit(path).path if "://" in path else path.split("?", 1)[0]
+        raise TemporaryImageError(f"registry {self.domain}: {method} {shown} failed after "
                                   f"{self.retries + 1} tries: {_short(last)}")
 
     def _fail(self, resp: requests.Response, what: str) -> ImageError:
@@ -677,8 +690,146 @@ class RegistryClient:
         return tags
 
 
+    # --- pushing -----------------------------------------------------------------------------
+    # The OCI distribution spec's push: HEAD to see whether a blob is there, a cross-repository
+    # mount when another repository of the registry has it, else an upload session (POST) filled
+    # by PATCH chunks and closed by a PUT with the digest; the manifest last, by PUT.
+
+    def blob_exists(self, repo: str, digest: str) -> bool:
+        validate_digest(digest)
+        resp = self._request("HEAD", f"/v2/{repo}/blobs/{digest}", scope=push_scope(repo), stream=False)
+        with resp:
+            if resp.status_code == 200:
+                return True
+            if resp.status_code == 404:
+                return False
+            raise self._fail(resp, f"blob {digest} of {self.domain}/{repo}")
+
+    def mount_blob(self, repo: str, digest: str, from_repo: str) -> str | None:
+        """Ask the registry to link ``digest`` from ``from_repo`` into ``repo``. None when it did;
+        else the location of the upload session the registry opened instead."""
+        validate_digest(digest)
+        query = urlencode({"mount": digest, "from": from_repo})
+        resp = self._request("POST", f"/v2/{repo}/blobs/uploads/?{query}",
+                             scope=f"{push_scope(repo)} {_pull_scope(from_repo)}", stream=False, data=b"")
+        with resp:
+            if resp.status_code == 201:
+                return None
+            if resp.status_code == 202:
+                return self._location(resp, f"upload to {self.domain}/{repo}")
+            raise self._fail(resp, f"mounting blob {digest} into {self.domain}/{repo}")
+
+    def start_upload(self, repo: str) -> str:
+        resp = self._request("POST", f"/v2/{repo}/blobs/uploads/", scope=push_scope(repo), stream=False, data=b"")
+        with resp:
+            if resp.status_code != 202:
+                raise self._fail(resp, f"starting an upload to {self.domain}/{repo}")
+            return self._location(resp, f"upload to {self.domain}/{repo}")
+
+    def upload_chunk(self, repo: str, location: str, data: bytes, start: int) -> str:
+        """PATCH one chunk at offset ``start``; the location to use next."""
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(len(data)),
+                   "Content-Range": f"{start}-{start + len(data) - 1}"}
+        resp = self._request("PATCH", location, scope=push_scope(repo), headers=headers, stream=False, data=data)
+        with resp:
+            if resp.status_code != 202:
+                raise self._fail(resp, f"uploading to {self.domain}/{repo}")
+            return self._location(resp, f"upload to {self.domain}/{repo}")
+
+    def finish_upload(self, repo: str, location: str, digest: str, data: bytes = b"") -> None:
+        """The closing PUT (with the last bytes, or all of them for a monolithic upload)."""
+        sep = "&" if "?" in location else "?"
+        url = f"{location}{sep}{urlencode({'digest': digest})}"
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(len(data))}
+        resp = self._request("PUT", url, scope=push_scope(repo), headers=headers, stream=False, data=data)
+        with resp:
+            if resp.status_code not in (201, 204):
+                raise self._fail(resp, f"blob {digest} to {self.domain}/{repo}")
+            claimed = resp.headers.get("Docker-Content-Digest", "")
+            if claimed and claimed != digest:
+                raise ImageError(f"blob {digest} to {self.domain}/{repo}: the registry stored it as {claimed}")
+
+    def cancel_upload(self, repo: str, location: str) -> None:
+        """Best effort: a registry forgets abandoned sessions by itself too."""
+        with contextlib.suppress(ImageError):
+            self._request("DELETE", location, scope=push_scope(repo), stream=False).close()
+
+    def put_manifest(self, repo: str, reference: str, data: bytes, media_type: str) -> str:
+        """PUT a manifest (or index) under a tag or its digest; returns its digest."""
+        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        what = f"manifest {self.domain}/{repo}:{reference}"
+        resp = self._request("PUT", f"/v2/{repo}/manifests/{reference}", scope=push_scope(repo),
+                             headers={"Content-Type": media_type}, stream=False, data=data)
+        with resp:
+            if resp.status_code not in (200, 201, 202):
+                raise self._fail(resp, what)
+            claimed = resp.headers.get("Docker-Content-Digest", "")
+        if claimed and claimed.startswith("sha256:") and claimed != digest:
+            raise ImageError(f"{what}: the registry stored it as {claimed}, not {digest}")
+        return digest
+
+    def _location(self, resp: requests.Response, what: str) -> str:
+        location = resp.headers.get("Location", "")
+        if not location:
+            raise ImageError(f"{what}: the registry gave no upload location")
+        url = urljoin(f"{self._base}/v2/", location)
+        if urlsplit(url).scheme not in ("http", "https"):
+            raise ImageError(f"{what}: unsupported upload location {location!r}")
+        return url
+
+
+class BlobUpload(BlobWriter):
+    """A blob on its way to a registry: chunks of ``chunk_size`` go out as PATCH requests as they
+    come, the rest with the closing PUT, which is sent only after the content was verified
+    here (the registry verifies the digest as well). Smaller blobs go in one PUT."""
+
+    def __init__(self, client: RegistryClient, repo: str, desc: Descriptor, *, chunk_size: int,
+                 location: str | None = None):
+        super().__init__(desc.digest, desc.size, f"blob {desc.digest}")
+        self.client, self.repo, self.chunk_size = client, repo, max(1, chunk_size)
+        self.location = location
+        self.buf = bytearray()
+        self.sent = 0
+        self.chunks = 0  # PATCH requests sent (for tests and diagnostics)
+
+    def _put(self, chunk: bytes) -> None:
+        self.buf += chunk
+        # Keep at least one byte back: the closing PUT then always carries data.
+        while len(self.buf) > self.chunk_size:
+            if self.location is None:
+                self.location = self.client.start_upload(self.repo)
+            part = bytes(self.buf[: self.chunk_size])
+            self.location = self.client.upload_chunk(self.repo, self.location, part, self.sent)
+            del self.buf[: self.chunk_size]
+            self.sent += len(part)
+            self.chunks += 1
+
+    def _truncate(self) -> None:
+        if self.location is not None and self.sent:
+            self.client.cancel_upload(self.repo, self.location)
+            self.location = None
+        self.buf = bytearray()
+        self.sent = 0
+
+    def _drop(self) -> None:
+        self._truncate()
+        if self.location is not None:
+            self.client.cancel_upload(self.repo, self.location)
+            self.location = None
+
+    def _finish(self) -> None:
+        if self.location is None:
+            self.location = self.client.start_upload(self.repo)
+        self.client.finish_upload(self.repo, self.location, self.digest, bytes(self.buf))
+        self.buf = bytearray()
+
+
 def _pull_scope(repo: str) -> str:
     return f"repository:{repo}:pull"
+
+
+def push_scope(repo: str) -> str:
+    return f"repository:{repo}:pull,push"
 
 
 def _content_range_start(value: str) -> int | None:

@@ -271,6 +271,24 @@ class ContentStore:
                     pass
         return removed, freed
 
+    def remove_unreferenced(self, candidates: set[str]) -> int:
+        """Remove those of ``candidates`` that no record references (the blobs a refused import
+        had already copied); returns how many went. Waits for running ingests like ``collect``."""
+        removed = 0
+        with _flock(self._gc_lock, fcntl.LOCK_EX):
+            live: set[str] = set()
+            for rec in self.load_records().values():
+                live |= rec.blobs()
+                live |= self._manifest_layers(rec.manifest)
+            for digest in candidates - live:
+                algorithm, hexpart = split_digest(digest)
+                with contextlib.suppress(FileNotFoundError):
+                    self.blob_path(digest).unlink()
+                    removed += 1
+                with contextlib.suppress(FileNotFoundError):
+                    (self.ingest_dir / f"{algorithm}-{hexpart}.lock").unlink()
+        return removed
+
     def _manifest_layers(self, manifest_digest: str) -> set[str]:
         try:
             doc = json.loads(self.read_blob(manifest_digest, 4 << 20))
