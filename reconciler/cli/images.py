@@ -677,10 +677,11 @@ def cmd_import(args, ctx) -> int:
     from reconciler.images.platform import Platform, parse_platform
 
     store = _store(args, ctx)
-    platform = parse_platform(args.platform) if args.platform else store.platform
+    platform = parse_platform(args.platform) if args.platform else None
     if args.arch or args.os or args.variant:
-        platform = Platform(args.os or platform.os, args.arch or platform.architecture,
-                            args.variant if args.variant is not None else ("" if args.arch else platform.variant))
+        base = platform or store.platform
+        platform = Platform(args.os or base.os or "linux", args.arch or base.architecture,
+                            args.variant if args.variant is not None else ("" if args.arch else base.variant))
     stream = None
     path = args.file
     if path == "-":

@@ -144,6 +144,9 @@ class TarArchive:
                 raise ImageError(f"{self.description}: is a directory, not an archive") from None
             except OSError as exc:
                 raise ImageError(f"{self.description}: cannot open: {exc.strerror}") from None
+            if stat.S_ISDIR(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise ImageError(f"{self.description}: is a directory, not an archive")
             raw = os.fdopen(fd, "rb")
             if not stat.S_ISREG(os.fstat(fd).st_mode):
                 stream, raw = raw, None  # a pipe or a device: spool it like stdin

@@ -64,10 +64,35 @@ def detect_compression(head: bytes) -> str:
     return "none"
 
 
-def decompressor(kind: str, raw: BinaryIO) -> BinaryIO:
-    """A reader of the decompressed stream of ``raw`` (``kind`` from ``detect_compression``)."""
+class _Plain:
+    """``raw`` as it is, usable in ``with`` without closing it (like the decompressors)."""
+
+    def __init__(self, raw):
+        self.raw = raw
+
+    def read(self, n: int = -1) -> bytes:
+        return self.raw.read(n)
+
+    def readinto(self, b) -> int:
+        data = self.raw.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        pass
+
+
+def decompressor(kind: str, raw) -> BinaryIO:
+    """A reader of the decompressed stream of ``raw`` (``kind`` from ``detect_compression``).
+    Closing it never closes ``raw``."""
     if kind == "none":
-        return raw
+        return _Plain(raw)  # type: ignore[return-value]
     if kind == "gzip":
         import gzip
 
@@ -145,8 +170,9 @@ class BlobWriter:
 
     def commit(self) -> None:
         if self.offset != self.size:
+            got = self.offset
             self.discard()
-            raise ImageError(f"{self.what}: got {self.offset} bytes, its descriptor declares {self.size}")
+            raise ImageError(f"{self.what}: got {got} bytes, its descriptor declares {self.size}")
         actual = f"{self._hash.name}:{self._hash.hexdigest()}"
         if actual != self.digest:
             self.discard()

@@ -203,7 +203,11 @@ def import_rootfs(store: LocalImageStore, source: str | os.PathLike | None, name
 
     image_config = parse_changes(changes)  # bad --change fails before any work
     names = [_local_name(name)] if name else []
-    platform = platform or store.platform
+    if platform is None:
+        # This host, but without an amd64 micro-architecture level: an image made here runs on
+        # any amd64 host (podman writes no variant there either).
+        host = store.platform
+        platform = Platform(host.os, host.architecture, "" if host.architecture == "amd64" else host.variant)
     label = str(source) if source is not None else "-"
     tmpdir = store.store.ingest_dir
     tmpdir.mkdir(parents=True, exist_ok=True)

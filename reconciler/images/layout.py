@@ -348,9 +348,14 @@ class LayoutDestination:
                 parse_manifest(raw, where=f"{self.description}: existing {INDEX_FILE}")  # refuse a damaged one
                 existing = json.loads(raw).get("manifests") or []
             for entry in self._entries:
+                # A name that is there already moves to the new image, in its place.
                 ref = (entry.get("annotations") or {}).get(REF_ANNOTATION, "")
-                existing = [e for e in existing if not _same_slot(e, entry, ref)]
-                existing.append(entry)
+                slots = [i for i, e in enumerate(existing) if _same_slot(e, entry, ref)]
+                if slots:
+                    existing[slots[0]] = entry
+                    existing = [e for i, e in enumerate(existing) if i not in slots[1:]]
+                else:
+                    existing.append(entry)
             doc = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": existing}
             atomic_write(index_path, _dump(doc))
             fsync_dir(self.path)

@@ -242,6 +242,8 @@ class CopyResult:
     destination: str
     image_id: str = ""  # when the destination is the store
     names: tuple[str, ...] = ()
+    uploaded: tuple[str, ...] = ()  # pushing: blobs sent to the registry
+    mounted: tuple[str, ...] = ()  # pushing: blobs linked from another repository of the registry
 
 
 @dataclass(frozen=True)
@@ -783,7 +785,9 @@ def copy_image(store: LocalImageStore, src: str | ImageLocation, dest: str | Ima
         except BaseException:
             target.abort()
             raise
-        return CopyResult(copied.digest, copied.media_type, str(dest_loc))
+        return CopyResult(copied.digest, copied.media_type, str(dest_loc),
+                          uploaded=tuple(getattr(target, "uploaded", ())),
+                          mounted=tuple(getattr(target, "mounted", ())))
     finally:
         opened.close()
 
