@@ -75,7 +75,8 @@ def register(sub, common) -> None:
     p = sub.add_parser("ps", parents=[common], help="list containers",
                        description="List the containers of podplay's pods: by default the running app "
                        "containers; -a adds exited, created and init containers; --infra adds each pod's "
-                       "infra container. A NAMESPACE column appears when a listed pod is outside 'default'.")
+                       "infra container. A NAMESPACE column appears when a listed pod is outside 'default' and no "
+                       "--namespace is given.")
     p.add_argument("pods", nargs="*", metavar="POD", help="only these pods")
     p.add_argument("--all", "-a", action="store_true", help="also exited, created and init containers")
     p.add_argument("--infra", action="store_true", help="also the infra container of each pod")
@@ -501,12 +502,13 @@ def container_json(pod: ObservedPod, c: ObservedContainer) -> dict:
 
 
 def _show_namespace(pods: Iterable[ObservedPod]) -> bool:
-    """A NAMESPACE column only when it tells something: a listed pod is outside 'default'."""
+    """A NAMESPACE column only when it tells something: a listed pod is outside 'default' (and
+    the user did not choose the namespace with -n)."""
     return any(p.namespace != "default" for p in pods)
 
 
-def ps_table(rows: Sequence[tuple[ObservedPod, ObservedContainer]], now: float) -> str:
-    with_ns = _show_namespace(p for p, _ in rows)
+def ps_table(rows: Sequence[tuple[ObservedPod, ObservedContainer]], now: float, namespace: str | None = None) -> str:
+    with_ns = namespace is None and _show_namespace(p for p, _ in rows)
     headers = (["NAMESPACE"] if with_ns else []) + ["POD", "CONTAINER", "IMAGE", "STATE", "RESTARTS", "PORTS",
                                                     "IP", "AGE"]
     lines = []
@@ -549,8 +551,8 @@ def _display_source(source: str) -> str:
     return rel if not rel.startswith("..") else source
 
 
-def pods_table(pods: Sequence[ObservedPod], statuses: dict[str, str], now: float) -> str:
-    with_ns = _show_namespace(pods)
+def pods_table(pods: Sequence[ObservedPod], statuses: dict[str, str], now: float, namespace: str | None = None) -> str:
+    with_ns = namespace is None and _show_namespace(pods)
     headers = (["NAMESPACE"] if with_ns else []) + ["NAME", "READY", "STATUS", "RESTARTS", "IP", "AGE", "SOURCE"]
     lines = []
     for pod in pods:
@@ -614,7 +616,7 @@ def cmd_ps(args, ctx) -> int:
         json.dump([container_json(p, c) for p, c in rows], ctx.out, indent=2)
         print(file=ctx.out)
     else:
-        print(ps_table(rows, time.time()), file=ctx.out)
+        print(ps_table(rows, time.time(), args.namespace), file=ctx.out)
     return 0
 
 
@@ -635,7 +637,7 @@ def cmd_pods(args, ctx) -> int:
         json.dump([pod_json(p, statuses[p.uid]) for p in pods], ctx.out, indent=2)
         print(file=ctx.out)
     else:
-        print(pods_table(pods, statuses, time.time()), file=ctx.out)
+        print(pods_table(pods, statuses, time.time(), args.namespace), file=ctx.out)
     return 0
 
 
