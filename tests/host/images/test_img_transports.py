@@ -13,8 +13,6 @@ import tarfile
 import pytest
 
 from reconciler.errors import ImageError, InputError
-from reconciler.images.login import login
-from reconciler.images.registry import AuthenticationError
 from reconciler.images.transports import CopyOptions, copy_image
 from reconciler.paths import HostPaths
 from tests.host.images.conftest import assert_store_verified, blob_files, skopeo_inspect
@@ -148,8 +146,8 @@ def test_save_and_load_for_an_air_gapped_host(podplay, registry, repo, tmp_path)
 
     # save to standard output
     res = podplay("save", one.ref)
-    assert json.loads(tarfile.open(fileobj=io.BytesIO(res.stdout)).extractfile("manifest.json").read())[0][
-        "RepoTags"] == [one.ref]
+    with tarfile.open(fileobj=io.BytesIO(res.stdout)) as t:
+        assert json.loads(t.extractfile("manifest.json").read())[0]["RepoTags"] == [one.ref]
     # an oci-archive of two images names each entry by its full name
     podplay("save", "--format", "oci-archive", "-o", str(tmp_path / "two.oci.tar"), one.ref, two.ref)
     index = json.loads(_member(tmp_path / "two.oci.tar", "index.json"))
