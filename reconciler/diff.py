@@ -8,12 +8,14 @@ rollout, or a leftover of a crash); exactly one of them can match the desired ui
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from reconciler.desired import DesiredPod, DesiredState
 from reconciler.model.kube import ObjectKey
 from reconciler.observed import ContainerState, ObservedHost, ObservedPod
+from reconciler.probes import PodHealth, observed_health
+from reconciler.rollout import Instance, Replica, Wave, plan_wave, strategy_of
 
 
 class Action(enum.StrEnum):
@@ -35,6 +37,9 @@ class Reason(enum.StrEnum):
     INCOMPLETE = "incomplete"  # parts of the pod vanished (infra gone, runc state wiped)
     UNCHANGED = "unchanged"
     BACKING_OFF = "backing off"
+    UNHEALTHY = "unhealthy"  # a liveness or startup probe failed
+    ROLLOUT = "rolling update"  # an old revision's instance leaves: the new one is available
+    ROLLOUT_WAIT = "rollout waiting"  # kept for now by maxSurge/maxUnavailable or readiness
 
 
 @dataclass(frozen=True)
@@ -125,7 +130,8 @@ def _broken(o: ObservedPod) -> str:
     return ""
 
 
-def _needs_restart(d: DesiredPod, o: ObservedPod, now: float | None) -> tuple[list[str], list[str], float]:
+def _needs_restart(d: DesiredPod, o: ObservedPod, now: float | None,
+                   health: PodHealth | None = None) -> tuple[list[str], list[str], float]:
     """(containers to restart now, containers waiting in back-off, seconds until the next is due)."""
     policy = d.spec.restart_policy
     due, waiting, next_in = [], [], 0.0
@@ -136,6 +142,17 @@ def _needs_restart(d: DesiredPod, o: ObservedPod, now: float | None) -> tuple[li
             continue
         if oc.state == ContainerState.UNKNOWN:
             due.append(c.name)
+            continue
+        if oc.state == ContainerState.RUNNING and health is not None and c.name in health.restart:
+            # A failed liveness/startup probe: restarted like a crash, with the same back-off
+            # counted from when the probe gave up (the container keeps running meanwhile).
+            wait = 0.0 if now is None else \
+                health.failed_at.get(c.name, 0.0) + restart_delay(oc.restart_count) - now
+            if wait <= 0:
+                due.append(c.name)
+            else:
+                waiting.append(c.name)
+                next_in = wait if not next_in else min(next_in, wait)
             continue
         if oc.state != ContainerState.EXITED:
             continue
@@ -156,16 +173,27 @@ def _needs_restart(d: DesiredPod, o: ObservedPod, now: float | None) -> tuple[li
 
 
 def compute_diff(desired: DesiredState, observed: ObservedHost, last: LastApplied, scope: Scope, *,
-                 force: bool = False, now: float | None = None) -> list[Change]:
+                 force: bool = False, now: float | None = None,
+                 health: Mapping[str, PodHealth] | None = None) -> list[Change]:
     """Every change (including NOOPs) needed to make the host match `desired`.
 
     `now` enables crash-loop back-off for exited containers (``watch`` passes the clock);
     ``up`` passes None and restarts exited containers that their restart policy restarts.
+    `health` (by pod uid, from the probes) says which instances are ready and which containers
+    a failed liveness probe wants restarted; without it a pod whose containers run is ready.
+    A Deployment's replicas whose revision changed roll out wave by wave (``rollout``): each
+    pass does what maxSurge/maxUnavailable allow with the readiness it sees.
     """
     changes: list[Change] = claim_changes(desired, observed)
     by_ref: dict[str, list[ObservedPod]] = {}
     for o in observed.pods.values():
         by_ref.setdefault(o.key, []).append(o)
+
+    def health_of(o: ObservedPod) -> PodHealth:
+        h = health.get(o.uid) if health is not None else None
+        return h if h is not None else observed_health(o)
+
+    moves = {} if force else rollout_moves(desired, by_ref, health_of)
 
     for ref in sorted(desired.pods):
         d = desired.pods[ref]
@@ -173,7 +201,17 @@ def compute_diff(desired: DesiredState, observed: ObservedHost, last: LastApplie
         instances = sorted(by_ref.pop(ref, []), key=lambda o: o.uid)
         current = next((o for o in instances if o.uid == d.uid), None)
         stale = [o for o in instances if o is not current]
+        move, why = moves.get(ref, ("", ""))
         if current is None:
+            if move == "hold":
+                changes.append(Change(key, Action.NOOP, Reason.ROLLOUT_WAIT, before=stale[0].uid, after=d.uid,
+                                      detail=why))
+                continue
+            if move == "create" and stale:
+                # Surge: the new instance starts beside the old one, which stays until it is available.
+                changes.append(Change(key, Action.CREATE, Reason.SPEC_CHANGED, after=d.uid,
+                                      detail="new revision beside the old instance"))
+                continue
             if stale:
                 changes.append(Change(key, Action.REPLACE, Reason.FORCED if force else Reason.SPEC_CHANGED,
                                       before=stale[0].uid, after=d.uid))
@@ -187,20 +225,33 @@ def compute_diff(desired: DesiredState, observed: ObservedHost, last: LastApplie
             changes.append(Change(key, Action.REPLACE, Reason.INCOMPLETE, before=current.uid, after=d.uid,
                                   detail=why))
         else:
-            due, waiting, next_in = _needs_restart(d, current, now)
+            h = health.get(current.uid) if health is not None else None
+            due, waiting, next_in = _needs_restart(d, current, now, h)
             if due:
                 missing = [n for n in due if n not in current.containers]
-                reason = Reason.MISSING if missing else Reason.EXITED
+                unhealthy = [n for n in due if h is not None and n in h.restart and n in current.containers
+                             and current.containers[n].state == ContainerState.RUNNING]
+                reason = Reason.MISSING if missing else Reason.UNHEALTHY if unhealthy else Reason.EXITED
+                detail = "; ".join(f"{n}: {h.restart[n]}" for n in unhealthy) if unhealthy and h else ""
                 changes.append(Change(key, Action.START, reason, before=current.uid, after=d.uid,
-                                      containers=tuple(due)))
+                                      containers=tuple(due), detail=detail))
             elif waiting:
                 changes.append(Change(key, Action.NOOP, Reason.BACKING_OFF, before=current.uid, after=d.uid,
                                       containers=tuple(waiting), detail=f"next restart in {next_in:.0f}s"))
+            elif move == "wait" and stale:
+                changes.append(Change(key, Action.NOOP, Reason.ROLLOUT_WAIT, before=current.uid, after=d.uid,
+                                      detail="the new instance is not available yet; the old one stays"))
             else:
                 changes.append(Change(key, Action.NOOP, Reason.UNCHANGED, before=current.uid, after=d.uid))
+        if current is not None and move == "wait":
+            continue  # the old instances stay until the new one is available
         for o in stale:
-            changes.append(Change(key, Action.DELETE, Reason.ORPHANED, before=o.uid,
-                                  detail="older instance of a desired pod"))
+            if move == "drop":
+                changes.append(Change(key, Action.DELETE, Reason.ROLLOUT, before=o.uid,
+                                      detail="superseded by the new revision, which is available"))
+            else:
+                changes.append(Change(key, Action.DELETE, Reason.ORPHANED, before=o.uid,
+                                      detail="older instance of a desired pod"))
 
     # Observed pods that nothing desires any more.
     for ref in sorted(by_ref):
@@ -214,6 +265,50 @@ def compute_diff(desired: DesiredState, observed: ObservedHost, last: LastApplie
                 changes.append(Change(key, Action.DELETE, Reason.ORPHANED, before=o.uid,
                                       detail=f"no longer in {source}"))
     return changes
+
+
+def deployment_pods(desired: DesiredState) -> dict[str, list[DesiredPod]]:
+    """Deployment ref → its replicas' desired pods, in ordinal order."""
+    out: dict[str, list[DesiredPod]] = {}
+    for d in desired.pods.values():
+        if d.owner.kind == "Deployment" and d.ordinal is not None:
+            out.setdefault(f"{d.owner.namespace}/{d.owner.name}", []).append(d)
+    for pods in out.values():
+        pods.sort(key=lambda d: d.ordinal or 0)
+    return out
+
+
+def replicas_of(pods: list[DesiredPod], by_ref: Mapping[str, list[ObservedPod]], health_of) -> list[Replica]:
+    """What the rollout planner sees of a Deployment's replicas on the host."""
+    out = []
+    for d in pods:
+        instances = sorted(by_ref.get(d.ref, []), key=lambda o: o.uid)
+        new, old = None, []
+        for o in instances:
+            inst = Instance(o.uid, not _broken(o) and health_of(o).available)
+            if o.uid == d.uid:
+                new = inst
+            else:
+                old.append(inst)
+        out.append(Replica(d.ref, new, tuple(old)))
+    return out
+
+
+def rollout_moves(desired: DesiredState, by_ref: Mapping[str, list[ObservedPod]], health_of
+                  ) -> dict[str, tuple[str, str]]:
+    """pod ref → (create | replace | drop | wait | hold, why) for every Deployment replica."""
+    moves: dict[str, tuple[str, str]] = {}
+    for dep_ref, pods in deployment_pods(desired).items():
+        loaded = desired.deployments.get(dep_ref)
+        if loaded is None:
+            continue
+        host_ports = any(p.host_port for d in pods for c in d.spec.containers for p in c.ports)
+        wave: Wave = plan_wave(replicas_of(pods, by_ref, health_of), strategy_of(loaded.obj, host_ports))
+        for move, refs in (("create", wave.create), ("replace", wave.replace), ("drop", wave.drop_old),
+                           ("wait", wave.waiting), ("hold", wave.held)):
+            for ref in refs:
+                moves[ref] = (move, wave.reasons.get(ref, ""))
+    return moves
 
 
 def compute_down(desired: DesiredState, observed: ObservedHost, last: LastApplied, scope: Scope,

@@ -17,11 +17,13 @@ from reconciler.desired import DesiredState, Loaded, build_desired
 from reconciler.diff import Scope, compute_diff, compute_down
 from reconciler.drivers.base import Drivers
 from reconciler.errors import Diagnostic, ManifestError, Severity
+from reconciler.health import health_view
 from reconciler.manifests import ManifestSet, load_manifests
 from reconciler.observe import observe_host
 from reconciler.observed import ObservedHost
 from reconciler.paths import HostPaths
 from reconciler.plan import Plan, make_plan
+from reconciler.revisions import apply_pins, record_revisions
 from reconciler.state import ApplyLock, StateStore
 from reconciler.steps import EnsureClaim, RemoveClaim
 
@@ -51,10 +53,11 @@ def open_drivers(paths: HostPaths, kind: str | None = None) -> Drivers:
 @dataclass
 class PassResult:
     manifests: ManifestSet
-    desired: DesiredState
+    desired: DesiredState  # what the host should run: the manifests, with rollout pins applied
     plan: Plan
     applied: ApplyResult | None = None
     recovered: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # pins held or released, new revisions
 
     @property
     def ok(self) -> bool:
@@ -101,9 +104,13 @@ def run_pass(paths: Sequence[str], drivers: Drivers, state: StateStore, host_pat
     alike, to those pods (a systemd unit per pod uses it)."""
     manifests = manifests or load_or_fail(paths, down=mode == "down")
     objects = absolute_sources(manifests.objects)
-    desired = build_desired(objects)
+    declared = build_desired(objects)
     scope = make_scope(paths, manifests)
     wanted = {n if "/" in n else f"default/{n}" for n in only}
+    notes: list[str] = []
+    desired = declared
+    if mode != "down":
+        desired, notes = apply_pins(state, declared, write=not dry_run)
     if wanted:
         desired = select_pods(desired, wanted)
 
@@ -115,12 +122,16 @@ def run_pass(paths: Sequence[str], drivers: Drivers, state: StateStore, host_pat
         if mode == "down":
             changes = compute_down(desired, observed, last, scope, remove_volumes=remove_volumes)
         else:
-            changes = compute_diff(desired, observed, last, scope, force=force, now=now)
-        return PassResult(manifests, desired, make_plan(changes, desired, observed), recovered=recovered)
+            view = health_view(state, desired, observed, now)
+            changes = compute_diff(desired, observed, last, scope, force=force, now=now, health=view)
+        return PassResult(manifests, desired, make_plan(changes, desired, observed), recovered=recovered,
+                          notes=notes)
 
     if dry_run:
         return compute([])
     with contextlib.nullcontext() if locked else ApplyLock(host_paths.lock_file, lock_timeout):
+        if mode != "down":
+            notes += record_revisions(state, declared, objects)
         result = compute(recover(state, drivers))
         if on_plan:
             on_plan(result.plan)

@@ -46,6 +46,20 @@ CREATE TABLE IF NOT EXISTS last_good (
     path TEXT PRIMARY KEY, digest TEXT NOT NULL, content TEXT NOT NULL, saved REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS sources (id TEXT PRIMARY KEY, record TEXT NOT NULL, updated REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS probes (
+    container_id TEXT PRIMARY KEY, pod_uid TEXT NOT NULL, pod TEXT NOT NULL, name TEXT NOT NULL,
+    record TEXT NOT NULL, updated REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS revisions (
+    deployment TEXT NOT NULL, revision INTEGER NOT NULL, template_hash TEXT NOT NULL, template TEXT NOT NULL,
+    context TEXT NOT NULL, source TEXT NOT NULL, applied_at REAL NOT NULL, outcome TEXT NOT NULL,
+    message TEXT NOT NULL DEFAULT '', progress_at REAL NOT NULL, progress INTEGER NOT NULL DEFAULT 0,
+    finished_at REAL, PRIMARY KEY (deployment, revision)
+);
+CREATE TABLE IF NOT EXISTS pins (
+    deployment TEXT PRIMARY KEY, revision INTEGER NOT NULL, manifest_hash TEXT NOT NULL, reason TEXT NOT NULL,
+    at REAL NOT NULL
+);
 """
 
 # Journal step states.
@@ -74,7 +88,121 @@ class OpenTxn:
     record: dict
 
 
-class StateStore:
+# --- probes and rollouts (reconciler.health, reconciler.revisions) --------------------------------
+
+@dataclass(frozen=True)
+class Revision:
+    deployment: str
+    revision: int
+    template_hash: str
+    template: dict  # the pod template as JSON
+    context: dict  # {"objects": [...]}: the ConfigMaps and Secrets it consumed, as JSON
+    source: str
+    applied_at: float
+    outcome: str  # progressing | complete | failed | superseded
+    message: str
+    progress_at: float  # last time the rollout made progress (progressDeadlineSeconds counts from it)
+    progress: int  # replicas of this revision available at that time
+    finished_at: float | None
+
+
+@dataclass(frozen=True)
+class Pin:
+    """`rollout undo` or an automatic rollback: run `revision` while the manifest's template
+    hash is still `manifest_hash`."""
+
+    deployment: str
+    revision: int
+    manifest_hash: str
+    reason: str
+    at: float
+
+
+class _HealthTables:
+    db: sqlite3.Connection
+
+    def _tx(self): ...  # provided by StateStore
+
+    def save_probes(self, records: list[tuple[str, str, str, str, dict]]) -> None:
+        """(container id, pod uid, pod ref, container name, record) rows, replacing older ones."""
+        now = time.time()
+        self.db.executemany("INSERT OR REPLACE INTO probes VALUES (?, ?, ?, ?, ?, ?)",
+                            [(cid, uid, pod, name, json.dumps(rec), now) for cid, uid, pod, name, rec in records])
+
+    def probe_records(self, pod_uids: list[str] | None = None) -> dict[str, dict]:
+        """container id → record, for some pods or all."""
+        if pod_uids is None:
+            rows = self.db.execute("SELECT container_id, record FROM probes")
+        else:
+            marks = ",".join("?" * len(pod_uids))
+            rows = self.db.execute(f"SELECT container_id, record FROM probes WHERE pod_uid IN ({marks})",  # noqa: S608
+                                   list(pod_uids))
+        return {cid: json.loads(rec) for cid, rec in rows}
+
+    def forget_probes(self, keep_pod_uids: set[str]) -> None:
+        """Drop the records of pods that are gone."""
+        uids = [r[0] for r in self.db.execute("SELECT DISTINCT pod_uid FROM probes")]
+        gone = [u for u in uids if u not in keep_pod_uids]
+        if gone:
+            self.db.executemany("DELETE FROM probes WHERE pod_uid = ?", [(u,) for u in gone])
+
+    def revisions(self, deployment: str) -> list[Revision]:
+        rows = self.db.execute("SELECT * FROM revisions WHERE deployment = ? ORDER BY revision", (deployment,))
+        return [_revision(r) for r in rows]
+
+    def revision_deployments(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT DISTINCT deployment FROM revisions ORDER BY deployment")]
+
+    def add_revision(self, deployment: str, template_hash: str, template: dict, context: dict, source: str,
+                     outcome: str, keep: int) -> int:
+        """A new newest revision; an older revision with the same template is renumbered (as
+        Kubernetes does). Keeps `keep` old revisions besides the newest."""
+        with self._tx() as db:
+            db.execute("DELETE FROM revisions WHERE deployment = ? AND template_hash = ?", (deployment, template_hash))
+            row = db.execute("SELECT MAX(revision) FROM revisions WHERE deployment = ?", (deployment,)).fetchone()
+            number = (row[0] or 0) + 1
+            now = time.time()
+            db.execute("INSERT INTO revisions VALUES (?, ?, ?, ?, ?, ?, ?, ?, '', ?, 0, NULL)",
+                       (deployment, number, template_hash, json.dumps(template), json.dumps(context), source, now,
+                        outcome, now))
+            db.execute("DELETE FROM revisions WHERE deployment = ? AND revision NOT IN (SELECT revision FROM "
+                       "revisions WHERE deployment = ? ORDER BY revision DESC LIMIT ?)",
+                       (deployment, deployment, max(keep, 0) + 1))
+        return number
+
+    def update_revision(self, deployment: str, revision: int, **values) -> None:
+        allowed = {"outcome", "message", "progress_at", "progress", "finished_at"}
+        cols = [k for k in values if k in allowed]
+        if not cols:
+            return
+        self.db.execute(f"UPDATE revisions SET {', '.join(f'{c} = ?' for c in cols)} "  # noqa: S608
+                        "WHERE deployment = ? AND revision = ?", [values[c] for c in cols] + [deployment, revision])
+
+    def forget_revisions(self, deployment: str) -> None:
+        with self._tx() as db:
+            db.execute("DELETE FROM revisions WHERE deployment = ?", (deployment,))
+            db.execute("DELETE FROM pins WHERE deployment = ?", (deployment,))
+
+    def pin(self, deployment: str) -> Pin | None:
+        row = self.db.execute("SELECT * FROM pins WHERE deployment = ?", (deployment,)).fetchone()
+        return Pin(*row) if row else None
+
+    def pins(self) -> dict[str, Pin]:
+        return {r[0]: Pin(*r) for r in self.db.execute("SELECT * FROM pins ORDER BY deployment")}
+
+    def set_pin(self, deployment: str, revision: int, manifest_hash: str, reason: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO pins VALUES (?, ?, ?, ?, ?)",
+                        (deployment, revision, manifest_hash, reason, time.time()))
+
+    def clear_pin(self, deployment: str) -> None:
+        self.db.execute("DELETE FROM pins WHERE deployment = ?", (deployment,))
+
+
+def _revision(r) -> Revision:
+    return Revision(r[0], r[1], r[2], json.loads(r[3]), json.loads(r[4]), r[5], r[6], r[7], r[8], r[9], r[10], r[11])
+
+
+class StateStore(_HealthTables):
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)

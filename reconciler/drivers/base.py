@@ -176,8 +176,10 @@ class RuntimeDriver(Protocol):
         ...
 
     def exec_in(self, container_id: str, argv: Sequence[str], *, tty: bool = False, interactive: bool = False,
-                env: Mapping[str, str] | None = None, timeout: float | None = None) -> int:
-        """Run a process in a running container with the caller's stdio; its exit code."""
+                env: Mapping[str, str] | None = None, timeout: float | None = None,
+                output: BinaryIO | None = None) -> int:
+        """Run a process in a running container with the caller's stdio; its exit code.
+        ``output`` (a real file) takes its stdout and stderr instead: exec probes keep theirs."""
         ...
 
     def read_logs(self, container_id: str, *, follow: bool = False, tail: int | None = None,
@@ -227,3 +229,6 @@ class Drivers:
     runtime: RuntimeDriver
     network: NetworkDriver
     close: Callable[[], None] = lambda: None
+    # Answers probes instead of running them (the fake host's table): (container id, container
+    # name, kind, probe) → (success, message). None: health probes run them for real.
+    probe: Callable[[str, str, str, object], tuple[bool, str]] | None = None

@@ -70,6 +70,8 @@ class FakeHost:
         self.log: list[str] = []
         self.next_ip = 2
         self.host_ports_in_use: set[int] = set()  # ports "held by another process"
+        # Probe answers: "<container id or name>[:<startup|liveness|readiness>]" → success; unlisted pass.
+        self.probe_results: dict[str, bool] = {}
         if self.path and self.path.exists():
             self.__dict__.update(json.loads(self.path.read_text()))
             self.path = Path(path)
@@ -87,6 +89,21 @@ class FakeHost:
         c = self.containers[cid]
         c.update(state="exited", exit_code=code, finished_at=at if at is not None else time.time())
         self.save()
+
+    def set_probe(self, target: str, ok: bool, kind: str = "") -> None:
+        """Make the probes of a container (id or name; one kind or all) succeed or fail."""
+        self.probe_results[f"{target}:{kind}" if kind else target] = ok
+        self.save()
+
+    def probe(self, container_id: str, name: str, kind: str, probe: object) -> tuple[bool, str]:
+        if self.path is not None and self.path.exists():
+            # Another process (a test) may have changed the table since this one loaded it.
+            self.probe_results = json.loads(self.path.read_text()).get("probe_results", self.probe_results)
+        for key in (f"{container_id}:{kind}", container_id, f"{name}:{kind}", name):
+            if key in self.probe_results:
+                ok = bool(self.probe_results[key])
+                return ok, "" if ok else "fake probe failure"
+        return True, ""
 
     def save(self) -> None:
         if self.path is None:
@@ -311,7 +328,7 @@ class FakeRuntime:
         return out
 
     def exec_in(self, container_id: str, argv: Sequence[str], *, tty: bool = False, interactive: bool = False,
-                env: Mapping[str, str] | None = None, timeout: float | None = None) -> int:
+                env: Mapping[str, str] | None = None, timeout: float | None = None, output=None) -> int:
         c = self._get(container_id)
         if c["state"] != "running":
             raise ContainerRuntimeError(f"container {container_id} is not running")
@@ -378,4 +395,4 @@ class FakeNetwork:
 def fake_drivers(host: FakeHost | None = None) -> Drivers:
     host = host or FakeHost()
     return Drivers(images=FakeImages(host), snapshots=FakeSnapshots(host), volumes=FakeVolumes(host),
-                   runtime=FakeRuntime(host), network=FakeNetwork(host))
+                   runtime=FakeRuntime(host), network=FakeNetwork(host), probe=host.probe)

@@ -35,6 +35,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from reconciler.desired import DesiredContainer, DesiredPod
 from reconciler.drivers.base import InfraInfo
@@ -726,7 +727,8 @@ class RuncRuntime:
 
     @_host_errors
     def exec_in(self, container_id: str, argv: Sequence[str], *, tty: bool = False, interactive: bool = False,
-                env: Mapping[str, str] | None = None, timeout: float | None = None) -> int:
+                env: Mapping[str, str] | None = None, timeout: float | None = None,
+                output: BinaryIO | None = None) -> int:
         cid = self._check_id(container_id)
         status = self._status(cid)
         if status is None:
@@ -744,7 +746,8 @@ class RuncRuntime:
         for k, v in (env or {}).items():
             cmd += ["--env", f"{k}={v}"]
         cmd += [cid, *argv]
-        proc = subprocess.Popen(cmd, stdin=None if interactive else subprocess.DEVNULL)
+        proc = subprocess.Popen(cmd, stdin=None if interactive else subprocess.DEVNULL, stdout=output,
+                                stderr=output)
         try:
             try:
                 return proc.wait(timeout=timeout)

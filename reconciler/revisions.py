@@ -1,0 +1,251 @@
+"""Deployment revisions, pins and rollout progress, kept in the state store.
+
+* Every template a Deployment's manifest takes gets a revision number (its pod template as
+  JSON, plus the ConfigMaps and Secrets it consumed, so that it can be run again exactly).
+  A template that comes back is renumbered as the newest, as Kubernetes does.
+* A *pin* makes the host run an older revision although the manifest says otherwise:
+  ``podplay rollout undo`` sets one, and so does an automatic rollback. On Kubernetes
+  ``kubectl rollout undo`` changes the Deployment object; on podplay the manifest is the
+  source of truth, so a pin holds only while the manifest's template stays what it was when
+  the pin was set. Edit the manifest and the pin is released: the new template rolls out.
+* ``check_rollouts`` follows the revision the host should run: complete when every replica
+  runs it and is available with no older instance left; failed when it makes no progress for
+  progressDeadlineSeconds, and then rolled back to the previous complete revision (a pin),
+  unless the failing revision is itself a pin (no ping-pong).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+
+from reconciler.desired import DesiredPod, DesiredState, build_desired
+from reconciler.diff import deployment_pods, replicas_of
+from reconciler.errors import PodplayError
+from reconciler.model import codec
+from reconciler.model.kube import ConfigMap, Deployment, PodTemplateSpec, Secret
+from reconciler.model.source import Loaded
+from reconciler.observed import ObservedHost, ObservedPod
+from reconciler.probes import PodHealth, observed_health
+from reconciler.rollout import Progress, progress
+from reconciler.state import Pin, Revision, StateStore
+
+PROGRESSING, COMPLETE, FAILED, SUPERSEDED = "progressing", "complete", "failed", "superseded"
+
+
+def manifest_hashes(desired: DesiredState) -> dict[str, str]:
+    """Deployment ref → the spec hash of its first replica: the revision's identity (scaling
+    does not change it; a template, ConfigMap or Secret change does)."""
+    return {ref: pods[0].spec_hash for ref, pods in deployment_pods(desired).items() if pods}
+
+
+def consumed(template: PodTemplateSpec) -> set[tuple[str, str]]:
+    """(kind, name) of the ConfigMaps and Secrets a pod template reads."""
+    spec = template.spec
+    out: set[tuple[str, str]] = set()
+    for v in spec.volumes:
+        if v.config_map is not None:
+            out.add(("ConfigMap", v.config_map.name))
+        if v.secret is not None:
+            out.add(("Secret", v.secret.secret_name))
+    for c in spec.containers + spec.init_containers:
+        for src in c.env_from:
+            if src.config_map_ref is not None:
+                out.add(("ConfigMap", src.config_map_ref.name))
+            if src.secret_ref is not None:
+                out.add(("Secret", src.secret_ref.name))
+        for var in c.env:
+            vf = var.value_from
+            if vf is not None and vf.config_map_key_ref is not None:
+                out.add(("ConfigMap", vf.config_map_key_ref.name))
+            if vf is not None and vf.secret_key_ref is not None:
+                out.add(("Secret", vf.secret_key_ref.name))
+    for ref in spec.image_pull_secrets:
+        out.add(("Secret", ref.name))
+    return out
+
+
+def _context(dep: Deployment, objects: Sequence[Loaded]) -> dict:
+    wanted = consumed(dep.spec.template)
+    ns = dep.metadata.namespace
+    found = []
+    for item in objects:
+        o = item.obj
+        if isinstance(o, ConfigMap | Secret) and o.metadata.namespace == ns and (o.kind, o.metadata.name) in wanted:
+            found.append({"kind": o.kind, "data": codec.to_data(o)})
+    return {"objects": sorted(found, key=lambda x: (x["kind"], x["data"]["metadata"]["name"]))}
+
+
+def rebuild(loaded: Loaded, rev: Revision) -> dict[str, DesiredPod]:
+    """The Deployment's pods as revision `rev` ran them, at the manifest's current replica count."""
+    dep: Deployment = loaded.obj
+    template = codec.from_data(PodTemplateSpec, rev.template)
+    dep = replace(dep, spec=replace(dep.spec, template=template))
+    objs = [Loaded(dep, loaded.file, loaded.line, loaded.column)]
+    for item in rev.context.get("objects", []):
+        kind = ConfigMap if item["kind"] == "ConfigMap" else Secret
+        objs.append(Loaded(codec.from_data(kind, item["data"]), loaded.file))
+    return build_desired(objs).pods
+
+
+def record_revisions(state: StateStore, desired: DesiredState, objects: Sequence[Loaded]) -> list[str]:
+    """Give each Deployment template the manifests now describe a revision. `desired` must be
+    the manifests' own (before pins). Returns notes for the user."""
+    notes = []
+    for ref, h in manifest_hashes(desired).items():
+        revs = state.revisions(ref)
+        if revs and revs[-1].template_hash == h:
+            continue
+        loaded = desired.deployments[ref]
+        dep: Deployment = loaded.obj
+        if revs and revs[-1].outcome == PROGRESSING:
+            state.update_revision(ref, revs[-1].revision, outcome=SUPERSEDED, finished_at=time.time(),
+                                  message="a newer template arrived before it completed")
+        number = state.add_revision(ref, h, codec.to_data(dep.spec.template), _context(dep, objects), loaded.file,
+                                    PROGRESSING, keep=dep.spec.revision_history_limit)
+        if revs:
+            notes.append(f"deployment {ref}: new revision {number}")
+            state.add_event("info", ref, f"revision {number}: the pod template changed")
+    return notes
+
+
+def apply_pins(state: StateStore, desired: DesiredState, *, write: bool = True) -> tuple[DesiredState, list[str]]:
+    """`desired` with pinned Deployments running their pinned revision. A pin whose manifest
+    changed since is released (with `write`; a dry run only ignores it)."""
+    pins = state.pins()
+    if not pins:
+        return desired, []
+    hashes = manifest_hashes(desired)
+    pods = dict(desired.pods)
+    notes = []
+    for ref, pin in pins.items():
+        if ref not in hashes:
+            continue  # not in these manifests (or no replicas): nothing to run either way
+        rev = next((r for r in state.revisions(ref) if r.revision == pin.revision), None)
+        if hashes[ref] != pin.manifest_hash or rev is None:
+            why = "the manifest changed" if rev is not None else f"revision {pin.revision} is no longer kept"
+            notes.append(f"deployment {ref}: pin to revision {pin.revision} released ({why})")
+            if write:
+                state.clear_pin(ref)
+                state.add_event("info", ref, notes[-1])
+            continue
+        try:
+            rebuilt = rebuild(desired.deployments[ref], rev)
+        except PodplayError as exc:
+            notes.append(f"deployment {ref}: cannot rebuild revision {pin.revision}: {exc}")
+            continue
+        for d in deployment_pods(desired)[ref]:
+            if d.ref in rebuilt:
+                pods[d.ref] = rebuilt[d.ref]
+        notes.append(f"deployment {ref}: pinned to revision {pin.revision} ({pin.reason}); "
+                     "edit the manifest to roll out something else")
+    return replace(desired, pods=pods), notes
+
+
+# --- progress ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class RolloutStatus:
+    deployment: str
+    revision: int
+    progress: Progress
+    outcome: str
+    message: str = ""
+    pin: Pin | None = None
+    event: str = ""  # what this check decided: "" | complete | failed | rolled_back
+    rolled_back_to: int = 0
+
+    def line(self) -> str:
+        pinned = f", pinned to revision {self.pin.revision}" if self.pin else ""
+        return f"deployment {self.deployment} revision {self.revision} ({self.outcome}{pinned}): " \
+               f"{self.progress.describe()}"
+
+
+def target_revision(state: StateStore, ref: str, effective_hash: str) -> Revision | None:
+    revs = state.revisions(ref)
+    pin = state.pin(ref)
+    if pin is not None:
+        found = next((r for r in revs if r.revision == pin.revision), None)
+        if found is not None and found.template_hash == effective_hash:
+            return found
+    return next((r for r in reversed(revs) if r.template_hash == effective_hash), None)
+
+
+def _why_stuck(state: StateStore, pods: list[DesiredPod], by_ref: Mapping[str, list[ObservedPod]],
+               health_of) -> str:
+    for d in pods:
+        new = next((o for o in by_ref.get(d.ref, []) if o.uid == d.uid), None)
+        if new is not None:
+            h = health_of(new)
+            if not h.available:
+                return f"{d.name}: {h.detail or 'not available'}"
+    for t in state.recent_txns(50):
+        if t["key"] in {d.ref for d in pods} and t["error"] and t["uid"] in {d.uid for d in pods}:
+            return f"{t['key'].split('/', 1)[1]}: {t['error']}"
+    return "no new replica became available"
+
+
+def check_rollouts(state: StateStore, desired: DesiredState, observed: ObservedHost,
+                   health: Mapping[str, PodHealth] | None = None, now: float | None = None, *,
+                   write: bool = True) -> list[RolloutStatus]:
+    """Follow every Deployment's rollout; mark completions and failures, roll back past the
+    deadline (with `write`). `desired` is the effective one (pins applied)."""
+    now = time.time() if now is None else now
+    by_ref: dict[str, list[ObservedPod]] = {}
+    for o in observed.pods.values():
+        by_ref.setdefault(o.key, []).append(o)
+
+    def health_of(o: ObservedPod) -> PodHealth:
+        h = health.get(o.uid) if health is not None else None
+        return h if h is not None else observed_health(o)
+
+    out = []
+    for ref, pods in sorted(deployment_pods(desired).items()):
+        rev = target_revision(state, ref, pods[0].spec_hash)
+        if rev is None:
+            continue
+        pin = state.pin(ref)
+        prog = progress(replicas_of(pods, by_ref, health_of))
+        status = RolloutStatus(ref, rev.revision, prog, rev.outcome, rev.message, pin)
+        if prog.complete:
+            if rev.outcome != COMPLETE and write:
+                state.update_revision(ref, rev.revision, outcome=COMPLETE, finished_at=now, progress=prog.replicas,
+                                      progress_at=now, message="")
+                state.add_event("info", ref, f"rollout to revision {rev.revision} complete")
+                status = replace(status, outcome=COMPLETE, message="", event="complete")
+            out.append(status)
+            continue
+        if rev.outcome != PROGRESSING:
+            out.append(status)
+            continue
+        if prog.updated_available > rev.progress:
+            if write:
+                state.update_revision(ref, rev.revision, progress=prog.updated_available, progress_at=now)
+            out.append(status)
+            continue
+        deadline = desired.deployments[ref].obj.spec.progress_deadline_seconds
+        if now - rev.progress_at <= deadline:
+            out.append(status)
+            continue
+        why = f"no progress for {deadline}s ({prog.describe()}): {_why_stuck(state, pods, by_ref, health_of)}"
+        if not write:
+            out.append(replace(status, message=why))
+            continue
+        state.update_revision(ref, rev.revision, outcome=FAILED, finished_at=now, message=why)
+        previous = next((r for r in reversed(state.revisions(ref))
+                         if r.revision < rev.revision and r.outcome == COMPLETE), None)
+        if previous is None or (pin is not None and pin.revision == rev.revision):
+            state.add_event("error", ref, f"rollout to revision {rev.revision} failed: {why}")
+            out.append(replace(status, outcome=FAILED, message=why, event="failed"))
+            continue
+        manifest_hash = pin.manifest_hash if pin is not None else rev.template_hash
+        reason = f"rolled back from revision {rev.revision}: progress deadline exceeded"
+        state.set_pin(ref, previous.revision, manifest_hash, reason)
+        state.update_revision(ref, previous.revision, outcome=PROGRESSING, progress=0, progress_at=now,
+                              finished_at=None, message=f"rollback from revision {rev.revision}")
+        state.add_event("error", ref, f"rollout to revision {rev.revision} failed: {why}; "
+                                      f"rolling back to revision {previous.revision}")
+        out.append(replace(status, outcome=FAILED, message=why, pin=state.pin(ref), event="rolled_back",
+                           rolled_back_to=previous.revision))
+    return out
