@@ -122,6 +122,8 @@ class TokenServer:
         from urllib.parse import parse_qs, urlsplit
 
         query = {k: v[-1] for k, v in parse_qs(urlsplit(handler.path).query).items()}
+        # Several scopes come as repeated parameters (a push that mounts from another repository).
+        query["scope"] = " ".join(parse_qs(urlsplit(handler.path).query).get("scope", []))
         if method == "POST":
             form = {k: v[-1] for k, v in parse_qs(body.decode()).items()}
             query.update(form)

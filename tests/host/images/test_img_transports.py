@@ -13,7 +13,7 @@ import tarfile
 import pytest
 
 from reconciler.errors import ImageError, InputError
-from reconciler.images.transports import CopyOptions, copy_image
+from reconciler.images.transports import CopyOptions, Credentials, copy_image
 from reconciler.paths import HostPaths
 from tests.host.images.conftest import assert_store_verified, blob_files, skopeo_inspect
 from tests.host.images.transport_kit import Podplay, sha, skopeo, skopeo_config, skopeo_json, skopeo_raw
@@ -367,3 +367,21 @@ def test_copy_between_layouts_with_shutil_copied_layout(make_store, image_factor
     info = store.get_image("localhost/from-layout:1")
     assert info.layers[0].media_type == "application/vnd.oci.image.layer.v1.tar+zstd"
     assert res.digest == skopeo_json(f"oci:{layout}:img")["Digest"]
+
+
+def test_push_with_bearer_tokens_mounts_across_repositories(make_store, registry, token_registry, repo):
+    """With token auth a mount needs pull access to the other repository: both scopes are asked
+    for in one token request, as docker does."""
+    pushed = make_busybox_image(registry, repo, layers=2)
+    creds = [Credentials(token_registry.host, token_registry.username, token_registry.password)]
+    store = make_store()
+    first = f"docker://{token_registry.host}/{repo}:1"
+    res = copy_image(store, f"docker://{pushed.ref}", first, dest_credentials=creds)
+    assert res.uploaded and not res.mounted
+    second = f"docker://{token_registry.host}/{repo}-other:1"
+    res = copy_image(store, first, second, src_credentials=creds, dest_credentials=creds)
+    assert res.mounted and not res.uploaded
+    scopes = [r["scope"] for r in token_registry.token_server.token_requests(f"{repo}-other")]
+    assert f"repository:{repo}-other:pull,push repository:{repo}:pull" in scopes
+    theirs = skopeo_json(second, "--creds", token_registry.creds)
+    assert theirs["Digest"] == pushed.digest
