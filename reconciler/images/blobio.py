@@ -148,6 +148,7 @@ class BlobWriter:
         self._hash = hasher_for(digest)
         self.offset = 0
         self.done = False
+        self.dropped = False
 
     def write(self, chunk: bytes) -> None:
         if self.offset + len(chunk) > self.size:
@@ -163,7 +164,9 @@ class BlobWriter:
         self.offset = 0
 
     def discard(self) -> None:
-        if not self.done:
+        """Give up (once; a refused blob is discarded where it was refused and again on the way out)."""
+        if not self.done and not self.dropped:
+            self.dropped = True
             self._drop()
             self._hash = hasher_for(self.digest)
             self.offset = 0

@@ -238,6 +238,7 @@ class LayoutDestination:
         self._written: set[str] = set()
         self._tar: TarWriter | None = None
         self._lock_fd: int | None = None
+        self._created = False
         if archive:
             self._tar = TarWriter(self.path, tmpdir=tmpdir)
             self._tar.add_bytes(LAYOUT_FILE, LAYOUT_DOC)
@@ -256,6 +257,9 @@ class LayoutDestination:
         if root.is_dir() and any(root.iterdir()) and not (root / LAYOUT_FILE).is_file():
             raise ImageError(f"{self.description}: {root} is not empty and not an OCI layout; refusing to write "
                              "into it")
+        # A layout this copy creates goes again if the copy fails; an existing one keeps what it had
+        # (and the verified blobs it got: they are harmless and save the next attempt a download).
+        self._created = not root.exists()
         try:
             root.mkdir(parents=True, exist_ok=True)
             self._lock_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
@@ -365,6 +369,10 @@ class LayoutDestination:
     def abort(self) -> None:
         if self._tar is not None:
             self._tar.abort()
+        elif self._created and self.path is not None:
+            import shutil
+
+            shutil.rmtree(self.path, ignore_errors=True)
         self._unlock()
 
 

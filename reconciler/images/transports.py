@@ -282,11 +282,11 @@ class _RegistrySource(RegistrySource):
     def __init__(self, client: RegistryClient, repo: str, top_ref: str, top: FetchedManifest):
         super().__init__(client, repo)
         self.description = f"docker://{client.domain}/{repo}"
-        self._top_ref, self._top = top_ref, top
+        self.top_reference, self.top = top_ref, top
 
     def get_manifest(self, reference: str) -> FetchedManifest:
-        if reference == self._top_ref:
-            return self._top
+        if reference == self.top_reference:
+            return self.top
         return super().get_manifest(reference)
 
     def mount_candidates(self) -> list[tuple[str, str]]:
@@ -363,12 +363,11 @@ def open_source(store: LocalImageStore, loc: ImageLocation, *, credentials: Sequ
 
         def attempt(src, client):
             reference = src.ref.digest or src.ref.tag
-            source = _RegistrySource(client, src.ref.path, reference, None)  # type: ignore[arg-type]
-            source._top = RegistrySource.get_manifest(source, reference)
-            return source, reference
+            top = client.get_manifest(src.ref.path, reference)
+            return _RegistrySource(client, src.ref.path, reference, top)
 
-        name, (source, reference) = store.try_sources(ref, credentials, attempt)
-        return OpenedSource(source, reference, [name], str(loc), source._top.digest)
+        name, source = store.try_sources(ref, credentials, attempt)
+        return OpenedSource(source, source.top_reference, [name], str(loc), source.top.digest)
     if loc.transport == "podplay":
         if not loc.path:
             raise InputError("podplay: as a source needs an image name or id")

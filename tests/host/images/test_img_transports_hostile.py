@@ -105,6 +105,10 @@ def test_tampered_oci_archive_is_refused_by_load(make_store, layout, host_paths,
     with pytest.raises(ImageError, match=f"{manifest['layers'][1]['digest']}.*failed verification"):
         load_images(make_store(), archive)
     assert_untouched(host_paths)
+    # into a new layout: the layout the copy began is gone again
+    with pytest.raises(ImageError, match="failed verification"):
+        copy_image(make_store(), f"oci-archive:{archive}:v1", f"oci:{tmp_path / 'new'}:v1")
+    assert not (tmp_path / "new").exists()
 
 
 @pytest.mark.parametrize(("target", "message"), [
