@@ -134,22 +134,17 @@ def find_container(stack: Stack, pod: str, name: str, namespace: str = "default"
 
 def exec_in(stack: Stack, pod: str, name: str, *argv: str, check: bool = True,
             namespace: str = "default") -> subprocess.CompletedProcess:
-    """Run ``argv`` inside a running container of a pod; stdout/stderr captured."""
-    c = find_container(stack, pod, name, namespace)
-    res = subprocess.run(["runc", "--root", str(stack.paths.runc_root), "exec", c.id, *argv],
-                         capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    """``podplay exec POD/NAME -- ARGV``: stdout/stderr captured; the command's exit code."""
+    res = stack.run("exec", "-n", namespace, f"{pod}/{name}", "--", *argv, check=False)
     if check and res.returncode != 0:
         raise AssertionError(f"{' '.join(argv)} in {pod}/{name} exited {res.returncode}: {res.stderr}")
     return res
 
 
 def container_logs(stack: Stack, pod: str, name: str, namespace: str = "default") -> str:
-    c = find_container(stack, pod, name, namespace)
-    d = stack.drivers()
-    try:
-        return "".join(text.decode(errors="replace") + "\n" for _, _, text in d.runtime.read_logs(c.id))
-    finally:
-        d.close()
+    """``podplay logs POD/NAME``: the container's stdout, then its stderr."""
+    res = stack.run("logs", "-n", namespace, f"{pod}/{name}")
+    return res.stdout + res.stderr
 
 
 def wait_exited(stack: Stack, pod: str, name: str, namespace: str = "default", timeout: float = 60.0):
