@@ -208,7 +208,7 @@ def pod_health(o: ObservedPod, specs: Mapping[str, Container] | None, stored: Ma
             continue
         since = max(since, h.ready_since or c.started_at)
     ready = not unready
-    available = ready and now - since >= min_ready_seconds
+    available = ready and (min_ready_seconds <= 0 or now - since >= min_ready_seconds)
     return PodHealth(ready=ready, ready_since=since if ready else 0.0, available=available, restart=restart,
                      failed_at=failed_at, unready=tuple(unready), detail=detail)
 

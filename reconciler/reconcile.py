@@ -216,3 +216,115 @@ def wait_for_pods(drivers: Drivers, desired: DesiredState, *, timeout: float = 3
         if not problems or time.monotonic() >= deadline:
             return problems
         time.sleep(interval)
+
+
+# --- rollouts and readiness: `up` blocks while a Deployment rolls out, `up --wait` until ready ------
+
+@dataclass
+class Settled:
+    """How `settle` ended."""
+
+    last: PassResult
+    rollouts: list = field(default_factory=list)  # the final RolloutStatus of each followed Deployment
+    failed: list = field(default_factory=list)  # RolloutStatus of rollouts that failed (and maybe rolled back)
+    problems: list[str] = field(default_factory=list)  # what is still not running or not ready (--wait)
+    timed_out: bool = False
+    apply_errors: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.failed or self.problems or self.timed_out)
+
+
+def _updating(first: PassResult) -> set[str]:
+    """Deployments this pass started (or continues) to roll from one revision to another."""
+    out = set()
+    for c in first.plan.changes:
+        d = first.desired.pods.get(f"{c.key.namespace}/{c.key.name}")
+        if d is None or d.owner.kind != "Deployment":
+            continue
+        rolling = (c.action == "replace" and c.before != c.after) or c.reason in ("rolling update", "rollout waiting") \
+            or (c.action == "create" and c.detail.startswith("new revision"))
+        if rolling:
+            out.add(f"{d.owner.namespace}/{d.owner.name}")
+    return out
+
+
+def settle(first: PassResult, paths: Sequence[str], drivers: Drivers, state: StateStore, host_paths: HostPaths, *,
+           wait: bool = False, timeout: float | None = None, only: Sequence[str] = (),
+           report: Reporter | None = None, on_plan: Callable[[Plan], None] | None = None,
+           progress: Callable[[str], None] = lambda line: None, clock: Callable[[], float] | None = None,
+           sleep: Callable[[float], None] | None = None, lock_timeout: float | None = None) -> Settled:
+    """After `first` (an `up` pass), keep converging until every Deployment it started to
+    update has rolled out — or failed its progressDeadlineSeconds and rolled back — and, with
+    `wait`, until every pod runs and every container with a readiness probe is ready (at most
+    `timeout` seconds). Probes run in this process meanwhile; a wave runs whenever readiness
+    lets the rollout go on, a failed liveness probe restarts its container."""
+    import time
+
+    from reconciler.health import HealthMonitor, unready_pods
+    from reconciler.revisions import PROGRESSING, check_rollouts
+
+    clock = clock or time.time
+    sleep = sleep or time.sleep
+    manifests = first.manifests
+    follow = _updating(first)
+    started = clock()
+    out = Settled(first)
+    monitor = HealthMonitor(drivers, state, clock=clock)
+    scope = make_scope(paths, manifests)
+    declared = build_desired(absolute_sources(manifests.objects))
+    wanted = {n if "/" in n else f"default/{n}" for n in only}
+    seen: dict[str, str] = {}
+    retry_at, failures = 0.0, 0
+    if not follow and not wait:
+        return out
+    while True:
+        desired, _ = apply_pins(state, declared)
+        if wanted:
+            desired = select_pods(desired, wanted)
+        now = clock()
+        observed = observe_host(drivers)
+        checked = monitor.check(desired, observed, now)
+        now = clock()  # after the probes: a container that just became ready counts as ready now
+        view = health_view(state, desired, observed, now)
+        statuses = {s.deployment: s for s in check_rollouts(state, desired, observed, view, now)}
+        for ref in sorted(follow):
+            s = statuses.get(ref)
+            if s is None:
+                continue
+            line = s.line()
+            if seen.get(ref) != line:
+                seen[ref] = line
+                progress(line)
+            if s.event in ("failed", "rolled_back"):
+                out.failed.append(s)
+                verdict = f"rolling back to revision {s.rolled_back_to}" if s.rolled_back_to else "no rollback"
+                progress(f"! rollout of deployment {ref} to revision {s.revision} failed: {s.message}; {verdict}")
+        if any(s.event == "rolled_back" for s in statuses.values()):
+            continue  # the pin changed what the host should run: plan again at once
+        changes = compute_diff(desired, observed, state.last_applied(), scope, now=now, health=view)
+        if any(c.action != "noop" for c in changes) and now >= retry_at:
+            result = run_pass(paths, drivers, state, host_paths, manifests=manifests, now=now, report=report,
+                              on_plan=on_plan, only=only, lock_timeout=lock_timeout)
+            out.last = result
+            if result.applied is not None and not result.applied.ok:
+                failures += 1
+                retry_at = clock() + min(2.0 * 2 ** (failures - 1), 30.0)
+                out.apply_errors = [f"{r.txn.key}: {r.error}" for r in result.applied.failed]
+            else:
+                failures, retry_at = 0, 0.0
+            continue
+        rolling = [r for r in follow if r in statuses and statuses[r].outcome == PROGRESSING]
+        problems: list[str] = []
+        if wait:
+            problems = wait_for_pods(drivers, desired, timeout=0) + unready_pods(desired, observed, view)
+        if not rolling and not problems:
+            out.rollouts = [statuses[r] for r in sorted(follow) if r in statuses]
+            return out
+        if timeout is not None and wait and clock() - started >= timeout:
+            out.problems, out.timed_out = problems, True
+            out.rollouts = [statuses[r] for r in sorted(follow) if r in statuses]
+            return out
+        pause = 0.5 if checked.next_in is None else min(max(checked.next_in, 0.05), 0.5)
+        sleep(pause)

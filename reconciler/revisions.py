@@ -180,9 +180,16 @@ def _why_stuck(state: StateStore, pods: list[DesiredPod], by_ref: Mapping[str, l
             h = health_of(new)
             if not h.available:
                 return f"{d.name}: {h.detail or 'not available'}"
+    refs = {d.ref for d in pods}
+    uids = {d.uid for d in pods}
+    images = {c.spec.image for d in pods for c in d.init_containers + d.containers}
     for t in state.recent_txns(50):
-        if t["key"] in {d.ref for d in pods} and t["error"] and t["uid"] in {d.uid for d in pods}:
+        if not t["error"]:
+            continue
+        if t["key"] in refs and t["uid"] in uids:
             return f"{t['key'].split('/', 1)[1]}: {t['error']}"
+        if t["kind"] == "shared" and t["key"] in images:
+            return f"image {t['key']}: {t['error']}"
     return "no new replica became available"
 
 

@@ -33,7 +33,9 @@ def register(sub, common) -> None:
                            "prune what was removed from these paths, touch nothing else.")
         p.add_argument("paths", nargs="+", metavar="PATH")
         p.add_argument("--replace", action="store_true", help="recreate every pod even if unchanged")
-        p.add_argument("--wait", action="store_true", help="wait until every pod's containers are running")
+        p.add_argument("--wait", action="store_true",
+                       help="wait until every pod's containers are running and every container with a "
+                       "readiness probe is ready (probes run meanwhile)")
         p.add_argument("--timeout", type=float, default=300, help="seconds to wait with --wait (default 300)")
         p.add_argument("--no-block", action="store_true",
                        help="fail at once if another podplay is applying, instead of waiting")
@@ -115,6 +117,8 @@ def cmd_plan(args, ctx) -> int:
         print(result.plan.dumps(redact=True), file=ctx.out)
     else:
         print(result.plan.render(verbose=args.verbose), file=ctx.out)
+        for note in result.notes:
+            print(f"note: {note}", file=ctx.out)
     return 0
 
 
@@ -148,7 +152,7 @@ class Progress:
 
 
 def _converge(args, ctx, mode: str) -> int:
-    from reconciler.reconcile import load_or_fail, run_pass, wait_for_pods
+    from reconciler.reconcile import load_or_fail, run_pass, settle
 
     try:
         manifests = load_or_fail(args.paths, down=mode == "down")
@@ -168,6 +172,9 @@ def _converge(args, ctx, mode: str) -> int:
                           on_plan=lambda plan: holder.__setitem__("plan", plan), only=args.only)
         for note in result.recovered:
             print(f"recovered: {note}", file=ctx.err)
+        if not args.quiet:
+            for note in result.notes:
+                print(f"note: {note}", file=ctx.out)
         if not result.plan.effective_changes and not args.quiet:
             print("No changes. The host matches the manifests.", file=ctx.out)
         if not result.ok:
@@ -175,11 +182,22 @@ def _converge(args, ctx, mode: str) -> int:
             print(f"{n} change{'s' if n != 1 else ''} failed; the host keeps what was running before for those pods.",
                   file=ctx.err)
             return EXIT_APPLY_FAILED
-        if mode == "up" and args.wait:
-            problems = wait_for_pods(drivers, result.desired, timeout=args.timeout)
-            if problems:
-                for p in problems:
-                    print(f"! {p}", file=ctx.err)
+        if mode == "up":
+            # Like `kubectl rollout status`: a Deployment update is followed to its end (or its
+            # rollback); --wait also waits for every pod to run and be ready.
+            done = settle(result, args.paths, drivers, state, ctx.paths, wait=args.wait, timeout=args.timeout,
+                          only=args.only, report=progress, on_plan=lambda plan: holder.__setitem__("plan", plan),
+                          progress=lambda line: None if args.quiet else print(line, file=ctx.out, flush=True),
+                          lock_timeout=0 if args.no_block else None)
+            for s in done.failed:
+                back = f"; rolled back to revision {s.rolled_back_to}" if s.rolled_back_to else ""
+                print(f"! rollout of deployment {s.deployment} to revision {s.revision} failed: {s.message}{back}",
+                      file=ctx.err)
+            if done.timed_out:
+                print(f"! not ready after {args.timeout:g}s:", file=ctx.err)
+            for p in done.problems:
+                print(f"! {p}", file=ctx.err)
+            if not done.ok:
                 return EXIT_APPLY_FAILED
         if not args.quiet and result.plan.effective_changes:
             print(f"done in {time.monotonic() - started:.2f}s", file=ctx.out)
