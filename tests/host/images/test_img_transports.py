@@ -385,3 +385,39 @@ def test_push_with_bearer_tokens_mounts_across_repositories(make_store, registry
     assert f"repository:{repo}-other:pull,push repository:{repo}:pull" in scopes
     theirs = skopeo_json(second, "--creds", token_registry.creds)
     assert theirs["Digest"] == pushed.digest
+
+
+def test_cli_copy_flags_and_push_to_the_images_own_name(podplay, registry, repo, image_factory, tmp_path):
+    index = image_factory.push_index(registry, repo, tag="multi", platforms=("linux/amd64", "linux/arm64/v8"))
+    layout = tmp_path / "layout"
+    digestfile = tmp_path / "digest"
+    podplay("copy", "--all", "--dest-compress-format", "zstd", "--digestfile", str(digestfile),
+            f"docker://{index.ref}", f"oci:{layout}:multi")
+    raw = json.loads(skopeo_raw(f"oci:{layout}:multi"))
+    assert sha(skopeo_raw(f"oci:{layout}:multi")) == digestfile.read_text().strip() != index.digest
+    assert raw["mediaType"] == OCI_INDEX and len(raw["manifests"]) == 2
+    for entry in raw["manifests"]:
+        child = json.loads((layout / "blobs" / "sha256" / entry["digest"][7:]).read_bytes())
+        assert {layer["mediaType"] for layer in child["layers"]} == {"application/vnd.oci.image.layer.v1.tar+zstd"}
+    assert skopeo_json(f"oci:{layout}:multi", "--override-arch", "arm64", "--override-variant", "v8")[
+        "Architecture"] == "arm64"
+
+    res = podplay("copy", "--dest-compress=false", "--dest-compress-format", "gzip", f"oci:{layout}:multi",
+                  f"oci:{layout}:x", ok=False)
+    assert res.returncode == 1 and b"contradict" in res.stderr
+    res = podplay("copy", "--chunk-size", "lots", f"oci:{layout}:multi", f"oci:{layout}:x", ok=False)
+    assert res.returncode == 2 and b"expected a size" in res.stderr
+
+    # push without a destination goes to the image's own name
+    one = make_busybox_image(registry, repo, tag="one")
+    podplay("pull", one.ref)
+    own = f"{registry.host}/{repo}-own:1"
+    podplay("tag", one.ref, own)
+    podplay("push", own)
+    assert skopeo_inspect(own)["Digest"] == one.digest
+    podplay("push", "--format", "v2s2", own, f"{registry.host}/{repo}-own:v2s2")
+    assert json.loads(skopeo_inspect(f"{registry.host}/{repo}-own:v2s2", "--raw"))["mediaType"] == DOCKER_MANIFEST
+    res = podplay("push", "localhost/nothing:1", ok=False)
+    assert res.returncode == 6 and b"not present" in res.stderr
+    res = podplay("push", one.ref, "localhost/somewhere:1", ok=False)
+    assert res.returncode == 5 and b"not a registry" in res.stderr
