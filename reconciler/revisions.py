@@ -256,3 +256,17 @@ def check_rollouts(state: StateStore, desired: DesiredState, observed: ObservedH
         out.append(replace(status, outcome=FAILED, message=why, pin=state.pin(ref), event="rolled_back",
                            rolled_back_to=previous.revision))
     return out
+
+
+def summary(state: StateStore) -> list[dict]:
+    """Each Deployment's newest revision and pin, for `podplay status`."""
+    out = []
+    for ref in state.revision_deployments():
+        revs = state.revisions(ref)
+        if not revs:
+            continue
+        newest, pin = revs[-1], state.pin(ref)
+        out.append({"deployment": ref, "revision": newest.revision, "outcome": newest.outcome,
+                    "message": newest.message, "pinned": pin.revision if pin else None,
+                    "pin_reason": pin.reason if pin else None})
+    return out

@@ -19,7 +19,7 @@ from reconciler.errors import EXIT_INTERRUPTED, EXIT_USAGE, PodplayError
 from reconciler.paths import HostPaths
 
 # Areas in help order. Each module defines register(sub, common).
-AREAS = ("engine", "containers", "images", "keep", "units")
+AREAS = ("engine", "containers", "images", "keep", "units", "rollout")
 
 
 @dataclass

@@ -30,11 +30,13 @@ from reconciler.desired import DesiredState
 from reconciler.diff import Action, Change, compute_diff, restart_delay
 from reconciler.drivers.base import Drivers
 from reconciler.errors import EXIT_APPLY_FAILED, EXIT_INVALID, LockedError, PodplayError
+from reconciler.health import HealthMonitor, health_view
 from reconciler.observe import observe_host
 from reconciler.observed import ObservedHost
 from reconciler.paths import HostPaths
 from reconciler.plan import Plan, Txn
 from reconciler.reconcile import PassResult, run_pass
+from reconciler.revisions import apply_pins, check_rollouts
 from reconciler.state import ApplyLock, StateStore
 from reconciler.watch.backoff import backoff_schedule
 from reconciler.watch.files import Composition, empty_composition
@@ -163,6 +165,7 @@ class Keeper:
         self.retrying: dict[str, dict] = {}  # pod ref → a change that failed, and when a relist may retry it
         self.retry_at: float | None = None  # monotonic time of the next such retry
         self.last_pass: dict = {}
+        self.rollouts: dict[str, dict] = {}  # deployment → a rollout under way, failed or rolled back
         self.passes = 0
         self._drivers: Drivers | None = None
         self._files_seen: dict[str, tuple] = {}
@@ -288,7 +291,9 @@ class Keeper:
         started = self.mono()
         drivers = self.drivers()
         observed = observe_host(drivers)
-        changes = compute_diff(comp.desired, observed, self.state.last_applied(), comp.scope, now=self.clock())
+        desired = self._effective(comp.desired)
+        changes = compute_diff(desired, observed, self.state.last_applied(), comp.scope, now=self.clock(),
+                               health=health_view(self.state, desired, observed, self.clock()))
         if not always and not any(c.action != Action.NOOP for c in changes):
             self._schedule(comp, observed)
             if trigger in (self.source.news, "rollback"):
@@ -320,6 +325,7 @@ class Keeper:
         duration = self.mono() - started
         self.passes += 1
         self._schedule(comp, observed)
+        self._follow_rollouts(result.desired, observed, self.clock())
         self._note_pass(trigger, len(effective), len(failed), duration, errors)
         if effective or failed or trigger in ("start", "rollback", self.source.news):
             self.log("pass", "error" if failed else "info", trigger=trigger, revision=comp.revision or None,
@@ -327,15 +333,48 @@ class Keeper:
                      read_ms=self._read_ms)
         return result, "; ".join(errors)
 
+    def _effective(self, desired: DesiredState) -> DesiredState:
+        """What the host should run: the manifests with rollout pins (undo, rollbacks) applied."""
+        return apply_pins(self.state, desired)[0]
+
+    def _probe(self, desired: DesiredState, observed: ObservedHost, now: float) -> float | None:
+        """The default health hook: run the probes that are due, in this process."""
+        return HealthMonitor(self.drivers(), self.state, clock=self.clock).check(desired, observed, now).next_in
+
+    def _follow_rollouts(self, desired: DesiredState, observed: ObservedHost, now: float) -> bool:
+        """Mark rollouts complete or failed; True when one was rolled back (a pass is due)."""
+        rolled_back = False
+        for s in check_rollouts(self.state, desired, observed, health_view(self.state, desired, observed, now), now):
+            if s.outcome == "progressing" or s.event:
+                self.rollouts[s.deployment] = {"revision": s.revision, "outcome": s.outcome,
+                                               "progress": s.progress.describe(), "message": s.message,
+                                               "pinned": s.pin.revision if s.pin else None}
+            else:
+                self.rollouts.pop(s.deployment, None)
+            if s.event == "complete":
+                self.log.info("rollout_complete", deployment=s.deployment, revision=s.revision)
+            elif s.event in ("failed", "rolled_back"):
+                self._record()
+                self.log.error("rollout_failed", deployment=s.deployment, revision=s.revision, error=s.message,
+                               rolled_back_to=s.rolled_back_to or None)
+                rolled_back = rolled_back or s.event == "rolled_back"
+        return rolled_back
+
     def tick(self) -> None:
         """The cheap relist: the runtime against the cached desired state."""
         self.next_relist = self.mono() + self.options.relist
         observed = observe_host(self.drivers())
         now = self.clock()
-        if self.health is not None:
-            again = self.health(self.comp.desired, observed, now)
-            self.health_at = self.mono() + again if again is not None else None
-        changes = compute_diff(self.comp.desired, observed, self.state.last_applied(), self.comp.scope, now=now)
+        desired = self._effective(self.comp.desired)
+        hook = self.health if self.health is not None else self._probe
+        again = hook(desired, observed, now)
+        self.health_at = self.mono() + again if again is not None else None
+        now = self.clock()
+        if self._follow_rollouts(desired, observed, now):
+            self.converge("rollback")
+            return
+        changes = compute_diff(desired, observed, self.state.last_applied(), self.comp.scope, now=now,
+                               health=health_view(self.state, desired, observed, now))
         if not any(c.action != Action.NOOP and not self._waiting(c) for c in changes):
             self._schedule(self.comp, observed)
             return
@@ -463,6 +502,7 @@ class Keeper:
             "file_count": sum(1 for r in comp.files.values() if r.state != "deleted"),
             "pods": sorted(comp.desired.pods),
             "backoff": self.backoff,
+            "rollouts": self.rollouts,
             "retrying": {k: {x: v[x] for x in ("count", "until", "error")} for k, v in self.retrying.items()},
         }
 

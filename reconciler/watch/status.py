@@ -9,8 +9,10 @@ import time
 
 from reconciler.drivers.base import Drivers
 from reconciler.errors import PodplayError
+from reconciler.health import readiness
 from reconciler.observe import observe_host
 from reconciler.observed import ContainerState, ObservedHost, ObservedPod
+from reconciler.revisions import summary as revision_summary
 from reconciler.state import StateStore
 
 STATUS_VERSION = 1
@@ -91,15 +93,16 @@ def collect_status(state: StateStore, drivers: Drivers | None, *, now: float | N
             "containers": [],
             "last_error": errors.get(ref),
         }
+        ready = readiness(state, current.uid, current.containers.values()) if current else {}
         for name, c in sorted((current.containers if current else {}).items()):
             b = backoff.get(c.id)
             entry["containers"].append({
                 "name": name, "state": str(c.state), "restarts": c.restart_count, "exit_code": c.exit_code,
-                "backoff_until": b["until"] if b and b["until"] > now else None,
+                "backoff_until": b["until"] if b and b["until"] > now else None, "ready": ready.get(name),
             })
         pods.append(entry)
     return {"version": STATUS_VERSION, "at": now, "keepers": keepers, "pods": pods,
-            "observe_error": observe_error or None}
+            "observe_error": observe_error or None, "deployments": revision_summary(state)}
 
 
 def _ago(ts: float | None, now: float) -> str:
@@ -169,6 +172,8 @@ def render_status(st: dict) -> str:
                 text = f"{c['name']}={c['state']}"
                 if c["exit_code"] not in (None, 0) or c["state"] == "exited":
                     text += f"({c['exit_code']})"
+                if c.get("ready") is False and c["state"] == "running":
+                    text += " not ready"
                 if c["backoff_until"]:
                     text += f" back-off {max(0.0, c['backoff_until'] - now):.0f}s"
                 ctrs.append(text)
@@ -178,4 +183,13 @@ def render_status(st: dict) -> str:
                 lines.append(f"{'':<{width}}  ! {_ago(e['at'], now)}: {e['message']}")
     elif st["keepers"] or st.get("observe_error") is None:
         lines.append("No pods.")
+    for d in st.get("deployments") or []:
+        if d["outcome"] == "complete" and not d["pinned"]:
+            continue  # nothing to say beyond the pods above
+        text = f"deployment {d['deployment']}: revision {d['revision']} {d['outcome']}"
+        if d["message"]:
+            text += f" ({d['message']})"
+        if d["pinned"]:
+            text += f"; pinned to revision {d['pinned']}: {d['pin_reason']}"
+        lines.append(text)
     return "\n".join(lines)
