@@ -13,7 +13,8 @@ Names follow skopeo and containers-image:
                                  the podman/buildah store.
 
 Like in containers-image, the first ``:`` after the transport ends the path, so paths with a
-colon cannot be named. Everything is verified on the way: every blob's size and digest (and a
+colon cannot be named; a local image whose name starts like a transport (``oci:latest``) must be
+written ``podplay:oci:latest``. Everything is verified on the way: every blob's size and digest (and a
 layer's diff_id whenever it is decompressed); nothing unverified is written anywhere, and a copy
 into the store that fails leaves no blob behind. Multi-platform images: ``all_platforms`` copies
 the whole index where the destination can hold one (``oci:``, ``oci-archive:``, ``docker://``);
@@ -305,7 +306,9 @@ class StoreSource:
     def get_manifest(self, reference: str) -> FetchedManifest:
         digest = validate_digest(reference)
         data = self.store.store.read_blob(digest, MAX_MANIFEST_SIZE)
-        if sha256_digest(data) != digest and digest.startswith("sha256:"):
+        h = hasher_for(digest)
+        h.update(data)
+        if f"{h.name}:{h.hexdigest()}" != digest:
             raise ImageError(f"{self.description}: stored manifest {digest} is damaged; remove the image and "
                              "pull it again")
         return FetchedManifest(data, digest, self.record.media_type if digest == self.record.manifest else "")
