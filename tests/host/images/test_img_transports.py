@@ -105,8 +105,10 @@ def test_skopeo_archives_are_read_and_ours_are_read_by_podman_tools(podplay, reg
     assert_store_verified(host_paths, images=1)
 
     # what we save, skopeo reads (and podman loads: it uses the same library)
+    # (the docker-archive load came last: the store keeps its uncompressed layers for this image)
     podplay("save", "-o", str(tmp_path / "ours.tar"), "localhost/img")
     assert sha(skopeo_config(f"docker-archive:{tmp_path / 'ours.tar'}")) == image_id
+    assert skopeo_json(f"docker-archive:{tmp_path / 'ours.tar'}")["Layers"] == theirs["Layers"]
     podplay("save", "--format", "oci-archive", "-o", str(tmp_path / "ours.oci.tar"), "localhost/from-skopeo:1")
     assert sha(skopeo_config(f"oci-archive:{tmp_path / 'ours.oci.tar'}:localhost/from-skopeo:1")) == image_id
 
