@@ -236,7 +236,7 @@ class Settled:
         return not (self.failed or self.problems or self.timed_out)
 
 
-def _updating(first: PassResult) -> set[str]:
+def updating_deployments(first: PassResult) -> set[str]:
     """Deployments this pass started (or continues) to roll from one revision to another."""
     out = set()
     for c in first.plan.changes:
@@ -268,7 +268,7 @@ def settle(first: PassResult, paths: Sequence[str], drivers: Drivers, state: Sta
     clock = clock or time.time
     sleep = sleep or time.sleep
     manifests = first.manifests
-    follow = _updating(first)
+    follow = updating_deployments(first)
     started = clock()
     out = Settled(first)
     monitor = HealthMonitor(drivers, state, clock=clock)
@@ -314,6 +314,7 @@ def settle(first: PassResult, paths: Sequence[str], drivers: Drivers, state: Sta
                 out.apply_errors = [f"{r.txn.key}: {r.error}" for r in result.applied.failed]
             else:
                 failures, retry_at = 0, 0.0
+                out.apply_errors = []
             continue
         rolling = [r for r in follow if r in statuses and statuses[r].outcome == PROGRESSING]
         problems: list[str] = []

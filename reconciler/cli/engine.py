@@ -152,7 +152,7 @@ class Progress:
 
 
 def _converge(args, ctx, mode: str) -> int:
-    from reconciler.reconcile import load_or_fail, run_pass, settle
+    from reconciler.reconcile import load_or_fail, run_pass, settle, updating_deployments
 
     try:
         manifests = load_or_fail(args.paths, down=mode == "down")
@@ -177,11 +177,15 @@ def _converge(args, ctx, mode: str) -> int:
                 print(f"note: {note}", file=ctx.out)
         if not result.plan.effective_changes and not args.quiet:
             print("No changes. The host matches the manifests.", file=ctx.out)
+        rolling = mode == "up" and bool(updating_deployments(result))
         if not result.ok:
             n = len(result.applied.failed)
             print(f"{n} change{'s' if n != 1 else ''} failed; the host keeps what was running before for those pods.",
                   file=ctx.err)
-            return EXIT_APPLY_FAILED
+            if not rolling:
+                return EXIT_APPLY_FAILED
+            # A Deployment update goes on: retried until it succeeds or its progress deadline
+            # passes and it is rolled back.
         if mode == "up":
             # Like `kubectl rollout status`: a Deployment update is followed to its end (or its
             # rollback); --wait also waits for every pod to run and be ready.
