@@ -66,24 +66,27 @@ class RefusedError(InputError):
 
 # --- registration ---------------------------------------------------------------------------------
 
-def _namespace_option(p) -> None:
+def _namespace_option(p, listing: bool = False) -> None:
     p.add_argument("--namespace", "-n", metavar="NS", default=None,
-                   help="only pods in this namespace (default: all namespaces)")
+                   help="only pods in this namespace (default: all namespaces)" if listing else
+                   "the pods' namespace (default: any; a bare name must then be unique)")
 
 
 def register(sub, common) -> None:
+    import argparse
+
     p = sub.add_parser("ps", parents=[common], help="list containers",
-                       description="List the containers of podplay's pods: by default the running app "
-                       "containers; -a adds exited, created and init containers; --infra adds each pod's "
+                       description="List the containers of podplay's pods: by default the running app (and "
+                       "init) containers; -a adds exited and created ones; --infra adds each pod's "
                        "infra container. A NAMESPACE column appears when a listed pod is outside 'default' and no "
                        "--namespace is given.")
     p.add_argument("pods", nargs="*", metavar="POD", help="only these pods")
-    p.add_argument("--all", "-a", action="store_true", help="also exited, created and init containers")
+    p.add_argument("--all", "-a", action="store_true", help="also exited and created containers")
     p.add_argument("--infra", action="store_true", help="also the infra container of each pod")
     p.add_argument("--quiet", "-q", action="store_true", help="print container ids only")
     p.add_argument("--output", "-o", choices=("table", "json"), default="table",
                    help="json: a list of objects with stable field names (see the README)")
-    _namespace_option(p)
+    _namespace_option(p, listing=True)
     p.set_defaults(func=cmd_ps)
 
     p = sub.add_parser("pods", parents=[common], help="list pods",
@@ -93,7 +96,7 @@ def register(sub, common) -> None:
     p.add_argument("pods", nargs="*", metavar="POD", help="only these pods")
     p.add_argument("--quiet", "-q", action="store_true", help="print pod names (namespace/name) only")
     p.add_argument("--output", "-o", choices=("table", "json"), default="table")
-    _namespace_option(p)
+    _namespace_option(p, listing=True)
     p.set_defaults(func=cmd_pods)
 
     p = sub.add_parser("logs", parents=[common], help="print a container's log",
@@ -118,7 +121,9 @@ def register(sub, common) -> None:
                        "podplay's own failures exit 125, a command that cannot be executed 126, a command "
                        "that does not exist 127.")
     p.add_argument("target", metavar="POD[/CONTAINER]")
-    p.add_argument("command", nargs="+", metavar="CMD", help="the command and its arguments (after --)")
+    # REMAINDER: everything after POD is the command, options included (`exec web ls -l` works
+    # like `exec web -- ls -l`); podplay's own options go before POD.
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD", help="the command and its arguments")
     p.add_argument("--container", "-c", default=None, metavar="NAME", help="the container (instead of POD/NAME)")
     p.add_argument("--interactive", "-i", action="store_true", help="pass stdin to the command")
     p.add_argument("--tty", "-t", action="store_true", help="give the command a terminal (stdin must be one)")
@@ -465,9 +470,7 @@ def container_rows(pods: Sequence[ObservedPod], *, all_states: bool,
                    infra: bool) -> list[tuple[ObservedPod, ObservedContainer]]:
     rows = []
     for pod in pods:
-        listed = list(pod.containers.values())
-        if all_states:
-            listed += list(pod.init_containers.values())
+        listed = list(pod.containers.values()) + list(pod.init_containers.values())
         if infra and pod.infra is not None:
             listed.append(pod.infra)
         for c in sorted(listed, key=lambda c: (ROLE_ORDER.get(c.role, 3), c.name)):
