@@ -812,8 +812,9 @@ def _named_instances(observed, names: Sequence[str], namespace: str | None) -> l
     return sorted(chosen.values(), key=lambda p: (p.key, p.uid))
 
 
-def _run_request(ctx, decide, verbs: dict[str, str]) -> int:
-    """Apply what ``decide(observed)`` plans, printing one line per pod done."""
+def _run_request(ctx, decide, verbs: dict[str, str], after=None) -> int:
+    """Apply what ``decide(observed)`` plans, printing one line per pod done; then
+    ``after(plan, state)``, if given."""
     from reconciler.reconcile import apply_request
 
     drivers, state = _engine(ctx)
@@ -830,6 +831,8 @@ def _run_request(ctx, decide, verbs: dict[str, str]) -> int:
 
     try:
         result = apply_request(drivers, state, ctx.paths, decide, report=report)
+        if after is not None:
+            after(result.plan, state)
     finally:
         drivers.close()
         state.close()
@@ -870,7 +873,26 @@ def cmd_stop(args, ctx) -> int:
             txns.append(Txn(f"t{len(txns) + 1}", "stop", pod.key, pod.uid, (PlannedStep(f"s{len(txns) + 1}", step),)))
         return Plan(txns=tuple(txns))
 
-    return _run_request(ctx, _Decider(decide), {"stop": "stopped"})
+    def warn_keepers(plan, state) -> None:
+        stopped = {t.key for t in plan.txns}
+        for rec in state.sources().values():
+            kept = stopped & set(rec.get("pods") or ())
+            if kept and rec.get("running") and _keeper_alive(int(rec.get("pid") or 0)):
+                print(f"note: `podplay {rec.get('kind', 'watch')}` (pid {rec.get('pid')}) keeps "
+                      f"{', '.join(sorted(kept))} converged: it restarts the containers as the restartPolicy "
+                      "says; remove the pod from its manifests to keep it stopped", file=ctx.err)
+
+    return _run_request(ctx, _Decider(decide), {"stop": "stopped"}, after=warn_keepers)
+
+
+def _keeper_alive(pid: int) -> bool:
+    """Is ``pid`` still a podplay process (not a recycled pid)?"""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            cmd = f.read()
+    except OSError:
+        return False
+    return pid > 0 and (b"podplay" in cmd or b"reconciler" in cmd)
 
 
 def _load_desired_pod(pod: ObservedPod):

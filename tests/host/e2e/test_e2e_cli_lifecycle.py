@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
 
-from tests.host.e2e.conftest import host_leftovers, wait_for
+from tests.host.e2e.conftest import PODPLAY, host_leftovers, wait_for
 
 LOOP = "trap 'exit 0' TERM; while true; do sleep 0.1; done"
 
@@ -144,3 +146,28 @@ spec:
     assert "~ replaced pod default/greeter" in res.stdout
     assert _pods(stack)["greeter"]["status"] == "Running"
     stack.run("down", str(m.parent))
+
+
+def test_stop_under_watch_is_undone_by_the_keeper(stack):
+    m = stack.write("kept.yaml", f"""
+apiVersion: v1
+kind: Pod
+metadata: {{name: kept}}
+spec:
+  containers:
+  - {{name: c, image: localhost/busybox:latest, command: ["sh", "-c", "{LOOP}"]}}
+""")
+    keeper = subprocess.Popen([*PODPLAY, "watch", "--relist", "0.5", str(m.parent)], env=stack.env,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: _pods(stack).get("kept", {}).get("status") == "Running", "watch to start the pod")
+        res = stack.run("stop", "kept")
+        assert res.stdout == "stopped default/kept\n"
+        assert f"`podplay watch` (pid {keeper.pid}) keeps default/kept converged" in res.stderr
+        # Convergence: restartPolicy Always, so the keeper starts it again.
+        wait_for(lambda: _pods(stack)["kept"]["status"] == "Running" and _pods(stack)["kept"]["restarts"] == 1,
+                 "the keeper to restart the stopped container")
+    finally:
+        keeper.send_signal(signal.SIGTERM)
+        keeper.wait(timeout=60)
+    stack.run("down", str(m))
