@@ -63,14 +63,14 @@ def mount_points() -> list[tuple[str, str, str]]:
 
 def mounts_at_or_under(path: str | os.PathLike) -> list[str]:
     """Mount points at ``path`` or below it, deepest first."""
-    p = os.path.normpath(os.fspath(path))
+    p = os.path.realpath(path)  # mountinfo shows resolved paths (/var/run → /run)
     prefix = p.rstrip("/") + "/"
     found = {m for m, _, _ in mount_points() if m == p or m.startswith(prefix)}
     return sorted(found, key=lambda m: (m.count("/"), m), reverse=True)
 
 
 def is_mountpoint(path: str | os.PathLike) -> bool:
-    p = os.path.normpath(os.fspath(path))
+    p = os.path.realpath(path)
     return any(m == p for m, _, _ in mount_points())
 
 

@@ -69,11 +69,15 @@ class OverlaySnapshotter:
         self.layers = LayerStore(paths, images, limits=limits, durable=durable)
         self.force_copy = force_copy
         self._overlay_ok: bool | None = None
+        self._recovered = False
 
     # -- SnapshotDriver -------------------------------------------------------------------------
 
     def prepare(self, key: str, image: ImageInfo) -> str:
         check_key(key)
+        if not self._recovered:
+            self._recover()
+            self._recovered = True
         layers = self.layers.ensure_layers(image)
         sdir = self.paths.snapshots / key
         target = self.paths.mounts / key / "rootfs"
@@ -88,6 +92,8 @@ class OverlaySnapshotter:
                                    f"layers than image {image.id}; remove it first")
             if not mounts.is_mountpoint(target):
                 try:
+                    self.paths.mounts.mkdir(parents=True, exist_ok=True)
+                    os.chmod(self.paths.mounts, 0o700)
                     target.mkdir(parents=True, exist_ok=True)
                 except OSError as e:
                     raise StorageError(f"cannot create mount point {target}: {e}") from e
@@ -110,6 +116,8 @@ class OverlaySnapshotter:
                 except OSError as e:
                     raise StorageError(f"cannot remove snapshot {key}: {e}") from e
                 mounts.remove_tree(doomed)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.paths.snapshots / LOCKS / f"{key}.lock")  # flocked copes with this
 
     def list_snapshots(self) -> list[ObservedSnapshot]:
         mounted = {m for m, _, _ in mounts.mount_points()}

@@ -39,6 +39,7 @@ import os
 import re
 import shutil
 import stat
+import struct
 import tarfile
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -195,12 +196,71 @@ def open_uncompressed(blob: BinaryIO, media_type: str = ""):
     return src
 
 
-# --- tar headers with bounded extended headers ------------------------------------------------
+# --- tar headers: bounded extended headers, and a quicker plain header -----------------------
 
-class _BoundedTarInfo(tarfile.TarInfo):
-    """tarfile reads a PAX or GNU long-name header into memory whole; bound it first."""
+# The classic 512-byte header: name, mode, uid, gid, size, mtime, chksum, type, linkname,
+# magic+version, uname, gname, devmajor, devminor, prefix.
+_HEADER = struct.Struct("100s8s8s8s12s12s8sc100s8s32s32s8s8s155s")
+
+
+def _octal(field: bytes) -> int:
+    return int(field.split(b"\0", 1)[0].strip() or b"0", 8)
+
+
+def _text(field: bytes, encoding: str, errors: str) -> str:
+    return field.split(b"\0", 1)[0].decode(encoding, errors)
+
+
+class _LayerTarInfo(tarfile.TarInfo):
+    """tarfile's TarInfo with two changes that do not alter what it reads:
+
+    * a PAX or GNU long-name header is read into memory whole by tarfile; its size is bounded
+      before that happens;
+    * ``frombuf`` decodes the common header (octal numbers, an unsigned checksum that matches)
+      in one struct unpack, which halves tarfile's cost per entry (layers hold many small files).
+      Anything else (base-256 numbers, a signed checksum, sparse headers, end blocks, damage)
+      goes to tarfile's own ``frombuf``. tests/unit/storage checks both agree on every header.
+    """
 
     max_header = DEFAULT_LIMITS.max_header_bytes
+
+    @classmethod
+    def frombuf(cls, buf, encoding, errors):
+        if len(buf) != tarfile.BLOCKSIZE or buf[156:157] == tarfile.GNUTYPE_SPARSE:
+            return super().frombuf(buf, encoding, errors)
+        (name, mode, uid, gid, size, mtime, chksum, kind, linkname, _magic, uname, gname, devmajor, devminor,
+         prefix) = _HEADER.unpack_from(buf)
+        if (mode + uid + gid + size + mtime + chksum + devmajor + devminor).translate(None, b"01234567 \0"):
+            return super().frombuf(buf, encoding, errors)
+        try:
+            total = _octal(chksum)
+            if total != 256 + sum(buf) - sum(chksum):
+                return super().frombuf(buf, encoding, errors)
+            obj = cls()
+            obj.mode = _octal(mode)
+            obj.uid = _octal(uid)
+            obj.gid = _octal(gid)
+            obj.size = _octal(size)
+            obj.mtime = _octal(mtime)
+            obj.devmajor = _octal(devmajor)
+            obj.devminor = _octal(devminor)
+        except ValueError:  # e.g. a space inside a number: tarfile reports that its own way
+            return super().frombuf(buf, encoding, errors)
+        obj.name = _text(name, encoding, errors)
+        obj.chksum = total
+        obj.type = kind
+        obj.linkname = _text(linkname, encoding, errors)
+        obj.uname = _text(uname, encoding, errors)
+        obj.gname = _text(gname, encoding, errors)
+        prefix = _text(prefix, encoding, errors)
+        # The same normalizations as tarfile's frombuf.
+        if kind == tarfile.AREGTYPE and obj.name.endswith("/"):
+            obj.type = tarfile.DIRTYPE
+        if obj.isdir():
+            obj.name = obj.name.rstrip("/")
+        if prefix and obj.type not in tarfile.GNU_TYPES:
+            obj.name = prefix + "/" + obj.name
+        return obj
 
     def _proc_member(self, tarfile_):
         if self.type in _HEADER_TYPES and self.size > self.max_header:
@@ -257,6 +317,8 @@ class _Unpacker:
             os.fchown(self.root_fd, st.st_uid, st.st_gid)
             os.fchmod(self.root_fd, stat.S_IMODE(st.st_mode))
             self.dir_times[""] = st.st_mtime_ns
+        else:
+            os.fchmod(self.root_fd, 0o755)  # what a base layer without a "./" entry means
 
     def close(self) -> None:
         for fd in set(self.dirs.values()) | set(self.lowers):
@@ -626,7 +688,7 @@ def unpack_layer(blob: BinaryIO, dest: str | os.PathLike, *, diff_id: str | None
         try:
             unpacker = _Unpacker(dest, [os.fspath(p) for p in lowers], limits)
             reader = _HashingReader(open_uncompressed(blob, media_type), algorithm, limits.max_bytes)
-            tarinfo = type("_TarInfo", (_BoundedTarInfo,), {"max_header": limits.max_header_bytes})
+            tarinfo = type("_TarInfo", (_LayerTarInfo,), {"max_header": limits.max_header_bytes})
             try:
                 tar = tarfile.open(fileobj=reader, mode="r|", tarinfo=tarinfo, bufsize=_TAR_BUFSIZE,  # noqa: SIM115
                                    encoding="utf-8", errors="surrogateescape")

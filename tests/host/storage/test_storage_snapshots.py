@@ -46,6 +46,8 @@ def check_view(rootfs: str) -> None:
     assert os.readlink(f"{r}/bin") == "usr/bin" and os.path.isfile(f"{r}/bin/tool")
     st = os.stat(f"{r}/data")
     assert (stat.S_IMODE(st.st_mode), st.st_uid) == (0o750, 1000)
+    root = os.stat(r)  # no layer has a "./" entry: the root is 0755 root, usable by any user
+    assert (stat.S_IMODE(root.st_mode), root.st_uid, root.st_gid) == (0o755, 0, 0)
 
 
 @pytest.mark.parametrize("force_copy", [False, True], ids=["overlay", "copy"])

@@ -61,8 +61,9 @@ def test_files_dirs_links_and_metadata_survive(dest, how):
     assert stat.S_ISBLK(os.lstat(dest / "dev/sda").st_mode)
     fifo = os.lstat(dest / "run/fifo")
     assert stat.S_ISFIFO(fifo.st_mode) and stat.S_IMODE(fifo.st_mode) == 0o620
-    # Directories the layer did not declare are made 0755 root.
+    # Directories the layer did not declare are made 0755 root, the root of a base layer too.
     assert stat.S_IMODE(os.stat(dest / "dev").st_mode) == 0o755
+    assert stat.S_IMODE(os.stat(dest).st_mode) == 0o755
 
 
 def test_root_entry_sets_the_layer_root(dest):
