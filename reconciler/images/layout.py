@@ -16,9 +16,11 @@ refused rather than written into.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import json
 import os
+import stat
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -85,7 +87,7 @@ class DirFiles:
                 except FileNotFoundError:
                     raise ImageError(f"{self.description}: {what or name} is missing") from None
                 except OSError as exc:
-                    if exc.errno in (40, 20):  # ELOOP, ENOTDIR: a symbolic link or a file in the way
+                    if exc.errno in (errno.ELOOP, errno.ENOTDIR):  # a symbolic link, or a file in the way
                         raise ImageError(f"{self.description}: {name} is a symbolic link or not where a layout "
                                          "keeps it; refusing it") from None
                     raise ImageError(f"{self.description}: cannot open {name}: {exc.strerror}") from None
@@ -105,8 +107,6 @@ class DirFiles:
 
     def open(self, name: str, what: str = "") -> BinaryIO:
         fd = self._open_fd(name, what)
-        import stat
-
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             os.close(fd)
             raise ImageError(f"{self.description}: {what or name} is not a regular file")
@@ -289,8 +289,6 @@ class LayoutDestination:
             st = os.lstat(p)
         except FileNotFoundError:
             return False
-        import stat
-
         return stat.S_ISREG(st.st_mode) and st.st_size == desc.size
 
     @contextlib.contextmanager
