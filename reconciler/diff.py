@@ -111,7 +111,9 @@ BACKOFF_RESET = 600.0
 def restart_delay(restart_count: int) -> float:
     if restart_count <= 0:
         return 0.0
-    return min(BACKOFF_BASE * 2 ** (restart_count - 1), BACKOFF_MAX)
+    # The exponent is capped: past a few doublings the delay is BACKOFF_MAX anyway, and 2.0**1024
+    # overflows a float (a container crash-looping for days under `watch`).
+    return min(BACKOFF_BASE * 2 ** min(restart_count - 1, 32), BACKOFF_MAX)
 
 
 def _pod_key(ref: str) -> ObjectKey:
@@ -247,7 +249,7 @@ def compute_diff(desired: DesiredState, observed: ObservedHost, last: LastApplie
             continue  # the old instances stay until the new one is available
         for o in stale:
             if move == "drop":
-                changes.append(Change(key, Action.DELETE, Reason.ROLLOUT, before=o.uid,
+                changes.append(Change(key, Action.DELETE, Reason.ROLLOUT, before=o.uid, after=d.uid,
                                       detail="superseded by the new revision, which is available"))
             else:
                 changes.append(Change(key, Action.DELETE, Reason.ORPHANED, before=o.uid,

@@ -137,7 +137,24 @@ def run_pass(paths: Sequence[str], drivers: Drivers, state: StateStore, host_pat
             on_plan(result.plan)
         result.applied = apply_plan(result.plan, drivers, state, report=report, failpoints=failpoints)
         _record_claims(result, state)
+        _record_survivors(result, state)
     return result
+
+
+def _record_survivors(result: PassResult, state: StateStore) -> None:
+    """A rollout that removed an older instance keeps the pod's remaining instance recorded as
+    podplay's (after a rollback the instance dropped may be the one recorded last)."""
+    ok = {r.txn.id for r in result.applied.results if r.status == "ok"} if result.applied else set()
+    last = state.last_applied().pods
+    for txn in result.plan.txns:
+        if txn.id not in ok or txn.kind != "delete":
+            continue
+        change = next((c for c in result.plan.changes if c.reason == "rolling update" and c.before == txn.uid), None)
+        d = result.desired.pods.get(txn.key)
+        if change is None or d is None or d.uid != change.after:
+            continue
+        if txn.key not in last or last[txn.key].uid != d.uid:
+            state.record_pod(d.ref, d.uid, d.spec_hash, d.source, str(d.owner))
 
 
 @dataclass
@@ -216,6 +233,24 @@ def wait_for_pods(drivers: Drivers, desired: DesiredState, *, timeout: float = 3
         if not problems or time.monotonic() >= deadline:
             return problems
         time.sleep(interval)
+
+
+def failed_for_good(desired: DesiredState, observed: ObservedHost) -> list[str]:
+    """App containers that exited with an error under restartPolicy Never: nothing will start
+    them again, so `up --wait` reports them at once instead of waiting out its timeout."""
+    from reconciler.observed import ContainerState
+
+    out = []
+    for pod in desired.pods.values():
+        instance = observed.pods.get(pod.uid)
+        if pod.spec.restart_policy != "Never" or instance is None:
+            continue
+        for c in pod.containers:
+            oc = instance.containers.get(c.name)
+            if oc is not None and oc.state == ContainerState.EXITED and oc.exit_code not in (None, 0):
+                out.append(f"{pod.ref}/{c.name}: exited with code {oc.exit_code}"
+                           f"{' (OOM killed)' if oc.oom_killed else ''}")
+    return out
 
 
 # --- rollouts and readiness: `up` blocks while a Deployment rolls out, `up --wait` until ready ------
@@ -320,6 +355,10 @@ def settle(first: PassResult, paths: Sequence[str], drivers: Drivers, state: Sta
         problems: list[str] = []
         if wait:
             problems = wait_for_pods(drivers, desired, timeout=0) + unready_pods(desired, observed, view)
+            final = failed_for_good(desired, observed)
+            if final:
+                out.problems = final
+                return out
         if not rolling and not problems:
             out.rollouts = [statuses[r] for r in sorted(follow) if r in statuses]
             return out

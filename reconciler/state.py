@@ -235,6 +235,13 @@ class StateStore(_HealthTables):
         claims = dict(self.db.execute("SELECT ref, source FROM claims"))
         return LastApplied(pods=pods, claims=claims)
 
+    def record_pod(self, ref: str, uid: str, spec_hash: str, source: str, owner: str) -> None:
+        """Say which instance of a pod is podplay's now (a rollout that dropped the instance
+        recorded last keeps the one that stays)."""
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO pods VALUES (?, ?, ?, ?, ?, ?)",
+                       (ref, uid, spec_hash, source, owner, time.time()))
+
     def record_claim(self, ref: str, source: str, declared: bool) -> None:
         with self._tx() as db:
             db.execute("INSERT OR REPLACE INTO claims VALUES (?, ?, ?)", (ref, source, int(declared)))

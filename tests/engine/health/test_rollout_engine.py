@@ -152,6 +152,9 @@ def test_update_that_never_gets_ready_is_rolled_back_and_pinned_until_the_manife
     assert min(sampler.available) >= 3, sampler.available
     assert [(r.revision, r.outcome) for r in engine.state.revisions("default/web")] == [(1, "complete"),
                                                                                        (2, "failed")]
+    # podplay still owns the instances that stayed (the dropped ones were recorded last).
+    running = {o.key: o.uid for o in observe_host(engine.drivers).pods.values()}
+    assert {ref: p.uid for ref, p in engine.state.last_applied().pods.items()} == running
     # The manifest still says revision 2; the pin holds the host on revision 1.
     again = engine.up()
     assert not again.plan.effective_changes
