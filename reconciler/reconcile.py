@@ -313,6 +313,13 @@ def settle(first: PassResult, paths: Sequence[str], drivers: Drivers, state: Sta
     seen: dict[str, str] = {}
     retry_at, failures = 0.0, 0
     if not follow and not wait:
+        if wanted:
+            return out  # a few pods of a Deployment say nothing about its rollout
+        # Nothing to wait for; still note a revision that is already complete (pods without
+        # readiness probes are ready once they run).
+        desired, _ = apply_pins(state, declared)
+        observed = observe_host(drivers)
+        check_rollouts(state, desired, observed, health_view(state, desired, observed, clock()), clock())
         return out
     while True:
         desired, _ = apply_pins(state, declared)

@@ -10,7 +10,7 @@
   the pin was set. Edit the manifest and the pin is released: the new template rolls out.
 * ``check_rollouts`` follows the revision the host should run: complete when every replica
   runs it and is available with no older instance left; failed when it makes no progress for
-  progressDeadlineSeconds, and then rolled back to the previous complete revision (a pin),
+  progressDeadlineSeconds, and then rolled back to the previous revision that did not fail (a pin),
   unless the failing revision is itself a pin (no ping-pong).
 """
 
@@ -240,8 +240,9 @@ def check_rollouts(state: StateStore, desired: DesiredState, observed: ObservedH
             out.append(replace(status, message=why))
             continue
         state.update_revision(ref, rev.revision, outcome=FAILED, finished_at=now, message=why)
+        # The revision before it, as `kubectl rollout undo` takes it (one that failed itself is skipped).
         previous = next((r for r in reversed(state.revisions(ref))
-                         if r.revision < rev.revision and r.outcome == COMPLETE), None)
+                         if r.revision < rev.revision and r.outcome != FAILED), None)
         if previous is None or (pin is not None and pin.revision == rev.revision):
             state.add_event("error", ref, f"rollout to revision {rev.revision} failed: {why}")
             out.append(replace(status, outcome=FAILED, message=why, event="failed"))
