@@ -4,7 +4,8 @@ Every layer is unpacked into a directory of its own (``lowerdir`` material), nev
 view, so the questions a hostile layer can ask are narrow: can an entry land outside the
 directory, and can it write through a symlink? The answer must be no for every entry, so:
 
-* Headers come from ``tarfile`` in stream mode; entries are created by this module with dir fds,
+* Headers come from ``tarfile`` in stream mode (with a quicker decoder for the plain 512-byte
+  header that falls back to tarfile's own for anything unusual); entries are created by this module with dir fds,
   ``O_NOFOLLOW`` and ``*at`` calls relative to the layer root. No path is ever resolved by the
   kernel through a symlink, and ``..`` or absolute names are refused outright (real layers never
   contain them).
@@ -60,6 +61,7 @@ _BZIP2_MAGIC = b"BZh"
 _TAR_BUFSIZE = 16 * 1024
 _COPY_CHUNK = 1 * MiB
 _MAX_CACHED_DIRS = 512
+_MAX_DEPTH = 1024  # path components; each open directory on the way holds an fd
 
 _O_DIR = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _O_NEWFILE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -182,6 +184,8 @@ def open_uncompressed(blob: BinaryIO, media_type: str = ""):
     """A file-like object reading the uncompressed tar stream of a layer blob.
 
     The compression is detected from the content; ``media_type`` is only used in messages."""
+    if media_type.endswith("+encrypted"):
+        raise StorageError(f"encrypted layers ({media_type}) are not supported")
     head = blob.read(6)
     kind = detect_compression(head)
     src = _Prefixed(head, blob)
@@ -280,6 +284,8 @@ def _entry_parts(name: str, what: str = "entry") -> list[str]:
     parts = [p for p in name.split("/") if p and p != "."]
     if ".." in parts:
         raise StorageError(f"{what} {name!r} has a '..' component")
+    if len(parts) > _MAX_DEPTH:
+        raise StorageError(f"{what} {name[:80]!r}… is more than {_MAX_DEPTH} directories deep")
     return parts
 
 
@@ -330,12 +336,17 @@ class _Unpacker:
     # -- directories ----------------------------------------------------------------------------
 
     def _cache(self, key: str, fd: int) -> None:
-        if len(self.dirs) >= _MAX_CACHED_DIRS:
+        self.dirs[key] = fd
+
+    def _trim_cache(self) -> None:
+        """Close the cached directory fds when there are many. Only between entries: while an
+        entry is handled, the fds it looked up stay open (closing one could let its number be
+        reused for another directory)."""
+        if len(self.dirs) > _MAX_CACHED_DIRS:
             for k, v in self.dirs.items():
                 if k:
                     os.close(v)
             self.dirs = {"": self.root_fd}
-        self.dirs[key] = fd
 
     def _forget(self, key: str) -> None:
         """Drop cached fds of a directory about to be removed, and of everything below it."""
@@ -481,6 +492,7 @@ class _Unpacker:
     # -- entries --------------------------------------------------------------------------------
 
     def entry(self, ti: tarfile.TarInfo, tar: tarfile.TarFile) -> None:
+        self._trim_cache()
         self.entries += 1
         if self.entries > self.limits.max_entries:
             raise StorageError(f"more than {self.limits.max_entries} entries (the limit)")
@@ -598,6 +610,11 @@ class _Unpacker:
             if (st.st_dev, st.st_ino) == (tst.st_dev, tst.st_ino):
                 return
             self._replace(pfd, base, key, new_is_dir=False)
+            # The replaced entry may have held the target (its fd is closed now): look again.
+            tpfd = self._existing_dir(tparts[:-1])
+            if tpfd is None:
+                raise StorageError(f"hardlink {ti.name!r} -> {ti.linkname!r}: the target went away "
+                                   "with the entry it replaces") from None
             os.link(tparts[-1], base, src_dir_fd=tpfd, dst_dir_fd=pfd, follow_symlinks=False)
 
     def _node(self, pfd: int, base: str, key: str, ti: tarfile.TarInfo) -> None:
@@ -646,6 +663,7 @@ class _Unpacker:
     def finish(self) -> None:
         # Creating entries changed directory mtimes; set them last, deepest first.
         for key in sorted(self.dir_times, key=len, reverse=True):
+            self._trim_cache()
             fd = self._existing_dir(key.split("/")) if key else self.root_fd
             if fd is not None:
                 t = self.dir_times[key]

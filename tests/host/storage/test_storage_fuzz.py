@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import stat
 import tarfile
 
 from hypothesis import HealthCheck, assume, given, settings
@@ -21,8 +22,9 @@ SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[Heal
                                                                            HealthCheck.too_slow])
 
 segment = st.one_of(
-    st.sampled_from(["a", "b", "a", "b", "..", ".", "", ".wh.a", ".wh..wh..opq", ".wh.", ".wh...", ".wh..", "victim",
-                     "file", "sub", "caf\udce9", " ", "-", "x" * 255, "y" * 256]),
+    st.sampled_from(["a", "b", "a", "b", "sub", "sub/x", "sub/op", "sub/gone", "file", "..", ".", "",
+                     ".wh.a", ".wh..wh..opq", ".wh.", ".wh...", ".wh..", "victim", "caf\udce9", " ", "-",
+                     "x" * 255, "y" * 256]),
     st.text(alphabet=st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00/"),
             min_size=1, max_size=6),
 )
@@ -74,10 +76,10 @@ def _build(es, fmt) -> bytes:
         raise
 
 
-def _check(work, blob: bytes, diff_id: str | None):
+def _check(work, blob: bytes, diff_id: str | None, lowers=()):
     base, dest, victim, top = work
     try:
-        unpack_layer(io.BytesIO(blob), dest, diff_id=diff_id, limits=LIMITS)
+        unpack_layer(io.BytesIO(blob), dest, diff_id=diff_id, limits=LIMITS, lowers=lowers)
     except StorageError:
         assert not os.path.lexists(dest)
     finally:
@@ -91,6 +93,15 @@ def _work(host_paths):
     base = host_paths.root.parent
     victim = Victim.make(base)
     (base / "work").mkdir()
+    # A lower layer full of traps for the directories a layer uses without declaring them.
+    lower = base / "lower"
+    (lower / "sub" / "op").mkdir(parents=True)
+    os.symlink(str(victim.path), lower / "a")
+    os.symlink("../victim", lower / "b")
+    os.symlink("/", lower / "sub" / "x")
+    (lower / "file").write_text("f")
+    os.mknod(lower / "sub" / "gone", stat.S_IFCHR, 0)
+    os.setxattr(lower / "sub" / "op", "trusted.overlay.opaque", b"y")
     return base, base / "work" / "layer", victim, sorted(os.listdir(base))
 
 
@@ -104,7 +115,8 @@ def test_generated_tars_never_escape(host_paths):
         es = data.draw(entries(victim))
         raw = _build(es, data.draw(st.sampled_from([tarfile.PAX_FORMAT, tarfile.GNU_FORMAT, tarfile.USTAR_FORMAT])))
         how = data.draw(st.sampled_from(["none", "gzip", "zstd"]))
-        _check(work, compress(raw, how), data.draw(st.sampled_from([sha256(raw), None])))
+        lowers = [work[0] / "lower"] if data.draw(st.booleans()) else []
+        _check(work, compress(raw, how), data.draw(st.sampled_from([sha256(raw), None])), lowers)
 
     run()
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.errors import StorageError
 from reconciler.storage.layers import LayerStore
 from reconciler.storage.unpack import OPAQUE_XATTR, unpack_layer
 from tests.host.storage.kit import MTIME, BlobStore, compress, d, f, hard, node, sha256, sym, tar_bytes
@@ -208,3 +209,31 @@ def test_layer_made_by_gnu_tar_with_xattrs(dest, tmp_path):
     assert os.readlink(dest / "bin/alias") == "tool"
     assert os.stat(dest / "bin/tool2").st_ino == os.stat(dest / "bin/tool").st_ino
     assert os.stat(dest / "bin").st_uid == 1000
+
+
+def test_many_directories_and_hardlinks_across_them(dest):
+    """More directories than the unpacker keeps open at once; links reach back to early ones."""
+    entries = []
+    for i in range(1200):
+        entries += [d(f"d{i}"), f(f"d{i}/f", str(i))]
+    entries += [hard(f"d{1199 - i}/link", f"d{i}/f") for i in range(0, 1200, 7)]
+    entries += [d(f"d{i}", mode=0o700, mtime=MTIME + i) for i in range(0, 1200, 5)]
+    unpack(entries, dest)
+    for i in range(0, 1200, 7):
+        assert (dest / f"d{1199 - i}" / "link").read_text() == str(i)
+        assert os.stat(dest / f"d{1199 - i}" / "link").st_ino == os.stat(dest / f"d{i}" / "f").st_ino
+    for i in range(0, 1200, 5):
+        st = os.stat(dest / f"d{i}")
+        assert (stat.S_IMODE(st.st_mode), st.st_mtime) == (0o700, MTIME + i)
+
+
+def test_hardlink_replacing_the_directory_that_held_its_target(dest):
+    with pytest.raises(StorageError, match="went away"):
+        unpack([d("a"), f("a/f", "x"), hard("a", "a/f")], dest)
+    assert not dest.exists()
+
+
+def test_paths_deeper_than_the_limit_are_refused(dest):
+    with pytest.raises(StorageError, match="directories deep"):
+        unpack([f("/".join(["d"] * 1100) + "/f", "x")], dest)
+    assert not dest.exists()
