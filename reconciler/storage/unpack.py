@@ -400,10 +400,13 @@ class _Unpacker:
         fd = self.dirs.get(key)
         if fd is not None:
             return fd
-        fd = self.root_fd
-        for j, comp in enumerate(parts):
+        i = len(parts) - 1
+        while i > 0 and "/".join(parts[:i]) not in self.dirs:
+            i -= 1
+        fd = self.dirs["/".join(parts[:i])]
+        for j in range(i, len(parts)):
             try:
-                child = os.open(comp, _O_DIR, dir_fd=fd)
+                child = os.open(parts[j], _O_DIR, dir_fd=fd)
             except OSError:
                 return None
             self._cache("/".join(parts[:j + 1]), child)

@@ -237,3 +237,27 @@ def test_paths_deeper_than_the_limit_are_refused(dest):
     with pytest.raises(StorageError, match="directories deep"):
         unpack([f("/".join(["d"] * 1100) + "/f", "x")], dest)
     assert not dest.exists()
+
+
+def test_unpacking_leaks_no_file_descriptors(host_paths, tmp_path):
+    """`podplay watch` unpacks for days: neither success nor refusal may leave fds open."""
+    blobs = BlobStore()
+    # "a" open again while "a/b" is not (the cache was trimmed in between): the lookup of a/b/f
+    # must reuse the open "a", not open and forget another.
+    good = [d("a"), d("a/b"), f("a/b/f", "x")] + [d(f"d{i}/sub") for i in range(700)] + \
+        [f("a/x", "y"), hard("l", "a/b/f"), f("d5/.wh..wh..opq"), f(".wh.d6")]
+    bad = [[sym("s", "/"), f("s/x", "y")], [d("a"), hard("a", "a/f")], [f("a", "x"), f("a/b", "y")]]
+
+    def fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+
+    before = fds()
+    for i in range(3):
+        unpack(good, tmp_path / f"ok{i}")
+        for j, entries in enumerate(bad):
+            with pytest.raises(StorageError):
+                unpack(entries, tmp_path / f"bad{i}-{j}")
+    image = blobs.image([d("a"), sym("b", "/")], [f("a/x/y", "z")], [f("b/z", "escape")])
+    with pytest.raises(StorageError):
+        LayerStore(host_paths, blobs).ensure_layers(image)
+    assert fds() == before
