@@ -275,8 +275,9 @@ def make_plan(changes: list[Change], desired: DesiredState, observed: ObservedHo
             steps = []
             for name in c.containers:
                 ctr = d.container(name)
-                steps.append(PlannedStep(b.sid(), RestartContainer(ref, d.uid, container=name, container_id=ctr.id),
-                                         (b.pulls[ctr.spec.image],)))
+                step = RestartContainer(ref, d.uid, container=name, container_id=ctr.id,
+                                        reason=f"{c.reason}: {c.detail}" if c.detail else str(c.reason))
+                steps.append(PlannedStep(b.sid(), step, (b.pulls[ctr.spec.image],)))
             b.add("start", ref, d.uid, steps)
 
     for c in effective:

@@ -119,9 +119,7 @@ class Pin:
 
 
 class _HealthTables:
-    db: sqlite3.Connection
-
-    def _tx(self): ...  # provided by StateStore
+    db: sqlite3.Connection  # and _tx(): both provided by StateStore
 
     def save_probes(self, records: list[tuple[str, str, str, str, dict]]) -> None:
         """(container id, pod uid, pod ref, container name, record) rows, replacing older ones."""

@@ -233,10 +233,12 @@ class StartContainer(Step):
 
 @_step
 class RestartContainer(Step):
-    """Replace an exited container of a running pod with a fresh one from the same spec."""
+    """Replace an exited container of a running pod with a fresh one from the same spec (or a
+    running one whose liveness probe failed: ``reason`` says why, for the journal)."""
 
     container: str = ""
     container_id: str = ""
+    reason: str = ""
 
     @property
     def target(self) -> str:

@@ -6,6 +6,7 @@ progress deadlines pass without the test waiting for them.
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -239,6 +240,9 @@ spec:
     [c] = [c for c in engine.drivers.runtime.list_containers() if c.id == cid]
     assert c.restart_count == 1 and c.state == "running"
     assert any("liveness probe failed" in e[3] for e in engine.state.events())
+    journaled = [json.loads(step) for (step,) in engine.state.db.execute("SELECT step FROM journal")]
+    assert any(s["verb"] == "RestartContainer" and s["reason"].startswith("unhealthy: app: liveness probe failed")
+               for s in journaled), journaled
     # The restarted run starts with a fresh record; a second failure waits for the back-off.
     monitor.check(engine.up(dry_run=True).desired, observe_host(engine.drivers), clock())
     for _ in range(3):
