@@ -173,9 +173,10 @@ class _Runner:
                 d.runtime.start_container(cid)
                 code = d.runtime.wait_container(cid, INIT_TIMEOUT)
                 if code != 0:
+                    # The failed creation is rolled back, init container and its log included:
+                    # the log's tail travels in the error, the only place left to read it.
                     raise ContainerRuntimeError(
-                        f"init container {pod.ref}/{step.container} exited with code {code}"
-                        f"{_log_tail(d, cid)}; see `podplay logs {pod.name}/{step.container}`")
+                        f"init container {pod.ref}/{step.container} exited with code {code}{_log_tail(d, cid)}")
             case CreateContainer():
                 self._create(self.pod(step), step.container)
             case StartContainer():
@@ -214,7 +215,7 @@ def _stop_all(d: Drivers, ids: tuple[str, ...], timeout: int) -> None:
             f.result()
 
 
-def _log_tail(d: Drivers, cid: str, lines: int = 5) -> str:
+def _log_tail(d: Drivers, cid: str, lines: int = 20) -> str:
     try:
         tail = [text.decode(errors="replace").rstrip() for _, _, text in d.runtime.read_logs(cid, tail=lines)]
     except PodplayError:

@@ -573,6 +573,9 @@ def test_init_containers_run_to_completion_in_order_before_the_app(stack):
         assert c.role == "init" and c.state == ContainerState.EXITED and c.exit_code == 0
 
 
+MIGRATE = "for i in $(seq 21); do echo line $i; done; echo migrating; echo cannot reach the database >&2; exit 3"
+
+
 def test_a_failing_init_container_fails_the_pod_and_shows_its_log(stack):
     m, res = up(stack, "badinit.yaml", f"""
         apiVersion: v1
@@ -582,13 +585,22 @@ def test_a_failing_init_container_fails_the_pod_and_shows_its_log(stack):
           initContainers:
           - name: migrate
             image: {BUSYBOX}
-            command: [sh, -c, "echo migrating; echo cannot reach the database >&2; exit 3"]
+            command: [sh, -c, "{MIGRATE}"]
           containers:
           - {{name: app, image: {BUSYBOX}, command: [sh, -c, "{serve()}"]}}
         """, check=False)
     assert res.returncode == 3
     assert "init container default/badinit/migrate exited with code 3" in res.stderr, res.stderr
-    assert "migrating" in res.stderr and "cannot reach the database" in res.stderr
+    # The creation is rolled back (the init container with it), so its log comes with the error;
+    # a longer log is shown up to its last 20 lines.
+    assert "    migrating\n    cannot reach the database" in res.stderr, res.stderr
+    assert "    line 3\n" not in res.stderr and "    line 4\n" in res.stderr
+    # Any command the error tells the user to run works (it once sent them to `podplay logs` of
+    # the container the rollback had just removed).
+    import re
+
+    for hint in re.findall(r"`(podplay [^`]+)`", res.stderr):
+        assert stack.run(*hint.split()[1:], check=False).returncode == 0, hint
     # The app never started, and the failed pod left nothing behind.
     assert host_leftovers(stack) == []
 
