@@ -79,7 +79,8 @@ def register(sub, common) -> None:
     isub = image.add_subparsers(dest="image_command", metavar="COMMAND")
     p = isub.add_parser("prune", parents=[common], help="remove unreferenced image data",
                         description="Remove blobs no image references (left by removed or re-tagged images "
-                                    "and by interrupted pulls); with --dangling also images that have no name.")
+                                    "and by interrupted pulls) and unpacked layers no image or container uses; "
+                                    "with --dangling also images that have no name and that no container uses.")
     p.add_argument("--dangling", action="store_true", help="also remove images without a name")
     p.set_defaults(func=cmd_prune)
     _images_options(isub.add_parser("ls", parents=[common], help="list local images"))
@@ -230,7 +231,8 @@ def _inspect_options(p) -> None:
 def _rmi_options(p) -> None:
     p.add_argument("images", nargs="*", help="image names or ids")
     p.add_argument("-a", "--all", action="store_true", help="remove every image")
-    p.add_argument("-f", "--force", action="store_true", help="do not fail on images that are not present")
+    p.add_argument("-f", "--force", action="store_true",
+                   help="do not fail on images that are not present or that pods use")
     p.set_defaults(func=cmd_rmi)
 
 
@@ -455,6 +457,12 @@ def cmd_rmi(args, ctx) -> int:
         targets = [rec.id for rec in store.records()]
     elif not targets:
         raise InputError("rmi needs at least one image name or id (or --all)")
+    in_use = _images_in_use(ctx)
+    busy = {t: in_use[i] for t in targets if (i := store.would_remove(t)) in in_use}
+    if busy and not args.force:
+        lines = [f"{t} is used by {', '.join(sorted(pods))}" for t, pods in busy.items()]
+        raise InputError("image in use: " + "; ".join(lines) + " (remove those pods first, or use --force: "
+                         "running containers keep their file systems)")
     missing = []
     for target in targets:
         names, removed = store.untag_or_remove(target)
@@ -470,6 +478,17 @@ def cmd_rmi(args, ctx) -> int:
     return 0
 
 
+def _images_in_use(ctx) -> dict[str, set[str]]:
+    """image id → the pods whose containers use it."""
+    from reconciler.runtime.driver import RuncRuntime
+
+    used: dict[str, set[str]] = {}
+    for c in RuncRuntime(ctx.paths).list_containers():
+        if c.image_id:
+            used.setdefault(c.image_id, set()).add(c.pod)
+    return used
+
+
 def cmd_tag(args, ctx) -> int:
     store = _store(args, ctx)
     for target in args.target:
@@ -478,11 +497,21 @@ def cmd_tag(args, ctx) -> int:
 
 
 def cmd_prune(args, ctx) -> int:
+    """Blobs no image references, images without a name (--dangling) that no container uses,
+    and unpacked layers that no image and no container snapshot uses. Under the apply lock, so
+    that an `up` in progress cannot start a container on something being removed."""
+    from reconciler.state import ApplyLock
+    from reconciler.storage.snapshots import OverlaySnapshotter
+
     store = _store(args, ctx)
-    result = store.prune(dangling=args.dangling)
+    with ApplyLock(ctx.paths.lock_file):
+        in_use = set(_images_in_use(ctx))
+        result = store.prune(dangling=args.dangling, keep=in_use)
+        layers = OverlaySnapshotter(ctx.paths, store).gc(store.list_images())
     for image_id in result.images_removed:
         print(f"Deleted: {image_id.split(':', 1)[1]}", file=ctx.out)
-    print(f"Removed {result.blobs_removed} blobs, freed {_size(result.bytes_freed)}", file=ctx.out)
+    print(f"Removed {result.blobs_removed} blobs, freed {_size(result.bytes_freed)}; "
+          f"removed {len(layers)} unpacked layer{'s' if len(layers) != 1 else ''}", file=ctx.out)
     return 0
 
 

@@ -242,6 +242,15 @@ class LocalImageStore:
 
         self.store.update_records(change)
 
+    def would_remove(self, ref_or_id: str) -> str | None:
+        """The image id that ``untag_or_remove(ref_or_id)`` would delete, or None if it would only
+        untag (or find nothing)."""
+        rec = self._find(ref_or_id)
+        if rec is None:
+            return None
+        by_name = self._matched_name(rec, ref_or_id)
+        return None if by_name and len(rec.names) > 1 else rec.id
+
     def untag_or_remove(self, ref_or_id: str) -> tuple[list[str], str | None]:
         """Remove a name, or the image when that was its last name or it was named by id.
         Frees the blobs nothing else uses. Returns (names removed, image id removed or None)."""
