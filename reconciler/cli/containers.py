@@ -662,28 +662,26 @@ def cmd_logs(args, ctx) -> int:
 
 
 def _write_records(records, ctx, *, timestamps: bool, follow: bool) -> None:
-    """Each line to our stdout or stderr as the container wrote it there. Flushed whenever the
-    stream changes (so that a terminal shows them interleaved in log order) and, when following,
-    after every line."""
-    outs = {"stdout": ctx.out, "stderr": ctx.err}
+    """Each line to our stdout or stderr as the container wrote it there, as bytes (a log need
+    not be UTF-8). Flushed whenever the stream changes (so that a terminal shows the two
+    interleaved in log order) and, when following, after every line."""
+    sinks = {}
+    for name, text in (("stdout", ctx.out), ("stderr", ctx.err)):
+        text.flush()
+        binary = getattr(text, "buffer", None)
+        sinks[name] = (binary.write, binary.flush) if binary is not None else (
+            lambda data, text=text: text.write(data.decode(errors="replace")), text.flush)
     last = None
     for ts, stream, line in records:
-        out = outs.get(stream, ctx.out)
-        if last is not None and last is not out:
-            last.flush()
-        prefix = (rfc3339(ts) + " ").encode() if timestamps else b""
-        data = prefix + line + b"\n"
-        binary = getattr(out, "buffer", None)
-        if binary is not None:
-            out.flush()
-            binary.write(data)
-        else:
-            out.write(data.decode(errors="replace"))
+        write, flush = sinks.get(stream, sinks["stdout"])
+        if last is not None and last is not flush:
+            last()
+        write(((rfc3339(ts) + " ").encode() if timestamps else b"") + line + b"\n")
         if follow:
-            (binary or out).flush()
-        last = out
-    for out in outs.values():
-        getattr(out, "buffer", out).flush()
+            flush()
+        last = flush
+    for _, flush in sinks.values():
+        flush()
 
 
 # --- exec -----------------------------------------------------------------------------------------

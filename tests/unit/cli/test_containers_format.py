@@ -135,3 +135,20 @@ def test_exec_env_pairs():
     for bad in ("=1", "A B=1"):
         with pytest.raises(InputError):
             exec_env([bad], {})
+
+
+def test_log_lines_go_to_the_stream_they_came_from():
+    import io
+    from types import SimpleNamespace
+
+    from reconciler.cli.containers import _write_records
+
+    out, err = io.StringIO(), io.StringIO()
+    records = [(1714564800.25, "stdout", b"one"), (1714564801.0, "stderr", b"bad \xff byte"),
+               (1714564802.0, "stdout", b"")]
+    _write_records(iter(records), SimpleNamespace(out=out, err=err), timestamps=False, follow=False)
+    assert out.getvalue() == "one\n\n"
+    assert err.getvalue() == "bad \ufffd byte\n"
+    out, err = io.StringIO(), io.StringIO()
+    _write_records(iter(records[:1]), SimpleNamespace(out=out, err=err), timestamps=True, follow=True)
+    assert out.getvalue() == "2024-05-01T12:00:00.250000Z one\n"
