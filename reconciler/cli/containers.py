@@ -978,7 +978,8 @@ def cmd_start(args, ctx) -> int:
             else:
                 names = tuple(c.name for c in d.containers
                               if c.name not in now.containers or now.containers[c.name].state != ContainerState.RUNNING)
-                changes.append(Change(key, Action.START, Reason.REQUESTED, before=uid, after=uid, containers=names))
+                changes.append(Change(key, Action.START, Reason.REQUESTED, before=uid, after=uid, containers=names,
+                                      detail="podplay start"))
         return _never_pull(make_plan(changes, DesiredState(pods=pods), observed))
 
     return _run_request(ctx, _Decider(decide), {"start": "started", "create": "started",
