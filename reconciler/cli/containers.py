@@ -24,6 +24,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from reconciler.errors import (
     EXIT_APPLY_FAILED,
@@ -34,15 +35,14 @@ from reconciler.errors import (
     NotFoundError,
     PodplayError,
 )
-from reconciler.observed import (
-    LABEL_OWNER,
-    LABEL_SOURCE,
-    ContainerState,
-    ObservedAttachment,
-    ObservedContainer,
-    ObservedPod,
-    PortMapping,
-)
+
+if TYPE_CHECKING:
+    from reconciler.observed import ObservedAttachment, ObservedContainer, ObservedPod, PortMapping
+
+# Container states. ContainerState is a StrEnum, so its members equal these strings: this module
+# need not import reconciler.observed at import time (every podplay command, `--help` included,
+# imports every CLI area to build its parser).
+RUNNING, EXITED, CREATED, PAUSED, UNKNOWN = "running", "exited", "created", "paused", "unknown"
 
 # podman's convention for exec: the command's own exit code, or one of these for ours.
 EXEC_PODPLAY_ERROR = 125  # podplay could not run the command (unknown pod, stopped container, …)
@@ -218,7 +218,7 @@ def format_port(p: PortMapping) -> str:
 
 
 def state_text(c: ObservedContainer) -> str:
-    if c.state == ContainerState.EXITED:
+    if c.state == EXITED:
         code = "?" if c.exit_code is None else str(c.exit_code)
         return f"exited ({code}{', OOM killed' if c.oom_killed else ''})"
     return str(c.state)
@@ -263,17 +263,17 @@ def pod_status(pod: ObservedPod, stopped: bool = False) -> str:
     Restarting: some exited container has been restarted before (crash loop) or, with others
     still running, exited with an error.
     """
-    if pod.infra is None or pod.infra.state != ContainerState.RUNNING:
+    if pod.infra is None or pod.infra.state != RUNNING:
         return "Unknown"
     apps = list(pod.containers.values())
     if not apps:
         return "Pending"
     states = [c.state for c in apps]
-    if any(s in (ContainerState.CREATED, ContainerState.UNKNOWN) for s in states):
+    if any(s in (CREATED, UNKNOWN) for s in states):
         return "Pending"
-    if all(s == ContainerState.RUNNING for s in states):
+    if all(s == RUNNING for s in states):
         return "Running"
-    exited = [c for c in apps if c.state == ContainerState.EXITED]
+    exited = [c for c in apps if c.state == EXITED]
     if len(exited) == len(apps):
         if stopped:
             return "Stopped"
@@ -316,6 +316,8 @@ def listing(items: Sequence[str], limit: int = 12) -> str:
 def group_pods(containers: Iterable[ObservedContainer], attachments: Iterable[ObservedAttachment]) -> list[ObservedPod]:
     """Pod instances with a name, from the runtime's containers and the network's attachments
     (what ``observe_host`` does, minus the snapshot and volume reads that listing does not need)."""
+    from reconciler.observed import LABEL_OWNER, LABEL_SOURCE, ObservedPod
+
     nets = {a.pod_uid: a for a in attachments}
     infra: dict[str, ObservedContainer] = {}
     apps: dict[str, dict[str, ObservedContainer]] = {}
@@ -404,7 +406,7 @@ def find_pod_instances(pods: Sequence[ObservedPod], name: str, namespace: str | 
 def current_instance(instances: Sequence[ObservedPod]) -> ObservedPod:
     """During a replacement two instances of a pod may exist for a moment: the one whose infra
     runs, newest first, is the pod."""
-    running = [p for p in instances if p.infra is not None and p.infra.state == ContainerState.RUNNING]
+    running = [p for p in instances if p.infra is not None and p.infra.state == RUNNING]
     return max(running or instances, key=_started)
 
 
@@ -474,7 +476,7 @@ def container_rows(pods: Sequence[ObservedPod], *, all_states: bool,
         if infra and pod.infra is not None:
             listed.append(pod.infra)
         for c in sorted(listed, key=lambda c: (ROLE_ORDER.get(c.role, 3), c.name)):
-            if all_states or c.role == "infra" or c.state == ContainerState.RUNNING:
+            if all_states or c.role == "infra" or c.state == RUNNING:
                 rows.append((pod, c))
     return rows
 
@@ -541,7 +543,7 @@ def pod_json(pod: ObservedPod, status: str) -> dict:
 def _ready(c: ObservedContainer) -> bool:
     # Without readiness probes a container is ready while it runs (Kubernetes' rule too); the
     # probe results will come from the state store and refine this one function.
-    return c.state == ContainerState.RUNNING
+    return c.state == RUNNING
 
 
 def _display_source(source: str) -> str:
@@ -580,7 +582,7 @@ def _select(view: HostView, names: Sequence[str], namespace: str | None) -> list
 def _stopped_uids(ctx, pods: Sequence[ObservedPod]) -> set[str]:
     """Pod instances whose last transaction was a `podplay stop` (only asked about pods whose
     containers all exited, and only when a state store exists: `ps` never creates one)."""
-    wanted = {p.uid for p in pods if p.containers and all(c.state == ContainerState.EXITED
+    wanted = {p.uid for p in pods if p.containers and all(c.state == EXITED
                                                            for c in p.containers.values())}
     if not wanted or not ctx.paths.state_db.exists():
         return set()
@@ -774,7 +776,7 @@ def _exec(args, ctx) -> int:
     view = read_host(ctx)
     try:
         pod, c = resolve_target(view.pods, args.target, args.container, args.namespace)
-        if c.state != ContainerState.RUNNING:
+        if c.state != RUNNING:
             raise PodplayError(f"container {pod.key}/{c.name} is not running ({state_text(c)})"
                                + ("; `podplay start " + pod.name + "` starts it" if c.role == "app" else ""))
         # A relative path with a slash depends on the working directory: left to runc.
@@ -862,7 +864,7 @@ def cmd_stop(args, ctx) -> int:
         for pod in _named_instances(observed, args.pods, args.namespace):
             running = tuple(c.id for c in sorted([*pod.containers.values(), *pod.init_containers.values()],
                                                   key=lambda c: c.name)
-                            if c.state in (ContainerState.RUNNING, ContainerState.PAUSED, ContainerState.CREATED))
+                            if c.state in (RUNNING, PAUSED, CREATED))
             if not running:
                 notes.append(f"{pod.key} is not running")
                 continue
@@ -972,12 +974,12 @@ def cmd_start(args, ctx) -> int:
             d = desired[uid]
             pods[d.ref] = d
             key = ObjectKey("Pod", d.namespace, d.name)
-            if now.infra is None or now.infra.state != ContainerState.RUNNING:
+            if now.infra is None or now.infra.state != RUNNING:
                 changes.append(Change(key, Action.REPLACE, Reason.INCOMPLETE, before=uid, after=uid,
                                       detail="infra container is gone"))
             else:
                 names = tuple(c.name for c in d.containers
-                              if c.name not in now.containers or now.containers[c.name].state != ContainerState.RUNNING)
+                              if c.name not in now.containers or now.containers[c.name].state != RUNNING)
                 changes.append(Change(key, Action.START, Reason.REQUESTED, before=uid, after=uid, containers=names,
                                       detail="podplay start"))
         return _never_pull(make_plan(changes, DesiredState(pods=pods), observed))
@@ -987,9 +989,9 @@ def cmd_start(args, ctx) -> int:
 
 
 def _needs_start(pod: ObservedPod) -> bool:
-    if pod.infra is None or pod.infra.state != ContainerState.RUNNING:
+    if pod.infra is None or pod.infra.state != RUNNING:
         return True
-    return not pod.containers or any(c.state != ContainerState.RUNNING for c in pod.containers.values())
+    return not pod.containers or any(c.state != RUNNING for c in pod.containers.values())
 
 
 def cmd_rm(args, ctx) -> int:
@@ -1001,7 +1003,7 @@ def cmd_rm(args, ctx) -> int:
     def decide(observed, notes):
         instances = _named_instances(observed, args.pods, args.namespace)
         running = [p for p in instances
-                   if any(c.state in (ContainerState.RUNNING, ContainerState.PAUSED)
+                   if any(c.state in (RUNNING, PAUSED)
                           for c in [*p.containers.values(), *p.init_containers.values()])]
         if running and not args.force:
             names = ", ".join(sorted({p.key for p in running}))
