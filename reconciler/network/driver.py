@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -84,6 +85,10 @@ class CniNetwork:
         self.paths = paths
         self.cni = CniInvoker(plugin_dirs)
         self.results_dir = paths.cni / "results"
+        # The CNI container id must be unique on the host, not only within this storage root:
+        # plugins name their iptables chains after it, and two roots (two installations, or
+        # parallel tests) may run the very same pod (same uid). So it carries the root's tag.
+        self.id_prefix = "pp" + hashlib.sha256(os.fsencode(os.path.realpath(paths.root))).hexdigest()[:8]
 
     # --- cache ------------------------------------------------------------------------------
 
@@ -142,7 +147,7 @@ class CniNetwork:
 
     @staticmethod
     def _attachment(entry: dict, netns: str) -> Attachment:
-        return Attachment(entry["uid"], netns, entry.get("ifname", IFNAME),
+        return Attachment(_cni_id(entry), netns, entry.get("ifname", IFNAME),
                           tuple((k, v) for k, v in entry.get("cni_args", [])),
                           entry.get("capability_args", {}))
 
@@ -216,6 +221,7 @@ class CniNetwork:
         entry = {
             "format": CACHE_FORMAT,
             "uid": pod.uid,
+            "container_id": f"{self.id_prefix}-{pod.uid}",
             "pod": pod.ref,
             "network": net.name,
             "config_file": net.file,
@@ -233,7 +239,7 @@ class CniNetwork:
             "result": None,
         }
         # loopback holds nothing on the host, so it needs no record and no DEL.
-        self.cni.loopback_up(netns, pod.uid)
+        self.cni.loopback_up(netns, entry["container_id"])
         self._write_cache(entry)
         att = self._attachment(entry, netns)
 
@@ -271,7 +277,7 @@ class CniNetwork:
             for p in net.plugins:
                 if p.get("type") == "bridge" and p.get("ipMasq"):
                     try:
-                        sweep_masquerade(net.name, entry["uid"], versions)
+                        sweep_masquerade(net.name, _cni_id(entry), versions)
                     except NetworkError as exc:
                         errors.append(exc)
                     break
@@ -331,3 +337,9 @@ class CniNetwork:
                                    f"(uid {entry['uid']}) on network {entry['network']!r}")
         out += host_conflicts([p for p in wanted if p not in taken], host_sockets())
         return out
+
+
+def _cni_id(entry: dict) -> str:
+    """The CNI container id an attachment was made with (records written before ids carried the
+    root's tag used the bare uid)."""
+    return entry.get("container_id") or entry["uid"]

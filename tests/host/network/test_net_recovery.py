@@ -125,3 +125,28 @@ def test_detach_uses_the_recorded_config_after_the_file_changed(test_network, ho
 
     assert test_network.allocations() == []
     assert test_network.iptables_rules() == []
+
+
+def test_two_storage_roots_running_the_same_pod_do_not_share_rules(test_network, host_paths, tmp_path):
+    """The same pod (same uid) under two podplay roots on one host: each attachment has its own
+    CNI container id, so tearing one down leaves the other's address and rules intact."""
+    from dataclasses import replace as dc_replace
+
+    other_paths = dc_replace(host_paths, root=tmp_path / "other-root", runroot=tmp_path / "other-run")
+    first, second = CniNetwork(host_paths), CniNetwork(other_paths)
+    pod = test_network.pod("web", [(80, free_port())])
+    one, two = test_network.make_netns(), test_network.make_netns()
+    a = first.attach(pod, one)
+    pod_b = dc_replace(pod, containers=tuple(dc_replace(c, spec=dc_replace(c.spec, ports=())) for c in pod.containers))
+    b = second.attach(pod_b, two)
+    assert a.ip != b.ip
+    rules = test_network.iptables_rules()
+    second.detach(pod.uid)
+    assert test_network.allocations() == [f"{test_network.name}/{a.ip}"]
+    assert rules and set(test_network.iptables_rules()) <= set(rules)
+    first.check(pod.uid)
+    assert test_network.iptables_rules(), "the first root's rules survive the second's teardown"
+    first.detach(pod.uid)
+    assert test_network.iptables_rules() == []
+    test_network.delete_netns(one)
+    test_network.delete_netns(two)
