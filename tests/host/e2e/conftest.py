@@ -211,8 +211,37 @@ def host_leftovers(stack: Stack) -> list[str]:
     finally:
         d.close()
     out += find_leaks(stack.paths.root, stack.paths.runroot)
+    out += pod_cgroups(pod_uids(stack))
     net = stack.network
     out += [f"host-local allocation {a}" for a in net.allocations()]
     out += [f"veth {v}" for v in net.bridge_ports()]
     out += [f"{tool} -t {table}: {rule}" for tool, table, rule in net.iptables_rules()]
+    return out
+
+
+def pod_uids(stack: Stack) -> set[str]:
+    """Every pod instance uid this test's podplay ever journaled (created, tried or removed)."""
+    import sqlite3
+
+    if not stack.paths.state_db.exists():
+        return set()
+    db = sqlite3.connect(f"file:{stack.paths.state_db}?mode=ro", uri=True)
+    try:
+        return {row[0] for row in db.execute("SELECT DISTINCT uid FROM txns WHERE uid != ''")}
+    finally:
+        db.close()
+
+
+def pod_cgroups(uids: set[str]) -> list[str]:
+    """The cgroups podplay made for these pods (/sys/fs/cgroup/<controller>/podplay/<uid>), with
+    any process still in them: a container process outside every runc state shows up here."""
+    from pathlib import Path
+
+    out = []
+    for hierarchy in sorted(Path("/sys/fs/cgroup").iterdir()):
+        for uid in sorted(uids):
+            pod = hierarchy / "podplay" / uid
+            if pod.exists():
+                procs = sorted({p for f in pod.rglob("cgroup.procs") for p in f.read_text().split()})
+                out.append(f"cgroup {pod}" + (f" with processes {', '.join(procs)}" if procs else ""))
     return out

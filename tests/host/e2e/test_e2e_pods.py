@@ -890,6 +890,8 @@ def test_read_only_volume_mounts(stack):
 
 # --- the engine through the command line -------------------------------------------------------------
 
+# TEST makes each test's pods its own: pods with the same name and spec have the same uid, and
+# tests run in parallel share the host's iptables (chain names derive from the uid) and cgroups.
 TWO_PODS = f"""
 apiVersion: v1
 kind: Pod
@@ -899,7 +901,7 @@ spec:
   - name: app
     image: {BUSYBOX}
     command: [sh, -c, "{serve()}"]
-    env: [{{name: VERSION, value: "1"}}]
+    env: [{{name: VERSION, value: "1"}}, {{name: TEST, value: TEST_NAME}}]
 ---
 apiVersion: v1
 kind: Pod
@@ -909,15 +911,20 @@ spec:
   - name: app
     image: {BUSYBOX}
     command: [sh, -c, "{serve()}"]
+    env: [{{name: TEST, value: TEST_NAME}}]
 """
+
+
+def two_pods(request) -> str:
+    return TWO_PODS.replace("TEST_NAME", request.node.name)
 
 
 def _running(stack: Stack) -> dict[str, tuple[str, int, float]]:
     return {c.pod: (c.id, c.pid, c.started_at) for c in stack.containers() if c.role == "app"}
 
 
-def test_up_twice_touches_nothing_and_says_so(stack):
-    m, _ = up(stack, "two.yaml", TWO_PODS)
+def test_up_twice_touches_nothing_and_says_so(stack, request):
+    m, _ = up(stack, "two.yaml", two_pods(request))
     before = _running(stack)
     assert all(pid for _, pid, _ in before.values())
     again = stack.run("up", "--wait", str(m))
@@ -925,10 +932,10 @@ def test_up_twice_touches_nothing_and_says_so(stack):
     assert _running(stack) == before
 
 
-def test_a_changed_pod_is_replaced_while_the_others_keep_running(stack):
-    m, _ = up(stack, "two.yaml", TWO_PODS)
+def test_a_changed_pod_is_replaced_while_the_others_keep_running(stack, request):
+    m, _ = up(stack, "two.yaml", two_pods(request))
     before = _running(stack)
-    m.write_text(TWO_PODS.replace('value: "1"', 'value: "2"'))
+    m.write_text(two_pods(request).replace('value: "1"', 'value: "2"'))
     res = stack.run("up", "--wait", str(m))
     assert "~ replaced pod default/alpha (spec changed)" in res.stdout
     assert "beta" not in res.stdout
@@ -939,8 +946,8 @@ def test_a_changed_pod_is_replaced_while_the_others_keep_running(stack):
     assert len({c.pod_uid for c in pod_containers(stack, "alpha")}) == 1, "the old instance is gone"
 
 
-def test_replace_forces_every_pod_to_be_recreated(stack):
-    m, _ = up(stack, "two.yaml", TWO_PODS)
+def test_replace_forces_every_pod_to_be_recreated(stack, request):
+    m, _ = up(stack, "two.yaml", two_pods(request))
     before = _running(stack)
     res = stack.run("up", "--replace", "--wait", str(m))
     assert "~ replaced pod default/alpha (forced)" in res.stdout
