@@ -30,6 +30,7 @@ import json
 import os
 import re
 import shutil
+import stat
 import subprocess
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -139,6 +140,43 @@ def _host_errors(fn):
             raise ContainerRuntimeError(f"{what}: {e.strerror or e}{where}") from e
 
     return wrapper
+
+
+def _secrets_to_give(pod: DesiredPod, container: DesiredContainer, volumes: Mapping[str, str], uid: int) -> list[str]:
+    """The secret files this container needs made its own to read them.
+
+    podplay writes secret files owner-only (0400 by default) and owned by root, or by the pod's
+    runAsUser. A container running as another user (an image USER, a container-level runAsUser)
+    could not read its own secret, where Kubernetes' 0644 default lets it: root-owned files
+    are given to that user. Files that another non-root user already owns are refused with what
+    to do instead; with an fsGroup the files are group-readable and nothing changes."""
+    if uid == 0:
+        return []
+    by_name = {v.name: v for v in pod.volumes}
+    out = []
+    for vm in container.spec.volume_mounts:
+        vol = by_name.get(vm.name)
+        if vol is None or vol.kind != "secret" or vol.fs_group is not None or vm.name not in volumes:
+            continue
+        root = volumes[vm.name]
+        try:
+            stamp = os.readlink(os.path.join(root, "..data"))
+        except FileNotFoundError:
+            continue  # an optional secret that does not exist: an empty volume
+        if "/" in stamp or not stamp.startswith(".."):
+            raise ContainerRuntimeError(f"secret volume {vol.name!r}: unexpected ..data link {stamp!r}")
+        for dirpath, _, filenames, dirfd in os.fwalk(os.path.join(root, stamp), follow_symlinks=False):
+            for name in filenames:
+                st = os.stat(name, dir_fd=dirfd, follow_symlinks=False)
+                if not stat.S_ISREG(st.st_mode) or st.st_uid == uid:
+                    continue
+                if st.st_uid != 0:
+                    raise ContainerRuntimeError(
+                        f"{pod.ref}/{container.name} runs as uid {uid}, but the files of secret volume "
+                        f"{vol.name!r} are owner-only and belong to uid {st.st_uid}: give the pod a "
+                        "securityContext.fsGroup, or the secret a defaultMode that its group or others can read")
+                out.append(os.path.join(dirpath, name))
+    return out
 
 
 class RuncRuntime:
@@ -534,12 +572,15 @@ class RuncRuntime:
             host_devices=self._fact("devices", hostinfo.host_devices) if sc and sc.privileged else (),
         )
         config = oci.container_config(pod, container, image, ctx)
+        secret_files = _secrets_to_give(pod, container, volumes, user.uid)
         if subpaths:
             try:
                 real = {key: ensure_subpath(volumes[key[0]], key[1]) for key in subpaths}
             except ContainerRuntimeError as e:
                 raise ContainerRuntimeError(f"{where}: {e}") from None
             config = oci.container_config(pod, container, image, dataclasses.replace(ctx, subpaths=real))
+        for path in secret_files:
+            os.chown(path, user.uid, -1, follow_symlinks=False)
         self._write_pod_files(pod, ip)
         extra = {"stdin": container.spec.stdin, "stdin_once": container.spec.stdin_once}
         try:

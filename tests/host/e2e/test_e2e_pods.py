@@ -792,6 +792,80 @@ def test_config_map_and_secret_files_items_and_modes(stack):
     assert ro.returncode != 0 and "Read-only file system" in ro.stderr
 
 
+def test_a_non_root_container_can_read_its_own_owner_only_secret(stack, registry):
+    # Secret files are 0400: they belong to the user the container runs as (its image's USER or
+    # its runAsUser), so that it can read them; root reads them anyway. (Before, they stayed
+    # root's and a non-root container got "Permission denied" for its own secret.)
+    image = make_busybox_image(registry, "e2e/user", config={"user": "app"})
+    m, _ = up(stack, "secret-users.yaml", f"""
+        apiVersion: v1
+        kind: Secret
+        metadata: {{name: token}}
+        stringData: {{token: t0k3n}}
+        ---
+        apiVersion: v1
+        kind: Secret
+        metadata: {{name: other}}
+        stringData: {{token: other-t0k3n}}
+        ---
+        apiVersion: v1
+        kind: Pod
+        metadata: {{name: readers}}
+        spec:
+          containers:
+          - name: image-user
+            image: {image.ref}
+            command: [sh, -c, "{serve()}"]
+            volumeMounts: [{{name: token, mountPath: /token}}]
+          - name: root
+            image: {BUSYBOX}
+            command: [sh, -c, "{serve()}"]
+            volumeMounts: [{{name: token, mountPath: /token}}]
+          - name: run-as
+            image: {BUSYBOX}
+            command: [sh, -c, "{serve()}"]
+            securityContext: {{runAsUser: 33}}
+            volumeMounts: [{{name: other, mountPath: /token}}]
+          volumes:
+          - {{name: token, secret: {{secretName: token}}}}
+          - {{name: other, secret: {{secretName: other}}}}
+        """)
+    assert exec_in(stack, "readers", "image-user", "cat", "/token/token").stdout == "t0k3n"
+    assert exec_in(stack, "readers", "root", "cat", "/token/token").stdout == "t0k3n"
+    assert exec_in(stack, "readers", "run-as", "cat", "/token/token").stdout == "other-t0k3n"
+    assert exec_in(stack, "readers", "run-as", "stat", "-L", "-c", "%a %u", "/token/token").stdout == "400 33\n"
+    stack.run("stop", "-t", "0", "readers")
+    stack.run("down", str(m))
+    # Two users cannot both own one owner-only secret: a clear error says what to do instead.
+    _, res = up(stack, "secret-users.yaml", f"""
+        apiVersion: v1
+        kind: Secret
+        metadata: {{name: token}}
+        stringData: {{token: t0k3n}}
+        ---
+        apiVersion: v1
+        kind: Pod
+        metadata: {{name: two-users}}
+        spec:
+          containers:
+          - name: app
+            image: {image.ref}
+            command: [sh, -c, "{serve()}"]
+            volumeMounts: [{{name: token, mountPath: /token}}]
+          - name: www
+            image: {BUSYBOX}
+            command: [sh, -c, "{serve()}"]
+            securityContext: {{runAsUser: 33}}
+            volumeMounts: [{{name: token, mountPath: /token}}]
+          volumes:
+          - {{name: token, secret: {{secretName: token}}}}
+        """, check=False)
+    assert res.returncode == 3
+    assert "default/two-users/www runs as uid 33, but the files of secret volume 'token' are owner-only and " \
+        "belong to uid 1000: give the pod a securityContext.fsGroup" in res.stderr, res.stderr
+    assert host_leftovers(stack) == []
+
+
 def test_a_claim_survives_down_unless_volumes(stack):
     m, _ = up(stack, "claim.yaml", f"""
         apiVersion: v1
