@@ -198,7 +198,7 @@ def rewrite_host_ports(text: str, span: int = 1) -> tuple[str, dict[int, int]]:
 
 def host_leftovers(stack: Stack) -> list[str]:
     """Everything of this test still on the host: podplay's own records (containers, snapshots,
-    pod volumes, network attachments), mounts, processes and runc containers under the test's
+    pod volumes, network attachments, claims), mounts, processes and runc containers under the test's
     roots, and the network's veths, IP allocations and iptables rules."""
     from tests.support.leaks import find_leaks
 
@@ -208,6 +208,7 @@ def host_leftovers(stack: Stack) -> list[str]:
         out += [f"snapshot {s.key}" for s in d.snapshots.list_snapshots()]
         out += [f"pod volumes {u}" for u in d.volumes.list_pod_volumes()]
         out += [f"attachment {a.pod_uid}" for a in d.network.list_attachments()]
+        out += [f"claim {c}" for c in d.volumes.list_claims()]  # tests end with `down --volumes`
     finally:
         d.close()
     out += find_leaks(stack.paths.root, stack.paths.runroot)

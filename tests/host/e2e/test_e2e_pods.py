@@ -24,6 +24,7 @@ from tests.host.e2e.conftest import (
     find_container,
     free_port,
     host_leftovers,
+    http_get,
     pod_containers,
     wait_for,
     wait_http,
@@ -100,12 +101,18 @@ def test_dollar_var_references_are_expanded_as_the_kubelet_does(stack):
           containers:
           - name: app
             image: {BUSYBOX}
-            command: [echo, "$(GREETING)", "$$(GREETING)", "$(MISSING)", "$(BOTH)", "$(GREETING"]
+            command: [echo, "$(GREETING)", "$$(GREETING)", "$(MISSING)", "$(BOTH)", "$(GREETING", "$(URL)"]
             env:
             - {{name: GREETING, value: hello}}
             - {{name: BOTH, value: "$(GREETING)-world"}}
+            - name: POD_IP
+              valueFrom: {{fieldRef: {{fieldPath: status.podIP}}}}
+            - {{name: URL, value: "http://$(POD_IP):8080/"}}
         """)
-    assert container_logs(stack, "expand", "app") == "hello $(GREETING) $(MISSING) hello-world $(GREETING\n"
+    # A value known only once the pod runs (its IP) is expanded too.
+    ip = pod_ip(stack, "expand")
+    assert container_logs(stack, "expand", "app") == \
+        f"hello $(GREETING) $(MISSING) hello-world $(GREETING http://{ip}:8080/\n"
 
 
 def test_environment_from_image_env_envfrom_refs_and_fields(stack, registry):
@@ -474,7 +481,7 @@ def test_host_network_pod_uses_the_hosts_network_and_name(stack):
 
 
 def test_host_port_on_loopback_and_on_the_hosts_address(stack):
-    port = free_port()
+    port, local = free_port(), free_port()
     up(stack, "web.yaml", f"""
         apiVersion: v1
         kind: Pod
@@ -485,9 +492,17 @@ def test_host_port_on_loopback_and_on_the_hosts_address(stack):
             image: {BUSYBOX}
             command: [sh, -c, "echo published > /tmp/index.html; {serve('httpd -f -p 80 -h /tmp')}"]
             ports: [{{containerPort: 80, hostPort: {port}}}]
+          - name: local
+            image: {BUSYBOX}
+            command: [sh, -c, "echo published > /tmp/index.html; {serve('httpd -f -p 81 -h /tmp')}"]
+            ports: [{{containerPort: 81, hostPort: {local}, hostIP: 127.0.0.1}}]
         """)
     assert wait_http(f"http://127.0.0.1:{port}/") == "published\n"
     assert wait_http(f"http://{host_address()}:{port}/") == "published\n"
+    # With hostIP 127.0.0.1 the port is published on loopback only.
+    assert wait_http(f"http://127.0.0.1:{local}/") == "published\n"
+    with pytest.raises(OSError):
+        http_get(f"http://{host_address()}:{local}/", timeout=5)
 
 
 def test_pod_to_pod_traffic_over_the_pod_network(stack):
