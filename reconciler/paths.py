@@ -29,6 +29,15 @@ class HostPaths:
             Path(network_dir or os.environ.get("PODPLAY_NETWORK_DIR") or "/etc/podplay/net.d"),
         )
 
+    @property
+    def tag(self) -> str:
+        """A short name for this storage root, unique on the host: for what podplay names in
+        host-wide namespaces (CNI container ids and so iptables chains, cgroups), where two roots
+        running the very same pod (two installations, parallel tests) must not collide."""
+        import hashlib
+
+        return "pp" + hashlib.sha256(os.fsencode(os.path.realpath(self.root))).hexdigest()[:8]
+
     # durable
     @property
     def state_db(self) -> Path:

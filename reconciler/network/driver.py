@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import re
@@ -86,9 +85,8 @@ class CniNetwork:
         self.cni = CniInvoker(plugin_dirs)
         self.results_dir = paths.cni / "results"
         # The CNI container id must be unique on the host, not only within this storage root:
-        # plugins name their iptables chains after it, and two roots (two installations, or
-        # parallel tests) may run the very same pod (same uid). So it carries the root's tag.
-        self.id_prefix = "pp" + hashlib.sha256(os.fsencode(os.path.realpath(paths.root))).hexdigest()[:8]
+        # plugins name their iptables chains after it, and two roots may run the very same pod.
+        self.id_prefix = paths.tag
 
     # --- cache ------------------------------------------------------------------------------
 
