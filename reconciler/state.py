@@ -17,10 +17,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from reconciler.diff import AppliedPod, LastApplied
 from reconciler.errors import LockedError, StateError
-from reconciler.steps import Step
+
+if TYPE_CHECKING:
+    from reconciler.diff import LastApplied
+    from reconciler.steps import Step
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS pods (
@@ -228,6 +231,8 @@ class StateStore(_HealthTables):
     # --- what podplay owns -----------------------------------------------------------------------
 
     def last_applied(self) -> LastApplied:
+        from reconciler.diff import AppliedPod, LastApplied
+
         pods = {r[0]: AppliedPod(*r) for r in self.db.execute(
             "SELECT ref, uid, spec_hash, source, owner FROM pods")}
         claims = dict(self.db.execute("SELECT ref, source FROM claims"))
@@ -284,6 +289,8 @@ class StateStore(_HealthTables):
                        (status, time.time(), error, txn))
 
     def open_txns(self) -> list[OpenTxn]:
+        from reconciler.steps import Step
+
         out = []
         for tid, kind, key, uid, record in self.db.execute(
                 "SELECT id, kind, key, uid, record FROM txns WHERE status = ? ORDER BY id", (OPEN,)).fetchall():

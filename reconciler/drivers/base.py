@@ -18,9 +18,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import BinaryIO, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, BinaryIO, Protocol, runtime_checkable
 
-from reconciler.desired import DesiredClaim, DesiredContainer, DesiredPod, DesiredVolume, RegistryCredential
 from reconciler.observed import (
     ImageInfo,
     NetworkStatus,
@@ -28,6 +27,9 @@ from reconciler.observed import (
     ObservedContainer,
     ObservedSnapshot,
 )
+
+if TYPE_CHECKING:
+    from reconciler.desired import DesiredClaim, DesiredContainer, DesiredPod, DesiredVolume, RegistryCredential
 
 
 @runtime_checkable

@@ -1,4 +1,5 @@
-"""Frozen dataclasses of the supported Kubernetes subset (see ``kube``) and small pure helpers."""
+"""Frozen dataclasses of the supported Kubernetes subset (``model.kube``) and small pure helpers.
 
-from reconciler.model.kube import *  # noqa: F403
-from reconciler.model.kube import KINDS, KubeObject, ObjectKey, key_of  # noqa: F401
+Import the submodule you need: the package itself imports nothing, so that a light module
+(``model.names``) does not pay for the ~50 dataclasses of ``model.kube``.
+"""

@@ -5,10 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from reconciler.model.kube import KubeObject, ObjectKey, key_of
-
-ANNOTATION_PREFIX = "podplay.io/"
-ANN_NETWORK = "podplay.io/network"
-ANN_PORT_PER_REPLICA = "podplay.io/host-port-per-replica"
+from reconciler.model.names import ANN_NETWORK, ANN_PORT_PER_REPLICA, ANNOTATION_PREFIX  # noqa: F401
 
 
 @dataclass(frozen=True)

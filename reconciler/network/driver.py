@@ -16,10 +16,11 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from reconciler.desired import DEFAULT_NETWORK, DesiredPod
 from reconciler.errors import NetworkError
 from reconciler.fsutil import atomic_write
+from reconciler.model.names import DEFAULT_NETWORK
 from reconciler.network.cni import Attachment, CniInvoker, status_from_result
 from reconciler.network.config import NetworkConfig, ensure_default_network, find_network, parse_network_config
 from reconciler.network.masq import sweep_masquerade
@@ -33,6 +34,9 @@ from reconciler.network.ports import (
 )
 from reconciler.observed import NetworkStatus, ObservedAttachment, PortMapping
 from reconciler.paths import HostPaths
+
+if TYPE_CHECKING:
+    from reconciler.desired import DesiredPod
 
 CACHE_FORMAT = 1
 IFNAME = "eth0"

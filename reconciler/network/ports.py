@@ -11,10 +11,13 @@ import ipaddress
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from reconciler.desired import DesiredPod
 from reconciler.errors import NetworkError
 from reconciler.observed import PortMapping
+
+if TYPE_CHECKING:
+    from reconciler.desired import DesiredPod
 
 PROTOCOLS = ("tcp", "udp", "sctp")
 _TCP_LISTEN = "0A"

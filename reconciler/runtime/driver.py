@@ -36,9 +36,8 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import TYPE_CHECKING, BinaryIO
 
-from reconciler.desired import DesiredContainer, DesiredPod
 from reconciler.drivers.base import InfraInfo
 from reconciler.errors import ContainerRuntimeError, EnvironmentProblem, NotFoundError, PodplayError
 from reconciler.fsutil import atomic_write
@@ -60,6 +59,9 @@ from reconciler.runtime import hostinfo, oci, pod_files
 from reconciler.runtime.logs import read_log
 from reconciler.runtime.rootfs import ensure_subpath, read_file_in_root
 from reconciler.runtime.users import resolve_user
+
+if TYPE_CHECKING:
+    from reconciler.desired import DesiredContainer, DesiredPod
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _PROC_NS = {"network": "net", "ipc": "ipc", "uts": "uts", "pid": "pid"}

@@ -28,10 +28,9 @@ import signal as _signal
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from fractions import Fraction
+from typing import TYPE_CHECKING
 
-from reconciler.desired import DesiredContainer, DesiredPod
 from reconciler.errors import ContainerRuntimeError
-from reconciler.model.kube import Container, SeccompProfile, SecurityContext
 from reconciler.model.quantity import millicores, parse_quantity, to_bytes
 from reconciler.observed import (
     LABEL_CONTAINER,
@@ -47,6 +46,10 @@ from reconciler.observed import (
 )
 from reconciler.runtime.seccomp import convert_profile
 from reconciler.runtime.users import ResolvedUser
+
+if TYPE_CHECKING:
+    from reconciler.desired import DesiredContainer, DesiredPod
+    from reconciler.model.kube import Container, SeccompProfile, SecurityContext
 
 OCI_VERSION = "1.0.2"  # what runc 1.1 implements
 LABEL_IMAGE = "io.podplay.image"
@@ -350,6 +353,8 @@ def _seccomp_profile(pod: DesiredPod, sc: SecurityContext | None) -> SeccompProf
         return sc.seccomp_profile
     if pod.spec.security_context.seccomp_profile is not None:
         return pod.spec.security_context.seccomp_profile
+    from reconciler.model.kube import SeccompProfile
+
     return SeccompProfile("RuntimeDefault")
 
 

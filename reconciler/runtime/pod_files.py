@@ -20,8 +20,11 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from reconciler.desired import DesiredPod
+if TYPE_CHECKING:
+    from reconciler.desired import DesiredPod
+
 
 # Kubernetes' limits (pkg/apis/core/validation): more would be silently ignored by the resolver.
 MAX_NAMESERVERS = 3

@@ -10,9 +10,12 @@ following symlinks out of it) and passes in. Supplementary groups are the user's
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from reconciler.desired import DesiredContainer, DesiredPod
 from reconciler.errors import ContainerRuntimeError
+
+if TYPE_CHECKING:
+    from reconciler.desired import DesiredContainer, DesiredPod
 
 MAX_ID = 2**32 - 2  # (uid_t)-1 means "no change" to the kernel
 

@@ -30,11 +30,14 @@ import stat
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from reconciler.desired import DesiredClaim, DesiredVolume, VolumeFile
 from reconciler.errors import StorageError
 from reconciler.paths import HostPaths
 from reconciler.storage import mounts
+
+if TYPE_CHECKING:
+    from reconciler.desired import DesiredClaim, DesiredVolume, VolumeFile
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _DNS = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
