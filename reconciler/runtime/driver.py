@@ -187,13 +187,14 @@ class RuncRuntime:
 
     def __init__(self, paths: HostPaths, *, runc: str = "runc", conmon: str = "conmon",
                  pause: str = "/usr/bin/catatonit", seccomp_profile: str = "/usr/share/containers/seccomp.json",
-                 seccomp_root: str = "/var/lib/kubelet/seccomp", cgroup_parent: str = "/podplay",
+                 seccomp_root: str = "/var/lib/kubelet/seccomp", cgroup_parent: str | None = None,
                  pids_limit: int = 4096, create_timeout: float = 120.0):
         self.paths = paths
         self._runc_name, self._conmon_name, self.pause = runc, conmon, pause
         self.seccomp_profile = seccomp_profile
         self.seccomp_root = seccomp_root
-        self.cgroup_parent = "/" + cgroup_parent.strip("/")
+        # /podplay/<root tag>: cgroups are host-wide, and two storage roots may run the very same pod.
+        self.cgroup_parent = "/" + (cgroup_parent or f"podplay/{paths.tag}").strip("/")
         self.pids_limit = pids_limit
         self.create_timeout = create_timeout
         self._facts: dict = {}

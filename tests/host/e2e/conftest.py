@@ -212,7 +212,7 @@ def host_leftovers(stack: Stack) -> list[str]:
     finally:
         d.close()
     out += find_leaks(stack.paths.root, stack.paths.runroot)
-    out += pod_cgroups(pod_uids(stack))
+    out += pod_cgroups(pod_uids(stack), stack.paths.tag)
     net = stack.network
     out += [f"host-local allocation {a}" for a in net.allocations()]
     out += [f"veth {v}" for v in net.bridge_ports()]
@@ -233,15 +233,22 @@ def pod_uids(stack: Stack) -> set[str]:
         db.close()
 
 
-def pod_cgroups(uids: set[str]) -> list[str]:
-    """The cgroups podplay made for these pods (/sys/fs/cgroup/<controller>/podplay/<uid>), with
+def pod_cgroup(controller: str, tag: str, uid: str, cid: str = ""):
+    """/sys/fs/cgroup/<controller>/podplay/<root tag>/<pod uid>[/<container id>]."""
+    from pathlib import Path
+
+    return Path("/sys/fs/cgroup", controller, "podplay", tag, uid, cid)
+
+
+def pod_cgroups(uids: set[str], tag: str) -> list[str]:
+    """The cgroups podplay made for these pods (/sys/fs/cgroup/<controller>/podplay/<tag>/<uid>), with
     any process still in them: a container process outside every runc state shows up here."""
     from pathlib import Path
 
     out = []
     for hierarchy in sorted(Path("/sys/fs/cgroup").iterdir()):
         for uid in sorted(uids):
-            pod = hierarchy / "podplay" / uid
+            pod = hierarchy / "podplay" / tag / uid
             if pod.exists():
                 procs = sorted({p for f in pod.rglob("cgroup.procs") for p in f.read_text().split()})
                 out.append(f"cgroup {pod}" + (f" with processes {', '.join(procs)}" if procs else ""))

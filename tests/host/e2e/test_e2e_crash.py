@@ -156,14 +156,14 @@ def test_killed_at_every_step_boundary_then_up_converges_and_down_leaves_nothing
     print(f"\n{scenario}/{when}: {len(steps)} kills in {time.monotonic() - started:.0f}s")
 
 
-def _pids_in_cgroups(uids: set[str]) -> set[int]:
+def _pids_in_cgroups(uids: set[str], tag: str) -> set[int]:
     pids = set()
     for pid in os.listdir("/proc"):
         if not pid.isdigit():
             continue
         with contextlib.suppress(OSError), open(f"/proc/{pid}/cgroup") as f:
             text = f.read()
-        if any(f"/podplay/{uid}/" in text for uid in uids):
+        if any(f"/podplay/{tag}/{uid}/" in text for uid in uids):
             pids.add(int(pid))
     return pids
 
@@ -173,13 +173,14 @@ def simulate_reboot(stack: Stack, uids: set[str]) -> None:
     infra), every mount gone, the run root (a tmpfs) empty, and the kernel's network state (the
     bridge, the veths, iptables rules) gone. The storage root survives."""
     victims = {int(p.split(":")[0]) for p in processes_mentioning(str(stack.paths.root), str(stack.paths.runroot))}
-    victims |= _pids_in_cgroups(uids)
+    victims |= _pids_in_cgroups(uids, stack.paths.tag)
     assert victims, "the pod should have processes to kill"
     for pid in victims:
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 60
-    while _pids_in_cgroups(uids) or processes_mentioning(str(stack.paths.root), str(stack.paths.runroot)):
+    roots = (str(stack.paths.root), str(stack.paths.runroot))
+    while _pids_in_cgroups(uids, stack.paths.tag) or processes_mentioning(*roots):
         assert time.monotonic() < deadline, "processes survived SIGKILL"
         time.sleep(0.05)
     for m in sorted(mounts_under(stack.paths.root, stack.paths.runroot), key=len, reverse=True):

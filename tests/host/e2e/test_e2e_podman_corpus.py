@@ -35,6 +35,7 @@ from tests.host.e2e.conftest import (
     exec_in,
     find_container,
     host_leftovers,
+    pod_cgroup,
     pod_containers,
     rewrite_host_ports,
     wait_exited,
@@ -355,8 +356,8 @@ def check_36(stack, m, ports):
 
 def check_37(stack, m, ports):
     c = find_container(stack, "test-pod", "test-ctr")
-    cpu = Path(f"/sys/fs/cgroup/cpu/podplay/{c.pod_uid}/{c.id}")
-    memory = Path(f"/sys/fs/cgroup/memory/podplay/{c.pod_uid}/{c.id}")
+    cpu = pod_cgroup("cpu", stack.paths.tag, c.pod_uid, c.id)
+    memory = pod_cgroup("memory", stack.paths.tag, c.pod_uid, c.id)
     assert (cpu / "cpu.cfs_period_us").read_text() == "100000\n"
     assert (cpu / "cpu.cfs_quota_us").read_text() == "20000\n", "200m of a 100000us period"
     assert int((memory / "memory.limit_in_bytes").read_text()) == 20000000 // 4096 * 4096  # the kernel rounds

@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import socket
 import textwrap
-from pathlib import Path
 
 import pytest
 
@@ -25,6 +24,7 @@ from tests.host.e2e.conftest import (
     free_port,
     host_leftovers,
     http_get,
+    pod_cgroup,
     pod_containers,
     wait_for,
     wait_http,
@@ -304,10 +304,10 @@ def test_resources_become_cgroup_limits(stack):
               limits: {{cpu: 250m, memory: 48Mi}}
         """)
     c = find_container(stack, "res", "app")
-    cgroup = Path(f"/sys/fs/cgroup/memory/podplay/{c.pod_uid}/{c.id}")
+    cgroup = pod_cgroup("memory", stack.paths.tag, c.pod_uid, c.id)
     assert (cgroup / "memory.limit_in_bytes").read_text() == f"{48 * 1024 * 1024}\n"
     assert (cgroup / "memory.soft_limit_in_bytes").read_text() == f"{16 * 1024 * 1024}\n"
-    cpu = Path(f"/sys/fs/cgroup/cpu/podplay/{c.pod_uid}/{c.id}")
+    cpu = pod_cgroup("cpu", stack.paths.tag, c.pod_uid, c.id)
     assert (cpu / "cpu.cfs_quota_us").read_text() == "25000\n"
     assert (cpu / "cpu.cfs_period_us").read_text() == "100000\n"
     assert (cpu / "cpu.shares").read_text() == "102\n"

@@ -3,8 +3,6 @@ local docker-registry, pulled by podplay's image store and mounted as an overlay
 
 from __future__ import annotations
 
-import pytest
-
 from reconciler.observed import ContainerState
 from reconciler.storage.snapshots import OverlaySnapshotter
 from tests.support.images import store_with_busybox
@@ -47,8 +45,6 @@ def test_an_image_from_a_registry_runs_with_its_config(registry, runtime, host_p
     assert listed["args"].labels["io.podplay.stop-signal"] == "SIGUSR1"
 
 
-@pytest.mark.xfail(reason="storage: a layer whose tar has no './' entry is unpacked with a 0700 root, so the "
-                          "overlay's / is 0700 and a non-root image USER cannot traverse it (reported)")
 def test_an_image_user_runs_as_that_user(registry, runtime, host_paths):  # noqa: F811
     config = {"user": "app", "cmd": ["sh", "-c", "id -un; cat /etc/hostname"]}
     _, out, _ = run_pod(runtime, host_paths, registry, config, [{"name": "user"}])
