@@ -16,8 +16,10 @@ from __future__ import annotations
 import base64
 import binascii
 import bisect
+import contextlib
 import datetime
 import difflib
+import hashlib
 import ipaddress
 import json
 import math
@@ -1297,11 +1299,66 @@ def _related(a: Path_, b: Path_) -> bool:
     return a[:n] == b[:n]
 
 
+class SchemaCache:
+    """Digests of documents that passed their schema, kept in a file between runs.
+
+    Validation is the costliest part of a load (importing jsonschema alone takes longer than
+    everything else `podplay up` does when nothing changed), and manifests rarely change between
+    runs. A document whose exact content (for this schema release and this podplay) passed
+    before is not validated again; everything after the schema (the semantic and cross-object
+    checks) always runs. The file is best effort: unreadable or unwritable means no cache.
+    """
+
+    LIMIT = 20_000  # digests kept (a rewrite keeps the newest)
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.added: list[str] = []
+        try:
+            self.known = set(self.path.read_text().split())
+        except (OSError, UnicodeDecodeError):
+            self.known = set()
+        from reconciler import __version__
+
+        try:
+            source = (SCHEMA_DIR / "SOURCE.json").read_bytes()
+        except OSError:
+            source = b""
+        self.salt = hashlib.sha256(source + b"\0" + __version__.encode()).hexdigest()
+
+    def key(self, kind: str, data: Any) -> str:
+        text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+        return hashlib.sha256(f"{self.salt}\0{kind}\0{text}".encode()).hexdigest()
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.known
+
+    def add(self, key: str) -> None:
+        if key not in self.known:
+            self.known.add(key)
+            self.added.append(key)
+
+    def save(self) -> None:
+        if not self.added:
+            return
+        from reconciler.fsutil import atomic_write
+
+        try:
+            old = [k for k in self.path.read_text().split() if k not in set(self.added)]
+        except (OSError, UnicodeDecodeError):
+            old = []
+        keep = (old + self.added)[-self.LIMIT:]
+        with contextlib.suppress(OSError):
+            atomic_write(self.path, "\n".join(keep) + "\n")
+        self.added = []
+
+
 class _Run:
     """State shared by every document of one load: once-only warnings, entries, failed names."""
 
-    def __init__(self, result: ManifestSet):
+    def __init__(self, result: ManifestSet, schema_cache: SchemaCache | None = None):
         self.result = result
+        self.schema_cache = schema_cache
         self.entries: list[_Entry] = []
         self.warned: set[str] = set()
         self.known: set[tuple[str, str, str]] = set()  # objects that exist but could not be built
@@ -1376,9 +1433,16 @@ class _Run:
             data["spec"] = {"containers": []} if kind == "Pod" else {"selector": {}, "template": {}}
 
         # 1. schema: every error reported, then repaired in the copy so that checking can go on.
-        validator = _validator(kind)
-        root = _schema(kind)
-        errors = sorted(validator.iter_errors(data), key=lambda e: (len(e.absolute_path), list(map(str, e.path))))
+        cache = self.schema_cache
+        cache_key = cache.key(kind, data) if cache is not None else ""
+        if cache_key and cache_key in cache:
+            errors = []
+        else:
+            validator = _validator(kind)
+            errors = sorted(validator.iter_errors(data), key=lambda e: (len(e.absolute_path), list(map(str, e.path))))
+            if not errors and cache_key:
+                cache.add(cache_key)
+        root = _schema(kind) if errors else None
         for err in errors:
             if err.context:  # anyOf/oneOf: the most specific branch says most
                 import jsonschema
@@ -1654,12 +1718,15 @@ def _finish(run: _Run, complete: bool) -> None:
     _check_host_ports(run.entries, out)
 
 
-def load_manifests(paths: Sequence[str], *, stdin_text: str | None = None) -> ManifestSet:
-    """Read every manifest under `paths`; never raises for bad input."""
+def load_manifests(paths: Sequence[str], *, stdin_text: str | None = None,
+                   schema_cache: str | Path | None = None) -> ManifestSet:
+    """Read every manifest under `paths`; never raises for bad input. `schema_cache` names a
+    file that remembers documents which passed their schema (see SchemaCache)."""
     files, problems = find_manifest_files(paths)
     result = ManifestSet(files=files, diagnostics=list(problems))
     result.unreadable.extend(d.file for d in problems)
-    run = _Run(result)
+    cache = SchemaCache(schema_cache) if schema_cache is not None else None
+    run = _Run(result, cache)
     for file in files:
         text = _read(file, stdin_text)
         if isinstance(text, Diagnostic):
@@ -1679,6 +1746,8 @@ def load_manifests(paths: Sequence[str], *, stdin_text: str | None = None) -> Ma
     if files and not result.objects and not result.errors:
         result.diagnostics.append(Diagnostic(Severity.ERROR, files[0] if len(files) == 1 else ", ".join(paths), 0, 0,
                                              "", f"no supported object ({SUPPORTED}) found"))
+    if cache is not None:
+        cache.save()
     return result
 
 

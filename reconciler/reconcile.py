@@ -73,14 +73,16 @@ def make_scope(paths: Sequence[str], manifests: ManifestSet) -> Scope:
     return Scope(tuple(os.path.abspath(p) for p in paths if p != "-"), prune=manifests.ok)
 
 
-def load_or_fail(paths: Sequence[str], *, down: bool = False) -> ManifestSet:
+def load_or_fail(paths: Sequence[str], *, down: bool = False, host_paths: HostPaths | None = None) -> ManifestSet:
     """Load manifests; any error stops the pass before anything is touched.
 
     ``down`` never fails on the manifests: podplay records which file created each pod, so
     `down` of a deleted, emptied or broken file still removes exactly what that file created.
-    Its problems are kept as warnings for the user to see.
+    Its problems are kept as warnings for the user to see. With `host_paths`, documents that
+    passed their schema before are not validated again (a cache under the storage root).
     """
-    manifests = load_manifests(paths)
+    cache = host_paths.root / "cache" / "schema-valid" if host_paths is not None else None
+    manifests = load_manifests(paths, schema_cache=cache)
     if down and manifests.errors:
         manifests.diagnostics = [replace(d, severity=Severity.WARNING) if d.severity == Severity.ERROR else d
                                  for d in manifests.diagnostics]
@@ -102,7 +104,7 @@ def run_pass(paths: Sequence[str], drivers: Drivers, state: StateStore, host_pat
     drivers, so that what they read cannot change before the pass applies).
     `only`: pod names ("name" or "namespace/name") that limit the pass, creation and pruning
     alike, to those pods (a systemd unit per pod uses it)."""
-    manifests = manifests or load_or_fail(paths, down=mode == "down")
+    manifests = manifests or load_or_fail(paths, down=mode == "down", host_paths=host_paths)
     objects = absolute_sources(manifests.objects)
     declared = build_desired(objects)
     scope = make_scope(paths, manifests)

@@ -45,7 +45,39 @@ def _common() -> argparse.ArgumentParser:
     return common
 
 
-def build_parser() -> argparse.ArgumentParser:
+# Global options that take a value (so that the word after them is not the command).
+_VALUED = ("--root", "--runroot", "--network-dir")
+
+
+def _command_word(argv: list[str]) -> str:
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in _VALUED:
+            skip = True
+        elif not arg.startswith("-"):
+            return arg
+    return ""
+
+
+def _areas(argv: list[str] | None):
+    """The area modules to register: only the one that owns the command when argv names one
+    (building every area's parser costs more than everything else `podplay ps` does)."""
+    modules = []
+    for area in AREAS:
+        try:
+            modules.append(importlib.import_module(f"reconciler.cli.{area}"))
+        except ModuleNotFoundError as exc:
+            if exc.name != f"reconciler.cli.{area}":
+                raise
+    word = _command_word(argv) if argv is not None else ""
+    owner = [m for m in modules if word in m.COMMANDS]
+    return owner or modules
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser for `argv` (every command when argv is None or names no known command)."""
     common = _common()
     parser = argparse.ArgumentParser(
         prog="podplay",
@@ -57,19 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"podplay {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for area in AREAS:
-        try:
-            module = importlib.import_module(f"reconciler.cli.{area}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"reconciler.cli.{area}":
-                raise
-            continue
+    for module in _areas(argv):
         module.register(sub, common)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    parser = build_parser(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

@@ -72,6 +72,10 @@ def _namespace_option(p, listing: bool = False) -> None:
                    "the pods' namespace (default: any; a bare name must then be unique)")
 
 
+# The top-level commands this area registers (the front end builds only the area it needs).
+COMMANDS = ("ps", "pods", "logs", "exec", "stop", "start", "rm")
+
+
 def register(sub, common) -> None:
     import argparse
 

@@ -9,6 +9,9 @@ import time
 
 from reconciler.errors import EXIT_APPLY_FAILED, EXIT_INVALID, ManifestError, Severity
 
+# The top-level commands this area registers (the front end builds only the area it needs).
+COMMANDS = ("validate", "plan", "up", "play", "down")
+
 
 def register(sub, common) -> None:
     p = sub.add_parser("validate", parents=[common], help="check manifest files and report every problem",
@@ -101,7 +104,7 @@ def cmd_plan(args, ctx) -> int:
     from reconciler.reconcile import load_or_fail, run_pass
 
     try:
-        manifests = load_or_fail(args.paths, down=args.down)
+        manifests = load_or_fail(args.paths, down=args.down, host_paths=ctx.paths)
     except ManifestError as exc:
         _print_diagnostics(exc.diagnostics, ctx.err)
         return EXIT_INVALID
@@ -155,7 +158,7 @@ def _converge(args, ctx, mode: str) -> int:
     from reconciler.reconcile import load_or_fail, run_pass, settle, updating_deployments
 
     try:
-        manifests = load_or_fail(args.paths, down=mode == "down")
+        manifests = load_or_fail(args.paths, down=mode == "down", host_paths=ctx.paths)
     except ManifestError as exc:
         _print_diagnostics(exc.diagnostics, ctx.err)
         return EXIT_INVALID
