@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from reconciler.desired import DesiredPod
@@ -62,17 +63,26 @@ class Failpoints:
         spec = spec if spec is not None else os.environ.get(FAILPOINT_ENV, "")
         self.when, _, self.what = spec.partition(":")
         self.count = 0
+        self.lock = threading.Lock()
         self.action = action or (lambda: os.kill(os.getpid(), signal.SIGKILL))
 
-    def hit(self, when: str, step: Step) -> None:
-        if not self.when:
-            return
-        if when == "before":
+    def before(self, step: Step) -> int:
+        """Count the step (steps of parallel transactions are counted in the order they start)
+        and die here if the failpoint says so. Returns the step's number for ``after``."""
+        with self.lock:
             self.count += 1
+            n = self.count
+        self._check("before", step, n)
+        return n
+
+    def after(self, step: Step, n: int) -> None:
+        self._check("after", step, n)
+
+    def _check(self, when: str, step: Step, n: int) -> None:
         if when != self.when:
             return
         if self.what.startswith("#"):
-            if self.count == int(self.what[1:]):
+            if n == int(self.what[1:]):
                 self.action()
         elif self.what in (step.verb, f"{step.verb}:{step.target}"):
             self.action()
@@ -242,35 +252,73 @@ def _port_conflict(plan: Plan, txn: Txn, drivers: Drivers) -> str:
     return f"host port already in use: {'; '.join(conflicts)}" if conflicts else ""
 
 
+def default_parallelism() -> int:
+    """How many transactions run at once: $PODPLAY_PARALLEL, else 4 (independent pods are
+    created and torn down side by side, as the kubelet does; 1 runs the plan strictly in order)."""
+    try:
+        return max(1, int(os.environ.get("PODPLAY_PARALLEL", "4")))
+    except ValueError:
+        return 4
+
+
 def apply_plan(plan: Plan, drivers: Drivers, state: StateStore, *, report: Reporter | None = None,
-               failpoints: Failpoints | None = None) -> ApplyResult:
-    """Run every transaction; one pod's failure never stops the others."""
+               failpoints: Failpoints | None = None, parallel: int | None = None) -> ApplyResult:
+    """Run every transaction; one pod's failure never stops the others.
+
+    A transaction starts once every transaction it depends on (through its steps' dependencies)
+    finished; if one of those failed it is skipped. Independent transactions run in parallel,
+    up to `parallel` at a time, except the shared ones (image pulls, claims), which run one at a
+    time: the image store parallelizes a pull's layers itself.
+    """
     report = report or (lambda event, txn, message: None)
     failpoints = failpoints or Failpoints()
+    parallel = parallel or default_parallelism()
     runner = _Runner(drivers, plan)
-    result = ApplyResult()
-    failed_steps: set[str] = set()
+    owner = {sid: t.id for t in plan.txns for sid in t.step_ids}
+    needs = {t.id: {owner[d] for d in t.external_deps() if d in owner} for t in plan.txns}
+    outcome: dict[str, TxnResult] = {}
+    lock = threading.Lock()  # report() and the event log see one transaction at a time
 
-    for txn in plan.txns:
-        blocked = txn.external_deps() & failed_steps
-        conflict = "" if blocked else _port_conflict(plan, txn, drivers)
-        if blocked or conflict:
-            failed_steps |= txn.step_ids
-            why = conflict or "skipped: a step it depends on failed"
-            result.results.append(TxnResult(txn, "skipped", why))
-            state.add_event("warning", txn.key, why)
-            report("skipped", txn, why)
-            continue
-        report("begin", txn, "")
+    def finish(txn: Txn, status: str, message: str = "") -> None:
+        with lock:
+            outcome[txn.id] = TxnResult(txn, status, message)
+            if status != "ok":
+                state.add_event("warning" if status == "skipped" else "error", txn.key, message)
+            report(status, txn, message)
+
+    def run(txn: Txn) -> None:
+        conflict = _port_conflict(plan, txn, drivers)
+        if conflict:
+            finish(txn, "skipped", conflict)
+            return
+        with lock:
+            report("begin", txn, "")
         error = _run_txn(txn, runner, state, _record(plan, txn), failpoints)
-        if error:
-            failed_steps |= txn.step_ids
-            result.results.append(TxnResult(txn, "failed", error))
-            state.add_event("error", txn.key, error)
-            report("failed", txn, error)
-        else:
-            result.results.append(TxnResult(txn, "ok"))
-            report("ok", txn, "")
+        finish(txn, "failed" if error else "ok", error)
+
+    pending = list(plan.txns)
+    with ThreadPoolExecutor(max_workers=parallel) as pool:
+        running: dict = {}
+        while pending or running:
+            for txn in list(pending):
+                deps = needs[txn.id]
+                if any(d in outcome and outcome[d].status != "ok" for d in deps):
+                    pending.remove(txn)
+                    finish(txn, "skipped", "skipped: a step it depends on failed")
+                    continue
+                if not deps <= outcome.keys():
+                    continue
+                if txn.kind == "shared" and any(t.kind == "shared" for t in running.values()):
+                    continue
+                pending.remove(txn)
+                running[pool.submit(run, txn)] = txn
+            if not running:
+                continue
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                txn = running.pop(future)
+                future.result()  # a bug (not a PodplayError) surfaces here, as it would in order
+    result = ApplyResult([outcome[t.id] for t in plan.txns])
     state.prune_history()
     return result
 
@@ -280,7 +328,7 @@ def _run_txn(txn: Txn, runner: _Runner, state: StateStore, record: dict, failpoi
     tid = state.begin_txn(txn.kind, txn.key, txn.uid, steps, record)
     done: list[int] = []
     for seq, step in enumerate(steps):
-        failpoints.hit("before", step)
+        n = failpoints.before(step)
         state.mark(tid, seq, STARTED)
         try:
             runner.run(step)
@@ -302,7 +350,7 @@ def _run_txn(txn: Txn, runner: _Runner, state: StateStore, record: dict, failpoi
             return message
         state.mark(tid, seq, DONE)
         done.append(seq)
-        failpoints.hit("after", step)
+        failpoints.after(step, n)
     state.finish_txn(tid, COMMITTED)
     return ""
 

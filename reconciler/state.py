@@ -13,6 +13,7 @@ import fcntl
 import json
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -122,7 +123,7 @@ class Pin:
 
 
 class _HealthTables:
-    db: sqlite3.Connection  # and _tx(): both provided by StateStore
+    db: _LockedConnection  # and _tx(): both provided by StateStore
 
     def save_probes(self, records: list[tuple[str, str, str, str, dict]]) -> None:
         """(container id, pod uid, pod ref, container name, record) rows, replacing older ones."""
@@ -203,12 +204,56 @@ def _revision(r) -> Revision:
     return Revision(r[0], r[1], r[2], json.loads(r[3]), json.loads(r[4]), r[5], r[6], r[7], r[8], r[9], r[10], r[11])
 
 
+class _Rows:
+    """A query's rows, read in full under the store's lock (a cursor must not outlive it)."""
+
+    def __init__(self, cursor: sqlite3.Cursor):
+        self.rows = cursor.fetchall()
+        self.lastrowid = cursor.lastrowid
+        self.rowcount = cursor.rowcount
+
+    def fetchone(self):
+        return self.rows[0] if self.rows else None
+
+    def fetchall(self) -> list:
+        return list(self.rows)
+
+    def __iter__(self):
+        return iter(self.rows)
+
+
+class _LockedConnection:
+    """One sqlite connection shared by the threads of an apply: every statement, and every
+    BEGIN…COMMIT block (``StateStore._tx`` holds the same re-entrant lock), runs alone."""
+
+    def __init__(self, conn: sqlite3.Connection, lock: threading.RLock):
+        self.conn, self.lock = conn, lock
+
+    def execute(self, sql: str, params=()) -> _Rows:
+        with self.lock:
+            return _Rows(self.conn.execute(sql, params))
+
+    def executemany(self, sql: str, seq) -> _Rows:
+        with self.lock:
+            return _Rows(self.conn.executemany(sql, seq))
+
+    def executescript(self, sql: str) -> None:
+        with self.lock:
+            self.conn.executescript(sql)
+
+    def close(self) -> None:
+        with self.lock:
+            self.conn.close()
+
+
 class StateStore(_HealthTables):
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.RLock()
         try:
-            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False)
+            self.db = _LockedConnection(conn, self._lock)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(SCHEMA)
@@ -219,14 +264,15 @@ class StateStore(_HealthTables):
         self.db.close()
 
     @contextlib.contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            yield self.db
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        self.db.execute("COMMIT")
+    def _tx(self) -> Iterator[_LockedConnection]:
+        with self._lock:
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self.db
+            except BaseException:
+                self.db.execute("ROLLBACK")
+                raise
+            self.db.execute("COMMIT")
 
     # --- what podplay owns -----------------------------------------------------------------------
 

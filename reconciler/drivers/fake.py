@@ -9,8 +9,10 @@ what it left — the same crash the real drivers must survive.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -57,6 +59,7 @@ class FakeHost:
 
     def __init__(self, path: str | Path | None = None):
         self.path = Path(path) if path else None
+        self.lock = threading.RLock()
         self.registry: set[str] = set()  # references the fake registry can serve; "*" = any
         self.images: dict[str, dict] = {}  # ref → ImageInfo data
         self.snapshots: dict[str, str] = {}  # key → rootfs
@@ -108,7 +111,8 @@ class FakeHost:
     def save(self) -> None:
         if self.path is None:
             return
-        data = {k: (sorted(v) if isinstance(v, set) else v) for k, v in self.__dict__.items() if k != "path"}
+        data = {k: (sorted(v) if isinstance(v, set) else v) for k, v in self.__dict__.items()
+                if k not in ("path", "lock")}
         atomic_write(self.path, json.dumps(data))
 
     def _op(self, operation: str, *targets: str) -> None:
@@ -123,6 +127,22 @@ _ERRORS = {"image": ImageError, "snapshot": StorageError, "volumes": StorageErro
            "network": NetworkError, "attach": NetworkError, "detach": NetworkError}
 
 
+def _serialized(cls):
+    """Every public method holds the host's lock: apply runs transactions in threads, and the
+    fake's dictionaries (and its JSON file) must change one operation at a time."""
+    for name, fn in list(vars(cls).items()):
+        if callable(fn) and not name.startswith("_"):
+            def wrap(fn):
+                @functools.wraps(fn)
+                def locked(self, *a, **kw):
+                    with self.h.lock:
+                        return fn(self, *a, **kw)
+                return locked
+            setattr(cls, name, wrap(fn))
+    return cls
+
+
+@_serialized
 class FakeImages:
     def __init__(self, host: FakeHost):
         self.h = host
@@ -166,6 +186,7 @@ class FakeImages:
             self.h.save()
 
 
+@_serialized
 class FakeSnapshots:
     def __init__(self, host: FakeHost):
         self.h = host
@@ -187,6 +208,7 @@ class FakeSnapshots:
         return [ObservedSnapshot(k, v, True) for k, v in sorted(self.h.snapshots.items())]
 
 
+@_serialized
 class FakeVolumes:
     def __init__(self, host: FakeHost):
         self.h = host
@@ -227,6 +249,7 @@ class FakeVolumes:
         return sorted(self.h.claims)
 
 
+@_serialized
 class FakeRuntime:
     def __init__(self, host: FakeHost):
         self.h = host
@@ -341,6 +364,7 @@ class FakeRuntime:
         return iter(())
 
 
+@_serialized
 class FakeNetwork:
     def __init__(self, host: FakeHost):
         self.h = host

@@ -132,7 +132,7 @@ def test_sigkilled_podplay_process_is_recovered_by_the_next(tmp_path, failpoint)
     from reconciler.state import StateStore
 
     state = StateStore(tmp_path / "root" / "state.db")
-    assert state.db.execute("SELECT count(*) FROM txns WHERE status = ?", (OPEN,)).fetchone()[0] == 1
+    assert state.db.execute("SELECT count(*) FROM txns WHERE status = ?", (OPEN,)).fetchone()[0] >= 1
     state.close()
 
     again = run_podplay(["up", str(manifests)], env)
