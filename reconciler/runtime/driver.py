@@ -32,6 +32,7 @@ import re
 import shutil
 import stat
 import subprocess
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -402,7 +403,8 @@ class RuncRuntime:
                 raise EnvironmentProblem(f"the pause binary {self.pause} is missing (install catatonit)")
             for d in ("proc", "dev", "sys", "etc"):
                 (root / d).mkdir(parents=True, exist_ok=True)
-            tmp = root / ".catatonit.tmp"
+            # A name of its own: pods are created in parallel threads (and processes may race too).
+            tmp = root / f".catatonit.{os.getpid()}.{threading.get_ident()}.tmp"
             shutil.copyfile(self.pause, tmp)
             os.chmod(tmp, 0o755)
             os.rename(tmp, target)
