@@ -12,12 +12,14 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
+from reconciler import converged
 from reconciler.apply import ApplyResult, Failpoints, Reporter, apply_plan, recover
 from reconciler.desired import DesiredState, Loaded, build_desired
-from reconciler.diff import Scope, compute_diff, compute_down
+from reconciler.diff import Reason, Scope, compute_diff, compute_down
 from reconciler.drivers.base import Drivers
 from reconciler.errors import Diagnostic, ManifestError, Severity
 from reconciler.health import health_view
+from reconciler.host import open_drivers  # noqa: F401  (the CLI and tests reach it through here too)
 from reconciler.manifests import ManifestSet, load_manifests
 from reconciler.observe import observe_host
 from reconciler.observed import ObservedHost
@@ -26,28 +28,6 @@ from reconciler.plan import Plan, make_plan
 from reconciler.revisions import apply_pins, record_revisions
 from reconciler.state import ApplyLock, StateStore
 from reconciler.steps import EnsureClaim, RemoveClaim
-
-
-def open_drivers(paths: HostPaths, kind: str | None = None) -> Drivers:
-    """The drivers for this host. ``kind="fake"`` (or $PODPLAY_DRIVER=fake) gives the in-memory
-    fake persisted under the storage root: the engine's crash tests run real processes on it."""
-    kind = kind or os.environ.get("PODPLAY_DRIVER", "host")
-    if kind == "fake":
-        from reconciler.drivers.fake import FakeHost, fake_drivers
-
-        host = FakeHost(paths.root / "fakehost.json")
-        if os.environ.get("PODPLAY_FAKE_REGISTRY"):
-            host.registry |= set(os.environ["PODPLAY_FAKE_REGISTRY"].split(","))
-        return fake_drivers(host)
-    from reconciler.images.driver import LocalImageStore
-    from reconciler.network.driver import CniNetwork
-    from reconciler.runtime.driver import RuncRuntime
-    from reconciler.storage.snapshots import OverlaySnapshotter
-    from reconciler.storage.volumes import HostVolumes
-
-    images = LocalImageStore(paths)
-    return Drivers(images=images, snapshots=OverlaySnapshotter(paths, images), volumes=HostVolumes(paths),
-                   runtime=RuncRuntime(paths), network=CniNetwork(paths))
 
 
 @dataclass
@@ -140,7 +120,21 @@ def run_pass(paths: Sequence[str], drivers: Drivers, state: StateStore, host_pat
         result.applied = apply_plan(result.plan, drivers, state, report=report, failpoints=failpoints)
         _record_claims(result, state)
         _record_survivors(result, state)
+        if mode == "up" and not wanted and not force:
+            _fingerprint(result, paths, compute, state)
     return result
+
+
+def _fingerprint(result: PassResult, paths: Sequence[str], compute: Callable, state: StateStore) -> None:
+    """Record the converged fingerprint when the host now matches the manifests exactly: the pass
+    planned nothing, or applied its changes and a fresh relist plans nothing (see converged)."""
+    def settled(plan: Plan) -> bool:
+        return all(c.reason == Reason.UNCHANGED for c in plan.changes)
+
+    if result.ok and (settled(result.plan) if result.plan.empty else settled(compute([]).plan)):
+        converged.record(state, paths, result.desired, diagnostics_text(result.manifests.warnings).splitlines())
+    else:
+        converged.forget(state, paths)
 
 
 def _record_survivors(result: PassResult, state: StateStore) -> None:

@@ -362,7 +362,7 @@ class HostView:
 def read_host(ctx) -> HostView:
     """The named pod instances on this host, read through the runtime and network drivers only."""
     if os.environ.get("PODPLAY_DRIVER", "host") == "fake":
-        from reconciler.reconcile import open_drivers
+        from reconciler.host import open_drivers
 
         drivers = open_drivers(ctx.paths, "fake")
         runtime, network, close = drivers.runtime, drivers.network, drivers.close
@@ -799,7 +799,7 @@ def _exec(args, ctx) -> int:
 # --- stop, start, rm -------------------------------------------------------------------------------
 
 def _engine(ctx):
-    from reconciler.reconcile import open_drivers
+    from reconciler.host import open_drivers
     from reconciler.state import StateStore
 
     os.environ.setdefault("PODPLAY_COMMAND", " ".join(["podplay"] + sys.argv[1:]))

@@ -93,7 +93,7 @@ def cmd_validate(args, ctx) -> int:
 
 
 def _engine(ctx):
-    from reconciler.reconcile import open_drivers
+    from reconciler.host import open_drivers
     from reconciler.state import StateStore
 
     os.environ.setdefault("PODPLAY_COMMAND", " ".join(["podplay"] + sys.argv[1:]))
@@ -154,7 +154,31 @@ class Progress:
             print(f"> restarted {txn.key} [{', '.join(change.containers)}]{reason}", file=self.out)
 
 
+def _unchanged(args, ctx) -> bool:
+    """The no-change check (reconciler.converged): answers most `up`s without loading the
+    engine. Only for a plain `up` of paths podplay converged before."""
+    if args.replace or args.only or not ctx.paths.state_db.exists():
+        return False
+    from reconciler.converged import unchanged
+
+    drivers, state = _engine(ctx)
+    try:
+        warnings = unchanged(state, args.paths, drivers)
+    finally:
+        drivers.close()
+        state.close()
+    if warnings is None:
+        return False
+    for line in warnings:
+        print(line, file=ctx.err)
+    if not args.quiet:
+        print("No changes. The host matches the manifests.", file=ctx.out)
+    return True
+
+
 def _converge(args, ctx, mode: str) -> int:
+    if mode == "up" and _unchanged(args, ctx):
+        return 0
     from reconciler.reconcile import load_or_fail, run_pass, settle, updating_deployments
 
     try:

@@ -78,7 +78,7 @@ def register(sub, common) -> None:
 
 
 def _open(ctx):
-    from reconciler.reconcile import open_drivers
+    from reconciler.host import open_drivers
     from reconciler.state import StateStore
 
     os.environ.setdefault("PODPLAY_COMMAND", " ".join(["podplay"] + sys.argv[1:]))
@@ -145,7 +145,7 @@ def cmd_sync(args, ctx) -> int:
 
 def cmd_status(args, ctx) -> int:
     from reconciler.errors import PodplayError
-    from reconciler.reconcile import open_drivers
+    from reconciler.host import open_drivers
     from reconciler.state import StateStore
     from reconciler.watch.status import collect_status, render_status
 

@@ -119,7 +119,8 @@ def _load(source: str, ref: str):
 def cmd_undo(args, ctx) -> int:
     import os
 
-    from reconciler.reconcile import open_drivers, run_pass, settle
+    from reconciler.host import open_drivers
+    from reconciler.reconcile import run_pass, settle
     from reconciler.revisions import PROGRESSING, SUPERSEDED, manifest_hashes
 
     os.environ.setdefault("PODPLAY_COMMAND", " ".join(["podplay"] + sys.argv[1:]))
@@ -180,8 +181,8 @@ def cmd_undo(args, ctx) -> int:
 
 def cmd_status(args, ctx) -> int:
     from reconciler.health import health_view
+    from reconciler.host import open_drivers
     from reconciler.observe import observe_host
-    from reconciler.reconcile import open_drivers
     from reconciler.revisions import FAILED, apply_pins, check_rollouts
 
     ref = _ref(args)

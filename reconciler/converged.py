@@ -1,0 +1,129 @@
+"""The no-change check: is the host still exactly as the last converged pass over these paths left it?
+
+Most `podplay up` runs find nothing to do, and on a small device the full pipeline (YAML, the
+schema, the model, the diff) costs several times what answering that question needs. So when
+a pass verifies that nothing is left to do, it records a fingerprint: the content digest of
+every manifest file under the paths, the pod instances (uid, app containers, network) and
+claims that make up the converged host, and the state that shapes desired pods beyond the
+files (rollout pins). The next `up` of the same paths first relists the host: if the files
+hash the same, no transaction is open, every recorded pod's infra and app containers run,
+its network attachment and claims exist, no probe has an opinion about it, and no other pod
+from these paths is on the host, then the full pass would plan nothing, and `up` says so.
+Anything else — a changed byte, a crashed container, a leftover instance — takes the full pass.
+
+This module stays light (no YAML, no schema, no model): that is its whole point.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from reconciler.observed import LABEL_SOURCE, ContainerState
+from reconciler.sources import find_manifest_files
+
+if TYPE_CHECKING:
+    from reconciler.desired import DesiredState
+    from reconciler.drivers.base import Drivers
+    from reconciler.state import StateStore
+
+FORMAT = 1
+
+
+def _key(paths: Sequence[str]) -> str:
+    return "converged:" + json.dumps(sorted(os.path.abspath(p) for p in paths))
+
+
+def _scope(paths: Sequence[str]) -> tuple[str, ...]:
+    return tuple(os.path.abspath(p).rstrip("/") or "/" for p in paths)
+
+
+def _in_scope(source: str, scope: tuple[str, ...]) -> bool:
+    return any(source == p or source.startswith(p + "/") for p in scope)
+
+
+def file_digests(paths: Sequence[str]) -> dict[str, str] | None:
+    """Absolute file → sha256 of its content, or None when a path cannot be fingerprinted."""
+    if "-" in paths:
+        return None
+    files, problems = find_manifest_files(paths)
+    if problems:
+        return None
+    out = {}
+    for f in files:
+        try:
+            with open(f, "rb") as fh:
+                out[os.path.abspath(f)] = hashlib.sha256(fh.read()).hexdigest()
+        except OSError:
+            return None
+    return out
+
+
+def _state_digest(state: StateStore) -> str:
+    from reconciler import __version__
+
+    pins = [list(r) for r in state.db.execute("SELECT deployment, revision, manifest_hash FROM pins ORDER BY 1")]
+    return hashlib.sha256(json.dumps([__version__, FORMAT, pins]).encode()).hexdigest()
+
+
+def record(state: StateStore, paths: Sequence[str], desired: DesiredState, warnings: Sequence[str] = ()) -> None:
+    """Remember that the host matched `desired` for `paths` (call it only after a pass that
+    verified every change was a no-op). `warnings` are the manifests' warnings, which a later
+    no-change `up` shows again without reading the manifests."""
+    files = file_digests(paths)
+    if files is None:
+        forget(state, paths)
+        return
+    pods = {p.uid: {"ref": p.ref, "containers": sorted(c.id for c in p.containers), "network": bool(p.network)}
+            for p in desired.pods.values()}
+    fingerprint = {"files": files, "pods": pods, "claims": sorted(desired.claims), "state": _state_digest(state),
+                   "warnings": list(warnings)}
+    state.set_meta(_key(paths), json.dumps(fingerprint, sort_keys=True))
+
+
+def forget(state: StateStore, paths: Sequence[str]) -> None:
+    state.db.execute("DELETE FROM meta WHERE key = ?", (_key(paths),))
+
+
+def unchanged(state: StateStore, paths: Sequence[str], drivers: Drivers) -> list[str] | None:
+    """The manifests' warnings when a full `up` of `paths` would find nothing to do (see the
+    module docstring); None when the full pass must run."""
+    raw = state.get_meta(_key(paths))
+    if not raw:
+        return None
+    fp = json.loads(raw)
+    if state.db.execute("SELECT 1 FROM txns WHERE status = 'open' LIMIT 1").fetchone():
+        return None
+    if fp.get("state") != _state_digest(state) or fp.get("files") != file_digests(paths):
+        return None
+    pods: dict[str, dict] = fp["pods"]
+    if pods:
+        marks = ",".join("?" * len(pods))
+        probed = state.db.execute(f"SELECT 1 FROM probes WHERE pod_uid IN ({marks}) LIMIT 1",  # noqa: S608
+                                  list(pods)).fetchone()
+        if probed:
+            return None
+    scope = _scope(paths)
+    running: dict[str, set[str]] = {uid: set() for uid in pods}
+    for c in drivers.runtime.list_containers():
+        if c.pod_uid not in pods:
+            if _in_scope(c.labels.get(LABEL_SOURCE, ""), scope):
+                return None  # another instance from these paths: the full pass removes it
+            continue
+        if c.state != ContainerState.RUNNING:
+            if c.role != "init":
+                return None
+            continue
+        running[c.pod_uid].add("" if c.role == "infra" else c.id)
+    for uid, pod in pods.items():
+        if running[uid] != {"", *pod["containers"]}:
+            return None
+    attached = {a.pod_uid for a in drivers.network.list_attachments()}
+    if any(pod["network"] and uid not in attached for uid, pod in pods.items()):
+        return None
+    if not set(fp["claims"]) <= set(drivers.volumes.list_claims()):
+        return None
+    return list(fp.get("warnings", ()))

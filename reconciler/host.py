@@ -1,0 +1,61 @@
+"""The drivers of this host, wired for a set of host paths (light to import: `podplay ps` and the
+no-change check of `up` use it without loading the engine)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+from reconciler.drivers.base import Drivers
+from reconciler.paths import HostPaths
+
+
+def open_drivers(paths: HostPaths, kind: str | None = None) -> Drivers:
+    """The drivers for this host. ``kind="fake"`` (or $PODPLAY_DRIVER=fake) gives the in-memory
+    fake persisted under the storage root: the engine's crash tests run real processes on it."""
+    kind = kind or os.environ.get("PODPLAY_DRIVER", "host")
+    if kind == "fake":
+        from reconciler.drivers.fake import FakeHost, fake_drivers
+
+        host = FakeHost(paths.root / "fakehost.json")
+        if os.environ.get("PODPLAY_FAKE_REGISTRY"):
+            host.registry |= set(os.environ["PODPLAY_FAKE_REGISTRY"].split(","))
+        return fake_drivers(host)
+    from reconciler.network.driver import CniNetwork
+    from reconciler.runtime.driver import RuncRuntime
+    from reconciler.storage.volumes import HostVolumes
+
+    def make_images():
+        from reconciler.images.driver import LocalImageStore
+
+        return LocalImageStore(paths)
+
+    def make_snapshots():
+        from reconciler.storage.snapshots import OverlaySnapshotter
+
+        return OverlaySnapshotter(paths, images)
+
+    images = _Deferred(make_images)
+    return Drivers(images=images, snapshots=_Deferred(make_snapshots), volumes=HostVolumes(paths),
+                   runtime=RuncRuntime(paths), network=CniNetwork(paths),
+                   close=lambda: images.made and images.close())
+
+
+class _Deferred:
+    """A driver made on first use: a pass that only relists the host (most `up`s, `ps`) never
+    pays for importing the image store (requests) or the snapshotter (tar, zstd)."""
+
+    def __init__(self, make: Callable[[], object]):
+        self._make = make
+        self._made: object | None = None
+
+    @property
+    def made(self) -> bool:
+        return self._made is not None
+
+    def __getattr__(self, name: str):
+        if name.startswith("_"):
+            raise AttributeError(name)
+        if self._made is None:
+            self._made = self._make()
+        return getattr(self._made, name)
