@@ -128,12 +128,29 @@ class CniNetwork:
                 yield entry
 
     @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
-        self.paths.cni.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.paths.cni / "lock", os.O_RDWR | os.O_CREAT, 0o600)
-        try:
+    def _locked(self, uid: str | None = None, *, remove: bool = False) -> Iterator[None]:
+        """The network-wide lock (host-port reservations, reading records to decide), or with
+        `uid` one pod's lock, held around that pod's plugin calls: different pods attach and
+        detach in parallel (the plugins lock what they share themselves, as under containerd).
+        A pod's lock file goes with its detach (`remove`); a waiter that then holds a deleted
+        file's lock notices and locks the path anew."""
+        d = self.paths.cni if uid is None else self.paths.cni / "locks"
+        d.mkdir(parents=True, exist_ok=True)
+        path = d / ("lock" if uid is None else f"{uid}.lock")
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
             fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                    break
+            except FileNotFoundError:
+                pass
+            os.close(fd)
+        try:
             yield
+            if remove:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
         finally:
             os.close(fd)
 
@@ -192,7 +209,7 @@ class CniNetwork:
         _check_uid(pod.uid)
         if not pod.network:
             raise NetworkError(f"pod {pod.ref} uses the host network; it has no CNI attachment")
-        with self._locked():
+        with self._locked(pod.uid):
             ident = self._validate_netns(netns)
             entry = self._read_cache(pod.uid)
             if entry is not None:
@@ -207,6 +224,32 @@ class CniNetwork:
             return self._add(pod, netns, ident)
 
     def _add(self, pod: DesiredPod, netns: str, ident: dict) -> NetworkStatus:
+        with self._locked():
+            # Checking the host ports and writing the record that claims them is one step.
+            net, entry = self._reserve(pod, netns, ident)
+        # loopback holds nothing on the host, so it needs no record and no DEL.
+        self.cni.loopback_up(netns, entry["container_id"])
+        att = self._attachment(entry, netns)
+
+        def progress(result: dict) -> None:
+            entry["result"] = result
+            self._write_cache(entry)
+
+        try:
+            result = self.cni.add(net, att, progress)
+        except NetworkError as exc:
+            try:
+                self._detach_entry(entry)
+            except NetworkError as cleanup:
+                raise NetworkError(f"{exc}; cleaning up also failed: {cleanup} "
+                                   "(the next detach of this pod retries)") from exc
+            raise
+        entry["result"] = result
+        entry["state"] = "attached"
+        self._write_cache(entry)
+        return self._status(entry)
+
+    def _reserve(self, pod: DesiredPod, netns: str, ident: dict) -> tuple[NetworkConfig, dict]:
         net = self._network(pod.network)
         conflicts = self._conflicts(pod)
         if conflicts:
@@ -240,32 +283,12 @@ class CniNetwork:
             "state": "adding",
             "result": None,
         }
-        # loopback holds nothing on the host, so it needs no record and no DEL.
-        self.cni.loopback_up(netns, entry["container_id"])
         self._write_cache(entry)
-        att = self._attachment(entry, netns)
-
-        def progress(result: dict) -> None:
-            entry["result"] = result
-            self._write_cache(entry)
-
-        try:
-            result = self.cni.add(net, att, progress)
-        except NetworkError as exc:
-            try:
-                self._detach_entry(entry)
-            except NetworkError as cleanup:
-                raise NetworkError(f"{exc}; cleaning up also failed: {cleanup} "
-                                   "(the next detach of this pod retries)") from exc
-            raise
-        entry["result"] = result
-        entry["state"] = "attached"
-        self._write_cache(entry)
-        return self._status(entry)
+        return net, entry
 
     def detach(self, uid: str) -> None:
         _check_uid(uid)
-        with self._locked():
+        with self._locked(uid, remove=True):
             entry = self._read_cache(uid)
             if entry is not None:
                 self._detach_entry(entry)
@@ -292,7 +315,7 @@ class CniNetwork:
 
     def check(self, uid: str) -> None:
         _check_uid(uid)
-        with self._locked():
+        with self._locked(uid):
             entry = self._read_cache(uid)
             if entry is None:
                 raise NetworkError(f"pod uid {uid} has no network attachment")

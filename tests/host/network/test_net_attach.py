@@ -190,3 +190,36 @@ def test_refuses_a_path_that_is_not_a_pod_netns(test_network, host_paths, netns)
     with pytest.raises(NetworkError, match="host's own|does not exist|not a network namespace"):
         driver.attach(test_network.pod("web"), netns)
     assert driver.list_attachments() == []
+
+
+def test_pods_attach_and_detach_in_parallel_and_a_contested_port_goes_to_one(test_network, host_paths):
+    """apply runs independent pods in threads: attaches of different pods proceed side by side,
+    and of two pods claiming one hostPort exactly one gets it."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    driver = CniNetwork(host_paths)
+    port = free_port()
+    pods = [test_network.pod(f"p{i}") for i in range(4)] + [test_network.pod(f"c{i}", [(80, port)]) for i in range(2)]
+    netns = [test_network.make_netns() for _ in pods]
+
+    def attach(args):
+        pod, ns = args
+        try:
+            return driver.attach(pod, ns).ip
+        except NetworkError as exc:
+            return exc
+
+    with ThreadPoolExecutor(len(pods)) as pool:
+        results = list(pool.map(attach, zip(pods, netns)))
+    ips = results[:4]
+    assert all(isinstance(ip, str) for ip in ips) and len(set(ips)) == 4
+    contested = results[4:]
+    assert sum(isinstance(r, str) for r in contested) == 1, contested
+    assert any(isinstance(r, NetworkError) and str(port) in str(r) for r in contested)
+    with ThreadPoolExecutor(len(pods)) as pool:
+        list(pool.map(driver.detach, [p.uid for p in pods]))
+    assert driver.list_attachments() == []
+    assert test_network.allocations() == [] and test_network.iptables_rules() == []
+    assert not list((host_paths.cni / "locks").glob("*.lock"))
+    for ns in netns:
+        test_network.delete_netns(ns)
