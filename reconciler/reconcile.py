@@ -122,6 +122,8 @@ def run_pass(paths: Sequence[str], drivers: Drivers, state: StateStore, host_pat
         _record_survivors(result, state)
         if mode == "up" and not wanted and not force:
             _fingerprint(result, paths, compute, state)
+        elif mode == "down":
+            converged.forget(state, paths)
     return result
 
 

@@ -9,12 +9,14 @@ A network's plugins run as a chain: ADD in order, each with the previous plugin'
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
 import subprocess
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from reconciler.errors import NetworkError
@@ -69,10 +71,15 @@ class Attachment:
 class CniInvoker:
     """Finds and runs plugin binaries. Stateless apart from a cache of VERSION answers."""
 
-    def __init__(self, plugin_dirs: Sequence[str], timeout: float = DEFAULT_TIMEOUT):
+    def __init__(self, plugin_dirs: Sequence[str], timeout: float = DEFAULT_TIMEOUT,
+                 version_cache: str | os.PathLike | None = None):
         self.plugin_dirs = tuple(str(d) for d in plugin_dirs)
         self.timeout = timeout
         self._versions: dict[tuple[str, float], tuple[str, ...]] = {}
+        # VERSION answers kept between processes: asking every plugin on every `podplay up`
+        # would cost as many process starts as the ADD itself. Keyed by binary path and mtime.
+        self._version_file = Path(version_cache) if version_cache else None
+        self._versions_loaded = False
 
     # --- single plugins --------------------------------------------------------------------
 
@@ -130,9 +137,31 @@ class CniInvoker:
             raise NetworkError(f"CNI plugin {plugin_type!r} printed a {command} result that is not an object")
         return answer
 
+    def _load_versions(self) -> None:
+        self._versions_loaded = True
+        if self._version_file is None:
+            return
+        try:
+            saved = json.loads(self._version_file.read_text())
+            for path, mtime, versions in saved:
+                self._versions[(str(path), float(mtime))] = tuple(str(v) for v in versions)
+        except (OSError, ValueError, TypeError):
+            pass  # a missing or damaged cache only costs the VERSION calls
+
+    def _save_versions(self) -> None:
+        if self._version_file is None:
+            return
+        from reconciler.fsutil import atomic_write
+
+        rows = [[path, mtime, list(v)] for (path, mtime), v in sorted(self._versions.items())]
+        with contextlib.suppress(OSError):
+            atomic_write(self._version_file, json.dumps(rows), mode=0o600)
+
     def supported_versions(self, plugin_type: str) -> tuple[str, ...]:
         path = self.find_plugin(plugin_type)
         key = (path, os.stat(path).st_mtime)
+        if not self._versions_loaded:
+            self._load_versions()
         if key not in self._versions:
             answer = self.exec_plugin(plugin_type, "VERSION", {"cniVersion": "1.0.0"}, None) or {}
             versions = answer.get("supportedVersions")
@@ -140,6 +169,7 @@ class CniInvoker:
                 # Plugins from before 0.3 answer without a list: they support only the old formats.
                 versions = [answer.get("cniVersion", "0.1.0")]
             self._versions[key] = tuple(str(v) for v in versions)
+            self._save_versions()
         return self._versions[key]
 
     def check_versions(self, net: NetworkConfig) -> None:

@@ -86,7 +86,7 @@ class CniNetwork:
 
     def __init__(self, paths: HostPaths, *, plugin_dirs: tuple[str, ...] = ("/usr/lib/cni", "/opt/cni/bin")):
         self.paths = paths
-        self.cni = CniInvoker(plugin_dirs)
+        self.cni = CniInvoker(plugin_dirs, version_cache=paths.cni / "versions.json")
         self.results_dir = paths.cni / "results"
         # The CNI container id must be unique on the host, not only within this storage root:
         # plugins name their iptables chains after it, and two roots may run the very same pod.
