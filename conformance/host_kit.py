@@ -38,19 +38,9 @@ class HostKit(Kit):
 
     def close(self) -> None:
         """Remove whatever a failed test left, through the drivers (the fixtures check for leaks)."""
-        d = self.drivers
-        for c in d.runtime.list_containers():
-            if c.role != "infra":
-                d.runtime.remove_container(c.id)
-        for a in d.network.list_attachments():
-            d.network.detach(a.pod_uid)
-        for c in d.runtime.list_containers():
-            d.runtime.remove_infra(c.pod_uid)
-        for s in d.snapshots.list_snapshots():
-            d.snapshots.remove(s.key)
-        for uid in d.volumes.list_pod_volumes():
-            d.volumes.remove_pod_volumes(uid)
-        d.close()
+        from tests.support.host import remove_everything
+
+        remove_everything(self.drivers)
 
 
 def make_host_kit(request) -> HostKit:

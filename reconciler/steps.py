@@ -190,56 +190,44 @@ class AttachNetwork(Step):
         return DetachNetwork(self.pod, self.uid, network=self.network)
 
 
+@dataclass(frozen=True)
+class _ContainerStep(Step):
+    """A step on one container of a pod."""
+
+    container: str = ""
+    container_id: str = ""
+
+    @property
+    def target(self) -> str:
+        return f"{self.pod}/{self.container}"
+
+    def _remove(self) -> Step:
+        return RemoveContainer(self.pod, self.uid, container_id=self.container_id)
+
+
 @_step
-class RunInitContainer(Step):
+class RunInitContainer(_ContainerStep):
     """Create, start and wait for an init container; fails unless it exits 0."""
 
-    container: str = ""
-    container_id: str = ""
-
-    @property
-    def target(self) -> str:
-        return f"{self.pod}/{self.container}"
-
     def undo(self) -> Step:
-        return RemoveContainer(self.pod, self.uid, container_id=self.container_id)
+        return self._remove()
 
 
 @_step
-class CreateContainer(Step):
-    container: str = ""
-    container_id: str = ""
-
-    @property
-    def target(self) -> str:
-        return f"{self.pod}/{self.container}"
-
+class CreateContainer(_ContainerStep):
     def undo(self) -> Step:
-        return RemoveContainer(self.pod, self.uid, container_id=self.container_id)
+        return self._remove()
 
 
 @_step
-class StartContainer(Step):
-    container: str = ""
-    container_id: str = ""
-
-    @property
-    def target(self) -> str:
-        return f"{self.pod}/{self.container}"
-
+class StartContainer(_ContainerStep):
     def undo(self) -> Step:
         return StopContainer(self.pod, self.uid, container_id=self.container_id, timeout=0)
 
 
 @_step
-class RestartContainer(Step):
+class RestartContainer(_ContainerStep):
     """Replace an exited container of a running pod with a fresh one from the same spec (or a
     running one whose liveness probe failed: ``reason`` says why, for the journal)."""
 
-    container: str = ""
-    container_id: str = ""
     reason: str = ""
-
-    @property
-    def target(self) -> str:
-        return f"{self.pod}/{self.container}"

@@ -31,3 +31,20 @@ def host_paths(request) -> HostPaths:
         subprocess.run(["umount", "-l", m], capture_output=True)
     shutil.rmtree(base, ignore_errors=True)
     assert not leaks, "the test left host state behind:\n  " + "\n  ".join(leaks)
+
+
+def remove_everything(drivers) -> None:
+    """Tear down whatever pods a failed test left, through the drivers (as a user's `podplay rm`
+    would), so that the leak checks judge podplay's teardown rather than the test's luck."""
+    for c in drivers.runtime.list_containers():
+        if c.role != "infra":
+            drivers.runtime.remove_container(c.id)
+    for a in drivers.network.list_attachments():
+        drivers.network.detach(a.pod_uid)
+    for c in drivers.runtime.list_containers():
+        drivers.runtime.remove_infra(c.pod_uid)
+    for snap in drivers.snapshots.list_snapshots():
+        drivers.snapshots.remove(snap.key)
+    for uid in drivers.volumes.list_pod_volumes():
+        drivers.volumes.remove_pod_volumes(uid)
+    drivers.close()

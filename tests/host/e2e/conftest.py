@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from reconciler.paths import HostPaths
+from tests.support.host import remove_everything
 from tests.support.images import store_with_busybox
 from tests.support.network import TestNetwork, free_port, test_network  # noqa: F401
 from tests.support.registry import registry  # noqa: F401
@@ -73,22 +74,7 @@ def stack(host_paths, test_network, registry, tmp_path) -> Stack:  # noqa: F811
     yield s
     # Whatever a failed test left running: remove it through podplay itself, as a user would.
     subprocess.run([*PODPLAY, "down", str(tmp_path / "manifests")], env=env, capture_output=True, timeout=120)
-    _remove_everything(s)
-
-
-def _remove_everything(s: Stack) -> None:
-    d = s.drivers()
-    for c in d.runtime.list_containers():
-        d.runtime.remove_container(c.id) if c.role != "infra" else None
-    for a in d.network.list_attachments():
-        d.network.detach(a.pod_uid)
-    for c in d.runtime.list_containers():
-        d.runtime.remove_infra(c.pod_uid)
-    for snap in d.snapshots.list_snapshots():
-        d.snapshots.remove(snap.key)
-    for uid in d.volumes.list_pod_volumes():
-        d.volumes.remove_pod_volumes(uid)
-    d.close()
+    remove_everything(s.drivers())
 
 
 # --- helpers for the e2e suites (examples, crash, pods, podman corpus) ------------------------------
