@@ -33,8 +33,9 @@ if TYPE_CHECKING:
 FORMAT = 1
 
 
-def _key(paths: Sequence[str]) -> str:
-    return "converged:" + json.dumps(sorted(os.path.abspath(p) for p in paths))
+def _key(paths: Sequence[str], network: str) -> str:
+    """Per set of paths and host-wide default network (which the pods' specs depend on)."""
+    return "converged:" + json.dumps([sorted(os.path.abspath(p) for p in paths), network])
 
 
 def _scope(paths: Sequence[str]) -> tuple[str, ...]:
@@ -69,29 +70,30 @@ def _state_digest(state: StateStore) -> str:
     return hashlib.sha256(json.dumps([__version__, FORMAT, pins]).encode()).hexdigest()
 
 
-def record(state: StateStore, paths: Sequence[str], desired: DesiredState, warnings: Sequence[str] = ()) -> None:
+def record(state: StateStore, paths: Sequence[str], desired: DesiredState, warnings: Sequence[str] = (), *,
+           network: str = "") -> None:
     """Remember that the host matched `desired` for `paths` (call it only after a pass that
     verified every change was a no-op). `warnings` are the manifests' warnings, which a later
     no-change `up` shows again without reading the manifests."""
     files = file_digests(paths)
     if files is None:
-        forget(state, paths)
+        forget(state, paths, network=network)
         return
     pods = {p.uid: {"ref": p.ref, "containers": sorted(c.id for c in p.containers), "network": bool(p.network)}
             for p in desired.pods.values()}
     fingerprint = {"files": files, "pods": pods, "claims": sorted(desired.claims), "state": _state_digest(state),
                    "warnings": list(warnings)}
-    state.set_meta(_key(paths), json.dumps(fingerprint, sort_keys=True))
+    state.set_meta(_key(paths, network), json.dumps(fingerprint, sort_keys=True))
 
 
-def forget(state: StateStore, paths: Sequence[str]) -> None:
-    state.db.execute("DELETE FROM meta WHERE key = ?", (_key(paths),))
+def forget(state: StateStore, paths: Sequence[str], *, network: str = "") -> None:
+    state.db.execute("DELETE FROM meta WHERE key = ?", (_key(paths, network),))
 
 
-def unchanged(state: StateStore, paths: Sequence[str], drivers: Drivers) -> list[str] | None:
+def unchanged(state: StateStore, paths: Sequence[str], drivers: Drivers, *, network: str = "") -> list[str] | None:
     """The manifests' warnings when a full `up` of `paths` would find nothing to do (see the
     module docstring); None when the full pass must run."""
-    raw = state.get_meta(_key(paths))
+    raw = state.get_meta(_key(paths, network))
     if not raw:
         return None
     fp = json.loads(raw)

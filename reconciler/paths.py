@@ -19,14 +19,17 @@ class HostPaths:
     root: Path
     runroot: Path
     network_dir: Path
+    # The CNI network of pods that do not name one (podplay.io/network); "" = podplay's own.
+    default_network: str = ""
 
     @classmethod
     def from_env(cls, root: str | None = None, runroot: str | None = None,
-                 network_dir: str | None = None) -> HostPaths:
+                 network_dir: str | None = None, network: str | None = None) -> HostPaths:
         return cls(
             Path(root or os.environ.get("PODPLAY_ROOT") or "/var/lib/podplay"),
             Path(runroot or os.environ.get("PODPLAY_RUNROOT") or "/run/podplay"),
             Path(network_dir or os.environ.get("PODPLAY_NETWORK_DIR") or "/etc/podplay/net.d"),
+            network or os.environ.get("PODPLAY_NETWORK") or "",
         )
 
     @property

@@ -21,6 +21,8 @@ from reconciler.errors import Diagnostic, ManifestError, Severity
 from reconciler.health import health_view
 from reconciler.host import open_drivers  # noqa: F401  (the CLI and tests reach it through here too)
 from reconciler.manifests import ManifestSet, load_manifests
+from reconciler.model.kube import Deployment, Pod
+from reconciler.model.names import ANN_NETWORK
 from reconciler.observe import observe_host
 from reconciler.observed import ObservedHost
 from reconciler.paths import HostPaths
@@ -44,9 +46,22 @@ class PassResult:
         return self.applied is None or self.applied.ok
 
 
-def absolute_sources(objects: Sequence[Loaded]) -> list[Loaded]:
-    """Sources are recorded as absolute paths, so that `up dir` and `up ./dir/x.yaml` agree."""
-    return [replace(o, file=os.path.abspath(o.file)) if o.file != "-" else o for o in objects]
+def absolute_sources(objects: Sequence[Loaded], host_paths: HostPaths | None = None) -> list[Loaded]:
+    """The objects as a pass uses them. Sources are recorded as absolute paths, so that `up dir`
+    and `up ./dir/x.yaml` agree. A host-wide default network (`--network`, $PODPLAY_NETWORK)
+    becomes the podplay.io/network annotation of pods that name none: from there on it is part
+    of the pods' spec, like any annotation of ours."""
+    network = host_paths.default_network if host_paths is not None else ""
+    out = []
+    for o in objects:
+        if o.file != "-":
+            o = replace(o, file=os.path.abspath(o.file))
+        if network and isinstance(o.obj, Pod | Deployment) and ANN_NETWORK not in o.obj.metadata.annotations:
+            meta = o.obj.metadata
+            o = replace(o, obj=replace(o.obj, metadata=replace(meta, annotations={**meta.annotations,
+                                                                                 ANN_NETWORK: network})))
+        out.append(o)
+    return out
 
 
 def make_scope(paths: Sequence[str], manifests: ManifestSet) -> Scope:
@@ -85,7 +100,7 @@ def run_pass(paths: Sequence[str], drivers: Drivers, state: StateStore, host_pat
     `only`: pod names ("name" or "namespace/name") that limit the pass, creation and pruning
     alike, to those pods (a systemd unit per pod uses it)."""
     manifests = manifests or load_or_fail(paths, down=mode == "down", host_paths=host_paths)
-    objects = absolute_sources(manifests.objects)
+    objects = absolute_sources(manifests.objects, host_paths)
     declared = build_desired(objects)
     scope = make_scope(paths, manifests)
     wanted = {n if "/" in n else f"default/{n}" for n in only}
@@ -121,22 +136,23 @@ def run_pass(paths: Sequence[str], drivers: Drivers, state: StateStore, host_pat
         _record_claims(result, state)
         _record_survivors(result, state)
         if mode == "up" and not wanted and not force:
-            _fingerprint(result, paths, compute, state)
+            _fingerprint(result, paths, compute, state, host_paths.default_network)
         elif mode == "down":
-            converged.forget(state, paths)
+            converged.forget(state, paths, network=host_paths.default_network)
     return result
 
 
-def _fingerprint(result: PassResult, paths: Sequence[str], compute: Callable, state: StateStore) -> None:
+def _fingerprint(result: PassResult, paths: Sequence[str], compute: Callable, state: StateStore, network: str) -> None:
     """Record the converged fingerprint when the host now matches the manifests exactly: the pass
     planned nothing, or applied its changes and a fresh relist plans nothing (see converged)."""
     def settled(plan: Plan) -> bool:
         return all(c.reason == Reason.UNCHANGED for c in plan.changes)
 
     if result.ok and (settled(result.plan) if result.plan.empty else settled(compute([]).plan)):
-        converged.record(state, paths, result.desired, diagnostics_text(result.manifests.warnings).splitlines())
+        converged.record(state, paths, result.desired, diagnostics_text(result.manifests.warnings).splitlines(),
+                         network=network)
     else:
-        converged.forget(state, paths)
+        converged.forget(state, paths, network=network)
 
 
 def _record_survivors(result: PassResult, state: StateStore) -> None:
@@ -306,7 +322,7 @@ def settle(first: PassResult, paths: Sequence[str], drivers: Drivers, state: Sta
     out = Settled(first)
     monitor = HealthMonitor(drivers, state, clock=clock)
     scope = make_scope(paths, manifests)
-    declared = build_desired(absolute_sources(manifests.objects))
+    declared = build_desired(absolute_sources(manifests.objects, host_paths))
     wanted = {n if "/" in n else f"default/{n}" for n in only}
     seen: dict[str, str] = {}
     retry_at, failures = 0.0, 0

@@ -42,11 +42,14 @@ def _common() -> argparse.ArgumentParser:
                    help="volatile state root (env PODPLAY_RUNROOT, default /run/podplay)")
     g.add_argument("--network-dir", default=argparse.SUPPRESS,
                    help="CNI network configuration directory (env PODPLAY_NETWORK_DIR, default /etc/podplay/net.d)")
+    g.add_argument("--network", default=argparse.SUPPRESS, metavar="NAME",
+                   help="network for pods without the podplay.io/network annotation "
+                   "(env PODPLAY_NETWORK, default podplay)")
     return common
 
 
 # Global options that take a value (so that the word after them is not the command).
-_VALUED = ("--root", "--runroot", "--network-dir")
+_VALUED = ("--root", "--runroot", "--network-dir", "--network")
 
 
 def _command_word(argv: list[str]) -> str:
@@ -101,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return EXIT_USAGE
     ctx = Context(HostPaths.from_env(getattr(args, "root", None), getattr(args, "runroot", None),
-                                     getattr(args, "network_dir", None)))
+                                     getattr(args, "network_dir", None), getattr(args, "network", None)))
     try:
         return int(args.func(args, ctx) or 0)
     except PodplayError as exc:

@@ -18,11 +18,12 @@ while its manifest still describes it.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -221,10 +222,16 @@ def format_port(p: PortMapping) -> str:
     return f"{host}:{p.host_port}->{p.container_port}/{p.protocol.lower()}"
 
 
-def state_text(c: ObservedContainer) -> str:
+def state_text(c: ObservedContainer, restart_at: float | None = None, now: float = 0.0) -> str:
+    """``running``, ``exited (1)``; ``exited (1), back-off 40s`` while a keeper waits to restart it
+    (``restart_at``: when, from ``pending_restarts``)."""
     if c.state == EXITED:
         code = "?" if c.exit_code is None else str(c.exit_code)
-        return f"exited ({code}{', OOM killed' if c.oom_killed else ''})"
+        text = f"exited ({code}{', OOM killed' if c.oom_killed else ''})"
+        if restart_at is not None and restart_at > now:
+            # Rounded up: "back-off 0s" would read as "no back-off" while the wait still runs.
+            text += f", back-off {human_duration(math.ceil(restart_at - now))}"
+        return text
     return str(c.state)
 
 
@@ -257,21 +264,29 @@ def parse_since(text: str, now: float) -> float:
                          "2024-05-01T12:00:00Z") from None
 
 
-def pod_status(pod: ObservedPod, stopped: bool = False) -> str:
+def pod_status(pod: ObservedPod, stopped: bool = False, restarts: Mapping[str, float] | None = None,
+               now: float = 0.0) -> str:
     """kubectl-like phase of one pod instance, from what the runtime shows.
 
     Unknown: the infra container is gone or lost its runtime state (a reboot), so the pod's
-    namespaces are gone. Pending: a container is created but not started (or not created yet).
-    Running: every app container runs. When they all exited: Stopped (``stopped``: the last
-    thing done to the pod was a ``podplay stop``), Succeeded (all exited 0), else Failed.
-    Restarting: some exited container has been restarted before (crash loop) or, with others
-    still running, exited with an error.
+    namespaces are gone. CrashLoopBackOff (kubectl's word): an exited container that has
+    been restarted before waits for its next restart (``restarts``: container id → when a
+    keeper restarts it, from ``pending_restarts``). Pending: a container is created but not
+    started (or not created yet). Running: every app container runs. When they all exited:
+    Stopped (``stopped``: the last thing done to the pod was a ``podplay stop``), Succeeded
+    (all exited 0), else Failed. Restarting: some exited container has been restarted before
+    or, with others still running, exited with an error.
     """
     if pod.infra is None or pod.infra.state != RUNNING:
         return "Unknown"
     apps = list(pod.containers.values())
     if not apps:
         return "Pending"
+    # The first restart after a crash is immediate (no back-off), so a pending one means the
+    # container failed again after being restarted: a crash loop.
+    if restarts and any(c.state == EXITED and c.restart_count >= 1 and restarts.get(c.id, 0.0) > now
+                        for c in apps):
+        return "CrashLoopBackOff"
     states = [c.state for c in apps]
     if any(s in (CREATED, UNKNOWN) for s in states):
         return "Pending"
@@ -899,7 +914,7 @@ def _keeper_alive(pid: int) -> bool:
     return pid > 0 and (b"podplay" in cmd or b"reconciler" in cmd)
 
 
-def _load_desired_pod(pod: ObservedPod):
+def _load_desired_pod(pod: ObservedPod, host_paths):
     """The DesiredPod of an observed instance, rebuilt from the manifest it came from (its file,
     or failing that the file's directory, where the ConfigMaps and Secrets it uses may live).
     Only an exact match (same uid, so the same spec hash) is returned."""
@@ -918,7 +933,7 @@ def _load_desired_pod(pod: ObservedPod):
         loaded = load_manifests(paths)
         if loaded.errors:
             continue
-        desired = build_desired(absolute_sources(loaded.objects))
+        desired = build_desired(absolute_sources(loaded.objects, host_paths))
         d = desired.pods.get(pod.key)
         if d is not None and d.uid == pod.uid:
             return d
@@ -963,7 +978,7 @@ def cmd_start(args, ctx) -> int:
     for inst in wanted.values():
         if not _needs_start(inst):
             continue
-        desired[inst.uid] = _load_desired_pod(inst)
+        desired[inst.uid] = _load_desired_pod(inst, ctx.paths)
 
     def decide(observed, notes):
         changes = []

@@ -102,7 +102,7 @@ def cmd_history(args, ctx) -> int:
     return 0
 
 
-def _load(source: str, ref: str):
+def _load(source: str, ref: str, host_paths):
     from reconciler.desired import build_desired
     from reconciler.reconcile import absolute_sources, load_or_fail
 
@@ -110,7 +110,7 @@ def _load(source: str, ref: str):
         manifests = load_or_fail([source])
     except ManifestError as exc:
         raise ManifestError(exc.diagnostics) from None
-    declared = build_desired(absolute_sources(manifests.objects))
+    declared = build_desired(absolute_sources(manifests.objects, host_paths))
     if ref not in declared.deployments:
         raise NotFoundError(f"deployment {ref} is no longer in {source}")
     return manifests, declared
@@ -130,7 +130,7 @@ def cmd_undo(args, ctx) -> int:
     try:
         revs = _revisions(state, ref)
         source = revs[-1].source
-        manifests, declared = _load(source, ref)
+        manifests, declared = _load(source, ref, ctx.paths)
         manifest_hash = manifest_hashes(declared).get(ref)
         if manifest_hash is None:
             raise NotFoundError(f"deployment {ref} has no replicas to roll back")
@@ -191,7 +191,7 @@ def cmd_status(args, ctx) -> int:
     try:
         revs = _revisions(state, ref)
         pin = state.pin(ref)
-        _, declared = _load(revs[-1].source, ref)
+        _, declared = _load(revs[-1].source, ref, ctx.paths)
         desired, _ = apply_pins(state, declared, write=False)
         drivers = open_drivers(ctx.paths)
         observed = observe_host(drivers)

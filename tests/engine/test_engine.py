@@ -369,3 +369,24 @@ def test_only_limits_creation_and_pruning_to_the_named_pods(engine):
     assert actions(result) == {"default/api": ("delete", "orphaned")}
     assert set(engine.running()) == {"default/web"}
     assert engine.down(only=["web"]).ok and engine.empty()
+
+
+def test_a_host_wide_default_network_is_part_of_the_pods_spec(engine):
+    from dataclasses import replace as dc_replace
+
+    engine.write("a.yaml", pod_yaml("plain") + "---\n" + """apiVersion: v1
+kind: Pod
+metadata:
+  name: chosen
+  annotations: {podplay.io/network: mine}
+spec:
+  containers: [{name: app, image: busybox:1.36}]
+""")
+    engine.up()
+    networks = {a.status.network for a in engine.drivers.network.list_attachments()}
+    assert networks == {"podplay", "mine"}
+    engine.paths = dc_replace(engine.paths, default_network="lab")
+    result = engine.up()
+    assert actions(result)["default/plain"] == ("replace", "spec changed")
+    assert actions(result)["default/chosen"] == ("noop", "unchanged"), "an annotation wins over the default"
+    assert {a.status.network for a in engine.drivers.network.list_attachments()} == {"lab", "mine"}
