@@ -84,7 +84,8 @@ def register(sub, common) -> None:
     isub = image.add_subparsers(dest="image_command", metavar="COMMAND")
     p = isub.add_parser("prune", parents=[common], help="remove unreferenced image data",
                         description="Remove blobs no image references (left by removed or re-tagged images "
-                                    "and by interrupted pulls) and unpacked layers no image or container uses; "
+                                    "and by interrupted pulls), snapshots without a container, and unpacked layers "
+                                    "no image or container uses; "
                                     "with --dangling also images that have no name and that no container uses.")
     p.add_argument("--dangling", action="store_true", help="also remove images without a name")
     p.set_defaults(func=cmd_prune)
@@ -505,6 +506,7 @@ def cmd_prune(args, ctx) -> int:
     """Blobs no image references, images without a name (--dangling) that no container uses,
     and unpacked layers that no image and no container snapshot uses. Under the apply lock, so
     that an `up` in progress cannot start a container on something being removed."""
+    from reconciler.runtime.driver import RuncRuntime
     from reconciler.state import ApplyLock
     from reconciler.storage.snapshots import OverlaySnapshotter
 
@@ -512,11 +514,19 @@ def cmd_prune(args, ctx) -> int:
     with ApplyLock(ctx.paths.lock_file):
         in_use = set(_images_in_use(ctx))
         result = store.prune(dangling=args.dangling, keep=in_use)
-        layers = OverlaySnapshotter(ctx.paths, store).gc(store.list_images())
+        snapshots = OverlaySnapshotter(ctx.paths, store)
+        # A snapshot is a container's root file system: one without its container is a leftover
+        # (the apply lock is held, so no pod is being created right now).
+        containers = {c.id for c in RuncRuntime(ctx.paths).list_containers()}
+        orphans = [s.key for s in snapshots.list_snapshots() if s.key not in containers]
+        for key in orphans:
+            snapshots.remove(key)
+        layers = snapshots.gc(store.list_images())
     for image_id in result.images_removed:
         print(f"Deleted: {image_id.split(':', 1)[1]}", file=ctx.out)
     print(f"Removed {result.blobs_removed} blobs, freed {_size(result.bytes_freed)}; "
-          f"removed {len(layers)} unpacked layer{'s' if len(layers) != 1 else ''}", file=ctx.out)
+          f"removed {len(layers)} unpacked layer{'s' if len(layers) != 1 else ''} and "
+          f"{len(orphans)} snapshot{'s' if len(orphans) != 1 else ''} without a container", file=ctx.out)
     return 0
 
 
