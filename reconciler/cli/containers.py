@@ -24,7 +24,7 @@ import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from reconciler.errors import (
@@ -83,8 +83,10 @@ def register(sub, common) -> None:
     p = sub.add_parser("ps", parents=[common], help="list containers",
                        description="List the containers of podplay's pods: by default the running app (and "
                        "init) containers; -a adds exited and created ones; --infra adds each pod's "
-                       "infra container. A NAMESPACE column appears when a listed pod is outside 'default' and no "
-                       "--namespace is given.")
+                       "infra container. READY: the app container runs and its readiness probe (if any) passed. "
+                       "An exited container that a running `podplay watch`/`sync` will restart shows its crash-loop "
+                       "back-off in STATE (exited (1), back-off 40s). A NAMESPACE column appears when a listed pod "
+                       "is outside 'default' and no --namespace is given.")
     p.add_argument("pods", nargs="*", metavar="POD", help="only these pods")
     p.add_argument("--all", "-a", action="store_true", help="also exited and created containers")
     p.add_argument("--infra", action="store_true", help="also the infra container of each pod")
@@ -95,9 +97,11 @@ def register(sub, common) -> None:
     p.set_defaults(func=cmd_ps)
 
     p = sub.add_parser("pods", parents=[common], help="list pods",
-                       description="One line per pod: READY (running/all app containers), STATUS (Running, "
-                       "Pending, Succeeded, Failed, Stopped, Restarting, Unknown), RESTARTS, IP, AGE and the "
-                       "manifest file it came from.")
+                       description="One line per pod: READY (ready/all app containers; ready = running, and the "
+                       "readiness probe passed if there is one), STATUS (Running, Pending, Succeeded, Failed, Stopped, "
+                       "Restarting, CrashLoopBackOff, Unknown), RESTARTS, IP, AGE and the manifest file it came from. "
+                       "CrashLoopBackOff: a container that failed again after a restart waits out its back-off "
+                       "before a running `podplay watch`/`sync` restarts it.")
     p.add_argument("pods", nargs="*", metavar="POD", help="only these pods")
     p.add_argument("--quiet", "-q", action="store_true", help="print pod names (namespace/name) only")
     p.add_argument("--output", "-o", choices=("table", "json"), default="table")
@@ -513,13 +517,15 @@ def _ports_json(ports: Iterable[PortMapping]) -> list[dict]:
              "protocol": p.protocol.lower()} for p in ports]
 
 
-def container_json(pod: ObservedPod, c: ObservedContainer) -> dict:
+def container_json(pod: ObservedPod, c: ObservedContainer, keeping: Keeping | None = None) -> dict:
     """Stable field names of ``ps --output json`` (documented in the README)."""
+    keeping = keeping or Keeping()
     return {
         "id": c.id, "namespace": pod.namespace, "pod": pod.name, "pod_uid": pod.uid,
         "name": c.name, "role": c.role, "image": c.image, "image_id": c.image_id,
         "state": str(c.state), "exit_code": c.exit_code, "oom_killed": c.oom_killed,
-        "restarts": c.restart_count, "pid": c.pid or None,
+        "ready": keeping.ready(c) if c.role == "app" else None,
+        "restarts": c.restart_count, "restart_at": rfc3339(keeping.restart_at(c) or 0.0), "pid": c.pid or None,
         "started_at": rfc3339(c.started_at), "finished_at": rfc3339(c.finished_at),
         "ip": _ip(pod) or None, "ports": _ports_json(_ports(pod)), "source": pod.source,
     }
@@ -531,38 +537,40 @@ def _show_namespace(pods: Iterable[ObservedPod]) -> bool:
     return any(p.namespace != "default" for p in pods)
 
 
-def ps_table(rows: Sequence[tuple[ObservedPod, ObservedContainer]], now: float, namespace: str | None = None) -> str:
+def ps_table(rows: Sequence[tuple[ObservedPod, ObservedContainer]], now: float, namespace: str | None = None,
+             keeping: Keeping | None = None) -> str:
+    keeping = keeping or Keeping()
     with_ns = namespace is None and _show_namespace(p for p, _ in rows)
-    headers = (["NAMESPACE"] if with_ns else []) + ["POD", "CONTAINER", "IMAGE", "STATE", "RESTARTS", "PORTS",
-                                                    "IP", "AGE"]
+    headers = (["NAMESPACE"] if with_ns else []) + ["POD", "CONTAINER", "IMAGE", "STATE", "READY", "RESTARTS",
+                                                    "PORTS", "IP", "AGE"]
     lines = []
     for pod, c in rows:
         name = "(infra)" if c.role == "infra" else f"{c.name} (init)" if c.role == "init" else c.name
-        cells = [pod.name, name, c.image or "-", state_text(c), str(c.restart_count),
-                 ",".join(format_port(p) for p in _ports(pod)) or "-", _ip(pod) or "-", age(c.started_at, now)]
+        # Readiness is a property of app containers (Kubernetes counts only those); the infra
+        # and init containers show "-".
+        ready = "-" if c.role != "app" else "true" if keeping.ready(c) else "false"
+        cells = [pod.name, name, c.image or "-", state_text(c, keeping.restart_at(c), now), ready,
+                 str(c.restart_count), ",".join(format_port(p) for p in _ports(pod)) or "-", _ip(pod) or "-",
+                 age(c.started_at, now)]
         lines.append(([pod.namespace] if with_ns else []) + cells)
     return render_table(headers, lines)
 
 
-def pod_json(pod: ObservedPod, status: str) -> dict:
+def pod_json(pod: ObservedPod, status: str, keeping: Keeping | None = None) -> dict:
     """Stable field names of ``pods --output json`` (documented in the README)."""
+    keeping = keeping or Keeping()
     apps = sorted(pod.containers.values(), key=lambda c: c.name)
     return {
         "namespace": pod.namespace, "name": pod.name, "uid": pod.uid, "status": status,
-        "ready": sum(1 for c in apps if _ready(c)), "restarts": sum(c.restart_count for c in apps),
+        "ready": sum(1 for c in apps if keeping.ready(c)), "restarts": sum(c.restart_count for c in apps),
         "ip": _ip(pod) or None, "ports": _ports_json(_ports(pod)),
         "started_at": rfc3339(_started(pod)), "source": pod.source, "owner": pod.owner,
         "containers": [{"name": c.name, "state": str(c.state), "exit_code": c.exit_code,
-                        "restarts": c.restart_count, "ready": _ready(c)} for c in apps],
+                        "restarts": c.restart_count, "ready": keeping.ready(c),
+                        "restart_at": rfc3339(keeping.restart_at(c) or 0.0)} for c in apps],
         "init_containers": [{"name": c.name, "state": str(c.state), "exit_code": c.exit_code}
                             for c in sorted(pod.init_containers.values(), key=lambda c: c.name)],
     }
-
-
-def _ready(c: ObservedContainer) -> bool:
-    # Without readiness probes a container is ready while it runs (Kubernetes' rule too); the
-    # probe results will come from the state store and refine this one function.
-    return c.state == RUNNING
 
 
 def _display_source(source: str) -> str:
@@ -575,13 +583,15 @@ def _display_source(source: str) -> str:
     return rel if not rel.startswith("..") else source
 
 
-def pods_table(pods: Sequence[ObservedPod], statuses: dict[str, str], now: float, namespace: str | None = None) -> str:
+def pods_table(pods: Sequence[ObservedPod], statuses: dict[str, str], now: float, namespace: str | None = None,
+               keeping: Keeping | None = None) -> str:
+    keeping = keeping or Keeping()
     with_ns = namespace is None and _show_namespace(pods)
     headers = (["NAMESPACE"] if with_ns else []) + ["NAME", "READY", "STATUS", "RESTARTS", "IP", "AGE", "SOURCE"]
     lines = []
     for pod in pods:
         apps = pod.containers.values()
-        cells = [pod.name, f"{sum(1 for c in apps if _ready(c))}/{len(apps)}", statuses[pod.uid],
+        cells = [pod.name, f"{sum(1 for c in apps if keeping.ready(c))}/{len(apps)}", statuses[pod.uid],
                  str(sum(c.restart_count for c in apps)), _ip(pod) or "-", age(_started(pod), now),
                  _display_source(pod.source)]
         lines.append(([pod.namespace] if with_ns else []) + cells)
@@ -598,26 +608,107 @@ def _select(view: HostView, names: Sequence[str], namespace: str | None) -> list
     return [p for p in view.pods if p.uid in chosen]
 
 
-def _stopped_uids(ctx, pods: Sequence[ObservedPod]) -> set[str]:
-    """Pod instances whose last transaction was a `podplay stop` (only asked about pods whose
-    containers all exited, and only when a state store exists: `ps` never creates one)."""
-    wanted = {p.uid for p in pods if p.containers and all(c.state == EXITED
-                                                           for c in p.containers.values())}
-    if not wanted or not ctx.paths.state_db.exists():
-        return set()
+# --- what the state store adds: readiness, pending restarts, stopped pods --------------------------
+#
+# The runtime knows whether a container runs, not whether its readiness probe passed nor when a
+# keeper will restart it. Both live in the state store, written by the processes that decide
+# them: the HealthMonitor saves each container's probe record (probes table), and a running
+# `podplay watch`/`sync` publishes its crash-loop schedule (sources table, "backoff": container
+# id → {until, restarts, …}, computed by reconciler.watch.backoff.restart_at from the same
+# observed containers). `ps` reads those rows with sqlite directly: no StateStore, no probe
+# state machine, no desired state, so nothing heavy is imported on its path.
+
+@dataclass
+class Keeping:
+    """Readiness and pending restarts of the listed containers, and which pods were stopped.
+    Empty (every running container ready, nothing pending) when there is no state store."""
+
+    probes: dict[str, dict[str, bool]] = field(default_factory=dict)  # pod uid → container → ready
+    restarts: dict[str, float] = field(default_factory=dict)  # container id → when a keeper restarts it
+    stopped: set[str] = field(default_factory=set)  # pod uids whose last transaction was `podplay stop`
+
+    def ready(self, c: ObservedContainer) -> bool:
+        """Running, and its readiness (and startup) probes passed; without probes running is ready
+        (Kubernetes' rule)."""
+        return c.state == RUNNING and self.probes.get(c.pod_uid, {}).get(c.name, True)
+
+    def restart_at(self, c: ObservedContainer) -> float | None:
+        return self.restarts.get(c.id) if c.state == EXITED else None
+
+
+def probe_readiness(rows: Iterable[tuple[str, dict]], pods: Iterable[ObservedPod]) -> dict[str, dict[str, bool]]:
+    """pod uid → container name → ready, from (pod uid, probe record) rows of the probes table.
+
+    The rule of ``reconciler.health.readiness``: a record belongs to one run of its container (its
+    ``started_at``); a container restarted since has probes but no verdict yet, so it is not ready.
+    (A unit test holds the two to the same answers.)"""
+    runs = {p.uid: {c.name: c.started_at for c in p.containers.values()} for p in pods}
+    out: dict[str, dict[str, bool]] = {}
+    for uid, rec in rows:
+        name = rec.get("name", "")
+        started = runs.get(uid, {})
+        fresh = name not in started or started[name] == rec.get("started_at")
+        out.setdefault(uid, {})[name] = bool(rec.get("ready", False)) and fresh
+    return out
+
+
+def pending_restarts(keepers: Iterable[dict], pods: Iterable[ObservedPod], now: float,
+                     alive: Callable[[int], bool] | None = None) -> dict[str, float]:
+    """container id → when it will be restarted, for exited containers that a live keeper holds in
+    crash-loop back-off. Without a live keeper nothing restarts an exited container (``up`` runs
+    once), so nothing is pending. A schedule entry counts only for the container run it was made
+    for (same restart count): a container restarted and exited again since waits for the keeper's
+    next relist to be scheduled anew."""
+    alive = alive or _keeper_alive
+    schedule: dict[str, dict] = {}
+    for rec in keepers:
+        if rec.get("running") and alive(int(rec.get("pid") or 0)):
+            schedule.update(rec.get("backoff") or {})
+    out = {}
+    for pod in pods:
+        for c in pod.containers.values():
+            b = schedule.get(c.id)
+            if b is None or c.state != EXITED or b.get("restarts") != c.restart_count:
+                continue
+            until = float(b.get("until") or 0.0)
+            if until > now:
+                out[c.id] = until
+    return out
+
+
+def read_keeping(ctx, pods: Sequence[ObservedPod], now: float, *, stopped: bool = False) -> Keeping:
+    """The state store's rows about ``pods`` (read-only; `ps` never creates a store). ``stopped``:
+    also which of them were last stopped with `podplay stop` (``pods`` needs it, ``ps`` not)."""
+    uids = sorted({p.uid for p in pods})
+    if not uids or not ctx.paths.state_db.exists():
+        return Keeping()
+    import json
     import sqlite3
 
+    marks = ",".join("?" * len(uids))
     try:
         db = sqlite3.connect(f"file:{ctx.paths.state_db}?mode=ro", uri=True, timeout=5)
         try:
-            marks = "?" * len(wanted)
-            rows = db.execute(
-                f"SELECT uid, kind FROM txns WHERE uid IN ({','.join(marks)}) AND status = 'committed' "
-                "AND kind IN ('stop', 'start', 'create') ORDER BY id", tuple(wanted)).fetchall()
+            probe_rows = [(uid, json.loads(rec)) for uid, rec in db.execute(
+                f"SELECT pod_uid, record FROM probes WHERE pod_uid IN ({marks})", uids)]  # noqa: S608
+            keepers = [json.loads(rec) for (rec,) in db.execute("SELECT record FROM sources")]
+            last = _stopped_uids(db, pods) if stopped else set()
         finally:
             db.close()
-    except sqlite3.Error:
+    except (sqlite3.Error, ValueError):
+        return Keeping()
+    return Keeping(probe_readiness(probe_rows, pods), pending_restarts(keepers, pods, now), last)
+
+
+def _stopped_uids(db, pods: Sequence[ObservedPod]) -> set[str]:
+    """Pod instances whose last transaction was a `podplay stop` (only asked about pods whose
+    containers all exited)."""
+    wanted = sorted(p.uid for p in pods if p.containers and all(c.state == EXITED for c in p.containers.values()))
+    if not wanted:
         return set()
+    rows = db.execute(
+        f"SELECT uid, kind FROM txns WHERE uid IN ({','.join('?' * len(wanted))}) AND status = 'committed' "  # noqa: S608
+        "AND kind IN ('stop', 'start', 'create') ORDER BY id", wanted).fetchall()
     last: dict[str, str] = {}
     for uid, kind in rows:
         last[uid] = kind
@@ -634,13 +725,16 @@ def cmd_ps(args, ctx) -> int:
     if args.quiet:
         for _, c in rows:
             print(c.id, file=ctx.out)
-    elif args.output == "json":
+        return 0
+    now = time.time()
+    keeping = read_keeping(ctx, pods, now)
+    if args.output == "json":
         import json
 
-        json.dump([container_json(p, c) for p, c in rows], ctx.out, indent=2)
+        json.dump([container_json(p, c, keeping) for p, c in rows], ctx.out, indent=2)
         print(file=ctx.out)
     else:
-        print(ps_table(rows, time.time(), args.namespace), file=ctx.out)
+        print(ps_table(rows, now, args.namespace, keeping), file=ctx.out)
     return 0
 
 
@@ -650,18 +744,20 @@ def cmd_pods(args, ctx) -> int:
         pods = _select(view, args.pods, args.namespace)
     finally:
         view.close()
-    stopped = _stopped_uids(ctx, pods)
-    statuses = {p.uid: pod_status(p, p.uid in stopped) for p in pods}
     if args.quiet:
         for p in pods:
             print(p.key, file=ctx.out)
-    elif args.output == "json":
+        return 0
+    now = time.time()
+    keeping = read_keeping(ctx, pods, now, stopped=True)
+    statuses = {p.uid: pod_status(p, p.uid in keeping.stopped, keeping.restarts, now) for p in pods}
+    if args.output == "json":
         import json
 
-        json.dump([pod_json(p, statuses[p.uid]) for p in pods], ctx.out, indent=2)
+        json.dump([pod_json(p, statuses[p.uid], keeping) for p in pods], ctx.out, indent=2)
         print(file=ctx.out)
     else:
-        print(pods_table(pods, statuses, time.time(), args.namespace), file=ctx.out)
+        print(pods_table(pods, statuses, now, args.namespace, keeping), file=ctx.out)
     return 0
 
 

@@ -48,15 +48,15 @@ spec:
 
     # Default: the running app containers; the exited job is not listed.
     lines = stack.run("ps").stdout.splitlines()
-    assert lines[0].split() == ["POD", "CONTAINER", "IMAGE", "STATE", "RESTARTS", "PORTS", "IP", "AGE"]
+    assert lines[0].split() == ["POD", "CONTAINER", "IMAGE", "STATE", "READY", "RESTARTS", "PORTS", "IP", "AGE"]
     rows = [line.split() for line in lines[1:]]
     assert [r[:2] for r in rows] == [["web", "httpd"], ["web", "side"]]
     for r in rows:
-        assert r[2:5] == ["localhost/busybox:latest", "running", "0"]
-        assert r[5] == f"0.0.0.0:{port}->8080/tcp"
-        assert ipaddress.ip_address(r[6]) in subnet
-        assert re.fullmatch(r"\d+(s|m\d*s?)", r[7])
-    web_ip = rows[0][6]
+        assert r[2:6] == ["localhost/busybox:latest", "running", "true", "0"]
+        assert r[6] == f"0.0.0.0:{port}->8080/tcp"
+        assert ipaddress.ip_address(r[7]) in subnet
+        assert re.fullmatch(r"\d+(s|m\d*s?)", r[8])
+    web_ip = rows[0][7]
 
     # -a: exited containers too, with their exit code; --infra: each pod's infra container.
     text = stack.run("ps", "-a", "--infra").stdout
@@ -70,8 +70,8 @@ spec:
     assert {d["name"] for d in data} == {"httpd", "side", "run"}
     run = next(d for d in data if d["name"] == "run")
     assert set(run) == {"id", "namespace", "pod", "pod_uid", "name", "role", "image", "image_id", "state",
-                        "exit_code", "oom_killed", "restarts", "pid", "started_at", "finished_at", "ip", "ports",
-                        "source"}
+                        "exit_code", "oom_killed", "ready", "restarts", "restart_at", "pid", "started_at",
+                        "finished_at", "ip", "ports", "source"}
     assert (run["namespace"], run["pod"], run["state"], run["exit_code"], run["role"]) == (
         "default", "job", "exited", 3, "app")
     assert run["finished_at"].endswith("Z") and run["pid"] is None
@@ -93,7 +93,7 @@ spec:
     assert pods["web"]["status"] == "Running" and pods["web"]["ready"] == 2
     assert [c["name"] for c in pods["web"]["containers"]] == ["httpd", "side"]
     assert pods["job"]["containers"] == [{"name": "run", "state": "exited", "exit_code": 3, "restarts": 0,
-                                          "ready": False}]
+                                          "ready": False, "restart_at": None}]
     assert pods["job"]["owner"] == "Pod/default/job" and pods["job"]["source"] == str(m)
     assert stack.run("pods", "-q").stdout.split() == ["default/job", "default/web"]
 

@@ -112,9 +112,10 @@ def test_failing_exec_liveness_probe_restarts_the_container_under_watch(stack):
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         wait_for(lambda: pods_json(stack).get("live", {}).get("restarts", 0) >= 1, "a liveness restart", 90)
-        res = stack.run("ps")
-        line = next(line for line in res.stdout.splitlines() if line.split()[:2] == ["live", "app"])
-        assert int(line.split()[4]) >= 1, res.stdout
+        # `ps` lists running containers: wait out the moment a restart stops and starts it again.
+        line = wait_for(lambda: next((line for line in stack.run("ps").stdout.splitlines()
+                                      if line.split()[:2] == ["live", "app"]), None), "live/app to be listed")
+        assert int(line.split()[5]) >= 1, line  # RESTARTS, after STATE and READY
         status = stack.run("status").stdout
         assert "live" in status
     finally:

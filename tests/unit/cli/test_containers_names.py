@@ -146,7 +146,8 @@ def test_namespace_column_appears_only_outside_default():
     pods = host()
     only_default = [r for r in container_rows(pods, all_states=False, infra=False) if r[0].namespace == "default"]
     header = ps_table(only_default, 160).splitlines()[0].split()
-    assert header == ["POD", "CONTAINER", "IMAGE", "STATE", "RESTARTS", "PORTS", "IP", "AGE"]
+    assert header == ["POD", "CONTAINER", "IMAGE", "STATE", "READY", "RESTARTS", "PORTS", "IP",
+                      "AGE"]
     lines = ps_table(container_rows(pods, all_states=True, infra=False), 160).splitlines()
     assert lines[0].split()[0] == "NAMESPACE"
     assert any(line.split()[:3] == ["team", "job", "run"] and "exited (3)" in line for line in lines)
