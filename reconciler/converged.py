@@ -79,7 +79,9 @@ def record(state: StateStore, paths: Sequence[str], desired: DesiredState, warni
     if files is None:
         forget(state, paths, network=network)
         return
-    pods = {p.uid: {"ref": p.ref, "containers": sorted(c.id for c in p.containers), "network": bool(p.network)}
+    pods = {p.uid: {"ref": p.ref, "containers": sorted(c.id for c in p.containers), "network": bool(p.network),
+                    # Readiness is the probes' to say: `up --wait` must run them.
+                    "probes": any(c.spec.readiness_probe or c.spec.startup_probe for c in p.containers)}
             for p in desired.pods.values()}
     fingerprint = {"files": files, "pods": pods, "claims": sorted(desired.claims), "state": _state_digest(state),
                    "warnings": list(warnings)}
@@ -90,9 +92,11 @@ def forget(state: StateStore, paths: Sequence[str], *, network: str = "") -> Non
     state.db.execute("DELETE FROM meta WHERE key = ?", (_key(paths, network),))
 
 
-def unchanged(state: StateStore, paths: Sequence[str], drivers: Drivers, *, network: str = "") -> list[str] | None:
+def unchanged(state: StateStore, paths: Sequence[str], drivers: Drivers, *, network: str = "",
+              wait: bool = False) -> list[str] | None:
     """The manifests' warnings when a full `up` of `paths` would find nothing to do (see the
-    module docstring); None when the full pass must run."""
+    module docstring); None when the full pass must run. With `wait` (``up --wait``), pods with
+    readiness or startup probes always take the full pass, which runs the probes."""
     raw = state.get_meta(_key(paths, network))
     if not raw:
         return None
@@ -102,6 +106,8 @@ def unchanged(state: StateStore, paths: Sequence[str], drivers: Drivers, *, netw
     if fp.get("state") != _state_digest(state) or fp.get("files") != file_digests(paths):
         return None
     pods: dict[str, dict] = fp["pods"]
+    if wait and any(p.get("probes", True) for p in pods.values()):
+        return None
     if pods:
         marks = ",".join("?" * len(pods))
         probed = state.db.execute(f"SELECT 1 FROM probes WHERE pod_uid IN ({marks}) LIMIT 1",  # noqa: S608

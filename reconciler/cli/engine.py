@@ -163,7 +163,7 @@ def _unchanged(args, ctx) -> bool:
 
     drivers, state = _engine(ctx)
     try:
-        warnings = unchanged(state, args.paths, drivers, network=ctx.paths.default_network)
+        warnings = unchanged(state, args.paths, drivers, network=ctx.paths.default_network, wait=args.wait)
     finally:
         drivers.close()
         state.close()

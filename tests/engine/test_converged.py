@@ -88,3 +88,16 @@ def test_up_of_other_paths_has_its_own_fingerprint(settled, tmp_path):
     assert converged.unchanged(settled.state, [str(other)], settled.drivers) is not None
     # 'solo' belongs to another scope: the directory's full pass would leave it alone, and so does the check.
     assert unchanged(settled) is not None and full_pass_is_empty(settled)
+
+
+def test_up_wait_runs_the_probes_of_pods_that_have_them(engine):
+    probe = "\n    readinessProbe: {exec: {command: [cat, /ready]}}"
+    engine.write("a.yaml", pod_yaml("probed", ports=probe))
+    engine.write("b.yaml", pod_yaml("plain"))
+    assert engine.up().ok
+    paths = [str(engine.dir)]
+    assert converged.unchanged(engine.state, paths, engine.drivers) is not None
+    assert converged.unchanged(engine.state, paths, engine.drivers, wait=True) is None
+    only_plain = [str(engine.dir / "b.yaml")]
+    engine.up(*only_plain)
+    assert converged.unchanged(engine.state, only_plain, engine.drivers, wait=True) is not None
