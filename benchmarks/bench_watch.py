@@ -1,6 +1,8 @@
 """Keeping converged: how fast `podplay watch` reacts, what a quiet pass costs, what idling costs.
 
-    python -m benchmarks.bench_watch [--driver fake|host] [--runs 20] [--pods 100] [--idle 60]
+    python -m benchmarks.bench_watch [--driver fake|host] [--runs 20] [--pods 100] [--idle 60] [--only PART]
+
+The driver is ``host`` when run as root (as `make bench` is), else ``fake``.
 
 1. Latency from writing a new manifest file to its container running, through a real
    `podplay watch` process (median of --runs, for two debounce settings). The watcher's own
@@ -505,7 +507,9 @@ def cleanup_host(base: Path) -> None:
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--driver", choices=("fake", "host"), default="fake")
+    ap.add_argument("--driver", choices=("fake", "host"), default=None,
+                    help="host: real pods (needs root; the default as root, as in `make bench`); fake: the engine "
+                    "alone on the file-backed fake host (the default otherwise)")
     ap.add_argument("--runs", type=int, default=20)
     ap.add_argument("--pods", type=int, default=100)
     ap.add_argument("--idle", type=float, default=60.0, help="seconds of idling to measure (default 60)")
@@ -513,6 +517,8 @@ def main(argv=None) -> None:
                     help="run only these parts (repeatable)")
     args = ap.parse_args(argv)
     parts = set(args.only or ("latency", "quiet", "idle"))
+    if args.driver is None:
+        args.driver = "host" if os.geteuid() == 0 else "fake"
     if args.driver == "host" and os.geteuid() != 0:
         ap.error("--driver host needs root (runc, overlay mounts, CNI)")
     sys.path.insert(0, str(REPO))
