@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -236,9 +237,11 @@ def git_daemon(repo):
     """`git daemon` serving the test's repositories on 127.0.0.1 (a free port), killed at teardown."""
     for _ in range(5):
         port = _free_port()
+        # `git daemon` runs git-daemon as a child: a session of its own lets teardown kill both.
         proc = subprocess.Popen(["git", "daemon", "--export-all", "--reuseaddr", f"--base-path={repo.tmp}",
                                  "--listen=127.0.0.1", f"--port={port}", str(repo.tmp)],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=repo.env)
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=repo.env,
+                                start_new_session=True)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline and proc.poll() is None:
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
@@ -246,13 +249,18 @@ def git_daemon(repo):
             time.sleep(0.05)
         if proc.poll() is None:
             break
-        proc.wait()
+        _kill_group(proc)
     else:
         pytest.fail("git daemon did not start")
     yield f"git://127.0.0.1:{port}/remote.git"
-    proc.kill()
-    proc.wait()
+    _kill_group(proc)
     proc.stderr.close()
+
+
+def _kill_group(proc: subprocess.Popen) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
 
 
 def test_a_running_sync_over_git_daemon_follows_the_branch(site, repo, git_daemon):
