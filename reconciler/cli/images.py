@@ -414,6 +414,29 @@ def cmd_inspect(args, ctx) -> int:
         store.close()
 
 
+def _inspect_doc(image, name: str, tags) -> dict:
+    """`skopeo inspect`'s document, for a registry's image or a layout's or archive's."""
+    cfg = image.config.raw.get("config") or {}
+    return {
+        "Name": name,
+        "Digest": image.top.digest,
+        "RepoTags": list(tags),
+        "Created": image.config.created,
+        "DockerVersion": image.config.raw.get("docker_version", ""),
+        "Labels": cfg.get("Labels"),
+        "Architecture": image.config.platform.architecture,
+        "Os": image.config.platform.os,
+        "Variant": image.config.platform.variant,
+        "Layers": [layer.digest for layer in image.parsed.layers],
+        "LayersData": [{"MIMEType": layer.media_type, "Digest": layer.digest, "Size": layer.size,
+                        "Annotations": layer.annotations or None} for layer in image.parsed.layers],
+        "Env": cfg.get("Env") or [],
+        "MediaType": image.parsed.media_type if image.index is None else image.index.media_type,
+        "ManifestDigest": image.manifest.digest,
+        "ConfigDigest": image.parsed.config.digest,
+    }
+
+
 def _inspect_remote(args, ctx, store, ref: str) -> int:
     from reconciler.images.platform import normalize
 
@@ -424,26 +447,7 @@ def _inspect_remote(args, ctx, store, ref: str) -> int:
     if args.config:
         _write_raw(ctx, remote.config_bytes)
         return 0
-    cfg = remote.config.raw.get("config") or {}
-    r = remote.reference
-    doc = {
-        "Name": r.repository,
-        "Digest": remote.top.digest,
-        "RepoTags": list(remote.tags),
-        "Created": remote.config.created,
-        "DockerVersion": remote.config.raw.get("docker_version", ""),
-        "Labels": cfg.get("Labels"),
-        "Architecture": remote.config.platform.architecture,
-        "Os": remote.config.platform.os,
-        "Variant": remote.config.platform.variant,
-        "Layers": [layer.digest for layer in remote.parsed.layers],
-        "LayersData": [{"MIMEType": layer.media_type, "Digest": layer.digest, "Size": layer.size,
-                        "Annotations": layer.annotations or None} for layer in remote.parsed.layers],
-        "Env": cfg.get("Env") or [],
-        "MediaType": remote.parsed.media_type if remote.index is None else remote.index.media_type,
-        "ManifestDigest": remote.manifest.digest,
-        "ConfigDigest": remote.parsed.config.digest,
-    }
+    doc = _inspect_doc(remote, remote.reference.repository, remote.tags)
     if remote.index is not None:
         doc["Platforms"] = [
             {"Platform": str(normalize(d.platform)) if d.platform else "", "Digest": d.digest,
@@ -584,25 +588,7 @@ def _inspect_location(args, ctx, store, location: str) -> int:
     if args.config:
         _write_raw(ctx, image.config_bytes)
         return 0
-    cfg = image.config.raw.get("config") or {}
-    doc = {
-        "Name": image.names[0] if image.names else "",
-        "Digest": image.top.digest,
-        "RepoTags": list(image.names),
-        "Created": image.config.created,
-        "DockerVersion": image.config.raw.get("docker_version", ""),
-        "Labels": cfg.get("Labels"),
-        "Architecture": image.config.platform.architecture,
-        "Os": image.config.platform.os,
-        "Variant": image.config.platform.variant,
-        "Layers": [layer.digest for layer in image.parsed.layers],
-        "LayersData": [{"MIMEType": layer.media_type, "Digest": layer.digest, "Size": layer.size,
-                        "Annotations": layer.annotations or None} for layer in image.parsed.layers],
-        "Env": cfg.get("Env") or [],
-        "MediaType": image.parsed.media_type if image.index is None else image.index.media_type,
-        "ManifestDigest": image.manifest.digest,
-        "ConfigDigest": image.parsed.config.digest,
-    }
+    doc = _inspect_doc(image, image.names[0] if image.names else "", image.names)
     json.dump(doc, ctx.out, indent=4)
     print(file=ctx.out)
     return 0
