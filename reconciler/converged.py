@@ -16,12 +16,12 @@ This module stays light (no YAML, no schema, no model): that is its whole point.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from reconciler import sha
 from reconciler.observed import LABEL_SOURCE, ContainerState
 from reconciler.sources import find_manifest_files
 
@@ -57,7 +57,7 @@ def file_digests(paths: Sequence[str]) -> dict[str, str] | None:
     for f in files:
         try:
             with open(f, "rb") as fh:
-                out[os.path.abspath(f)] = hashlib.sha256(fh.read()).hexdigest()
+                out[os.path.abspath(f)] = sha.sha256(fh.read()).hexdigest()
         except OSError:
             return None
     return out
@@ -67,7 +67,7 @@ def _state_digest(state: StateStore) -> str:
     from reconciler import __version__
 
     pins = [list(r) for r in state.db.execute("SELECT deployment, revision, manifest_hash FROM pins ORDER BY 1")]
-    return hashlib.sha256(json.dumps([__version__, FORMAT, pins]).encode()).hexdigest()
+    return sha.sha256(json.dumps([__version__, FORMAT, pins]).encode()).hexdigest()
 
 
 def record(state: StateStore, paths: Sequence[str], desired: DesiredState, warnings: Sequence[str] = (), *,

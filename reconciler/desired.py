@@ -8,12 +8,12 @@ old and a new revision of the same pod can coexist during a rollout).
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
+from reconciler import sha
 from reconciler.errors import Diagnostic, ManifestError, Severity
 from reconciler.model import codec
 from reconciler.model.kube import (
@@ -153,7 +153,7 @@ class DesiredState:
 # --- helpers ----------------------------------------------------------------------------------
 
 def pod_uid(namespace: str, name: str, spec_hash: str) -> str:
-    return hashlib.sha256(f"{namespace}/{name}/{spec_hash}".encode()).hexdigest()[:12]
+    return sha.sha256(f"{namespace}/{name}/{spec_hash}".encode()).hexdigest()[:12]
 
 
 def container_id(uid: str, name: str) -> str:

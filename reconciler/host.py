@@ -10,9 +10,12 @@ from reconciler.drivers.base import Drivers
 from reconciler.paths import HostPaths
 
 
-def open_drivers(paths: HostPaths, kind: str | None = None) -> Drivers:
+def open_drivers(paths: HostPaths, kind: str | None = None, *, isolate: bool = False) -> Drivers:
     """The drivers for this host. ``kind="fake"`` (or $PODPLAY_DRIVER=fake) gives the in-memory
-    fake persisted under the storage root: the engine's crash tests run real processes on it."""
+    fake persisted under the storage root: the engine's crash tests run real processes on it.
+
+    ``isolate`` (for a keeper, which runs for months) pulls images and unpacks layers in forked
+    children, so that the registry client, TLS and OpenSSL are never loaded into the keeper."""
     kind = kind or os.environ.get("PODPLAY_DRIVER", "host")
     if kind == "fake":
         from reconciler.drivers.fake import FakeHost, fake_drivers
@@ -28,12 +31,12 @@ def open_drivers(paths: HostPaths, kind: str | None = None) -> Drivers:
     def make_images():
         from reconciler.images.driver import LocalImageStore
 
-        return LocalImageStore(paths)
+        return LocalImageStore(paths, isolate=isolate)
 
     def make_snapshots():
         from reconciler.storage.snapshots import OverlaySnapshotter
 
-        return OverlaySnapshotter(paths, images)
+        return OverlaySnapshotter(paths, images, isolate=isolate)
 
     images = _Deferred(make_images)
     return Drivers(images=images, snapshots=_Deferred(make_snapshots), volumes=HostVolumes(paths),

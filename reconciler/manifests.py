@@ -18,8 +18,6 @@ import binascii
 import bisect
 import contextlib
 import datetime
-import difflib
-import hashlib
 import ipaddress
 import json
 import math
@@ -31,6 +29,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from reconciler import sha
 from reconciler.errors import Diagnostic, Severity
 from reconciler.model import convert
 from reconciler.model import source as _source
@@ -631,6 +630,8 @@ def _close(word: str, options: Iterable[str]) -> str | None:
     for o in options:
         if o.lower() == word.lower():
             return o
+    import difflib  # only for a misspelled key: 0.5 MB a keeper need not hold
+
     hint = difflib.get_close_matches(word, options, n=1, cutoff=0.7)
     return hint[0] if hint else None
 
@@ -1267,11 +1268,11 @@ class SchemaCache:
             source = (SCHEMA_DIR / "SOURCE.json").read_bytes()
         except OSError:
             source = b""
-        self.salt = hashlib.sha256(source + b"\0" + __version__.encode()).hexdigest()
+        self.salt = sha.sha256(source + b"\0" + __version__.encode()).hexdigest()
 
     def key(self, kind: str, data: Any) -> str:
         text = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-        return hashlib.sha256(f"{self.salt}\0{kind}\0{text}".encode()).hexdigest()
+        return sha.sha256(f"{self.salt}\0{kind}\0{text}".encode()).hexdigest()
 
     def __contains__(self, key: str) -> bool:
         return key in self.known

@@ -37,9 +37,9 @@ class HostPaths:
         """A short name for this storage root, unique on the host: for what podplay names in
         host-wide namespaces (CNI container ids and so iptables chains, cgroups), where two roots
         running the very same pod (two installations, parallel tests) must not collide."""
-        import hashlib
+        from reconciler import sha
 
-        return "pp" + hashlib.sha256(os.fsencode(os.path.realpath(self.root))).hexdigest()[:8]
+        return "pp" + sha.sha256(os.fsencode(os.path.realpath(self.root))).hexdigest()[:8]
 
     # durable
     @property

@@ -19,13 +19,13 @@ whitespace special meanings that differ from key to key.
 
 from __future__ import annotations
 
-import hashlib
 import os.path
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from reconciler import sha
 from reconciler.desired import DesiredPod, DesiredState
 from reconciler.errors import InputError
 from reconciler.model.kube import ConfigMap, PersistentVolumeClaim, Secret
@@ -152,7 +152,7 @@ def unit_name(prefix: str, body: str, suffix: str = ".service") -> str:
     name = prefix + body + suffix
     if len(name) <= UNIT_NAME_MAX:
         return name
-    digest = hashlib.sha256(body.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+    digest = sha.sha256(body.encode("utf-8", "surrogateescape")).hexdigest()[:16]
     keep = UNIT_NAME_MAX - len(prefix) - len(suffix) - len(digest) - 1
     cut = body[:keep]
     tail = cut.rfind("\\")

@@ -18,8 +18,18 @@ from reconciler import __version__
 from reconciler.errors import EXIT_INTERRUPTED, EXIT_USAGE, PodplayError
 from reconciler.paths import HostPaths
 
-# Areas in help order. Each module defines register(sub, common).
-AREAS = ("engine", "containers", "images", "keep", "units", "rollout")
+# Areas in help order, each with the commands it registers (``register(sub, common)`` in
+# ``reconciler.cli.<area>``). The table lives here so that a command imports its own area only:
+# a `podplay ps` need not load the image commands, nor a month-long `podplay watch` keep them.
+AREAS = {
+    "engine": ("validate", "plan", "up", "play", "down"),
+    "containers": ("ps", "pods", "logs", "exec", "stop", "start", "rm"),
+    "images": ("pull", "images", "inspect", "rmi", "tag", "image", "login", "logout", "copy", "push", "save",
+               "load", "import"),
+    "keep": ("watch", "sync", "status"),
+    "units": ("generate",),
+    "rollout": ("rollout",),
+}
 
 
 @dataclass
@@ -67,16 +77,9 @@ def _command_word(argv: list[str]) -> str:
 def _areas(argv: list[str] | None):
     """The area modules to register: only the one that owns the command when argv names one
     (building every area's parser costs more than everything else `podplay ps` does)."""
-    modules = []
-    for area in AREAS:
-        try:
-            modules.append(importlib.import_module(f"reconciler.cli.{area}"))
-        except ModuleNotFoundError as exc:
-            if exc.name != f"reconciler.cli.{area}":
-                raise
     word = _command_word(argv) if argv is not None else ""
-    owner = [m for m in modules if word in m.COMMANDS]
-    return owner or modules
+    owner = [area for area, commands in AREAS.items() if word in commands]
+    return [importlib.import_module(f"reconciler.cli.{area}") for area in owner or AREAS]
 
 
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:

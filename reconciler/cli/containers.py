@@ -74,7 +74,6 @@ def _namespace_option(p, listing: bool = False) -> None:
 
 
 # The top-level commands this area registers (the front end builds only the area it needs).
-COMMANDS = ("ps", "pods", "logs", "exec", "stop", "start", "rm")
 
 
 def register(sub, common) -> None:

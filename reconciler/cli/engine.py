@@ -10,7 +10,6 @@ import time
 from reconciler.errors import EXIT_APPLY_FAILED, EXIT_INVALID, ManifestError, Severity
 
 # The top-level commands this area registers (the front end builds only the area it needs).
-COMMANDS = ("validate", "plan", "up", "play", "down")
 
 
 def register(sub, common) -> None:

@@ -56,8 +56,6 @@ def _registry_options(p: argparse.ArgumentParser, platform: bool = True) -> None
 
 
 # The top-level commands this area registers (the front end builds only the area it needs).
-COMMANDS = ("pull", "images", "inspect", "rmi", "tag", "image", "login", "logout", "copy", "push", "save", "load",
-            "import")
 
 
 def register(sub, common) -> None:

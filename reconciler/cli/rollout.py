@@ -14,7 +14,6 @@ import time
 from reconciler.errors import EXIT_APPLY_FAILED, ManifestError, NotFoundError
 
 # The top-level commands this area registers (the front end builds only the area it needs).
-COMMANDS = ("rollout",)
 
 
 def register(sub, common) -> None:

@@ -9,7 +9,6 @@ from collections.abc import Callable, Sequence
 from reconciler.errors import EXIT_INVALID, EXIT_USAGE, InputError, ManifestError
 
 # The top-level commands this area registers (the front end builds only the area it needs).
-COMMANDS = ("generate",)
 
 
 def register(sub, common) -> None:

@@ -10,7 +10,6 @@ the registry client resumes into them, files are streamed into them.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import tempfile
 from collections.abc import Callable, Iterator
@@ -18,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from reconciler import sha
 from reconciler.errors import ImageError
 from reconciler.images.reference import validate_digest
 
@@ -43,11 +43,11 @@ BZIP2_MAGIC = b"BZh"
 
 
 def sha256_digest(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
+    return "sha256:" + sha.sha256(data).hexdigest()
 
 
 def hasher_for(digest: str):
-    return hashlib.new(digest.split(":", 1)[0])
+    return sha.streaming(digest.split(":", 1)[0])
 
 
 def detect_compression(head: bytes) -> str:
@@ -282,7 +282,7 @@ class HashingReader:
 
     def __init__(self, raw: BinaryIO, algorithm: str = "sha256"):
         self.raw = raw
-        self.hash = hashlib.new(algorithm)
+        self.hash = sha.streaming(algorithm)
         self.count = 0
 
     def read(self, n: int = -1) -> bytes:
@@ -310,7 +310,7 @@ class HashingWriter:
 
     def __init__(self, out: BinaryIO, algorithm: str = "sha256"):
         self.out = out
-        self.hash = hashlib.new(algorithm)
+        self.hash = sha.streaming(algorithm)
         self.count = 0
 
     def write(self, data) -> int:

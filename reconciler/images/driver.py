@@ -19,6 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO
 
+from reconciler import forked
 from reconciler.errors import ImageError, InputError, TemporaryImageError
 from reconciler.images.config import (
     RegistriesConfig,
@@ -93,8 +94,9 @@ class LocalImageStore:
                  registries_conf: str | os.PathLike | None = None, auth_file: str | os.PathLike | None = None,
                  progress: Progress | None = None, tls_verify: bool = True, retries: int = 4,
                  backoff: float = 0.5, timeout: float = 60.0, workers: int = 3,
-                 certs_dir: str | os.PathLike | None = None):
+                 certs_dir: str | os.PathLike | None = None, isolate: bool = False):
         self.paths = paths
+        self.isolate = isolate  # registry work in a forked child (see reconciler.forked)
         self.store = ContentStore(paths.images)
         if isinstance(platform, str):
             platform = parse_platform(platform)
@@ -153,6 +155,13 @@ class LocalImageStore:
             return local
         if local is not None and (policy == "IfNotPresent" or parsed.digest):
             return local
+        if self.isolate:
+            return forked.call(self._from_registry, ref, parsed, local, credentials)
+        return self._from_registry(ref, parsed, local, credentials)
+
+    def _from_registry(self, ref: str, parsed: Reference, local: ImageInfo | None,
+                       credentials: Sequence[RegistryCredential]) -> ImageInfo:
+        """The stored image if the registry's tag still names it, else the image pulled."""
         if local is not None:
             name, digest = self.remote_digest(parsed, credentials)
             rec = self._record_of(local.id)

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+from reconciler import sha
 from reconciler.errors import ImageError
 from reconciler.fsutil import atomic_write, fsync_dir
 from reconciler.images.archive import TarWriter
@@ -191,10 +192,8 @@ class LayoutSource:
 
 
 def _digest_of(data: bytes, digest: str) -> str:
-    import hashlib
-
     algorithm = digest.split(":", 1)[0]
-    return f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
+    return f"{algorithm}:{sha.new(algorithm, data).hexdigest()}"
 
 
 def _listing(names: list[str]) -> str:

@@ -24,7 +24,6 @@ Safety rules, each with a reason:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import random
 import re
@@ -36,7 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlencode, urljoin, urlsplit
 
-from reconciler import __version__
+from reconciler import __version__, sha
 from reconciler.errors import ImageError, TemporaryImageError
 from reconciler.images.blobio import BlobWriter
 from reconciler.images.config import Credential, is_loopback
@@ -203,7 +202,7 @@ class MemoryIngest:
 
     def commit(self) -> None:
         algorithm = self.digest.split(":", 1)[0]
-        actual = f"{algorithm}:{hashlib.new(algorithm, bytes(self.data)).hexdigest()}"
+        actual = f"{algorithm}:{sha.new(algorithm, bytes(self.data)).hexdigest()}"
         if len(self.data) != self.size or actual != self.digest:
             raise ImageError(f"blob {self.digest} failed verification (got {len(self.data)} bytes, digest {actual})")
 
@@ -565,7 +564,7 @@ class RegistryClient:
                 resp.close()
             content_type = resp.headers.get("Content-Type", "")
             algorithm = reference.split(":", 1)[0] if by_digest else "sha256"
-            digest = f"{algorithm}:{hashlib.new(algorithm, data).hexdigest()}"
+            digest = f"{algorithm}:{sha.new(algorithm, data).hexdigest()}"
             if by_digest and digest != reference:
                 raise ImageError(f"{what}: the registry sent content with digest {digest}; refusing it")
             claimed = resp.headers.get("Docker-Content-Digest", "")
@@ -756,7 +755,7 @@ class RegistryClient:
 
     def put_manifest(self, repo: str, reference: str, data: bytes, media_type: str) -> str:
         """PUT a manifest (or index) under a tag or its digest; returns its digest."""
-        digest = "sha256:" + hashlib.sha256(data).hexdigest()
+        digest = "sha256:" + sha.sha256(data).hexdigest()
         what = f"manifest {self.domain}/{repo}:{reference}"
         resp = self._request("PUT", f"/v2/{repo}/manifests/{reference}", scope=push_scope(repo),
                              headers={"Content-Type": media_type}, stream=False, data=data)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import hashlib
 import json
 import os
 import time
@@ -29,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
+from reconciler import sha
 from reconciler.errors import ImageError, StateError
 from reconciler.fsutil import atomic_write, fsync_dir
 from reconciler.images.reference import split_digest, validate_digest
@@ -64,7 +64,7 @@ class ImageRecord:
 
 def _hasher(digest: str):
     algorithm, _ = split_digest(digest)
-    return hashlib.new(algorithm)
+    return sha.streaming(algorithm)
 
 
 @contextlib.contextmanager

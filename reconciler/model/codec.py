@@ -10,12 +10,13 @@ from __future__ import annotations
 import base64
 import dataclasses
 import enum
-import hashlib
 import json
 import types
 import typing
 from functools import cache
 from typing import Any
+
+from reconciler import sha
 
 _MISSING = dataclasses.MISSING
 
@@ -85,4 +86,4 @@ def canonical_json(obj: Any) -> str:
 
 def digest(obj: Any) -> str:
     """sha256 hex of the canonical form: same meaning, same digest."""
-    return hashlib.sha256(canonical_json(obj).encode()).hexdigest()
+    return sha.sha256(canonical_json(obj).encode()).hexdigest()

@@ -9,10 +9,10 @@ network name and container id exactly as the plugins derive them, so they can be
 
 from __future__ import annotations
 
-import hashlib
 import shlex
 import subprocess
 
+from reconciler import sha
 from reconciler.errors import NetworkError
 
 _TOOLS = {4: "iptables", 6: "ip6tables"}
@@ -20,7 +20,7 @@ _TOOLS = {4: "iptables", 6: "ip6tables"}
 
 def masquerade_chain(network: str, container_id: str) -> str:
     # The plugins' utils.FormatChainName: "CNI-" + sha512(name + id) in hex, 28 characters in all.
-    return ("CNI-" + hashlib.sha512((network + container_id).encode()).hexdigest())[:28]
+    return ("CNI-" + sha.sha512((network + container_id).encode()).hexdigest())[:28]
 
 
 def masquerade_comment(network: str, container_id: str) -> str:

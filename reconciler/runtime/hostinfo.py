@@ -13,7 +13,6 @@ import ctypes.util
 import errno
 import functools
 import os
-import platform
 import resource
 import select
 import socket
@@ -26,12 +25,12 @@ from reconciler.runtime.seccomp import MACHINE_TO_ARCH
 
 
 def arch() -> str:
-    machine = platform.machine()
+    machine = os.uname().machine
     return MACHINE_TO_ARCH.get(machine, machine)
 
 
 def kernel_version() -> tuple[int, int]:
-    release = platform.release()
+    release = os.uname().release
     parts = release.split("-", 1)[0].split(".")
     try:
         return int(parts[0]), int(parts[1]) if len(parts) > 1 else 0

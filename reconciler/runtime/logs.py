@@ -7,7 +7,7 @@ a newline); consecutive ``P`` records of one stream and the ``F`` that ends them
 
 from __future__ import annotations
 
-import calendar
+import datetime
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -37,7 +37,7 @@ def parse_timestamp(text: bytes) -> float:
         offset = (int(rest[1:3]) * 3600 + int(rest[4:6]) * 60) * (1 if rest[0] == "+" else -1)
     else:
         raise ValueError(f"bad timestamp offset in {s!r}")
-    return calendar.timegm(base) - offset + frac
+    return datetime.datetime(*base[:6], tzinfo=datetime.UTC).timestamp() - offset + frac
 
 
 def parse_line(line: bytes) -> tuple[float, str, bool, bytes] | None:

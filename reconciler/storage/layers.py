@@ -23,14 +23,13 @@ from __future__ import annotations
 import base64
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
-import secrets
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from reconciler import forked, sha
 from reconciler.drivers.base import ImageStore
 from reconciler.errors import StorageError
 from reconciler.fsutil import atomic_write, fsync_dir
@@ -52,7 +51,7 @@ def chain_ids(diff_ids: Sequence[str]) -> list[str]:
         if not out:
             out.append(diff_id)
         else:
-            out.append("sha256:" + hashlib.sha256(f"{out[-1]} {diff_id}".encode()).hexdigest())
+            out.append("sha256:" + sha.sha256(f"{out[-1]} {diff_id}".encode()).hexdigest())
     return out
 
 
@@ -100,11 +99,12 @@ class LayerStore:
     """Unpacked layers under ``HostPaths.layers``, fed from an ImageStore."""
 
     def __init__(self, paths: HostPaths, images: ImageStore, *, limits: UnpackLimits = DEFAULT_LIMITS,
-                 durable: bool = True):
+                 durable: bool = True, isolate: bool = False):
         self.root = paths.layers
         self.images = images
         self.limits = limits
         self.durable = durable
+        self.isolate = isolate  # unpack in a forked child (see reconciler.forked)
         self._recovered = False
 
     # -- paths ----------------------------------------------------------------------------------
@@ -217,6 +217,11 @@ class LayerStore:
             chains = chain_ids(diff_ids)
         except StorageError as e:
             raise StorageError(f"image {image.id}: {e}") from None
+        if self.isolate and any(self.get(chain) is None for chain in chains):
+            return forked.call(self._ensure, image, chains)
+        return self._ensure(image, chains)
+
+    def _ensure(self, image: ImageInfo, chains: list[str]) -> list[Layer]:
         out: list[Layer] = []
         for info, chain in zip(image.layers, chains):
             layer = self.get(chain)
@@ -239,7 +244,7 @@ class LayerStore:
                 result = unpack_layer(blob, tmp / "diff", diff_id=info.diff_id, media_type=info.media_type,
                                       lowers=[layer.path for layer in reversed(below)], limits=self.limits)
             while True:
-                link = base64.b32encode(secrets.token_bytes(10)).decode().rstrip("=")[:12]
+                link = base64.b32encode(os.urandom(10)).decode().rstrip("=")[:12]
                 link_path = self.root / LINKS_DIR / link
                 try:
                     os.symlink(f"../{name}/diff", link_path)

@@ -27,7 +27,6 @@ import fcntl
 import json
 import os
 import re
-import secrets
 import shutil
 import stat
 import subprocess
@@ -64,9 +63,9 @@ class OverlaySnapshotter:
     """``SnapshotDriver`` on overlayfs, with a copying fallback (see the module docstring)."""
 
     def __init__(self, paths: HostPaths, images: ImageStore, *, force_copy: bool = False,
-                 limits: UnpackLimits = DEFAULT_LIMITS, durable: bool = True):
+                 limits: UnpackLimits = DEFAULT_LIMITS, durable: bool = True, isolate: bool = False):
         self.paths = paths
-        self.layers = LayerStore(paths, images, limits=limits, durable=durable)
+        self.layers = LayerStore(paths, images, limits=limits, durable=durable, isolate=isolate)
         self.force_copy = force_copy
         self._overlay_ok: bool | None = None
         self._recovered = False
@@ -110,7 +109,7 @@ class OverlaySnapshotter:
             mounts.remove_tree(self.paths.mounts / key)
             sdir = self.paths.snapshots / key
             if os.path.lexists(sdir):
-                doomed = self.paths.snapshots / f".removing-{key}-{secrets.token_hex(4)}"
+                doomed = self.paths.snapshots / f".removing-{key}-{os.urandom(4).hex()}"
                 try:
                     os.rename(sdir, doomed)
                 except OSError as e:
@@ -194,7 +193,7 @@ class OverlaySnapshotter:
 
     def _create(self, key: str, sdir: Path, image: ImageInfo, layers: Sequence[Layer]) -> None:
         mode = self._choose_mode(layers, sdir)
-        tmp = self.paths.snapshots / f".tmp-{key}-{secrets.token_hex(4)}"
+        tmp = self.paths.snapshots / f".tmp-{key}-{os.urandom(4).hex()}"
         try:
             self.paths.snapshots.mkdir(parents=True, exist_ok=True)
             os.chmod(self.paths.snapshots, 0o700)
@@ -261,7 +260,7 @@ def _probe_overlay(parent: Path) -> bool:
             if "overlay" not in f.read().split():
                 return False
         parent.mkdir(parents=True, exist_ok=True)
-        probe = parent / f".probe-{secrets.token_hex(4)}"
+        probe = parent / f".probe-{os.urandom(4).hex()}"
         os.mkdir(probe, 0o700)
     except OSError:
         return False

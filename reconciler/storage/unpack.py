@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import hashlib
 import os
 import re
 import shutil
@@ -46,6 +45,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
+from reconciler import sha
 from reconciler.errors import StorageError
 
 GiB = 1 << 30
@@ -155,7 +155,7 @@ class _HashingReader:
 
     def __init__(self, raw, algorithm: str, limit: int):
         self._raw = raw
-        self._hash = hashlib.new(algorithm)
+        self._hash = sha.streaming(algorithm)
         self._limit = limit
         self.algorithm = algorithm
         self.count = 0

@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import secrets
 import shutil
 import stat
 import time
@@ -286,7 +285,7 @@ def write_files(root: Path, vol: DesiredVolume) -> None:
     gid = vol.fs_group if vol.fs_group is not None else 0
     root_fd = os.open(root, _O_DIR)
     try:
-        stamp = time.strftime("..%Y_%m_%d_%H_%M_%S.", time.gmtime()) + secrets.token_hex(4)
+        stamp = time.strftime("..%Y_%m_%d_%H_%M_%S.", time.gmtime()) + os.urandom(4).hex()
         os.mkdir(stamp, 0o700, dir_fd=root_fd)
         data_fd = os.open(stamp, _O_DIR, dir_fd=root_fd)
         dirs = {"": data_fd}
@@ -318,7 +317,7 @@ def write_files(root: Path, vol: DesiredVolume) -> None:
             for fd in dirs.values():
                 os.close(fd)
         # Swap ..data to the new set in one rename.
-        tmp_link = f"..data_tmp.{secrets.token_hex(4)}"
+        tmp_link = f"..data_tmp.{os.urandom(4).hex()}"
         os.symlink(stamp, tmp_link, dir_fd=root_fd)
         os.rename(tmp_link, DATA_LINK, src_dir_fd=root_fd, dst_dir_fd=root_fd)
         tops = {_file_parts(vol, f)[0] for f in vol.files}

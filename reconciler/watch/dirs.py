@@ -10,12 +10,12 @@ subscribed to.
 from __future__ import annotations
 
 import errno
-import hashlib
 import os
 import threading
 import time
 from collections.abc import Callable, Sequence
 
+from reconciler import sha
 from reconciler.errors import EnvironmentProblem
 from reconciler.manifests import MANIFEST_SUFFIXES
 from reconciler.state import StateStore
@@ -24,7 +24,7 @@ from reconciler.watch.parse import load_in_child, load_in_process
 
 
 def source_id(kind: str, key: str) -> str:
-    return f"{kind}-{hashlib.sha256(key.encode()).hexdigest()[:12]}"
+    return f"{kind}-{sha.sha256(key.encode()).hexdigest()[:12]}"
 
 
 def _relevant_name(path: str) -> bool:

@@ -12,12 +12,12 @@ for the whole pass (kubelet's sources-ready rule). A file that is gone is a real
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
+from reconciler import sha
 from reconciler.desired import DesiredState, build_desired
 from reconciler.diff import Scope
 from reconciler.errors import Diagnostic, ManifestError, Severity
@@ -66,7 +66,7 @@ def empty_composition(scope_paths: Sequence[str], held: str = "") -> Composition
 
 
 def digest_text(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
+    return sha.sha256(data).hexdigest()
 
 
 @dataclass
