@@ -73,9 +73,6 @@ def _namespace_option(p, listing: bool = False) -> None:
                    "the pods' namespace (default: any; a bare name must then be unique)")
 
 
-# The top-level commands this area registers (the front end builds only the area it needs).
-
-
 def register(sub, common) -> None:
     import argparse
 

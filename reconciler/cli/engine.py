@@ -9,8 +9,6 @@ import time
 
 from reconciler.errors import EXIT_APPLY_FAILED, EXIT_INVALID, ManifestError, Severity
 
-# The top-level commands this area registers (the front end builds only the area it needs).
-
 
 def register(sub, common) -> None:
     p = sub.add_parser("validate", parents=[common], help="check manifest files and report every problem",

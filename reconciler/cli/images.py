@@ -55,9 +55,6 @@ def _registry_options(p: argparse.ArgumentParser, platform: bool = True) -> None
                        help="platform to choose from a multi-platform image (default: this host)")
 
 
-# The top-level commands this area registers (the front end builds only the area it needs).
-
-
 def register(sub, common) -> None:
     _pull_options(sub.add_parser("pull", parents=[common], help="pull an image from a registry",
                                  description="Pull an image (all its layers, verified) into podplay's store."))

@@ -36,9 +36,6 @@ def _keeper_options(p) -> None:
                    "(default: they keep running; they belong to the host)")
 
 
-# The top-level commands this area registers (the front end builds only the area it needs).
-
-
 def register(sub, common) -> None:
     p = sub.add_parser("watch", parents=[common], help="keep the host converged to manifest files as they change",
                        description="Converge now, then again whenever a manifest changes (inotify, debounced), "

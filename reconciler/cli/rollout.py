@@ -13,8 +13,6 @@ import time
 
 from reconciler.errors import EXIT_APPLY_FAILED, ManifestError, NotFoundError
 
-# The top-level commands this area registers (the front end builds only the area it needs).
-
 
 def register(sub, common) -> None:
     p = sub.add_parser("rollout", parents=[common], help="Deployment revisions: history, undo, status",

@@ -8,8 +8,6 @@ from collections.abc import Callable, Sequence
 
 from reconciler.errors import EXIT_INVALID, EXIT_USAGE, InputError, ManifestError
 
-# The top-level commands this area registers (the front end builds only the area it needs).
-
 
 def register(sub, common) -> None:
     gen = sub.add_parser("generate", help="generate files from manifests (systemd units)",
