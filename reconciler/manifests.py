@@ -81,6 +81,8 @@ PODMAN_ANNOTATION_PREFIXES = ("io.podman.annotations.", "io.containers.")
 
 UNUSED_MESSAGE = "podplay accepts this field but does not act on it"
 PODMAN_MESSAGE = "podman annotation: podplay does not act on it"
+DISK_LIMIT_MESSAGE = ("podplay bounds only a medium: Memory emptyDir (its tmpfs); on disk this limit is not "
+                      "enforced (the kubelet evicts the pod, podplay has no quota to apply)")
 
 MAX_REPLICAS = 1000  # one host: a bigger number is a typo, and expanding it would hang
 _MAX_DEPTH = 100  # nesting of one document; kube objects need about 15
@@ -1026,7 +1028,9 @@ def _check_pod_spec(chk: _Checker, spec: PodSpec, path: Path_, in_deployment: bo
         if v.host_path is not None and not v.host_path.path.startswith("/"):
             chk.error(vp + ("hostPath", "path"), f"{v.host_path.path!r} must be an absolute path")
         if v.empty_dir is not None and v.empty_dir.size_limit is not None:
-            _check_quantity(chk, vp + ("emptyDir", "sizeLimit"), v.empty_dir.size_limit)
+            limit = _check_quantity(chk, vp + ("emptyDir", "sizeLimit"), v.empty_dir.size_limit)
+            if limit is not None and v.empty_dir.medium != "Memory":
+                chk.warn(vp + ("emptyDir", "sizeLimit"), DISK_LIMIT_MESSAGE, key=True)
         if v.persistent_volume_claim is not None:
             _check_name(chk, vp + ("persistentVolumeClaim", "claimName"), v.persistent_volume_claim.claim_name,
                         "claim name", label=False)
@@ -1747,7 +1751,7 @@ def combine_files(loads: Sequence[FileLoad], *, complete: bool = True) -> Manife
         for d in f.diagnostics:
             # "accepted but not acted on" and podman-annotation warnings: once per run, as in
             # load_manifests, although each file was loaded on its own.
-            if d.severity == Severity.WARNING and d.message in (UNUSED_MESSAGE, PODMAN_MESSAGE):
+            if d.severity == Severity.WARNING and d.message in (UNUSED_MESSAGE, PODMAN_MESSAGE, DISK_LIMIT_MESSAGE):
                 pattern = (d.message, re.sub(r"\[\d+\]", "[]", d.path))
                 if pattern in once:
                     continue
