@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import pytest
 
+from conformance.kits import pod_from_yaml
 from reconciler.desired import DesiredClaim
 from reconciler.errors import ContainerRuntimeError, ImageError, NetworkError, PodplayError
-from reconciler.observed import ContainerState
+from reconciler.observed import LABEL_PROBE_GATED, ContainerState
 
 
 def bring_up(kit, pod):
@@ -130,6 +131,31 @@ def test_a_pod_runs_relists_and_goes_away(kit):
     assert not [a for a in kit.drivers.network.list_attachments() if a.pod_uid == pod.uid]
     with pytest.raises(NetworkError):
         kit.drivers.network.check(pod.uid)
+
+
+def test_containers_with_probes_are_labelled_so_ps_waits_for_a_verdict(kit):
+    pod = pod_from_yaml(f"""
+        apiVersion: v1
+        kind: Pod
+        metadata: {{name: gated}}
+        spec:
+          terminationGracePeriodSeconds: 2
+          containers:
+          - name: probed
+            image: {kit.image()}
+            imagePullPolicy: IfNotPresent
+            command: [sleep, "600"]
+            readinessProbe: {{tcpSocket: {{port: 8080}}}}
+          - name: plain
+            image: {kit.image()}
+            imagePullPolicy: IfNotPresent
+            command: [sleep, "600"]
+        """, "gated")
+    bring_up(kit, pod)
+    labels = {c.name: c.labels for c in kit.reopen().runtime.list_containers() if c.pod_uid == pod.uid}
+    assert labels["probed"].get(LABEL_PROBE_GATED) == "true"
+    assert LABEL_PROBE_GATED not in labels["plain"] and LABEL_PROBE_GATED not in labels[""]
+    tear_down(kit, pod)
 
 
 def test_container_needs_its_pod_infra(kit):

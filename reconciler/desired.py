@@ -78,6 +78,7 @@ class DesiredContainer:
     init: bool = False
 
 
+
 @dataclass(frozen=True)
 class RegistryCredential:
     """From an imagePullSecret of type kubernetes.io/dockerconfigjson or dockercfg."""

@@ -20,6 +20,9 @@ LABEL_OWNER = "io.podplay.owner"  # ObjectKey text of the manifest object (Pod o
 LABEL_SOURCE = "io.podplay.source"  # manifest file the pod came from
 LABEL_GRACE = "io.podplay.termination-grace"  # terminationGracePeriodSeconds, for a later teardown
 LABEL_STOP_SIGNAL = "io.podplay.stop-signal"  # resolved stop signal of the container
+# "true" on an app container with a readiness or startup probe: it is not ready until a probe
+# says so (`ps` reads this instead of the pod spec).
+LABEL_PROBE_GATED = "io.podplay.probe-gated"
 
 
 # --- images ---------------------------------------------------------------------------------

@@ -41,8 +41,8 @@ if TYPE_CHECKING:
     from reconciler.observed import ObservedAttachment, ObservedContainer, ObservedPod, PortMapping
 
 # Container states. ContainerState is a StrEnum, so its members equal these strings: this module
-# need not import reconciler.observed at import time (every podplay command, `--help` included,
-# imports every CLI area to build its parser).
+# need not import reconciler.observed at import time (`--help` imports every CLI area
+# to build its parser).
 RUNNING, EXITED, CREATED, PAUSED, UNKNOWN = "running", "exited", "created", "paused", "unknown"
 
 # podman's convention for exec: the command's own exit code, or one of these for ours.
@@ -625,8 +625,12 @@ class Keeping:
 
     def ready(self, c: ObservedContainer) -> bool:
         """Running, and its readiness (and startup) probes passed; without probes running is ready
-        (Kubernetes' rule)."""
-        return c.state == RUNNING and self.probes.get(c.pod_uid, {}).get(c.name, True)
+        (Kubernetes' rule). A container with probes and no verdict yet (none has run, or no
+        keeper runs them) is not ready."""
+        from reconciler.observed import LABEL_PROBE_GATED
+
+        gated = c.labels.get(LABEL_PROBE_GATED) == "true"
+        return c.state == RUNNING and self.probes.get(c.pod_uid, {}).get(c.name, not gated)
 
     def restart_at(self, c: ObservedContainer) -> float | None:
         return self.restarts.get(c.id) if c.state == EXITED else None

@@ -21,6 +21,15 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO, Protocol, runtime_checkable
 
 from reconciler.observed import (
+    LABEL_CONTAINER,
+    LABEL_GRACE,
+    LABEL_OWNER,
+    LABEL_POD,
+    LABEL_POD_UID,
+    LABEL_PROBE_GATED,
+    LABEL_ROLE,
+    LABEL_SOURCE,
+    LABEL_SPEC_HASH,
     ImageInfo,
     NetworkStatus,
     ObservedAttachment,
@@ -30,6 +39,18 @@ from reconciler.observed import (
 
 if TYPE_CHECKING:
     from reconciler.desired import DesiredClaim, DesiredContainer, DesiredPod, DesiredVolume, RegistryCredential
+
+
+def container_labels(pod: DesiredPod, container: DesiredContainer | None) -> dict[str, str]:
+    """The labels every RuntimeDriver writes on a container of ``pod`` (None: its infra container);
+    observe and `ps` read the host through them."""
+    role = "infra" if container is None else "init" if container.init else "app"
+    out = {LABEL_POD: pod.ref, LABEL_POD_UID: pod.uid, LABEL_CONTAINER: container.name if container else "",
+           LABEL_ROLE: role, LABEL_SPEC_HASH: pod.spec_hash, LABEL_OWNER: str(pod.owner), LABEL_SOURCE: pod.source,
+           LABEL_GRACE: str(pod.spec.termination_grace_period_seconds)}
+    if role == "app" and (container.spec.readiness_probe or container.spec.startup_probe):
+        out[LABEL_PROBE_GATED] = "true"
+    return out
 
 
 @runtime_checkable

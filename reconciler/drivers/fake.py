@@ -17,19 +17,18 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
-from reconciler.desired import DesiredClaim, DesiredContainer, DesiredPod, DesiredVolume, RegistryCredential
-from reconciler.drivers.base import Drivers, InfraInfo
+from reconciler.desired import (
+    DesiredClaim,
+    DesiredContainer,
+    DesiredPod,
+    DesiredVolume,
+    RegistryCredential,
+)
+from reconciler.drivers.base import Drivers, InfraInfo, container_labels
 from reconciler.errors import ContainerRuntimeError, ImageError, NetworkError, NotFoundError, StorageError
 from reconciler.fsutil import atomic_write
 from reconciler.model import codec
 from reconciler.observed import (
-    LABEL_CONTAINER,
-    LABEL_GRACE,
-    LABEL_OWNER,
-    LABEL_POD,
-    LABEL_POD_UID,
-    LABEL_ROLE,
-    LABEL_SOURCE,
     LABEL_SPEC_HASH,
     ContainerState,
     ImageConfig,
@@ -254,17 +253,12 @@ class FakeRuntime:
     def __init__(self, host: FakeHost):
         self.h = host
 
-    def _labels(self, pod: DesiredPod, name: str, role: str) -> dict[str, str]:
-        return {LABEL_POD: pod.ref, LABEL_POD_UID: pod.uid, LABEL_CONTAINER: name, LABEL_ROLE: role,
-                LABEL_SPEC_HASH: pod.spec_hash, LABEL_OWNER: str(pod.owner), LABEL_SOURCE: pod.source,
-                LABEL_GRACE: str(pod.spec.termination_grace_period_seconds)}
-
     def create_infra(self, pod: DesiredPod) -> InfraInfo:
         if pod.uid not in self.h.containers:
             self.h._op("create_infra", pod.uid, pod.name)
             self.h.containers[pod.uid] = {"pod_uid": pod.uid, "pod": pod.ref, "name": "", "role": "infra",
                                           "state": "running", "started_at": time.time(),
-                                          "labels": self._labels(pod, "", "infra"), "image": ""}
+                                          "labels": container_labels(pod, None), "image": ""}
             self.h.save()
         return self.infra_info(pod.uid)
 
@@ -298,7 +292,7 @@ class FakeRuntime:
         self.h.containers[container.id] = {
             "pod_uid": pod.uid, "pod": pod.ref, "name": container.name,
             "role": "init" if container.init else "app", "state": "created", "image": container.spec.image,
-            "labels": self._labels(pod, container.name, "init" if container.init else "app"),
+            "labels": container_labels(pod, container),
         }
         self.h.save()
 

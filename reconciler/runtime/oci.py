@@ -30,17 +30,10 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import TYPE_CHECKING
 
+from reconciler.drivers.base import container_labels
 from reconciler.errors import ContainerRuntimeError
 from reconciler.model.quantity import millicores, parse_quantity, to_bytes
 from reconciler.observed import (
-    LABEL_CONTAINER,
-    LABEL_GRACE,
-    LABEL_OWNER,
-    LABEL_POD,
-    LABEL_POD_UID,
-    LABEL_ROLE,
-    LABEL_SOURCE,
-    LABEL_SPEC_HASH,
     LABEL_STOP_SIGNAL,
     ImageInfo,
 )
@@ -616,18 +609,6 @@ def container_namespaces(pod: DesiredPod, ctx: RuntimeContext) -> list[dict]:
 
 # --- documents ------------------------------------------------------------------------------
 
-def labels(pod: DesiredPod, name: str, role: str) -> dict[str, str]:
-    return {
-        LABEL_POD: pod.ref,
-        LABEL_POD_UID: pod.uid,
-        LABEL_CONTAINER: name,
-        LABEL_ROLE: role,
-        LABEL_SPEC_HASH: pod.spec_hash,
-        LABEL_OWNER: str(pod.owner),
-        LABEL_SOURCE: pod.source,
-        LABEL_GRACE: str(pod.spec.termination_grace_period_seconds),
-    }
-
 
 def _linux_common(ctx: RuntimeContext, privileged: bool) -> dict:
     linux: dict = {"cgroupsPath": ctx.cgroup_path, "rootfsPropagation": "private"}
@@ -680,8 +661,7 @@ def container_config(pod: DesiredPod, container: DesiredContainer, image: ImageI
         "noNewPrivileges": no_new_privs,
     }
 
-    role = "init" if container.init else "app"
-    annotations = labels(pod, name, role)
+    annotations = container_labels(pod, container)
     annotations[LABEL_STOP_SIGNAL] = stop_signal(pod, container, image)
     annotations[LABEL_IMAGE] = spec.image
     annotations[LABEL_IMAGE_ID] = image.id
@@ -736,7 +716,7 @@ def infra_config(pod: DesiredPod, ctx: RuntimeContext) -> dict:
         },
         "root": {"path": ctx.rootfs, "readonly": True},
         "mounts": base_mounts(pod, ctx, False, True, pod_files=False),
-        "annotations": labels(pod, "", "infra"),
+        "annotations": container_labels(pod, None),
         "linux": linux,
     }
     if "uts" in shared:

@@ -23,7 +23,7 @@ from reconciler.cli.containers import (
     rfc3339,
     state_text,
 )
-from reconciler.observed import ContainerState, ObservedContainer, ObservedPod
+from reconciler.observed import LABEL_PROBE_GATED, ContainerState, ObservedContainer, ObservedPod
 
 RUNNING, EXITED = ContainerState.RUNNING, ContainerState.EXITED
 REPO = Path(__file__).resolve().parents[3]
@@ -31,10 +31,10 @@ NOW = 1_000_000.0
 
 
 def ctr(name: str, state=RUNNING, *, uid="u1", role="app", restarts=0, exit_code=None, started=NOW - 50,
-        finished=0.0) -> ObservedContainer:
+        finished=0.0, labels=None) -> ObservedContainer:
     return ObservedContainer(id=f"{uid}.{name}" if name else uid, pod_uid=uid, pod="default/p", name=name, role=role,
                              state=state, restart_count=restarts, exit_code=exit_code, started_at=started,
-                             finished_at=finished, image="localhost/busybox:latest")
+                             finished_at=finished, image="localhost/busybox:latest", labels=labels or {})
 
 
 def pod(*apps: ObservedContainer, uid="u1", init=()) -> ObservedPod:
@@ -68,6 +68,16 @@ def test_ps_has_a_ready_column_for_app_containers_only():
     assert lines[0] == ["POD", "CONTAINER", "IMAGE", "STATE", "READY", "RESTARTS", "PORTS", "IP", "AGE"]
     ready = {r[1]: r[-5] for r in lines[1:]}  # READY is the fifth column from the end
     assert ready == {"(infra)": "-", "setup": "-", "side": "true", "web": "false"}
+
+
+def test_a_container_with_probes_is_not_ready_before_a_probe_says_so():
+    gated = {LABEL_PROBE_GATED: "true"}
+    waiting = ctr("waiting", labels=gated)  # no probe has run yet (or no keeper runs them)
+    passed = ctr("passed", labels=gated)
+    plain = ctr("plain")  # no probes: running is ready
+    keeping = Keeping(probes={"u1": {"passed": True}})
+    assert [keeping.ready(c) for c in (waiting, passed, plain)] == [False, True, True]
+    assert Keeping().ready(waiting) is False
 
 
 def test_ps_json_has_ready_and_restart_at():
