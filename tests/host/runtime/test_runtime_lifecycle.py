@@ -131,6 +131,12 @@ def test_stop_kills_a_process_that_ignores_the_signal(pods, runtime):
     pod = make_pod("stubborn", [{"name": "app", "command": ["sh", "-c", "while true; do sleep 1; done"]}])
     pods.up(pod)
     cid = pod.containers[0].id
+    # `runc start` returns before runc's init has exec'd sh. Until then PID 1 is runc (Go), which
+    # does handle SIGTERM and exits 2: wait for sh, the process whose indifference is tested.
+    pid = state_of(runtime, cid).pid
+    deadline = time.monotonic() + 10
+    while os.readlink(f"/proc/{pid}/exe") != "/bin/busybox" and time.monotonic() < deadline:
+        time.sleep(0.01)
     runtime.stop_container(cid, timeout=1)
     st = state_of(runtime, cid)
     assert (st.state, st.exit_code, st.oom_killed) == (ContainerState.EXITED, 137, False)
