@@ -16,14 +16,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.harness import Row, table, time_command
+from benchmarks.harness import Row, podman_side, podplay_side, table, time_command
 
 SLEEPER = ["sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"]
 IMAGE = "localhost/busybox:latest"
@@ -50,15 +49,6 @@ def shapes(port: int) -> dict[str, dict]:
     return {"1-container pod": one, "2-container pod + hostPort": two, "3-replica Deployment": deploy}
 
 
-CONTAINERS_CONF = """[containers]
-default_ulimits = ["nofile=20000:20000", "nproc=4096:4096"]
-[engine]
-runtime = "runc"
-cgroup_manager = "cgroupfs"
-events_logger = "none"
-"""
-
-
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5)
@@ -72,14 +62,8 @@ def main(argv=None) -> None:
         print("podman is not installed: run `make bench` (it installs podman) — podplay alone:")
     tmp = Path(tempfile.mkdtemp(prefix="pp-bench-pods-", dir="/tmp"))
     factory = ImageFactory(tmp / "build")
-    pp_env = {**os.environ, "PODPLAY_ROOT": str(tmp / "pp-root"), "PODPLAY_RUNROOT": str(tmp / "pp-run"),
-              "PODPLAY_NETWORK_DIR": str(tmp / "pp-net")}
-    pp_env.pop("PODPLAY_DRIVER", None)
-    conf = tmp / "containers.conf"
-    conf.write_text(CONTAINERS_CONF)
-    pm_env = {**os.environ, "CONTAINERS_CONF": str(conf)}
-    podman = ["podman", "--root", str(tmp / "pm-root"), "--runroot", str(tmp / "pm-run")]
-    podplay = [str(Path(sys.executable).with_name("podplay"))]
+    podplay, pp_env = podplay_side(tmp)
+    podman, pm_env = podman_side(tmp)
     bridge = "ppbench0"
     try:
         with running_registry() as reg:

@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.bench_pods import CONTAINERS_CONF, IMAGE, SLEEPER, _mounts_under, container
-from benchmarks.harness import Row, table, time_command
+from benchmarks.bench_pods import IMAGE, SLEEPER, _mounts_under, container
+from benchmarks.harness import Row, podman_side, podplay_side, table, time_command
 
 
 def manifest(pods: int, port: int) -> str:
@@ -44,14 +43,8 @@ def main(argv=None) -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="pp-bench-ps-", dir="/tmp"))
     factory = ImageFactory(tmp / "build")
-    pp_env = {**os.environ, "PODPLAY_ROOT": str(tmp / "pp-root"), "PODPLAY_RUNROOT": str(tmp / "pp-run"),
-              "PODPLAY_NETWORK_DIR": str(tmp / "pp-net")}
-    pp_env.pop("PODPLAY_DRIVER", None)
-    conf = tmp / "containers.conf"
-    conf.write_text(CONTAINERS_CONF)
-    pm_env = {**os.environ, "CONTAINERS_CONF": str(conf)}
-    podman = ["podman", "--root", str(tmp / "pm-root"), "--runroot", str(tmp / "pm-run")]
-    podplay = [str(Path(sys.executable).with_name("podplay"))]
+    podplay, pp_env = podplay_side(tmp)
+    podman, pm_env = podman_side(tmp)
     have_podman = bool(shutil.which("podman"))
     if not have_podman:
         print("podman is not installed: run `make bench` (it installs podman) — podplay alone:")

@@ -23,14 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.harness import Row, table, time_call, time_command
-
-
-def _fresh(path: Path):
-    def setup():
-        shutil.rmtree(path, ignore_errors=True)
-        path.mkdir(parents=True)
-    return setup
+from benchmarks.harness import Row, fresh_dirs, table, time_call, time_command
 
 
 def main(argv=None) -> None:
@@ -65,8 +58,7 @@ def main(argv=None) -> None:
                        "pull", "-q", pushed.ref]
 
             def podplay_setup():
-                _fresh(root)()
-                _fresh(run)()
+                fresh_dirs(root, run)()
 
             oci = tmp / "oci"
             skopeo = ["skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{pushed.ref}", f"oci:{oci}:x"]
@@ -79,8 +71,7 @@ def main(argv=None) -> None:
             def podman_setup():
                 subprocess.run(["podman", "--root", str(proot), "--runroot", str(prun), "--storage-driver", "vfs",
                                 "system", "reset", "-f"], capture_output=True)
-                _fresh(proot)()
-                _fresh(prun)()
+                fresh_dirs(proot, prun)()
 
             from reconciler.images.driver import LocalImageStore
             from reconciler.paths import HostPaths

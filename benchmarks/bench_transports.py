@@ -23,15 +23,7 @@ import tempfile
 import uuid
 from pathlib import Path
 
-from benchmarks.harness import Row, table, time_command
-
-
-def _fresh(*paths: Path):
-    def setup():
-        for p in paths:
-            shutil.rmtree(p, ignore_errors=True)
-            p.mkdir(parents=True)
-    return setup
+from benchmarks.harness import Row, fresh_dirs, table, time_command
 
 
 def main(argv=None) -> None:
@@ -102,7 +94,7 @@ def main(argv=None) -> None:
                       "--events-backend", "none", "--cgroup-manager", "cgroupfs"]
             rows = [Row("podplay load", time_command(
                         [sys.executable, "-m", "reconciler", "--root", str(lroot), "--runroot", str(lrun), "load",
-                         "-q", "-i", str(archive)], args.runs, setup=_fresh(lroot, lrun), env=env)),
+                         "-q", "-i", str(archive)], args.runs, setup=fresh_dirs(lroot, lrun), env=env)),
                     Row("podman load (vfs: also unpacks)", time_command(
                         [*podman, "load", "-q", "-i", str(archive)], args.runs, setup=_podman_reset(podman, proot,
                                                                                                   prun)))]
@@ -112,7 +104,7 @@ def main(argv=None) -> None:
             subprocess.run([str(root_dir / "scripts" / "busybox-rootfs.sh"), str(rootfs)], check=True)
             rows = [Row("podplay import", time_command(
                         [sys.executable, "-m", "reconciler", "--root", str(lroot), "--runroot", str(lrun), "import",
-                         str(rootfs), "localhost/busybox:latest"], args.runs, setup=_fresh(lroot, lrun), env=env)),
+                         str(rootfs), "localhost/busybox:latest"], args.runs, setup=fresh_dirs(lroot, lrun), env=env)),
                     Row("podman import", time_command(
                         [*podman, "import", "-q", str(rootfs), "localhost/busybox:latest"], args.runs,
                         setup=_podman_reset(podman, proot, prun)))]
@@ -126,7 +118,7 @@ def main(argv=None) -> None:
 def _podman_reset(podman: list[str], proot: Path, prun: Path):
     def setup():
         subprocess.run([*podman, "system", "reset", "-f"], capture_output=True)
-        _fresh(proot, prun)()
+        fresh_dirs(proot, prun)()
     return setup
 
 

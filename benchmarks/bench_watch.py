@@ -41,6 +41,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchmarks import harness
 from benchmarks.harness import Row, table
 
 REPO = Path(__file__).resolve().parents[1]
@@ -346,25 +347,13 @@ def sample_groups(needles: tuple[str, ...], samples: int = 5, interval: float = 
     return seen[len(seen) // 2]
 
 
-CONTAINERS_CONF = """[containers]
-default_ulimits = ["nofile=20000:20000", "nproc=4096:4096"]
-[engine]
-runtime = "runc"
-cgroup_manager = "cgroupfs"
-events_logger = "none"
-"""
-
-
 def podman_side(base: Path, d: Path, tarball: Path) -> dict[str, Group] | str:
     """The same 20 pods through `podman kube play` (private root, run root and containers.conf):
     its per-pod processes; or why it could not be measured."""
     if not shutil.which("podman"):
         return "podman is not installed (`make bench` installs it)"
-    conf = base / "containers.conf"
-    conf.write_text(CONTAINERS_CONF)
-    env = {**os.environ, "CONTAINERS_CONF": str(conf)}
-    root, run = base / "pm-root", base / "pm-run"
-    podman = ["podman", "--root", str(root), "--runroot", str(run)]
+    podman, env = harness.podman_side(base)
+    root, run = base / "pm-root", base / "pm-run"  # where harness.podman_side keeps podman's state
     try:
         subprocess.run(podman + ["import", "-q", *IMAGE_CHANGES, str(tarball), HOST_IMAGE], env=env, check=True,
                        capture_output=True)

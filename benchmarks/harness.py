@@ -6,11 +6,25 @@ closing note) can compare podplay with its peer tool measured in the same run.
 
 from __future__ import annotations
 
+import os
+import shutil
 import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
+
+# podman on this VM: runc (crun is not installed), cgroupfs (no systemd as PID 1), no journald for
+# events, and the RLIMIT_NOFILE ceiling DESIGN.md describes.
+PODMAN_CONF = """[containers]
+default_ulimits = ["nofile=20000:20000", "nproc=4096:4096"]
+[engine]
+runtime = "runc"
+cgroup_manager = "cgroupfs"
+events_logger = "none"
+"""
 
 
 @dataclass
@@ -51,3 +65,28 @@ def table(title: str, rows: list[Row], baseline: str | None = None, unit: str = 
         ratio = f"{r.median / base.median:.2f}" if base and base.median else "-"
         lines.append(f"| {r.name} | {r.median * scale:.1f} | {len(r.samples)} | {ratio} |")
     return "\n".join(lines) + "\n"
+
+
+def fresh_dirs(*paths: Path) -> Callable[[], None]:
+    """A set-up step that empties ``paths`` (for a run that must start from nothing)."""
+    def setup() -> None:
+        for p in paths:
+            shutil.rmtree(p, ignore_errors=True)
+            p.mkdir(parents=True)
+    return setup
+
+
+def podplay_side(base: Path) -> tuple[list[str], dict]:
+    """The `podplay` command of this environment and an env with private roots under ``base``."""
+    env = {**os.environ, "PODPLAY_ROOT": str(base / "pp-root"), "PODPLAY_RUNROOT": str(base / "pp-run"),
+           "PODPLAY_NETWORK_DIR": str(base / "pp-net")}
+    env.pop("PODPLAY_DRIVER", None)
+    return [str(Path(sys.executable).with_name("podplay"))], env
+
+
+def podman_side(base: Path) -> tuple[list[str], dict]:
+    """`podman` with a private root and run root under ``base``, and an env with PODMAN_CONF."""
+    conf = base / "containers.conf"
+    conf.write_text(PODMAN_CONF)
+    return (["podman", "--root", str(base / "pm-root"), "--runroot", str(base / "pm-run")],
+            {**os.environ, "CONTAINERS_CONF": str(conf)})
