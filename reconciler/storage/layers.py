@@ -217,7 +217,10 @@ class LayerStore:
             chains = chain_ids(diff_ids)
         except StorageError as e:
             raise StorageError(f"image {image.id}: {e}") from None
-        if self.isolate and any(self.get(chain) is None for chain in chains):
+        if self.isolate:
+            found = [self.get(chain) for chain in chains]
+            if all(found):
+                return found
             return forked.call(self._ensure, image, chains)
         return self._ensure(image, chains)
 
