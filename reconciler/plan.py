@@ -9,7 +9,7 @@ way terraform shows a plan.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from reconciler.desired import DesiredClaim, DesiredPod, DesiredState
 from reconciler.diff import Action, Change
@@ -286,7 +286,30 @@ def make_plan(changes: list[Change], desired: DesiredState, observed: ObservedHo
             after = tuple(t.steps[-1].id for t in b.txns if t.kind == "delete" and t.steps)
             b.add("shared", ref, "", [PlannedStep(b.sid(), RemoveClaim(claim=ref), after)])
 
-    return Plan(changes=tuple(changes), txns=tuple(b.txns), pods=pods, claims=claims)
+    txns = _owners_delete_first(b.txns, pods, observed)
+    return Plan(changes=tuple(changes), txns=txns, pods=pods, claims=claims)
+
+
+def _owners_delete_first(txns: list[Txn], pods: dict[str, DesiredPod], observed: ObservedHost) -> tuple[Txn, ...]:
+    """A Deployment's new pods are created after its removed pods are gone.
+
+    A rollout's surge budget counts the instances this plan deletes as gone; transactions of
+    different pods run in parallel, so without this a create could finish first and the
+    Deployment would briefly have more instances than maxSurge allows."""
+    deletes: dict[str, list[str]] = {}
+    for t in txns:
+        o = observed.pods.get(t.uid) if t.kind == "delete" else None
+        if o is not None and o.owner.startswith("Deployment/") and t.steps:
+            deletes.setdefault(o.owner, []).append(t.steps[-1].id)
+    out = []
+    for t in txns:
+        after = deletes.get(str(pods[t.uid].owner), ()) if t.kind == "create" and t.uid in pods else ()
+        after = tuple(d for d in after if d not in t.step_ids)
+        if after and t.steps:
+            first = t.steps[0]
+            t = replace(t, steps=(replace(first, depends_on=first.depends_on + after), *t.steps[1:]))
+        out.append(t)
+    return tuple(out)
 
 
 # --- rendering ------------------------------------------------------------------------------------

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from reconciler.desired import DesiredState
 from reconciler.diff import (
     Action,
     AppliedPod,
+    Change,
     LastApplied,
     Reason,
     Scope,
@@ -15,6 +18,7 @@ from reconciler.diff import (
     compute_down,
     restart_delay,
 )
+from reconciler.model.kube import ObjectKey
 from reconciler.observed import (
     ContainerState,
     NetworkStatus,
@@ -183,3 +187,34 @@ def test_plan_render_and_json_round_trip():
     empty = make_plan(compute_diff(d, host(ob, running(d, "default/a")), last(ob), SCOPE), d,
                       host(ob, running(d, "default/a")))
     assert empty.empty and "No changes" in empty.render()
+
+
+def test_a_deployments_new_pods_wait_for_its_removed_ones_and_other_pods_do_not():
+    # A rollout pass: web-0's old instance goes, web-1's new one comes. Transactions run in
+    # parallel, so the create must depend on the delete, or the Deployment exceeds its surge.
+    d = desired_from("""
+        apiVersion: apps/v1
+        kind: Deployment
+        metadata: {name: web}
+        spec:
+          replicas: 2
+          selector: {matchLabels: {app: web}}
+          template:
+            metadata: {labels: {app: web}}
+            spec:
+              containers: [{name: app, image: "busybox:1.36"}]
+        """, pod(name="solo"))
+    old = dataclasses.replace(running(d, "default/web-0", uid="old-web-0"), owner="Deployment/default/web")
+    other = dataclasses.replace(running(d, "default/solo", uid="gone-uid"), key="default/gone",
+                                owner="Pod/default/gone")
+    changes = [Change(ObjectKey("Pod", "default", "web-0"), Action.DELETE, Reason.ORPHANED, before=old.uid),
+               Change(ObjectKey("Pod", "default", "gone"), Action.DELETE, Reason.ORPHANED, before=other.uid),
+               Change(ObjectKey("Pod", "default", "web-1"), Action.CREATE, Reason.NEW),
+               Change(ObjectKey("Pod", "default", "solo"), Action.CREATE, Reason.NEW)]
+    plan = make_plan(changes, d, host(old, other))
+    by_key = {(t.kind, t.key): t for t in plan.txns}
+    web_delete, gone_delete = by_key["delete", "default/web-0"], by_key["delete", "default/gone"]
+    web_create, solo_create = by_key["create", "default/web-1"], by_key["create", "default/solo"]
+    assert web_delete.steps[-1].id in web_create.external_deps()
+    assert gone_delete.steps[-1].id not in web_create.external_deps()
+    assert not {web_delete.steps[-1].id, gone_delete.steps[-1].id} & solo_create.external_deps()
