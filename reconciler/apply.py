@@ -10,6 +10,7 @@ diff creates the pod again from scratch), teardowns and restarts are rolled forw
 
 from __future__ import annotations
 
+import enum
 import os
 import signal
 import threading
@@ -90,10 +91,16 @@ class Failpoints:
 
 # --- results --------------------------------------------------------------------------------------
 
+class TxnStatus(enum.StrEnum):
+    OK = "ok"
+    FAILED = "failed"  # a step failed: a create was compensated, a teardown left for the next pass
+    SKIPPED = "skipped"  # never started: a transaction it depends on failed, or its host port is taken
+
+
 @dataclass
 class TxnResult:
     txn: Txn
-    status: str  # ok | failed | skipped
+    status: TxnStatus
     error: str = ""
 
 
@@ -103,11 +110,11 @@ class ApplyResult:
 
     @property
     def ok(self) -> bool:
-        return all(r.status == "ok" for r in self.results)
+        return all(r.status == TxnStatus.OK for r in self.results)
 
     @property
     def failed(self) -> list[TxnResult]:
-        return [r for r in self.results if r.status != "ok"]
+        return [r for r in self.results if r.status != TxnStatus.OK]
 
 
 Reporter = Callable[[str, Txn, str], None]  # (event, txn, message): event in begin|ok|failed|skipped
@@ -279,22 +286,22 @@ def apply_plan(plan: Plan, drivers: Drivers, state: StateStore, *, report: Repor
     outcome: dict[str, TxnResult] = {}
     lock = threading.Lock()  # report() and the event log see one transaction at a time
 
-    def finish(txn: Txn, status: str, message: str = "") -> None:
+    def finish(txn: Txn, status: TxnStatus, message: str = "") -> None:
         with lock:
             outcome[txn.id] = TxnResult(txn, status, message)
-            if status != "ok":
-                state.add_event("warning" if status == "skipped" else "error", txn.key, message)
+            if status != TxnStatus.OK:
+                state.add_event("warning" if status == TxnStatus.SKIPPED else "error", txn.key, message)
             report(status, txn, message)
 
     def run(txn: Txn) -> None:
         conflict = _port_conflict(plan, txn, drivers)
         if conflict:
-            finish(txn, "skipped", conflict)
+            finish(txn, TxnStatus.SKIPPED, conflict)
             return
         with lock:
             report("begin", txn, "")
         error = _run_txn(txn, runner, state, _record(plan, txn), failpoints)
-        finish(txn, "failed" if error else "ok", error)
+        finish(txn, TxnStatus.FAILED if error else TxnStatus.OK, error)
 
     pending = list(plan.txns)
     with ThreadPoolExecutor(max_workers=parallel) as pool:
@@ -302,9 +309,9 @@ def apply_plan(plan: Plan, drivers: Drivers, state: StateStore, *, report: Repor
         while pending or running:
             for txn in list(pending):
                 deps = needs[txn.id]
-                if any(d in outcome and outcome[d].status != "ok" for d in deps):
+                if any(d in outcome and outcome[d].status != TxnStatus.OK for d in deps):
                     pending.remove(txn)
-                    finish(txn, "skipped", "skipped: a step it depends on failed")
+                    finish(txn, TxnStatus.SKIPPED, "skipped: a step it depends on failed")
                     continue
                 if not deps <= outcome.keys():
                     continue

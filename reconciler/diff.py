@@ -15,7 +15,7 @@ from reconciler.desired import DesiredPod, DesiredState
 from reconciler.model.kube import ObjectKey
 from reconciler.observed import ContainerState, ObservedHost, ObservedPod
 from reconciler.probes import PodHealth, observed_health
-from reconciler.rollout import Instance, Replica, Wave, plan_wave, strategy_of
+from reconciler.rollout import Instance, Move, Replica, Wave, plan_wave, strategy_of
 
 
 class Action(enum.StrEnum):
@@ -196,77 +196,88 @@ def compute_diff(desired: DesiredState, observed: ObservedHost, last: LastApplie
         return h if h is not None else observed_health(o)
 
     moves = {} if force else rollout_moves(desired, by_ref, health_of)
-
     for ref in sorted(desired.pods):
         d = desired.pods[ref]
-        key = d.key
         instances = sorted(by_ref.pop(ref, []), key=lambda o: o.uid)
         current = next((o for o in instances if o.uid == d.uid), None)
         stale = [o for o in instances if o is not current]
-        move, why = moves.get(ref, ("", ""))
-        if current is None:
-            if move == "hold":
-                changes.append(Change(key, Action.NOOP, Reason.ROLLOUT_WAIT, before=stale[0].uid, after=d.uid,
-                                      detail=why))
-                continue
-            if move == "create" and stale:
-                # Surge: the new instance starts beside the old one, which stays until it is available.
-                changes.append(Change(key, Action.CREATE, Reason.SPEC_CHANGED, after=d.uid,
-                                      detail="new revision beside the old instance"))
-                continue
-            if stale:
-                changes.append(Change(key, Action.REPLACE, Reason.FORCED if force else Reason.SPEC_CHANGED,
-                                      before=stale[0].uid, after=d.uid))
-                stale = stale[1:]
-            else:
-                reason = Reason.MISSING if ref in last.pods else Reason.NEW
-                changes.append(Change(key, Action.CREATE, reason, after=d.uid))
-        elif force:
-            changes.append(Change(key, Action.REPLACE, Reason.FORCED, before=current.uid, after=d.uid))
-        elif why := _broken(current):
-            changes.append(Change(key, Action.REPLACE, Reason.INCOMPLETE, before=current.uid, after=d.uid,
-                                  detail=why))
-        else:
-            h = health.get(current.uid) if health is not None else None
-            due, waiting, next_in = _needs_restart(d, current, now, h)
-            if due:
-                missing = [n for n in due if n not in current.containers]
-                unhealthy = [n for n in due if h is not None and n in h.restart and n in current.containers
-                             and current.containers[n].state == ContainerState.RUNNING]
-                reason = Reason.MISSING if missing else Reason.UNHEALTHY if unhealthy else Reason.EXITED
-                detail = "; ".join(f"{n}: {h.restart[n]}" for n in unhealthy) if unhealthy and h else ""
-                changes.append(Change(key, Action.START, reason, before=current.uid, after=d.uid,
-                                      containers=tuple(due), detail=detail))
-            elif waiting:
-                changes.append(Change(key, Action.NOOP, Reason.BACKING_OFF, before=current.uid, after=d.uid,
-                                      containers=tuple(waiting), detail=f"next restart in {next_in:.0f}s"))
-            elif move == "wait" and stale:
-                changes.append(Change(key, Action.NOOP, Reason.ROLLOUT_WAIT, before=current.uid, after=d.uid,
-                                      detail="the new instance is not available yet; the old one stays"))
-            else:
-                changes.append(Change(key, Action.NOOP, Reason.UNCHANGED, before=current.uid, after=d.uid))
-        if current is not None and move == "wait":
-            continue  # the old instances stay until the new one is available
-        for o in stale:
-            if move == "drop":
-                changes.append(Change(key, Action.DELETE, Reason.ROLLOUT, before=o.uid, after=d.uid,
-                                      detail="superseded by the new revision, which is available"))
-            else:
-                changes.append(Change(key, Action.DELETE, Reason.ORPHANED, before=o.uid,
-                                      detail="older instance of a desired pod"))
+        move, why = moves.get(ref, (None, ""))
+        h = health.get(current.uid) if health is not None and current is not None else None
+        changes += _desired_pod(d, current, stale, move, why, ref in last.pods, force=force, now=now, health=h)
+    changes += _undesired(by_ref, last, scope)
+    return changes
 
-    # Observed pods that nothing desires any more.
+
+def _desired_pod(d: DesiredPod, current: ObservedPod | None, stale: list[ObservedPod], move: Move | None, why: str,
+                 known: bool, *, force: bool, now: float | None, health: PodHealth | None) -> list[Change]:
+    """The changes for one desired pod: its instance that matches (`current`, if any) and
+    older ones (`stale`); `move` is what a rollout lets this replica do now."""
+    key = d.key
+    if current is None:
+        if move == Move.HOLD:
+            return [Change(key, Action.NOOP, Reason.ROLLOUT_WAIT, before=stale[0].uid, after=d.uid, detail=why)]
+        if move == Move.CREATE and stale:
+            # Surge: the new instance starts beside the old one, which stays until it is available.
+            return [Change(key, Action.CREATE, Reason.SPEC_CHANGED, after=d.uid,
+                           detail="new revision beside the old instance")]
+        if stale:
+            out = [Change(key, Action.REPLACE, Reason.FORCED if force else Reason.SPEC_CHANGED,
+                          before=stale[0].uid, after=d.uid)]
+            stale = stale[1:]
+        else:
+            out = [Change(key, Action.CREATE, Reason.MISSING if known else Reason.NEW, after=d.uid)]
+    elif force:
+        out = [Change(key, Action.REPLACE, Reason.FORCED, before=current.uid, after=d.uid)]
+    elif why_broken := _broken(current):
+        out = [Change(key, Action.REPLACE, Reason.INCOMPLETE, before=current.uid, after=d.uid, detail=why_broken)]
+    else:
+        out = [_running_pod(d, current, stale, move, now, health)]
+    if current is not None and move == Move.WAIT:
+        return out  # the old instances stay until the new one is available
+    for o in stale:
+        if move == Move.DROP:
+            out.append(Change(key, Action.DELETE, Reason.ROLLOUT, before=o.uid, after=d.uid,
+                              detail="superseded by the new revision, which is available"))
+        else:
+            out.append(Change(key, Action.DELETE, Reason.ORPHANED, before=o.uid,
+                              detail="older instance of a desired pod"))
+    return out
+
+
+def _running_pod(d: DesiredPod, current: ObservedPod, stale: list[ObservedPod], move: Move | None,
+                 now: float | None, h: PodHealth | None) -> Change:
+    """A pod whose matching instance is whole: restart what is due, or nothing."""
+    key = d.key
+    due, waiting, next_in = _needs_restart(d, current, now, h)
+    if due:
+        missing = [n for n in due if n not in current.containers]
+        unhealthy = [n for n in due if h is not None and n in h.restart and n in current.containers
+                     and current.containers[n].state == ContainerState.RUNNING]
+        reason = Reason.MISSING if missing else Reason.UNHEALTHY if unhealthy else Reason.EXITED
+        detail = "; ".join(f"{n}: {h.restart[n]}" for n in unhealthy) if unhealthy and h else ""
+        return Change(key, Action.START, reason, before=current.uid, after=d.uid, containers=tuple(due), detail=detail)
+    if waiting:
+        return Change(key, Action.NOOP, Reason.BACKING_OFF, before=current.uid, after=d.uid,
+                      containers=tuple(waiting), detail=f"next restart in {next_in:.0f}s")
+    if move == Move.WAIT and stale:
+        return Change(key, Action.NOOP, Reason.ROLLOUT_WAIT, before=current.uid, after=d.uid,
+                      detail="the new instance is not available yet; the old one stays")
+    return Change(key, Action.NOOP, Reason.UNCHANGED, before=current.uid, after=d.uid)
+
+
+def _undesired(by_ref: Mapping[str, list[ObservedPod]], last: LastApplied, scope: Scope) -> list[Change]:
+    """Observed pods that nothing desires any more: pruned when this pass may prune their source."""
+    out = []
     for ref in sorted(by_ref):
         for o in sorted(by_ref[ref], key=lambda o: o.uid):
             key = _pod_key(ref) if "/" in ref else ObjectKey("Pod", "", o.uid)
             applied = last.pods.get(ref)
             source = o.source or (applied.source if applied else "")
             if not ref:  # leftovers with no pod identity (a crash before the infra existed)
-                changes.append(Change(key, Action.DELETE, Reason.ORPHANED, before=o.uid, detail="leftover resources"))
+                out.append(Change(key, Action.DELETE, Reason.ORPHANED, before=o.uid, detail="leftover resources"))
             elif scope.prune and scope.covers(source):
-                changes.append(Change(key, Action.DELETE, Reason.ORPHANED, before=o.uid,
-                                      detail=f"no longer in {source}"))
-    return changes
+                out.append(Change(key, Action.DELETE, Reason.ORPHANED, before=o.uid, detail=f"no longer in {source}"))
+    return out
 
 
 def deployment_pods(desired: DesiredState) -> dict[str, list[DesiredPod]]:
@@ -297,17 +308,17 @@ def replicas_of(pods: list[DesiredPod], by_ref: Mapping[str, list[ObservedPod]],
 
 
 def rollout_moves(desired: DesiredState, by_ref: Mapping[str, list[ObservedPod]], health_of
-                  ) -> dict[str, tuple[str, str]]:
-    """pod ref → (create | replace | drop | wait | hold, why) for every Deployment replica."""
-    moves: dict[str, tuple[str, str]] = {}
+                  ) -> dict[str, tuple[Move, str]]:
+    """pod ref → (what the rollout lets the replica do now, why) for every Deployment replica."""
+    moves: dict[str, tuple[Move, str]] = {}
     for dep_ref, pods in deployment_pods(desired).items():
         loaded = desired.deployments.get(dep_ref)
         if loaded is None:
             continue
         host_ports = any(p.host_port for d in pods for c in d.spec.containers for p in c.ports)
         wave: Wave = plan_wave(replicas_of(pods, by_ref, health_of), strategy_of(loaded.obj, host_ports))
-        for move, refs in (("create", wave.create), ("replace", wave.replace), ("drop", wave.drop_old),
-                           ("wait", wave.waiting), ("hold", wave.held)):
+        for move, refs in ((Move.CREATE, wave.create), (Move.REPLACE, wave.replace), (Move.DROP, wave.drop_old),
+                           (Move.WAIT, wave.waiting), (Move.HOLD, wave.held)):
             for ref in refs:
                 moves[ref] = (move, wave.reasons.get(ref, ""))
     return moves

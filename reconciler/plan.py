@@ -8,6 +8,7 @@ way terraform shows a plan.
 
 from __future__ import annotations
 
+import enum
 import json
 from dataclasses import dataclass, field, replace
 
@@ -36,6 +37,14 @@ from reconciler.steps import (
 )
 
 PLAN_VERSION = 1
+
+
+class TxnKind(enum.StrEnum):
+    CREATE = "create"
+    DELETE = "delete"
+    START = "start"
+    SHARED = "shared"  # an image pull or a claim, used by several pods
+    STOP = "stop"
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+import enum
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -31,7 +32,26 @@ from reconciler.probes import PodHealth, observed_health
 from reconciler.rollout import Progress, progress
 from reconciler.state import Pin, Revision, StateStore
 
-PROGRESSING, COMPLETE, FAILED, SUPERSEDED = "progressing", "complete", "failed", "superseded"
+
+class Outcome(enum.StrEnum):
+    """Where a revision's rollout stands (kept in the store as its string)."""
+
+    PROGRESSING = "progressing"
+    COMPLETE = "complete"
+    FAILED = "failed"
+    SUPERSEDED = "superseded"  # a newer template arrived before it completed
+
+
+PROGRESSING, COMPLETE, FAILED, SUPERSEDED = Outcome  # the names every caller uses
+
+
+class RolloutEvent(enum.StrEnum):
+    """What one check_rollouts decided for a Deployment."""
+
+    NONE = ""
+    COMPLETE = "complete"
+    FAILED = "failed"  # past its progress deadline, nothing to roll back to
+    ROLLED_BACK = "rolled_back"  # past its progress deadline, pinned to the revision before
 
 
 def manifest_hashes(desired: DesiredState) -> dict[str, str]:
@@ -153,7 +173,7 @@ class RolloutStatus:
     outcome: str
     message: str = ""
     pin: Pin | None = None
-    event: str = ""  # what this check decided: "" | complete | failed | rolled_back
+    event: RolloutEvent = RolloutEvent.NONE  # what this check decided
     rolled_back_to: int = 0
 
     def line(self) -> str:
@@ -220,7 +240,7 @@ def check_rollouts(state: StateStore, desired: DesiredState, observed: ObservedH
                 state.update_revision(ref, rev.revision, outcome=COMPLETE, finished_at=now, progress=prog.replicas,
                                       progress_at=now, message="")
                 state.add_event("info", ref, f"rollout to revision {rev.revision} complete")
-                status = replace(status, outcome=COMPLETE, message="", event="complete")
+                status = replace(status, outcome=COMPLETE, message="", event=RolloutEvent.COMPLETE)
             out.append(status)
             continue
         if rev.outcome != PROGRESSING:
@@ -245,7 +265,7 @@ def check_rollouts(state: StateStore, desired: DesiredState, observed: ObservedH
                          if r.revision < rev.revision and r.outcome != FAILED), None)
         if previous is None or (pin is not None and pin.revision == rev.revision):
             state.add_event("error", ref, f"rollout to revision {rev.revision} failed: {why}")
-            out.append(replace(status, outcome=FAILED, message=why, event="failed"))
+            out.append(replace(status, outcome=FAILED, message=why, event=RolloutEvent.FAILED))
             continue
         manifest_hash = pin.manifest_hash if pin is not None else rev.template_hash
         reason = f"rolled back from revision {rev.revision}: progress deadline exceeded"
@@ -254,7 +274,7 @@ def check_rollouts(state: StateStore, desired: DesiredState, observed: ObservedH
                               finished_at=None, message=f"rollback from revision {rev.revision}")
         state.add_event("error", ref, f"rollout to revision {rev.revision} failed: {why}; "
                                       f"rolling back to revision {previous.revision}")
-        out.append(replace(status, outcome=FAILED, message=why, pin=state.pin(ref), event="rolled_back",
+        out.append(replace(status, outcome=FAILED, message=why, pin=state.pin(ref), event=RolloutEvent.ROLLED_BACK,
                            rolled_back_to=previous.revision))
     return out
 

@@ -21,10 +21,21 @@ every replica to be down at once).
 
 from __future__ import annotations
 
+import enum
 import math
 from dataclasses import dataclass, field
 
 from reconciler.model.kube import Deployment, IntOrStr
+
+
+class Move(enum.StrEnum):
+    """What a wave lets one replica do now."""
+
+    CREATE = "create"  # its new instance starts beside the old one (surge)
+    REPLACE = "replace"  # its old instance goes, the new one comes
+    DROP = "drop"  # its new instance is available: the old ones go
+    WAIT = "wait"  # its new instance runs but is not available yet: the old ones stay
+    HOLD = "hold"  # maxSurge/maxUnavailable keep it on the old revision for now
 
 
 def scaled(value: IntOrStr, total: int, *, round_up: bool) -> int:

@@ -98,7 +98,8 @@ def _engine(ctx):
 
 
 def cmd_plan(args, ctx) -> int:
-    from reconciler.reconcile import load_or_fail, run_pass
+    from reconciler.converger import Converger
+    from reconciler.reconcile import load_or_fail, make_goal
 
     try:
         manifests = load_or_fail(args.paths, down=args.down, host_paths=ctx.paths)
@@ -108,8 +109,8 @@ def cmd_plan(args, ctx) -> int:
     _print_diagnostics(manifests.warnings, ctx.err)
     drivers, state = _engine(ctx)
     try:
-        result = run_pass(args.paths, drivers, state, ctx.paths, mode="down" if args.down else "up",
-                          force=args.replace, dry_run=True, manifests=manifests)
+        goal = make_goal(args.paths, manifests, ctx.paths, mode="down" if args.down else "up", force=args.replace)
+        result = Converger(drivers, state, ctx.paths).plan(goal)
     finally:
         drivers.close()
         state.close()
@@ -130,24 +131,27 @@ class Progress:
         self.out, self.err, self.quiet = out, err, quiet
 
     def __call__(self, event: str, txn, message: str) -> None:
+        from reconciler.diff import Action
+        from reconciler.plan import TxnKind
+
         plan = self.plan_ref()
         change = next((c for c in plan.changes if f"{c.key.namespace}/{c.key.name}" == txn.key
                        and txn.uid in (c.before, c.after) and txn.uid), None)
         if event == "begin":
             return
         if event in ("failed", "skipped"):
-            what = f"{txn.kind} {txn.key}" if txn.kind != "shared" else txn.key
+            what = f"{txn.kind} {txn.key}" if txn.kind != TxnKind.SHARED else txn.key
             print(f"! {what}: {message}", file=self.err)
             return
         if self.quiet or change is None:
             return
         reason = f" ({change.reason}{': ' + change.detail if change.detail else ''})"
-        if txn.kind == "create":
-            verb = "~ replaced" if change.action == "replace" else "+ created"
+        if txn.kind == TxnKind.CREATE:
+            verb = "~ replaced" if change.action == Action.REPLACE else "+ created"
             print(f"{verb} pod {txn.key}{reason}", file=self.out)
-        elif txn.kind == "delete" and change.action != "replace":
+        elif txn.kind == TxnKind.DELETE and change.action != Action.REPLACE:
             print(f"- deleted pod {txn.key}{reason}", file=self.out)
-        elif txn.kind == "start":
+        elif txn.kind == TxnKind.START:
             print(f"> restarted {txn.key} [{', '.join(change.containers)}]{reason}", file=self.out)
 
 
@@ -176,7 +180,8 @@ def _unchanged(args, ctx) -> bool:
 def _converge(args, ctx, mode: str) -> int:
     if mode == "up" and _unchanged(args, ctx):
         return 0
-    from reconciler.reconcile import load_or_fail, run_pass, settle, updating_deployments
+    from reconciler.converger import Converger
+    from reconciler.reconcile import load_or_fail, make_goal
 
     try:
         manifests = load_or_fail(args.paths, down=mode == "down", host_paths=ctx.paths)
@@ -184,55 +189,64 @@ def _converge(args, ctx, mode: str) -> int:
         _print_diagnostics(exc.diagnostics, ctx.err)
         return EXIT_INVALID
     _print_diagnostics(manifests.warnings, ctx.err)
+    goal = make_goal(args.paths, manifests, ctx.paths, mode=mode, force=getattr(args, "replace", False),
+                     remove_volumes=getattr(args, "volumes", False), only=args.only)
     drivers, state = _engine(ctx)
     holder: dict = {}
     progress = Progress(lambda: holder["plan"], ctx.out, ctx.err, args.quiet)
-
+    conv = Converger(drivers, state, ctx.paths, report=progress, on_plan=lambda plan: holder.__setitem__("plan", plan),
+                     lock_timeout=0 if args.no_block else None)
     started = time.monotonic()
     try:
-        result = run_pass(args.paths, drivers, state, ctx.paths, mode=mode,
-                          force=getattr(args, "replace", False), remove_volumes=getattr(args, "volumes", False),
-                          lock_timeout=0 if args.no_block else None, report=progress, manifests=manifests,
-                          on_plan=lambda plan: holder.__setitem__("plan", plan), only=args.only)
-        for note in result.recovered:
-            print(f"recovered: {note}", file=ctx.err)
-        if not args.quiet:
-            for note in result.notes:
-                print(f"note: {note}", file=ctx.out)
-        if not result.plan.effective_changes and not args.quiet:
-            print("No changes. The host matches the manifests.", file=ctx.out)
-        rolling = mode == "up" and bool(updating_deployments(result))
-        if not result.ok:
-            n = len(result.applied.failed)
-            print(f"{n} change{'s' if n != 1 else ''} failed; the host keeps what was running before for those pods.",
-                  file=ctx.err)
-            if not rolling:
-                return EXIT_APPLY_FAILED
-            # A Deployment update goes on: retried until it succeeds or its progress deadline
-            # passes and it is rolled back.
-        if mode == "up":
-            # Like `kubectl rollout status`: a Deployment update is followed to its end (or its
-            # rollback); --wait also waits for every pod to run and be ready.
-            done = settle(result, args.paths, drivers, state, ctx.paths, wait=args.wait, timeout=args.timeout,
-                          only=args.only, report=progress, on_plan=lambda plan: holder.__setitem__("plan", plan),
-                          progress=lambda line: None if args.quiet else print(line, file=ctx.out, flush=True),
-                          lock_timeout=0 if args.no_block else None)
-            for s in done.failed:
-                back = f"; rolled back to revision {s.rolled_back_to}" if s.rolled_back_to else ""
-                print(f"! rollout of deployment {s.deployment} to revision {s.revision} failed: {s.message}{back}",
-                      file=ctx.err)
-            if done.timed_out:
-                print(f"! not ready after {args.timeout:g}s:", file=ctx.err)
-            for p in done.problems:
-                print(f"! {p}", file=ctx.err)
-            if not done.ok:
-                return EXIT_APPLY_FAILED
+        result = conv.once(goal)
+        code = _report_once(args, ctx, mode, result)
+        if code is None and mode == "up":
+            code = _follow(args, ctx, conv, goal, result)
+        if code:
+            return code
         if not args.quiet and result.plan.effective_changes:
             print(f"done in {time.monotonic() - started:.2f}s", file=ctx.out)
     finally:
         drivers.close()
         state.close()
     return 0
+
+
+def _report_once(args, ctx, mode: str, result) -> int | None:
+    """Print what the first tick did; an exit code when `up` ends here, else None."""
+    from reconciler.converger import updating_deployments
+
+    for note in result.recovered:
+        print(f"recovered: {note}", file=ctx.err)
+    if not args.quiet:
+        for note in result.notes:
+            print(f"note: {note}", file=ctx.out)
+    if not result.plan.effective_changes and not args.quiet:
+        print("No changes. The host matches the manifests.", file=ctx.out)
+    if result.ok:
+        return None
+    n = len(result.applied.failed)
+    print(f"{n} change{'s' if n != 1 else ''} failed; the host keeps what was running before for those pods.",
+          file=ctx.err)
+    # A Deployment update goes on: retried until it succeeds or its progress deadline passes
+    # and it is rolled back.
+    return None if mode == "up" and updating_deployments(result) else EXIT_APPLY_FAILED
+
+
+def _follow(args, ctx, conv, goal, result) -> int:
+    """Like `kubectl rollout status`: a Deployment update is followed to its end (or its
+    rollback); --wait also waits for every pod to run and be ready."""
+    done = conv.run(goal, result, wait=args.wait, timeout=args.timeout,
+                    progress=lambda line: None if args.quiet else print(line, file=ctx.out, flush=True))
+    for s in done.failed:
+        back = f"; rolled back to revision {s.rolled_back_to}" if s.rolled_back_to else ""
+        print(f"! rollout of deployment {s.deployment} to revision {s.revision} failed: {s.message}{back}",
+              file=ctx.err)
+    if done.timed_out:
+        print(f"! not ready after {args.timeout:g}s:", file=ctx.err)
+    for p in done.problems:
+        print(f"! {p}", file=ctx.err)
+    return 0 if done.ok else EXIT_APPLY_FAILED
 
 
 def cmd_up(args, ctx) -> int:

@@ -100,24 +100,24 @@ def cmd_history(args, ctx) -> int:
 
 
 def _load(source: str, ref: str, host_paths):
-    from reconciler.desired import build_desired
-    from reconciler.reconcile import absolute_sources, load_or_fail
+    """The converger's goal for the manifest that holds the Deployment."""
+    from reconciler.reconcile import load_or_fail, make_goal
 
     try:
         manifests = load_or_fail([source])
     except ManifestError as exc:
         raise ManifestError(exc.diagnostics) from None
-    declared = build_desired(absolute_sources(manifests.objects, host_paths))
-    if ref not in declared.deployments:
+    goal = make_goal([source], manifests, host_paths)
+    if ref not in goal.declared.deployments:
         raise NotFoundError(f"deployment {ref} is no longer in {source}")
-    return manifests, declared
+    return goal
 
 
 def cmd_undo(args, ctx) -> int:
     import os
 
+    from reconciler.converger import Converger
     from reconciler.host import open_drivers
-    from reconciler.reconcile import run_pass, settle
     from reconciler.revisions import PROGRESSING, SUPERSEDED, manifest_hashes
 
     os.environ.setdefault("PODPLAY_COMMAND", " ".join(["podplay"] + sys.argv[1:]))
@@ -127,8 +127,8 @@ def cmd_undo(args, ctx) -> int:
     try:
         revs = _revisions(state, ref)
         source = revs[-1].source
-        manifests, declared = _load(source, ref, ctx.paths)
-        manifest_hash = manifest_hashes(declared).get(ref)
+        goal = _load(source, ref, ctx.paths)
+        manifest_hash = manifest_hashes(goal.declared).get(ref)
         if manifest_hash is None:
             raise NotFoundError(f"deployment {ref} has no replicas to roll back")
         pin = state.pin(ref)
@@ -160,13 +160,14 @@ def cmd_undo(args, ctx) -> int:
         state.add_event("info", ref, say)
         print(say, file=ctx.out)
         drivers = open_drivers(ctx.paths)
-        first = run_pass([source], drivers, state, ctx.paths, manifests=manifests)
+        conv = Converger(drivers, state, ctx.paths)
+        first = conv.once(goal)
         if not first.ok:
             for r in first.applied.failed:
                 print(f"! {r.txn.key}: {r.error}", file=ctx.err)
             return EXIT_APPLY_FAILED
-        done = settle(first, [source], drivers, state, ctx.paths,
-                      progress=lambda line: None if args.quiet else print(line, file=ctx.out, flush=True))
+        done = conv.run(goal, first,
+                        progress=lambda line: None if args.quiet else print(line, file=ctx.out, flush=True))
         for s in done.failed:
             print(f"! rollout of deployment {s.deployment} to revision {s.revision} failed: {s.message}", file=ctx.err)
         return 0 if done.ok else EXIT_APPLY_FAILED
@@ -177,10 +178,9 @@ def cmd_undo(args, ctx) -> int:
 
 
 def cmd_status(args, ctx) -> int:
-    from reconciler.health import health_view
     from reconciler.host import open_drivers
-    from reconciler.observe import observe_host
-    from reconciler.revisions import FAILED, apply_pins, check_rollouts
+    from reconciler.reconcile import look
+    from reconciler.revisions import FAILED, check_rollouts
 
     ref = _ref(args)
     state = _state(ctx)
@@ -188,12 +188,11 @@ def cmd_status(args, ctx) -> int:
     try:
         revs = _revisions(state, ref)
         pin = state.pin(ref)
-        _, declared = _load(revs[-1].source, ref, ctx.paths)
-        desired, _ = apply_pins(state, declared, write=False)
+        goal = _load(revs[-1].source, ref, ctx.paths)
         drivers = open_drivers(ctx.paths)
-        observed = observe_host(drivers)
-        view = health_view(state, desired, observed)
-        found = [s for s in check_rollouts(state, desired, observed, view, write=False) if s.deployment == ref]
+        view = look(goal, drivers, state, time.time(), write=False)
+        found = [s for s in check_rollouts(state, view.desired, view.observed, view.health, write=False)
+                 if s.deployment == ref]
     finally:
         if drivers is not None:
             drivers.close()

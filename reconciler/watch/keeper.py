@@ -1,14 +1,14 @@
 """The loop that keeps a host converged: shared by `podplay watch` (files) and `podplay sync` (git).
 
 A *source* says what the host should run (a ``Composition``) and when it has news (``due()``).
-The keeper runs a pass when the source has news, on a periodic full resync, and when a cheap
-relist of the runtime (every ``relist`` seconds, and exactly when a crash-loop back-off expires)
-finds something to do: a container that exited, a pod removed behind podplay's back.
+The keeper is an event loop around ``reconciler.converger``: it ticks the converger when the
+source has news, on a periodic full resync, and on a relist (every ``relist`` seconds, and
+exactly when a crash-loop back-off, a probe or a retry of a failed pod is due) that runs the
+probes and repairs what it finds: a container that exited, a pod removed behind podplay's back.
 
-The relist reuses the parsed desired state: it costs one ``observe_host`` and one
-``compute_diff``; the apply lock is taken only when there is something to change. Between
-events the keeper sleeps in ``select`` on a self-pipe that the file watcher and the signal
-handlers write to: no polling.
+A relist reuses the parsed composition: it costs one look at the host under the apply lock
+(skipped when another podplay holds it) and one diff. Between events the keeper sleeps in
+``select`` on a self-pipe that the file watcher and the signal handlers write to: no polling.
 
 On stop (SIGTERM) the pods stay: they belong to the host, not to the keeper; with
 ``down_on_exit`` the keeper removes what its source describes first.
@@ -26,18 +26,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from reconciler.desired import DesiredState
-from reconciler.diff import Action, Change, compute_diff, restart_delay
+from reconciler.converger import Converger, HealthHook
+from reconciler.diff import Action
 from reconciler.drivers.base import Drivers
 from reconciler.errors import EXIT_APPLY_FAILED, EXIT_INVALID, LockedError, PodplayError
-from reconciler.health import HealthMonitor, health_view
-from reconciler.observe import observe_host
 from reconciler.observed import ObservedHost
 from reconciler.paths import HostPaths
-from reconciler.plan import Plan, Txn
-from reconciler.reconcile import PassResult, run_pass
-from reconciler.revisions import apply_pins, check_rollouts
-from reconciler.state import ApplyLock, StateStore
+from reconciler.plan import Plan, Txn, TxnKind
+from reconciler.reconcile import Goal, Mode, PassResult, make_goal
+from reconciler.revisions import PROGRESSING, RolloutEvent
+from reconciler.state import StateStore
 from reconciler.watch.backoff import backoff_schedule
 from reconciler.watch.files import Composition, empty_composition
 from reconciler.watch.log import EventLog
@@ -68,14 +66,6 @@ class Source(Protocol):
 
     def describe(self) -> dict:
         """What `podplay status` shows about the source."""
-
-
-class HealthHook(Protocol):
-    """Runs on every relist tick with what the host should run and what it runs; the place for
-    per-pod liveness/readiness probes. Returns seconds until it wants the next tick, or None."""
-
-    def __call__(self, desired: DesiredState, observed: ObservedHost, now: float) -> float | None:
-        ...
 
 
 @dataclass
@@ -162,8 +152,6 @@ class Keeper:
         self.backoff_at: float | None = None  # monotonic time of the next back-off expiry
         self.health_at: float | None = None
         self.backoff: dict[str, dict] = {}  # container id → back-off state, for status and ps
-        self.retrying: dict[str, dict] = {}  # pod ref → a change that failed, and when a relist may retry it
-        self.retry_at: float | None = None  # monotonic time of the next such retry
         self.last_pass: dict = {}
         self.rollouts: dict[str, dict] = {}  # deployment → a rollout under way, failed or rolled back
         self.passes = 0
@@ -172,6 +160,10 @@ class Keeper:
         self._plan: Plan | None = None
         self._read_ms: float | None = None
         self._failing: tuple[str, float] = ("", 0.0)  # the last failure logged, and when
+        self._goal: tuple[Composition, Goal] | None = None
+        # Relist ticks (probes on) call the health hook; passes for news and resyncs do not.
+        self.converger = Converger(self.drivers, state, host_paths, clock=clock, mono=monotonic, report=self._report,
+                                   on_plan=self._set_plan, probe=health)
 
     # --- life cycle --------------------------------------------------------------------------------
 
@@ -211,7 +203,8 @@ class Keeper:
         if now >= self.next_resync:
             self._guard(lambda: self.converge("resync", refresh=True, full=True))
             return
-        timers = [t for t in (self.next_relist, self.backoff_at, self.health_at, self.retry_at) if t is not None]
+        timers = [t for t in (self.next_relist, self.backoff_at, self.health_at, self.converger.retry.next_at())
+                  if t is not None]
         if min(timers) <= now:
             self._guard(self.tick)
             return
@@ -265,7 +258,14 @@ class Keeper:
 
     # --- passes -----------------------------------------------------------------------------------
 
+    def goal(self, comp: Composition) -> Goal:
+        """The converger's goal for a composition, built once per composition."""
+        if self._goal is None or self._goal[0] is not comp:
+            self._goal = (comp, make_goal(comp.scope.paths, comp.manifests, self.paths, scope=comp.scope))
+        return self._goal[1]
+
     def converge(self, trigger: str, *, refresh: bool = False, full: bool = False) -> None:
+        """A pass the source asked for (news, the periodic resync, a rollback of a commit)."""
         if full:
             self.next_resync = self.mono() + self.options.resync
         self._read_ms = None
@@ -287,30 +287,26 @@ class Keeper:
         self._record()
 
     def _pass(self, comp: Composition, trigger: str, *, always: bool) -> tuple[PassResult | None, str]:
-        """Apply `comp` if the host differs from it (or always). Returns the result, or why it failed."""
+        """One converger tick over `comp`, acting on every change (a failed pod is retried at once).
+        Returns the result when something was applied (or always), or why the pass failed."""
         started = self.mono()
-        drivers = self.drivers()
-        observed = observe_host(drivers)
-        desired = self._effective(comp.desired)
-        changes = compute_diff(desired, observed, self.state.last_applied(), comp.scope, now=self.clock(),
-                               health=health_view(self.state, desired, observed, self.clock()))
-        if not always and not any(c.action != Action.NOOP for c in changes):
-            self._schedule(comp, observed)
+        try:
+            result = self.converger.tick(self.goal(comp), now=self.clock())
+        except PodplayError as exc:
+            self._note_pass(trigger, 0, 0, self.mono() - started, [str(exc)])
+            self.log.error("pass", trigger=trigger, revision=comp.revision or None, error=str(exc))
+            return None, str(exc)
+        self._after_tick(comp, result)
+        if result.applied is None and not always:
             if trigger in (self.source.news, "rollback"):
                 self._note_pass(trigger, 0, 0, self.mono() - started, [])
                 self.log.info("pass", trigger=trigger, revision=comp.revision or None, changes=0,
                               duration_ms=round((self.mono() - started) * 1000, 1), read_ms=self._read_ms)
             return None, ""
-        try:
-            with ApplyLock(self.paths.lock_file):
-                drivers = self.drivers()  # what the host is now that nobody else may change it
-                result = run_pass(list(comp.scope.paths), drivers, self.state, self.paths, manifests=comp.manifests,
-                                  now=self.clock(), report=self._report, on_plan=self._set_plan, locked=True)
-                observed = observe_host(drivers)
-        except PodplayError as exc:
-            self._note_pass(trigger, 0, 0, self.mono() - started, [str(exc)])
-            self.log.error("pass", trigger=trigger, revision=comp.revision or None, error=str(exc))
-            return None, str(exc)
+        return result, self._report_pass(comp, trigger, result, started)
+
+    def _report_pass(self, comp: Composition, trigger: str, result: PassResult, started: float) -> str:
+        """Log and record a pass that applied something (or was asked for in full); its errors."""
         for note in result.recovered:
             self.log.warning("recovered", note=note)
         effective = result.plan.effective_changes
@@ -321,98 +317,58 @@ class Keeper:
                               detail=c.detail or None)
         failed = result.applied.failed if result.applied else []
         errors = [f"{r.txn.key}: {r.error}" for r in failed]
-        self._note_failures(result)
         duration = self.mono() - started
         self.passes += 1
-        self._schedule(comp, observed)
-        self._follow_rollouts(result.desired, observed, self.clock())
         self._note_pass(trigger, len(effective), len(failed), duration, errors)
         if effective or failed or trigger in ("start", "rollback", self.source.news):
             self.log("pass", "error" if failed else "info", trigger=trigger, revision=comp.revision or None,
                      changes=len(effective), failed=len(failed) or None, duration_ms=round(duration * 1000, 1),
                      read_ms=self._read_ms)
-        return result, "; ".join(errors)
+        return "; ".join(errors)
 
-    def _effective(self, desired: DesiredState) -> DesiredState:
-        """What the host should run: the manifests with rollout pins (undo, rollbacks) applied."""
-        return apply_pins(self.state, desired)[0]
+    def _after_tick(self, comp: Composition, result: PassResult) -> None:
+        """What every tick's look says beyond its changes: back-offs to wake for, rollouts' news."""
+        if result.view is not None:
+            self._schedule(comp, result.view.observed)
+        self._follow_rollouts(result.rollouts)
 
-    def _probe(self, desired: DesiredState, observed: ObservedHost, now: float) -> float | None:
-        """The default health hook: run the probes that are due, in this process."""
-        return HealthMonitor(self.drivers(), self.state, clock=self.clock).check(desired, observed, now).next_in
-
-    def _follow_rollouts(self, desired: DesiredState, observed: ObservedHost, now: float) -> bool:
-        """Mark rollouts complete or failed; True when one was rolled back (a pass is due)."""
-        rolled_back = False
-        for s in check_rollouts(self.state, desired, observed, health_view(self.state, desired, observed, now), now):
-            if s.outcome == "progressing" or s.event:
+    def _follow_rollouts(self, statuses: list) -> None:
+        for s in statuses:
+            if s.outcome == PROGRESSING or s.event:
                 self.rollouts[s.deployment] = {"revision": s.revision, "outcome": s.outcome,
                                                "progress": s.progress.describe(), "message": s.message,
                                                "pinned": s.pin.revision if s.pin else None}
             else:
                 self.rollouts.pop(s.deployment, None)
-            if s.event == "complete":
+            if s.event == RolloutEvent.COMPLETE:
                 self.log.info("rollout_complete", deployment=s.deployment, revision=s.revision)
-            elif s.event in ("failed", "rolled_back"):
+            elif s.event in (RolloutEvent.FAILED, RolloutEvent.ROLLED_BACK):
                 self._record()
                 self.log.error("rollout_failed", deployment=s.deployment, revision=s.revision, error=s.message,
                                rolled_back_to=s.rolled_back_to or None)
-                rolled_back = rolled_back or s.event == "rolled_back"
-        return rolled_back
 
     def tick(self) -> None:
-        """The cheap relist: the runtime against the cached desired state."""
+        """The relist: probes, then the runtime against the cached composition. A pod whose
+        change failed waits out the retry policy; when another podplay is applying, the tick
+        is skipped (the next relist comes soon)."""
         self.next_relist = self.mono() + self.options.relist
-        observed = observe_host(self.drivers())
-        now = self.clock()
-        desired = self._effective(self.comp.desired)
-        hook = self.health if self.health is not None else self._probe
-        again = hook(desired, observed, now)
-        self.health_at = self.mono() + again if again is not None else None
-        now = self.clock()
-        if self._follow_rollouts(desired, observed, now):
-            self.converge("rollback")
+        started = self.mono()
+        try:
+            result = self.converger.tick(self.goal(self.comp), now=self.clock(), everything=False, probe=True,
+                                         lock_timeout=0)
+        except LockedError:
             return
-        changes = compute_diff(desired, observed, self.state.last_applied(), self.comp.scope, now=now,
-                               health=health_view(self.state, desired, observed, now))
-        if not any(c.action != Action.NOOP and not self._waiting(c) for c in changes):
-            self._schedule(self.comp, observed)
-            return
-        # The unlocked look may have caught another podplay halfway through a change; the pass
-        # looks again under the lock, and its plan is what gets logged as drift.
-        self.converge("relist")
-
-    def _note_failures(self, result: PassResult) -> None:
-        """A change that failed (an image that cannot be pulled, a port someone else holds) is
-        retried by the relist after a back-off like the crash-loop one, not at every tick; a new
-        revision of the pod, a file change or the resync try again at once."""
-        if result.applied is None:
-            return
-        now = self.mono()
-        for r in result.applied.results:
-            if r.txn.kind == "shared":
-                continue
-            prev = self.retrying.get(r.txn.key)
-            if r.status == "ok":
-                if prev is not None and prev["uid"] == r.txn.uid:
-                    del self.retrying[r.txn.key]
-                continue
-            count = prev["count"] + 1 if prev is not None and prev["uid"] == r.txn.uid else 1
-            delay = restart_delay(count)
-            self.retrying[r.txn.key] = {"uid": r.txn.uid, "count": count, "at": now + delay,
-                                        "until": self.clock() + delay, "error": r.error}
-        self.retry_at = min((f["at"] for f in self.retrying.values()), default=None)
-
-    def _waiting(self, change: Change) -> bool:
-        f = self.retrying.get(f"{change.key.namespace}/{change.key.name}")
-        return f is not None and f["uid"] in (change.before, change.after) and self.mono() < f["at"]
+        self.health_at = self.mono() + result.probe_in if result.probe_in is not None else None
+        self._after_tick(self.comp, result)
+        if result.applied is not None:
+            self._report_pass(self.comp, "relist", result, started)
+            self._record()
 
     def down(self) -> None:
         """--down-on-exit: remove what the source describes (and what it created earlier)."""
         comp = self.comp
-        with ApplyLock(self.paths.lock_file):
-            result = run_pass(list(comp.scope.paths), self.drivers(), self.state, self.paths, mode="down",
-                              manifests=comp.manifests, report=self._report, on_plan=self._set_plan, locked=True)
+        goal = make_goal(comp.scope.paths, comp.manifests, self.paths, mode=Mode.DOWN, scope=comp.scope)
+        result = self.converger.once(goal)
         self.log("down", "info" if result.ok else "error", removed=len(result.plan.effective_changes),
                  failed=len(result.applied.failed) if result.applied else None)
 
@@ -429,13 +385,13 @@ class Keeper:
             change = next((c for c in self._plan.changes if f"{c.key.namespace}/{c.key.name}" == txn.key
                            and txn.uid and txn.uid in (c.before, c.after)), None)
         if event in ("failed", "skipped"):
-            self.log.error("apply_failed", what=txn.kind, key=txn.key, error=message)
+            self.log.error("apply_failed", what=str(txn.kind), key=txn.key, error=message)
             return
         if change is None:
             return
-        verb = {"create": "replaced" if change.action == Action.REPLACE else "created",
-                "delete": "" if change.action == Action.REPLACE else "deleted",
-                "start": "restarted"}.get(txn.kind, "")
+        verb = {TxnKind.CREATE: "replaced" if change.action == Action.REPLACE else "created",
+                TxnKind.DELETE: "" if change.action == Action.REPLACE else "deleted",
+                TxnKind.START: "restarted"}.get(txn.kind, "")
         if verb:
             self.log.info(verb, pod=txn.key, reason=str(change.reason), detail=change.detail or None,
                           containers=",".join(change.containers) or None)
@@ -503,7 +459,7 @@ class Keeper:
             "pods": sorted(comp.desired.pods),
             "backoff": self.backoff,
             "rollouts": self.rollouts,
-            "retrying": {k: {x: v[x] for x in ("count", "until", "error")} for k, v in self.retrying.items()},
+            "retrying": self.converger.retry.describe(),
         }
 
     def _record(self, running: bool = True) -> None:

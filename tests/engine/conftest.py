@@ -9,7 +9,7 @@ import pytest
 
 from reconciler.drivers.fake import FakeHost, fake_drivers
 from reconciler.paths import HostPaths
-from reconciler.reconcile import run_pass
+from reconciler.converger import run_pass
 from reconciler.state import StateStore
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from reconciler.diff import BACKOFF_MAX, restart_delay
 from reconciler.observe import observe_host
-from reconciler.reconcile import failed_for_good, settle
+from reconciler.converger import failed_for_good, settle
 from tests.engine.conftest import pod_yaml
 from tests.engine.health.test_rollout_engine import Clock
 

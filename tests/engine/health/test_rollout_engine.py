@@ -14,7 +14,7 @@ import pytest
 from reconciler.diff import Action, Reason
 from reconciler.health import HealthMonitor, health_view, readiness
 from reconciler.observe import observe_host
-from reconciler.reconcile import settle
+from reconciler.converger import settle
 from reconciler.rollout import Instance, Replica, progress
 
 DEPLOYMENT = """apiVersion: apps/v1
