@@ -5,7 +5,9 @@ the step that undoes it) before its first step runs, and each step is marked sta
 around its driver call. When a step of a *create* fails, the steps already done (and the one
 that failed, whose undo is idempotent) are undone in reverse; other pods are unaffected. After
 a crash, ``recover`` finds open transactions and finishes them: creates are undone (the next
-diff creates the pod again from scratch), teardowns and restarts are rolled forward.
+diff creates the pod again from scratch), teardowns are rolled forward, and an interrupted
+restart is closed as aborted (it needs the desired pod, which only a plan has: the next diff
+sees the container still exited, or gone, and restarts it again).
 """
 
 from __future__ import annotations
@@ -395,7 +397,8 @@ def recover(state: StateStore, drivers: Drivers) -> list[str]:
 
     A create is undone: every step that may have run (started or done) is reversed, newest
     first; undo steps are idempotent, so reversing a step that never took effect is harmless.
-    A delete or restart is rolled forward: its remaining steps are run again.
+    A delete is rolled forward: its remaining steps are run again. A restart is dropped: the
+    next diff restarts the container again.
     """
     notes = []
     runner = _Runner(drivers, Plan())

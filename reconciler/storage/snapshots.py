@@ -336,7 +336,7 @@ def apply_layer_copy(layer_dir: str | os.PathLike, dest: str | os.PathLike) -> N
     except OSError:
         os.close(sroot)
         raise
-    links: dict[tuple[int, int], str] = {}
+    copy = _LayerCopy(droot)
     # Stack of (src dir fd, dst dir fd, relative path, src dir stat, children done). A directory
     # is pushed again after its children so that its times are set last; its fds are closed then.
     stack: list[tuple[int, int, str, os.stat_result, bool]] = [(sroot, droot, "", os.fstat(sroot), False)]
@@ -344,79 +344,15 @@ def apply_layer_copy(layer_dir: str | os.PathLike, dest: str | os.PathLike) -> N
         while stack:
             sfd, dfd, rel, dir_st, done = stack.pop()
             if done:
-                if not rel:
-                    os.fchown(dfd, dir_st.st_uid, dir_st.st_gid)
-                    os.fchmod(dfd, stat.S_IMODE(dir_st.st_mode))
-                os.utime(dfd, ns=(dir_st.st_atime_ns, dir_st.st_mtime_ns))
-                if rel:
-                    os.close(sfd)
-                    os.close(dfd)
+                _finish_dir(sfd, dfd, rel, dir_st)
                 continue
             stack.append((sfd, dfd, rel, dir_st, True))
             with os.scandir(sfd) as entries:
                 children = [(e.name, e.stat(follow_symlinks=False)) for e in entries]
             for name, st in children:
-                path = f"{rel}/{name}" if rel else name
-                try:
-                    have = os.stat(name, dir_fd=dfd, follow_symlinks=False)
-                except FileNotFoundError:
-                    have = None
-                if is_whiteout(st):
-                    if have is not None:
-                        _remove_entry(dfd, name)
-                    continue
-                if stat.S_ISDIR(st.st_mode):
-                    sub_s = os.open(name, _O_DIR, dir_fd=sfd)
-                    try:
-                        opaque = os.getxattr(sub_s, OPAQUE_XATTR) == b"y"
-                    except OSError:
-                        opaque = False
-                    if have is not None and (opaque or not stat.S_ISDIR(have.st_mode)):
-                        _remove_entry(dfd, name)
-                        have = None
-                    if have is None:
-                        os.mkdir(name, 0o700, dir_fd=dfd)
-                    try:
-                        sub_d = os.open(name, _O_DIR, dir_fd=dfd)
-                    except OSError:
-                        os.close(sub_s)
-                        raise
-                    stack.append((sub_s, sub_d, path, st, False))
-                    os.fchown(sub_d, st.st_uid, st.st_gid)
-                    os.fchmod(sub_d, stat.S_IMODE(st.st_mode))
-                    _copy_xattrs(sub_s, sub_d)
-                    continue
-                if have is not None:
-                    _remove_entry(dfd, name)
-                if stat.S_ISREG(st.st_mode):
-                    ident = (st.st_dev, st.st_ino)
-                    if st.st_nlink > 1 and ident in links:
-                        os.link(links[ident], name, src_dir_fd=droot, dst_dir_fd=dfd, follow_symlinks=False)
-                        continue
-                    src = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=sfd)
-                    try:
-                        dst = os.open(name, _O_NEWFILE, 0o600, dir_fd=dfd)
-                        try:
-                            _copy_data(src, dst, st.st_size)
-                            os.fchown(dst, st.st_uid, st.st_gid)
-                            os.fchmod(dst, stat.S_IMODE(st.st_mode))
-                            _copy_xattrs(src, dst)
-                            os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
-                        finally:
-                            os.close(dst)
-                    finally:
-                        os.close(src)
-                    if st.st_nlink > 1:
-                        links[ident] = path
-                elif stat.S_ISLNK(st.st_mode):
-                    os.symlink(os.readlink(name, dir_fd=sfd), name, dir_fd=dfd)
-                    os.chown(name, st.st_uid, st.st_gid, dir_fd=dfd, follow_symlinks=False)
-                    os.utime(name, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=dfd, follow_symlinks=False)
-                else:
-                    os.mknod(name, st.st_mode, st.st_rdev, dir_fd=dfd)
-                    os.chown(name, st.st_uid, st.st_gid, dir_fd=dfd, follow_symlinks=False)
-                    os.chmod(name, stat.S_IMODE(st.st_mode), dir_fd=dfd)
-                    os.utime(name, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=dfd, follow_symlinks=False)
+                sub = copy.entry(sfd, dfd, name, f"{rel}/{name}" if rel else name, st)
+                if sub is not None:
+                    stack.append(sub)
     except OSError as e:
         raise StorageError(f"cannot copy layer {layer_dir} into {dest}: {e}") from e
     finally:
@@ -427,3 +363,97 @@ def apply_layer_copy(layer_dir: str | os.PathLike, dest: str | os.PathLike) -> N
                 os.close(dfd)
         os.close(sroot)
         os.close(droot)
+
+
+def _finish_dir(sfd: int, dfd: int, rel: str, st: os.stat_result) -> None:
+    """After a directory's children: the root's owner and mode, every directory's times."""
+    if not rel:
+        os.fchown(dfd, st.st_uid, st.st_gid)
+        os.fchmod(dfd, stat.S_IMODE(st.st_mode))
+    os.utime(dfd, ns=(st.st_atime_ns, st.st_mtime_ns))
+    if rel:
+        os.close(sfd)
+        os.close(dfd)
+
+
+class _LayerCopy:
+    """One layer entry at a time onto the destination tree (see apply_layer_copy)."""
+
+    def __init__(self, droot: int):
+        self.droot = droot
+        self.links: dict[tuple[int, int], str] = {}  # (dev, ino) of a hard-linked file → its first path
+
+    def entry(self, sfd: int, dfd: int, name: str, path: str, st: os.stat_result):
+        """Apply one entry; a directory returns its stack frame (its children come next)."""
+        try:
+            have = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+        except FileNotFoundError:
+            have = None
+        if is_whiteout(st):
+            if have is not None:
+                _remove_entry(dfd, name)
+            return None
+        if stat.S_ISDIR(st.st_mode):
+            return self.directory(sfd, dfd, name, path, st, have)
+        if have is not None:
+            _remove_entry(dfd, name)
+        if stat.S_ISREG(st.st_mode):
+            self.file(sfd, dfd, name, path, st)
+        elif stat.S_ISLNK(st.st_mode):
+            os.symlink(os.readlink(name, dir_fd=sfd), name, dir_fd=dfd)
+            os.chown(name, st.st_uid, st.st_gid, dir_fd=dfd, follow_symlinks=False)
+            os.utime(name, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=dfd, follow_symlinks=False)
+        else:
+            os.mknod(name, st.st_mode, st.st_rdev, dir_fd=dfd)
+            os.chown(name, st.st_uid, st.st_gid, dir_fd=dfd, follow_symlinks=False)
+            os.chmod(name, stat.S_IMODE(st.st_mode), dir_fd=dfd)
+            os.utime(name, ns=(st.st_atime_ns, st.st_mtime_ns), dir_fd=dfd, follow_symlinks=False)
+        return None
+
+    def directory(self, sfd: int, dfd: int, name: str, path: str, st: os.stat_result, have):
+        sub_s = os.open(name, _O_DIR, dir_fd=sfd)
+        try:
+            opaque = os.getxattr(sub_s, OPAQUE_XATTR) == b"y"
+        except OSError:
+            opaque = False
+        if have is not None and (opaque or not stat.S_ISDIR(have.st_mode)):
+            _remove_entry(dfd, name)
+            have = None
+        try:
+            if have is None:
+                os.mkdir(name, 0o700, dir_fd=dfd)
+            sub_d = os.open(name, _O_DIR, dir_fd=dfd)
+        except OSError:
+            os.close(sub_s)
+            raise
+        frame = (sub_s, sub_d, path, st, False)
+        try:
+            os.fchown(sub_d, st.st_uid, st.st_gid)
+            os.fchmod(sub_d, stat.S_IMODE(st.st_mode))
+            _copy_xattrs(sub_s, sub_d)
+        except OSError:
+            os.close(sub_s)
+            os.close(sub_d)
+            raise
+        return frame
+
+    def file(self, sfd: int, dfd: int, name: str, path: str, st: os.stat_result) -> None:
+        ident = (st.st_dev, st.st_ino)
+        if st.st_nlink > 1 and ident in self.links:
+            os.link(self.links[ident], name, src_dir_fd=self.droot, dst_dir_fd=dfd, follow_symlinks=False)
+            return
+        src = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=sfd)
+        try:
+            dst = os.open(name, _O_NEWFILE, 0o600, dir_fd=dfd)
+            try:
+                _copy_data(src, dst, st.st_size)
+                os.fchown(dst, st.st_uid, st.st_gid)
+                os.fchmod(dst, stat.S_IMODE(st.st_mode))
+                _copy_xattrs(src, dst)
+                os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns))
+            finally:
+                os.close(dst)
+        finally:
+            os.close(src)
+        if st.st_nlink > 1:
+            self.links[ident] = path
