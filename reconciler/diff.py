@@ -8,7 +8,7 @@ rollout, or a leftover of a crash); exactly one of them can match the desired ui
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from reconciler.desired import DesiredPod, DesiredState
@@ -187,15 +187,8 @@ def compute_diff(desired: DesiredState, observed: ObservedHost, last: LastApplie
     pass does what maxSurge/maxUnavailable allow with the readiness it sees.
     """
     changes: list[Change] = claim_changes(desired, observed)
-    by_ref: dict[str, list[ObservedPod]] = {}
-    for o in observed.pods.values():
-        by_ref.setdefault(o.key, []).append(o)
-
-    def health_of(o: ObservedPod) -> PodHealth:
-        h = health.get(o.uid) if health is not None else None
-        return h if h is not None else observed_health(o)
-
-    moves = {} if force else rollout_moves(desired, by_ref, health_of)
+    by_ref = instances_by_ref(observed)
+    moves = {} if force else rollout_moves(desired, by_ref, health_lookup(health))
     for ref in sorted(desired.pods):
         d = desired.pods[ref]
         instances = sorted(by_ref.pop(ref, []), key=lambda o: o.uid)
@@ -206,6 +199,22 @@ def compute_diff(desired: DesiredState, observed: ObservedHost, last: LastApplie
         changes += _desired_pod(d, current, stale, move, why, ref in last.pods, force=force, now=now, health=h)
     changes += _undesired(by_ref, last, scope)
     return changes
+
+
+def instances_by_ref(observed: ObservedHost) -> dict[str, list[ObservedPod]]:
+    """pod ref → its observed instances (several during a rollout or after a crash)."""
+    by_ref: dict[str, list[ObservedPod]] = {}
+    for o in observed.pods.values():
+        by_ref.setdefault(o.key, []).append(o)
+    return by_ref
+
+
+def health_lookup(health: Mapping[str, PodHealth] | None) -> Callable[[ObservedPod], PodHealth]:
+    """An instance's health from the probes' view, else from what the runtime shows."""
+    def health_of(o: ObservedPod) -> PodHealth:
+        h = health.get(o.uid) if health is not None else None
+        return h if h is not None else observed_health(o)
+    return health_of
 
 
 def _desired_pod(d: DesiredPod, current: ObservedPod | None, stale: list[ObservedPod], move: Move | None, why: str,

@@ -22,13 +22,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from reconciler.desired import DesiredPod, DesiredState, build_desired
-from reconciler.diff import deployment_pods, replicas_of
+from reconciler.diff import deployment_pods, health_lookup, instances_by_ref, replicas_of
 from reconciler.errors import PodplayError
 from reconciler.model import codec
 from reconciler.model.kube import ConfigMap, Deployment, PodTemplateSpec, Secret
 from reconciler.model.source import Loaded
 from reconciler.observed import ObservedHost, ObservedPod
-from reconciler.probes import PodHealth, observed_health
+from reconciler.probes import PodHealth
 from reconciler.rollout import Progress, progress
 from reconciler.state import Pin, Revision, StateStore
 
@@ -219,14 +219,8 @@ def check_rollouts(state: StateStore, desired: DesiredState, observed: ObservedH
     """Follow every Deployment's rollout; mark completions and failures, roll back past the
     deadline (with `write`). `desired` is the effective one (pins applied)."""
     now = time.time() if now is None else now
-    by_ref: dict[str, list[ObservedPod]] = {}
-    for o in observed.pods.values():
-        by_ref.setdefault(o.key, []).append(o)
-
-    def health_of(o: ObservedPod) -> PodHealth:
-        h = health.get(o.uid) if health is not None else None
-        return h if h is not None else observed_health(o)
-
+    by_ref = instances_by_ref(observed)
+    health_of = health_lookup(health)
     out = []
     for ref, pods in sorted(deployment_pods(desired).items()):
         rev = target_revision(state, ref, pods[0].spec_hash)

@@ -39,6 +39,7 @@ from reconciler.images.blobio import (
     hasher_for,
     sha256_digest,
 )
+from reconciler.images.layout import TarMemberWriter
 from reconciler.images.manifest import (
     DOCKER_CONFIG,
     DOCKER_MANIFEST,
@@ -329,24 +330,6 @@ class _QueueReader:
         self.buf.clear()
 
 
-class _MemberBlobWriter(BlobWriter):
-    def __init__(self, member, digest: str, size: int, what: str):
-        super().__init__(digest, size, what)
-        self.member = member
-
-    def _put(self, chunk: bytes) -> None:
-        self.member.write(chunk)
-
-    def _truncate(self) -> None:
-        self.member.reset()
-
-    def _drop(self) -> None:
-        self.member.drop()
-
-    def _finish(self) -> None:
-        self.member.close()
-
-
 def member_for_layer(diff_id: str) -> str:
     return f"{diff_id.split(':', 1)[1]}.tar"
 
@@ -381,7 +364,7 @@ class DockerArchiveDestination:
         if diff_id:
             w: BlobWriter = _LayerWriter(self.tar, desc, diff_id, f"layer {desc.digest}")
         else:
-            w = _MemberBlobWriter(self.tar.member(member_for_config(desc.digest)), desc.digest, desc.size,
+            w = TarMemberWriter(self.tar.member(member_for_config(desc.digest)), desc.digest, desc.size,
                                   f"config {desc.digest}")
         try:
             yield w

@@ -202,7 +202,9 @@ def _listing(names: list[str]) -> str:
 
 # --- writing ----------------------------------------------------------------------------------
 
-class _TarBlobWriter(BlobWriter):
+class TarMemberWriter(BlobWriter):
+    """A blob written as one member of an archive being written (oci-archive:, docker-archive:)."""
+
     def __init__(self, member, digest: str, size: int, what: str):
         super().__init__(digest, size, what)
         self.member = member
@@ -297,7 +299,7 @@ class LayoutDestination:
             return
         what = f"blob {desc.digest}"
         if self._tar is not None:
-            w: BlobWriter = _TarBlobWriter(self._tar.member(blob_name(desc.digest)), desc.digest, desc.size, what)
+            w: BlobWriter = TarMemberWriter(self._tar.member(blob_name(desc.digest)), desc.digest, desc.size, what)
         else:
             assert self.path is not None
             target = self.path / blob_name(desc.digest)
