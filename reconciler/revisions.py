@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 
 from reconciler.desired import DesiredPod, DesiredState, build_desired
 from reconciler.diff import deployment_pods, health_lookup, instances_by_ref, replicas_of
-from reconciler.errors import PodplayError
+from reconciler.errors import NotFoundError, PodplayError
 from reconciler.model import codec
 from reconciler.model.kube import ConfigMap, Deployment, PodTemplateSpec, Secret
 from reconciler.model.source import Loaded
@@ -161,6 +161,41 @@ def apply_pins(state: StateStore, desired: DesiredState, *, write: bool = True) 
         notes.append(f"deployment {ref}: pinned to revision {pin.revision} ({pin.reason}); "
                      "edit the manifest to roll out something else")
     return replace(desired, pods=pods), notes
+
+
+def undo(state: StateStore, ref: str, declared: DesiredState, to_revision: int, now: float) -> str:
+    """`podplay rollout undo`: pin the Deployment to revision `to_revision` (0: the one before
+    the revision it runs now), or release the pin when that is the manifest's own revision.
+    Marks the target progressing. Returns what was done, for the user."""
+    revs = state.revisions(ref)
+    manifest_hash = manifest_hashes(declared).get(ref)
+    if manifest_hash is None:
+        raise NotFoundError(f"deployment {ref} has no replicas to roll back")
+    pin = state.pin(ref)
+    current = pin.revision if pin else next((r.revision for r in reversed(revs)
+                                             if r.template_hash == manifest_hash), revs[-1].revision)
+    kept = ", ".join(str(r.revision) for r in revs)
+    if to_revision:
+        target = next((r for r in revs if r.revision == to_revision), None)
+        if target is None:
+            raise NotFoundError(f"deployment {ref} has no revision {to_revision} (kept: {kept})")
+    else:
+        target = next((r for r in reversed(revs) if r.revision < current), None)
+        if target is None:
+            raise NotFoundError(f"deployment {ref} has no revision before {current} to go back to")
+    for r in revs:
+        if r.outcome == PROGRESSING and r.revision != target.revision:
+            state.update_revision(ref, r.revision, outcome=SUPERSEDED, finished_at=now, message="rollout undo")
+    state.update_revision(ref, target.revision, outcome=PROGRESSING, progress=0, progress_at=now,
+                          finished_at=None, message=f"rollout undo from revision {current}")
+    if target.template_hash == manifest_hash:
+        state.clear_pin(ref)
+        say = f"deployment {ref}: back to revision {target.revision}, the one the manifest describes (pin released)"
+    else:
+        state.set_pin(ref, target.revision, manifest_hash, f"rollout undo from revision {current}")
+        say = f"deployment {ref}: pinned to revision {target.revision}; it holds until the manifest's template changes"
+    state.add_event("info", ref, say)
+    return say
 
 
 # --- progress ---------------------------------------------------------------------------------------

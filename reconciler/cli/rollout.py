@@ -118,47 +118,15 @@ def cmd_undo(args, ctx) -> int:
 
     from reconciler.converger import Converger
     from reconciler.host import open_drivers
-    from reconciler.revisions import PROGRESSING, SUPERSEDED, manifest_hashes
+    from reconciler.revisions import undo
 
     os.environ.setdefault("PODPLAY_COMMAND", " ".join(["podplay"] + sys.argv[1:]))
     ref = _ref(args)
     state = _state(ctx)
     drivers = None
     try:
-        revs = _revisions(state, ref)
-        source = revs[-1].source
-        goal = _load(source, ref, ctx.paths)
-        manifest_hash = manifest_hashes(goal.declared).get(ref)
-        if manifest_hash is None:
-            raise NotFoundError(f"deployment {ref} has no replicas to roll back")
-        pin = state.pin(ref)
-        current = pin.revision if pin else next((r.revision for r in reversed(revs)
-                                                 if r.template_hash == manifest_hash), revs[-1].revision)
-        if args.to_revision:
-            target = next((r for r in revs if r.revision == args.to_revision), None)
-            if target is None:
-                raise NotFoundError(f"deployment {ref} has no revision {args.to_revision} "
-                                    f"(kept: {', '.join(str(r.revision) for r in revs)})")
-        else:
-            target = next((r for r in reversed(revs) if r.revision < current), None)
-            if target is None:
-                raise NotFoundError(f"deployment {ref} has no revision before {current} to go back to")
-        now = time.time()
-        for r in revs:
-            if r.outcome == PROGRESSING and r.revision != target.revision:
-                state.update_revision(ref, r.revision, outcome=SUPERSEDED, finished_at=now,
-                                      message="rollout undo")
-        state.update_revision(ref, target.revision, outcome=PROGRESSING, progress=0, progress_at=now,
-                              finished_at=None, message=f"rollout undo from revision {current}")
-        if target.template_hash == manifest_hash:
-            state.clear_pin(ref)
-            say = f"deployment {ref}: back to revision {target.revision}, the one the manifest describes (pin released)"
-        else:
-            state.set_pin(ref, target.revision, manifest_hash, f"rollout undo from revision {current}")
-            say = (f"deployment {ref}: pinned to revision {target.revision}; it holds until the manifest's "
-                   "template changes")
-        state.add_event("info", ref, say)
-        print(say, file=ctx.out)
+        goal = _load(_revisions(state, ref)[-1].source, ref, ctx.paths)
+        print(undo(state, ref, goal.declared, args.to_revision, time.time()), file=ctx.out)
         drivers = open_drivers(ctx.paths)
         conv = Converger(drivers, state, ctx.paths)
         first = conv.once(goal)
