@@ -130,61 +130,80 @@ def _apply(config: dict, change: str) -> None:
                          f"(supported: {', '.join(INSTRUCTIONS)})")
     if not value:
         raise InputError(f"--change {change!r}: {instruction} needs a value")
-    if instruction in ("CMD", "ENTRYPOINT"):
+    _CHANGES[instruction](config, value, change)
+
+
+def _command(key: str):
+    def apply(config: dict, value: str, change: str) -> None:
         exec_form = _json_list(value, change)
-        config["Cmd" if instruction == "CMD" else "Entrypoint"] = (
-            exec_form if exec_form is not None else ["/bin/sh", "-c", value])
-    elif instruction == "ENV":
-        env = list(config.get("Env") or [])
-        for key, val in _pairs(value, change, "ENV"):
-            if not _ENV_NAME_RE.match(key):
-                raise InputError(f"--change {change!r}: {key!r} is not a variable name")
-            env = [e for e in env if e.split("=", 1)[0] != key] + [f"{key}={val}"]
-        config["Env"] = env
-    elif instruction == "LABEL":
-        labels = dict(config.get("Labels") or {})
-        for key, val in _pairs(value, change, "LABEL"):
-            labels[key] = val
-        config["Labels"] = labels
-    elif instruction == "EXPOSE":
-        ports = dict(config.get("ExposedPorts") or {})
-        for word in _words(value, change):
-            m = _PORT_RE.match(word)
-            if not m or not 1 <= int(m.group(1)) <= 65535 or (m.group(2) and not
-                                                              int(m.group(1)) <= int(m.group(2)) <= 65535):
-                raise InputError(f"--change {change!r}: {word!r} is not PORT[-PORT][/tcp|udp|sctp]")
-            low, high = int(m.group(1)), int(m.group(2) or m.group(1))
-            proto = (m.group(3) or "tcp").lower()
-            for port in range(low, high + 1):
-                ports[f"{port}/{proto}"] = {}
-        config["ExposedPorts"] = ports
-    elif instruction == "VOLUME":
-        paths = _json_list(value, change)
-        if paths is None:
-            paths = _words(value, change)
-        volumes = dict(config.get("Volumes") or {})
-        for p in paths:
-            if not p.startswith("/"):
-                raise InputError(f"--change {change!r}: volume {p!r} must be an absolute path")
-            volumes[p] = {}
-        config["Volumes"] = volumes
-    elif instruction == "WORKDIR":
-        path = _unquote(value)
-        base = config.get("WorkingDir") or "/"
-        config["WorkingDir"] = os.path.normpath(os.path.join(base, path)) if not path.startswith("/") \
-            else os.path.normpath(path)
-        if config["WorkingDir"].startswith("//"):
-            config["WorkingDir"] = "/" + config["WorkingDir"].lstrip("/")
-    elif instruction == "USER":
-        user = _unquote(value)
-        if not user or any(c.isspace() for c in user):
-            raise InputError(f"--change {change!r}: USER takes one USER[:GROUP] without spaces")
-        config["User"] = user
-    elif instruction == "STOPSIGNAL":
-        sig = _unquote(value).upper()
-        if not _SIGNAL_RE.match(sig) or (sig.isdigit() and not 1 <= int(sig) <= 64):
-            raise InputError(f"--change {change!r}: {value!r} is not a signal name or number (e.g. SIGTERM, 15)")
-        config["StopSignal"] = sig
+        config[key] = exec_form if exec_form is not None else ["/bin/sh", "-c", value]
+    return apply
+
+
+def _env(config: dict, value: str, change: str) -> None:
+    env = list(config.get("Env") or [])
+    for key, val in _pairs(value, change, "ENV"):
+        if not _ENV_NAME_RE.match(key):
+            raise InputError(f"--change {change!r}: {key!r} is not a variable name")
+        env = [e for e in env if e.split("=", 1)[0] != key] + [f"{key}={val}"]
+    config["Env"] = env
+
+
+def _label(config: dict, value: str, change: str) -> None:
+    config["Labels"] = {**(config.get("Labels") or {}), **dict(_pairs(value, change, "LABEL"))}
+
+
+def _expose(config: dict, value: str, change: str) -> None:
+    ports = dict(config.get("ExposedPorts") or {})
+    for word in _words(value, change):
+        m = _PORT_RE.match(word)
+        if not m or not 1 <= int(m.group(1)) <= 65535 or (m.group(2) and not
+                                                          int(m.group(1)) <= int(m.group(2)) <= 65535):
+            raise InputError(f"--change {change!r}: {word!r} is not PORT[-PORT][/tcp|udp|sctp]")
+        low, high = int(m.group(1)), int(m.group(2) or m.group(1))
+        proto = (m.group(3) or "tcp").lower()
+        for port in range(low, high + 1):
+            ports[f"{port}/{proto}"] = {}
+    config["ExposedPorts"] = ports
+
+
+def _volume(config: dict, value: str, change: str) -> None:
+    paths = _json_list(value, change)
+    if paths is None:
+        paths = _words(value, change)
+    volumes = dict(config.get("Volumes") or {})
+    for p in paths:
+        if not p.startswith("/"):
+            raise InputError(f"--change {change!r}: volume {p!r} must be an absolute path")
+        volumes[p] = {}
+    config["Volumes"] = volumes
+
+
+def _workdir(config: dict, value: str, change: str) -> None:
+    path = _unquote(value)
+    base = config.get("WorkingDir") or "/"
+    config["WorkingDir"] = os.path.normpath(os.path.join(base, path)) if not path.startswith("/") \
+        else os.path.normpath(path)
+    if config["WorkingDir"].startswith("//"):
+        config["WorkingDir"] = "/" + config["WorkingDir"].lstrip("/")
+
+
+def _user(config: dict, value: str, change: str) -> None:
+    user = _unquote(value)
+    if not user or any(c.isspace() for c in user):
+        raise InputError(f"--change {change!r}: USER takes one USER[:GROUP] without spaces")
+    config["User"] = user
+
+
+def _stopsignal(config: dict, value: str, change: str) -> None:
+    sig = _unquote(value).upper()
+    if not _SIGNAL_RE.match(sig) or (sig.isdigit() and not 1 <= int(sig) <= 64):
+        raise InputError(f"--change {change!r}: {value!r} is not a signal name or number (e.g. SIGTERM, 15)")
+    config["StopSignal"] = sig
+
+
+_CHANGES = {"CMD": _command("Cmd"), "ENTRYPOINT": _command("Entrypoint"), "ENV": _env, "LABEL": _label,
+            "EXPOSE": _expose, "VOLUME": _volume, "WORKDIR": _workdir, "USER": _user, "STOPSIGNAL": _stopsignal}
 
 
 # --- the import -----------------------------------------------------------------------------------

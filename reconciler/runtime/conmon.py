@@ -115,32 +115,39 @@ def launch(*, conmon: str, runc: str, runc_root: str, cid: str, bundle: str, rec
         os.close(write_fd)
         raise EnvironmentProblem(f"cannot run conmon ({conmon}): {e.strerror}") from None
     os.close(write_fd)
-    deadline = time.monotonic() + timeout
     try:
-        try:
-            rc = proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-            raise ContainerRuntimeError(f"conmon did not detach within {timeout:.0f}s for {cid}") from None
-        if rc != 0:
-            with open(err_path, errors="replace") as f:
-                text = f.read().strip()
-            raise ContainerRuntimeError(f"conmon failed for {cid} (exit {rc}): {text or 'no message'}")
-        try:
-            msg = _read_sync(read_fd, deadline)
-        except TimeoutError:
-            conmon_pid = _read_pid(os.path.join(record, "conmon.pid"))
-            if conmon_pid > 0:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(conmon_pid, signal.SIGKILL)
-            raise ContainerRuntimeError(f"runc create {cid} did not finish within {timeout:.0f}s") from None
+        msg = _await_create(proc, read_fd, cid, record, err_path, timeout)
     finally:
         os.close(read_fd)
-    if msg is None:
-        raise ContainerRuntimeError(f"conmon exited without creating {cid}; see {err_path}")
     pid = msg.get("data", -1)
     if not isinstance(pid, int) or pid <= 0:
         raise ContainerRuntimeError(f"cannot create container {cid}: "
                                     f"{runc_message(str(msg.get('message') or 'runc create failed'))}")
     return Launched(pid, _read_pid(os.path.join(record, "conmon.pid")))
+
+
+def _await_create(proc: subprocess.Popen, read_fd: int, cid: str, record: str, err_path: str,
+                  timeout: float) -> dict:
+    """conmon detaches, then reports runc create's outcome on the sync pipe: that message."""
+    deadline = time.monotonic() + timeout
+    try:
+        rc = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        raise ContainerRuntimeError(f"conmon did not detach within {timeout:.0f}s for {cid}") from None
+    if rc != 0:
+        with open(err_path, errors="replace") as f:
+            text = f.read().strip()
+        raise ContainerRuntimeError(f"conmon failed for {cid} (exit {rc}): {text or 'no message'}")
+    try:
+        msg = _read_sync(read_fd, deadline)
+    except TimeoutError:
+        conmon_pid = _read_pid(os.path.join(record, "conmon.pid"))
+        if conmon_pid > 0:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(conmon_pid, signal.SIGKILL)
+        raise ContainerRuntimeError(f"runc create {cid} did not finish within {timeout:.0f}s") from None
+    if msg is None:
+        raise ContainerRuntimeError(f"conmon exited without creating {cid}; see {err_path}")
+    return msg

@@ -529,26 +529,11 @@ class RuncRuntime:
                          network: NetworkStatus | None) -> None:
         cid = self._check_id(container.id)
         where = f"{pod.ref}/{container.name}"
-        status = self._status(cid)
-        if status is not None:
-            labels = self._labels(cid).get("labels") or {}
-            if status.state != ContainerState.UNKNOWN and labels.get(LABEL_SPEC_HASH) == pod.spec_hash:
-                return
-            if status.state != ContainerState.UNKNOWN:
-                raise ContainerRuntimeError(f"{where}: container {cid} exists with another spec; remove it first")
-            self._remove(cid)
+        if self._exists_as_wanted(cid, pod, where):
+            return
         if not os.path.isdir(rootfs):
             raise ContainerRuntimeError(f"{where}: rootfs {rootfs} does not exist")
-
-        namespaces: dict[str, str] = {}
-        if oci.infra_namespaces(pod):
-            infra = self.infra_info(pod.uid)
-            if infra is None:
-                raise ContainerRuntimeError(f"{where}: pod {pod.ref} has no running infra container")
-            namespaces = dict(infra.namespaces)
-        elif self._status(pod.infra_id) is None:
-            raise ContainerRuntimeError(f"{where}: pod {pod.ref} has no infra container")
-
+        namespaces = self._pod_namespaces(pod, where)
         passwd = (read_file_in_root(rootfs, "/etc/passwd") or b"").decode(errors="replace")
         group = (read_file_in_root(rootfs, "/etc/group") or b"").decode(errors="replace")
         user = resolve_user(pod, container, image.config.user, passwd, group)
@@ -560,22 +545,10 @@ class RuncRuntime:
             if vm.sub_path and vm.name in volumes:
                 oci.check_subpath(pod, container.name, vm.sub_path)
                 subpaths[(vm.name, vm.sub_path)] = os.path.join(volumes[vm.name], vm.sub_path)
-
-        localhost = None
-        wanted = oci.localhost_profile(pod, container)
-        sc = container.spec.security_context
-        if wanted and not (sc and sc.privileged):
-            localhost = self._localhost_seccomp(wanted, where)
-
         ip = network.ip if network else ""
-        ctx = self._context(
-            pod, os.path.abspath(rootfs), cid, user=user, volumes=dict(volumes), subpaths=subpaths,
-            namespaces=namespaces, pod_ip=ip, pod_ips=(ip,) if ip else (),
-            host_ip=self._fact("node_ip", hostinfo.node_ip), node_name=self._fact("hostname", _nodename),
-            node_cpu_millis=self._fact("cpus", hostinfo.node_cpu_millis),
-            node_memory=self._fact("memory", hostinfo.node_memory), seccomp_localhost=localhost,
-            host_devices=self._fact("devices", hostinfo.host_devices) if sc and sc.privileged else (),
-        )
+        ctx = self._context(pod, os.path.abspath(rootfs), cid, user=user, volumes=dict(volumes), subpaths=subpaths,
+                            namespaces=namespaces, pod_ip=ip, pod_ips=(ip,) if ip else (),
+                            **self._node_facts(pod, container, where))
         config = oci.container_config(pod, container, image, ctx)
         secret_files = _secrets_to_give(pod, container, volumes, user.uid)
         if subpaths:
@@ -593,6 +566,44 @@ class RuncRuntime:
         except BaseException:
             self._undo(cid)
             raise
+
+    def _exists_as_wanted(self, cid: str, pod: DesiredPod, where: str) -> bool:
+        """True when the container already exists with this spec (a create is idempotent); a
+        leftover whose runtime state is gone is removed, one with another spec refused."""
+        status = self._status(cid)
+        if status is None:
+            return False
+        labels = self._labels(cid).get("labels") or {}
+        if status.state != ContainerState.UNKNOWN and labels.get(LABEL_SPEC_HASH) == pod.spec_hash:
+            return True
+        if status.state != ContainerState.UNKNOWN:
+            raise ContainerRuntimeError(f"{where}: container {cid} exists with another spec; remove it first")
+        self._remove(cid)
+        return False
+
+    def _pod_namespaces(self, pod: DesiredPod, where: str) -> dict[str, str]:
+        """The infra container's namespaces the app joins (none for a host-namespaces pod)."""
+        if oci.infra_namespaces(pod):
+            infra = self.infra_info(pod.uid)
+            if infra is None:
+                raise ContainerRuntimeError(f"{where}: pod {pod.ref} has no running infra container")
+            return dict(infra.namespaces)
+        if self._status(pod.infra_id) is None:
+            raise ContainerRuntimeError(f"{where}: pod {pod.ref} has no infra container")
+        return {}
+
+    def _node_facts(self, pod: DesiredPod, container: DesiredContainer, where: str) -> dict:
+        """What the config needs of the host: its address, name, capacity, devices, seccomp profiles."""
+        sc = container.spec.security_context
+        wanted = oci.localhost_profile(pod, container)
+        return {
+            "host_ip": self._fact("node_ip", hostinfo.node_ip), "node_name": self._fact("hostname", _nodename),
+            "node_cpu_millis": self._fact("cpus", hostinfo.node_cpu_millis),
+            "node_memory": self._fact("memory", hostinfo.node_memory),
+            "seccomp_localhost": self._localhost_seccomp(wanted, where) if wanted and not (sc and sc.privileged)
+            else None,
+            "host_devices": self._fact("devices", hostinfo.host_devices) if sc and sc.privileged else (),
+        }
 
     def _start(self, cid: str) -> _Status:
         status = self._status(cid)

@@ -107,29 +107,11 @@ def resolve_user(pod: DesiredPod, container: DesiredContainer, image_user: str, 
     else:
         user_part, _, group_part = (image_user or "").strip().partition(":")
         user_part = user_part or "0"
-
-    entry: PasswdEntry | None
-    uid = _int(user_part)
-    if uid is not None:
-        entry = next((u for u in users if u.uid == uid), None)
-    else:
-        entry = next((u for u in users if u.name == user_part), None)
-        if entry is None:
-            raise ContainerRuntimeError(
-                f"{where}: the image's USER {user_part!r} is not in the image's /etc/passwd; "
-                "set securityContext.runAsUser to a numeric uid or fix the image")
-        uid = entry.uid
-
+    uid, entry = _user(user_part, users, where)
     if run_as_group is not None:
         gid = run_as_group
     elif group_part:
-        gid = _int(group_part)
-        if gid is None:
-            found = next((g for g in groups if g.name == group_part), None)
-            if found is None:
-                raise ContainerRuntimeError(
-                    f"{where}: the image's USER group {group_part!r} is not in the image's /etc/group")
-            gid = found.gid
+        gid = _group(group_part, groups, where)
     else:
         gid = entry.gid if entry else 0
 
@@ -139,16 +121,41 @@ def resolve_user(pod: DesiredPod, container: DesiredContainer, image_user: str, 
                                         "choose a non-zero runAsUser or drop runAsNonRoot")
         raise ContainerRuntimeError(f"{where}: runAsNonRoot is true but the image runs as root "
                                     f"(USER {image_user or 'unset'}); set securityContext.runAsUser")
-
-    extra: list[int] = []
     name = entry.name if entry else ""
-    if name:
-        extra += [g.gid for g in groups if name in g.members]
+    additional = _supplementary(name, gid, groups, psc, where)
+    return ResolvedUser(uid, gid, additional, name, entry.home if entry else "/")
+
+
+def _user(user_part: str, users: list[PasswdEntry], where: str) -> tuple[int, PasswdEntry | None]:
+    """A uid (numeric, known to the image or not) or a name the image's /etc/passwd must know."""
+    uid = _int(user_part)
+    if uid is not None:
+        return uid, next((u for u in users if u.uid == uid), None)
+    entry = next((u for u in users if u.name == user_part), None)
+    if entry is None:
+        raise ContainerRuntimeError(
+            f"{where}: the image's USER {user_part!r} is not in the image's /etc/passwd; "
+            "set securityContext.runAsUser to a numeric uid or fix the image")
+    return entry.uid, entry
+
+
+def _group(group_part: str, groups: list[GroupEntry], where: str) -> int:
+    gid = _int(group_part)
+    if gid is not None:
+        return gid
+    found = next((g for g in groups if g.name == group_part), None)
+    if found is None:
+        raise ContainerRuntimeError(f"{where}: the image's USER group {group_part!r} is not in the image's /etc/group")
+    return found.gid
+
+
+def _supplementary(name: str, gid: int, groups: list[GroupEntry], psc, where: str) -> tuple[int, ...]:
+    """The image's groups that list the user, then supplementalGroups and fsGroup; not `gid` again."""
+    extra: list[int] = [g.gid for g in groups if name in g.members] if name else []
     extra += list(psc.supplemental_groups)
     if psc.fs_group is not None:
         extra.append(psc.fs_group)
     for g in extra:
         if not 0 <= g <= MAX_ID:
             raise ContainerRuntimeError(f"{where}: group id {g} is out of range (0..{MAX_ID})")
-    additional = tuple(dict.fromkeys(g for g in extra if g != gid))
-    return ResolvedUser(uid, gid, additional, name, entry.home if entry else "/")
+    return tuple(dict.fromkeys(g for g in extra if g != gid))
