@@ -15,6 +15,7 @@ again after the crash-loop schedule (10 s doubling to 5 min), not at every tick.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -202,6 +203,7 @@ class Converger:
         follow = updating_deployments(first)
         if not follow and not wait:
             return out
+        goal = dataclasses.replace(goal, force=False)  # --replace recreated the pods once, in `first`
         started, seen = self.clock(), {}
         while True:
             r = self.tick(goal, now=self.clock(), everything=False, probe=True)
@@ -210,7 +212,7 @@ class Converger:
                 out.apply_errors = [f"{x.txn.key}: {x.error}" for x in r.applied.failed]
             statuses = {s.deployment: s for s in r.rollouts}
             self._progress(follow, statuses, seen, out, progress)
-            if r.applied is not None:
+            if r.applied is not None and not self._expired(wait, timeout, started):
                 continue  # look again at once: the next wave may be due
             view = r.view
             problems: list[str] = []
@@ -225,10 +227,13 @@ class Converger:
             out.rollouts = [statuses[d] for d in sorted(follow) if d in statuses]
             if not rolling and not problems:
                 return out
-            if wait and timeout is not None and self.clock() - started >= timeout:
+            if self._expired(wait, timeout, started):
                 out.problems, out.timed_out = problems, True
                 return out
             sleep(self._pause(r))
+
+    def _expired(self, wait: bool, timeout: float | None, started: float) -> bool:
+        return wait and timeout is not None and self.clock() - started >= timeout
 
     def _pause(self, r: PassResult) -> float:
         """Until the probes or a retry want the next tick: at least 50 ms, at most 0.5 s."""

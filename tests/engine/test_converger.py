@@ -228,3 +228,16 @@ def test_the_retry_policy_waits_the_crash_loop_delay_per_pod_instance():
     assert not policy.holds(change)
     policy.note([R("default/a", "u1", True)])
     assert policy.next_at() is None and policy.describe() == {}
+
+
+def test_up_replace_wait_recreates_each_pod_once_then_waits(engine):
+    engine.write("a.yaml", POD.format(name="a", probe=READY))
+    assert engine.up().ok
+    clock = Clock()
+    conv = converger(engine, clock)
+    goal = make_goal([str(engine.dir)], load_or_fail([str(engine.dir)]), engine.paths, force=True)
+    first = conv.once(goal)
+    assert first.ok and attempts(engine, "default/a") == 2
+    done = conv.run(goal, first, wait=True, timeout=30, sleep=clock.sleep)
+    assert done.ok and not done.timed_out
+    assert attempts(engine, "default/a") == 2, "--replace recreates once; waiting does not replace again"
