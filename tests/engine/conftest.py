@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from reconciler.converger import run_pass
 from reconciler.drivers.fake import FakeHost, fake_drivers
 from reconciler.paths import HostPaths
-from reconciler.converger import run_pass
 from reconciler.state import StateStore
 
 

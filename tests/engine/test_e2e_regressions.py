@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import pytest
 
+from reconciler.converger import failed_for_good, settle
 from reconciler.diff import BACKOFF_MAX, restart_delay
 from reconciler.observe import observe_host
-from reconciler.converger import failed_for_good, settle
 from tests.engine.conftest import pod_yaml
 from tests.engine.health.test_rollout_engine import Clock
 

@@ -11,10 +11,10 @@ import time
 
 import pytest
 
+from reconciler.converger import settle
 from reconciler.diff import Action, Reason
 from reconciler.health import HealthMonitor, health_view, readiness
 from reconciler.observe import observe_host
-from reconciler.converger import settle
 from reconciler.rollout import Instance, Replica, progress
 
 DEPLOYMENT = """apiVersion: apps/v1
