@@ -14,6 +14,14 @@ Where the input comes from, in order: `--openapi FILE`; the cache
 file for the pinned tag. A verified input is stored in the cache, so a machine that cannot
 reach GitHub can still regenerate (and the tests can compare) once someone hands it the file.
 
+Machines that reach only package registries use a second pinned input that carries the same
+definitions: the `kubernetes-validate` wheel from PyPI ships, for each release, the OpenAPI
+definitions translated to JSON Schema (`<release>-local/_definitions.json`). Its translation is
+undone here (`null` dropped from types, `$defs` refs back to `#/definitions/`, the int-or-string
+`oneOf` back to its format, the enums it added removed, our overlay adds ours); from it the
+generator writes byte-identical files, which is checked by the tests. `--kubernetes-validate
+WHEEL`, else the cache, else `pip download` of the pinned version (sha256 verified).
+
 What the schemas change relative to the OpenAPI, and why, is in schemas/README.md.
 """
 
@@ -30,6 +38,12 @@ RELEASE = "v1.33.0"
 INPUT_PATH = "api/openapi-spec/swagger.json"
 INPUT_SHA256 = "2af5abf98554af1599e516f31f7f1698085e6faa12b816401f569c097b9f7ef6"
 INPUT_URL = f"https://raw.githubusercontent.com/kubernetes/kubernetes/{RELEASE}/{INPUT_PATH}"
+# The second input: the same release's definitions as the kubernetes-validate wheel ships them.
+KV_VERSION = "1.37.0"
+KV_WHEEL = f"kubernetes_validate-{KV_VERSION}-py3-none-any.whl"
+KV_WHEEL_SHA256 = "85136d018a27b50ec7fc049d902bfa5193f5976807e6c0f408e3ab6fe078cad9"
+KV_MEMBER = f"kubernetes_validate/kubernetes-json-schema/{RELEASE}-local/_definitions.json"
+KV_MEMBER_SHA256 = "f8dfd6a0ac279b0997b0b95cbc1867afbe321a4aa0cd3e2df7e4b49ad8bae20b"
 # Bump when the output for the same input changes (a new transformation, a new kind...).
 GENERATOR_VERSION = 1
 
@@ -144,13 +158,103 @@ def download() -> bytes:
     return verify(resp.content, INPUT_URL)
 
 
-def obtain_input(openapi: Path | None) -> bytes:
+def obtain_input(openapi: Path | None, wheel: Path | None = None) -> bytes:
+    """The OpenAPI v2 document to generate from: the official file when given or cached, else
+    the definitions of the pinned kubernetes-validate wheel, turned back into OpenAPI form."""
+    if wheel is not None:
+        return from_kubernetes_validate(read_wheel(wheel))
     if openapi is not None:
         data = read_input(openapi)
-    else:
-        data = cached_input() or download()
-    store_in_cache(data)
-    return data
+        store_in_cache(data)
+        return data
+    data = cached_input()
+    if data is not None:
+        return data
+    return from_kubernetes_validate(read_wheel(cached_wheel() or download_wheel()))
+
+
+def wheel_cache_file() -> Path:
+    return cache_file().with_name(KV_WHEEL)
+
+
+def read_wheel(path: Path) -> bytes:
+    """The pinned member of the pinned wheel, both verified."""
+    import zipfile
+
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise InputError(f"cannot read {path}: {exc.strerror or exc}") from None
+    got = hashlib.sha256(raw).hexdigest()
+    if got != KV_WHEEL_SHA256:
+        raise InputError(f"{path}: sha256 {got} is not the pinned {KV_WHEEL_SHA256} of {KV_WHEEL}")
+    import io
+
+    with zipfile.ZipFile(io.BytesIO(raw)) as z:
+        member = z.read(KV_MEMBER)
+    if hashlib.sha256(member).hexdigest() != KV_MEMBER_SHA256:
+        raise InputError(f"{path}: {KV_MEMBER} is not the pinned file")
+    return member
+
+
+def cached_wheel() -> Path | None:
+    path = wheel_cache_file()
+    return path if path.exists() else None
+
+
+def download_wheel() -> Path:
+    """`pip download` of the pinned wheel into the cache (PyPI is reachable where pip works)."""
+    import subprocess
+    import tempfile
+
+    dest = wheel_cache_file()
+    with tempfile.TemporaryDirectory() as tmp:
+        done = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+                               "-d", tmp, f"kubernetes-validate=={KV_VERSION}"], capture_output=True, text=True,
+                              check=False)
+        got = Path(tmp) / KV_WHEEL
+        if done.returncode != 0 or not got.exists():
+            raise InputError(f"cannot download kubernetes-validate {KV_VERSION}: {done.stderr.strip()}")
+        read_wheel(got)  # verified before it enters the cache
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        got.replace(dest)
+    return dest
+
+
+def from_kubernetes_validate(member: bytes) -> bytes:
+    """kubernetes-validate's `_definitions.json` back in OpenAPI v2 form (see the module doc)."""
+    defs = json.loads(member)["$defs"]
+    return json.dumps({"definitions": {name: _undo_translation(node) for name, node in defs.items()}}).encode()
+
+
+_INT_OR_STRING = [{"type": ["string", "null"]}, {"type": ["integer", "null"]}]
+
+
+def _undo_translation(node):
+    if isinstance(node, list):
+        return [_undo_translation(x) for x in node]
+    if not isinstance(node, dict):
+        return node
+    if node.get("oneOf") == _INT_OR_STRING:
+        out = {k: v for k, v in node.items() if k != "oneOf"}
+        out.update(type="string", format="int-or-string")
+        return out
+    out = {}
+    for key, value in node.items():
+        if key == "enum":
+            continue  # not in the official file (the OpenAPIEnums gate is off there); ENUMS adds ours
+        if key == "type" and isinstance(value, list):
+            kept = [t for t in value if t != "null"]
+            out[key] = kept[0] if len(kept) == 1 else kept
+        elif key == "$ref":
+            out[key] = value.replace("#/$defs/", "#/definitions/")
+        elif key == "properties":
+            out[key] = {name: _undo_translation(sub) for name, sub in value.items()}
+        elif key.startswith("x-kubernetes"):
+            out[key] = value
+        else:
+            out[key] = _undo_translation(value)
+    return out
 
 
 # --- translation ----------------------------------------------------------------------------------
@@ -284,7 +388,10 @@ def generate(data: bytes) -> dict[str, dict]:
            for kind, (api, definition) in KINDS.items()}
     out["SOURCE.json"] = {
         "kubernetes_release": RELEASE,
-        "inputs": [{"path": INPUT_PATH, "sha256": INPUT_SHA256, "url": INPUT_URL}],
+        # Either input regenerates these files byte for byte.
+        "inputs": [{"path": INPUT_PATH, "sha256": INPUT_SHA256, "url": INPUT_URL},
+                   {"pypi": f"kubernetes-validate=={KV_VERSION}", "wheel_sha256": KV_WHEEL_SHA256,
+                    "path": KV_MEMBER, "sha256": KV_MEMBER_SHA256}],
         "generator": "scripts/gen_schemas.py",
         "generator_version": GENERATOR_VERSION,
         "json_schema_draft": DRAFT,
@@ -306,13 +413,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--openapi", type=Path, metavar="FILE",
                         help=f"a local copy of Kubernetes {RELEASE} {INPUT_PATH}")
+    parser.add_argument("--kubernetes-validate", type=Path, metavar="WHEEL", dest="wheel",
+                        help=f"a local copy of {KV_WHEEL} (the second pinned input)")
     parser.add_argument("--out", type=Path, default=SCHEMA_DIR, metavar="DIR",
                         help="where to write the schemas (default: schemas/)")
+    parser.add_argument("--fetch", action="store_true",
+                        help="only make sure a pinned input is in the cache (set-up runs this), then exit")
     parser.add_argument("--check", action="store_true",
                         help="write nothing; exit 1 if the files in --out differ from what would be generated")
     args = parser.parse_args(argv)
+    if args.fetch:
+        try:
+            if cached_input() is None:
+                read_wheel(cached_wheel() or download_wheel())
+        except InputError as exc:
+            print(f"gen_schemas: {exc}", file=sys.stderr)
+            return 2
+        return 0
     try:
-        files = {name: render(doc) for name, doc in generate(obtain_input(args.openapi)).items()}
+        files = {name: render(doc) for name, doc in generate(obtain_input(args.openapi, args.wheel)).items()}
     except (InputError, SpecError) as exc:
         print(f"gen_schemas: {exc}", file=sys.stderr)
         return 2

@@ -60,12 +60,16 @@ def errors(doc: dict, kind: str | None = None) -> list[tuple[list, str]]:
 # --- the committed output is the generator's output ----------------------------------------------
 
 def _pinned_input() -> bytes:
+    """The official OpenAPI file when cached, else the pinned kubernetes-validate wheel's definitions
+    (scripts/setup.sh caches the wheel: `gen_schemas.py --fetch`)."""
     data = gen.cached_input()
-    if data is None:
-        pytest.skip(f"the pinned Kubernetes {gen.RELEASE} OpenAPI is not cached at {gen.cache_file()} "
-                    f"(GitHub is not reachable from this kind of machine); hand a copy to "
-                    f"`scripts/gen_schemas.py --openapi FILE` once to enable this check")
-    return data
+    if data is not None:
+        return data
+    wheel = gen.cached_wheel()
+    if wheel is None:
+        pytest.skip(f"neither the pinned Kubernetes {gen.RELEASE} OpenAPI nor {gen.KV_WHEEL} is cached under "
+                    f"{gen.cache_file().parent}; run `scripts/gen_schemas.py --fetch` once to enable this check")
+    return gen.from_kubernetes_validate(gen.read_wheel(wheel))
 
 
 def test_committed_schemas_are_exactly_the_generated_ones():
@@ -97,12 +101,26 @@ def test_check_mode_reports_a_stale_schema(tmp_path):
 def test_source_records_release_input_and_generator():
     source = json.loads((SCHEMAS / "SOURCE.json").read_text())
     assert source["kubernetes_release"] == gen.RELEASE
-    assert source["inputs"] == [{"path": gen.INPUT_PATH, "sha256": gen.INPUT_SHA256, "url": gen.INPUT_URL}]
+    assert source["inputs"] == [{"path": gen.INPUT_PATH, "sha256": gen.INPUT_SHA256, "url": gen.INPUT_URL},
+                                {"pypi": f"kubernetes-validate=={gen.KV_VERSION}", "wheel_sha256": gen.KV_WHEEL_SHA256,
+                                 "path": gen.KV_MEMBER, "sha256": gen.KV_MEMBER_SHA256}]
     assert source["generator_version"] == gen.GENERATOR_VERSION
     assert set(source["kinds"]) == set(KINDS)
 
 
 # --- the generator refuses anything but the pinned input ------------------------------------------
+
+def test_a_wheel_that_is_not_the_pinned_one_is_refused(tmp_path):
+    import zipfile
+
+    forged = tmp_path / gen.KV_WHEEL
+    with zipfile.ZipFile(forged, "w") as z:
+        z.writestr(gen.KV_MEMBER, json.dumps({"$defs": {}}))
+    out = tmp_path / "out"
+    done = run_script("--kubernetes-validate", str(forged), "--out", str(out))
+    assert done.returncode == 2 and "is not the pinned" in done.stderr
+    assert not out.exists()
+
 
 def test_input_with_another_sha256_is_refused_and_nothing_is_written(tmp_path, monkeypatch):
     forged = tmp_path / "swagger.json"
