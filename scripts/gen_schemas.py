@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Generate schemas/*.json: one strict JSON Schema (Draft 2020-12) per supported kind.
+"""Generate reconciler/schemas/*.json: one strict JSON Schema (Draft 2020-12) per supported kind.
 
 The input is the official OpenAPI v2 document (`api/openapi-spec/swagger.json`) of ONE pinned
 Kubernetes release, identified by tag and sha256; an input with any other sha256 is refused.
@@ -7,7 +7,7 @@ The output is data committed to the repo; regenerating it is one command:
 
     .venv/bin/python scripts/gen_schemas.py                  # cached or downloaded input
     .venv/bin/python scripts/gen_schemas.py --openapi FILE   # a local copy of the pinned file
-    .venv/bin/python scripts/gen_schemas.py --check          # exit 1 if schemas/ is stale
+    .venv/bin/python scripts/gen_schemas.py --check          # exit 1 if reconciler/schemas/ is stale
 
 Where the input comes from, in order: `--openapi FILE`; the cache
 (`$PODPLAY_OPENAPI_CACHE`, default `~/.cache/podplay/openapi`); a download of the official
@@ -22,7 +22,7 @@ undone here (`null` dropped from types, `$defs` refs back to `#/definitions/`, t
 generator writes byte-identical files, which is checked by the tests. `--kubernetes-validate
 WHEEL`, else the cache, else `pip download` of the pinned version (sha256 verified).
 
-What the schemas change relative to the OpenAPI, and why, is in schemas/README.md.
+What the schemas change relative to the OpenAPI, and why, is in reconciler/schemas/README.md.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ KV_MEMBER_SHA256 = "f8dfd6a0ac279b0997b0b95cbc1867afbe321a4aa0cd3e2df7e4b49ad8ba
 GENERATOR_VERSION = 1
 
 REPO = Path(__file__).resolve().parent.parent
-SCHEMA_DIR = REPO / "schemas"
+SCHEMA_DIR = REPO / "reconciler" / "schemas"
 DRAFT = "https://json-schema.org/draft/2020-12/schema"
 
 # kind -> (apiVersion, OpenAPI definition)
@@ -374,7 +374,7 @@ def schema_for_kind(definitions: dict, kind: str, api_version: str, definition: 
 
 
 def generate(data: bytes) -> dict[str, dict]:
-    """File name -> JSON document, for every file under schemas/ that the generator owns."""
+    """File name -> JSON document, for every file under reconciler/schemas/ that the generator owns."""
     try:
         spec = json.loads(data)
         definitions = spec["definitions"]
@@ -416,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kubernetes-validate", type=Path, metavar="WHEEL", dest="wheel",
                         help=f"a local copy of {KV_WHEEL} (the second pinned input)")
     parser.add_argument("--out", type=Path, default=SCHEMA_DIR, metavar="DIR",
-                        help="where to write the schemas (default: schemas/)")
+                        help="where to write the schemas (default: reconciler/schemas/)")
     parser.add_argument("--fetch", action="store_true",
                         help="only make sure a pinned input is in the cache (set-up runs this), then exit")
     parser.add_argument("--check", action="store_true",

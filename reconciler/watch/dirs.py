@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 
 from reconciler import sha
 from reconciler.errors import EnvironmentProblem
-from reconciler.manifests import MANIFEST_SUFFIXES
+from reconciler.sources import MANIFEST_SUFFIXES
 from reconciler.state import StateStore
 from reconciler.watch.files import Composition, ManifestFiles
 from reconciler.watch.parse import load_in_child, load_in_process

@@ -21,7 +21,8 @@ from reconciler import sha
 from reconciler.desired import DesiredState, build_desired
 from reconciler.diff import Scope
 from reconciler.errors import Diagnostic, ManifestError, Severity
-from reconciler.manifests import FileLoad, ManifestSet, combine_files, find_manifest_files
+from reconciler.manifests import FileLoad, ManifestSet, combine_files
+from reconciler.sources import find_manifest_files
 from reconciler.state import StateStore
 from reconciler.watch.parse import Request, load_in_process
 

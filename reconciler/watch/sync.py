@@ -30,8 +30,9 @@ from pathlib import Path
 from reconciler.desired import build_desired
 from reconciler.diff import Scope
 from reconciler.errors import EXIT_APPLY_FAILED, EXIT_INVALID, InputError, ManifestError, PodplayError
-from reconciler.manifests import FileLoad, ManifestSet, combine_files, find_manifest_files
+from reconciler.manifests import FileLoad, ManifestSet, combine_files
 from reconciler.paths import HostPaths
+from reconciler.sources import find_manifest_files
 from reconciler.state import StateStore
 from reconciler.watch.dirs import source_id
 from reconciler.watch.files import Composition, digest_text, empty_composition

@@ -163,3 +163,38 @@ def test_a_named_file_that_vanishes_is_not_taken_for_a_delete(d, state):
     comp = files.refresh()
     assert set(comp.desired.pods) == {"default/a"}
     assert comp.files[str(d / "a.yaml")].using == "last good"
+
+
+TWO_PODS_WITH_DISK_LIMITS = "---\n".join(f"""\
+apiVersion: v1
+kind: Pod
+metadata:
+  name: {name}
+  annotations: {{io.podman.annotations.autoremove: "TRUE"}}
+spec:
+  containers: [{{name: app, image: busybox:1.36, terminationMessagePath: /tmp/t}}]
+  volumes: [{{name: scratch, emptyDir: {{sizeLimit: 1Gi}}}}]
+""" for name in ("a", "b"))
+
+
+@pytest.mark.parametrize("loader", ["in process", "in a child"])
+def test_up_and_watch_warn_once_alike_about_what_podplay_does_not_act_on(d, loader):
+    # One policy for both paths: `up` loads the directory in one go, a watcher file by file
+    # (possibly in a child process) and combines them; each once-only warning is said once.
+    from reconciler.manifests import load_manifests
+    from reconciler.watch.parse import load_in_child, load_in_process
+
+    (d / "pods.yaml").write_text(TWO_PODS_WITH_DISK_LIMITS)
+    (d / "more.yaml").write_text(TWO_PODS_WITH_DISK_LIMITS.replace("name: a", "name: c").replace("name: b", "name: e"))
+    up = load_manifests([str(d)])
+    files = ManifestFiles([str(d)], loader=load_in_process if loader == "in process" else load_in_child)
+    watch = files.refresh().manifests
+
+    def said(result):
+        return [(os.path.basename(w.file), w.line, w.path, w.message) for w in result.warnings]
+
+    assert said(up) == said(watch)
+    assert [(f, path) for f, _, path, _ in said(up)] == [
+        ("more.yaml", "spec.containers[0].terminationMessagePath"),
+        ("more.yaml", "metadata.annotations.io.podman.annotations.autoremove"),
+        ("more.yaml", "spec.volumes[0].emptyDir.sizeLimit")]

@@ -17,7 +17,8 @@ import yaml
 
 from reconciler.cli import main
 from reconciler.errors import Severity
-from reconciler.manifests import find_manifest_files, load_manifests, load_objects
+from reconciler.manifests import load_manifests, load_objects
+from reconciler.sources import find_manifest_files
 
 REPO = Path(__file__).resolve().parents[3]
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from reconciler import manifests
-from reconciler.manifests import load_manifests
+from reconciler.manifests import load_manifests, schema
 
 GOOD = """apiVersion: v1
 kind: Pod
@@ -29,7 +28,7 @@ def test_a_known_good_document_skips_the_schema_and_loads_the_same(tmp_path, mon
     def no_schema(kind):
         raise AssertionError("validated again")
 
-    monkeypatch.setattr(manifests, "_validator", no_schema)
+    monkeypatch.setattr(schema, "validator", no_schema)
     second = load_manifests([str(tmp_path / "p.yaml")], schema_cache=cache)
     assert _summary(second) == _summary(first)
 
@@ -44,8 +43,8 @@ def test_an_invalid_document_is_never_cached_and_a_changed_one_is_validated(tmp_
     f.write_text(GOOD)
     assert load_manifests([str(f)], schema_cache=cache).ok
     calls = []
-    real = manifests._validator
-    monkeypatch.setattr(manifests, "_validator", lambda kind: calls.append(kind) or real(kind))
+    real = schema.validator
+    monkeypatch.setattr(schema, "validator", lambda kind: calls.append(kind) or real(kind))
     f.write_text(GOOD.replace("1.36", "1.37"))
     assert load_manifests([str(f)], schema_cache=cache).ok
     assert calls == ["Pod"]

@@ -1,0 +1,403 @@
+"""Checks of a pod's spec, its containers, and a Deployment's own fields.
+
+The Kubernetes API server's validation, for the subset podplay runs, plus what one host cannot
+do (a hostPort shared by replicas). Paths are relative to the object: a Pod's spec is at
+``spec``, a Deployment's at ``spec.template.spec``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+
+from reconciler.manifests.checker import Checker, close
+from reconciler.manifests.fields import DNS1123_LABEL, check_labels, check_meta, check_name, check_quantity
+from reconciler.manifests.positions import Path_
+from reconciler.model import convert
+from reconciler.model.kube import Container, Deployment, PodSpec
+from reconciler.model.quantity import parse_quantity
+from reconciler.model.source import ANN_PORT_PER_REPLICA
+
+MAX_REPLICAS = 1000  # one host: a bigger number is a typo, and expanding it would hang
+DISK_LIMIT_MESSAGE = ("podplay bounds only a medium: Memory emptyDir (its tmpfs); on disk this limit is not "
+                      "enforced (the kubelet evicts the pod, podplay has no quota to apply)")
+PORT_NAME = re.compile(r"^(?=.*[a-z])[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+SIGNALS = {
+    "SIGABRT", "SIGALRM", "SIGBUS", "SIGCHLD", "SIGCLD", "SIGCONT", "SIGFPE", "SIGHUP", "SIGILL", "SIGINT",
+    "SIGIO", "SIGIOT", "SIGKILL", "SIGPIPE", "SIGPOLL", "SIGPROF", "SIGPWR", "SIGQUIT", "SIGSEGV",
+    "SIGSTKFLT", "SIGSTOP", "SIGSYS", "SIGTERM", "SIGTRAP", "SIGTSTP", "SIGTTIN", "SIGTTOU", "SIGURG",
+    "SIGUSR1", "SIGUSR2", "SIGVTALRM", "SIGWINCH", "SIGXCPU", "SIGXFSZ",
+} | {f"SIGRTMIN+{i}" for i in range(1, 16)} | {f"SIGRTMAX-{i}" for i in range(1, 15)} | {"SIGRTMIN", "SIGRTMAX"}
+SAFE_SYSCTL_PREFIXES = ("net.", "kernel.shm", "kernel.msg", "kernel.sem", "fs.mqueue.")
+PULL_POLICIES = ("Always", "IfNotPresent", "Never")
+PODMAN_PULL_POLICIES = {"always": "Always", "missing": "IfNotPresent", "ifnotpresent": "IfNotPresent",
+                        "never": "Never", "newer": "Always"}
+CONTAINER_RESOURCES = ("cpu", "memory", "ephemeral-storage")
+# fieldRef paths the API server accepts for env (labels/annotations with a key are matched apart).
+ENV_FIELD_PATHS = ("metadata.name", "metadata.namespace", "metadata.uid", "metadata.labels",
+                   "metadata.annotations", "spec.nodeName", "spec.serviceAccountName", "status.hostIP",
+                   "status.hostIPs", "status.podIP", "status.podIPs")
+_FIELD_KEY = re.compile(r"^metadata\.(labels|annotations)\['(.+)'\]$")
+ENV_RESOURCES = tuple(f"{s}.{r}" for s in ("limits", "requests") for r in CONTAINER_RESOURCES)
+CPU_DIVISORS = ("1m", "1")
+MEMORY_DIVISORS = ("1", "1k", "1M", "1G", "1T", "1P", "1E", "1Ki", "1Mi", "1Gi", "1Ti", "1Pi", "1Ei")
+
+
+def _check_probe(chk: Checker, probe, pp: Path_, kind: str, init: bool, port_names: set[str]) -> None:
+    if init:
+        chk.error(pp, "init containers cannot have probes (they run to completion first)")
+    handlers = [h for h in ("exec", "http_get", "tcp_socket") if getattr(probe, h) is not None]
+    if not handlers:
+        chk.error(pp, "needs one of exec, httpGet, tcpSocket (the handlers podplay runs)")
+    elif len(handlers) > 1:
+        chk.error(pp, "has more than one handler: keep exactly one of exec, httpGet, tcpSocket")
+    for h, hname in ((probe.http_get, "httpGet"), (probe.tcp_socket, "tcpSocket")):
+        if h is None:
+            continue
+        port = h.port
+        if isinstance(port, int):
+            if not 1 <= port <= 65535:
+                chk.error(pp + (hname, "port"), f"{port} is not a valid port (1-65535)")
+        elif port.isdigit():
+            chk.error(pp + (hname, "port"), f"{port!r} is text: write the number without quotes, or name a port "
+                      "declared in this container's ports")
+        elif port not in port_names:
+            known = f" (declared: {', '.join(sorted(port_names))})" if port_names else ""
+            chk.error(pp + (hname, "port"), f"named port {port!r} is not declared in this container's ports{known}")
+    if probe.success_threshold != 1 and kind != "readinessProbe":
+        chk.error(pp + ("successThreshold",), f"must be 1 for a {kind}")
+    for fname in ("initialDelaySeconds", "periodSeconds", "timeoutSeconds", "successThreshold", "failureThreshold"):
+        value = getattr(probe, re.sub(r"([A-Z])", r"_\1", fname).lower())
+        least = 0 if fname == "initialDelaySeconds" else 1
+        if value < least:
+            chk.error(pp + (fname,), f"{value} is too small (the least is {least})")
+
+
+def _check_env_source(chk: Checker, c: Container, vf, ep: Path_) -> None:
+    """One env var's valueFrom: exactly one source, and that source well formed."""
+    sources = [s for s in (vf.config_map_key_ref, vf.secret_key_ref, vf.field_ref, vf.resource_field_ref) if s]
+    if len(sources) != 1:
+        chk.error(ep + ("valueFrom",), "needs exactly one of configMapKeyRef, secretKeyRef, fieldRef, "
+                  "resourceFieldRef")
+        return
+    for sel, sname in ((vf.config_map_key_ref, "configMapKeyRef"), (vf.secret_key_ref, "secretKeyRef")):
+        if sel is not None and not sel.name:
+            chk.error(ep + ("valueFrom", sname, "name"), "names no ConfigMap/Secret")
+        if sel is not None and not sel.key:
+            chk.error(ep + ("valueFrom", sname, "key"), "names no key")
+    if vf.field_ref is not None:
+        fp = vf.field_ref.field_path
+        if fp not in ENV_FIELD_PATHS and not _FIELD_KEY.match(fp):
+            hint = close(fp, ENV_FIELD_PATHS)
+            chk.error(ep + ("valueFrom", "fieldRef", "fieldPath"), f"{fp!r} is not a field a container can read"
+                      + (f" (did you mean {hint!r}?)" if hint else f"; use one of {', '.join(ENV_FIELD_PATHS)}"))
+    rf = vf.resource_field_ref
+    if rf is None:
+        return
+    rp = ep + ("valueFrom", "resourceFieldRef")
+    if rf.resource not in ENV_RESOURCES:
+        chk.error(rp + ("resource",), f"{rf.resource!r} is not one of {', '.join(ENV_RESOURCES)}")
+    elif not rf.container_name or rf.container_name == c.name:  # another container's: checked in the pod
+        allowed = CPU_DIVISORS if rf.resource.endswith("cpu") else MEMORY_DIVISORS
+        try:
+            ok = any(parse_quantity(rf.divisor) == parse_quantity(d) for d in allowed)
+        except ValueError:
+            ok = False
+        if not ok:
+            chk.error(rp + ("divisor",), f"{rf.divisor!r} is not a divisor for {rf.resource}: use one of "
+                      + ", ".join(allowed))
+
+
+def _check_env(chk: Checker, c: Container, path: Path_) -> None:
+    for i, e in enumerate(c.env):
+        ep = path + ("env", i)
+        if not e.name or "=" in e.name:
+            chk.error(ep + ("name",), f"{e.name!r} is not a valid environment variable name (non-empty, no '=')")
+        if e.value is not None and e.value_from is not None:
+            chk.error(ep, "set either value or valueFrom, not both")
+        if e.value_from is not None:
+            _check_env_source(chk, c, e.value_from, ep)
+    for i, ef in enumerate(c.env_from):
+        if bool(ef.config_map_ref) == bool(ef.secret_ref):
+            chk.error(path + ("envFrom", i), "needs exactly one of configMapRef, secretRef")
+
+
+def _check_ports(chk: Checker, c: Container, path: Path_, host_network: bool) -> set[str]:
+    """The container's ports; returns their names (probes may refer to them)."""
+    ports_seen: set[tuple[int, str]] = set()
+    port_names: set[str] = set()
+    for i, p in enumerate(c.ports):
+        pp = path + ("ports", i)
+        if not 1 <= p.container_port <= 65535:
+            chk.error(pp + ("containerPort",), f"{p.container_port} is not a valid port (1-65535)")
+        # hostPort 0 means "not published", as in the API.
+        if p.host_port and not 1 <= p.host_port <= 65535:
+            chk.error(pp + ("hostPort",), f"{p.host_port} is not a valid port (1-65535)")
+        if host_network and p.host_port and p.host_port != p.container_port:
+            chk.error(pp + ("hostPort",), f"with hostNetwork, hostPort must equal containerPort ({p.container_port})")
+        if p.name:
+            if len(p.name) > 15 or not PORT_NAME.match(p.name):
+                chk.error(pp + ("name",), f"{p.name!r} is not a valid port name (at most 15 lowercase letters, "
+                          "digits and '-', with at least one letter)")
+            if p.name in port_names:
+                chk.error(pp + ("name",), f"duplicate port name {p.name!r}")
+            port_names.add(p.name)
+        if (p.container_port, p.protocol) in ports_seen:
+            chk.error(pp + ("containerPort",), f"duplicate containerPort {p.container_port}/{p.protocol}")
+        ports_seen.add((p.container_port, p.protocol))
+    return port_names
+
+
+def _check_mounts(chk: Checker, c: Container, path: Path_, volumes: set[str]) -> None:
+    mounts_seen: set[str] = set()
+    for i, m in enumerate(c.volume_mounts):
+        mp = path + ("volumeMounts", i)
+        if m.name not in volumes:
+            hint = close(m.name, volumes)
+            chk.error(mp + ("name",), f"volume {m.name!r} is not declared in the pod's volumes"
+                      + (f" (did you mean {hint!r}?)" if hint else ""))
+        if not m.mount_path.startswith("/"):
+            chk.error(mp + ("mountPath",), f"{m.mount_path!r} must be an absolute path")
+        norm = os.path.normpath(m.mount_path)
+        if norm in mounts_seen:
+            chk.error(mp + ("mountPath",), f"{m.mount_path!r} is mounted twice in this container")
+        mounts_seen.add(norm)
+        if m.sub_path and (m.sub_path.startswith("/") or ".." in m.sub_path.split("/")):
+            chk.error(mp + ("subPath",), f"{m.sub_path!r} must be a relative path without '..'")
+
+
+def _check_resources(chk: Checker, c: Container, path: Path_) -> None:
+    for kind in ("limits", "requests"):
+        for res, value in getattr(c.resources, kind).items():
+            rp = path + ("resources", kind, res)
+            if res not in CONTAINER_RESOURCES and not res.startswith("hugepages-") and "/" not in res:
+                hint = close(res, CONTAINER_RESOURCES)
+                chk.error(rp, f"{res!r} is not a resource" + (f" (did you mean {hint!r}?)" if hint else
+                                                              f"; use {', '.join(CONTAINER_RESOURCES)}"), key=True)
+                continue
+            check_quantity(chk, rp, value)
+    for res, req in c.resources.requests.items():
+        lim = c.resources.limits.get(res)
+        if lim is not None:
+            try:
+                if parse_quantity(req) > parse_quantity(lim):
+                    chk.error(path + ("resources", "requests", res), f"request {req} is more than the limit {lim}")
+            except ValueError:
+                pass  # reported above
+
+
+_PROBES = (("liveness_probe", "livenessProbe"), ("readiness_probe", "readinessProbe"),
+           ("startup_probe", "startupProbe"))
+
+
+def _check_container(chk: Checker, c: Container, path: Path_, volumes: set[str], host_network: bool,
+                     init: bool) -> None:
+    check_name(chk, path + ("name",), c.name, "container name", label=True)
+    if not c.image.strip():
+        chk.error(path + ("image",), f"container {c.name!r} is missing the required 'image' field")
+    elif c.image != c.image.strip():
+        chk.error(path + ("image",), f"{c.image!r} has spaces around it")
+    if c.image_pull_policy and c.image_pull_policy not in PULL_POLICIES:
+        fix = PODMAN_PULL_POLICIES.get(c.image_pull_policy.lower())
+        hint = f"; podman's {c.image_pull_policy!r} is {fix!r} in Kubernetes" if fix else ""
+        chk.error(path + ("imagePullPolicy",),
+                  f"{c.image_pull_policy!r} is not a pull policy: use Always, IfNotPresent or Never{hint}")
+    _check_env(chk, c, path)
+    port_names = _check_ports(chk, c, path, host_network)
+    _check_mounts(chk, c, path, volumes)
+    _check_resources(chk, c, path)
+    for attr, jname in _PROBES:
+        probe = getattr(c, attr)
+        if probe is not None:
+            _check_probe(chk, probe, path + (jname,), jname, init, port_names)
+    if c.lifecycle is not None and c.lifecycle.stop_signal and c.lifecycle.stop_signal.upper() not in SIGNALS:
+        hint = close(c.lifecycle.stop_signal.upper(), SIGNALS) or close(
+            "SIG" + c.lifecycle.stop_signal.upper(), SIGNALS)
+        chk.error(path + ("lifecycle", "stopSignal"), f"invalid signal: {c.lifecycle.stop_signal}"
+                  + (f" (did you mean {hint}?)" if hint else " (use a name like SIGTERM)"))
+
+
+def _check_key_to_path(chk: Checker, items, path: Path_) -> None:
+    seen: set[str] = set()
+    for j, item in enumerate(items):
+        ip = path + ("items", j)
+        if item.path.startswith("/") or ".." in item.path.split("/") or not item.path:
+            chk.error(ip + ("path",), f"{item.path!r} must be a relative path without '..'")
+        elif os.path.normpath(item.path) in seen:
+            chk.error(ip + ("path",), f"{item.path!r} is used twice in this volume")
+        seen.add(os.path.normpath(item.path))
+        if item.mode is not None and not 0 <= item.mode <= 0o777:
+            chk.error(ip + ("mode",), f"{item.mode} is not a file mode (0-0777; in YAML, write octal as 0644)")
+
+
+def _check_volume(chk: Checker, v, vp: Path_) -> None:
+    sources = [s for s in (v.empty_dir, v.host_path, v.config_map, v.secret, v.persistent_volume_claim)
+               if s is not None]
+    if len(sources) != 1:
+        what = "no volume source" if not sources else "more than one volume source"
+        chk.error(vp, f"has {what}: use exactly one of emptyDir, hostPath, configMap, secret, "
+                  "persistentVolumeClaim")
+    if v.host_path is not None and not v.host_path.path.startswith("/"):
+        chk.error(vp + ("hostPath", "path"), f"{v.host_path.path!r} must be an absolute path")
+    if v.empty_dir is not None and v.empty_dir.size_limit is not None:
+        limit = check_quantity(chk, vp + ("emptyDir", "sizeLimit"), v.empty_dir.size_limit)
+        if limit is not None and v.empty_dir.medium != "Memory":
+            chk.warn_once(vp + ("emptyDir", "sizeLimit"), DISK_LIMIT_MESSAGE, key=True)
+    if v.persistent_volume_claim is not None:
+        check_name(chk, vp + ("persistentVolumeClaim", "claimName"), v.persistent_volume_claim.claim_name,
+                   "claim name", label=False)
+    for src, sname, ref_name in ((v.config_map, "configMap", "name"), (v.secret, "secret", "secretName")):
+        if src is None:
+            continue
+        if not (src.name if sname == "configMap" else src.secret_name):
+            chk.error(vp + (sname, ref_name), f"names no {'ConfigMap' if sname == 'configMap' else 'Secret'}")
+        _check_key_to_path(chk, src.items, vp + (sname,))
+        mode = src.default_mode
+        if mode is not None and not 0 <= mode <= 0o777:
+            chk.error(vp + (sname, "defaultMode"), f"{mode} is not a file mode (0-0777; in YAML, write octal "
+                      "as 0644)")
+
+
+def _check_volumes(chk: Checker, spec: PodSpec, path: Path_) -> set[str]:
+    """The pod's volumes; returns their names (mounts refer to them)."""
+    names: set[str] = set()
+    for i, v in enumerate(spec.volumes):
+        vp = path + ("volumes", i)
+        check_name(chk, vp + ("name",), v.name, "volume name", label=True)
+        if v.name in names:
+            chk.error(vp + ("name",), f"duplicate volume name {v.name!r}")
+        names.add(v.name)
+        _check_volume(chk, v, vp)
+    return names
+
+
+def _containers(spec: PodSpec):
+    """(field name, index, container, is init) of every container, init containers first."""
+    for field_name, containers, init in (("initContainers", spec.init_containers, True),
+                                         ("containers", spec.containers, False)):
+        for i, c in enumerate(containers):
+            yield field_name, i, c, init
+
+
+def _check_containers(chk: Checker, spec: PodSpec, path: Path_, volumes: set[str]) -> None:
+    names: set[str] = set()
+    host_ports: dict[tuple[int, str], Path_] = {}
+    for field_name, i, c, init in _containers(spec):
+        cp = path + (field_name, i)
+        if c.name and c.name in names:
+            chk.error(cp + ("name",), f"duplicate container name {c.name!r}")
+        names.add(c.name)
+        _check_container(chk, c, cp, volumes, spec.host_network, init)
+        for j, p in enumerate(c.ports):
+            if not p.host_port:
+                continue
+            k = (p.host_port, p.protocol)
+            if k in host_ports:
+                chk.error(cp + ("ports", j, "hostPort"), f"hostPort {p.host_port}/{p.protocol} is already used in "
+                          f"this pod (at {convert.fmt_path(host_ports[k])})")
+            else:
+                host_ports[k] = cp + ("ports", j)
+    for field_name, i, c, _ in _containers(spec):
+        for j, e in enumerate(c.env):
+            rf = e.value_from.resource_field_ref if e.value_from else None
+            if rf is not None and rf.container_name and rf.container_name not in names:
+                chk.error(path + (field_name, i, "env", j, "valueFrom", "resourceFieldRef", "containerName"),
+                          f"no container named {rf.container_name!r} in this pod")
+
+
+def _check_sysctls(chk: Checker, spec: PodSpec, path: Path_) -> None:
+    for i, s in enumerate(spec.security_context.sysctls):
+        sp = path + ("securityContext", "sysctls", i)
+        if not s.name.startswith(SAFE_SYSCTL_PREFIXES):
+            chk.error(sp + ("name",), f"sysctl {s.name!r} is not namespaced/safe: podplay allows "
+                      + ", ".join(p + "*" for p in SAFE_SYSCTL_PREFIXES))
+        elif s.name.startswith("net.") and spec.host_network:
+            chk.error(sp + ("name",), f"sysctl {s.name!r} cannot be set since the network namespace is the host's "
+                      "(hostNetwork: true)")
+
+
+def check_pod_spec(chk: Checker, spec: PodSpec, path: Path_, in_deployment: bool = False) -> None:
+    if not spec.containers:
+        chk.error(path + ("containers",), "a pod needs at least one container")
+    if in_deployment and spec.restart_policy != "Always":
+        chk.error(path + ("restartPolicy",), f"a Deployment's pods must have restartPolicy Always, not "
+                  f"{spec.restart_policy} (use a Pod for a run-to-completion task)")
+    volumes = _check_volumes(chk, spec, path)
+    _check_containers(chk, spec, path, volumes)
+    _check_sysctls(chk, spec, path)
+    if spec.termination_grace_period_seconds < 0:
+        chk.error(path + ("terminationGracePeriodSeconds",), "must not be negative (0 stops at once)")
+    if spec.hostname and (len(spec.hostname) > 63 or not DNS1123_LABEL.match(spec.hostname)):
+        chk.error(path + ("hostname",), f"{spec.hostname!r} is not a valid hostname: use at most 63 lowercase "
+                  "letters, digits and '-'")
+    if spec.dns_policy == "None" and not (spec.dns_config and spec.dns_config.nameservers):
+        chk.error(path + ("dnsPolicy",), "dnsPolicy None needs dnsConfig.nameservers")
+    for i, alias in enumerate(spec.host_aliases):
+        try:
+            ipaddress.ip_address(alias.ip)
+        except ValueError:
+            chk.error(path + ("hostAliases", i, "ip"), f"{alias.ip!r} is not an IP address")
+
+
+# --- Deployment ----------------------------------------------------------------------------------------
+
+def _check_replica_ports(chk: Checker, obj: Deployment) -> None:
+    """Replicas share the host: a host port (or the host's network) can be bound by one of them."""
+    spec, tspec = obj.spec, obj.spec.template.spec
+    if spec.replicas <= 1:
+        return
+    annotations = {**obj.metadata.annotations, **spec.template.metadata.annotations}
+    per_replica = annotations.get(ANN_PORT_PER_REPLICA, "").lower() == "true"
+    for i, c in enumerate(tspec.containers):
+        for j, p in enumerate(c.ports):
+            pp = ("spec", "template", "spec", "containers", i, "ports", j)
+            if tspec.host_network:
+                chk.error(pp + ("containerPort",), f"with hostNetwork, {spec.replicas} replicas would all bind "
+                          f"port {p.container_port} on the host; use 1 replica")
+            elif p.host_port and not per_replica:
+                chk.error(pp + ("hostPort",),
+                          f"hostPort {p.host_port} cannot be shared by {spec.replicas} replicas on one host; "
+                          f"use 1 replica, or the annotation {ANN_PORT_PER_REPLICA}: \"true\" to give "
+                          "replica N the port hostPort+N")
+            elif p.host_port and p.host_port + spec.replicas - 1 > 65535:
+                chk.error(pp + ("hostPort",), f"replica {spec.replicas - 1} would get hostPort "
+                          f"{p.host_port + spec.replicas - 1}, beyond 65535")
+
+
+def _check_strategy(chk: Checker, obj: Deployment) -> None:
+    strategy = obj.spec.strategy
+    if strategy.type != "RollingUpdate":
+        return
+    ru = strategy.rolling_update
+    for fname, value in (("maxSurge", ru.max_surge), ("maxUnavailable", ru.max_unavailable)):
+        if not re.match(r"^(\d+%?)$", str(value)):
+            chk.error(("spec", "strategy", "rollingUpdate", fname), f"{value!r} must be a number or a "
+                      "percentage like 25%")
+    if str(ru.max_surge) in ("0", "0%") and str(ru.max_unavailable) in ("0", "0%"):
+        chk.error(("spec", "strategy", "rollingUpdate"), "maxSurge and maxUnavailable cannot both be 0")
+
+
+def check_deployment(chk: Checker, obj: Deployment) -> None:
+    check_meta(chk, obj.metadata, "deployment")
+    spec = obj.spec
+    if len(obj.metadata.name) > 240:
+        chk.error(("metadata", "name"), "deployment names are limited to 240 characters (replica suffixes)")
+    if spec.replicas < 0:
+        chk.error(("spec", "replicas"), "must not be negative")
+    elif spec.replicas > MAX_REPLICAS:
+        chk.error(("spec", "replicas"), f"{spec.replicas} is more than podplay runs on one host "
+                  f"(at most {MAX_REPLICAS})")
+    selector = spec.selector.match_labels
+    labels = spec.template.metadata.labels
+    check_labels(chk, ("spec", "selector", "matchLabels"), selector)
+    check_meta(chk, spec.template.metadata, "pod", ("spec", "template", "metadata"), named=False)
+    if not selector:
+        chk.error(("spec", "selector"), "a Deployment needs spec.selector.matchLabels")
+    for k, v in selector.items():
+        if labels.get(k) != v:
+            chk.error(("spec", "template", "metadata", "labels"),
+                      f"selector {k}={v} does not match the template's labels (add {k}: {v})")
+    check_pod_spec(chk, spec.template.spec, ("spec", "template", "spec"), in_deployment=True)
+    _check_replica_ports(chk, obj)
+    _check_strategy(chk, obj)
