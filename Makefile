@@ -17,6 +17,7 @@ lint: setup
 
 test: setup lint
 	$(PY) -m pytest -n auto -q $(PYTEST_ARGS)
+	PY=$(PY) ./scripts/smoke-wheel.sh
 
 unit: setup
 	$(PY) -m pytest -n auto -q tests/unit tests/engine conformance $(PYTEST_ARGS)
