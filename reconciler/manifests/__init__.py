@@ -19,8 +19,11 @@ The modules, in the order a document meets them:
 - ``kinds``       the field checks of one object, by kind (``fields``: metadata, names, quantities;
                   ``pods``: pod specs, containers, Deployments); ``checker`` is how they report
 - ``cross``       checks across objects: duplicates, references, host ports
+- ``links``       which symbolic links in a manifest directory are followed; ``hostfacts``: what
+                  the checks know about the host (its memory)
 """
 
+from reconciler.manifests.links import refuse_links
 from reconciler.manifests.loader import (
     FileLoad,
     ManifestSet,
@@ -30,4 +33,4 @@ from reconciler.manifests.loader import (
     load_objects,
 )
 
-__all__ = ["FileLoad", "ManifestSet", "combine_files", "load_file", "load_manifests", "load_objects"]
+__all__ = ["FileLoad", "ManifestSet", "combine_files", "load_file", "load_manifests", "load_objects", "refuse_links"]

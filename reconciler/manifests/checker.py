@@ -71,6 +71,18 @@ def type_words(types: str | list[str]) -> str:
     return " or ".join(_TYPE_WORDS.get(t, t) for t in (types if isinstance(types, list) else [types]))
 
 
+QUOTE_LIMIT = 60  # characters of a value an error quotes back
+
+
+def quote(value: Any) -> str:
+    """A value as JSON for a message, cut short: errors name a value, they do not copy a file."""
+    text = json.dumps(value, default=str)
+    if len(text) <= QUOTE_LIMIT:
+        return text
+    size = f"{len(value)} characters" if isinstance(value, str) else f"{len(text)} characters as JSON"
+    return f"{text[:QUOTE_LIMIT - 20]}… ({size})"
+
+
 def describe(value: Any) -> str:
     """What a value is, in words: 'a string ("x")', 'a list'."""
     if value is None:
@@ -80,7 +92,7 @@ def describe(value: Any) -> str:
     if isinstance(value, int | float):
         return f"a number ({value})"
     if isinstance(value, str):
-        return f"a string ({json.dumps(value)})"
+        return f"a string ({quote(value)})"
     if isinstance(value, list):
         return "a list"
     return "a mapping"

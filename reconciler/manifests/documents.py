@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from reconciler.errors import Diagnostic, Severity
+from reconciler.manifests.checker import quote
 from reconciler.manifests.json_reader import json_documents
 from reconciler.manifests.positions import MAX_DEPTH, MAX_VALUES, DocError, Path_, Positions
 from reconciler.manifests.yaml_errors import yaml_problem
@@ -79,7 +80,7 @@ class _YAMLBuilder:
         try:
             value = self.constructor.yaml_constructors[tag](self.constructor, node)
         except Exception as exc:  # noqa: BLE001 - any failure here is a bad value in the input
-            raise DocError(*where, f"cannot read value {node.value!r}: {exc}", path) from None
+            raise DocError(*where, f"cannot read value {quote(node.value)}: {exc}", path) from None
         if isinstance(value, float) and not math.isfinite(value):
             raise DocError(*where, f"{node.value!r} is not a number Kubernetes accepts", path)
         return value

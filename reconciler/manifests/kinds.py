@@ -11,22 +11,25 @@ from collections.abc import Sequence
 
 from reconciler.manifests.checker import Checker
 from reconciler.manifests.fields import check_meta, check_quantity
+from reconciler.manifests.hostfacts import HostFacts
 from reconciler.manifests.pods import check_deployment, check_pod_spec
 from reconciler.manifests.positions import Path_
 from reconciler.model.kube import ConfigMap, Deployment, PersistentVolumeClaim, Pod, Secret
 
 CONFIG_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
+MAX_DATA = 1024 * 1024  # the API server's cap on a ConfigMap's or Secret's data (core.MaxSecretSize)
 
 
-def check_object(chk: Checker, obj) -> None:
+def check_object(chk: Checker, obj, host: HostFacts) -> None:
     if isinstance(obj, Pod):
         check_meta(chk, obj.metadata, "pod")
-        check_pod_spec(chk, obj.spec, ("spec",))
+        check_pod_spec(chk, obj.spec, ("spec",), host)
     elif isinstance(obj, Deployment):
-        check_deployment(chk, obj)
+        check_deployment(chk, obj, host)
     elif isinstance(obj, ConfigMap | Secret):
         check_meta(chk, obj.metadata, obj.kind)
         _check_data_keys(chk, obj)
+        _check_data_size(chk, obj)
         if isinstance(obj, Secret):
             _check_secret_type(chk, obj)
     elif isinstance(obj, PersistentVolumeClaim):
@@ -45,6 +48,20 @@ def _check_data_keys(chk: Checker, obj: ConfigMap | Secret) -> None:
             if isinstance(obj, ConfigMap) and k in seen:
                 chk.error((fname, k), f"key {k!r} is in both data and binaryData", key=True)
             seen.add(k)
+
+
+def _check_data_size(chk: Checker, obj: ConfigMap | Secret) -> None:
+    """The API server refuses a ConfigMap or Secret whose values add up to more than 1 MiB (it is
+    kept whole in etcd and sent whole to every watcher): such a manifest would not apply there."""
+    if isinstance(obj, ConfigMap):
+        size = sum(len(v.encode()) for v in obj.data.values()) + sum(len(v) for v in obj.binary_data.values())
+    else:
+        size = sum(len(v) for v in obj.items().values())
+    if size > MAX_DATA:
+        where = next((f for f, table in (("data", obj.data), ("binaryData", getattr(obj, "binary_data", {})),
+                                         ("stringData", getattr(obj, "string_data", {}))) if table), "data")
+        chk.error((where,), f"the values add up to {size} bytes, more than the {MAX_DATA} (1 MiB) a {obj.kind} "
+                  "may hold: split it into several, or put large files in a volume (hostPath or a claim)", key=True)
 
 
 def _check_claim(chk: Checker, obj: PersistentVolumeClaim) -> None:

@@ -23,7 +23,9 @@ from reconciler.manifests.checker import Checker, Finding, close, describe
 from reconciler.manifests.cross import Entry, ObjectId, check_across
 from reconciler.manifests.documents import parse_documents
 from reconciler.manifests.fields import warn_podman_annotations, warn_unused
+from reconciler.manifests.hostfacts import HostFacts, this_host
 from reconciler.manifests.kinds import check_object, decode_b64_fields
+from reconciler.manifests.links import refuse_links
 from reconciler.manifests.positions import Path_, Positions
 from reconciler.manifests.schema import SchemaCache, check_schema
 from reconciler.model import convert
@@ -107,12 +109,15 @@ def said_once(findings: Iterable[Finding]) -> list[Diagnostic]:
 # --- entry points ---------------------------------------------------------------------------------
 
 def load_manifests(paths: Sequence[str], *, stdin_text: str | None = None,
-                   schema_cache: str | Path | None = None) -> ManifestSet:
+                   schema_cache: str | Path | None = None, host: HostFacts | None = None) -> ManifestSet:
     """Read every manifest under `paths`; never raises for bad input. `schema_cache` names a
-    file that remembers documents which passed their schema (see SchemaCache)."""
+    file that remembers documents which passed their schema (see SchemaCache); `host` is what
+    the manifests must fit (default: this host)."""
     files, problems = find_manifest_files(paths)
+    files, refused = refuse_links(paths, files)
+    problems += refused
     cache = SchemaCache(schema_cache) if schema_cache is not None else None
-    loads = [load_file(f, stdin_text if f == "-" else None, schema_cache=cache) for f in files]
+    loads = [load_file(f, stdin_text if f == "-" else None, schema_cache=cache, host=host) for f in files]
     result = combine_files(loads, complete=not problems and not any(f.unreadable for f in loads))
     result.diagnostics[:0] = problems
     result.unreadable[:0] = [d.file for d in problems]
@@ -124,14 +129,15 @@ def load_manifests(paths: Sequence[str], *, stdin_text: str | None = None,
     return result
 
 
-def load_file(file: str, text: str | None = None, *, schema_cache: SchemaCache | None = None) -> FileLoad:
+def load_file(file: str, text: str | None = None, *, schema_cache: SchemaCache | None = None,
+              host: HostFacts | None = None) -> FileLoad:
     """Read one manifest file (or parse `text` as its content) without the cross-object checks."""
     if text is None:
         read = _read(file, None)
         if isinstance(read, Diagnostic):
             return FileLoad(file, findings=[Finding(read)], unreadable=True)
         text = read
-    loader = _Loader(file, schema_cache)
+    loader = _Loader(file, schema_cache, host or this_host())
     docs = []
     for item in parse_documents(text, file):
         if isinstance(item, Diagnostic):
@@ -161,7 +167,7 @@ def combine_files(loads: Sequence[FileLoad], *, complete: bool = True) -> Manife
     return result
 
 
-def load_objects(items: Iterable[Any], source: str = "<python>") -> ManifestSet:
+def load_objects(items: Iterable[Any], source: str = "<python>", *, host: HostFacts | None = None) -> ManifestSet:
     """Library entry: plain dicts or kubernetes client models (V1Pod, V1Deployment…).
 
     The ``kubernetes`` package is imported only when such a model object is passed
@@ -178,7 +184,7 @@ def load_objects(items: Iterable[Any], source: str = "<python>") -> ManifestSet:
         pos = Positions()
         pos[()] = (0, 0)
         docs.append((_plain(item), pos))
-    loader = _Loader(source, None)
+    loader = _Loader(source, None, host or this_host())
     loader.load_documents(docs)
     return combine_files([loader.load])
 
@@ -188,9 +194,10 @@ def load_objects(items: Iterable[Any], source: str = "<python>") -> ManifestSet:
 class _Loader:
     """One file's documents → its FileLoad: objects, findings, and what the cross checks need."""
 
-    def __init__(self, file: str, schema_cache: SchemaCache | None):
+    def __init__(self, file: str, schema_cache: SchemaCache | None, host: HostFacts):
         self.load = FileLoad(file)
         self.cache = schema_cache
+        self.host = host
 
     def load_documents(self, docs: Iterable[tuple[Any, Positions]]) -> None:
         for doc, pos in docs:
@@ -239,7 +246,7 @@ class _Loader:
         if obj is None:
             self._remember(kind, raw)
             return None
-        check_object(chk, obj)
+        check_object(chk, obj, self.host)
         _drop_repeats(chk, schema_paths, first)
         line, col = chk.at(())
         return Entry(Loaded(obj, chk.file, line, col), chk.pos, chk.base, ok=not chk.failed)

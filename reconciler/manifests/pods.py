@@ -13,6 +13,7 @@ import re
 
 from reconciler.manifests.checker import Checker, close
 from reconciler.manifests.fields import DNS1123_LABEL, check_labels, check_meta, check_name, check_quantity
+from reconciler.manifests.hostfacts import HostFacts
 from reconciler.manifests.positions import Path_
 from reconciler.model import convert
 from reconciler.model.kube import Container, Deployment, PodSpec
@@ -23,6 +24,9 @@ MAX_REPLICAS = 1000  # one host: a bigger number is a typo, and expanding it wou
 DISK_LIMIT_MESSAGE = ("podplay bounds only a medium: Memory emptyDir (its tmpfs); on disk this limit is not "
                       "enforced (the kubelet evicts the pod, podplay has no quota to apply)")
 PORT_NAME = re.compile(r"^(?=.*[a-z])[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+# The API server's sysctl names: dot- or slash-separated segments (net.ipv4.conf.eth0/1.rp_filter).
+SYSCTL_NAME = re.compile(r"^([a-z0-9]([-_a-z0-9]*[a-z0-9])?[./])*[a-z0-9]([-_a-z0-9]*[a-z0-9])?$")
+MAX_ID = 2**32 - 2  # user and group IDs: 2^32-1 is the kernel's "no ID" ((uid_t)-1)
 SIGNALS = {
     "SIGABRT", "SIGALRM", "SIGBUS", "SIGCHLD", "SIGCLD", "SIGCONT", "SIGFPE", "SIGHUP", "SIGILL", "SIGINT",
     "SIGIO", "SIGIOT", "SIGKILL", "SIGPIPE", "SIGPOLL", "SIGPROF", "SIGPWR", "SIGQUIT", "SIGSEGV",
@@ -203,10 +207,15 @@ def _check_container(chk: Checker, c: Container, path: Path_, volumes: set[str],
         hint = f"; podman's {c.image_pull_policy!r} is {fix!r} in Kubernetes" if fix else ""
         chk.error(path + ("imagePullPolicy",),
                   f"{c.image_pull_policy!r} is not a pull policy: use Always, IfNotPresent or Never{hint}")
+    _check_working_dir(chk, c.working_dir, path + ("workingDir",))
     _check_env(chk, c, path)
     port_names = _check_ports(chk, c, path, host_network)
     _check_mounts(chk, c, path, volumes)
     _check_resources(chk, c, path)
+    if c.security_context is not None:
+        sc = c.security_context
+        _check_ids(chk, path + ("securityContext",), [(("runAsUser",), sc.run_as_user, "user"),
+                                                      (("runAsGroup",), sc.run_as_group, "group")])
     for attr, jname in _PROBES:
         probe = getattr(c, attr)
         if probe is not None:
@@ -231,7 +240,7 @@ def _check_key_to_path(chk: Checker, items, path: Path_) -> None:
             chk.error(ip + ("mode",), f"{item.mode} is not a file mode (0-0777; in YAML, write octal as 0644)")
 
 
-def _check_volume(chk: Checker, v, vp: Path_) -> None:
+def _check_volume(chk: Checker, v, vp: Path_, host: HostFacts) -> None:
     sources = [s for s in (v.empty_dir, v.host_path, v.config_map, v.secret, v.persistent_volume_claim)
                if s is not None]
     if len(sources) != 1:
@@ -244,6 +253,13 @@ def _check_volume(chk: Checker, v, vp: Path_) -> None:
         limit = check_quantity(chk, vp + ("emptyDir", "sizeLimit"), v.empty_dir.size_limit)
         if limit is not None and v.empty_dir.medium != "Memory":
             chk.warn_once(vp + ("emptyDir", "sizeLimit"), DISK_LIMIT_MESSAGE, key=True)
+        elif limit is not None and 0 < host.memory < limit:
+            # The tmpfs is mounted with size=sizeLimit: the kernel takes any size, but pages
+            # beyond the host's RAM can never be had, and apply would refuse the mount later.
+            most = host.memory // 2**20
+            chk.error(vp + ("emptyDir", "sizeLimit"), f"{v.empty_dir.size_limit} is more than this host's memory "
+                      f"({most}Mi): use at most {most}Mi, or leave sizeLimit out (the pod's memory limit bounds "
+                      "a Memory emptyDir)")
     if v.persistent_volume_claim is not None:
         check_name(chk, vp + ("persistentVolumeClaim", "claimName"), v.persistent_volume_claim.claim_name,
                    "claim name", label=False)
@@ -259,7 +275,7 @@ def _check_volume(chk: Checker, v, vp: Path_) -> None:
                       "as 0644)")
 
 
-def _check_volumes(chk: Checker, spec: PodSpec, path: Path_) -> set[str]:
+def _check_volumes(chk: Checker, spec: PodSpec, path: Path_, host: HostFacts) -> set[str]:
     """The pod's volumes; returns their names (mounts refer to them)."""
     names: set[str] = set()
     for i, v in enumerate(spec.volumes):
@@ -268,7 +284,7 @@ def _check_volumes(chk: Checker, spec: PodSpec, path: Path_) -> set[str]:
         if v.name in names:
             chk.error(vp + ("name",), f"duplicate volume name {v.name!r}")
         names.add(v.name)
-        _check_volume(chk, v, vp)
+        _check_volume(chk, v, vp, host)
     return names
 
 
@@ -306,26 +322,64 @@ def _check_containers(chk: Checker, spec: PodSpec, path: Path_, volumes: set[str
                           f"no container named {rf.container_name!r} in this pod")
 
 
+def _check_ids(chk: Checker, path: Path_, ids: list[tuple[Path_, int | None, str]]) -> None:
+    """runAsUser, runAsGroup, fsGroup, supplementalGroups: (path, value, "user"/"group"). The
+    schema's int64 lets -1 and 2^32 through; runc would fail on them when the container starts."""
+    for where, value, what in ids:
+        if value is not None and not 0 <= value <= MAX_ID:
+            chk.error(path + where, f"{value} is not a {what} ID: use 0 to {MAX_ID}")
+
+
+def _check_working_dir(chk: Checker, wd: str, path: Path_) -> None:
+    """An absolute, clean path outside /proc: runc enters it before the container's process starts,
+    and a working directory under /proc/self/fd reaches the host (runc's CVE-2024-21626).
+
+    A relative one is only warned about: the runtime has always run it from / (runtime.oci joins
+    it to /), and Kubernetes leaves it to the runtime; manifests that rely on that keep working."""
+    if not wd:
+        return
+    clean = os.path.normpath("/" + wd.lstrip("/"))
+    if clean == "/proc" or clean.startswith("/proc/"):
+        chk.error(path, f"{wd!r} is under /proc, which would give the container a way into the host's files; "
+                  "use a directory of the image, e.g. /app or /tmp")
+    elif not wd.startswith("/"):
+        chk.warn(path, f"{wd!r} is not an absolute path; podplay runs the container in {clean!r}: write that")
+    elif wd != clean:
+        chk.error(path, f"{wd!r} is not a clean path (no '.', '..', '//' or trailing '/'): write {clean!r}")
+
+
 def _check_sysctls(chk: Checker, spec: PodSpec, path: Path_) -> None:
     for i, s in enumerate(spec.security_context.sysctls):
         sp = path + ("securityContext", "sysctls", i)
-        if not s.name.startswith(SAFE_SYSCTL_PREFIXES):
+        if len(s.name) > 253 or not SYSCTL_NAME.match(s.name):
+            chk.error(sp + ("name",), f"{s.name!r} is not a valid sysctl name: segments of lowercase letters, "
+                      "digits, '-' and '_', separated by '.' or '/', e.g. net.ipv4.ip_unprivileged_port_start")
+        elif not s.name.startswith(SAFE_SYSCTL_PREFIXES):
             chk.error(sp + ("name",), f"sysctl {s.name!r} is not namespaced/safe: podplay allows "
                       + ", ".join(p + "*" for p in SAFE_SYSCTL_PREFIXES))
         elif s.name.startswith("net.") and spec.host_network:
             chk.error(sp + ("name",), f"sysctl {s.name!r} cannot be set since the network namespace is the host's "
                       "(hostNetwork: true)")
+        # CRI-O's check for CVE-2022-0811: a '+' or '=' in a value let one entry set other sysctls.
+        if "+" in s.value or "=" in s.value:
+            chk.error(sp + ("value",), f"{s.value!r} must not contain '+' or '=': give only this sysctl's own "
+                      "value (set another sysctl with another entry)")
 
 
-def check_pod_spec(chk: Checker, spec: PodSpec, path: Path_, in_deployment: bool = False) -> None:
+def check_pod_spec(chk: Checker, spec: PodSpec, path: Path_, host: HostFacts, in_deployment: bool = False) -> None:
     if not spec.containers:
         chk.error(path + ("containers",), "a pod needs at least one container")
     if in_deployment and spec.restart_policy != "Always":
         chk.error(path + ("restartPolicy",), f"a Deployment's pods must have restartPolicy Always, not "
                   f"{spec.restart_policy} (use a Pod for a run-to-completion task)")
-    volumes = _check_volumes(chk, spec, path)
+    volumes = _check_volumes(chk, spec, path, host)
     _check_containers(chk, spec, path, volumes)
     _check_sysctls(chk, spec, path)
+    sc = spec.security_context
+    _check_ids(chk, path + ("securityContext",), [
+        (("runAsUser",), sc.run_as_user, "user"), (("runAsGroup",), sc.run_as_group, "group"),
+        (("fsGroup",), sc.fs_group, "group"),
+        *((("supplementalGroups", i), g, "group") for i, g in enumerate(sc.supplemental_groups))])
     if spec.termination_grace_period_seconds < 0:
         chk.error(path + ("terminationGracePeriodSeconds",), "must not be negative (0 stops at once)")
     if spec.hostname and (len(spec.hostname) > 63 or not DNS1123_LABEL.match(spec.hostname)):
@@ -378,7 +432,7 @@ def _check_strategy(chk: Checker, obj: Deployment) -> None:
         chk.error(("spec", "strategy", "rollingUpdate"), "maxSurge and maxUnavailable cannot both be 0")
 
 
-def check_deployment(chk: Checker, obj: Deployment) -> None:
+def check_deployment(chk: Checker, obj: Deployment, host: HostFacts) -> None:
     check_meta(chk, obj.metadata, "deployment")
     spec = obj.spec
     if len(obj.metadata.name) > 240:
@@ -398,6 +452,6 @@ def check_deployment(chk: Checker, obj: Deployment) -> None:
         if labels.get(k) != v:
             chk.error(("spec", "template", "metadata", "labels"),
                       f"selector {k}={v} does not match the template's labels (add {k}: {v})")
-    check_pod_spec(chk, spec.template.spec, ("spec", "template", "spec"), in_deployment=True)
+    check_pod_spec(chk, spec.template.spec, ("spec", "template", "spec"), host, in_deployment=True)
     _check_replica_ports(chk, obj)
     _check_strategy(chk, obj)

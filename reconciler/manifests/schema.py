@@ -17,7 +17,7 @@ from typing import Any
 
 from reconciler import sha
 from reconciler.errors import EnvironmentProblem
-from reconciler.manifests.checker import Checker, close, describe, type_words
+from reconciler.manifests.checker import QUOTE_LIMIT, Checker, close, describe, quote, type_words
 from reconciler.manifests.positions import Path_
 
 
@@ -132,15 +132,17 @@ def schema_findings(err, root: dict) -> list[tuple[Path_, str, bool]]:
     if v == "enum":
         options = ", ".join(json.dumps(o) for o in err.validator_value)
         hint = close(str(err.instance), [str(o) for o in err.validator_value])
-        msg = f"{json.dumps(err.instance)} is not one of {options}"
+        msg = f"{quote(err.instance)} is not one of {options}"
         return [(path, msg + (f"; did you mean {json.dumps(hint)}?" if hint else ""), False)]
     if v == "const":
-        return [(path, f"must be {json.dumps(err.validator_value)}, not {json.dumps(err.instance)}", False)]
+        return [(path, f"must be {json.dumps(err.validator_value)}, not {quote(err.instance)}", False)]
     if v in ("minimum", "exclusiveMinimum"):
         return [(path, f"{err.instance} is too small (the least is {err.validator_value})", False)]
     if v in ("maximum", "exclusiveMaximum"):
         return [(path, f"{err.instance} is too big (the most is {err.validator_value})", False)]
-    return [(path, err.message, False)]
+    # jsonschema's own words quote the whole value: keep them short
+    return [(path, err.message if len(err.message) <= 2 * QUOTE_LIMIT else f"{err.validator} check failed: "
+             f"{quote(err.instance)}", False)]
 
 
 def _repair(data: Any, err, root: dict) -> None:

@@ -21,7 +21,7 @@ from reconciler import sha
 from reconciler.desired import DesiredState, build_desired
 from reconciler.diff import Scope
 from reconciler.errors import Diagnostic, ManifestError, Severity
-from reconciler.manifests import FileLoad, ManifestSet, combine_files
+from reconciler.manifests import FileLoad, ManifestSet, combine_files, refuse_links
 from reconciler.sources import find_manifest_files
 from reconciler.state import StateStore
 from reconciler.watch.parse import Request, load_in_process
@@ -178,6 +178,8 @@ class ManifestFiles:
         nothing is pruned: a named file vanishing is more likely an accident than a delete); a
         directory that cannot be read is an unknown."""
         files, problems = find_manifest_files(self.paths)
+        files, refused = refuse_links(self.paths, files)  # a link out of the directory: not read
+        problems += refused
         unknown = []
         for d in problems:
             if d.file in self.paths and os.path.isdir(d.file):

@@ -198,3 +198,15 @@ def test_up_and_watch_warn_once_alike_about_what_podplay_does_not_act_on(d, load
         ("more.yaml", "spec.containers[0].terminationMessagePath"),
         ("more.yaml", "metadata.annotations.io.podman.annotations.autoremove"),
         ("more.yaml", "spec.volumes[0].emptyDir.sizeLimit")]
+
+
+def test_a_watcher_does_not_follow_a_link_out_of_the_directory(d, tmp_path):
+    (tmp_path / "shadow").write_text("root:$y$j9T$not-a-real-hash:19000:0:99999:7:::\n")
+    (d / "a.yaml").write_text(pod("a"))
+    os.symlink(tmp_path / "shadow", d / "x.yaml")
+    comp = ManifestFiles([str(d)]).refresh()
+    report = comp.files[str(d / "x.yaml")]
+    assert (report.state, report.using) == ("unread", "nothing")
+    assert "a symbolic link to " + str(tmp_path / "shadow") + ", outside the manifest directory" in report.errors[0]
+    assert "not-a-real-hash" not in repr(comp.files) + repr(comp.manifests.diagnostics)
+    assert set(comp.desired.pods) == {"default/a"} and not comp.scope.prune

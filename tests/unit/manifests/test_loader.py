@@ -4,6 +4,7 @@ the library entry points."""
 
 from __future__ import annotations
 
+import base64
 import datetime
 import io
 import os
@@ -296,3 +297,100 @@ def test_files_loaded_one_by_one_and_combined_say_what_load_manifests_says(tmp_p
     assert view(combined) == view(whole)
     assert [str(o.key) for o in combined.objects] == keys(whole)
     assert sum("does not act on it" in d.message for d in combined.warnings) == 1
+
+
+# --- refused at validate time what apply would refuse later -----------------------------------------
+
+SECRET_TEXT = "root:$y$j9T$not-a-real-hash:19000:0:99999:7:::\n" * 30  # ~1.4 KB, as /etc/shadow
+
+
+def test_a_link_out_of_the_manifest_directory_is_refused_without_quoting_its_target(tmp_path):
+    (tmp_path / "outside").mkdir()
+    secret = write(tmp_path, "outside/shadow", SECRET_TEXT)
+    d = tmp_path / "m"
+    write(d, "web.yaml", pod("web"))
+    os.symlink(secret, d / "x.yaml")
+    result = load_manifests([str(d)])
+    (error,) = result.errors
+    assert (error.file, error.line) == (str(d / "x.yaml"), 0)
+    assert error.message == (f"a symbolic link to {secret}, outside the manifest directory: podplay does not follow "
+                             "it (copy the file into the directory, or name it on the command line)")
+    assert result.unreadable == [str(d / "x.yaml")], "its objects are unknown: nothing may be pruned"
+    assert keys(result) == ["Pod/default/web"]
+    assert "not-a-real-hash" not in "".join(str(x) for x in result.diagnostics)
+    # Named on the command line, it is the caller's choice: read (and what it is not, said briefly).
+    named = load_manifests([str(d / "x.yaml")])
+    assert len(str(named.errors[0])) < 300, named.errors[0]
+
+
+def test_links_inside_the_directory_and_linked_directories_are_followed(tmp_path):
+    d = tmp_path / "m"
+    write(d, "real/web.yaml", pod("web"))
+    os.symlink(d / "real" / "web.yaml", d / "alias.yaml")  # the same file twice: read once
+    write(tmp_path, "shared/db.yaml", pod("db"))
+    os.symlink(tmp_path / "shared", d / "shared")
+    os.symlink("db.yaml", tmp_path / "shared" / "db-link.yaml")  # beside the link, in a linked dir
+    result = load_manifests([str(d)])
+    assert result.ok, result.diagnostics
+    assert sorted(keys(result)) == ["Pod/default/db", "Pod/default/web"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to make a link owned by another user")
+def test_a_link_to_a_file_its_owner_cannot_read_is_refused(tmp_path):
+    d = tmp_path / "m"
+    private = write(d, "private/web.yaml", pod("web"))
+    private.chmod(0o600)  # root's own
+    os.symlink(private, d / "x.yaml")
+    os.lchown(d / "x.yaml", 65534, 65534)  # planted by nobody
+    result = load_manifests([str(d)])
+    assert [(e.file, e.message) for e in result.errors] == [
+        (str(d / "x.yaml"), f"a symbolic link (owned by uid 65534) to {private}, which its owner cannot read: "
+                            "podplay does not follow it")]
+    # The link and its target are one file to the walk (read once): refused, its objects are unknown.
+    assert result.unreadable == [str(d / "x.yaml")] and keys(result) == []
+
+
+def test_a_long_value_is_named_in_an_error_not_copied(tmp_path):
+    f = write(tmp_path, "notes.yaml", "Dear diary, " * 100 + "\n")
+    (error,) = load_manifests([str(f)]).errors
+    assert error.message == ('a manifest document must be a mapping (a Kubernetes object), not a string '
+                             '("Dear diary, Dear diary, Dear diary, Dea… (1199 characters))')
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+@pytest.mark.parametrize(("kind", "field", "encode"), [("ConfigMap", "data", str), ("ConfigMap", "binaryData", b64),
+                                                       ("Secret", "stringData", str), ("Secret", "data", b64)])
+def test_configmaps_and_secrets_over_one_mebibyte_are_refused(tmp_path, kind, field, encode):
+    def doc(size: int) -> str:
+        return (f"apiVersion: v1\nkind: {kind}\nmetadata: {{name: big}}\n{field}:\n"
+                f"  a: {encode('x' * (size - 3))}\n  b: {encode('xxx')}\n")
+
+    at_cap = write(tmp_path, "ok.yaml", doc(1024 * 1024))
+    assert load_manifests([str(at_cap)]).ok
+    over = write(tmp_path, "big.yaml", doc(1024 * 1024 + 3))
+    (error,) = load_manifests([str(over)]).errors
+    assert (error.line, error.column, error.path) == (4, 1, field)
+    assert error.message == (f"the values add up to 1048579 bytes, more than the 1048576 (1 MiB) a {kind} may hold: "
+                             "split it into several, or put large files in a volume (hostPath or a claim)")
+
+
+def test_a_memory_emptydir_larger_than_the_host_memory_is_refused(tmp_path):
+    from reconciler.manifests.hostfacts import HostFacts
+
+    f = write(tmp_path, "web.yaml", pod("web") + "  volumes:\n"
+              "  - {name: fast, emptyDir: {medium: Memory, sizeLimit: 2Gi}}\n"
+              "  - {name: slow, emptyDir: {sizeLimit: 64Gi}}\n")
+    assert load_manifests([str(f)], host=HostFacts(memory=2 * 2**30)).ok
+    assert load_manifests([str(f)], host=HostFacts()).ok, "memory unknown: nothing to check against"
+    result = load_manifests([str(f)], host=HostFacts(memory=2 * 2**30 - 1))
+    (error,) = result.errors
+    assert (error.line, error.column, error.path) == (7, 56, "spec.volumes[0].emptyDir.sizeLimit")
+    assert error.message == ("2Gi is more than this host's memory (2047Mi): use at most 2047Mi, or leave sizeLimit "
+                             "out (the pod's memory limit bounds a Memory emptyDir)")
+    # The default is this host's memory (/proc/meminfo), which no host has 1Ei of.
+    huge = write(tmp_path, "huge.yaml",
+                 pod("huge") + "  volumes: [{name: v, emptyDir: {medium: Memory, sizeLimit: 1Ei}}]\n")
+    assert [e.path for e in load_manifests([str(huge)]).errors] == ["spec.volumes[0].emptyDir.sizeLimit"]
