@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from reconciler.errors import Diagnostic, Severity
-from reconciler.manifests.checker import Checker, Finding, close, describe
+from reconciler.manifests.checker import Checker, Finding, close, describe, did_you_mean
 from reconciler.manifests.cross import Entry, ObjectId, check_across
 from reconciler.manifests.documents import parse_documents
 from reconciler.manifests.fields import warn_podman_annotations, warn_unused
@@ -208,10 +208,8 @@ class _Loader:
 
     def load_list(self, doc: dict, pos: Positions) -> None:
         chk = Checker(self.load.file, pos)
-        try:
-            items = _check_list(chk, doc)
-        finally:
-            self.load.findings.extend(chk.findings)
+        items = _check_list(chk, doc)
+        self.load.findings.extend(chk.findings)
         for i, item in enumerate(items):
             if isinstance(item, dict) and item.get("kind") == "List":
                 chk = Checker(self.load.file, pos)
@@ -265,8 +263,7 @@ def _check_list(chk: Checker, doc: dict) -> list:
     allowed = ("apiVersion", "kind", "items", "metadata")
     for k in doc:
         if k not in allowed:
-            hint = close(k, allowed)
-            chk.error((k,), f"unknown field {k!r}" + (f" (did you mean {hint!r}?)" if hint else ""), key=True)
+            chk.error((k,), f"unknown field {k!r}" + did_you_mean(k, allowed), key=True)
     if doc.get("apiVersion") != "v1":
         chk.error(("apiVersion",), f"a List needs apiVersion 'v1', not {doc.get('apiVersion')!r}")
     items = doc.get("items")

@@ -11,7 +11,7 @@ import ipaddress
 import os
 import re
 
-from reconciler.manifests.checker import Checker, close
+from reconciler.manifests.checker import Checker, close, did_you_mean
 from reconciler.manifests.fields import DNS1123_LABEL, check_labels, check_meta, check_name, check_quantity
 from reconciler.manifests.hostfacts import HostFacts
 from reconciler.manifests.positions import Path_
@@ -158,9 +158,8 @@ def _check_mounts(chk: Checker, c: Container, path: Path_, volumes: set[str]) ->
     for i, m in enumerate(c.volume_mounts):
         mp = path + ("volumeMounts", i)
         if m.name not in volumes:
-            hint = close(m.name, volumes)
             chk.error(mp + ("name",), f"volume {m.name!r} is not declared in the pod's volumes"
-                      + (f" (did you mean {hint!r}?)" if hint else ""))
+                      + did_you_mean(m.name, volumes))
         if not m.mount_path.startswith("/"):
             chk.error(mp + ("mountPath",), f"{m.mount_path!r} must be an absolute path")
         norm = os.path.normpath(m.mount_path)

@@ -17,7 +17,7 @@ from typing import Any
 
 from reconciler import sha
 from reconciler.errors import EnvironmentProblem
-from reconciler.manifests.checker import QUOTE_LIMIT, Checker, close, describe, quote, type_words
+from reconciler.manifests.checker import QUOTE_LIMIT, Checker, close, describe, did_you_mean, quote, type_words
 from reconciler.manifests.positions import Path_
 
 
@@ -107,9 +107,7 @@ def schema_findings(err, root: dict) -> list[tuple[Path_, str, bool]]:
         for key in err.instance:
             if key in allowed:
                 continue
-            hint = close(key, allowed)
-            out.append((path + (key,), f"unknown field {key!r}" + (f" (did you mean {hint!r}?)" if hint else ""),
-                        True))
+            out.append((path + (key,), f"unknown field {key!r}" + did_you_mean(key, allowed), True))
         return out
     if v == "required":
         missing = [r for r in err.validator_value if r not in err.instance]
