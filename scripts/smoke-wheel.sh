@@ -24,9 +24,13 @@ step "building the wheel"
 # From a copy of the files git knows (tracked, or new and not ignored): building in the checkout
 # would reuse its build/ directory, where files from an earlier build hide one the wheel lacks.
 mkdir "$WORK/src"
-git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' f; do
-    [[ -e $f ]] && printf '%s\0' "$f"
-done | xargs -0 cp --parents -t "$WORK/src"
+if git rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+    git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' f; do
+        [[ -e $f ]] && printf '%s\0' "$f"
+    done | xargs -0 cp --parents -t "$WORK/src"
+else  # an unpacked source archive: everything but what builds and venvs leave behind
+    tar -c --exclude=./.venv --exclude=./build --exclude='*.egg-info' --exclude=__pycache__ . | tar -x -C "$WORK/src"
+fi
 # --no-build-isolation would be faster but would hide a build requirement missing from pyproject.
 quiet "$PY" -m pip wheel --no-deps -w "$WORK/dist" "$WORK/src"
 wheel=$(ls "$WORK"/dist/podplay-*.whl)
