@@ -41,6 +41,6 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   rm -f "$log"
   echo "$want" > "$stamp"
 fi
-# The schema tests compare schemas/ with the generator's output: cache one pinned input for them
+# The schema tests compare reconciler/schemas/ with the generator's output: cache one pinned input for them
 # (the kubernetes-validate wheel from PyPI where GitHub's OpenAPI file cannot be had).
 .venv/bin/python scripts/gen_schemas.py --fetch

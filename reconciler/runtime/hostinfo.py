@@ -72,14 +72,10 @@ def swap_accounting() -> bool:
 
 
 def node_memory() -> int:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith("MemTotal:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        pass
-    return 0
+    """Bytes of RAM, read once per process (the same fact the manifest checks use)."""
+    from reconciler.manifests.hostfacts import this_host
+
+    return this_host().memory
 
 
 def node_cpu_millis() -> int:
