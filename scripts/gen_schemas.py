@@ -58,6 +58,14 @@ KINDS: dict[str, tuple[str, str]] = {
     "ConfigMap": ("v1", "io.k8s.api.core.v1.ConfigMap"),
     "Secret": ("v1", "io.k8s.api.core.v1.Secret"),
     "PersistentVolumeClaim": ("v1", "io.k8s.api.core.v1.PersistentVolumeClaim"),
+    "Service": ("v1", "io.k8s.api.core.v1.Service"),
+    "Namespace": ("v1", "io.k8s.api.core.v1.Namespace"),
+    "Job": ("batch/v1", "io.k8s.api.batch.v1.Job"),
+    "CronJob": ("batch/v1", "io.k8s.api.batch.v1.CronJob"),
+    "DaemonSet": ("apps/v1", "io.k8s.api.apps.v1.DaemonSet"),
+    "StatefulSet": ("apps/v1", "io.k8s.api.apps.v1.StatefulSet"),
+    "ReplicaSet": ("apps/v1", "io.k8s.api.apps.v1.ReplicaSet"),
+    "ReplicationController": ("v1", "io.k8s.api.core.v1.ReplicationController"),
 }
 
 # The checked-in OpenAPI files are produced with the OpenAPIEnums feature gate off, so they carry
@@ -80,6 +88,21 @@ ENUMS: dict[tuple[str, str], tuple[str, ...]] = {
         "ReadOnlyMany", "ReadWriteMany", "ReadWriteOnce", "ReadWriteOncePod"),
     ("io.k8s.api.core.v1.PersistentVolumeClaimSpec", "volumeMode"): ("Block", "Filesystem"),
     ("io.k8s.api.apps.v1.DeploymentStrategy", "type"): ("Recreate", "RollingUpdate"),
+    ("io.k8s.api.core.v1.ServiceSpec", "type"): ("ClusterIP", "ExternalName", "LoadBalancer", "NodePort"),
+    ("io.k8s.api.core.v1.ServiceSpec", "sessionAffinity"): ("ClientIP", "None"),
+    ("io.k8s.api.core.v1.ServiceSpec", "externalTrafficPolicy"): ("Cluster", "Local"),
+    ("io.k8s.api.core.v1.ServiceSpec", "internalTrafficPolicy"): ("Cluster", "Local"),
+    ("io.k8s.api.core.v1.ServiceSpec", "ipFamilyPolicy"): ("PreferDualStack", "RequireDualStack", "SingleStack"),
+    ("io.k8s.api.core.v1.ServiceSpec", "ipFamilies"): ("IPv4", "IPv6"),
+    ("io.k8s.api.core.v1.ServicePort", "protocol"): ("SCTP", "TCP", "UDP"),
+    ("io.k8s.api.batch.v1.JobSpec", "completionMode"): ("Indexed", "NonIndexed"),
+    ("io.k8s.api.batch.v1.JobSpec", "podReplacementPolicy"): ("Failed", "TerminatingOrFailed"),
+    ("io.k8s.api.batch.v1.CronJobSpec", "concurrencyPolicy"): ("Allow", "Forbid", "Replace"),
+    ("io.k8s.api.apps.v1.DaemonSetUpdateStrategy", "type"): ("OnDelete", "RollingUpdate"),
+    ("io.k8s.api.apps.v1.StatefulSetSpec", "podManagementPolicy"): ("OrderedReady", "Parallel"),
+    ("io.k8s.api.apps.v1.StatefulSetUpdateStrategy", "type"): ("OnDelete", "RollingUpdate"),
+    ("io.k8s.api.apps.v1.StatefulSetPersistentVolumeClaimRetentionPolicy", "whenDeleted"): ("Delete", "Retain"),
+    ("io.k8s.api.apps.v1.StatefulSetPersistentVolumeClaimRetentionPolicy", "whenScaled"): ("Delete", "Retain"),
 }
 
 QUANTITY = "io.k8s.apimachinery.pkg.api.resource.Quantity"

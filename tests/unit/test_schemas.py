@@ -412,8 +412,134 @@ spec:
 status: {phase: Bound}
 """
 
+TEMPLATE = """
+    metadata:
+      labels: {app: web}
+    spec:
+      containers:
+      - name: web
+        image: busybox:1.36
+        command: [httpd, -f, -p, "8080"]
+        ports: [{containerPort: 8080, name: http}]"""
+
+SERVICE = """
+apiVersion: v1
+kind: Service
+metadata: {name: web, labels: {app: web}}
+spec:
+  type: NodePort
+  selector: {app: web}
+  sessionAffinity: None
+  ipFamilyPolicy: SingleStack
+  ipFamilies: [IPv4]
+  ports:
+  - {name: http, port: 80, targetPort: http, nodePort: 30080, protocol: TCP}
+  - {name: metrics, port: 9090, targetPort: 9090}
+status: {loadBalancer: {}}
+"""
+
+NAMESPACE = """
+apiVersion: v1
+kind: Namespace
+metadata:
+  name: shop
+  labels: {pod-security.kubernetes.io/enforce: restricted}
+"""
+
+JOB = """
+apiVersion: batch/v1
+kind: Job
+metadata: {name: pi}
+spec:
+  completions: 4
+  parallelism: 2
+  backoffLimit: 3
+  activeDeadlineSeconds: 600
+  ttlSecondsAfterFinished: 100
+  completionMode: NonIndexed
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - name: pi
+        image: busybox:1.36
+        command: [sh, -c, "echo 3.14159"]
+"""
+
+CRONJOB = """
+apiVersion: batch/v1
+kind: CronJob
+metadata: {name: backup}
+spec:
+  schedule: "*/5 * * * *"
+  timeZone: Etc/UTC
+  concurrencyPolicy: Forbid
+  suspend: false
+  successfulJobsHistoryLimit: 3
+  failedJobsHistoryLimit: 1
+  jobTemplate:
+    spec:
+      template:
+        spec:
+          restartPolicy: OnFailure
+          containers:
+          - name: backup
+            image: busybox:1.36
+            command: [sh, -c, date]
+"""
+
+DAEMONSET = """
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: agent}
+spec:
+  selector: {matchLabels: {app: web}}
+  updateStrategy:
+    type: RollingUpdate
+    rollingUpdate: {maxUnavailable: 1}
+  template:""" + TEMPLATE + "\n"
+
+STATEFULSET = """
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db}
+spec:
+  serviceName: db
+  replicas: 3
+  podManagementPolicy: OrderedReady
+  updateStrategy: {type: RollingUpdate}
+  persistentVolumeClaimRetentionPolicy: {whenDeleted: Retain, whenScaled: Retain}
+  selector: {matchLabels: {app: web}}
+  template:""" + TEMPLATE + """
+  volumeClaimTemplates:
+  - metadata: {name: data}
+    spec:
+      accessModes: [ReadWriteOnce]
+      resources: {requests: {storage: 1Gi}}
+"""
+
+REPLICASET = """
+apiVersion: apps/v1
+kind: ReplicaSet
+metadata: {name: web}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:""" + TEMPLATE + "\n"
+
+REPLICATIONCONTROLLER = """
+apiVersion: v1
+kind: ReplicationController
+metadata: {name: web}
+spec:
+  replicas: 2
+  selector: {app: web}
+  template:""" + TEMPLATE + "\n"
+
 GOOD = {"Pod": POD, "Deployment": DEPLOYMENT, "ConfigMap": CONFIGMAP, "Secret": SECRET,
-        "PersistentVolumeClaim": PVC}
+        "PersistentVolumeClaim": PVC, "Service": SERVICE, "Namespace": NAMESPACE, "Job": JOB,
+        "CronJob": CRONJOB, "DaemonSet": DAEMONSET, "StatefulSet": STATEFULSET, "ReplicaSet": REPLICASET,
+        "ReplicationController": REPLICATIONCONTROLLER}
 
 
 def good(kind: str) -> dict:
@@ -527,7 +653,7 @@ def test_wrong_kind_fails(kind):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_wrong_api_version_fails(kind):
-    wrong = "v1" if kind == "Deployment" else "apps/v1"
+    wrong = "v1" if gen.KINDS[kind][0] == "apps/v1" else "apps/v1"
     doc = mutate(kind, lambda d: d.update(apiVersion=wrong))
     assert errors(doc) == [(["apiVersion"], "const")]
 
