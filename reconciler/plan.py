@@ -40,11 +40,14 @@ PLAN_VERSION = 1
 
 
 class TxnKind(enum.StrEnum):
-    CREATE = "create"
-    DELETE = "delete"
-    START = "start"
-    SHARED = "shared"  # an image pull or a claim, used by several pods
-    STOP = "stop"
+    """What a transaction does to its key; apply and crash recovery branch on it (a create is
+    undone on failure, a delete rolled forward). The journal and a plan's JSON keep the value."""
+
+    CREATE = "create"  # bring a pod instance up
+    DELETE = "delete"  # tear a pod instance down
+    START = "start"  # restart some containers of a pod instance
+    SHARED = "shared"  # a step several pods need: an image pull, a claim
+    STOP = "stop"  # stop a pod's containers and leave them (`podplay stop`)
 
 
 @dataclass(frozen=True)
@@ -64,10 +67,14 @@ class PlannedStep:
 @dataclass(frozen=True)
 class Txn:
     id: str
-    kind: str  # create | delete | start | shared
+    kind: TxnKind
     key: str  # pod ref, image reference or claim ref
     uid: str = ""
     steps: tuple[PlannedStep, ...] = ()
+
+    def __post_init__(self) -> None:
+        # A bare string (an older caller, a journal row) becomes the enum; an unknown kind fails here.
+        object.__setattr__(self, "kind", TxnKind(self.kind))
 
     @property
     def step_ids(self) -> set[str]:
@@ -78,12 +85,12 @@ class Txn:
         return {d for s in self.steps for d in s.depends_on if d not in own}
 
     def to_json(self) -> dict:
-        return {"id": self.id, "kind": self.kind, "key": self.key, "uid": self.uid,
+        return {"id": self.id, "kind": str(self.kind), "key": self.key, "uid": self.uid,
                 "steps": [s.to_json() for s in self.steps]}
 
     @classmethod
     def from_json(cls, d: dict) -> Txn:
-        return cls(d["id"], d["kind"], d["key"], d.get("uid", ""),
+        return cls(d["id"], TxnKind(d["kind"]), d["key"], d.get("uid", ""),
                    tuple(PlannedStep.from_json(s) for s in d["steps"]))
 
 
@@ -159,7 +166,7 @@ class _Builder:
         self.n += 1
         return f"s{self.n}"
 
-    def add(self, kind: str, key: str, uid: str, steps: list[PlannedStep]) -> Txn:
+    def add(self, kind: TxnKind, key: str, uid: str, steps: list[PlannedStep]) -> Txn:
         txn = Txn(f"t{len(self.txns) + 1}", kind, key, uid, tuple(steps))
         self.txns.append(txn)
         return txn
@@ -238,7 +245,7 @@ def make_plan(changes: list[Change], desired: DesiredState, observed: ObservedHo
             claims[ref] = desired.claims[ref]
             sid = b.sid()
             b.claims[ref] = sid
-            b.add("shared", ref, "", [PlannedStep(sid, EnsureClaim(claim=ref))])
+            b.add(TxnKind.SHARED, ref, "", [PlannedStep(sid, EnsureClaim(claim=ref))])
 
     images: dict[str, str] = {}
     creds: dict[str, list[str]] = {}
@@ -259,25 +266,25 @@ def make_plan(changes: list[Change], desired: DesiredState, observed: ObservedHo
         sid = b.sid()
         b.pulls[image] = sid
         step = PullImage(image=image, policy=images[image], credentials_from=tuple(sorted(set(creds.get(image, ())))))
-        b.add("shared", image, "", [PlannedStep(sid, step)])
+        b.add(TxnKind.SHARED, image, "", [PlannedStep(sid, step)])
 
     for c in effective:
         if c.key.kind != "Pod":
             continue
         ref = f"{c.key.namespace}/{c.key.name}"
         if c.action == Action.DELETE:
-            b.add("delete", ref, c.before, _teardown(b, observed.pods[c.before]))
+            b.add(TxnKind.DELETE, ref, c.before, _teardown(b, observed.pods[c.before]))
         elif c.action == Action.CREATE:
             d = desired.pods[ref]
             pods[d.uid] = d
-            b.add("create", ref, d.uid, _bring_up(b, d))
+            b.add(TxnKind.CREATE, ref, d.uid, _bring_up(b, d))
         elif c.action == Action.REPLACE:
             d = desired.pods[ref]
             pods[d.uid] = d
             pulls = tuple(dict.fromkeys(b.pulls[x.spec.image] for x in d.init_containers + d.containers))
-            old = b.add("delete", ref, c.before, _teardown(b, observed.pods[c.before], after=pulls))
+            old = b.add(TxnKind.DELETE, ref, c.before, _teardown(b, observed.pods[c.before], after=pulls))
             last = (old.steps[-1].id,) if old.steps else ()
-            b.add("create", ref, d.uid, _bring_up(b, d, after=last))
+            b.add(TxnKind.CREATE, ref, d.uid, _bring_up(b, d, after=last))
         elif c.action == Action.START:
             d = desired.pods[ref]
             pods[d.uid] = d
@@ -287,13 +294,13 @@ def make_plan(changes: list[Change], desired: DesiredState, observed: ObservedHo
                 step = RestartContainer(ref, d.uid, container=name, container_id=ctr.id,
                                         reason=f"{c.reason}: {c.detail}" if c.detail else str(c.reason))
                 steps.append(PlannedStep(b.sid(), step, (b.pulls[ctr.spec.image],)))
-            b.add("start", ref, d.uid, steps)
+            b.add(TxnKind.START, ref, d.uid, steps)
 
     for c in effective:
         if c.key.kind == "PersistentVolumeClaim" and c.action == Action.DELETE:
             ref = f"{c.key.namespace}/{c.key.name}"
-            after = tuple(t.steps[-1].id for t in b.txns if t.kind == "delete" and t.steps)
-            b.add("shared", ref, "", [PlannedStep(b.sid(), RemoveClaim(claim=ref), after)])
+            after = tuple(t.steps[-1].id for t in b.txns if t.kind == TxnKind.DELETE and t.steps)
+            b.add(TxnKind.SHARED, ref, "", [PlannedStep(b.sid(), RemoveClaim(claim=ref), after)])
 
     txns = _owners_delete_first(b.txns, pods, observed)
     return Plan(changes=tuple(changes), txns=txns, pods=pods, claims=claims)
@@ -307,12 +314,12 @@ def _owners_delete_first(txns: list[Txn], pods: dict[str, DesiredPod], observed:
     Deployment would briefly have more instances than maxSurge allows."""
     deletes: dict[str, list[str]] = {}
     for t in txns:
-        o = observed.pods.get(t.uid) if t.kind == "delete" else None
+        o = observed.pods.get(t.uid) if t.kind == TxnKind.DELETE else None
         if o is not None and o.owner.startswith("Deployment/") and t.steps:
             deletes.setdefault(o.owner, []).append(t.steps[-1].id)
     out = []
     for t in txns:
-        after = deletes.get(str(pods[t.uid].owner), ()) if t.kind == "create" and t.uid in pods else ()
+        after = deletes.get(str(pods[t.uid].owner), ()) if t.kind == TxnKind.CREATE and t.uid in pods else ()
         after = tuple(d for d in after if d not in t.step_ids)
         if after and t.steps:
             first = t.steps[0]
