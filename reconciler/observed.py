@@ -8,6 +8,7 @@ how a relist groups them back into pods without trusting podplay's memory.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 # Labels podplay writes on every container it creates (OCI annotations in config.json).
@@ -168,3 +169,55 @@ class ObservedHost:
 
     def pods_named(self, key: str) -> list[ObservedPod]:
         return [p for p in self.pods.values() if p.key == key]
+
+
+# --- grouping what the drivers list into pods ----------------------------------------------------
+
+def snapshot_uid(key: str) -> str:
+    """Snapshot keys are container ids, "<pod uid>.<container name>"."""
+    return key.split(".", 1)[0]
+
+
+def group_pods(containers: Iterable[ObservedContainer], attachments: Iterable[ObservedAttachment] = (),
+               snapshots: Iterable[str] = (), pod_volumes: Iterable[str] = ()) -> dict[str, ObservedPod]:
+    """Pod instances by uid, from everything the drivers list that carries a pod uid.
+
+    ``observe_host`` passes all four lists, so that leftovers of a crash (a snapshot without a
+    container, an attachment without an infra) are pods to clean up; ``ps`` passes containers and
+    attachments only (a pod it lists has containers). The pod's labels (owner, source, grace
+    period) are read from its infra container, else from its first app or init container."""
+    attachments = {a.pod_uid: a for a in attachments}
+    pod_volumes = set(pod_volumes)
+    infra: dict[str, ObservedContainer] = {}
+    apps: dict[str, dict[str, ObservedContainer]] = {}
+    inits: dict[str, dict[str, ObservedContainer]] = {}
+    keys: dict[str, str] = {}
+    for c in containers:
+        keys.setdefault(c.pod_uid, c.pod)
+        if c.role == "infra":
+            infra[c.pod_uid] = c
+        elif c.role == "init":
+            inits.setdefault(c.pod_uid, {})[c.name] = c
+        else:
+            apps.setdefault(c.pod_uid, {})[c.name] = c
+    by_uid: dict[str, list[str]] = {}
+    for key in snapshots:
+        by_uid.setdefault(snapshot_uid(key), []).append(key)
+
+    pods = {}
+    for uid in sorted(set(keys) | set(attachments) | set(by_uid) | pod_volumes):
+        labelled = infra.get(uid) or next(iter({**apps.get(uid, {}), **inits.get(uid, {})}.values()), None)
+        labels = labelled.labels if labelled is not None else {}
+        first = infra.get(uid) or next(iter(apps.get(uid, {}).values()), None)
+        try:
+            grace = int(labels.get(LABEL_GRACE, "30"))
+        except ValueError:
+            grace = 30
+        pods[uid] = ObservedPod(
+            uid=uid, key=keys.get(uid, ""), spec_hash=first.spec_hash if first else "",
+            owner=labels.get(LABEL_OWNER, ""), source=labels.get(LABEL_SOURCE, ""),
+            infra=infra.get(uid), containers=apps.get(uid, {}), init_containers=inits.get(uid, {}),
+            network=attachments.get(uid), snapshots=tuple(sorted(by_uid.get(uid, ()))),
+            has_volumes=uid in pod_volumes, grace_period=grace,
+        )
+    return pods
