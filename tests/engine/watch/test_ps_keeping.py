@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from reconciler.cli.containers import rfc3339
+from reconciler.cli.pods import rfc3339
 from tests.engine.watch.conftest import eventually, pod
 
 

@@ -7,11 +7,10 @@ import time
 
 import pytest
 
-from reconciler.cli.containers import (
-    exec_env,
+from reconciler.cli.logs_exec import exec_env, parse_since
+from reconciler.cli.pods import (
     format_port,
     human_duration,
-    parse_since,
     pod_status,
     render_table,
     rfc3339,
@@ -141,7 +140,7 @@ def test_log_lines_go_to_the_stream_they_came_from():
     import io
     from types import SimpleNamespace
 
-    from reconciler.cli.containers import _write_records
+    from reconciler.cli.logs_exec import _write_records
 
     out, err = io.StringIO(), io.StringIO()
     records = [(1714564800.25, "stdout", b"one"), (1714564801.0, "stderr", b"bad \xff byte"),

@@ -7,17 +7,9 @@ import os
 
 import pytest
 
-from reconciler.cli.containers import (
-    EXEC_CANNOT_INVOKE,
-    EXEC_NOT_FOUND,
-    container_rows,
-    current_instance,
-    find_executable,
-    find_pod_instances,
-    group_pods,
-    ps_table,
-    resolve_target,
-)
+from reconciler.cli.hostpods import current_instance, find_pod_instances, named_pods, resolve_target
+from reconciler.cli.logs_exec import EXEC_CANNOT_INVOKE, EXEC_NOT_FOUND, find_executable
+from reconciler.cli.pods import container_rows, ps_table
 from reconciler.errors import EXIT_NOT_FOUND, EXIT_USAGE, NotFoundError, PodplayError
 from reconciler.observed import (
     LABEL_SOURCE,
@@ -47,7 +39,7 @@ def host():
         ctr("", "zz", "", "infra"),
     ]
     nets = [ObservedAttachment("w1", NetworkStatus("n", ip="10.1.0.2", ports=(PortMapping(8080, 80),)))]
-    return group_pods(containers, nets)
+    return named_pods(containers, nets)
 
 
 def test_grouping_keeps_named_pods_with_their_network():
@@ -118,7 +110,7 @@ def test_malformed_targets_are_usage_errors(target, container):
 
 
 def test_the_instance_with_a_running_infra_is_the_pod_during_a_replacement():
-    pods = group_pods([
+    pods = named_pods([
         ctr("default/web", "old", "", "infra", started=100), ctr("default/web", "old", "c", started=100),
         ctr("default/web", "new", "", "infra", started=200), ctr("default/web", "new", "c", started=200),
         ctr("default/web", "dead", "", "infra", ContainerState.UNKNOWN, started=300),

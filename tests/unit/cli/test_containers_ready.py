@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.cli.containers import (
+from reconciler.cli.pods import (
     Keeping,
     container_json,
     pending_restarts,
