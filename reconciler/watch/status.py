@@ -14,18 +14,10 @@ from reconciler.observe import observe_host
 from reconciler.observed import ContainerState, ObservedHost, ObservedPod
 from reconciler.revisions import summary as revision_summary
 from reconciler.state import StateStore
+from reconciler.store.journal import COMMITTED
+from reconciler.store.keepers import keeper_alive
 
 STATUS_VERSION = 1
-
-
-def _alive(pid: int) -> bool:
-    """Is `pid` still a podplay process (not a recycled pid)?"""
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            cmd = f.read()
-    except OSError:
-        return False
-    return b"podplay" in cmd or b"reconciler" in cmd
 
 
 def _pod_state(o: ObservedPod | None, backoff: dict[str, dict], now: float) -> str:
@@ -46,11 +38,11 @@ def _pod_state(o: ObservedPod | None, backoff: dict[str, dict], now: float) -> s
 def _last_errors(state: StateStore) -> dict[str, dict]:
     """Per key, the newest error or warning that no later successful change superseded."""
     ok_at: dict[str, float] = {}
-    for t in state.recent_txns(limit=500):
-        if t["status"] == "committed" and t["finished"]:
+    for t in state.journal.recent_txns(limit=500):
+        if t["status"] == COMMITTED and t["finished"]:
             ok_at[t["key"]] = max(ok_at.get(t["key"], 0.0), t["finished"])
     out: dict[str, dict] = {}
-    for ts, level, key, message in state.events(limit=500):
+    for ts, level, key, message in state.keepers.events(limit=500):
         if level not in ("error", "warning") or key in out or ts < ok_at.get(key, 0.0):
             continue
         out[key] = {"at": ts, "level": level, "message": message}
@@ -61,9 +53,9 @@ def collect_status(state: StateStore, drivers: Drivers | None, *, now: float | N
     now = time.time() if now is None else now
     keepers = []
     backoff: dict[str, dict] = {}
-    for sid, rec in state.sources().items():
+    for sid, rec in state.keepers.sources().items():
         rec = dict(rec, id=sid)
-        rec["running"] = bool(rec.get("running")) and _alive(int(rec.get("pid", 0)))
+        rec["running"] = bool(rec.get("running")) and keeper_alive(int(rec.get("pid", 0)))
         if rec["running"]:
             backoff.update(rec.get("backoff") or {})
         keepers.append(rec)
@@ -75,7 +67,7 @@ def collect_status(state: StateStore, drivers: Drivers | None, *, now: float | N
             observed = observe_host(drivers)
         except PodplayError as exc:
             observe_error = str(exc)
-    last = state.last_applied()
+    last = state.owned.last_applied()
     errors = _last_errors(state)
     refs = set(last.pods) | ({o.key for o in observed.pods.values() if o.key} if observed else set())
     pods = []
