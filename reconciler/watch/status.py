@@ -114,65 +114,12 @@ def render_status(st: dict) -> str:
     if not st["keepers"]:
         lines.append("No `podplay watch` or `podplay sync` has run on this host.")
     for k in st["keepers"]:
-        src = k.get("source", {})
-        what = src.get("url") or " ".join(src.get("paths", [])) or k["id"]
-        if src.get("url"):
-            what += f" (branch {src.get('branch') or '?'}, path {src.get('path') or '.'})"
-        run = (f"running (pid {k.get('pid')}) since {_ago(k.get('started'), now)}" if k["running"]
-               else f"not running (last ran {_ago(k.get('updated'), now)})")
-        lines.append(f"{k['kind']} {what}: {run}")
-        if k["kind"] == "sync":
-            lines.append(f"  applied commit: {src.get('applied') or 'none'}"
-                         + (f" (last good {src.get('last_good')})" if src.get("last_good") not in (None, src.get(
-                             "applied")) else ""))
-            if src.get("fetch_error"):
-                lines.append(f"  fetch failed {_ago(src.get('fetch_failed_at'), now)}: {src['fetch_error']}")
-            elif src.get("fetched_at"):
-                lines.append(f"  fetched {_ago(src.get('fetched_at'), now)}")
-            if src.get("problem"):
-                lines.append(f"  ! {src['problem']}")
-        else:
-            lines.append(f"  revision: {k.get('revision') or 'none'} ({k.get('file_count', 0)} files)")
-        p = k.get("last_pass") or {}
-        if p:
-            state = "failed" if p.get("failed") or p.get("errors") else "ok"
-            lines.append(f"  last pass: {_ago(p.get('at'), now)} ({p.get('trigger')}), {p.get('changes', 0)} "
-                         f"change{'s' if p.get('changes') != 1 else ''}, {state}")
-            for e in p.get("errors", [])[:5]:
-                lines.append(f"    ! {e}")
-        nothing_yet = k["kind"] == "sync" and not src.get("applied")  # the problem line says why
-        if k.get("held") and not nothing_yet:
-            lines.append(f"  ! held: {k['held']}")
-        if not k.get("prune", True) and not nothing_yet:
-            lines.append("  ! deletes are held until every file can be read")
-        for f in k.get("files", []):
-            using = {"last good": "its last good version stays in use",
-                     "nothing": "nothing from it is applied or pruned"}.get(f["using"], f["using"])
-            lines.append(f"  ! {f['path']}: {f['state']} since {_ago(f.get('since'), now)}; {using}")
-            for e in f.get("errors", [])[:3]:
-                lines.append(f"      {e}")
+        lines += _keeper_lines(k, now)
     if st.get("observe_error"):
         lines.append(f"! cannot read the host: {st['observe_error']}")
     if st["pods"]:
         lines.append("")
-        width = max(len(p["pod"]) for p in st["pods"])
-        lines.append(f"{'POD':<{width}}  {'STATE':<12} {'RESTARTS':>8}  CONTAINERS")
-        for p in st["pods"]:
-            restarts = sum(c["restarts"] for c in p["containers"])
-            ctrs = []
-            for c in p["containers"]:
-                text = f"{c['name']}={c['state']}"
-                if c["exit_code"] not in (None, 0) or c["state"] == "exited":
-                    text += f"({c['exit_code']})"
-                if c.get("ready") is False and c["state"] == "running":
-                    text += " not ready"
-                if c["backoff_until"]:
-                    text += f" back-off {max(0.0, c['backoff_until'] - now):.0f}s"
-                ctrs.append(text)
-            lines.append(f"{p['pod']:<{width}}  {p['state']:<12} {restarts:>8}  {', '.join(ctrs)}")
-            if p.get("last_error"):
-                e = p["last_error"]
-                lines.append(f"{'':<{width}}  ! {_ago(e['at'], now)}: {e['message']}")
+        lines += _pod_lines(st["pods"], now)
     elif st["keepers"] or st.get("observe_error") is None:
         lines.append("No pods.")
     for d in st.get("deployments") or []:
@@ -185,3 +132,66 @@ def render_status(st: dict) -> str:
             text += f"; pinned to revision {d['pinned']}: {d['pin_reason']}"
         lines.append(text)
     return "\n".join(lines)
+
+
+def _keeper_lines(k: dict, now: float) -> list[str]:
+    src = k.get("source", {})
+    what = src.get("url") or " ".join(src.get("paths", [])) or k["id"]
+    if src.get("url"):
+        what += f" (branch {src.get('branch') or '?'}, path {src.get('path') or '.'})"
+    run = (f"running (pid {k.get('pid')}) since {_ago(k.get('started'), now)}" if k["running"]
+           else f"not running (last ran {_ago(k.get('updated'), now)})")
+    lines = [f"{k['kind']} {what}: {run}"]
+    if k["kind"] == "sync":
+        lines.append(f"  applied commit: {src.get('applied') or 'none'}"
+                     + (f" (last good {src.get('last_good')})" if src.get("last_good") not in (None, src.get(
+                         "applied")) else ""))
+        if src.get("fetch_error"):
+            lines.append(f"  fetch failed {_ago(src.get('fetch_failed_at'), now)}: {src['fetch_error']}")
+        elif src.get("fetched_at"):
+            lines.append(f"  fetched {_ago(src.get('fetched_at'), now)}")
+        if src.get("problem"):
+            lines.append(f"  ! {src['problem']}")
+    else:
+        lines.append(f"  revision: {k.get('revision') or 'none'} ({k.get('file_count', 0)} files)")
+    p = k.get("last_pass") or {}
+    if p:
+        state = "failed" if p.get("failed") or p.get("errors") else "ok"
+        lines.append(f"  last pass: {_ago(p.get('at'), now)} ({p.get('trigger')}), {p.get('changes', 0)} "
+                     f"change{'s' if p.get('changes') != 1 else ''}, {state}")
+        for e in p.get("errors", [])[:5]:
+            lines.append(f"    ! {e}")
+    nothing_yet = k["kind"] == "sync" and not src.get("applied")  # the problem line says why
+    if k.get("held") and not nothing_yet:
+        lines.append(f"  ! held: {k['held']}")
+    if not k.get("prune", True) and not nothing_yet:
+        lines.append("  ! deletes are held until every file can be read")
+    for f in k.get("files", []):
+        using = {"last good": "its last good version stays in use",
+                 "nothing": "nothing from it is applied or pruned"}.get(f["using"], f["using"])
+        lines.append(f"  ! {f['path']}: {f['state']} since {_ago(f.get('since'), now)}; {using}")
+        for e in f.get("errors", [])[:3]:
+            lines.append(f"      {e}")
+    return lines
+
+
+def _pod_lines(pods: list[dict], now: float) -> list[str]:
+    width = max(len(p["pod"]) for p in pods)
+    lines = [f"{'POD':<{width}}  {'STATE':<12} {'RESTARTS':>8}  CONTAINERS"]
+    for p in pods:
+        restarts = sum(c["restarts"] for c in p["containers"])
+        ctrs = []
+        for c in p["containers"]:
+            text = f"{c['name']}={c['state']}"
+            if c["exit_code"] not in (None, 0) or c["state"] == "exited":
+                text += f"({c['exit_code']})"
+            if c.get("ready") is False and c["state"] == "running":
+                text += " not ready"
+            if c["backoff_until"]:
+                text += f" back-off {max(0.0, c['backoff_until'] - now):.0f}s"
+            ctrs.append(text)
+        lines.append(f"{p['pod']:<{width}}  {p['state']:<12} {restarts:>8}  {', '.join(ctrs)}")
+        if p.get("last_error"):
+            e = p["last_error"]
+            lines.append(f"{'':<{width}}  ! {_ago(e['at'], now)}: {e['message']}")
+    return lines
