@@ -180,9 +180,9 @@ def test_probe_readiness_answers_as_health_readiness_does(store):
         (old.id, {"name": "old", "started_at": NOW - 60, "ready": True}),  # restarted since it was probed
         (gone.id, {"name": "gone", "started_at": gone.started_at, "ready": True}),  # not observed any more
     ]
-    store.save_probes([(cid, "u1", "default/p", rec["name"], dict(rec, container_id=cid, pod_uid="u1",
+    store.keepers.save_probes([(cid, "u1", "default/p", rec["name"], dict(rec, container_id=cid, pod_uid="u1",
                                                                     pod="default/p")) for cid, rec in records])
-    rows = [("u1", json.loads(json.dumps(rec))) for rec in store.probe_records(["u1"]).values()]
+    rows = [("u1", json.loads(json.dumps(rec))) for rec in store.keepers.probe_records(["u1"]).values()]
     mine = probe_readiness(rows, [p])["u1"]
     assert mine == readiness(store, "u1", p.containers.values())
     assert mine == {"web": True, "side": False, "old": False, "gone": True}
