@@ -87,7 +87,6 @@ def listing(items: Sequence[str], limit: int = 12) -> str:
     return shown + (f", … ({len(items) - limit} more)" if len(items) > limit else "")
 
 
-
 def _in_namespace(pods: Sequence[ObservedPod], namespace: str | None) -> list[ObservedPod]:
     return [p for p in pods if namespace is None or p.namespace == namespace]
 
@@ -177,7 +176,6 @@ def resolve_target(pods: Sequence[ObservedPod], target: str, container: str | No
         ctr = container
     pod = current_instance(find_pod_instances(pods, pod_name, namespace))
     return pod, pick_container(pod, ctr)
-
 
 
 def select_pods(pods: Sequence[ObservedPod], names: Sequence[str], namespace: str | None) -> list[ObservedPod]:

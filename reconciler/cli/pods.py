@@ -83,7 +83,6 @@ def rfc3339(ts: float) -> str | None:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole)) + f".{micros:06d}Z"
 
 
-
 def pod_status(pod: ObservedPod, stopped: bool = False, restarts: Mapping[str, float] | None = None,
                now: float = 0.0) -> str:
     """kubectl-like phase of one pod instance, from what the runtime shows.
@@ -249,7 +248,6 @@ def pods_table(pods: Sequence[ObservedPod], statuses: dict[str, str], now: float
     return render_table(headers, lines)
 
 
-
 # --- what the state store adds: readiness, pending restarts, stopped pods --------------------------
 #
 # The runtime knows whether a container runs, not whether its readiness probe passed nor when a
@@ -321,7 +319,6 @@ def pending_restarts(keepers: Iterable[dict], pods: Iterable[ObservedPod], now: 
             if until > now:
                 out[c.id] = until
     return out
-
 
 
 def read_keeping(ctx, pods: Sequence[ObservedPod], now: float, *, stopped: bool = False) -> Keeping:
