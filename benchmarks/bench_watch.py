@@ -234,7 +234,7 @@ def bench_quiet_pass(base: Path, driver: str, pods: int, runs: int) -> tuple[lis
                 out.append(time.perf_counter() - t)
             return out
         where = "real host" if driver == "host" else "fake host"
-        txns = len(state.recent_txns(100_000))
+        txns = len(state.journal.recent_txns(100_000))
         quiet = [
             Row(f"relist tick, {pods} pods, nothing to do ({where})", timed(keeper.tick)),
             Row(f"file-event pass, {pods} pods, nothing changed ({where})",
@@ -243,7 +243,7 @@ def bench_quiet_pass(base: Path, driver: str, pods: int, runs: int) -> tuple[lis
                 timed(lambda: keeper.converge("resync", refresh=True, full=True))),
         ]
         assert keeper.source.files.parses == pods, "a quiet pass parsed a file again"
-        assert len(state.recent_txns(100_000)) == txns, "a quiet pass changed something on the host"
+        assert len(state.journal.recent_txns(100_000)) == txns, "a quiet pass changed something on the host"
         t = time.perf_counter()
         keeper.down()
         gone = time.perf_counter() - t

@@ -24,7 +24,7 @@ from reconciler.desired import DesiredPod
 from reconciler.drivers.base import Drivers
 from reconciler.errors import ContainerRuntimeError, NetworkError, PodplayError
 from reconciler.observed import NetworkStatus
-from reconciler.plan import Plan, Txn
+from reconciler.plan import Plan, Txn, TxnKind
 from reconciler.state import ABORTED, COMMITTED, DONE, FAILED, OPEN, ROLLED_BACK, STARTED, UNDONE, StateStore
 from reconciler.steps import (
     AttachNetwork,
@@ -244,18 +244,11 @@ def _log_tail(d: Drivers, cid: str, lines: int = 20) -> str:
 
 # --- applying a plan ------------------------------------------------------------------------------
 
-def _record(plan: Plan, txn: Txn) -> dict:
-    pod = plan.pods.get(txn.uid)
-    if txn.kind != "create" or pod is None:
-        return {}
-    return {"spec_hash": pod.spec_hash, "source": pod.source, "owner": str(pod.owner)}
-
-
 def _port_conflict(plan: Plan, txn: Txn, drivers: Drivers) -> str:
     """A create whose hostPorts are taken fails before any of its steps runs. Checked when the
     transaction is reached, so that ports freed by an earlier teardown in this plan count as free."""
     pod = plan.pods.get(txn.uid)
-    if txn.kind != "create" or pod is None or not any(p.host_port for c in pod.containers for p in c.spec.ports):
+    if txn.kind != TxnKind.CREATE or pod is None or not any(p.host_port for c in pod.containers for p in c.spec.ports):
         return ""
     conflicts = drivers.network.port_conflicts(pod)
     return f"host port already in use: {'; '.join(conflicts)}" if conflicts else ""
@@ -292,7 +285,7 @@ def apply_plan(plan: Plan, drivers: Drivers, state: StateStore, *, report: Repor
         with lock:
             outcome[txn.id] = TxnResult(txn, status, message)
             if status != TxnStatus.OK:
-                state.add_event("warning" if status == TxnStatus.SKIPPED else "error", txn.key, message)
+                state.keepers.add_event("warning" if status == TxnStatus.SKIPPED else "error", txn.key, message)
             report(status, txn, message)
 
     def run(txn: Txn) -> None:
@@ -302,7 +295,7 @@ def apply_plan(plan: Plan, drivers: Drivers, state: StateStore, *, report: Repor
             return
         with lock:
             report("begin", txn, "")
-        error = _run_txn(txn, runner, state, _record(plan, txn), failpoints)
+        error = _run_txn(txn, runner, state, txn.owns.to_json(), failpoints)
         finish(txn, TxnStatus.FAILED if error else TxnStatus.OK, error)
 
     pending = list(plan.txns)
@@ -317,7 +310,7 @@ def apply_plan(plan: Plan, drivers: Drivers, state: StateStore, *, report: Repor
                     continue
                 if not deps <= outcome.keys():
                     continue
-                if txn.kind == "shared" and any(t.kind == "shared" for t in running.values()):
+                if txn.kind == TxnKind.SHARED and any(t.kind == TxnKind.SHARED for t in running.values()):
                     continue
                 pending.remove(txn)
                 running[pool.submit(run, txn)] = txn
@@ -328,39 +321,39 @@ def apply_plan(plan: Plan, drivers: Drivers, state: StateStore, *, report: Repor
                 txn = running.pop(future)
                 future.result()  # a bug (not a PodplayError) surfaces here, as it would in order
     result = ApplyResult([outcome[t.id] for t in plan.txns])
-    state.prune_history()
+    state.journal.prune_history()
     return result
 
 
 def _run_txn(txn: Txn, runner: _Runner, state: StateStore, record: dict, failpoints: Failpoints) -> str:
     steps = [ps.step for ps in txn.steps]
-    tid = state.begin_txn(txn.kind, txn.key, txn.uid, steps, record)
+    tid = state.journal.begin_txn(txn.kind, txn.key, txn.uid, steps, record)
     done: list[int] = []
     for seq, step in enumerate(steps):
         n = failpoints.before(step)
-        state.mark(tid, seq, STARTED)
+        state.journal.mark(tid, seq, STARTED)
         try:
             runner.run(step)
         except PodplayError as exc:
-            state.mark(tid, seq, FAILED, str(exc))
+            state.journal.mark(tid, seq, FAILED, str(exc))
             message = f"{step.describe()}: {exc}"
-            if txn.kind == "create":
+            if txn.kind == TxnKind.CREATE:
                 undo_errors = _compensate(tid, steps, done + [seq], runner, state)
-                state.finish_txn(tid, ROLLED_BACK, message + undo_errors)
+                state.journal.finish_txn(tid, ROLLED_BACK, message + undo_errors)
                 return message + undo_errors
-            if txn.kind == "delete":
+            if txn.kind == TxnKind.DELETE:
                 # Keep tearing down what we can; the open transaction is retried next pass.
                 rest = _roll_forward(tid, steps, range(seq + 1, len(steps)), runner, state)
                 if rest:
                     message += rest
-                state.finish_txn(tid, ABORTED, message)
+                state.journal.finish_txn(tid, ABORTED, message)
                 return message
-            state.finish_txn(tid, ABORTED, message)
+            state.journal.finish_txn(tid, ABORTED, message)
             return message
-        state.mark(tid, seq, DONE)
+        state.journal.mark(tid, seq, DONE)
         done.append(seq)
         failpoints.after(step, n)
-    state.finish_txn(tid, COMMITTED)
+    state.journal.finish_txn(tid, COMMITTED)
     return ""
 
 
@@ -372,7 +365,7 @@ def _compensate(tid: int, steps: list[Step], seqs: list[int], runner: _Runner, s
             continue
         try:
             runner.run(undo)
-            state.mark(tid, seq, UNDONE)
+            state.journal.mark(tid, seq, UNDONE)
         except PodplayError as exc:
             errors.append(f"{undo.describe()}: {exc}")
     return ("; compensation left errors: " + "; ".join(errors)) if errors else ""
@@ -383,9 +376,9 @@ def _roll_forward(tid: int, steps: list[Step], seqs, runner: _Runner, state: Sta
     for seq in seqs:
         try:
             runner.run(steps[seq])
-            state.mark(tid, seq, DONE)
+            state.journal.mark(tid, seq, DONE)
         except PodplayError as exc:
-            state.mark(tid, seq, FAILED, str(exc))
+            state.journal.mark(tid, seq, FAILED, str(exc))
             errors.append(f"{steps[seq].describe()}: {exc}")
     return ("; " + "; ".join(errors)) if errors else ""
 
@@ -402,23 +395,23 @@ def recover(state: StateStore, drivers: Drivers) -> list[str]:
     """
     notes = []
     runner = _Runner(drivers, Plan())
-    for txn in state.open_txns():
+    for txn in state.journal.open_txns():
         steps = [e.step for e in txn.entries]
-        if txn.kind == "create":
+        if txn.kind == TxnKind.CREATE:
             touched = [e.seq for e in txn.entries if e.status in (STARTED, DONE, FAILED)]
             errors = _compensate(txn.id, steps, touched, runner, state)
-            state.finish_txn(txn.id, ROLLED_BACK if not errors else OPEN, "recovered after a crash" + errors)
+            state.journal.finish_txn(txn.id, ROLLED_BACK if not errors else OPEN, "recovered after a crash" + errors)
             notes.append(f"undid the interrupted creation of {txn.key}{errors}")
-        elif txn.kind in ("delete", "start"):
+        elif txn.kind in (TxnKind.DELETE, TxnKind.START):
             remaining = [e.seq for e in txn.entries if e.status != DONE]
-            if txn.kind == "start":
+            if txn.kind == TxnKind.START:
                 # A restart needs the desired pod, which only a plan has: the next diff redoes it.
-                state.finish_txn(txn.id, ABORTED, "interrupted restart; the next pass restarts again")
+                state.journal.finish_txn(txn.id, ABORTED, "interrupted restart; the next pass restarts again")
                 notes.append(f"dropped the interrupted restart of {txn.key}")
                 continue
             errors = _roll_forward(txn.id, steps, remaining, runner, state)
-            state.finish_txn(txn.id, COMMITTED if not errors else OPEN, "recovered after a crash" + errors)
+            state.journal.finish_txn(txn.id, COMMITTED if not errors else OPEN, "recovered after a crash" + errors)
             notes.append(f"finished the interrupted teardown of {txn.key}{errors}")
         else:
-            state.finish_txn(txn.id, ABORTED, "interrupted")
+            state.journal.finish_txn(txn.id, ABORTED, "interrupted")
     return notes

@@ -66,7 +66,7 @@ def file_digests(paths: Sequence[str]) -> dict[str, str] | None:
 def _state_digest(state: StateStore) -> str:
     from reconciler import __version__
 
-    pins = [list(r) for r in state.db.execute("SELECT deployment, revision, manifest_hash FROM pins ORDER BY 1")]
+    pins = [[ref, p.revision, p.manifest_hash] for ref, p in sorted(state.rollouts.pins().items())]
     return sha.sha256(json.dumps([__version__, FORMAT, pins]).encode()).hexdigest()
 
 
@@ -85,11 +85,11 @@ def record(state: StateStore, paths: Sequence[str], desired: DesiredState, warni
             for p in desired.pods.values()}
     fingerprint = {"files": files, "pods": pods, "claims": sorted(desired.claims), "state": _state_digest(state),
                    "warnings": list(warnings)}
-    state.set_meta(_key(paths, network), json.dumps(fingerprint, sort_keys=True))
+    state.meta.set(_key(paths, network), json.dumps(fingerprint, sort_keys=True))
 
 
 def forget(state: StateStore, paths: Sequence[str], *, network: str = "") -> None:
-    state.db.execute("DELETE FROM meta WHERE key = ?", (_key(paths, network),))
+    state.meta.forget(_key(paths, network))
 
 
 def unchanged(state: StateStore, paths: Sequence[str], drivers: Drivers, *, network: str = "",
@@ -97,23 +97,19 @@ def unchanged(state: StateStore, paths: Sequence[str], drivers: Drivers, *, netw
     """The manifests' warnings when a full `up` of `paths` would find nothing to do (see the
     module docstring); None when the full pass must run. With `wait` (``up --wait``), pods with
     readiness or startup probes always take the full pass, which runs the probes."""
-    raw = state.get_meta(_key(paths, network))
+    raw = state.meta.get(_key(paths, network))
     if not raw:
         return None
     fp = json.loads(raw)
-    if state.db.execute("SELECT 1 FROM txns WHERE status = 'open' LIMIT 1").fetchone():
+    if state.journal.has_open_txns():
         return None
     if fp.get("state") != _state_digest(state) or fp.get("files") != file_digests(paths):
         return None
     pods: dict[str, dict] = fp["pods"]
     if wait and any(p.get("probes", True) for p in pods.values()):
         return None
-    if pods:
-        marks = ",".join("?" * len(pods))
-        probed = state.db.execute(f"SELECT 1 FROM probes WHERE pod_uid IN ({marks}) LIMIT 1",  # noqa: S608
-                                  list(pods)).fetchone()
-        if probed:
-            return None
+    if state.keepers.any_probed(pods):
+        return None
     scope = _scope(paths)
     running: dict[str, set[str]] = {uid: set() for uid in pods}
     for c in drivers.runtime.list_containers():

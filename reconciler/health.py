@@ -253,7 +253,7 @@ class HealthMonitor:
         now = self.clock() if now is None else now
         pods = _specs(desired)
         uids = [u for u in observed.pods if u in pods]
-        stored = {cid: ContainerHealth.from_json(r) for cid, r in self.state.probe_records(uids).items()}
+        stored = {cid: ContainerHealth.from_json(r) for cid, r in self.state.keepers.probe_records(uids).items()}
         records: dict[str, ContainerHealth] = {}
         targets: dict[str, Target] = {}
         jobs: list[tuple[str, str]] = []
@@ -301,9 +301,9 @@ class HealthMonitor:
                 records[cid] = new
                 dirty.add(cid)
         if dirty:
-            self.state.save_probes([(cid, h.pod_uid, h.pod, h.name, h.to_json())
-                                    for cid, h in records.items() if cid in dirty])
-        self.state.forget_probes(set(observed.pods))
+            self.state.keepers.save_probes([(cid, h.pod_uid, h.pod, h.name, h.to_json())
+                                            for cid, h in records.items() if cid in dirty])
+        self.state.keepers.forget_probes(set(observed.pods))
         times = [t for cid, h in records.items() if (t := next_due(h, targets[cid].spec)) is not None]
         result.next_in = max(0.0, min(times) - self.clock()) if times else None
         return result
@@ -320,14 +320,14 @@ class HealthMonitor:
         """An event per verdict change, for `podplay status` and the watch log."""
         who = f"container {new.name}"
         if new.failed and not old.failed:
-            self.state.add_event("warning", new.pod, f"{who}: {new.message}; restarting it")
+            self.state.keepers.add_event("warning", new.pod, f"{who}: {new.message}; restarting it")
         elif new.started and not old.started:
-            self.state.add_event("info", new.pod, f"{who}: startup probe succeeded")
+            self.state.keepers.add_event("info", new.pod, f"{who}: startup probe succeeded")
         elif new.ready != old.ready:
             if new.ready:
-                self.state.add_event("info", new.pod, f"{who} is ready")
+                self.state.keepers.add_event("info", new.pod, f"{who} is ready")
             else:
-                self.state.add_event("warning", new.pod, f"{who} is not ready: {new.message}")
+                self.state.keepers.add_event("warning", new.pod, f"{who} is not ready: {new.message}")
 
 
 # --- what others read ------------------------------------------------------------------------------
@@ -340,7 +340,7 @@ def readiness(state: StateStore, pod_uid: str, containers: Iterable[ObservedCont
     (restarted since it was last probed): such a container is not ready yet."""
     runs = {c.name: c.started_at for c in containers}
     out = {}
-    for rec in state.probe_records([pod_uid]).values():
+    for rec in state.keepers.probe_records([pod_uid]).values():
         h = ContainerHealth.from_json(rec)
         if runs and h.name in runs and runs[h.name] != h.started_at:
             out[h.name] = False
@@ -351,7 +351,7 @@ def readiness(state: StateStore, pod_uid: str, containers: Iterable[ObservedCont
 
 def probe_details(state: StateStore, pod_uid: str) -> dict[str, ContainerHealth]:
     """container name → its full probe record (counters, last results and messages)."""
-    return {h.name: h for h in (ContainerHealth.from_json(r) for r in state.probe_records([pod_uid]).values())}
+    return {h.name: h for h in (ContainerHealth.from_json(r) for r in state.keepers.probe_records([pod_uid]).values())}
 
 
 def health_view(state: StateStore, desired: DesiredState, observed: ObservedHost, now: float | None = None
@@ -359,7 +359,7 @@ def health_view(state: StateStore, desired: DesiredState, observed: ObservedHost
     """pod uid → PodHealth for every observed pod: what the diff and the rollout planner read."""
     now = time.time() if now is None else now
     pods = _specs(desired)
-    stored = {cid: ContainerHealth.from_json(r) for cid, r in state.probe_records().items()}
+    stored = {cid: ContainerHealth.from_json(r) for cid, r in state.keepers.probe_records().items()}
     min_ready: dict[str, int] = {}
     for ref, loaded in desired.deployments.items():
         with contextlib.suppress(AttributeError):

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field, replace
 
 from reconciler.desired import DesiredClaim, DesiredPod, DesiredState
-from reconciler.diff import Action, Change
+from reconciler.diff import Action, Change, Reason
 from reconciler.observed import ContainerState, ObservedHost, ObservedPod
 from reconciler.steps import (
     AttachNetwork,
@@ -65,12 +65,45 @@ class PlannedStep:
 
 
 @dataclass(frozen=True)
+class Owns:
+    """What a transaction makes podplay own, or stop owning, when it commits. The journal keeps
+    it as the transaction's record and applies it in the same database transaction that marks
+    the commit (StateStore.journal.finish_txn): ownership is never recorded beside the journal."""
+
+    pod: tuple[str, str, str, str, str] | None = None  # ref, uid, spec_hash, source, owner
+    claims: tuple[tuple[str, str, bool], ...] = ()  # ref, source, declared
+    forget_claims: tuple[str, ...] = ()
+
+    @classmethod
+    def instance(cls, pod: DesiredPod) -> Owns:
+        return cls(pod=(pod.ref, pod.uid, pod.spec_hash, pod.source, str(pod.owner)))
+
+    def to_json(self) -> dict:
+        out: dict = {}
+        if self.pod is not None:
+            out["pod"] = dict(zip(("ref", "uid", "spec_hash", "source", "owner"), self.pod, strict=True))
+        if self.claims:
+            out["claims"] = [{"ref": r, "source": s, "declared": d} for r, s, d in self.claims]
+        if self.forget_claims:
+            out["forget_claims"] = list(self.forget_claims)
+        return out
+
+    @classmethod
+    def from_json(cls, d: dict) -> Owns:
+        pod = d.get("pod")
+        return cls(tuple(pod[k] for k in ("ref", "uid", "spec_hash", "source", "owner")) if pod else None,
+                   tuple((c["ref"], c["source"], bool(c["declared"])) for c in d.get("claims", ())),
+                   tuple(d.get("forget_claims", ())))
+
+
+@dataclass(frozen=True)
 class Txn:
     id: str
     kind: TxnKind
     key: str  # pod ref, image reference or claim ref
     uid: str = ""
     steps: tuple[PlannedStep, ...] = ()
+    owns: Owns = Owns()
 
     def __post_init__(self) -> None:
         # A bare string (an older caller, a journal row) becomes the enum; an unknown kind fails here.
@@ -85,13 +118,17 @@ class Txn:
         return {d for s in self.steps for d in s.depends_on if d not in own}
 
     def to_json(self) -> dict:
-        return {"id": self.id, "kind": str(self.kind), "key": self.key, "uid": self.uid,
-                "steps": [s.to_json() for s in self.steps]}
+        out = {"id": self.id, "kind": str(self.kind), "key": self.key, "uid": self.uid,
+               "steps": [s.to_json() for s in self.steps]}
+        owns = self.owns.to_json()
+        if owns:
+            out["owns"] = owns
+        return out
 
     @classmethod
     def from_json(cls, d: dict) -> Txn:
         return cls(d["id"], TxnKind(d["kind"]), d["key"], d.get("uid", ""),
-                   tuple(PlannedStep.from_json(s) for s in d["steps"]))
+                   tuple(PlannedStep.from_json(s) for s in d["steps"]), Owns.from_json(d.get("owns", {})))
 
 
 @dataclass(frozen=True)
@@ -166,8 +203,8 @@ class _Builder:
         self.n += 1
         return f"s{self.n}"
 
-    def add(self, kind: TxnKind, key: str, uid: str, steps: list[PlannedStep]) -> Txn:
-        txn = Txn(f"t{len(self.txns) + 1}", kind, key, uid, tuple(steps))
+    def add(self, kind: TxnKind, key: str, uid: str, steps: list[PlannedStep], owns: Owns = Owns()) -> Txn:
+        txn = Txn(f"t{len(self.txns) + 1}", kind, key, uid, tuple(steps), owns)
         self.txns.append(txn)
         return txn
 
@@ -238,72 +275,76 @@ def make_plan(changes: list[Change], desired: DesiredState, observed: ObservedHo
     pods: dict[str, DesiredPod] = {}
     claims: dict[str, DesiredClaim] = {}
     effective = [c for c in changes if c.action != Action.NOOP]
-
     for c in effective:
         if c.key.kind == "PersistentVolumeClaim" and c.action == Action.CREATE:
             ref = f"{c.key.namespace}/{c.key.name}"
-            claims[ref] = desired.claims[ref]
-            sid = b.sid()
-            b.claims[ref] = sid
-            b.add(TxnKind.SHARED, ref, "", [PlannedStep(sid, EnsureClaim(claim=ref))])
+            claim = claims[ref] = desired.claims[ref]
+            sid = b.claims[ref] = b.sid()
+            b.add(TxnKind.SHARED, ref, "", [PlannedStep(sid, EnsureClaim(claim=ref))],
+                  Owns(claims=((ref, claim.source, claim.declared),)))
+    _pulls(b, effective, desired)
+    for c in effective:
+        if c.key.kind == "Pod":
+            _pod_txns(b, c, desired, observed, pods)
+    for c in effective:
+        if c.key.kind == "PersistentVolumeClaim" and c.action == Action.DELETE:
+            ref = f"{c.key.namespace}/{c.key.name}"
+            after = tuple(t.steps[-1].id for t in b.txns if t.kind == TxnKind.DELETE and t.steps)
+            b.add(TxnKind.SHARED, ref, "", [PlannedStep(b.sid(), RemoveClaim(claim=ref), after)],
+                  Owns(forget_claims=(ref,)))
+    txns = _owners_delete_first(b.txns, pods, observed)
+    return Plan(changes=tuple(changes), txns=txns, pods=pods, claims=claims)
 
+
+def _pulls(b: _Builder, effective: list[Change], desired: DesiredState) -> None:
+    """One pull per image the plan's creates and restarts need, with the strictest policy."""
     images: dict[str, str] = {}
     creds: dict[str, list[str]] = {}
+    rank = {"Always": 2, "IfNotPresent": 1, "Never": 0}
     for c in effective:
         if c.key.kind == "Pod" and c.action in (Action.CREATE, Action.REPLACE, Action.START):
             d = desired.pods[f"{c.key.namespace}/{c.key.name}"]
             for ctr in d.init_containers + d.containers:
                 if c.action == Action.START and ctr.name not in c.containers:
                     continue
-                policy = images.get(ctr.spec.image)
                 # The strictest policy wins when pods disagree: Always > IfNotPresent > Never.
-                rank = {"Always": 2, "IfNotPresent": 1, "Never": 0}
+                policy = images.get(ctr.spec.image)
                 if policy is None or rank[ctr.pull_policy] > rank[policy]:
                     images[ctr.spec.image] = ctr.pull_policy
                 if d.pull_secrets:
                     creds.setdefault(ctr.spec.image, []).append(d.ref)
     for image in sorted(images):
-        sid = b.sid()
-        b.pulls[image] = sid
+        sid = b.pulls[image] = b.sid()
         step = PullImage(image=image, policy=images[image], credentials_from=tuple(sorted(set(creds.get(image, ())))))
         b.add(TxnKind.SHARED, image, "", [PlannedStep(sid, step)])
 
-    for c in effective:
-        if c.key.kind != "Pod":
-            continue
-        ref = f"{c.key.namespace}/{c.key.name}"
-        if c.action == Action.DELETE:
-            b.add(TxnKind.DELETE, ref, c.before, _teardown(b, observed.pods[c.before]))
-        elif c.action == Action.CREATE:
-            d = desired.pods[ref]
-            pods[d.uid] = d
-            b.add(TxnKind.CREATE, ref, d.uid, _bring_up(b, d))
-        elif c.action == Action.REPLACE:
-            d = desired.pods[ref]
-            pods[d.uid] = d
-            pulls = tuple(dict.fromkeys(b.pulls[x.spec.image] for x in d.init_containers + d.containers))
-            old = b.add(TxnKind.DELETE, ref, c.before, _teardown(b, observed.pods[c.before], after=pulls))
-            last = (old.steps[-1].id,) if old.steps else ()
-            b.add(TxnKind.CREATE, ref, d.uid, _bring_up(b, d, after=last))
-        elif c.action == Action.START:
-            d = desired.pods[ref]
-            pods[d.uid] = d
-            steps = []
-            for name in c.containers:
-                ctr = d.container(name)
-                step = RestartContainer(ref, d.uid, container=name, container_id=ctr.id,
-                                        reason=f"{c.reason}: {c.detail}" if c.detail else str(c.reason))
-                steps.append(PlannedStep(b.sid(), step, (b.pulls[ctr.spec.image],)))
-            b.add(TxnKind.START, ref, d.uid, steps)
 
-    for c in effective:
-        if c.key.kind == "PersistentVolumeClaim" and c.action == Action.DELETE:
-            ref = f"{c.key.namespace}/{c.key.name}"
-            after = tuple(t.steps[-1].id for t in b.txns if t.kind == TxnKind.DELETE and t.steps)
-            b.add(TxnKind.SHARED, ref, "", [PlannedStep(b.sid(), RemoveClaim(claim=ref), after)])
-
-    txns = _owners_delete_first(b.txns, pods, observed)
-    return Plan(changes=tuple(changes), txns=txns, pods=pods, claims=claims)
+def _pod_txns(b: _Builder, c: Change, desired: DesiredState, observed: ObservedHost,
+              pods: dict[str, DesiredPod]) -> None:
+    """The transactions of one pod's change; `pods` collects the desired instances they need."""
+    ref = f"{c.key.namespace}/{c.key.name}"
+    if c.action == Action.DELETE:
+        # A rollout that drops an older instance keeps the replica's remaining one owned.
+        d = desired.pods.get(ref)
+        keeps = Owns.instance(d) if c.reason == Reason.ROLLOUT and d is not None and d.uid == c.after else Owns()
+        b.add(TxnKind.DELETE, ref, c.before, _teardown(b, observed.pods[c.before]), keeps)
+        return
+    d = pods[desired.pods[ref].uid] = desired.pods[ref]
+    if c.action == Action.CREATE:
+        b.add(TxnKind.CREATE, ref, d.uid, _bring_up(b, d), Owns.instance(d))
+    elif c.action == Action.REPLACE:
+        pulls = tuple(dict.fromkeys(b.pulls[x.spec.image] for x in d.init_containers + d.containers))
+        old = b.add(TxnKind.DELETE, ref, c.before, _teardown(b, observed.pods[c.before], after=pulls))
+        last = (old.steps[-1].id,) if old.steps else ()
+        b.add(TxnKind.CREATE, ref, d.uid, _bring_up(b, d, after=last), Owns.instance(d))
+    elif c.action == Action.START:
+        steps = []
+        for name in c.containers:
+            ctr = d.container(name)
+            step = RestartContainer(ref, d.uid, container=name, container_id=ctr.id,
+                                    reason=f"{c.reason}: {c.detail}" if c.detail else str(c.reason))
+            steps.append(PlannedStep(b.sid(), step, (b.pulls[ctr.spec.image],)))
+        b.add(TxnKind.START, ref, d.uid, steps)
 
 
 def _owners_delete_first(txns: list[Txn], pods: dict[str, DesiredPod], observed: ObservedHost) -> tuple[Txn, ...]:

@@ -17,7 +17,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
-from reconciler.apply import ApplyResult, Failpoints, Reporter, TxnStatus, apply_plan, recover
+from reconciler.apply import ApplyResult, Failpoints, Reporter, apply_plan, recover
 from reconciler.desired import DesiredState, Loaded, build_desired
 from reconciler.diff import Action, Change, LastApplied, Reason, Scope, compute_diff, compute_down
 from reconciler.drivers.base import Drivers
@@ -30,11 +30,10 @@ from reconciler.model.names import ANN_NETWORK
 from reconciler.observe import observe_host
 from reconciler.observed import ObservedHost
 from reconciler.paths import HostPaths
-from reconciler.plan import Plan, TxnKind, make_plan
+from reconciler.plan import Plan, make_plan
 from reconciler.probes import PodHealth
 from reconciler.revisions import apply_pins
 from reconciler.state import ApplyLock, StateStore
-from reconciler.steps import EnsureClaim, RemoveClaim
 
 
 class Mode(enum.StrEnum):
@@ -155,7 +154,7 @@ def decide(goal: Goal, observed: ObservedHost, state: StateStore, now: float | N
     if goal.only:
         desired = select_pods(desired, goal.only)
         observed = replace(observed, pods={u: p for u, p in observed.pods.items() if p.key in goal.only})
-    last = state.last_applied()
+    last = state.owned.last_applied()
     health = health_view(state, desired, observed, now) if goal.mode == Mode.UP else {}
     if goal.mode == Mode.DOWN:
         changes = compute_down(desired, observed, last, goal.scope, remove_volumes=goal.remove_volumes)
@@ -192,39 +191,12 @@ class PassResult:
 def apply_view(view: View, changes: Sequence[Change], drivers: Drivers, state: StateStore, *,
                report: Reporter | None = None, failpoints: Failpoints | None = None,
                on_plan: Callable[[Plan], None] | None = None) -> tuple[Plan, ApplyResult]:
-    """Plan `changes` (those of `view` this pass may act on) and apply them; record ownership."""
+    """Plan `changes` (those of `view` this pass may act on) and apply them. What podplay owns
+    afterwards is recorded by the journal as each transaction commits (plan.Owns)."""
     plan = make_plan(list(changes), view.desired, view.observed)
     if on_plan:
         on_plan(plan)
-    applied = apply_plan(plan, drivers, state, report=report, failpoints=failpoints)
-    record_ownership(plan, applied, view, state)
-    return plan, applied
-
-
-def record_ownership(plan: Plan, applied: ApplyResult, view: View, state: StateStore) -> None:
-    """What podplay owns after the transactions that committed. Pods are recorded by the journal
-    itself as each create or delete commits (see StateStore.finish_txn); claims, and the
-    instance a rollout keeps when it drops an older one, are recorded here from the same results."""
-    ok = {r.txn.id for r in applied.results if r.status == TxnStatus.OK}
-    last = view.last.pods
-    for txn in plan.txns:
-        if txn.id not in ok:
-            continue
-        for ps in txn.steps:
-            if isinstance(ps.step, EnsureClaim):
-                claim = plan.claims[ps.step.claim]
-                state.record_claim(claim.ref, claim.source, claim.declared)
-            elif isinstance(ps.step, RemoveClaim):
-                state.forget_claim(ps.step.claim)
-        if txn.kind != TxnKind.DELETE:
-            continue
-        # A rollout that removed an older instance keeps the pod's remaining instance recorded
-        # as podplay's (after a rollback the instance dropped may be the one recorded last).
-        change = next((c for c in plan.changes if c.reason == Reason.ROLLOUT and c.before == txn.uid), None)
-        d = view.desired.pods.get(txn.key)
-        if change is not None and d is not None and d.uid == change.after \
-                and (txn.key not in last or last[txn.key].uid != d.uid):
-            state.record_pod(d.ref, d.uid, d.spec_hash, d.source, str(d.owner))
+    return plan, apply_plan(plan, drivers, state, report=report, failpoints=failpoints)
 
 
 def locked(host_paths: HostPaths, timeout: float | None):

@@ -114,26 +114,26 @@ def record_revisions(state: StateStore, desired: DesiredState, objects: Sequence
     the manifests' own (before pins). Returns notes for the user."""
     notes = []
     for ref, h in manifest_hashes(desired).items():
-        revs = state.revisions(ref)
+        revs = state.rollouts.revisions(ref)
         if revs and revs[-1].template_hash == h:
             continue
         loaded = desired.deployments[ref]
         dep: Deployment = loaded.obj
         if revs and revs[-1].outcome == PROGRESSING:
-            state.update_revision(ref, revs[-1].revision, outcome=SUPERSEDED, finished_at=time.time(),
-                                  message="a newer template arrived before it completed")
-        number = state.add_revision(ref, h, codec.to_data(dep.spec.template), _context(dep, objects), loaded.file,
-                                    PROGRESSING, keep=dep.spec.revision_history_limit)
+            state.rollouts.update_revision(ref, revs[-1].revision, outcome=SUPERSEDED, finished_at=time.time(),
+                                           message="a newer template arrived before it completed")
+        number = state.rollouts.add_revision(ref, h, codec.to_data(dep.spec.template), _context(dep, objects),
+                                             loaded.file, PROGRESSING, keep=dep.spec.revision_history_limit)
         if revs:
             notes.append(f"deployment {ref}: new revision {number}")
-            state.add_event("info", ref, f"revision {number}: the pod template changed")
+            state.keepers.add_event("info", ref, f"revision {number}: the pod template changed")
     return notes
 
 
 def apply_pins(state: StateStore, desired: DesiredState, *, write: bool = True) -> tuple[DesiredState, list[str]]:
     """`desired` with pinned Deployments running their pinned revision. A pin whose manifest
     changed since is released (with `write`; a dry run only ignores it)."""
-    pins = state.pins()
+    pins = state.rollouts.pins()
     if not pins:
         return desired, []
     hashes = manifest_hashes(desired)
@@ -142,13 +142,13 @@ def apply_pins(state: StateStore, desired: DesiredState, *, write: bool = True) 
     for ref, pin in pins.items():
         if ref not in hashes:
             continue  # not in these manifests (or no replicas): nothing to run either way
-        rev = next((r for r in state.revisions(ref) if r.revision == pin.revision), None)
+        rev = next((r for r in state.rollouts.revisions(ref) if r.revision == pin.revision), None)
         if hashes[ref] != pin.manifest_hash or rev is None:
             why = "the manifest changed" if rev is not None else f"revision {pin.revision} is no longer kept"
             notes.append(f"deployment {ref}: pin to revision {pin.revision} released ({why})")
             if write:
-                state.clear_pin(ref)
-                state.add_event("info", ref, notes[-1])
+                state.rollouts.clear_pin(ref)
+                state.keepers.add_event("info", ref, notes[-1])
             continue
         try:
             rebuilt = rebuild(desired.deployments[ref], rev)
@@ -167,11 +167,11 @@ def undo(state: StateStore, ref: str, declared: DesiredState, to_revision: int, 
     """`podplay rollout undo`: pin the Deployment to revision `to_revision` (0: the one before
     the revision it runs now), or release the pin when that is the manifest's own revision.
     Marks the target progressing. Returns what was done, for the user."""
-    revs = state.revisions(ref)
+    revs = state.rollouts.revisions(ref)
     manifest_hash = manifest_hashes(declared).get(ref)
     if manifest_hash is None:
         raise NotFoundError(f"deployment {ref} has no replicas to roll back")
-    pin = state.pin(ref)
+    pin = state.rollouts.pin(ref)
     current = pin.revision if pin else next((r.revision for r in reversed(revs)
                                              if r.template_hash == manifest_hash), revs[-1].revision)
     kept = ", ".join(str(r.revision) for r in revs)
@@ -185,16 +185,16 @@ def undo(state: StateStore, ref: str, declared: DesiredState, to_revision: int, 
             raise NotFoundError(f"deployment {ref} has no revision before {current} to go back to")
     for r in revs:
         if r.outcome == PROGRESSING and r.revision != target.revision:
-            state.update_revision(ref, r.revision, outcome=SUPERSEDED, finished_at=now, message="rollout undo")
-    state.update_revision(ref, target.revision, outcome=PROGRESSING, progress=0, progress_at=now,
-                          finished_at=None, message=f"rollout undo from revision {current}")
+            state.rollouts.update_revision(ref, r.revision, outcome=SUPERSEDED, finished_at=now, message="rollout undo")
+    state.rollouts.update_revision(ref, target.revision, outcome=PROGRESSING, progress=0, progress_at=now,
+                                   finished_at=None, message=f"rollout undo from revision {current}")
     if target.template_hash == manifest_hash:
-        state.clear_pin(ref)
+        state.rollouts.clear_pin(ref)
         say = f"deployment {ref}: back to revision {target.revision}, the one the manifest describes (pin released)"
     else:
-        state.set_pin(ref, target.revision, manifest_hash, f"rollout undo from revision {current}")
+        state.rollouts.set_pin(ref, target.revision, manifest_hash, f"rollout undo from revision {current}")
         say = f"deployment {ref}: pinned to revision {target.revision}; it holds until the manifest's template changes"
-    state.add_event("info", ref, say)
+    state.keepers.add_event("info", ref, say)
     return say
 
 
@@ -218,8 +218,8 @@ class RolloutStatus:
 
 
 def target_revision(state: StateStore, ref: str, effective_hash: str) -> Revision | None:
-    revs = state.revisions(ref)
-    pin = state.pin(ref)
+    revs = state.rollouts.revisions(ref)
+    pin = state.rollouts.pin(ref)
     if pin is not None:
         found = next((r for r in revs if r.revision == pin.revision), None)
         if found is not None and found.template_hash == effective_hash:
@@ -238,7 +238,7 @@ def _why_stuck(state: StateStore, pods: list[DesiredPod], by_ref: Mapping[str, l
     refs = {d.ref for d in pods}
     uids = {d.uid for d in pods}
     images = {c.spec.image for d in pods for c in d.init_containers + d.containers}
-    for t in state.recent_txns(50):
+    for t in state.journal.recent_txns(50):
         if not t["error"]:
             continue
         if t["key"] in refs and t["uid"] in uids:
@@ -261,14 +261,14 @@ def check_rollouts(state: StateStore, desired: DesiredState, observed: ObservedH
         rev = target_revision(state, ref, pods[0].spec_hash)
         if rev is None:
             continue
-        pin = state.pin(ref)
+        pin = state.rollouts.pin(ref)
         prog = progress(replicas_of(pods, by_ref, health_of))
         status = RolloutStatus(ref, rev.revision, prog, rev.outcome, rev.message, pin)
         if prog.complete:
             if rev.outcome != COMPLETE and write:
-                state.update_revision(ref, rev.revision, outcome=COMPLETE, finished_at=now, progress=prog.replicas,
-                                      progress_at=now, message="")
-                state.add_event("info", ref, f"rollout to revision {rev.revision} complete")
+                state.rollouts.update_revision(ref, rev.revision, outcome=COMPLETE, finished_at=now,
+                                               progress=prog.replicas, progress_at=now, message="")
+                state.keepers.add_event("info", ref, f"rollout to revision {rev.revision} complete")
                 status = replace(status, outcome=COMPLETE, message="", event=RolloutEvent.COMPLETE)
             out.append(status)
             continue
@@ -277,7 +277,7 @@ def check_rollouts(state: StateStore, desired: DesiredState, observed: ObservedH
             continue
         if prog.updated_available > rev.progress:
             if write:
-                state.update_revision(ref, rev.revision, progress=prog.updated_available, progress_at=now)
+                state.rollouts.update_revision(ref, rev.revision, progress=prog.updated_available, progress_at=now)
             out.append(status)
             continue
         deadline = desired.deployments[ref].obj.spec.progress_deadline_seconds
@@ -288,34 +288,34 @@ def check_rollouts(state: StateStore, desired: DesiredState, observed: ObservedH
         if not write:
             out.append(replace(status, message=why))
             continue
-        state.update_revision(ref, rev.revision, outcome=FAILED, finished_at=now, message=why)
+        state.rollouts.update_revision(ref, rev.revision, outcome=FAILED, finished_at=now, message=why)
         # The revision before it, as `kubectl rollout undo` takes it (one that failed itself is skipped).
-        previous = next((r for r in reversed(state.revisions(ref))
+        previous = next((r for r in reversed(state.rollouts.revisions(ref))
                          if r.revision < rev.revision and r.outcome != FAILED), None)
         if previous is None or (pin is not None and pin.revision == rev.revision):
-            state.add_event("error", ref, f"rollout to revision {rev.revision} failed: {why}")
+            state.keepers.add_event("error", ref, f"rollout to revision {rev.revision} failed: {why}")
             out.append(replace(status, outcome=FAILED, message=why, event=RolloutEvent.FAILED))
             continue
         manifest_hash = pin.manifest_hash if pin is not None else rev.template_hash
         reason = f"rolled back from revision {rev.revision}: progress deadline exceeded"
-        state.set_pin(ref, previous.revision, manifest_hash, reason)
-        state.update_revision(ref, previous.revision, outcome=PROGRESSING, progress=0, progress_at=now,
-                              finished_at=None, message=f"rollback from revision {rev.revision}")
-        state.add_event("error", ref, f"rollout to revision {rev.revision} failed: {why}; "
-                                      f"rolling back to revision {previous.revision}")
-        out.append(replace(status, outcome=FAILED, message=why, pin=state.pin(ref), event=RolloutEvent.ROLLED_BACK,
-                           rolled_back_to=previous.revision))
+        state.rollouts.set_pin(ref, previous.revision, manifest_hash, reason)
+        state.rollouts.update_revision(ref, previous.revision, outcome=PROGRESSING, progress=0, progress_at=now,
+                                       finished_at=None, message=f"rollback from revision {rev.revision}")
+        state.keepers.add_event("error", ref, f"rollout to revision {rev.revision} failed: {why}; "
+                                              f"rolling back to revision {previous.revision}")
+        out.append(replace(status, outcome=FAILED, message=why, pin=state.rollouts.pin(ref),
+                           event=RolloutEvent.ROLLED_BACK, rolled_back_to=previous.revision))
     return out
 
 
 def summary(state: StateStore) -> list[dict]:
     """Each Deployment's newest revision and pin, for `podplay status`."""
     out = []
-    for ref in state.revision_deployments():
-        revs = state.revisions(ref)
+    for ref in state.rollouts.revision_deployments():
+        revs = state.rollouts.revisions(ref)
         if not revs:
             continue
-        newest, pin = revs[-1], state.pin(ref)
+        newest, pin = revs[-1], state.rollouts.pin(ref)
         out.append({"deployment": ref, "revision": newest.revision, "outcome": newest.outcome,
                     "message": newest.message, "pinned": pin.revision if pin else None,
                     "pin_reason": pin.reason if pin else None})

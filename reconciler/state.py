@@ -21,7 +21,6 @@ import fcntl
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from reconciler.errors import LockedError
 from reconciler.store.db import SCHEMA, Connection, connect
@@ -46,10 +45,6 @@ from reconciler.store.meta import Meta
 from reconciler.store.owned import Ownership
 from reconciler.store.rollouts import Pin, Revision, Rollouts
 
-if TYPE_CHECKING:
-    from reconciler.diff import LastApplied
-    from reconciler.steps import Step
-
 __all__ = ["ABORTED", "COMMITTED", "DONE", "FAILED", "KEEP_EVENTS", "KEEP_TXNS", "OPEN", "PENDING", "ROLLED_BACK",
            "SCHEMA", "STARTED", "UNDONE", "ApplyLock", "JournalEntry", "OpenTxn", "Pin", "Revision", "StateStore",
            "keeper_alive"]
@@ -67,114 +62,6 @@ class StateStore:
 
     def close(self) -> None:
         self.db.close()
-
-    # Every method below is a delegation kept while callers move to the concern objects above
-    # (apply, reconcile, health, revisions, converged, watch and their tests call these names).
-
-    # --- owned ---
-    def last_applied(self) -> LastApplied:  # delegation kept while callers move
-        return self.owned.last_applied()
-
-    def record_pod(self, ref: str, uid: str, spec_hash: str, source: str,  # delegation kept while callers move
-                   owner: str) -> None:
-        self.owned.record_pod(ref, uid, spec_hash, source, owner)
-
-    def record_claim(self, ref: str, source: str, declared: bool) -> None:  # delegation kept while callers move
-        self.owned.record_claim(ref, source, declared)
-
-    def forget_claim(self, ref: str) -> None:  # delegation kept while callers move
-        self.owned.forget_claim(ref)
-
-    # --- journal ---
-    def begin_txn(self, kind: str, key: str, uid: str, steps: list[Step],  # delegation kept while callers move
-                  record: dict | None = None) -> int:
-        return self.journal.begin_txn(kind, key, uid, steps, record)
-
-    def mark(self, txn: int, seq: int, status: str, error: str = "") -> None:  # delegation kept while callers move
-        self.journal.mark(txn, seq, status, error)
-
-    def finish_txn(self, txn: int, status: str, error: str = "") -> None:  # delegation kept while callers move
-        self.journal.finish_txn(txn, status, error)
-
-    def open_txns(self) -> list[OpenTxn]:  # delegation kept while callers move
-        return self.journal.open_txns()
-
-    def prune_history(self) -> None:  # delegation kept while callers move
-        self.journal.prune_history()
-
-    def recent_txns(self, limit: int = 20) -> list[dict]:  # delegation kept while callers move
-        return self.journal.recent_txns(limit)
-
-    # --- meta ---
-    def get_meta(self, key: str, default: str = "") -> str:  # delegation kept while callers move
-        return self.meta.get(key, default)
-
-    def set_meta(self, key: str, value: str) -> None:  # delegation kept while callers move
-        self.meta.set(key, value)
-
-    def last_good(self) -> dict[str, tuple[str, str]]:  # delegation kept while callers move
-        return self.meta.last_good()
-
-    def save_last_good(self, path: str, digest: str, content: str) -> None:  # delegation kept while callers move
-        self.meta.save_last_good(path, digest, content)
-
-    def forget_last_good(self, path: str) -> None:  # delegation kept while callers move
-        self.meta.forget_last_good(path)
-
-    # --- keepers, probes, events ---
-    def add_event(self, level: str, key: str, message: str) -> None:  # delegation kept while callers move
-        self.keepers.add_event(level, key, message)
-
-    def events(self, limit: int = 50) -> list[tuple[float, str, str, str]]:  # delegation kept while callers move
-        return self.keepers.events(limit)
-
-    def set_source(self, source_id: str, record: dict) -> None:  # delegation kept while callers move
-        self.keepers.set_source(source_id, record)
-
-    def sources(self) -> dict[str, dict]:  # delegation kept while callers move
-        return self.keepers.sources()
-
-    def forget_source(self, source_id: str) -> None:  # delegation kept while callers move
-        self.keepers.forget_source(source_id)
-
-    def save_probes(self, records: list[tuple[str, str, str, str, dict]]) -> None:  # delegation kept while callers move
-        self.keepers.save_probes(records)
-
-    def probe_records(self, pod_uids: list[str] | None = None) -> dict[str, dict]:  # delegation kept while callers move
-        return self.keepers.probe_records(pod_uids)
-
-    def forget_probes(self, keep_pod_uids: set[str]) -> None:  # delegation kept while callers move
-        self.keepers.forget_probes(keep_pod_uids)
-
-    # --- rollouts ---
-    def revisions(self, deployment: str) -> list[Revision]:  # delegation kept while callers move
-        return self.rollouts.revisions(deployment)
-
-    def revision_deployments(self) -> list[str]:  # delegation kept while callers move
-        return self.rollouts.revision_deployments()
-
-    def add_revision(self, deployment: str, template_hash: str, template: dict,  # delegation kept while callers move
-                     context: dict, source: str, outcome: str, keep: int) -> int:
-        return self.rollouts.add_revision(deployment, template_hash, template, context, source, outcome, keep)
-
-    def update_revision(self, deployment: str, revision: int, **values) -> None:  # delegation kept while callers move
-        self.rollouts.update_revision(deployment, revision, **values)
-
-    def forget_revisions(self, deployment: str) -> None:  # delegation kept while callers move
-        self.rollouts.forget_revisions(deployment)
-
-    def pin(self, deployment: str) -> Pin | None:  # delegation kept while callers move
-        return self.rollouts.pin(deployment)
-
-    def pins(self) -> dict[str, Pin]:  # delegation kept while callers move
-        return self.rollouts.pins()
-
-    def set_pin(self, deployment: str, revision: int, manifest_hash: str,  # delegation kept while callers move
-                reason: str) -> None:
-        self.rollouts.set_pin(deployment, revision, manifest_hash, reason)
-
-    def clear_pin(self, deployment: str) -> None:  # delegation kept while callers move
-        self.rollouts.clear_pin(deployment)
 
 
 class ApplyLock:

@@ -54,7 +54,7 @@ def _state(ctx):
 
 
 def _revisions(state, ref: str) -> list:
-    revs = state.revisions(ref)
+    revs = state.rollouts.revisions(ref)
     if not revs:
         raise NotFoundError(f"no revisions recorded for deployment {ref} (has `podplay up` run it?)")
     return revs
@@ -76,7 +76,7 @@ def cmd_history(args, ctx) -> int:
     try:
         ref = _ref(args)
         revs = _revisions(state, ref)
-        pin = state.pin(ref)
+        pin = state.rollouts.pin(ref)
     finally:
         state.close()
     if args.revision:
@@ -155,7 +155,7 @@ def cmd_status(args, ctx) -> int:
     drivers = None
     try:
         revs = _revisions(state, ref)
-        pin = state.pin(ref)
+        pin = state.rollouts.pin(ref)
         goal = _load(revs[-1].source, ref, ctx.paths)
         drivers = open_drivers(ctx.paths)
         view = look(goal, drivers, state, time.time(), write=False)

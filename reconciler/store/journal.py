@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 
 from reconciler.errors import StateError
 from reconciler.store.db import Connection
+from reconciler.store.owned import commit_ownership
 
 if TYPE_CHECKING:
     from reconciler.steps import Step
@@ -65,20 +66,15 @@ class Journal:
                         (status, error, txn, seq))
 
     def finish_txn(self, txn: int, status: str, error: str = "") -> None:
-        """Close a transaction and apply its effect on what podplay owns (the pods table),
-        atomically: ownership is recorded from the transaction record, never beside it."""
+        """Close a transaction; a commit applies what its record says podplay owns (pods,
+        claims), atomically with the commit: ownership is never recorded beside the journal."""
         with self.db.transaction() as db:
             row = db.execute("SELECT kind, key, uid, record FROM txns WHERE id = ?", (txn,)).fetchone()
             if row is None:
                 raise StateError(f"no transaction {txn} in the journal")
             kind, key, uid, record = row
-            record = json.loads(record or "{}")
-            if status == COMMITTED and kind == CREATE:
-                db.execute("INSERT OR REPLACE INTO pods VALUES (?, ?, ?, ?, ?, ?)",
-                           (key, uid, record.get("spec_hash", ""), record.get("source", ""),
-                            record.get("owner", ""), time.time()))
-            if status == COMMITTED and kind == DELETE:
-                db.execute("DELETE FROM pods WHERE ref = ? AND uid = ?", (key, uid))
+            if status == COMMITTED:
+                commit_ownership(db, kind, key, uid, json.loads(record or "{}"))
             db.execute("UPDATE txns SET status = ?, finished = ?, error = ? WHERE id = ?",
                        (status, time.time(), error, txn))
 

@@ -24,17 +24,22 @@ class Ownership:
         claims = dict(self.db.execute("SELECT ref, source FROM claims"))
         return LastApplied(pods=pods, claims=claims)
 
-    def record_pod(self, ref: str, uid: str, spec_hash: str, source: str, owner: str) -> None:
-        """Say which instance of a pod is podplay's now (a rollout that dropped the instance
-        recorded last keeps the one that stays)."""
-        with self.db.transaction() as db:
-            db.execute("INSERT OR REPLACE INTO pods VALUES (?, ?, ?, ?, ?, ?)",
-                       (ref, uid, spec_hash, source, owner, time.time()))
 
-    def record_claim(self, ref: str, source: str, declared: bool) -> None:
-        with self.db.transaction() as db:
-            db.execute("INSERT OR REPLACE INTO claims VALUES (?, ?, ?)", (ref, source, int(declared)))
-
-    def forget_claim(self, ref: str) -> None:
-        with self.db.transaction() as db:
-            db.execute("DELETE FROM claims WHERE ref = ?", (ref,))
+def commit_ownership(db: Connection, kind: str, key: str, uid: str, record: dict) -> None:
+    """What a committed transaction changes in what podplay owns, from the transaction's own
+    record (plan.Owns), inside the database transaction that marks the commit: the one place
+    ownership is written."""
+    if kind == "delete":
+        db.execute("DELETE FROM pods WHERE ref = ? AND uid = ?", (key, uid))
+    pod = record.get("pod")
+    if pod is None and kind == "create" and "spec_hash" in record:
+        pod = {"ref": key, "uid": uid, **record}  # a journal written before records named the pod
+    if pod is not None:
+        db.execute("INSERT OR REPLACE INTO pods VALUES (?, ?, ?, ?, ?, ?)",
+                   (pod["ref"], pod["uid"], pod.get("spec_hash", ""), pod.get("source", ""), pod.get("owner", ""),
+                    time.time()))
+    for claim in record.get("claims", ()):
+        db.execute("INSERT OR REPLACE INTO claims VALUES (?, ?, ?)",
+                   (claim["ref"], claim["source"], int(claim["declared"])))
+    for ref in record.get("forget_claims", ()):
+        db.execute("DELETE FROM claims WHERE ref = ?", (ref,))

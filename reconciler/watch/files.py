@@ -122,7 +122,7 @@ class ManifestFiles:
     def _stored_versions(self) -> dict[str, tuple[str, str]]:
         if self._stored is None:
             scope = Scope(self.scope_paths)
-            self._stored = {p: v for p, v in (self.state.last_good().items() if self.state else ())
+            self._stored = {p: v for p, v in (self.state.meta.last_good().items() if self.state else ())
                             if scope.covers(p)}
         return self._stored
 
@@ -320,7 +320,7 @@ class ManifestFiles:
                 continue
             f.good = v
             if v.content is not None and self.state is not None and stored.get(path, ("",))[0] != v.digest:
-                self.state.save_last_good(path, v.digest, v.content)
+                self.state.meta.save_last_good(path, v.digest, v.content)
                 stored[path] = (v.digest, v.content)
             v.content = None
         for path in gone:
@@ -328,5 +328,5 @@ class ManifestFiles:
         # Files deleted (now, or while no watcher ran): their saved versions are stale.
         for path in [p for p in stored if p not in self.files]:
             if self.state is not None:
-                self.state.forget_last_good(path)
+                self.state.meta.forget_last_good(path)
             del stored[path]

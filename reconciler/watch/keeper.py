@@ -412,7 +412,7 @@ class Keeper:
                 lines.append(("file_deleted", "info", {"file": path}))
             else:
                 lines.append(("file_invalid", "error", {"file": path, "using": r.using, "error": " | ".join(r.errors)}))
-                self.state.add_event("error", path, "; ".join(r.errors) or "invalid")
+                self.state.keepers.add_event("error", path, "; ".join(r.errors) or "invalid")
         self._files_seen = {p: k for p, k in seen.items() if k[0] != "deleted"}
         if comp.held:
             lines.append(("held", "error", {"reason": comp.held}))
@@ -463,5 +463,5 @@ class Keeper:
         }
 
     def _record(self, running: bool = True) -> None:
-        self.state.set_source(self.source.id, self.status(running=running))
+        self.state.keepers.set_source(self.source.id, self.status(running=running))
 

@@ -117,7 +117,7 @@ class GitSource:
         self.fetch_failed_at = 0.0
         self.head = ""
         self.applied = self._current_target()
-        prev = (state.sources().get(self.id) or {}).get("source") or {}
+        prev = (state.keepers.sources().get(self.id) or {}).get("source") or {}
         self.last_good: str = prev.get("last_good") or ""
         if self.applied and not self.last_good and prev.get("applied") == self.applied:
             self.last_good = self.applied

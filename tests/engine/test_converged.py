@@ -39,7 +39,7 @@ def test_a_converged_host_is_recognised_and_warnings_come_back(settled):
 def test_every_change_takes_the_full_pass(settled, change):
     e = settled
     h = e.host
-    web = e.state.last_applied().pods["default/web"].uid
+    web = e.state.owned.last_applied().pods["default/web"].uid
     if change == "edit a file":
         e.write("a.yaml", pod_yaml("web", image="busybox:1.37", containers=("app", "sidecar")))
     elif change == "add a file":
@@ -60,11 +60,11 @@ def test_every_change_takes_the_full_pass(settled, change):
     elif change == "open transaction":
         from reconciler.steps import RemoveInfra
 
-        e.state.begin_txn("delete", "default/web", web, [RemoveInfra("default/web", web)])
+        e.state.journal.begin_txn("delete", "default/web", web, [RemoveInfra("default/web", web)])
     elif change == "pin":
-        e.state.set_pin("default/web", 1, "x", "test")
+        e.state.rollouts.set_pin("default/web", 1, "x", "test")
     elif change == "probe records":
-        e.state.save_probes([(f"{web}.app", web, "default/web", "app", {"ready": True})])
+        e.state.keepers.save_probes([(f"{web}.app", web, "default/web", "app", {"ready": True})])
     assert unchanged(e) is None
     if change not in ("pin", "probe records", "open transaction"):
         assert not full_pass_is_empty(e), "the full pass has something to do, so the check must not say no"

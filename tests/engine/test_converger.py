@@ -86,7 +86,7 @@ def converger(engine, clock: Clock) -> Converger:
 
 
 def attempts(engine, key: str) -> int:
-    return sum(1 for t in engine.state.recent_txns(100) if t["key"] == key and t["kind"] == "create")
+    return sum(1 for t in engine.state.journal.recent_txns(100) if t["key"] == key and t["kind"] == "create")
 
 
 def test_every_tick_of_up_looks_at_the_host_once(engine, monkeypatch):

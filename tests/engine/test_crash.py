@@ -53,7 +53,7 @@ def assert_converged(engine, pods: dict[str, set[str]]) -> None:
     assert {k.split(".")[0] for k in h.snapshots} <= live, "snapshot of a pod that does not exist"
     assert set(h.attachments) <= live and set(h.pod_volumes) <= live
     assert len(live) == len(pods), "exactly one instance per pod"
-    assert not [t for t in engine.state.open_txns()], "journal still has open transactions"
+    assert not [t for t in engine.state.journal.open_txns()], "journal still has open transactions"
 
 
 def scenario_create(engine):
@@ -99,7 +99,7 @@ def test_kill_at_every_step_boundary_recovers(tmp_path, scenario, when):
         from reconciler.state import StateStore
 
         engine.state = StateStore(engine.paths.state_db)
-        interrupted = [t for t in engine.state.open_txns()]
+        interrupted = [t for t in engine.state.journal.open_txns()]
         assert len(interrupted) == 1, f"{when}:#{n} should leave exactly one open transaction"
         result = engine.up()
         assert result.ok, [r.error for r in result.applied.failed]

@@ -107,7 +107,7 @@ def test_an_object_removed_from_a_file_is_pruned(engine):
     engine.write("a.yaml", pod_yaml("web"))
     engine.up()
     assert set(engine.running()) == {"default/web"}
-    assert "default/api" not in engine.state.last_applied().pods
+    assert "default/api" not in engine.state.owned.last_applied().pods
 
 
 def test_unreadable_file_blocks_every_prune_and_changes_nothing(engine):
@@ -164,7 +164,7 @@ def test_failure_at_each_step_compensates_that_pod_only(engine, op):
     assert not [c for c in h.containers.values() if c["pod_uid"] == uid_web]
     assert uid_web not in h.attachments and uid_web not in h.pod_volumes
     assert engine.running() == {"default/other": {"app"}}
-    assert "default/web" not in engine.state.last_applied().pods
+    assert "default/web" not in engine.state.owned.last_applied().pods
 
     engine.host.failures.clear()
     assert engine.up().ok
@@ -317,7 +317,7 @@ def test_second_applier_waits_or_says_who_holds_the_lock(engine):
 def test_stale_instances_of_a_desired_pod_are_removed(engine):
     engine.write("a.yaml", pod_yaml("web"))
     engine.up()
-    uid = engine.state.last_applied().pods["default/web"].uid
+    uid = engine.state.owned.last_applied().pods["default/web"].uid
     # A leftover instance of another revision (as after a crash mid-rollout) next to the desired one.
     h = engine.host
     stale = "0123456789ab"

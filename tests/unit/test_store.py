@@ -1,5 +1,5 @@
-"""The state store by concern: one connection shared by the concern objects, the delegations
-StateStore keeps for older callers, and the read-only view `ps` uses."""
+"""The state store by concern: one connection shared by the concern objects, ownership written
+only by the journal's commits, and the read-only view `ps` uses."""
 
 from __future__ import annotations
 
@@ -49,6 +49,28 @@ def test_a_committed_create_records_ownership_and_a_delete_drops_it(store):
     assert [r["kind"] for r in store.journal.recent_txns()] == ["delete", "create"]
 
 
+def test_ownership_comes_only_from_committed_transaction_records(store):
+    from reconciler.plan import Owns
+
+    def commit(kind, key, uid, owns, status=COMMITTED):
+        t = store.journal.begin_txn(kind, key, uid, [], owns.to_json())
+        store.journal.finish_txn(t, status)
+
+    commit(TxnKind.SHARED, "default/data", "", Owns(claims=(("default/data", "/m/db.yaml", True),)))
+    commit(TxnKind.CREATE, "default/web-0", "new", Owns(pod=("default/web-0", "new", "h2", "/m/web.yaml",
+                                                            "Deployment/default/web")), status=ROLLED_BACK)
+    last = store.owned.last_applied()
+    assert last.claims == {"default/data": "/m/db.yaml"} and last.pods == {}, "a rolled-back create owns nothing"
+    commit(TxnKind.CREATE, "default/web-0", "old", Owns(pod=("default/web-0", "old", "h1", "/m/web.yaml",
+                                                            "Deployment/default/web")))
+    # A rollout drops the old instance; its delete records the instance that stays.
+    commit(TxnKind.DELETE, "default/web-0", "old", Owns(pod=("default/web-0", "new", "h2", "/m/web.yaml",
+                                                            "Deployment/default/web")))
+    assert store.owned.last_applied().pods["default/web-0"].uid == "new"
+    commit(TxnKind.SHARED, "default/data", "", Owns(forget_claims=("default/data",)))
+    assert store.owned.last_applied().claims == {}
+
+
 @pytest.mark.parametrize("history,stopped", [
     ([("create", COMMITTED), ("stop", COMMITTED)], True),
     ([("create", COMMITTED), ("stop", COMMITTED), ("start", COMMITTED)], False),
@@ -64,18 +86,6 @@ def test_stopped_pods_are_those_whose_last_lifecycle_txn_was_a_stop(store, histo
     store.journal.finish_txn(store.journal.begin_txn("stop", "default/db", "u2", []), COMMITTED)
     assert store.journal.stopped_pods(["u1"]) == ({"u1"} if stopped else set())
     assert store.journal.stopped_pods([]) == set()
-
-
-def test_delegations_answer_as_the_concern_objects(store):
-    store.set_source("watch:1", {"running": True, "pid": 0})
-    store.save_probes([("u1.app", "u1", "default/web", "app", {"ready": True})])
-    store.set_meta("k", "v")
-    store.set_pin("default/web", 2, "hash", "undo")
-    assert store.sources() == store.keepers.sources() == {"watch:1": {"running": True, "pid": 0}}
-    assert store.probe_records(["u1"]) == store.keepers.probe_records(["u1"]) == {"u1.app": {"ready": True}}
-    assert store.get_meta("k") == store.meta.get("k") == "v"
-    assert store.pin("default/web") == store.rollouts.pin("default/web")
-    assert store.open_txns() == store.journal.open_txns() == []
 
 
 def test_live_keepers_are_running_records_of_live_processes(store):

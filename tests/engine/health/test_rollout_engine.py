@@ -133,7 +133,7 @@ def test_good_update_rolls_pod_by_pod_keeping_every_replica_available(engine, cl
     assert sampler.available and min(sampler.available) >= 3, sampler.available
     assert max(sampler.instances) <= 4, sampler.instances
     assert any("complete" in line for line in lines), lines
-    revs = engine.state.revisions("default/web")
+    revs = engine.state.rollouts.revisions("default/web")
     assert [(r.revision, r.outcome) for r in revs] == [(1, "complete"), (2, "complete")]
 
 
@@ -151,11 +151,11 @@ def test_update_that_never_gets_ready_is_rolled_back_and_pinned_until_the_manife
     assert "readiness probe failed" in failed.message
     assert web_images(engine) == {f"default/web-{i}": {"busybox:1.36"} for i in range(3)}
     assert min(sampler.available) >= 3, sampler.available
-    assert [(r.revision, r.outcome) for r in engine.state.revisions("default/web")] == [(1, "complete"),
+    assert [(r.revision, r.outcome) for r in engine.state.rollouts.revisions("default/web")] == [(1, "complete"),
                                                                                        (2, "failed")]
     # podplay still owns the instances that stayed (the dropped ones were recorded last).
     running = {o.key: o.uid for o in observe_host(engine.drivers).pods.values()}
-    assert {ref: p.uid for ref, p in engine.state.last_applied().pods.items()} == running
+    assert {ref: p.uid for ref, p in engine.state.owned.last_applied().pods.items()} == running
     # The manifest still says revision 2; the pin holds the host on revision 1.
     again = engine.up()
     assert not again.plan.effective_changes
@@ -164,7 +164,7 @@ def test_update_that_never_gets_ready_is_rolled_back_and_pinned_until_the_manife
     engine.write("d.yaml", deployment(image="busybox:1.38"))
     _, done, _ = up_and_settle(engine, clock)
     assert done.ok
-    assert engine.state.pin("default/web") is None
+    assert engine.state.rollouts.pin("default/web") is None
     assert web_images(engine) == {f"default/web-{i}": {"busybox:1.38"} for i in range(3)}
 
 
@@ -209,7 +209,7 @@ def test_changed_configmap_rolls_out_through_the_rollout_path(engine, clock):
     assert done.ok
     actions = sorted(c.action for c in first.plan.changes if c.key.name.startswith("web-"))
     assert actions == [Action.CREATE, Action.NOOP, Action.NOOP], "one replica at a time, not a blind replace-all"
-    revs = engine.state.revisions("default/web")
+    revs = engine.state.rollouts.revisions("default/web")
     assert len(revs) == 2 and revs[-1].context["objects"][0]["data"]["data"] == {"mode": "slow"}
 
 
@@ -239,7 +239,7 @@ spec:
     assert "liveness probe failed 2 times" in change.detail
     [c] = [c for c in engine.drivers.runtime.list_containers() if c.id == cid]
     assert c.restart_count == 1 and c.state == "running"
-    assert any("liveness probe failed" in e[3] for e in engine.state.events())
+    assert any("liveness probe failed" in e[3] for e in engine.state.keepers.events())
     journaled = [json.loads(step) for (step,) in engine.state.db.execute("SELECT step FROM journal")]
     assert any(s["verb"] == "RestartContainer" and s["reason"].startswith("unhealthy: app: liveness probe failed")
                for s in journaled), journaled

@@ -46,7 +46,7 @@ def test_watch_rolls_out_a_good_update_and_rolls_back_a_bad_one(site):  # noqa: 
     assert (d["revision"], d["outcome"], d["pinned"]) == (3, "failed", 2)
     state = StateStore(site.paths.state_db)
     try:
-        assert any("rolling back to revision 2" in e[3] for e in state.events())
+        assert any("rolling back to revision 2" in e[3] for e in state.keepers.events())
     finally:
         state.close()
     assert keeper.stop() == 0

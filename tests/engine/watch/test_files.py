@@ -74,7 +74,7 @@ def test_a_deleted_file_is_a_real_delete(d, state):
     comp = files.refresh()
     assert set(comp.desired.pods) == {"default/a"} and comp.scope.prune
     assert comp.files[str(d / "b.yaml")].state == "deleted"
-    assert str(d / "b.yaml") not in state.last_good()
+    assert str(d / "b.yaml") not in state.meta.last_good()
 
 
 def test_an_emptied_file_keeps_its_last_good_version(d, state):
@@ -92,15 +92,15 @@ def test_the_last_good_version_survives_a_restart_of_the_watcher(d, state):
     (d / "a.yaml").write_text(pod("a"))
     (d / "b.yaml").write_text(pod("b"))
     before = hashes(ManifestFiles([str(d)], state).refresh())
-    assert set(state.last_good()) == {str(d / "a.yaml"), str(d / "b.yaml")}
+    assert set(state.meta.last_good()) == {str(d / "a.yaml"), str(d / "b.yaml")}
 
     (d / "a.yaml").write_text(BROKEN)  # broken while no watcher ran
     (d / "b.yaml").unlink()  # deleted while no watcher ran
     comp = ManifestFiles([str(d)], state).refresh()
     assert hashes(comp) == {"default/a": before["default/a"]}
     assert comp.files[str(d / "a.yaml")].using == "last good"
-    assert set(state.last_good()) == {str(d / "a.yaml")}, "the deleted file's saved version is stale now"
-    assert "containers" in state.last_good()[str(d / "a.yaml")][1], "the saved version is the good one"
+    assert set(state.meta.last_good()) == {str(d / "a.yaml")}, "the deleted file's saved version is stale now"
+    assert "containers" in state.meta.last_good()[str(d / "a.yaml")][1], "the saved version is the good one"
 
 
 def test_moving_a_pod_between_files_in_two_saves_never_breaks_it(d, state):

@@ -208,7 +208,7 @@ def test_a_pod_that_fails_to_start_is_retried_with_back_off_not_at_every_tick(ma
     k.converge("files", refresh=True)
 
     def attempts() -> int:
-        return sum(1 for t in rig.state.recent_txns(100) if t["key"] == "default/b" and t["kind"] == "create")
+        return sum(1 for t in rig.state.journal.recent_txns(100) if t["key"] == "default/b" and t["kind"] == "create")
     assert attempts() == 1 and k.status()["retrying"]["default/b"]["count"] == 1
     for _ in range(3):
         k.tick()
