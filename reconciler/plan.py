@@ -132,6 +132,16 @@ class Txn:
 
 
 @dataclass(frozen=True)
+class Outcome:
+    verb: str  # created | replaced | deleted | restarted
+    change: Change
+
+    @property
+    def symbol(self) -> str:
+        return {"created": "+", "replaced": "~", "deleted": "-", "restarted": ">"}[self.verb]
+
+
+@dataclass(frozen=True)
 class Plan:
     changes: tuple[Change, ...] = ()
     txns: tuple[Txn, ...] = ()
@@ -169,6 +179,18 @@ class Plan:
             pods={uid: DesiredPod.from_json(p) for uid, p in d["pods"].items()},
             claims={ref: DesiredClaim(c["ref"], c["source"], c["declared"]) for ref, c in d["claims"].items()},
         )
+
+    def outcome(self, txn: Txn) -> Outcome | None:
+        """What a finished transaction did to its pod, for people (progress lines, the keeper's
+        log); None for transactions that are part of another's outcome or not about a pod."""
+        change = next((c for c in self.changes if f"{c.key.namespace}/{c.key.name}" == txn.key
+                       and txn.uid and txn.uid in (c.before, c.after)), None)
+        if change is None:
+            return None
+        verb = {TxnKind.CREATE: "replaced" if change.action == Action.REPLACE else "created",
+                TxnKind.DELETE: "" if change.action == Action.REPLACE else "deleted",  # a replace says it once
+                TxnKind.START: "restarted"}.get(txn.kind, "")
+        return Outcome(verb, change) if verb else None
 
     def dumps(self, *, redact: bool = False) -> str:
         return json.dumps(self.to_json(redact=redact), indent=2, sort_keys=True)

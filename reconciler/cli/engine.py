@@ -131,28 +131,20 @@ class Progress:
         self.out, self.err, self.quiet = out, err, quiet
 
     def __call__(self, event: str, txn, message: str) -> None:
-        from reconciler.diff import Action
-        from reconciler.plan import TxnKind
-
-        plan = self.plan_ref()
-        change = next((c for c in plan.changes if f"{c.key.namespace}/{c.key.name}" == txn.key
-                       and txn.uid in (c.before, c.after) and txn.uid), None)
         if event == "begin":
             return
         if event in ("failed", "skipped"):
-            what = f"{txn.kind} {txn.key}" if txn.kind != TxnKind.SHARED else txn.key
+            what = txn.key if txn.kind == "shared" else f"{txn.kind} {txn.key}"
             print(f"! {what}: {message}", file=self.err)
             return
-        if self.quiet or change is None:
+        done = None if self.quiet else self.plan_ref().outcome(txn)
+        if done is None:
             return
-        reason = f" ({change.reason}{': ' + change.detail if change.detail else ''})"
-        if txn.kind == TxnKind.CREATE:
-            verb = "~ replaced" if change.action == Action.REPLACE else "+ created"
-            print(f"{verb} pod {txn.key}{reason}", file=self.out)
-        elif txn.kind == TxnKind.DELETE and change.action != Action.REPLACE:
-            print(f"- deleted pod {txn.key}{reason}", file=self.out)
-        elif txn.kind == TxnKind.START:
-            print(f"> restarted {txn.key} [{', '.join(change.containers)}]{reason}", file=self.out)
+        c = done.change
+        containers = f" [{', '.join(c.containers)}]" if done.verb == "restarted" else ""
+        noun = "" if done.verb == "restarted" else "pod "
+        why = f"{c.reason}: {c.detail}" if c.detail else str(c.reason)
+        print(f"{done.symbol} {done.verb} {noun}{txn.key}{containers} ({why})", file=self.out)
 
 
 def _unchanged(args, ctx) -> bool:

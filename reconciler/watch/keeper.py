@@ -27,12 +27,11 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from reconciler.converger import Converger, HealthHook
-from reconciler.diff import Action
 from reconciler.drivers.base import Drivers
 from reconciler.errors import EXIT_APPLY_FAILED, EXIT_INVALID, LockedError, PodplayError
 from reconciler.observed import ObservedHost
 from reconciler.paths import HostPaths
-from reconciler.plan import Plan, Txn, TxnKind
+from reconciler.plan import Plan, Txn
 from reconciler.reconcile import Goal, Mode, PassResult, make_goal
 from reconciler.revisions import PROGRESSING, RolloutEvent
 from reconciler.state import StateStore
@@ -380,21 +379,14 @@ class Keeper:
     def _report(self, event: str, txn: Txn, message: str) -> None:
         if event == "begin":
             return
-        change = None
-        if self._plan is not None:
-            change = next((c for c in self._plan.changes if f"{c.key.namespace}/{c.key.name}" == txn.key
-                           and txn.uid and txn.uid in (c.before, c.after)), None)
         if event in ("failed", "skipped"):
             self.log.error("apply_failed", what=str(txn.kind), key=txn.key, error=message)
             return
-        if change is None:
-            return
-        verb = {TxnKind.CREATE: "replaced" if change.action == Action.REPLACE else "created",
-                TxnKind.DELETE: "" if change.action == Action.REPLACE else "deleted",
-                TxnKind.START: "restarted"}.get(txn.kind, "")
-        if verb:
-            self.log.info(verb, pod=txn.key, reason=str(change.reason), detail=change.detail or None,
-                          containers=",".join(change.containers) or None)
+        done = self._plan.outcome(txn) if self._plan is not None else None
+        if done is not None:
+            c = done.change
+            self.log.info(done.verb, pod=txn.key, reason=str(c.reason), detail=c.detail or None,
+                          containers=",".join(c.containers) or None)
 
     def _note_files(self, comp: Composition) -> None:
         """Log each file's change of state once (not on every pass)."""
