@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from reconciler import admission
 from reconciler.errors import Diagnostic, Severity
 from reconciler.manifests.checker import Checker, Finding, close, describe, did_you_mean
 from reconciler.manifests.cross import Entry, ObjectId, check_across
@@ -164,6 +165,7 @@ def combine_files(loads: Sequence[FileLoad], *, complete: bool = True) -> Manife
         if f.unreadable:
             result.unreadable.append(f.file)
     result.diagnostics.extend(check_across(entries, known, complete))
+    result.diagnostics.extend(admission.review(entries, result.diagnostics))  # the pod-security policy in force
     return result
 
 
@@ -231,6 +233,9 @@ class _Loader:
 
     def _stages(self, data: Any, chk: Checker) -> Entry | None:
         """The stages of one object; None when it did not get as far as the model."""
+        if isinstance(data, dict) and data.get("kind") == "Namespace":  # read for its pod-security labels only
+            chk.findings.extend(Finding(d) for d in admission.namespace_findings(data, chk.file, chk.at))
+            return None
         kind = _supported_kind(chk, data)
         if kind is None:
             return None
