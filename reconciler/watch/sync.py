@@ -116,6 +116,10 @@ class GitSource:
         # `url` is the URL without credentials (what git, the mirror, status and logs see);
         # the credentials stay in memory and reach git through ASKPASS.
         self.url, self._user, self._password = split_credentials(check_url(url))
+        if not (self._user or self._password) and self.url.lower().startswith(("http://", "https://")):
+            # Or from the environment: unlike a URL, not on the command line other users can list.
+            self._user = os.environ.get("PODPLAY_GIT_USERNAME", "")
+            self._password = os.environ.get("PODPLAY_GIT_PASSWORD", "")
         self.path = check_path(path)
         if branch is not None and (not branch or branch.startswith("-") or any(c in branch for c in " \0\n~^:?*[\\")):
             raise InputError(f"--branch {branch!r} is not a branch name")

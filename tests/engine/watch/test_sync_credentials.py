@@ -149,3 +149,14 @@ def test_an_old_mirror_with_the_token_in_its_config_is_scrubbed(site, http_repo)
     subprocess.run(["git", "--git-dir", str(mirror), "config", "remote.origin.url", url], check=True)
     assert site.podplay("sync", url, "--path", "apps", "--once").returncode == 0
     assert files_holding(site.paths.root, TOKEN.encode()) == []
+
+
+def test_credentials_from_the_environment_keep_them_off_the_command_line(site, http_repo):
+    repo, bare_url = http_repo
+    push(repo, {"apps/a.yaml": pod("a")})
+    assert site.podplay("sync", bare_url, "--path", "apps", "--once").returncode == 3  # 401: no credentials
+    env = {**site.env, "PODPLAY_GIT_USERNAME": USER, "PODPLAY_GIT_PASSWORD": TOKEN}
+    res = site.podplay("sync", bare_url, "--path", "apps", "--once", env=env)
+    assert res.returncode == 0, res.stderr
+    assert site.running() == {"default/a": {"app"}}
+    assert files_holding(site.paths.root, TOKEN.encode()) == []
