@@ -74,6 +74,7 @@ class Policy:
     allowed_host_paths: tuple[str, ...] = ()
     allowed_host_ports: tuple[tuple[int, int], ...] = DEFAULT_HOST_PORTS
     source: str = "the default"  # where `enforce` came from, named in refusals
+    protected_paths: tuple[str, ...] = ()  # podplay's roots: never opened by allowed_host_paths
 
     def level(self, mode: str) -> str:
         return getattr(self, mode)
@@ -137,26 +138,40 @@ def _capabilities_baseline(spec, base, meta, policy):
                                 + ", ".join(sorted(BASELINE_CAPABILITIES)))
 
 
-def _allowed_host_path(path: str, prefixes: Sequence[str]) -> bool:
+def _under(path: str, top: str) -> bool:
+    return path == top or path.startswith(top.rstrip("/") + "/")
+
+
+def _norm(path: str) -> str:
+    return "/" + posixpath.normpath(path).strip("/") if path != "/" else "/"
+
+
+def _allowed_host_path(path: str, prefixes: Sequence[str], protected: Sequence[str] = ()) -> bool:
     # Compared component by component on the normalized path: "/dev/ttyUSB0" allows itself and
-    # anything below it, never "/dev/ttyUSB01", and ".." cannot climb out of a prefix.
+    # anything below it, never "/dev/ttyUSB01", and ".." cannot climb out of a prefix. podplay's
+    # own roots (and what holds them) are never allowed: a pod there reads every secret and can
+    # rewrite the state store, whatever prefix the operator allowed.
     if not path.startswith("/") or ".." in path.split("/"):
         return False
-    norm = "/" + posixpath.normpath(path).lstrip("/")
-    for prefix in prefixes:
-        pre = "/" + posixpath.normpath(prefix).strip("/")
-        if norm == pre or norm.startswith(pre + "/"):
-            return True
-    return False
+    norm = _norm(path)
+    if any(_under(norm, _norm(p)) or _under(_norm(p), norm) for p in protected):
+        return False
+    return any(_under(norm, _norm(prefix)) for prefix in prefixes)
 
 
 def _host_path(spec, base, meta, policy):
     for i, v in enumerate(spec.volumes):
-        if v.host_path is not None and not _allowed_host_path(v.host_path.path, policy.allowed_host_paths):
-            yield Violation("baseline", "HostPath Volumes", base + ("volumes", i, "hostPath"),
-                            f"volume {v.name!r} mounts the host's {v.host_path.path!r}; hostPath volumes are "
-                            "not allowed unless the path is under an operator's allowed prefix "
-                            "(allowed-host-paths)")
+        hp = v.host_path
+        if hp is None or _allowed_host_path(hp.path, policy.allowed_host_paths, policy.protected_paths):
+            continue
+        mine = hp.path.startswith("/") and any(_under(_norm(hp.path), _norm(p)) or _under(_norm(p), _norm(hp.path))
+                                               for p in policy.protected_paths)
+        yield Violation("baseline", "HostPath Volumes", base + ("volumes", i, "hostPath"),
+                        f"volume {v.name!r} mounts the host's {hp.path!r}; "
+                        + ("it holds podplay's own storage or run root, which no allowed prefix opens"
+                           if mine and policy.allowed_host_paths else
+                           "hostPath volumes are not allowed unless the path is under an operator's allowed "
+                           "prefix (allowed-host-paths)"))
 
 
 def _host_ports(spec, base, meta, policy):
@@ -469,7 +484,7 @@ def parse_config(text: str, file: str) -> dict[str, str]:
     return out
 
 
-def make_policy(settings: Sequence[tuple[str, dict[str, str]]]) -> Policy:
+def make_policy(settings: Sequence[tuple[str, dict[str, str]]], protected: Sequence[str] = ()) -> Policy:
     """The policy from settings in falling precedence: [(where, {config key: value})…], e.g. the
     command line, then the environment, then the config file. The first that sets a key wins."""
     chosen: dict[str, tuple[str, str]] = {}
@@ -489,4 +504,4 @@ def make_policy(settings: Sequence[tuple[str, dict[str, str]]]) -> Policy:
     host_paths = parse_host_paths([paths], where)
     where, ports = get("allowed-host-ports", "1024-65535")
     host_ports = parse_host_ports([ports], where)
-    return Policy(enforce, warn, audit, host_paths, host_ports, src)
+    return Policy(enforce, warn, audit, host_paths, host_ports, src, tuple(protected))

@@ -78,7 +78,7 @@ _ENV_SETTINGS = {"pod-security": "PODPLAY_POD_SECURITY", "pod-security-warn": "P
                  "allowed-host-paths": "PODPLAY_ALLOWED_HOST_PATHS", "allowed-host-ports": "PODPLAY_ALLOWED_HOST_PORTS"}
 
 
-def pod_security_policy(args):
+def pod_security_policy(args, paths: HostPaths | None = None):
     """The host's pod-security policy: the command line, then the environment, then the config
     file ($PODPLAY_CONFIG or /etc/podplay/config), then the defaults (baseline)."""
     from reconciler import admission
@@ -96,7 +96,8 @@ def pod_security_policy(args):
             settings.append((config_file, admission.parse_config(f.read(), config_file)))
     except FileNotFoundError:
         pass
-    return admission.make_policy(settings)
+    protected = [os.path.realpath(p) for p in (paths.root, paths.runroot)] if paths is not None else []
+    return admission.make_policy(settings, protected)
 
 
 def _command_word(argv: list[str]) -> str:
@@ -151,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
             from reconciler import admission
 
             try:
-                policy = pod_security_policy(args)
+                policy = pod_security_policy(args, ctx.paths)
             except (admission.PolicyError, OSError) as exc:
                 print(f"Error: pod security settings: {exc}", file=sys.stderr)
                 return EXIT_INVALID

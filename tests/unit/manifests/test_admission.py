@@ -142,6 +142,17 @@ def test_allowed_host_path_prefixes(path, prefixes, ok):
     assert admission._allowed_host_path(path, prefixes) is ok
 
 
+@pytest.mark.parametrize("path", ["/var/lib/podplay", "/var/lib/podplay/state.db", "/var/lib", "/run/podplay/x"])
+def test_podplays_own_roots_are_never_allowed(path):
+    protected = ("/var/lib/podplay", "/run/podplay")
+    assert not admission._allowed_host_path(path, ("/",  "/var", "/run"), protected)
+    m = pod({"volumes": [{"name": "v", "hostPath": {"path": path}}]})
+    obj = load_objects([m]).objects[0].obj
+    policy = Policy(allowed_host_paths=("/var", "/run"), protected_paths=protected)
+    [v] = admission.check_object(obj, policy, "baseline")
+    assert "podplay's own storage or run root" in v.message
+
+
 def test_operator_lists_widen_baseline():
     m = pod({"volumes": [{"name": "tty", "hostPath": {"path": "/dev/ttyUSB0", "type": "CharDevice"}}]},
             {"ports": [{"containerPort": 80, "hostPort": 80}]})
