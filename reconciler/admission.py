@@ -16,9 +16,11 @@ standard allows ("or restricted to a known list"): hostPath prefixes (a serial d
 socket) and hostPorts (by default the unprivileged ports, which any local user can bind anyway:
 on one host without Services a hostPort is the way in).
 
-Evaluation is over podplay's model, so a field podplay neither models nor applies
-(``procMount``, ``seLinuxOptions``, ``appArmorProfile``, ``windowsOptions``) is not judged here;
-the loader warns about those as "not acted on", and podplay's runtime never applies them.
+Most rules are evaluated over podplay's model. Fields the model drops because podplay never
+applies them (``procMount``, ``seLinuxOptions``, ``appArmorProfile``, ``windowsOptions``,
+lifecycle handlers' ``host``) are judged on the raw document when it is loaded
+(``unmodelled_findings``): they cannot loosen this host, but the same YAML goes to clusters,
+and a manifest podplay admits should be one a cluster admits.
 
 Pure: ``review`` turns loaded objects (with their position tables) into diagnostics. The policy
 in force is process-wide, set by the command line with ``enforcing(policy)``; with none set
@@ -311,6 +313,98 @@ def check_object(obj: Any, policy: Policy, level: str = "restricted") -> list[Vi
     return out
 
 
+# --- fields the model drops, judged on the raw document ----------------------------------------
+
+SELINUX_TYPES = ("", "container_t", "container_init_t", "container_kvm_t", "container_engine_t")
+
+
+@dataclass(frozen=True)
+class Finding(Diagnostic):
+    """A violation found on the raw document at load time (info), carried with the file's
+    diagnostics to ``review``, which judges it under the level in force for its namespace."""
+
+    level: str = "baseline"
+    control: str = ""
+    namespace: str = "default"
+
+
+def _raw_specs(raw: dict) -> Iterator[tuple[dict, Path_]]:
+    spec = raw.get("spec")
+    base: Path_ = ("spec",)
+    if raw.get("kind") == "Deployment" and isinstance(spec, dict):
+        tpl = spec.get("template")
+        spec = tpl.get("spec") if isinstance(tpl, dict) else None
+        base = ("spec", "template", "spec")
+    if isinstance(spec, dict):
+        yield spec, base
+
+
+def _raw_contexts(spec: dict, base: Path_) -> Iterator[tuple[str, dict, Path_]]:
+    """(who, securityContext, its path) of the pod and of every container."""
+    sc = spec.get("securityContext")
+    if isinstance(sc, dict):
+        yield "the pod", sc, base + ("securityContext",)
+    for group in ("initContainers", "containers", "ephemeralContainers"):
+        for i, c in enumerate(spec.get(group) or ()):
+            if isinstance(c, dict) and isinstance(c.get("securityContext"), dict):
+                yield f"container {c.get('name')!r}", c["securityContext"], base + (group, i, "securityContext")
+
+
+def _raw_violations(spec: dict, base: Path_) -> Iterator[Violation]:
+    for who, sc, p in _raw_contexts(spec, base):
+        pm = sc.get("procMount")
+        if pm not in (None, "", "Default") and who != "the pod":
+            yield Violation("baseline", "/proc Mount Type", p + ("procMount",),
+                            f"{who}: procMount {pm!r} unmasks /proc; must be Default or unset")
+        se = sc.get("seLinuxOptions")
+        if isinstance(se, dict):
+            if se.get("type") not in (None, *SELINUX_TYPES):
+                yield Violation("baseline", "SELinux", p + ("seLinuxOptions", "type"),
+                                f"{who}: SELinux type {se['type']!r} is not allowed; use one of "
+                                + ", ".join(SELINUX_TYPES[1:]))
+            for k in ("user", "role"):
+                if se.get(k):
+                    yield Violation("baseline", "SELinux", p + ("seLinuxOptions", k),
+                                    f"{who}: a custom SELinux {k} is not allowed")
+        aa = sc.get("appArmorProfile")
+        if isinstance(aa, dict) and aa.get("type") not in (None, "RuntimeDefault", "Localhost"):
+            yield Violation("baseline", "AppArmor", p + ("appArmorProfile", "type"),
+                            f"{who}: AppArmor profile {aa.get('type')!r} is not allowed; use RuntimeDefault "
+                            "or Localhost")
+        win = sc.get("windowsOptions")
+        if isinstance(win, dict) and win.get("hostProcess") is True:
+            yield Violation("baseline", "HostProcess", p + ("windowsOptions", "hostProcess"),
+                            f"{who}: hostProcess containers have the host's full access; must be false or unset")
+    for group in ("initContainers", "containers"):
+        for i, c in enumerate(spec.get(group) or ()):
+            life = c.get("lifecycle") if isinstance(c, dict) else None
+            for hook in ("postStart", "preStop"):
+                h = life.get(hook) if isinstance(life, dict) else None
+                for action in ("httpGet", "tcpSocket"):
+                    a = h.get(action) if isinstance(h, dict) else None
+                    if isinstance(a, dict) and a.get("host"):
+                        yield Violation("baseline", "Probe / Lifecycle Hooks",
+                                        base + (group, i, "lifecycle", hook, action, "host"),
+                                        f"container {c.get('name')!r}: a lifecycle handler's host must be unset")
+
+
+def unmodelled_findings(raw: dict, file: str, at) -> list[Diagnostic]:
+    """Findings (info) for what a Pod or Deployment document asks in fields the model drops.
+    `at(path)` gives (line, column) of a path in the document."""
+    if raw.get("kind") not in ("Pod", "Deployment"):
+        return []
+    meta = raw.get("metadata") if isinstance(raw.get("metadata"), dict) else {}
+    ns = meta.get("namespace") if isinstance(meta.get("namespace"), str) and meta.get("namespace") else "default"
+    out: list[Diagnostic] = []
+    for spec, base in _raw_specs(raw):
+        for v in _raw_violations(spec, base):
+            line, col = at(v.path)
+            out.append(Finding(Severity.INFO, file, line, col, fmt_path(v.path),
+                               f"pod-security {v.level}: {v.control}: {v.message}",
+                               level=v.level, control=v.control, namespace=ns))
+    return out
+
+
 # --- Namespace labels ----------------------------------------------------------------------------
 
 def namespace_findings(data: dict, file: str, at) -> list[Diagnostic]:
@@ -420,6 +514,17 @@ def review(entries: Iterable[Any], diagnostics: Sequence[Diagnostic], policy: Po
                 sev, text = Severity.INFO, f"pod-security level {lv.audit!r} (audit) would refuse: " \
                                            f"{v.control}: {v.message}"
             out.append(Diagnostic(sev, e.loaded.file, line, col, fmt_path(v.path), text))
+    for f in diagnostics:
+        if isinstance(f, Finding) and f.severity == Severity.INFO:
+            lv = per_ns.get(f.namespace) or _Levels(policy.enforce, policy.warn, policy.audit, policy.source)
+            message = f.message.split(": ", 1)[1]
+            where = (f.file, f.line, f.column, f.path)
+            if rank(f.level) <= rank(lv.enforce):
+                out.append(Diagnostic(Severity.ERROR, *where, f"refused by pod-security level {lv.enforce!r} "
+                                      f"(from {lv.why}): {message}"))
+            elif rank(f.level) <= rank(lv.warn):
+                out.append(Diagnostic(Severity.WARNING, *where,
+                                      f"pod-security level {lv.warn!r} (warn) would refuse: {message}"))
     return out
 
 

@@ -251,6 +251,8 @@ class _Loader:
             return None
         check_object(chk, obj, self.host)
         _drop_repeats(chk, schema_paths, first)
+        # Pod-security findings in fields the model drops (info here; judged in combine_files).
+        chk.findings.extend(Finding(d) for d in admission.unmodelled_findings(raw, chk.file, chk.at))
         line, col = chk.at(())
         return Entry(Loaded(obj, chk.file, line, col), chk.pos, chk.base, ok=not chk.failed)
 

@@ -289,3 +289,60 @@ def test_settings_precedence_and_errors(tmp_path):
         admission.make_policy([("x", {"allowed-host-paths": "/"})])
     with pytest.raises(admission.PolicyError, match="port"):
         admission.make_policy([("x", {"allowed-host-ports": "80-70"})])
+
+
+# --- fields the model drops, judged on the raw document ---------------------------------------------
+
+RAW_CASES = [
+    ("procMount Unmasked", pod(container={"securityContext": {"procMount": "Unmasked"}}),
+     [f"{C}.securityContext.procMount"]),
+    ("procMount Default", pod(container={"securityContext": {"procMount": "Default"}}), []),
+    ("SELinux type", pod({"securityContext": {"seLinuxOptions": {"type": "spc_t"}}}),
+     ["spec.securityContext.seLinuxOptions.type"]),
+    ("SELinux container_t and level", pod(container={"securityContext": {"seLinuxOptions": {
+        "type": "container_t", "level": "s0:c1"}}}), []),
+    ("SELinux user and role", pod(container={"securityContext": {"seLinuxOptions": {"user": "u", "role": "r"}}}),
+     [f"{C}.securityContext.seLinuxOptions.user", f"{C}.securityContext.seLinuxOptions.role"]),
+    ("AppArmor field Unconfined", pod({"securityContext": {"appArmorProfile": {"type": "Unconfined"}}}),
+     ["spec.securityContext.appArmorProfile.type"]),
+    ("AppArmor field Localhost", pod(container={"securityContext": {"appArmorProfile": {
+        "type": "Localhost", "localhostProfile": "p"}}}), []),
+    ("hostProcess", pod({"securityContext": {"windowsOptions": {"hostProcess": True}}}),
+     ["spec.securityContext.windowsOptions.hostProcess"]),
+    ("lifecycle host", pod(container={"lifecycle": {"preStop": {"httpGet": {"port": 80, "host": "10.0.0.1"}}}}),
+     [f"{C}.lifecycle.preStop.httpGet.host"]),
+]
+
+
+@pytest.mark.parametrize(("manifest", "want"), [c[1:] for c in RAW_CASES], ids=[c[0] for c in RAW_CASES])
+def test_each_rule_on_fields_the_model_drops(manifest, want):
+    found = admission.unmodelled_findings(manifest, "m.yaml", lambda path: (1, 1))
+    assert sorted(f.path for f in found) == sorted(want)
+    assert all(f.severity == Severity.INFO and f.level == "baseline" for f in found)
+
+
+def test_fields_the_model_drops_are_refused_in_place(tmp_path):
+    f = write(tmp_path, """
+        apiVersion: apps/v1
+        kind: Deployment
+        metadata: {name: d}
+        spec:
+          selector: {matchLabels: {a: b}}
+          template:
+            metadata: {labels: {a: b}}
+            spec:
+              containers:
+              - name: app
+                image: busybox
+                securityContext:
+                  procMount: Unmasked
+        """)
+    assert load_manifests([f]).ok  # no policy in force
+    with admission.enforcing(Policy()):
+        result = load_manifests([f])
+    (err,) = result.errors
+    assert (err.line, err.path) == (13, "spec.template.spec.containers[0].securityContext.procMount")
+    assert "refused by pod-security level 'baseline'" in err.message and "/proc Mount Type" in err.message
+    with admission.enforcing(Policy(enforce="privileged", warn="baseline")):
+        result = load_manifests([f])
+    assert result.ok and [d.path for d in result.warnings if "(warn)" in d.message] == [err.path]
