@@ -319,7 +319,7 @@ SELINUX_TYPES = ("", "container_t", "container_init_t", "container_kvm_t", "cont
 
 
 @dataclass(frozen=True)
-class Finding(Diagnostic):
+class RawFinding(Diagnostic):
     """A violation found on the raw document at load time (info), carried with the file's
     diagnostics to ``review``, which judges it under the level in force for its namespace."""
 
@@ -399,7 +399,7 @@ def unmodelled_findings(raw: dict, file: str, at) -> list[Diagnostic]:
     for spec, base in _raw_specs(raw):
         for v in _raw_violations(spec, base):
             line, col = at(v.path)
-            out.append(Finding(Severity.INFO, file, line, col, fmt_path(v.path),
+            out.append(RawFinding(Severity.INFO, file, line, col, fmt_path(v.path),
                                f"pod-security {v.level}: {v.control}: {v.message}",
                                level=v.level, control=v.control, namespace=ns))
     return out
@@ -515,7 +515,7 @@ def review(entries: Iterable[Any], diagnostics: Sequence[Diagnostic], policy: Po
                                            f"{v.control}: {v.message}"
             out.append(Diagnostic(sev, e.loaded.file, line, col, fmt_path(v.path), text))
     for f in diagnostics:
-        if isinstance(f, Finding) and f.severity == Severity.INFO:
+        if isinstance(f, RawFinding) and f.severity == Severity.INFO:
             lv = per_ns.get(f.namespace) or _Levels(policy.enforce, policy.warn, policy.audit, policy.source)
             message = f.message.split(": ", 1)[1]
             where = (f.file, f.line, f.column, f.path)
