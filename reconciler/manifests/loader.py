@@ -233,9 +233,10 @@ class _Loader:
 
     def _stages(self, data: Any, chk: Checker) -> Entry | None:
         """The stages of one object; None when it did not get as far as the model."""
-        if isinstance(data, dict) and data.get("kind") == "Namespace":  # read for its pod-security labels only
+        if isinstance(data, dict) and data.get("kind") == "Namespace":  # its pod-security labels (admission)
             chk.findings.extend(Finding(d) for d in admission.namespace_findings(data, chk.file, chk.at))
-            return None
+            if "Namespace" not in KINDS:
+                return None  # read for those labels only, until the model has the kind
         kind = _supported_kind(chk, data)
         if kind is None:
             return None
