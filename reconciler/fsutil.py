@@ -9,6 +9,28 @@ import tempfile
 from pathlib import Path
 
 
+def private_dir(path: str | os.PathLike) -> Path:
+    """`path` as a directory that only its owner may enter (0700), made with its missing parents
+    if need be. For podplay's roots: under them are private images, secret volume files, the
+    state store; containers reach what they need through mounts, never through these paths."""
+    path = Path(path)
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = os.stat(path)
+    if stat.S_IMODE(st.st_mode) & 0o077 and st.st_uid == os.geteuid():
+        os.chmod(path, stat.S_IMODE(st.st_mode) & 0o700)
+    return path
+
+
+def private_file(path: str | os.PathLike, *siblings: str) -> None:
+    """Make a file (and `path + suffix` for each of `siblings` that exists, e.g. sqlite's -wal
+    and -shm, which it creates with the database's mode) readable by its owner only."""
+    for p in (os.fspath(path), *(os.fspath(path) + s for s in siblings)):
+        with contextlib.suppress(FileNotFoundError):
+            st = os.stat(p)
+            if stat.S_IMODE(st.st_mode) & 0o077 and st.st_uid == os.geteuid():
+                os.chmod(p, stat.S_IMODE(st.st_mode) & 0o600)
+
+
 def atomic_write(path: str | os.PathLike, data: bytes | str, mode: int = 0o644) -> None:
     """Write a whole file so that readers see the old or the new content, never a mix:
     temp file in the same directory, fsync, rename, fsync of the directory."""

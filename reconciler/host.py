@@ -7,6 +7,7 @@ import os
 from collections.abc import Callable
 
 from reconciler.drivers.base import Drivers
+from reconciler.fsutil import private_dir
 from reconciler.paths import HostPaths
 
 
@@ -17,6 +18,11 @@ def open_drivers(paths: HostPaths, kind: str | None = None, *, isolate: bool = F
     ``isolate`` (for a keeper, which runs for months) pulls images and unpacks layers in forked
     children, so that the registry client, TLS and OpenSSL are never loaded into the keeper."""
     kind = kind or os.environ.get("PODPLAY_DRIVER", "host")
+    # Both roots owner-only (0700): local users must not read images, secret volume files, logs
+    # or the state store under them (podman keeps its storage 0700 too). Containers reach what
+    # they need through mounts made by root, never through these paths.
+    private_dir(paths.root)
+    private_dir(paths.runroot)
     if kind == "fake":
         from reconciler.drivers.fake import FakeHost, fake_drivers
 

@@ -199,17 +199,36 @@ class Plan:
         return render(self, verbose=verbose)
 
 
+REDACTED = "<redacted>"
+_CREDENTIAL_FIELDS = ("password", "identity_token", "auth", "token")
+
+
 def _redact(pod: dict) -> dict:
-    """Secret values must not reach a terminal or a CI log through `podplay plan`."""
+    """Secret values must not reach a terminal or a CI log through `podplay plan`: secret volume
+    files, every env value (resolved from a Secret or written inline, in the desired containers
+    and in the pod's spec alike) and imagePullSecrets' passwords and tokens. Walks the whole
+    document, so a field that moves inside the pod's JSON stays redacted."""
     pod = json.loads(json.dumps(pod))
-    for v in pod.get("volumes", []):
-        if v.get("kind") == "secret":
-            for f in v.get("files", []):
-                f["data"] = "<redacted>"
-    for c in pod.get("containers", []) + pod.get("init_containers", []):
-        for e in c.get("env", []):
-            if "value" in e:
-                e["value"] = "<redacted>"
+
+    def walk(node, key: str = "") -> None:
+        if isinstance(node, list):
+            for item in node:
+                if key == "env" and isinstance(item, dict) and "value" in item:
+                    item["value"] = REDACTED
+                elif key == "pull_secrets" and isinstance(item, dict):
+                    for f in _CREDENTIAL_FIELDS:
+                        if item.get(f):
+                            item[f] = REDACTED
+                walk(item, key)
+        elif isinstance(node, dict):
+            if node.get("kind") == "secret":
+                for f in node.get("files", []):
+                    if isinstance(f, dict) and "data" in f:
+                        f["data"] = REDACTED
+            for k, v in node.items():
+                walk(v, k)
+
+    walk(pod)
     return pod
 
 

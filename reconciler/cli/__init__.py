@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from reconciler import __version__
-from reconciler.errors import EXIT_INTERRUPTED, EXIT_USAGE, PodplayError
+from reconciler.errors import EXIT_INTERRUPTED, EXIT_INVALID, EXIT_USAGE, PodplayError
 from reconciler.paths import HostPaths
 
 # Areas in help order, each with the commands it registers (``register(sub, common)`` in
@@ -55,11 +55,49 @@ def _common() -> argparse.ArgumentParser:
     g.add_argument("--network", default=argparse.SUPPRESS, metavar="NAME",
                    help="network for pods without the podplay.io/network annotation "
                    "(env PODPLAY_NETWORK, default podplay)")
+    g.add_argument("--pod-security", default=argparse.SUPPRESS, metavar="LEVEL",
+                   choices=("privileged", "baseline", "restricted"),
+                   help="what manifests may ask of the host: privileged, baseline or restricted "
+                   "(env PODPLAY_POD_SECURITY, config file pod-security, default baseline)")
+    g.add_argument("--allow-host-path", action="append", default=argparse.SUPPRESS, metavar="PREFIX",
+                   help="a hostPath prefix pods may mount below privileged, repeatable "
+                   "(env PODPLAY_ALLOWED_HOST_PATHS, colon-separated; config file allowed-host-paths)")
     return common
 
 
 # Global options that take a value (so that the word after them is not the command).
-_VALUED = ("--root", "--runroot", "--network-dir", "--network")
+_VALUED = ("--root", "--runroot", "--network-dir", "--network", "--pod-security", "--allow-host-path")
+
+# Commands that take manifests to run under the pod-security policy (reconciler.admission).
+# Not down (removing is always allowed), nor the pod commands (they act on pods admitted before),
+# nor `generate` (the units it writes run `up`/`watch`, which are judged on the host at boot).
+ADMITTED = ("validate", "plan", "up", "play", "watch", "sync")
+CONFIG_FILE = "/etc/podplay/config"
+_ENV_SETTINGS = {"pod-security": "PODPLAY_POD_SECURITY", "pod-security-warn": "PODPLAY_POD_SECURITY_WARN",
+                 "pod-security-audit": "PODPLAY_POD_SECURITY_AUDIT",
+                 "allowed-host-paths": "PODPLAY_ALLOWED_HOST_PATHS", "allowed-host-ports": "PODPLAY_ALLOWED_HOST_PORTS"}
+
+
+def pod_security_policy(args, paths: HostPaths | None = None):
+    """The host's pod-security policy: the command line, then the environment, then the config
+    file ($PODPLAY_CONFIG or /etc/podplay/config), then the defaults (baseline)."""
+    from reconciler import admission
+
+    settings: list[tuple[str, dict[str, str]]] = []
+    if getattr(args, "pod_security", None):
+        settings.append(("--pod-security", {"pod-security": args.pod_security}))
+    if getattr(args, "allow_host_path", None):
+        settings.append(("--allow-host-path", {"allowed-host-paths": ":".join(args.allow_host_path)}))
+    settings += [(f"${var}", {key: os.environ[var]}) for key, var in _ENV_SETTINGS.items()
+                 if os.environ.get(var) is not None]
+    config_file = os.environ.get("PODPLAY_CONFIG") or CONFIG_FILE
+    try:
+        with open(config_file, encoding="utf-8") as f:
+            settings.append((config_file, admission.parse_config(f.read(), config_file)))
+    except FileNotFoundError:
+        pass
+    protected = [os.path.realpath(p) for p in (paths.root, paths.runroot)] if paths is not None else []
+    return admission.make_policy(settings, protected)
 
 
 def _command_word(argv: list[str]) -> str:
@@ -109,7 +147,17 @@ def main(argv: list[str] | None = None) -> int:
     ctx = Context(HostPaths.from_env(getattr(args, "root", None), getattr(args, "runroot", None),
                                      getattr(args, "network_dir", None), getattr(args, "network", None)))
     try:
-        return int(args.func(args, ctx) or 0)
+        policy = None
+        if args.command in ADMITTED and not getattr(args, "down", False):
+            from reconciler import admission
+
+            try:
+                policy = pod_security_policy(args, ctx.paths)
+            except (admission.PolicyError, OSError) as exc:
+                print(f"Error: pod security settings: {exc}", file=sys.stderr)
+                return EXIT_INVALID
+        with _enforcing(policy):
+            return int(args.func(args, ctx) or 0)
     except PodplayError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -119,6 +167,16 @@ def main(argv: list[str] | None = None) -> int:
         # Output piped into `head` and friends: not an error worth a traceback.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+
+
+def _enforcing(policy):
+    if policy is None:
+        import contextlib
+
+        return contextlib.nullcontext()
+    from reconciler import admission
+
+    return admission.enforcing(policy)
 
 
 if __name__ == "__main__":

@@ -144,9 +144,12 @@ def cmd_watch(args, ctx) -> int:
 
 
 def cmd_sync(args, ctx) -> int:
+    from reconciler.redact import redact_url
     from reconciler.watch.log import EventLog
     from reconciler.watch.sync import GitSource
 
+    # The command line goes into the apply lock's holder line: not with a URL's credentials.
+    os.environ.setdefault("PODPLAY_COMMAND", redact_url(" ".join(["podplay"] + sys.argv[1:])))
     log = EventLog(ctx.err, args.log_format)
     opener, reopen, state = _open(ctx)
     try:

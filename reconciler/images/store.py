@@ -30,7 +30,7 @@ from typing import BinaryIO
 
 from reconciler import sha
 from reconciler.errors import ImageError, StateError
-from reconciler.fsutil import atomic_write, fsync_dir
+from reconciler.fsutil import atomic_write, fsync_dir, private_dir
 from reconciler.images.reference import split_digest, validate_digest
 
 INDEX_VERSION = 1
@@ -126,7 +126,7 @@ class Ingest:
         os.fsync(self._file.fileno())
         target = self.store.blob_path(self.digest)
         target.parent.mkdir(parents=True, exist_ok=True)
-        os.chmod(self.partial, 0o644)
+        os.chmod(self.partial, 0o600)  # private images: layers and configs are root's alone
         os.rename(self.partial, target)
         fsync_dir(target.parent)
 
@@ -176,7 +176,8 @@ class ContentStore:
         if self.has_blob(digest):
             return
         target = self.blob_path(digest)
-        atomic_write(target, data, mode=0o644)
+        private_dir(self.root)
+        atomic_write(target, data, mode=0o600)
 
     @contextlib.contextmanager
     def ingest(self, digest: str, size: int) -> Iterator[Ingest | None]:
@@ -186,6 +187,7 @@ class ContentStore:
         if self.has_blob(digest):
             yield None
             return
+        private_dir(self.root)
         self.ingest_dir.mkdir(parents=True, exist_ok=True)
         with _flock(self.ingest_dir / f"{algorithm}-{hexpart}.lock", fcntl.LOCK_EX):
             if self.has_blob(digest):
@@ -229,7 +231,7 @@ class ContentStore:
 
     def update_records(self, change: Callable[[dict[str, ImageRecord]], object]) -> object:
         """Run ``change`` on the records under the index lock and save what it leaves."""
-        self.root.mkdir(parents=True, exist_ok=True)
+        private_dir(self.root)
         with _flock(self._index_lock, fcntl.LOCK_EX):
             records = self.load_records()
             result = change(records)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from reconciler import admission
 from reconciler.errors import Diagnostic, Severity
 from reconciler.manifests.checker import Checker, Finding, close, describe, did_you_mean
 from reconciler.manifests.cross import Entry, ObjectId, check_across
@@ -164,6 +165,7 @@ def combine_files(loads: Sequence[FileLoad], *, complete: bool = True) -> Manife
         if f.unreadable:
             result.unreadable.append(f.file)
     result.diagnostics.extend(check_across(entries, known, complete))
+    result.diagnostics.extend(admission.review(entries, result.diagnostics))  # the pod-security policy in force
     return result
 
 
@@ -231,6 +233,10 @@ class _Loader:
 
     def _stages(self, data: Any, chk: Checker) -> Entry | None:
         """The stages of one object; None when it did not get as far as the model."""
+        if isinstance(data, dict) and data.get("kind") == "Namespace":  # its pod-security labels (admission)
+            chk.findings.extend(Finding(d) for d in admission.namespace_findings(data, chk.file, chk.at))
+            if "Namespace" not in KINDS:
+                return None  # read for those labels only, until the model has the kind
         kind = _supported_kind(chk, data)
         if kind is None:
             return None
@@ -246,6 +252,8 @@ class _Loader:
             return None
         check_object(chk, obj, self.host)
         _drop_repeats(chk, schema_paths, first)
+        # Pod-security findings in fields the model drops (info here; judged in combine_files).
+        chk.findings.extend(Finding(d) for d in admission.unmodelled_findings(raw, chk.file, chk.at))
         line, col = chk.at(())
         return Entry(Loaded(obj, chk.file, line, col), chk.pos, chk.base, ok=not chk.failed)
 

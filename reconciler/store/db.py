@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from reconciler.errors import StateError
+from reconciler.fsutil import private_file
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS pods (
@@ -113,6 +114,7 @@ def connect(path: str | os.PathLike) -> Connection:
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         db = Connection(sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False))
+        private_file(path, "-wal", "-shm")  # pull secrets, sources: root's alone (-wal takes its mode)
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
         db.executescript(SCHEMA)

@@ -12,6 +12,7 @@ from reconciler.errors import PodplayError
 from reconciler.health import readiness
 from reconciler.observe import observe_host
 from reconciler.observed import ContainerState, ObservedHost, ObservedPod
+from reconciler.redact import redact_urls_in
 from reconciler.revisions import summary as revision_summary
 from reconciler.state import StateStore
 from reconciler.store.journal import COMMITTED
@@ -54,7 +55,8 @@ def collect_status(state: StateStore, drivers: Drivers | None, *, now: float | N
     keepers = []
     backoff: dict[str, dict] = {}
     for sid, rec in state.keepers.sources().items():
-        rec = dict(rec, id=sid)
+        # A record written by an older podplay may hold a URL with its credentials.
+        rec = dict(redact_urls_in(rec), id=sid)
         rec["running"] = bool(rec.get("running")) and keeper_alive(int(rec.get("pid", 0)))
         if rec["running"]:
             backoff.update(rec.get("backoff") or {})

@@ -24,6 +24,7 @@ import os
 import shutil
 import subprocess
 import time
+import urllib.parse
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from reconciler.diff import Scope
 from reconciler.errors import EXIT_APPLY_FAILED, EXIT_INVALID, InputError, ManifestError, PodplayError
 from reconciler.manifests import FileLoad, ManifestSet, combine_files
 from reconciler.paths import HostPaths
+from reconciler.redact import redact_url
 from reconciler.sources import find_manifest_files
 from reconciler.state import StateStore
 from reconciler.watch.dirs import source_id
@@ -50,6 +52,28 @@ class SyncError(PodplayError):
     temporary = True
 
 
+# The user and password of a URL (`https://user:TOKEN@host/…`) never reach git's command line,
+# the mirror's config, the state store, a log or a message: git gets the bare URL and asks this
+# script for them, which answers from its environment (only root and the git child read that).
+ASKPASS = """#!/bin/sh
+# podplay sync: git's credential prompt, answered from the environment of this git process.
+case "$1" in
+  Username*) printf '%s\\n' "$PODPLAY_GIT_USERNAME" ;;
+  *) printf '%s\\n' "$PODPLAY_GIT_PASSWORD" ;;
+esac
+"""
+def split_credentials(url: str) -> tuple[str, str, str]:
+    """(the URL without userinfo, user, password) of an http(s) URL; other URLs come back whole
+    (an ssh user names an account, not a secret, and ssh takes no password in the URL)."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https") or "@" not in parts.netloc:
+        return url, "", ""
+    userinfo, _, hostport = parts.netloc.rpartition("@")
+    user, _, password = userinfo.partition(":")
+    bare = urllib.parse.urlunsplit(parts._replace(netloc=hostport))
+    return bare, urllib.parse.unquote(user), urllib.parse.unquote(password)
+
+
 def _git_env() -> dict[str, str]:
     env = dict(os.environ)
     env.update(GIT_TERMINAL_PROMPT="0", LC_ALL="C", GIT_HTTP_LOW_SPEED_LIMIT="1000", GIT_HTTP_LOW_SPEED_TIME="60")
@@ -62,10 +86,10 @@ def _git_env() -> dict[str, str]:
 def check_url(url: str) -> str:
     url = url.strip()
     if not url or url.startswith("-") or any(ch in url for ch in "\0\n\r"):
-        raise InputError(f"{url!r} is not a git URL (file://, git://, https://, ssh:// or a path)")
+        raise InputError(f"{redact_url(url)!r} is not a git URL (file://, git://, https://, ssh:// or a path)")
     if url.startswith("ext::") or "::" in url.split("/", 1)[0]:
-        raise InputError(f"{url}: git remote helpers ('<transport>::') are not allowed; use file://, git://, "
-                         "https:// or ssh://")
+        raise InputError(f"{redact_url(url)}: git remote helpers ('<transport>::') are not allowed; use "
+                         "file://, git://, https:// or ssh://")
     return url
 
 
@@ -89,7 +113,13 @@ class GitSource:
                  path: str = ".", interval: float = 60.0, verify: bool = False, retry: float = 300.0,
                  log: EventLog | None = None, clock: Callable[[], float] = time.time,
                  monotonic: Callable[[], float] = time.monotonic, git: str = "git", isolate_parsing: bool = False):
-        self.url = check_url(url)
+        # `url` is the URL without credentials (what git, the mirror, status and logs see);
+        # the credentials stay in memory and reach git through ASKPASS.
+        self.url, self._user, self._password = split_credentials(check_url(url))
+        if not (self._user or self._password) and self.url.lower().startswith(("http://", "https://")):
+            # Or from the environment: unlike a URL, not on the command line other users can list.
+            self._user = os.environ.get("PODPLAY_GIT_USERNAME", "")
+            self._password = os.environ.get("PODPLAY_GIT_PASSWORD", "")
         self.path = check_path(path)
         if branch is not None and (not branch or branch.startswith("-") or any(c in branch for c in " \0\n~^:?*[\\")):
             raise InputError(f"--branch {branch!r} is not a branch name")
@@ -100,7 +130,7 @@ class GitSource:
         self.clock, self.mono = clock, monotonic
         self.git = git
         self.loader = load_in_child if isolate_parsing else load_in_process
-        self.id = source_id("sync", self.url)
+        self.id = source_id("sync", self.url)  # not the credentials: a new token is the same source
         self.base = host_paths.root / "sync" / self.id
         self.mirror = self.base / "mirror.git"
         self.commits = self.base / "commits"
@@ -130,14 +160,39 @@ class GitSource:
 
     def _run(self, *args: str, git_dir: bool = True, env: dict | None = None,
              timeout: float = GIT_TIMEOUT) -> subprocess.CompletedProcess:
-        argv = [self.git] + (["--git-dir", str(self.mirror)] if git_dir else []) + list(args)
+        env = env or _git_env()
+        extra: list[str] = []
+        if self._user or self._password:
+            env = {**env, "GIT_ASKPASS": str(self._askpass()), "PODPLAY_GIT_USERNAME": self._user,
+                   "PODPLAY_GIT_PASSWORD": self._password}
+            extra = ["-c", "credential.helper="]  # no configured helper may store them (e.g. `store`)
+        argv = [self.git] + extra + (["--git-dir", str(self.mirror)] if git_dir else []) + list(args)
         try:
-            return subprocess.run(argv, capture_output=True, text=True, env=env or _git_env(), timeout=timeout,
-                                  stdin=subprocess.DEVNULL)
+            res = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout,
+                                 stdin=subprocess.DEVNULL)
+            # git's own messages may quote a URL as it was typed somewhere (a config, a redirect)
+            res.stdout, res.stderr = redact_url(res.stdout or ""), redact_url(res.stderr or "")
+            return res
         except FileNotFoundError:
             raise SyncError(f"{self.git}: command not found; podplay sync needs git") from None
         except subprocess.TimeoutExpired:
             raise SyncError(f"git {args[0]} took more than {timeout:.0f}s; gave up") from None
+
+    def _askpass(self) -> Path:
+        """The ASKPASS script (no secret in it), owner-only like everything under the root."""
+        path = self.base.parent / "askpass"
+        try:
+            if path.read_text() == ASKPASS:
+                return path
+        except OSError:
+            pass
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        tmp = path.with_name(f".askpass-{os.getpid()}")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o700)
+        with os.fdopen(fd, "w") as f:
+            f.write(ASKPASS)
+        os.replace(tmp, path)
+        return path
 
     @staticmethod
     def _why(res: subprocess.CompletedProcess) -> str:
@@ -147,7 +202,10 @@ class GitSource:
 
     def fetch(self) -> None:
         """Clone the branch (the first time) or fetch it; raises SyncError when the remote is out of reach."""
-        self.base.mkdir(parents=True, exist_ok=True)
+        # Owner-only: a mirror holds every file of a private repository.
+        self.base.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.chmod(self.base.parent, 0o700)
+        self.base.mkdir(mode=0o700, parents=True, exist_ok=True)
         if not (self.mirror / "HEAD").exists():
             tmp = self.base / "mirror.tmp"
             shutil.rmtree(tmp, ignore_errors=True)
@@ -160,11 +218,22 @@ class GitSource:
                 raise SyncError(f"cannot clone {self.url}: {self._why(res)}")
             os.rename(tmp, self.mirror)
             return
+        self._scrub_mirror()
         branch = self.branch_name()
         res = self._run("fetch", "--quiet", "--no-tags", "--prune", "--", self.url,
                         f"+refs/heads/{branch}:refs/heads/{branch}")
         if res.returncode != 0:
             raise SyncError(f"cannot fetch {branch} from {self.url}: {self._why(res)}")
+
+    def _scrub_mirror(self) -> None:
+        """A mirror cloned by an older podplay kept the URL as typed, credentials and all, in its
+        config: store it without them (once; a fetch names the URL itself anyway)."""
+        if getattr(self, "_scrubbed", False):
+            return
+        self._scrubbed = True
+        res = self._run("config", "--get", "remote.origin.url")
+        if res.returncode == 0 and res.stdout.strip() != self.url:
+            self._run("config", "remote.origin.url", self.url)
 
     def branch_name(self) -> str:
         """--branch, else the remote's default branch as the clone recorded it."""

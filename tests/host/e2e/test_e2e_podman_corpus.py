@@ -437,6 +437,9 @@ NO_WAIT = {"03-podname-equals-ctrname.yaml", "10-deployment-startup-probe.yaml",
 SETUP = {"15-pvc-subpath.yaml": setup_15}
 TEARDOWN = {"15-pvc-subpath.yaml": teardown_15, "16-graceful-shutdown-sigterm.yaml": teardown_16,
             "32-template-default-pod.yaml": teardown_32}
+# Fixtures beyond the baseline pod-security level (host namespaces, unsafe sysctls): podman plays
+# them as they are, so podplay's host is set to privileged for them.
+PRIVILEGED = {"22-host-pid.yaml", "23-host-ipc.yaml", "24-pod-sysctls.yaml", "29-hostnetwork-hostname.yaml"}
 # Fixtures whose `up` fails as it should: the check runs `up` itself.
 FAILS = {"34-init-container-always.yaml"}
 
@@ -454,6 +457,8 @@ def test_every_fixture_podplay_accepts_has_a_check():
 @pytest.mark.parametrize("name", _played())
 def test_podman_fixture_played(stack, name):
     m, ports = prepare(stack, name)
+    if name in PRIVILEGED:
+        stack.env["PODPLAY_POD_SECURITY"] = "privileged"
     if name in SETUP:
         SETUP[name](stack)
     if name in FAILS:

@@ -221,6 +221,7 @@ def test_user_from_the_image_or_run_as_user(stack, registry):
 # --- security -------------------------------------------------------------------------------------
 
 def test_capabilities_privileged_no_new_privileges_and_read_only_root(stack):
+    stack.env["PODPLAY_POD_SECURITY"] = "privileged"  # deliberately beyond baseline
     up(stack, "sec.yaml", f"""
         apiVersion: v1
         kind: Pod
@@ -269,6 +270,7 @@ def test_capabilities_privileged_no_new_privileges_and_read_only_root(stack):
 
 
 def test_pod_sysctls_apply_inside_the_pod_only(stack):
+    stack.env["PODPLAY_POD_SECURITY"] = "privileged"  # deliberately beyond baseline
     with open("/proc/sys/net/core/somaxconn") as f:
         host_somaxconn = f.read()
     up(stack, "sysctl.yaml", f"""
@@ -460,6 +462,7 @@ def test_the_infra_container_holds_net_ipc_uts_and_pid_when_shared(stack):
 
 
 def test_host_network_pod_uses_the_hosts_network_and_name(stack):
+    stack.env["PODPLAY_POD_SECURITY"] = "privileged"  # deliberately beyond baseline
     port = free_port()
     up(stack, "hostnet.yaml", f"""
         apiVersion: v1
@@ -635,6 +638,7 @@ STUBBORN = ("trap 'echo TERM ignored >> /record/stubborn' TERM; echo up >> /reco
 
 
 def test_graceful_stop_signal_grace_period_then_sigkill(stack, registry, tmp_path):
+    stack.env["PODPLAY_ALLOWED_HOST_PATHS"] = str(tmp_path)  # baseline, with the operator's exception
     record = tmp_path / "record"
     image = make_busybox_image(registry, "e2e/stopsig", config={"stop_signal": "SIGUSR2"})
     m, _ = up(stack, "stop.yaml", f"""
@@ -704,6 +708,7 @@ def test_memory_empty_dir_is_a_tmpfs_bounded_by_its_size_limit(stack):
 
 
 def test_host_path_types(stack, tmp_path):
+    stack.env["PODPLAY_ALLOWED_HOST_PATHS"] = str(tmp_path)  # baseline, with the operator's exception
     made_dir, made_file = tmp_path / "made-dir", tmp_path / "made-file"
     existing = tmp_path / "existing"
     existing.mkdir()
