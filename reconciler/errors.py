@@ -55,6 +55,7 @@ EXIT_LOCKED = 4
 EXIT_IMAGE = 5
 EXIT_NOT_FOUND = 6
 EXIT_ENVIRONMENT = 7
+EXIT_NO_SPACE = 8
 EXIT_INTERRUPTED = 130
 
 
@@ -106,6 +107,31 @@ class NetworkError(PodplayError):
 
 class StateError(PodplayError):
     """The state store is unreadable or inconsistent."""
+
+
+class NoSpaceError(PodplayError):
+    """A file system podplay writes to is full: nothing more can be recorded or created."""
+
+    exit_code = EXIT_NO_SPACE
+    temporary = True
+
+
+def no_space(path, need: int = 0) -> NoSpaceError:
+    """The one message for ENOSPC anywhere: which file system, how much is free (and needed)."""
+    import os
+
+    where = str(path)
+    probe = where
+    while probe and not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    try:
+        st = os.statvfs(probe or "/")
+        free = f"{st.f_bavail * st.f_frsize / 1e6:.1f} MB free"
+    except OSError:
+        free = "free space unknown"
+    needed = f", need {need / 1e6:.1f} MB" if need else ""
+    return NoSpaceError(f"no space left on the file system of {where}: {free}{needed}; free some space "
+                        "(`podplay image prune` removes unused images) and run the command again")
 
 
 class LockedError(PodplayError):

@@ -17,12 +17,14 @@ so that a second process can say who is in the way.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import fcntl
 import os
 import time
 from pathlib import Path
 
-from reconciler.errors import LockedError
+from reconciler.errors import LockedError, no_space
 from reconciler.store.db import SCHEMA, Connection, connect
 from reconciler.store.journal import (
     ABORTED,
@@ -82,8 +84,13 @@ class ApplyLock:
             return "another podplay process"
 
     def __enter__(self) -> ApplyLock:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise no_space(self.path) from None
+            raise
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
         while True:
             try:
@@ -97,7 +104,8 @@ class ApplyLock:
                 time.sleep(0.05)
         cmd = " ".join(os.environ.get("PODPLAY_COMMAND", "").split()) or "podplay"
         os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} ({cmd}) since {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
+        with contextlib.suppress(OSError):  # on a full disk the lock holds all the same, unnamed
+            os.pwrite(fd, f"pid {os.getpid()} ({cmd}) since {time.strftime('%Y-%m-%d %H:%M:%S')}\n".encode(), 0)
         self.fd = fd
         return self
 

@@ -8,6 +8,7 @@ import nothing heavy at import time: ``podplay --help`` must start fast.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import sys
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import TextIO
 
 from reconciler import __version__
-from reconciler.errors import EXIT_INTERRUPTED, EXIT_INVALID, EXIT_USAGE, PodplayError
+from reconciler.errors import EXIT_INTERRUPTED, EXIT_INVALID, EXIT_USAGE, PodplayError, no_space
 from reconciler.paths import HostPaths
 
 # Areas in help order, each with the commands it registers (``register(sub, common)`` in
@@ -163,6 +164,13 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
+    except OSError as exc:
+        if exc.errno != errno.ENOSPC:
+            raise
+        # A full disk wherever it shows up first: one clear message, never a traceback.
+        err = no_space(exc.filename or ctx.paths.root)
+        print(f"Error: {err}", file=sys.stderr)
+        return err.exit_code
     except BrokenPipeError:
         # Output piped into `head` and friends: not an error worth a traceback.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

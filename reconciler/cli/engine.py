@@ -94,7 +94,10 @@ def _engine(ctx):
     from reconciler.state import StateStore
 
     os.environ.setdefault("PODPLAY_COMMAND", " ".join(["podplay"] + sys.argv[1:]))
-    return open_drivers(ctx.paths), StateStore(ctx.paths.state_db)
+    state = StateStore(ctx.paths.state_db)
+    if state.db.notice:
+        print(f"warning: {state.db.notice}", file=ctx.err)
+    return open_drivers(ctx.paths), state
 
 
 def cmd_plan(args, ctx) -> int:

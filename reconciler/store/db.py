@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from reconciler.errors import StateError
+from reconciler.errors import NoSpaceError, StateError, no_space
 from reconciler.fsutil import private_file
 
 SCHEMA = """
@@ -71,24 +73,55 @@ class Rows:
         return iter(self.rows)
 
 
+def _translated(path: Path | None, exc: sqlite3.Error) -> Exception:
+    """A sqlite error as what it means to the user: a full disk, a damaged file, or a store
+    podplay cannot use (never a traceback)."""
+    text = str(exc)
+    if "disk is full" in text or "disk I/O error" in text and _full(path):
+        return no_space(path or "the state store")
+    if isinstance(exc, sqlite3.DatabaseError) and ("malformed" in text or "not a database" in text):
+        return StateError(f"state store {path} is damaged ({text}); the next podplay command moves it aside "
+                          "and rebuilds it from the host")
+    return StateError(f"state store {path}: {text}")
+
+
+def _full(path: Path | None) -> bool:
+    """sqlite reports a write that ran out of space as an I/O error at times: look."""
+    try:
+        st = os.statvfs(path.parent if path is not None else "/")
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < 1 << 20
+
+
 class Connection:
     """One sqlite connection shared by the threads of an apply: every statement, and every
     BEGIN…COMMIT block (``transaction``, which holds the same re-entrant lock), runs alone."""
 
-    def __init__(self, conn: sqlite3.Connection, lock: threading.RLock | None = None):
-        self.conn, self.lock = conn, lock or threading.RLock()
+    def __init__(self, conn: sqlite3.Connection, lock: threading.RLock | None = None, path: Path | None = None):
+        self.conn, self.lock, self.path = conn, lock or threading.RLock(), path
+        self.notice = ""  # what opening it had to do that the user should hear of (a damaged file moved aside)
 
     def execute(self, sql: str, params=()) -> Rows:
         with self.lock:
-            return Rows(self.conn.execute(sql, params))
+            try:
+                return Rows(self.conn.execute(sql, params))
+            except sqlite3.Error as exc:
+                raise _translated(self.path, exc) from None
 
     def executemany(self, sql: str, seq) -> Rows:
         with self.lock:
-            return Rows(self.conn.executemany(sql, seq))
+            try:
+                return Rows(self.conn.executemany(sql, seq))
+            except sqlite3.Error as exc:
+                raise _translated(self.path, exc) from None
 
     def executescript(self, sql: str) -> None:
         with self.lock:
-            self.conn.executescript(sql)
+            try:
+                self.conn.executescript(sql)
+            except sqlite3.Error as exc:
+                raise _translated(self.path, exc) from None
 
     @contextlib.contextmanager
     def transaction(self) -> Iterator[Connection]:
@@ -99,7 +132,8 @@ class Connection:
             try:
                 yield self
             except BaseException:
-                self.execute("ROLLBACK")
+                with contextlib.suppress(StateError, NoSpaceError):  # the error that brought us here says more
+                    self.execute("ROLLBACK")
                 raise
             self.execute("COMMIT")
 
@@ -108,19 +142,85 @@ class Connection:
             self.conn.close()
 
 
+# What a damaged store's tables are worth carrying over, in order (ownership and the open
+# transactions first: they are what recovery and pruning need).
+SALVAGED = ("pods", "claims", "txns", "journal", "revisions", "pins", "last_good", "meta")
+
+
 def connect(path: str | os.PathLike) -> Connection:
-    """The read-write store at ``path``, created (with every table) if missing."""
+    """The read-write store at ``path``, created (with every table) if missing. A damaged file
+    is moved aside (kept for inspection), and what can still be read of it is carried over to a
+    new store; the rest is rebuilt from the host, whose containers carry podplay's labels."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        db = Connection(sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            return _open(path)
+        except sqlite3.DatabaseError as exc:
+            if isinstance(exc, sqlite3.OperationalError) and "malformed" not in str(exc):
+                raise _translated(path, exc) from None
+            why = str(exc)
+            aside = _move_aside(path)
+        db = _open(path)
+        kept = _salvage(db, aside)
+        db.notice = (f"the state store was damaged ({why}); it was moved aside to {aside} and rebuilt: carried "
+                     f"over {', '.join(kept) or 'nothing'}; pods are adopted from the host's labels")
+        db.execute("INSERT INTO events VALUES (?, 'error', 'state', ?)", (time.time(), db.notice))
+        return db
+    except sqlite3.Error as exc:
+        raise _translated(path, exc) from None
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise no_space(path) from None
+        raise StateError(f"state store {path}: {exc.strerror or exc}") from None
+
+
+def _open(path: Path) -> Connection:
+    db = Connection(sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False), path=path)
+    try:
         private_file(path, "-wal", "-shm")  # pull secrets, sources: root's alone (-wal takes its mode)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.executescript(SCHEMA)
-    except sqlite3.DatabaseError as exc:
-        raise StateError(f"state store {path} is unreadable: {exc}") from None
+        db.conn.execute("PRAGMA journal_mode=WAL")
+        db.conn.execute("PRAGMA synchronous=NORMAL")
+        db.conn.executescript(SCHEMA)
+        # A garbled page shows only where it is read: check every page now (a few ms for a
+        # store of this size) rather than fail halfway through an apply.
+        check = db.conn.execute("PRAGMA quick_check").fetchone()
+        if check is None or check[0] != "ok":
+            raise sqlite3.DatabaseError(f"database disk image is malformed ({check[0] if check else 'no answer'})")
+    except BaseException:
+        db.conn.close()
+        raise
     return db
+
+
+def _move_aside(path: Path) -> Path:
+    aside = path.with_name(f"{path.name}.damaged-{time.strftime('%Y%m%dT%H%M%S')}")
+    for suffix in ("", "-wal", "-shm"):
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(f"{path}{suffix}", f"{aside}{suffix}")
+    return aside
+
+
+def _salvage(db: Connection, aside: Path) -> list[str]:
+    """Copy every table of the damaged file that still reads whole; returns their names."""
+    kept = []
+    try:
+        old = sqlite3.connect(f"file:{aside}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return kept
+    try:
+        for table in SALVAGED:
+            try:
+                rows = old.execute(f"SELECT * FROM {table}").fetchall()  # noqa: S608 (names from SALVAGED)
+                if rows:
+                    marks = ",".join("?" * len(rows[0]))
+                    db.conn.executemany(f"INSERT OR REPLACE INTO {table} VALUES ({marks})", rows)  # noqa: S608
+                kept.append(table)
+            except sqlite3.Error:
+                continue
+    finally:
+        old.close()
+    return kept
 
 
 class ReadOnlyConnection(Connection):

@@ -1,0 +1,103 @@
+"""Faults an edge device meets, on the real stack: a damaged state store, a full disk.
+
+Each test asserts what a user sees (exit code, one clear message, no traceback), that running
+pods survive, and that `down` afterwards leaves nothing."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+
+import pytest
+
+from tests.host.e2e.conftest import free_port, host_leftovers, http_get, wait_http
+
+POD = """
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}}}
+spec:
+  containers:
+  - name: httpd
+    image: localhost/busybox:latest
+    imagePullPolicy: Never
+    command: ["sh", "-c", "mkdir -p /www && echo ok > /www/index.html && exec httpd -f -p 8080 -h /www"]
+    ports: [{{containerPort: 8080, hostPort: {port}}}]
+"""
+
+
+def damage(path, how: str) -> None:
+    """Damage the store the way a power cut or a bad sector would."""
+    with open(path, "r+b") as f:
+        if how == "header":
+            f.write(b"this is not a database at all" * 4)
+        else:
+            size = os.fstat(f.fileno()).st_size
+            assert size > 3 * 4096, "the store should span several pages"
+            f.seek(2 * 4096)
+            f.write(os.urandom(4096))
+
+
+@pytest.mark.parametrize("how", ["header", "page"])
+def test_a_damaged_state_store_is_moved_aside_and_its_pods_are_adopted(stack, how):
+    port = free_port()
+    m = stack.write("web.yaml", POD.format(name="web", port=port))
+    stack.run("up", "--wait", str(m))
+    wait_http(f"http://127.0.0.1:{port}/")
+    db = stack.paths.state_db
+    damage(db, how)
+
+    again = stack.run("up", str(m))
+    assert "Traceback" not in again.stderr
+    assert "state store was damaged" in again.stderr and "moved aside" in again.stderr
+    assert "No changes" in again.stdout, "the running pod is adopted from its labels, not recreated"
+    aside = [p for p in db.parent.iterdir() if p.name.startswith("state.db.damaged-")]
+    assert aside, "the damaged file is kept for inspection"
+    assert http_get(f"http://127.0.0.1:{port}/") == "ok\n"
+
+    quiet = stack.run("up", str(m))
+    assert "damaged" not in quiet.stderr, "reported once"
+    stack.run("down", str(m))
+    assert host_leftovers(stack) == []
+
+
+@pytest.fixture
+def small_root(stack):
+    """The storage root on a 2 MB tmpfs of its own (removed after the test)."""
+    mnt = stack.tmp / f"small-{uuid.uuid4().hex[:6]}"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(mnt)], check=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def fill(directory, leave: int) -> None:
+    """Fill the file system of `directory` until about `leave` bytes are free."""
+    fd = os.open(os.path.join(directory, "ballast"), os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        while True:
+            st = os.statvfs(directory)
+            free = st.f_bavail * st.f_frsize
+            if free <= leave:
+                break
+            try:
+                os.write(fd, b"\0" * min(free - leave, 64 * 1024))
+            except OSError:
+                break
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("leave", [0, 8 * 1024])
+def test_a_full_storage_root_is_one_clear_error_and_changes_nothing(stack, small_root, leave):
+    m = stack.write("web.yaml", POD.format(name="web", port=free_port()))
+    fill(small_root, leave)
+    env = {"PODPLAY_ROOT": str(small_root / "root")}
+    res = stack.run("up", str(m), check=False, env=env)
+    assert res.returncode == 8, res.stderr
+    assert "Traceback" not in res.stderr
+    assert "no space left" in res.stderr and "MB free" in res.stderr
+    assert not stack.containers()
