@@ -126,7 +126,7 @@ def _broken(o: ObservedPod) -> str:
     if o.infra is None:
         return "infra container is gone"
     if o.infra.state == ContainerState.UNKNOWN:
-        return "runtime state is gone (host rebooted?)"
+        return "runtime state is gone (host rebooted, run root wiped, or its conmon killed)"
     if o.infra.state != ContainerState.RUNNING:
         return f"infra container is {o.infra.state}"
     return ""

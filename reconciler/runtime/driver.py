@@ -114,6 +114,25 @@ def _nodename() -> str:
     return os.uname().nodename
 
 
+def _write_quietly(path: str, text: str) -> bool:
+    try:
+        with open(path, "w") as f:
+            f.write(text)
+        return True
+    except OSError:
+        return False
+
+
+def _cgroup_hierarchies() -> list[str]:
+    """The mounted cgroup hierarchies (one on a cgroup v2 host, one per controller on v1)."""
+    if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+        return ["/sys/fs/cgroup"]
+    try:
+        return [e.path for e in os.scandir("/sys/fs/cgroup") if e.is_dir(follow_symlinks=False)]
+    except FileNotFoundError:
+        return []
+
+
 def _write_in_place(path: Path, content: str) -> None:
     """Rewrite a file keeping its inode: containers bind-mount it, and a rename would leave
     them looking at the old one."""
@@ -310,10 +329,20 @@ class RuncRuntime:
                            started_at, finished)
         if pid > 0 and hostinfo.proc_start_time(pid) == pid_start:
             state = ContainerState.RUNNING if started_at else ContainerState.CREATED
+            if not self._managed(cid, conmon_pid, conmon_start):
+                state = ContainerState.UNKNOWN  # it runs, but nothing can stop, exec or watch it properly
             return _Status(state, pid, pid_start, conmon_pid, conmon_start, None, False, started_at)
         # Dead without an exit file: conmon is writing it right now, or conmon was killed.
         oom = os.path.exists(f"{rec}/persist/oom")
         return _Status(ContainerState.EXITED, pid, pid_start, conmon_pid, conmon_start, None, oom, started_at)
+
+    def _managed(self, cid: str, conmon_pid: int, conmon_start) -> bool:
+        """A live container is managed while runc keeps its state (a wiped run root or a deleted
+        state dir leaves runc blind: no kill, no exec) and its conmon lives (it writes the log and
+        the exit code). Either gone: the container is UNKNOWN, and the diff replaces it."""
+        if not os.path.exists(f"{self.paths.runc_root}/{cid}/state.json"):
+            return False
+        return conmon_pid <= 0 or hostinfo.proc_start_time(conmon_pid) == conmon_start
 
     def _oom_from_cgroup(self, cid: str, rec: Path) -> bool:
         """conmon's OOM event can lose the race with the container's exit; the memory cgroup still
@@ -711,6 +740,9 @@ class RuncRuntime:
             res = self._run_runc("delete", "--force", cid)
             if res.returncode != 0 and self._runc_knows(cid):
                 raise ContainerRuntimeError(f"cannot remove {cid}: {_conmon.runc_message(res.stderr)}")
+        if status is not None and status.pid_start is not None \
+                and hostinfo.proc_start_time(status.pid) == status.pid_start:
+            self._kill_without_runc(cid, status)
         if (status is not None and status.pid_start is not None
                 and not hostinfo.wait_pid_gone(status.pid, status.pid_start, KILL_WAIT)):
             raise ContainerRuntimeError(f"container {cid} did not die after runc delete --force")
@@ -720,6 +752,27 @@ class RuncRuntime:
                 os.unlink(path)
         shutil.rmtree(rec, ignore_errors=True)
         shutil.rmtree(self._bundle(cid), ignore_errors=True)
+
+    def _kill_without_runc(self, cid: str, status: _Status) -> None:
+        """The container outlived `runc delete --force`: runc lost its state. Kill what podplay
+        knows it by: every process in the cgroup it was given (frozen first, so none can fork
+        away), and its recorded pid, checked by start time so a reused pid is never hit."""
+        cgroup = (self._labels(cid).get("cgroup") or "").lstrip("/")
+        freezer = f"/sys/fs/cgroup/freezer/{cgroup}/freezer.state"
+        frozen = bool(cgroup) and _write_quietly(freezer, "FROZEN")
+        pids: set[int] = set()
+        if cgroup:
+            for h in _cgroup_hierarchies():
+                text = _read_text(f"{h}/{cgroup}/cgroup.procs") or ""
+                pids |= {int(p) for p in text.split() if p.isdigit()}
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 9)
+        if frozen:
+            _write_quietly(freezer, "THAWED")
+        if hostinfo.proc_start_time(status.pid) == status.pid_start:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(status.pid, 9)
 
     def _undo(self, cid: str) -> None:
         """Best-effort removal after a failed create; the create's own error is the one to report."""
@@ -760,13 +813,7 @@ class RuncRuntime:
 
     def _remove_cgroups(self, uid: str) -> None:
         """runc removes each container's cgroup; the pod's parent directories are ours."""
-        try:
-            hierarchies = [e.path for e in os.scandir("/sys/fs/cgroup") if e.is_dir(follow_symlinks=False)]
-        except FileNotFoundError:
-            return
-        if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
-            hierarchies = ["/sys/fs/cgroup"]
-        for h in hierarchies:
+        for h in _cgroup_hierarchies():
             pod = os.path.join(h, self.cgroup_parent.lstrip("/"), uid)
             if not os.path.isdir(pod):
                 continue

@@ -18,6 +18,7 @@ apiVersion: v1
 kind: Pod
 metadata: {{name: {name}}}
 spec:
+  terminationGracePeriodSeconds: 3  # httpd as PID 1 ignores SIGTERM: the grace period is all a stop takes
   containers:
   - name: httpd
     image: localhost/busybox:latest
@@ -101,3 +102,44 @@ def test_a_full_storage_root_is_one_clear_error_and_changes_nothing(stack, small
     assert "Traceback" not in res.stderr
     assert "no space left" in res.stderr and "MB free" in res.stderr
     assert not stack.containers()
+
+
+def _app_and_infra(stack, pod: str):
+    found = {c.role: c for c in stack.containers() if c.pod == f"default/{pod}"}
+    return found["app"], found["infra"]
+
+
+@pytest.mark.parametrize("lost", ["app runc state", "infra runc state", "app conmon"])
+def test_a_container_whose_runc_state_or_conmon_is_gone_is_repaired_and_removed_cleanly(stack, lost):
+    import shutil
+    import signal
+    import time
+
+    port = free_port()
+    m = stack.write("web.yaml", POD.format(name="web", port=port))
+    stack.run("up", "--wait", str(m))
+    wait_http(f"http://127.0.0.1:{port}/")
+    app, infra = _app_and_infra(stack, "web")
+    target = app if lost.startswith("app") else infra
+    if lost.endswith("runc state"):
+        shutil.rmtree(stack.paths.runc_root / target.id)
+    else:
+        state = (stack.paths.conmon / target.id / "state.json").read_text()
+        import json
+
+        os.kill(json.loads(state)["conmon_pid"], signal.SIGKILL)
+        time.sleep(0.5)
+
+    plan = stack.run("plan", str(m))
+    assert "No changes" not in plan.stdout, "the drift is seen"
+    again = stack.run("up", "--wait", str(m))
+    assert "Traceback" not in again.stderr
+    assert http_get(f"http://127.0.0.1:{port}/") == "ok\n"
+    after, _ = _app_and_infra(stack, "web")
+    assert after.state == "running"
+    assert stack.run("plan", str(m)).stdout.startswith("No changes")
+
+    started = time.monotonic()
+    stack.run("down", str(m))
+    assert time.monotonic() - started < 20, "down does not wait on a container runc cannot see"
+    assert host_leftovers(stack) == []
