@@ -330,6 +330,25 @@ def test_blob_larger_than_its_descriptor(make_store, hostile, host_paths):
     assert_nothing_stored(host_paths)
 
 
+def test_blob_larger_than_the_free_space_is_refused_before_downloading(make_store, hostile, host_paths):
+    layer = _largest_layer(hostile)
+    huge = 1 << 50  # a petabyte: more than any test host has free
+
+    def edit(doc):
+        for d in doc["layers"]:
+            if d["digest"] == layer:
+                d["size"] = huge
+
+    _serve_edited(hostile, "huge", edit)
+    with pytest.raises(ImageError) as err:
+        make_store().pull(hostile.ref("huge"))
+    text = str(err.value)
+    assert f"image {hostile.ref('huge')}" in text and layer in text and "1048576.0 GiB" in text
+    assert f"image store {host_paths.images}" in text and "free" in text and "reserve" in text
+    assert not hostile.seen("GET", f"/blobs/{layer}")  # refused before the first byte
+    assert_nothing_stored(host_paths)
+
+
 def test_hostile_digest_never_becomes_a_path(make_store, hostile, host_paths, tmp_path):
     victim = tmp_path / "victim"
     traversal = f"sha256:../../../../../../{victim}"
