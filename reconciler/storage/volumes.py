@@ -218,10 +218,9 @@ class HostVolumes:
     def list_pod_volumes(self) -> list[str]:
         uids = set()
         for parent in (self.paths.pods_run, self.paths.root / "pods"):
-            with contextlib.suppress(FileNotFoundError):
-                for uid in os.listdir(parent):
-                    if _ID.match(uid) and (parent / uid / "volumes").is_dir():
-                        uids.add(uid)
+            for uid in _listdir(parent):
+                if _ID.match(uid) and (parent / uid / "volumes").is_dir():
+                    uids.add(uid)
         return sorted(uids)
 
     # -- claims ---------------------------------------------------------------------------------
@@ -247,14 +246,23 @@ class HostVolumes:
 
     def list_claims(self) -> list[str]:
         out = []
-        with contextlib.suppress(FileNotFoundError):
-            for ns in os.listdir(self.paths.claims):
-                if not _DNS.match(ns) or not (self.paths.claims / ns).is_dir():
-                    continue
-                for name in os.listdir(self.paths.claims / ns):
-                    if _DNS.match(name) and (self.paths.claims / ns / name).is_dir():
-                        out.append(f"{ns}/{name}")
+        for ns in _listdir(self.paths.claims):
+            if not _DNS.match(ns) or not (self.paths.claims / ns).is_dir():
+                continue
+            for name in _listdir(self.paths.claims / ns):
+                if _DNS.match(name) and (self.paths.claims / ns / name).is_dir():
+                    out.append(f"{ns}/{name}")
         return sorted(out)
+
+
+def _listdir(path: Path) -> list[str]:
+    """Names in ``path``; none when it does not exist; a StorageError when it cannot be read."""
+    try:
+        return os.listdir(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    except OSError as e:
+        raise StorageError(f"cannot list {path}: {e.strerror}") from e
 
 
 def trusted_symlinks() -> tuple[str, ...]:
