@@ -325,15 +325,16 @@ def resolve_host_path(path: str, kind: str, symlinks: Sequence[str], what: str) 
                 st = None
             if st is None:
                 if kind == "DirectoryOrCreate" or (kind == "FileOrCreate" and last):
-                    # Another process may make (or remove) the name meanwhile: look again, a
-                    # bounded number of times.
-                    retries += 1
-                    if retries > _MAX_CREATE_RETRIES:
-                        raise StorageError(f"{what}: hostPath {path!r}: {here} keeps changing while it is "
-                                           "being created")
                     made = _create(fds[-1], comp, directory=kind == "DirectoryOrCreate")
                     if made and kind == "FileOrCreate":
                         return Path(here)
+                    if not made:
+                        # Another process made the name meanwhile (and may remove it again):
+                        # look again, a bounded number of times.
+                        retries += 1
+                        if retries > _MAX_CREATE_RETRIES:
+                            raise StorageError(f"{what}: hostPath {path!r}: {here} keeps changing while it is "
+                                               "being created")
                     todo.append(comp)  # look at what is there now
                     continue
                 if last:

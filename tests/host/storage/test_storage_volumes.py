@@ -351,3 +351,12 @@ def test_memory_empty_dir_is_never_larger_than_the_host_memory(vols, host_paths)
         assert 0 < st.f_blocks * st.f_frsize <= memory
     finally:
         vols.remove_pod_volumes(UID)
+
+
+def test_a_name_that_keeps_appearing_and_vanishing_is_a_bounded_error(vols, tmp_path, monkeypatch):
+    """The old code recursed on EEXIST; the walk looks again a bounded number of times."""
+    from reconciler.storage import volumes
+
+    monkeypatch.setattr(volumes, "_create", lambda *a, **kw: False)  # "someone else made it" (it is gone)
+    with pytest.raises(StorageError, match="keeps changing while it is being created"):
+        vols.prepare_pod_volumes(UID, [host(tmp_path, "racy", "FileOrCreate")])
