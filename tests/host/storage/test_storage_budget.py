@@ -19,6 +19,7 @@ from reconciler.storage import mounts
 from reconciler.storage.layers import INCOMPLETE, LayerStore
 from reconciler.storage.unpack import UnpackLimits
 from tests.host.storage.kit import GZIP, BlobStore, f, sha256, tar_bytes
+from tests.support.registry import registry  # noqa: F401 - a fixture
 
 MiB = 1 << 20
 
@@ -110,3 +111,43 @@ def test_the_per_layer_cap_applies_however_much_is_free(host_paths):
         store.ensure_layers(image(blobs, layer))
     assert store.list_layers() == []
     assert_nothing_half_made(host_paths)
+
+
+def test_a_bomb_pulled_from_a_registry_is_refused_at_prepare(small_store, registry, tmp_path, monkeypatch):  # noqa: F811
+    """The whole way: the 3 MiB blob is pulled (it is small), and preparing a container's
+    snapshot refuses it with the image's name; no layer, snapshot or mount is left."""
+    import json
+
+    from reconciler.images.driver import LocalImageStore
+    from reconciler.images.platform import host_platform
+    from reconciler.storage.snapshots import OverlaySnapshotter
+
+    conf = tmp_path / "registries.conf"
+    conf.write_text("")
+    monkeypatch.setenv("PODPLAY_REGISTRIES_CONF", str(conf))
+    monkeypatch.setenv("REGISTRY_AUTH_FILE", str(tmp_path / "auth.json"))
+    blobs = BlobStore()
+    bomb = zeros_layer(blobs, "zeros", 3 << 30, exact_diff_id=False)
+    repo = "budget/bomb"
+    registry.put_blob(repo, blobs.blobs[bomb.digest])
+    config = json.dumps({"architecture": host_platform().architecture, "os": "linux",
+                         "rootfs": {"type": "layers", "diff_ids": [bomb.diff_id]}}).encode()
+    config_digest = registry.put_blob(repo, config)
+    manifest = {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest,
+                           "size": len(config)},
+                "layers": [{"mediaType": GZIP, "digest": bomb.digest, "size": bomb.size}]}
+    registry.put_manifest(repo, "latest", json.dumps(manifest).encode(), manifest["mediaType"])
+    images = LocalImageStore(small_store, retries=1, backoff=0.01, timeout=10)
+    try:
+        ref = registry.ref(repo)
+        image = images.ensure_image(ref, "IfNotPresent")
+        snapshots = OverlaySnapshotter(small_store, images)
+        with pytest.raises(StorageError) as err:
+            snapshots.prepare("c0ffee-app", image)
+        assert f"image {ref}" in str(err.value) and bomb.digest in str(err.value) and "free" in str(err.value)
+        assert snapshots.list_snapshots() == []
+        assert not mounts.mounts_at_or_under(small_store.runroot)
+        assert_nothing_half_made(small_store)
+    finally:
+        images.close()
