@@ -282,10 +282,9 @@ def _trusted(path: str, symlinks: Sequence[str]) -> bool:
 def tmpfs_size(limit: int) -> int:
     """A Memory emptyDir's tmpfs size: its sizeLimit, but never more than the host's memory
     (the kernel accepts any size, and a tmpfs that outgrows memory takes the host down with it)."""
-    try:
-        memory = os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError):
-        return limit
+    from reconciler.manifests.hostfacts import this_host  # the one reading of the host's memory
+
+    memory = this_host().memory
     return min(limit, memory) if memory > 0 else limit
 
 
