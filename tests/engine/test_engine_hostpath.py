@@ -26,7 +26,7 @@ def test_file_or_create_on_a_dangling_symlink_fails_only_its_pod(engine, tmp_pat
     assert failed.txn.key == "default/web"
     assert "volume 'sock'" in failed.error and str(link) in failed.error and "is a symlink" in failed.error
     assert engine.running() == {"default/other": {"app"}}
-    assert engine.state.open_txns() == []
+    assert engine.state.journal.open_txns() == []
     assert not (tmp_path / "nowhere").exists()
     # Fixed by the user (the link replaced by a real file): the next pass applies it.
     link.unlink()
