@@ -13,10 +13,13 @@ alias, else the search registries in order, else Docker Hub.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
+import threading
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
 from reconciler import forked
@@ -56,6 +59,66 @@ POLICIES = {"always": "Always", "ifnotpresent": "IfNotPresent", "never": "Never"
 
 if TYPE_CHECKING:  # only a type here: the CLI's pull path need not import the kube model
     from reconciler.desired import RegistryCredential
+
+
+# The share of the image store's file system a pull leaves free (as the layer store does).
+RESERVE_FRACTION = 0.05
+
+
+class DownloadBudget:
+    """The content store as one pull sees it: a blob is downloaded only when its declared size
+    fits in the free space of the store's file system, less a reserve, less what the pull's
+    other blobs claimed. Checked before the first byte, so a manifest that declares a layer
+    larger than the disk fails at once with a message, not with ENOSPC half-way through."""
+
+    def __init__(self, store: ContentStore, what: str):
+        self._store, self._what = store, what
+        self._lock = threading.Lock()
+        self._space: tuple[int, int] | None = None  # (free, reserve) when first measured
+        self._claimed = 0
+
+    def __getattr__(self, name: str):
+        return getattr(self._store, name)
+
+    @contextlib.contextmanager
+    def ingest(self, digest: str, size: int):
+        if not self._store.has_blob(digest):
+            self._claim(digest, size)
+        with self._store.ingest(digest, size) as w:
+            yield w
+
+    def _claim(self, digest: str, size: int) -> None:
+        with self._lock:
+            if self._space is None:
+                self._space = _free_space(self._store.root)
+            free, reserve = self._space
+            if self._claimed + size > free - reserve:
+                other = f", {_human(self._claimed)} of it claimed by this image's other blobs" if self._claimed else ""
+                raise ImageError(
+                    f"image {self._what}: blob {digest} is {_human(size)}, more than the image store "
+                    f"{self._store.root} can take: {_human(free)} free, {_human(reserve)} of which stay in "
+                    f"reserve{other}; free space, or remove unused images with `podplay image prune`")
+            self._claimed += size
+
+
+def _free_space(path: Path) -> tuple[int, int]:
+    """(bytes free to us, the reserve) of the file system holding ``path`` (or its nearest
+    existing parent: the store may not exist before its first pull)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        st = os.statvfs(path)
+    except OSError as exc:
+        raise ImageError(f"cannot read the free space of {path}: {exc.strerror}") from None
+    return st.f_bavail * st.f_frsize, int(st.f_blocks * st.f_frsize * RESERVE_FRACTION)
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{int(n)} B" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
 
 
 def normalize_policy(policy: str) -> str:
@@ -203,7 +266,8 @@ class LocalImageStore:
         try:
             name, ingested = self._try_sources(parsed, credentials,
                                                lambda src, client: ingest_image(
-                                                   self.store, RegistrySource(client, src.ref.path),
+                                                   DownloadBudget(self.store, str(src.ref)),
+                                                   RegistrySource(client, src.ref.path),
                                                    src.ref.digest or src.ref.tag, platform=want,
                                                    progress=self.progress, workers=self.workers))
         finally:

@@ -8,15 +8,21 @@ Safety rules, each with a reason:
 
 * Plain http only for registries configured insecure or on loopback (docker's rule), and a
   token realm over plain http only for those too: a realm receives the password.
-* Credentials go to the registry's own origin and to its token realm, never anywhere else:
-  redirects are followed by hand and lose the Authorization header when they leave the origin
-  (blob downloads are routinely redirected to a CDN).
+* Credentials go to the registry's own origin, never anywhere else: redirects are followed by
+  hand and lose the Authorization header when they leave the origin (blob downloads are
+  routinely redirected to a CDN), and a token realm gets Basic credentials (or an identity
+  token) only when it is on the registry's own host and port, or listed for that registry in
+  ``$PODPLAY_TOKEN_REALMS`` (``REGISTRY=REALM-URL``, space separated; Docker Hub's
+  auth.docker.io and GitLab's gitlab.com are built in). Any other realm is asked anonymously,
+  with a warning: the containers tools send the password to whatever realm a registry names.
 * ``.netrc`` and environment auth are ignored (``trust_env`` off), proxies from the
   environment still apply.
 * Manifests are read up to 4 MiB, without content decoding, and their digest is checked against
   the reference when pulling by digest and against ``Docker-Content-Digest`` when the registry
   sends one. Blobs are streamed to the content store, which verifies size and digest; a dropped
-  connection resumes with a Range request.
+  connection resumes with a Range request when the registry honours Range (a 206 with the
+  matching Content-Range), else the blob is fetched from byte 0 at most ``MAX_FULL_RESTARTS``
+  more times; a failed download never leaves its partial file behind.
 * 5xx, 429 and connection failures are retried with exponential back-off; after the last try a
   TemporaryImageError says what failed.
 """
@@ -24,6 +30,7 @@ Safety rules, each with a reason:
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import random
 import re
@@ -36,7 +43,7 @@ from typing import TYPE_CHECKING
 from urllib.parse import urlencode, urljoin, urlsplit
 
 from reconciler import __version__, sha
-from reconciler.errors import ImageError, TemporaryImageError
+from reconciler.errors import ImageError, InputError, TemporaryImageError
 from reconciler.images.blobio import BlobWriter
 from reconciler.images.config import Credential, is_loopback
 from reconciler.images.manifest import ACCEPT, MAX_MANIFEST_SIZE, Descriptor
@@ -51,7 +58,15 @@ USER_AGENT = f"podplay/{__version__}"
 RETRY_STATUS = (408, 429, 500, 502, 503, 504)
 MAX_REDIRECTS = 10
 MAX_TAGS_BYTES = 16 << 20
+# Downloads of a blob from byte 0 after the first, when the registry cannot resume (ignores Range).
+MAX_FULL_RESTARTS = 3
+MAX_RESUMES = 1000  # Range resumes of one blob, however much each one moved
 DOCKER_HUB_API = "registry-1.docker.io"
+ENV_TOKEN_REALMS = "PODPLAY_TOKEN_REALMS"
+# Token realms of well-known registries that live on another host than the registry API.
+KNOWN_REALMS = {"docker.io": ("https://auth.docker.io",), "registry.gitlab.com": ("https://gitlab.com",)}
+
+_log = logging.getLogger("podplay.images")
 
 
 class ImageNotFoundError(ImageError):
@@ -213,7 +228,8 @@ class RegistryClient:
 
     def __init__(self, domain: str, *, insecure: bool = False, credential: Credential | None = None,
                  retries: int = 4, backoff: float = 0.5, timeout: float = 60.0,
-                 certs_dirs: Sequence[str | os.PathLike] | None = None):
+                 certs_dirs: Sequence[str | os.PathLike] | None = None,
+                 trusted_realms: Sequence[str] | None = None):
         self.domain = domain
         self.ca_files, self.client_cert = tls_files(domain, certs_dirs)
         self.api_host = DOCKER_HUB_API if domain == "docker.io" else domain
@@ -229,6 +245,10 @@ class RegistryClient:
         self._challenge: Challenge | None = None
         self._tokens: dict[tuple[str, str, str], tuple[str, float]] = {}
         self.token_requests = 0  # for tests and diagnostics: how often we asked the realm
+        # Token realms on other origins that may receive our credentials (see realm_trusted).
+        listed = trusted_realms if trusted_realms is not None else trusted_realms_from_env(domain)
+        self.trusted_realms = {o for o in map(_origin_of, (*KNOWN_REALMS.get(domain, ()), *listed)) if o}
+        self.withheld: set[str] = set()  # realms that got an anonymous request instead of credentials
 
     # --- plumbing ---------------------------------------------------------------------------
 
@@ -395,12 +415,24 @@ class RegistryClient:
         if parts.scheme == "http" and not self.insecure:
             raise ImageError(f"registry {self.domain} wants credentials sent to a plain-http token realm "
                              f"{realm!r}; refusing (mark the registry insecure in registries.conf to allow it)")
+        credential = self.credential
+        if credential is not None and not self.realm_trusted(realm):
+            # A registry can name any URL as its realm: the password goes only to the registry's
+            # own origin or where the operator said. Elsewhere ask anonymously (public images
+            # still pull) and say why a private one would not.
+            if realm not in self.withheld:
+                self.withheld.add(realm)
+                _log.warning("registry %s names the token realm %s, which is not on its own host and port: "
+                             "requesting a token there without the credentials of %r (to send them, add "
+                             "%s=%s to $%s)", self.domain, realm, credential.username or "identity token",
+                             self.domain, _origin_text(realm), ENV_TOKEN_REALMS)
+            credential = None
         # Several scopes (a push that mounts from another repository) travel as repeated
         # ``scope`` parameters, as docker sends them.
         params = [("service", service)] if service else []
         params += [("scope", s) for s in scope.split()]
-        if self.credential and self.credential.username and not scope:
-            params.append(("account", self.credential.username))
+        if credential and credential.username and not scope:
+            params.append(("account", credential.username))
         import requests
 
         session = self._session()
@@ -409,14 +441,14 @@ class RegistryClient:
         last: BaseException | None = None
         for attempt in range(self.retries + 1):
             try:
-                if self.credential and self.credential.identity_token:
-                    form = {"grant_type": "refresh_token", "refresh_token": self.credential.identity_token,
+                if credential and credential.identity_token:
+                    form = {"grant_type": "refresh_token", "refresh_token": credential.identity_token,
                             "service": service, "client_id": "podplay", "access_type": "offline"}
                     if scope:
                         form["scope"] = scope
                     resp = session.post(realm, data=form, **kw)
                 else:
-                    auth = (self.credential.username, self.credential.password) if self.credential else None
+                    auth = (credential.username, credential.password) if credential else None
                     resp = session.get(realm, params=params, auth=auth, **kw)
             except self._connection_errors() as exc:
                 last = exc
@@ -450,7 +482,25 @@ class RegistryClient:
             return token
         raise TemporaryImageError(f"cannot reach the token service {realm} of {self.domain}: {_short(last)}")
 
+    def realm_trusted(self, realm: str) -> bool:
+        """Whether credentials may go to the token realm ``realm``: it is on the registry's own
+        host and port (over https, or http for an insecure registry), or is listed for this
+        registry (``$PODPLAY_TOKEN_REALMS``, and Docker Hub's and GitLab's known realms)."""
+        theirs = _origin_of(realm)
+        if theirs is None:
+            return False
+        own = _origin_of(self._base or f"https://{self.api_host}")
+        if own is not None and theirs[1:] == own[1:] and (theirs[0] == "https" or self.insecure):
+            return True
+        return theirs in self.trusted_realms
+
     def _auth_failed_message(self) -> str:
+        if self.credential is not None and self.withheld:
+            realm = sorted(self.withheld)[0]
+            return (f"registry {self.domain} refused an anonymous token: its token realm {realm} is not on the "
+                    f"registry's own host and port, so the credentials of {self.credential.username!r} were not "
+                    f"sent there; if that realm is the registry's, set {ENV_TOKEN_REALMS}="
+                    f"\"{self.domain}={_origin_text(realm)}\"")
         if self.credential is None:
             return (f"registry {self.domain} requires authentication: run `podplay login {self.domain}` "
                     "or give the pod an imagePullSecret")
@@ -467,6 +517,12 @@ class RegistryClient:
         if self.credential is None:
             raise AuthenticationError(f"registry {self.domain} requires a username and password")
         if c.scheme == "bearer":
+            realm = c.params.get("realm", "")
+            if not self.realm_trusted(realm):
+                raise AuthenticationError(
+                    f"registry {self.domain} names the token realm {realm!r}, which is not on its own host and "
+                    f"port: podplay does not send credentials there unless {ENV_TOKEN_REALMS} lists it (e.g. "
+                    f"{ENV_TOKEN_REALMS}=\"{self.domain}={_origin_text(realm)}\")")
             self._token(c, "")
             return
         resp = self._request("GET", "/v2/", scope="")
@@ -604,54 +660,92 @@ class RegistryClient:
 
     def copy_blob(self, repo: str, desc: Descriptor, ingest: Ingest,
                   progress: Callable[[int], None] | None = None) -> None:
-        """Stream a blob into ``ingest`` (resuming what it holds) and commit it verified."""
+        """Stream a blob into ``ingest`` (resuming what it holds) and commit it verified.
+
+        A broken-off download resumes with a Range request only while the registry honours it
+        (a 206 whose Content-Range starts where we are); a registry that answers a Range with
+        the whole blob again, or with a range we did not ask for, gets at most
+        ``MAX_FULL_RESTARTS`` downloads from byte 0 more. Whatever ends the copy other than
+        ``progress`` raising (a cancellation: what was fetched stays for a later resume), the
+        ingest is discarded: no partial download outlives a failure."""
         what = f"blob {desc.digest} of {self.domain}/{repo}"
+        interrupted = False
+
+        def advance(n: int) -> None:
+            nonlocal interrupted
+            if progress:
+                try:
+                    progress(n)
+                except BaseException:
+                    interrupted = True
+                    raise
+
+        try:
+            self._copy_blob(repo, desc, ingest, advance, what)
+        except BaseException:
+            if not interrupted:
+                ingest.discard()
+            raise
+
+    def _copy_blob(self, repo: str, desc: Descriptor, ingest: Ingest, advance: Callable[[int], None],
+                   what: str) -> None:
         path = f"/v2/{repo}/blobs/{desc.digest}"
-        failures, use_range = 0, True
+        failures = resumes = full = 0
+        ranges = True  # until the registry shows that it does not honour Range
         last: BaseException | None = None
-        resumes = 0
         while ingest.offset < desc.size or desc.size == 0:
-            headers = {"Range": f"bytes={ingest.offset}-"} if ingest.offset and use_range else {}
-            resp = self._request("GET", path, scope=_pull_scope(repo), headers=headers)
-            if resp.status_code == 206 and headers:
-                start = _content_range_start(resp.headers.get("Content-Range", ""))
-                if start != ingest.offset:
-                    resp.close()
-                    ingest.reset()
-                    use_range = False
-                    continue
-            elif resp.status_code == 200:
-                if ingest.offset:
-                    ingest.reset()  # the server ignored the Range: start over
-            elif resp.status_code == 416 and headers:
-                resp.close()
+            if ingest.offset and not ranges:
                 ingest.reset()
-                use_range = False
+            ranged = bool(ingest.offset)
+            headers = {"Range": f"bytes={ingest.offset}-"} if ranged else {}
+            resp = self._request("GET", path, scope=_pull_scope(repo), headers=headers)
+            if resp.status_code == 206 and ranged and _content_range_matches(
+                    resp.headers.get("Content-Range", ""), ingest.offset, desc.size):
+                pass
+            elif resp.status_code == 200:
+                full += 1
+                if ranged:  # the registry ignored the Range: this is a restart from byte 0
+                    ranges = False
+                    ingest.reset()
+            elif resp.status_code in (206, 416) and ranged:
+                # A range other than the one asked for, or "unsatisfiable" for a range inside
+                # the blob: its ranges cannot be trusted; start over without them.
+                resp.close()
+                ranges = False
                 continue
             else:
                 raise self._fail(resp, what)
             before = ingest.offset
+            last = None
             try:
                 for chunk in _stream(resp):
                     ingest.write(chunk)
-                    if progress:
-                        progress(len(chunk))
+                    advance(len(chunk))
             except self._connection_errors() as exc:
                 last = exc
             finally:
                 resp.close()
             if desc.size == 0 or ingest.offset >= desc.size:
                 break
+            if last is None:
+                last = ImageError(f"connection closed after {ingest.offset} of {desc.size} bytes")
+            if not ranges:
+                # Each try starts from byte 0 again: only their number bounds them.
+                if full > MAX_FULL_RESTARTS:
+                    raise ImageError(
+                        f"{what}: the download broke off {full} times (the last time after {ingest.offset} of "
+                        f"{desc.size} bytes: {_short(last)}) and the registry cannot resume it (it ignores Range "
+                        f"requests), so every try started again from byte 0; gave up after "
+                        f"{MAX_FULL_RESTARTS} restarts")
+                self._sleep(full - 1)
+                continue
             # Interrupted or short: resume from where we are. Progress resets the failure count,
             # so a flaky but moving download finishes; a stuck one gives up.
             if ingest.offset > before:
                 failures = 0
             failures += 1
             resumes += 1
-            if last is None:
-                last = ImageError(f"connection closed after {ingest.offset} of {desc.size} bytes")
-            if failures > self.retries or resumes > 1000:
-                ingest.discard()
+            if failures > self.retries or resumes > MAX_RESUMES:
                 raise TemporaryImageError(f"{what}: download failed after {ingest.offset} of {desc.size} "
                                           f"bytes: {_short(last)}")
             self._sleep(failures - 1)
@@ -823,6 +917,41 @@ class BlobUpload(BlobWriter):
         self.buf = bytearray()
 
 
+def _origin_of(url: str) -> tuple[str, str, int] | None:
+    """(scheme, host, port) of an http(s) URL, the port filled in; None for anything else."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:
+        return None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        return None
+    return parts.scheme, parts.hostname.lower(), port or (443 if parts.scheme == "https" else 80)
+
+
+def _origin_text(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def trusted_realms_from_env(domain: str) -> tuple[str, ...]:
+    """The token realms ``$PODPLAY_TOKEN_REALMS`` lists for registry ``domain``: entries
+    ``REGISTRY=REALM-URL`` separated by spaces or commas (only the realm's scheme, host and
+    port count). podplay's own setting: registries.conf has no such key, and the containers
+    tools send credentials to whatever realm a registry names."""
+    out = []
+    for entry in re.split(r"[\s,]+", os.environ.get(ENV_TOKEN_REALMS, "").strip()):
+        if not entry:
+            continue
+        registry, sep, realm = entry.partition("=")
+        if not sep or not registry or _origin_of(realm) is None:
+            raise InputError(f"${ENV_TOKEN_REALMS}: {entry!r} is not REGISTRY=REALM-URL "
+                             "(e.g. registry.example.com=https://auth.example.com)")
+        if registry == domain:
+            out.append(realm)
+    return tuple(out)
+
+
 def _pull_scope(repo: str) -> str:
     return f"repository:{repo}:pull"
 
@@ -831,9 +960,14 @@ def push_scope(repo: str) -> str:
     return f"repository:{repo}:pull,push"
 
 
-def _content_range_start(value: str) -> int | None:
-    m = re.match(r"bytes (\d+)-\d+/(?:\d+|\*)", value.strip())
-    return int(m.group(1)) if m else None
+def _content_range_matches(value: str, offset: int, size: int) -> bool:
+    """Whether a 206's ``Content-Range: bytes START-END/TOTAL`` is the rest of this blob from
+    ``offset`` (TOTAL may be ``*``)."""
+    m = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+|\*)", value.strip())
+    if not m:
+        return False
+    start, end, total = int(m.group(1)), int(m.group(2)), m.group(3)
+    return start == offset and start <= end < size and total in ("*", str(size))
 
 
 def _stream(resp: requests.Response) -> Iterator[bytes]:

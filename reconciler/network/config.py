@@ -2,9 +2,10 @@
 
 A network is whatever file in ``HostPaths.network_dir`` carries its ``"name"``: users may edit
 or replace the files with their own. On first use of the default network ``podplay`` a
-conflist is written (bridge ``podplay0`` + host-local IPAM keeping its allocations under the
-run root, then portmap, firewall, tuning). Every file is validated before a plugin sees it, so
-that a typo surfaces as ``file: field: what is wrong`` rather than as a plugin's error.
+conflist is written (a bridge named after the storage root, ``podplay<tag>``, with a free /24,
+and host-local IPAM keeping its allocations under the run root, then portmap, firewall,
+tuning). Every file is validated before a plugin sees it, so that a typo surfaces as
+``file: field: what is wrong`` rather than as a plugin's error.
 
 hostPorts on 127.0.0.1 (Debian 12's plugins, 1.1.1): portmap DNATs locally generated packets in
 OUTPUT, but a packet from 127.0.0.1 may only leave through the bridge when the bridge has
@@ -28,10 +29,12 @@ from reconciler.fsutil import atomic_write
 from reconciler.paths import HostPaths
 
 DEFAULT_NETWORK = "podplay"
-DEFAULT_BRIDGE = "podplay0"
+# The bridge of conflists written before bridges were named per storage root (see default_bridge).
+LEGACY_BRIDGE = "podplay0"
 # Far from podman (10.88.0.0/16 and 10.89.x), docker (172.17+) and libvirt (192.168.122);
 # when a host already routes it, the next free /24 of the pool is taken instead.
 DEFAULT_SUBNET_POOL = ipaddress.IPv4Network("10.129.0.0/16")
+DEFAULT_SUBNET_PREFIX = 24
 
 # The result formats podplay reads: 0.3.x/0.4.0 and 1.0.0 differ only in details it ignores.
 # CHECK and a prevResult on DEL exist from 0.4.0 on.
@@ -63,12 +66,12 @@ class NetworkConfig:
         """Subnets of every host-local IPAM section (for leak checks and conflict reports)."""
         out = []
         for p in self.plugins:
-            for subnet in _ipam_subnets(p.get("ipam") or {}):
+            for subnet in ipam_subnets(p.get("ipam") or {}):
                 out.append(ipaddress.ip_network(subnet, strict=False))
         return out
 
 
-def _ipam_subnets(ipam: dict) -> list[str]:
+def ipam_subnets(ipam: dict) -> list[str]:
     out = []
     if isinstance(ipam.get("subnet"), str):
         out.append(ipam["subnet"])
@@ -336,8 +339,47 @@ def pick_subnet(pool: ipaddress.IPv4Network, taken: list, prefix: int = 24) -> i
                        f"write {DEFAULT_NETWORK}.conflist yourself")
 
 
+def default_bridge(paths: HostPaths) -> str:
+    """The bridge of this storage root's default network: ``podplay`` + the root's tag, 15
+    characters (the longest interface name Linux takes), so that two roots on one host never
+    share a bridge (each writes its own conflist with its own subnet)."""
+    return ("podplay" + paths.tag[2:])[:15]
+
+
+def interface_addresses(name: str | None = None) -> dict[str, list]:
+    """IP addresses (``ipaddress.ip_interface``) of the host's interfaces by name, or of the one
+    called ``name`` (``{}`` when it does not exist), from ``ip -j addr``."""
+    import subprocess
+
+    argv = ["ip", "-j", "addr", "show"] + (["dev", name] if name else [])
+    try:
+        res = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise NetworkError(f"cannot list the host's addresses with `{' '.join(argv)}`: {exc}") from None
+    if res.returncode != 0:
+        if name and "does not exist" in res.stderr:
+            return {}
+        raise NetworkError(f"`{' '.join(argv)}` failed: {res.stderr.strip()[-300:]}")
+    out: dict[str, list] = {}
+    try:
+        for link in json.loads(res.stdout or "[]"):
+            addrs = out.setdefault(link["ifname"], [])
+            for a in link.get("addr_info", []):
+                addrs.append(ipaddress.ip_interface(f"{a['local']}/{a['prefixlen']}"))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise NetworkError(f"cannot read the output of `{' '.join(argv)}`: {exc}") from None
+    return out
+
+
 def ensure_default_network(paths: HostPaths) -> NetworkConfig:
-    """The default network, writing ``<network_dir>/podplay.conflist`` on first use."""
+    """The default network, writing ``<network_dir>/podplay.conflist`` on first use.
+
+    Its bridge and subnet are chosen together: the bridge is named after the storage root
+    (``default_bridge``); if that bridge exists already (its conflist was removed, the bridge
+    stayed) its subnet is kept, else the first free /24 of the pool is taken, free meaning not
+    routed, not on any interface and not in another network of the directory. A conflist written
+    by an older podplay (bridge ``podplay0``) is read as it is: the bridge check of the driver
+    refuses it clearly if another root took that bridge with another subnet."""
     networks, _ = load_networks(paths.network_dir)
     if DEFAULT_NETWORK in networks:
         return networks[DEFAULT_NETWORK]
@@ -345,9 +387,16 @@ def ensure_default_network(paths: HostPaths) -> NetworkConfig:
     if target.exists():
         # Never overwrite a user's file, even one that is broken or defines another name.
         return find_network(paths.network_dir, DEFAULT_NETWORK)
-    taken = routed_networks() + [n for net in networks.values() for n in net.subnets() if n.version == 4]
-    subnet = pick_subnet(DEFAULT_SUBNET_POOL, taken)
-    doc = default_conflist(DEFAULT_NETWORK, DEFAULT_BRIDGE, str(subnet), str(paths.cni / "ipam"))
+    bridge = default_bridge(paths)
+    addresses = interface_addresses()
+    mine = [a.network for a in addresses.get(bridge, []) if a.version == 4]
+    if mine:
+        subnet = mine[0]
+    else:
+        taken = routed_networks() + [n for net in networks.values() for n in net.subnets() if n.version == 4]
+        taken += [a.network for addrs in addresses.values() for a in addrs if a.version == 4]
+        subnet = pick_subnet(DEFAULT_SUBNET_POOL, taken, DEFAULT_SUBNET_PREFIX)
+    doc = default_conflist(DEFAULT_NETWORK, bridge, str(subnet), str(paths.cni / "ipam"))
     paths.network_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(target, json.dumps(doc, indent=2) + "\n")
     return parse_network_config(target.read_text(), str(target))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import ipaddress
 import json
 import os
 import re
@@ -22,7 +23,14 @@ from reconciler.errors import NetworkError
 from reconciler.fsutil import atomic_write
 from reconciler.model.names import DEFAULT_NETWORK
 from reconciler.network.cni import Attachment, CniInvoker, status_from_result
-from reconciler.network.config import NetworkConfig, ensure_default_network, find_network, parse_network_config
+from reconciler.network.config import (
+    NetworkConfig,
+    ensure_default_network,
+    find_network,
+    interface_addresses,
+    ipam_subnets,
+    parse_network_config,
+)
 from reconciler.network.masq import sweep_masquerade
 from reconciler.network.ports import (
     declared_ports,
@@ -91,6 +99,7 @@ class CniNetwork:
         # The CNI container id must be unique on the host, not only within this storage root:
         # plugins name their iptables chains after it, and two roots may run the very same pod.
         self.id_prefix = paths.tag
+        self._bridges_checked: set[tuple] = set()  # (bridge, ifindex, subnets) found consistent
 
     # --- cache ------------------------------------------------------------------------------
 
@@ -162,7 +171,44 @@ class CniNetwork:
         else:
             net = find_network(self.paths.network_dir, name)
         self.cni.check_versions(net)
+        self._check_bridges(net)
         return net
+
+    def _check_bridges(self, net: NetworkConfig) -> None:
+        """Refuse, before anything is made, a network whose bridge exists already with addresses
+        of another subnet: it belongs to another network configuration (another podplay root on
+        this host, an older podplay's ``podplay0``, another tool). The bridge plugin would fail
+        on it only after the veth and the address were made, and every pod would fail there."""
+        for i, plugin in enumerate(net.plugins):
+            if plugin.get("type") != "bridge":
+                continue
+            bridge = plugin.get("bridge") or "cni0"  # the plugin's own default
+            subnets = [ipaddress.ip_network(s, strict=False) for s in ipam_subnets(plugin.get("ipam") or {})]
+            try:
+                ifindex = Path(f"/sys/class/net/{bridge}/ifindex").read_text().strip()
+            except FileNotFoundError:
+                continue  # not there yet: the plugin makes it
+            except OSError as exc:
+                raise NetworkError(f"cannot look at interface {bridge!r}: {exc.strerror}") from None
+            where = f"{net.file}: plugins[{i}].bridge" if net.file else f"network {net.name!r}: bridge"
+            if not Path(f"/sys/class/net/{bridge}/bridge").is_dir():
+                raise NetworkError(f"{where}: interface {bridge!r} exists on this host and is not a bridge; "
+                                   "give the network another bridge name")
+            key = (bridge, ifindex, tuple(map(str, subnets)))
+            if key in self._bridges_checked:
+                continue
+            addresses = interface_addresses(bridge).get(bridge, [])
+            for version in sorted({s.version for s in subnets}):
+                theirs = [a for a in addresses if a.version == version and not a.is_link_local]
+                ours = [s for s in subnets if s.version == version]
+                if theirs and not any(a.ip in s for a in theirs for s in ours):
+                    raise NetworkError(
+                        f"{where}: bridge {bridge!r} already exists with address "
+                        f"{', '.join(map(str, theirs))}, outside this network's subnet "
+                        f"{', '.join(map(str, ours))}: it belongs to another network configuration (another "
+                        "podplay root on this host, or another tool); give this network its own bridge name, "
+                        "or the subnet that bridge has")
+            self._bridges_checked.add(key)
 
     @staticmethod
     def _attachment(entry: dict, netns: str) -> Attachment:

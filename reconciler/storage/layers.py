@@ -12,6 +12,12 @@ attributes from below). Layout under ``HostPaths.layers`` (mode 0700)::
     l/<short> -> ../<alg>-<hex>/diff
     locks/<alg>-<hex>.lock   flock: one unpacker per layer across processes
 
+Unpacking is budgeted: an image's missing layers may together expand to no more than the free
+space of the store's file system (and its free inodes) less a reserve of 5%, measured when its
+first missing layer is unpacked, and no single layer past ``UnpackLimits.max_bytes``. The tar
+stream is counted as it is read, so a layer that would cross the budget is refused before the
+bytes past it are written, and its directory is removed.
+
 The short names keep overlay's mount options within a page for images with many layers (the
 mount is made from inside ``HostPaths.layers`` with ``lowerdir=l/<short>:…``). A layer appears
 under its final name only by a rename after its content reached the disk (syncfs), so a layer
@@ -22,6 +28,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
@@ -36,9 +43,11 @@ from reconciler.fsutil import atomic_write, fsync_dir
 from reconciler.observed import ImageInfo
 from reconciler.paths import HostPaths
 from reconciler.storage import mounts
-from reconciler.storage.unpack import DEFAULT_LIMITS, UnpackLimits, parse_digest, unpack_layer
+from reconciler.storage.unpack import DEFAULT_LIMITS, LayerTooLarge, UnpackLimits, parse_digest, unpack_layer
 
 INCOMPLETE = ".incomplete"
+# The share of the layer store's file system (bytes and inodes) an unpack never takes.
+RESERVE_FRACTION = 0.05
 LINKS_DIR = "l"
 LOCKS_DIR = "locks"
 
@@ -58,6 +67,37 @@ def chain_ids(diff_ids: Sequence[str]) -> list[str]:
 def layer_name(chain_id: str) -> str:
     alg, hexpart = parse_digest(chain_id)
     return f"{alg}-{hexpart}"
+
+
+@dataclass
+class Budget:
+    """How much one image may unpack: the free space of the layer store's file system when the
+    image's first missing layer is unpacked, less a reserve, less what its layers took since."""
+
+    free: int  # bytes free for us (f_bavail) when measured
+    reserve: int  # bytes left to the rest of the host
+    bytes: int  # bytes the image may still write
+    inodes: int | None = None  # entries it may still make; None: the file system does not say
+    spent: int = 0
+
+    def limits(self, base: UnpackLimits) -> UnpackLimits:
+        """``base`` narrowed to what is left (the tar stream's size bounds what a layer writes)."""
+        entries = base.max_entries if self.inodes is None else min(base.max_entries, self.inodes)
+        return dataclasses.replace(base, max_bytes=min(base.max_bytes, self.bytes), max_entries=entries)
+
+    def spend(self, size: int, entries: int) -> None:
+        self.spent += size
+        self.bytes = max(0, self.bytes - size)
+        if self.inodes is not None:
+            self.inodes = max(0, self.inodes - entries)
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n} B" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
 
 
 @dataclass(frozen=True)
@@ -226,6 +266,7 @@ class LayerStore:
 
     def _ensure(self, image: ImageInfo, chains: list[str]) -> list[Layer]:
         out: list[Layer] = []
+        budget: Budget | None = None
         for info, chain in zip(image.layers, chains):
             layer = self.get(chain)
             if layer is None:
@@ -233,19 +274,41 @@ class LayerStore:
                 with flocked(self._lock(name)):
                     layer = self.get(chain)
                     if layer is None:
-                        layer = self._unpack(info, chain, name, out)
+                        if budget is None:  # measured once, before the image's first unpack
+                            budget = self.budget()
+                        layer = self._unpack(info, chain, name, out, budget.limits(self.limits), image, budget)
             out.append(layer)
         return out
 
-    def _unpack(self, info, chain: str, name: str, below: list[Layer]) -> Layer:
+    def budget(self) -> Budget:
+        """What one image may still unpack, from the free space (and inodes) of the layer store's
+        file system, keeping a reserve so that the host does not fill up."""
+        try:
+            st = os.statvfs(self.root)
+        except OSError as e:
+            raise StorageError(f"cannot read the free space of {self.root}: {e.strerror}") from e
+        free = st.f_bavail * st.f_frsize
+        reserve = int(st.f_blocks * st.f_frsize * RESERVE_FRACTION)
+        # Some file systems (btrfs) report no inode counts: no inode budget there.
+        inodes = max(0, st.f_favail - int(st.f_files * RESERVE_FRACTION)) if st.f_files else None
+        return Budget(free=free, reserve=reserve, bytes=max(0, free - reserve), inodes=inodes)
+
+    def _unpack(self, info, chain: str, name: str, below: list[Layer], limits: UnpackLimits | None = None,
+                image: ImageInfo | None = None, budget: Budget | None = None) -> Layer:
         tmp = self.root / (name + INCOMPLETE)
         mounts.remove_tree(tmp)  # a crash leftover; we hold the lock
         link_path = None
         try:
             os.mkdir(tmp, 0o700)
             with self.images.open_blob(info.digest) as blob:
-                result = unpack_layer(blob, tmp / "diff", diff_id=info.diff_id, media_type=info.media_type,
-                                      lowers=[layer.path for layer in reversed(below)], limits=self.limits)
+                try:
+                    result = unpack_layer(blob, tmp / "diff", diff_id=info.diff_id, media_type=info.media_type,
+                                          lowers=[layer.path for layer in reversed(below)],
+                                          limits=limits or self.limits)
+                except LayerTooLarge as e:
+                    raise StorageError(self._too_large(e, info, image, budget)) from None
+            if budget is not None:
+                budget.spend(result.size, result.entries)
             while True:
                 link = base64.b32encode(os.urandom(10)).decode().rstrip("=")[:12]
                 link_path = self.root / LINKS_DIR / link
@@ -277,6 +340,22 @@ class LayerStore:
                 raise StorageError(f"cannot unpack layer {info.digest}: {e}") from e
             raise
         return Layer(chain, info.diff_id, self.root / name / "diff", link)
+
+    def _too_large(self, e: LayerTooLarge, info, image: ImageInfo | None, budget: Budget | None) -> str:
+        who = f"image {image.names[0]}" if image and image.names else f"image {image.id}" if image else "an image"
+        head = f"{who}: layer {info.digest} ({_size(info.size)} compressed)"
+        if e.what == "entries":
+            if budget is not None and budget.inodes is not None and e.limit < self.limits.max_entries:
+                return (f"{head} has more than {e.limit} entries, more than the free inodes of {self.root} allow "
+                        f"(keeping {int(RESERVE_FRACTION * 100)}% in reserve); refused, nothing of it was kept")
+            return f"{head} has more than {e.limit} entries, the limit for one layer; refused, nothing of it was kept"
+        if budget is None or e.limit >= self.limits.max_bytes:
+            return (f"{head} expands to more than {_size(e.limit)}, the limit for one layer (a decompression bomb?); "
+                    "refused, nothing of it was kept")
+        return (f"{head} expands to more than {_size(e.limit)}, all the space the image may still use: {self.root} "
+                f"has {_size(budget.free)} free, {_size(budget.reserve)} of which stay in reserve, and the image's "
+                f"other layers took {_size(budget.spent)}; refused, nothing of it was kept (free space, or remove "
+                "unused images with `podplay image prune`)")
 
     # -- garbage collection ---------------------------------------------------------------------
 

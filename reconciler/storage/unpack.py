@@ -90,6 +90,23 @@ class UnpackLimits:
 DEFAULT_LIMITS = UnpackLimits()
 
 
+class LayerTooLarge(StorageError):
+    """A layer went past ``limit`` (uncompressed bytes, or entries): refused as soon as the
+    stream crossed it, before anything past it was written. The layer store says why the
+    limit was what it was (the image's budget, the free space)."""
+
+    def __init__(self, message: str, *, what: str, limit: int, reached: int):
+        super().__init__(message)
+        self.what, self.limit, self.reached = what, limit, reached
+
+    def __reduce__(self):  # crosses from a forked unpacker (reconciler.forked) by pickle
+        return _too_large, (str(self), self.what, self.limit, self.reached)
+
+
+def _too_large(message: str, what: str, limit: int, reached: int) -> LayerTooLarge:
+    return LayerTooLarge(message, what=what, limit=limit, reached=reached)
+
+
 @dataclass(frozen=True)
 class UnpackResult:
     diff_id: str  # digest of the uncompressed stream, as computed
@@ -167,8 +184,9 @@ class _HashingReader:
         if data:
             self.count += len(data)
             if self.count > self._limit:
-                raise StorageError(f"the uncompressed layer exceeds the limit of {self._limit} bytes "
-                                   "(a decompression bomb, or raise the limit)")
+                raise LayerTooLarge(f"the uncompressed layer exceeds the limit of {self._limit} bytes "
+                                    "(a decompression bomb, or raise the limit)",
+                                    what="bytes", limit=self._limit, reached=self.count)
             self._hash.update(data)
         return data
 
@@ -498,7 +516,8 @@ class _Unpacker:
         self._trim_cache()
         self.entries += 1
         if self.entries > self.limits.max_entries:
-            raise StorageError(f"more than {self.limits.max_entries} entries (the limit)")
+            raise LayerTooLarge(f"more than {self.limits.max_entries} entries (the limit)", what="entries",
+                                limit=self.limits.max_entries, reached=self.entries)
         parts = _entry_parts(ti.name)
         if not parts:
             if not ti.isdir():
@@ -729,6 +748,8 @@ def unpack_layer(blob: BinaryIO, dest: str | os.PathLike, *, diff_id: str | None
                         raise StorageError(f"entry {ti.name!r}: {e.strerror or e}") from e
             reader.drain()
             unpacker.finish()
+        except LayerTooLarge as e:
+            raise LayerTooLarge(f"layer {label}: {e}", what=e.what, limit=e.limit, reached=e.reached) from None
         except StorageError as e:
             raise StorageError(f"layer {label}: {e}") from None
         except _converted() as e:

@@ -16,7 +16,17 @@ configMap and secret files are laid out as the kubelet does: the files sit in a 
 a reader sees the old set or the new one, never a mix. emptyDir and claim directories are 0777
 (as the kubelet and the hostPath provisioners make them) so that a container running as any
 user can write; their parents are root-only. A disk emptyDir's sizeLimit is not enforced (the
-kubelet evicts instead; we have no quota): only a Memory emptyDir is bounded.
+kubelet evicts instead; we have no quota): only a Memory emptyDir is bounded, and never by more
+than the host's memory.
+
+A typed hostPath is looked up from ``/`` one component at a time with ``O_NOFOLLOW`` dir fds
+(``resolve_host_path``): the kubelet follows symlinks, which lets whoever can plant a link make a
+``DirectoryOrCreate`` or ``FileOrCreate`` create things where the link points. podplay follows a
+symlink only where the operator trusts it: ``$PODPLAY_HOSTPATH_SYMLINKS`` (':'-separated paths; a
+link at or below one is followed if root owns it; "/" trusts every root-owned link, "" none).
+Unset, it trusts the links distributions make themselves, so ``/var/run/docker.sock`` works on
+hosts where /var/run → /run (the volume then names /run/docker.sock, the path that was checked).
+A hostPath without a type is passed on unchecked, as the kubelet does.
 """
 
 from __future__ import annotations
@@ -46,6 +56,22 @@ DATA_LINK = "..data"
 HOST_PATH_TYPES = ("", "DirectoryOrCreate", "Directory", "FileOrCreate", "File", "Socket", "CharDevice",
                    "BlockDevice")
 _KINDS = ("emptyDir", "hostPath", "configMap", "secret", "persistentVolumeClaim")
+_HOST_PATH_CHECKS = {
+    "DirectoryOrCreate": (stat.S_ISDIR, "a directory"),
+    "Directory": (stat.S_ISDIR, "a directory"),
+    "FileOrCreate": (stat.S_ISREG, "a file"),
+    "File": (stat.S_ISREG, "a file"),
+    "Socket": (stat.S_ISSOCK, "a unix socket"),
+    "CharDevice": (stat.S_ISCHR, "a character device"),
+    "BlockDevice": (stat.S_ISBLK, "a block device"),
+}
+ENV_HOSTPATH_SYMLINKS = "PODPLAY_HOSTPATH_SYMLINKS"
+# Links that distributions make themselves, root-owned in root-only directories: /var/run and
+# /var/lock (→ /run) and the merged-/usr links. A hostPath through any other symlink is refused
+# unless the operator lists it.
+DEFAULT_TRUSTED_SYMLINKS = ("/var/run", "/var/lock", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+_MAX_SYMLINKS = 40  # the kernel's own limit for one lookup (ELOOP)
+_MAX_CREATE_RETRIES = 64
 
 
 def _check_id(value: str, what: str) -> None:
@@ -111,8 +137,10 @@ def _validate(volumes: Sequence[DesiredVolume]) -> None:
 class HostVolumes:
     """``VolumeDriver`` on the host's file systems (see the module docstring)."""
 
-    def __init__(self, paths: HostPaths):
+    def __init__(self, paths: HostPaths, *, symlinks: Sequence[str] | None = None):
         self.paths = paths
+        # Where a hostPath may pass through a symlink (see trusted_symlinks).
+        self.symlinks = tuple(symlinks) if symlinks is not None else trusted_symlinks()
 
     # -- paths ----------------------------------------------------------------------------------
 
@@ -136,16 +164,21 @@ class HostVolumes:
                 raise StorageError(f"volume {vol.name!r}: claim {vol.claim!r} does not exist "
                                    "(ensure_claim runs first)")
         out = {}
-        try:
-            for vol in volumes:
+        for vol in volumes:
+            try:
                 out[vol.name] = str(self._prepare(uid, vol))
-        except OSError as e:
-            raise StorageError(f"pod {uid}: cannot prepare volume {vol.name!r}: {e}") from e
+            except StorageError:
+                raise
+            except (OSError, ValueError) as e:
+                # ValueError: a path the kernel cannot take (too long, an embedded NUL).
+                where = f" {vol.path!r}" if vol.kind == "hostPath" else ""
+                reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+                raise StorageError(f"pod {uid}: cannot prepare volume {vol.name!r}{where}: {reason}") from e
         return out
 
     def _prepare(self, uid: str, vol: DesiredVolume) -> Path:
         if vol.kind == "hostPath":
-            return self._host_path(vol)
+            return self._host_path(uid, vol)
         if vol.kind == "persistentVolumeClaim":
             return self.claim_path(vol.claim)
         if vol.kind == "emptyDir" and vol.medium == "":
@@ -161,7 +194,7 @@ class HostVolumes:
             os.mkdir(d, 0o700)
         if vol.kind == "emptyDir":
             if not mounts.is_mountpoint(d):
-                opts = "mode=0777" + (f",size={vol.size_limit}" if vol.size_limit else "")
+                opts = "mode=0777" + (f",size={tmpfs_size(vol.size_limit)}" if vol.size_limit else "")
                 mounts.mount("tmpfs", d, "tmpfs", mounts.MS_NOSUID | mounts.MS_NODEV, opts)
                 _own_dir(d, vol, 0o777)
             return d
@@ -171,46 +204,10 @@ class HostVolumes:
         write_files(d, vol)
         return d
 
-    @staticmethod
-    def _host_path(vol: DesiredVolume) -> Path:
-        path, kind = vol.path, vol.path_type
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            st = None
-        except OSError as e:
-            raise StorageError(f"volume {vol.name!r}: cannot check hostPath {path!r}: {e}") from e
-        if kind == "":
-            return Path(path)
-        if st is None:
-            if kind == "DirectoryOrCreate":
-                os.makedirs(path, 0o755, exist_ok=True)
-                return Path(path)
-            if kind == "FileOrCreate":
-                try:
-                    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-                except FileNotFoundError:
-                    raise StorageError(f"volume {vol.name!r}: hostPath {path!r} (FileOrCreate): its parent "
-                                       "directory does not exist (it is not created)") from None
-                except FileExistsError:
-                    return HostVolumes._host_path(vol)
-                os.fchmod(fd, 0o644)
-                os.close(fd)
-                return Path(path)
-            raise StorageError(f"volume {vol.name!r}: hostPath {path!r} does not exist (type {kind} wants "
-                               "it to)")
-        want = {
-            "DirectoryOrCreate": (stat.S_ISDIR, "a directory"),
-            "Directory": (stat.S_ISDIR, "a directory"),
-            "FileOrCreate": (stat.S_ISREG, "a file"),
-            "File": (stat.S_ISREG, "a file"),
-            "Socket": (stat.S_ISSOCK, "a unix socket"),
-            "CharDevice": (stat.S_ISCHR, "a character device"),
-            "BlockDevice": (stat.S_ISBLK, "a block device"),
-        }[kind]
-        if not want[0](st.st_mode):
-            raise StorageError(f"volume {vol.name!r}: hostPath {path!r} is not {want[1]} (type {kind})")
-        return Path(path)
+    def _host_path(self, uid: str, vol: DesiredVolume) -> Path:
+        if vol.path_type == "":
+            return Path(vol.path)  # no type: nothing is checked or made, as the kubelet does
+        return resolve_host_path(vol.path, vol.path_type, self.symlinks, f"pod {uid}: volume {vol.name!r}")
 
     def remove_pod_volumes(self, uid: str) -> None:
         _check_id(uid, "pod uid")
@@ -221,10 +218,9 @@ class HostVolumes:
     def list_pod_volumes(self) -> list[str]:
         uids = set()
         for parent in (self.paths.pods_run, self.paths.root / "pods"):
-            with contextlib.suppress(FileNotFoundError):
-                for uid in os.listdir(parent):
-                    if _ID.match(uid) and (parent / uid / "volumes").is_dir():
-                        uids.add(uid)
+            for uid in _listdir(parent):
+                if _ID.match(uid) and (parent / uid / "volumes").is_dir():
+                    uids.add(uid)
         return sorted(uids)
 
     # -- claims ---------------------------------------------------------------------------------
@@ -250,23 +246,165 @@ class HostVolumes:
 
     def list_claims(self) -> list[str]:
         out = []
-        with contextlib.suppress(FileNotFoundError):
-            for ns in os.listdir(self.paths.claims):
-                if not _DNS.match(ns) or not (self.paths.claims / ns).is_dir():
-                    continue
-                for name in os.listdir(self.paths.claims / ns):
-                    if _DNS.match(name) and (self.paths.claims / ns / name).is_dir():
-                        out.append(f"{ns}/{name}")
+        for ns in _listdir(self.paths.claims):
+            if not _DNS.match(ns) or not (self.paths.claims / ns).is_dir():
+                continue
+            for name in _listdir(self.paths.claims / ns):
+                if _DNS.match(name) and (self.paths.claims / ns / name).is_dir():
+                    out.append(f"{ns}/{name}")
         return sorted(out)
+
+
+def _listdir(path: Path) -> list[str]:
+    """Names in ``path``; none when it does not exist; a StorageError when it cannot be read."""
+    try:
+        return os.listdir(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    except OSError as e:
+        raise StorageError(f"cannot list {path}: {e.strerror}") from e
+
+
+def trusted_symlinks() -> tuple[str, ...]:
+    """Where a hostPath may pass through a symlink: ``$PODPLAY_HOSTPATH_SYMLINKS`` (absolute
+    paths separated by ':'; a symlink at or below one of them is followed, so "/" follows every
+    root-owned symlink, and an empty value none), else the distribution's compatibility links."""
+    env = os.environ.get(ENV_HOSTPATH_SYMLINKS)
+    if env is None:
+        return DEFAULT_TRUSTED_SYMLINKS
+    return tuple(p for p in env.split(":") if p.startswith("/"))
+
+
+def _trusted(path: str, symlinks: Sequence[str]) -> bool:
+    return any(path == t or path.startswith(t.rstrip("/") + "/") for t in symlinks)
+
+
+def tmpfs_size(limit: int) -> int:
+    """A Memory emptyDir's tmpfs size: its sizeLimit, but never more than the host's memory
+    (the kernel accepts any size, and a tmpfs that outgrows memory takes the host down with it)."""
+    from reconciler.manifests.hostfacts import this_host  # the one reading of the host's memory
+
+    memory = this_host().memory
+    return min(limit, memory) if memory > 0 else limit
+
+
+def resolve_host_path(path: str, kind: str, symlinks: Sequence[str], what: str) -> Path:
+    """Check (and for the ``…OrCreate`` types make) the hostPath ``path`` of type ``kind``; the
+    path of what was checked, with the symlinks it was allowed to pass through resolved.
+
+    The walk starts at ``/`` and goes one component at a time through directory fds opened with
+    ``O_NOFOLLOW``, so the kernel never resolves a symlink for us: a symlink is followed only
+    where ``symlinks`` trusts it (and only when root owns it), a missing directory is made
+    where it is missing and not wherever a link points, and a file is made with ``O_EXCL``.
+    Every failure is a StorageError that starts with ``what``.
+    """
+    check = _HOST_PATH_CHECKS.get(kind)
+    if check is None or not path.startswith("/") or "\x00" in path:
+        raise StorageError(f"{what}: hostPath {path!r} of type {kind!r} cannot be checked")
+    parts = [p for p in path.split("/") if p and p != "."]
+    if ".." in parts:
+        raise StorageError(f"{what}: hostPath {path!r} has a '..' component; give the path without it")
+    fds = [os.open("/", _O_DIR)]
+    names: list[str] = []  # the directories walked so far: fds[i + 1] is names[i]
+    todo = list(reversed(parts))  # a stack: the next component is last
+    followed = retries = 0
+    try:
+        while todo:
+            comp = todo.pop()
+            if comp == "..":  # only ever from the target of a trusted symlink
+                if names:
+                    names.pop()
+                    os.close(fds.pop())
+                continue
+            here = "/" + "/".join([*names, comp])
+            last = not todo
+            try:
+                st: os.stat_result | None = os.stat(comp, dir_fd=fds[-1], follow_symlinks=False)
+            except FileNotFoundError:
+                st = None
+            if st is None:
+                if kind == "DirectoryOrCreate" or (kind == "FileOrCreate" and last):
+                    made = _create(fds[-1], comp, directory=kind == "DirectoryOrCreate")
+                    if made and kind == "FileOrCreate":
+                        return Path(here)
+                    if not made:
+                        # Another process made the name meanwhile (and may remove it again):
+                        # look again, a bounded number of times.
+                        retries += 1
+                        if retries > _MAX_CREATE_RETRIES:
+                            raise StorageError(f"{what}: hostPath {path!r}: {here} keeps changing while it is "
+                                               "being created")
+                    todo.append(comp)  # look at what is there now
+                    continue
+                if last:
+                    raise StorageError(f"{what}: hostPath {path!r} does not exist (type {kind} wants it to)")
+                hint = " (FileOrCreate makes the file, not its parent directory)" if kind == "FileOrCreate" else ""
+                raise StorageError(f"{what}: hostPath {path!r}: its parent directory {here} does not exist{hint}")
+            if stat.S_ISLNK(st.st_mode):
+                if st.st_uid != 0 or not _trusted(here, symlinks):
+                    owner = "" if st.st_uid == 0 else f" owned by uid {st.st_uid}"
+                    raise StorageError(
+                        f"{what}: hostPath {path!r}: {here} is a symlink{owner}; podplay follows no symlink in a "
+                        f"hostPath unless root owns it and ${ENV_HOSTPATH_SYMLINKS} lists it (now: "
+                        f"{':'.join(symlinks) or 'none'}): give the path it points to instead")
+                followed += 1
+                if followed > _MAX_SYMLINKS:
+                    raise StorageError(f"{what}: hostPath {path!r}: more than {_MAX_SYMLINKS} symlinks on the way")
+                target = os.readlink(comp, dir_fd=fds[-1])
+                if target.startswith("/"):
+                    for fd in fds[1:]:
+                        os.close(fd)
+                    del fds[1:]
+                    names = []
+                todo.extend(reversed([p for p in target.split("/") if p and p != "."]))
+                continue
+            if last:
+                _check_type(st, kind, check, path, what)
+                return Path(here)
+            if not stat.S_ISDIR(st.st_mode):
+                raise StorageError(f"{what}: hostPath {path!r}: {here} is not a directory")
+            fds.append(os.open(comp, _O_DIR, dir_fd=fds[-1]))
+            names.append(comp)
+        # The path ends at a directory already open (it is "/", or a trusted link led there).
+        _check_type(os.fstat(fds[-1]), kind, check, path, what)
+        return Path("/" + "/".join(names))
+    finally:
+        for fd in fds:
+            os.close(fd)
+
+
+def _create(dir_fd: int, name: str, *, directory: bool) -> bool:
+    """Make ``name`` (0755 directory or empty 0644 file) in ``dir_fd``; False if it exists."""
+    try:
+        if directory:
+            os.mkdir(name, 0o755, dir_fd=dir_fd)
+            return True
+        fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
+                     dir_fd=dir_fd)
+    except FileExistsError:
+        return False
+    try:
+        os.fchmod(fd, 0o644)  # whatever the umask
+    finally:
+        os.close(fd)
+    return True
+
+
+def _check_type(st: os.stat_result, kind: str, check: tuple, path: str, what: str) -> None:
+    test, noun = check
+    if not test(st.st_mode):
+        raise StorageError(f"{what}: hostPath {path!r} is not {noun} (type {kind})")
 
 
 def _mkdirs(path: Path) -> None:
     """Create a private directory chain (parents of volumes are root-only)."""
-    if path.is_dir():
-        return
-    _mkdirs(path.parent)
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(path, 0o700)
+    missing = []
+    while not path.is_dir() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    for d in reversed(missing):
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(d, 0o700)
 
 
 def _own_dir(d: Path, vol: DesiredVolume, mode: int) -> None:

@@ -251,6 +251,12 @@ class Registry:
         return base
 
     @property
+    def trust_entry(self) -> str:
+        """``HOST=REALM``: what ``$PODPLAY_TOKEN_REALMS`` needs to send this registry's token
+        service credentials (it runs on another port)."""
+        return f"{self.host}={self.token_server.realm}" if self.token_server else ""
+
+    @property
     def creds(self) -> str:
         """``user:password`` for skopeo's --creds / --dest-creds ('' when anonymous)."""
         return f"{self.username}:{self.password}" if self.username else ""
@@ -463,9 +469,21 @@ def auth_registry():
 @pytest.fixture(scope="session")
 def token_registry():
     """docker-registry with bearer-token auth; ``.token_server`` records every token request;
-    ``.token_server.refresh_tokens`` maps identity tokens to users (add to it in a test)."""
+    ``.token_server.refresh_tokens`` maps identity tokens to users (add to it in a test).
+
+    The token service listens on another port than the registry, so podplay sends it
+    credentials only because ``$PODPLAY_TOKEN_REALMS`` lists it (set for the worker's session,
+    so that podplay commands the tests run inherit it)."""
     with running_registry("token") as reg:
-        yield reg
+        before = os.environ.get("PODPLAY_TOKEN_REALMS")
+        os.environ["PODPLAY_TOKEN_REALMS"] = f"{before or ''} {reg.trust_entry}".strip()
+        try:
+            yield reg
+        finally:
+            if before is None:
+                os.environ.pop("PODPLAY_TOKEN_REALMS", None)
+            else:
+                os.environ["PODPLAY_TOKEN_REALMS"] = before
 
 
 @pytest.fixture(scope="session")

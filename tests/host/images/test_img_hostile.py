@@ -21,6 +21,8 @@ import pytest
 
 from reconciler.desired import RegistryCredential
 from reconciler.errors import ImageError, TemporaryImageError
+from reconciler.images.config import Credential
+from reconciler.images.registry import MAX_FULL_RESTARTS, AuthenticationError, RegistryClient
 from tests.host.images.conftest import assert_nothing_stored, assert_store_verified, blob_files
 from tests.support.images import make_busybox_image
 
@@ -96,6 +98,9 @@ class HostileRegistry:
         self.redirect_blobs_to = ""
         self.redirect_loop = False
         self.chunked_manifest: dict[str, bytes] = {}  # manifest ref → body sent without Content-Length
+        self.bad_content_range = False  # answer a Range with a 206 for another range
+        self.bearer_realm = ""  # require "Authorization: Bearer …", naming this token realm
+        self.tokens_seen: list[dict] = []  # headers of requests to this registry's own /token
         self._lock = threading.Lock()
         registry = self
 
@@ -150,6 +155,16 @@ class HostileRegistry:
                 self.fail_first[prefix] -= 1
         if self.always_fail or prefix:
             self._reply(h, 503, b'{"errors":[{"code":"UNAVAILABLE","message":"try later"}]}', head=head)
+            return
+        if h.path.startswith("/token"):
+            # A token service on the registry's own host and port.
+            with self._lock:
+                self.tokens_seen.append(dict(h.headers))
+            self._reply(h, 200, b'{"token": "own-realm-token"}', {"Content-Type": "application/json"}, head)
+            return
+        if self.bearer_realm and not h.headers.get("Authorization", "").startswith("Bearer "):
+            self._reply(h, 401, b'{"errors":[{"code":"UNAUTHORIZED"}]}',
+                        {"WWW-Authenticate": f'Bearer realm="{self.bearer_realm}",service="hostile"'}, head)
             return
         if self.basic_auth:
             want = "Basic " + base64.b64encode(self.basic_auth.encode()).decode()
@@ -216,6 +231,9 @@ class HostileRegistry:
             start = int(rng[6:].split("-", 1)[0])
         body = data[start:]
         h.send_response(206 if start else 200)
+        if start and self.bad_content_range:
+            start = max(0, start - 100)  # a range the client did not ask for
+            body = data[start:]
         if start:
             h.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
         h.send_header("Content-Length", str(len(body)))
@@ -309,6 +327,25 @@ def test_blob_larger_than_its_descriptor(make_store, hostile, host_paths):
     hostile.blob_override[layer] = hostile.content.blobs[layer] + b"\0" * 4096
     with pytest.raises(ImageError, match="larger than"):
         make_store().pull(hostile.ref())
+    assert_nothing_stored(host_paths)
+
+
+def test_blob_larger_than_the_free_space_is_refused_before_downloading(make_store, hostile, host_paths):
+    layer = _largest_layer(hostile)
+    huge = 1 << 50  # a petabyte: more than any test host has free
+
+    def edit(doc):
+        for d in doc["layers"]:
+            if d["digest"] == layer:
+                d["size"] = huge
+
+    _serve_edited(hostile, "huge", edit)
+    with pytest.raises(ImageError) as err:
+        make_store().pull(hostile.ref("huge"))
+    text = str(err.value)
+    assert f"image {hostile.ref('huge')}" in text and layer in text and "1048576.0 GiB" in text
+    assert f"image store {host_paths.images}" in text and "free" in text and "reserve" in text
+    assert not hostile.seen("GET", f"/blobs/{layer}")  # refused before the first byte
     assert_nothing_stored(host_paths)
 
 
@@ -443,12 +480,50 @@ def test_server_that_ignores_range_restarts_cleanly(make_store, hostile, host_pa
 
 
 def test_blob_truncated_every_time_gives_up_cleanly(make_store, hostile, host_paths):
+    """A registry that cuts every download in half and ignores Range: a bounded number of
+    restarts from byte 0 (not one per retry of a thousand resumes), then a permanent error, and
+    no .partial file left behind."""
     layer = _largest_layer(hostile)
     hostile.truncate_always.add(layer)
     hostile.ignore_range = True  # each try starts again and is cut again: no progress is made
+    with pytest.raises(ImageError) as err:
+        make_store(retries=10).pull(hostile.ref())
+    assert not err.value.temporary
+    text = str(err.value)
+    assert layer in text and "ignores Range" in text and f"gave up after {MAX_FULL_RESTARTS} restarts" in text
+    gets = hostile.seen("GET", f"/blobs/{layer}")
+    assert len(gets) == 1 + MAX_FULL_RESTARTS
+    assert "Range" in gets[1][2] and all("Range" not in g[2] for g in gets[2:])
+    assert_nothing_stored(host_paths)
+
+
+def test_blob_truncated_every_time_with_range_gives_up_cleanly(make_store, hostile, host_paths):
+    """A registry that honours Range but never sends the last byte: retries, then a temporary
+    error, and the partial download goes with it."""
+    layer = _largest_layer(hostile)
+    size = len(hostile.content.blobs[layer])
+    hostile.drop_after[layer] = size - 1
+    original = hostile.serve_blob
+
+    def serve(h, digest, head):
+        if digest == layer and h.headers.get("Range"):
+            hostile.drop_after[layer] = 0  # every resume is cut before its first byte
+        original(h, digest, head)
+
+    hostile.serve_blob = serve
     with pytest.raises(TemporaryImageError, match="download failed"):
         make_store(retries=2).pull(hostile.ref())
     assert_nothing_stored(host_paths)
+
+
+def test_range_answered_with_another_range_starts_over(make_store, hostile, host_paths):
+    layer = _largest_layer(hostile)
+    hostile.drop_after[layer] = len(hostile.content.blobs[layer]) // 2
+    hostile.bad_content_range = True
+    make_store().pull(hostile.ref())
+    gets = hostile.seen("GET", f"/blobs/{layer}")
+    assert len(gets) == 3 and "Range" in gets[1][2] and "Range" not in gets[2][2]
+    assert_store_verified(host_paths, images=1)
 
 
 # --- credentials never leave the registry -------------------------------------------------------------
@@ -469,6 +544,97 @@ def test_redirect_to_another_host_drops_authorization(make_store, hostile, host_
         assert_store_verified(host_paths, images=1)
     finally:
         cdn.stop()
+
+
+class RealmServer:
+    """A token service on another host (127.0.0.2) that records what it is sent and grants an
+    anonymous token."""
+
+    def __init__(self):
+        self.seen: list[dict] = []
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *a):
+                pass
+
+            def do_GET(self):
+                server.seen.append(dict(self.headers))
+                body = b'{"token": "foreign-realm-token"}'
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_POST = do_GET
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.2", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.realm = f"http://127.0.0.2:{self.httpd.server_address[1]}/token"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def foreign_realm():
+    realm = RealmServer()
+    yield realm
+    realm.stop()
+
+
+def test_credentials_never_go_to_a_foreign_token_realm(make_store, hostile, host_paths, foreign_realm, caplog,
+                                                      monkeypatch):
+    monkeypatch.delenv("PODPLAY_TOKEN_REALMS", raising=False)
+    hostile.bearer_realm = foreign_realm.realm
+    creds = [RegistryCredential(hostile.host, "user", "pw")]
+    with caplog.at_level("WARNING", logger="podplay.images"):
+        info = make_store().pull(hostile.ref(), creds)
+    assert info.manifest_digest == sha(hostile.manifest)  # the anonymous token was enough here
+    assert foreign_realm.seen and not any("Authorization" in h for h in foreign_realm.seen)
+    warnings = [r.getMessage() for r in caplog.records if r.name == "podplay.images"]
+    assert len(warnings) == 1 and foreign_realm.realm in warnings[0] and "without the credentials" in warnings[0]
+    assert "PODPLAY_TOKEN_REALMS" in warnings[0]
+    assert_store_verified(host_paths, images=1)
+
+
+def test_identity_token_never_goes_to_a_foreign_token_realm(make_store, hostile, foreign_realm, monkeypatch):
+    monkeypatch.delenv("PODPLAY_TOKEN_REALMS", raising=False)
+    hostile.bearer_realm = foreign_realm.realm
+    client = make_store().client(hostile.host, REPO, credentials=[])
+    client.credential = Credential("", "", identity_token="refresh-me")
+    client.get_manifest(REPO, "latest")
+    assert foreign_realm.seen and not any("Authorization" in h or "Content-Length" in h for h in foreign_realm.seen)
+
+
+def test_login_refuses_a_foreign_token_realm(hostile, foreign_realm, monkeypatch):
+    monkeypatch.delenv("PODPLAY_TOKEN_REALMS", raising=False)
+    hostile.bearer_realm = foreign_realm.realm
+    client = RegistryClient(hostile.host, credential=Credential("user", "pw"), retries=0)
+    with pytest.raises(AuthenticationError, match="not on its own host and port"):
+        client.check_login()
+    assert foreign_realm.seen == []
+
+
+def test_credentials_go_to_a_realm_the_operator_lists(make_store, hostile, host_paths, foreign_realm, monkeypatch):
+    monkeypatch.setenv("PODPLAY_TOKEN_REALMS", f"other.example=https://x.example {hostile.host}={foreign_realm.realm}")
+    hostile.bearer_realm = foreign_realm.realm
+    make_store().pull(hostile.ref(), [RegistryCredential(hostile.host, "user", "pw")])
+    want = "Basic " + base64.b64encode(b"user:pw").decode()
+    assert foreign_realm.seen and all(h.get("Authorization") == want for h in foreign_realm.seen)
+
+
+def test_credentials_go_to_a_realm_on_the_registry_itself(make_store, hostile, host_paths, monkeypatch):
+    monkeypatch.delenv("PODPLAY_TOKEN_REALMS", raising=False)
+    hostile.bearer_realm = f"http://{hostile.host}/token"
+    make_store().pull(hostile.ref(), [RegistryCredential(hostile.host, "user", "pw")])
+    want = "Basic " + base64.b64encode(b"user:pw").decode()
+    assert hostile.tokens_seen and all(h.get("Authorization") == want for h in hostile.tokens_seen)
 
 
 def test_redirect_loop_is_refused(make_store, hostile, host_paths):

@@ -16,6 +16,7 @@ from reconciler.desired import DesiredClaim, DesiredVolume, VolumeFile, build_de
 from reconciler.drivers.base import VolumeDriver
 from reconciler.errors import StorageError
 from reconciler.manifests import load_objects
+from reconciler.manifests.hostfacts import this_host
 from reconciler.storage import mounts
 from reconciler.storage.volumes import HostVolumes
 
@@ -269,3 +270,96 @@ def test_remove_refuses_a_busy_tmpfs_and_keeps_it(vols, host_paths):
         proc.wait()
     vols.remove_pod_volumes(UID)
     assert not mounts.mounts_at_or_under(host_paths.runroot)
+
+
+# --- hostPath: symlinks are not followed unless trusted ----------------------------------------------
+
+def test_file_or_create_on_a_dangling_symlink_is_refused_not_recursed(vols, tmp_path):
+    """It used to recurse until RecursionError (stat: ENOENT, O_EXCL: EEXIST)."""
+    os.symlink(tmp_path / "elsewhere", tmp_path / "dangling")
+    vol = host(tmp_path, "dangling", "FileOrCreate")
+    with pytest.raises(StorageError) as err:
+        vols.prepare_pod_volumes(UID, [vol])
+    text = str(err.value)
+    assert f"pod {UID}" in text and "volume 'h'" in text and str(tmp_path / "dangling") in text
+    assert "is a symlink" in text and "PODPLAY_HOSTPATH_SYMLINKS" in text
+    assert not err.value.temporary
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_directory_or_create_does_not_follow_a_symlinked_parent(vols, tmp_path):
+    (tmp_path / "target").mkdir()
+    os.symlink(tmp_path / "target", tmp_path / "link")
+    vol = host(tmp_path, "link/made", "DirectoryOrCreate")
+    with pytest.raises(StorageError, match=rf"{tmp_path / 'link'} is a symlink"):
+        vols.prepare_pod_volumes(UID, [vol])
+    assert os.listdir(tmp_path / "target") == []
+    # The type checks do not pass through it either.
+    (tmp_path / "target" / "file").write_text("x")
+    with pytest.raises(StorageError, match="is a symlink"):
+        vols.prepare_pod_volumes(UID, [host(tmp_path, "link/file", "File")])
+
+
+def test_trusted_symlinks_are_followed_when_root_owns_them(host_paths, tmp_path):
+    (tmp_path / "target").mkdir()
+    os.symlink(tmp_path / "target", tmp_path / "link")
+    vols = HostVolumes(host_paths, symlinks=[str(tmp_path)])
+    vol = host(tmp_path, "link/made", "DirectoryOrCreate")
+    assert vols.prepare_pod_volumes(UID, [vol]) == {"h": str(tmp_path / "target" / "made")}
+    assert (tmp_path / "target" / "made").is_dir()
+    # A link someone else owns is never followed, trusted place or not.
+    os.symlink(tmp_path / "target", tmp_path / "theirs")
+    os.chown(tmp_path / "theirs", 1000, 1000, follow_symlinks=False)
+    with pytest.raises(StorageError, match="symlink owned by uid 1000"):
+        vols.prepare_pod_volumes(UID, [host(tmp_path, "theirs/made", "Directory")])
+    # "" trusts nothing.
+    with pytest.raises(StorageError, match=r"is a symlink.*\(now: none\)"):
+        HostVolumes(host_paths, symlinks=[]).prepare_pod_volumes(UID, [vol])
+
+
+def test_trusted_symlinks_come_from_the_environment(host_paths, monkeypatch):
+    monkeypatch.delenv("PODPLAY_HOSTPATH_SYMLINKS", raising=False)
+    assert "/var/run" in HostVolumes(host_paths).symlinks
+    monkeypatch.setenv("PODPLAY_HOSTPATH_SYMLINKS", "/srv:/opt/links:relative")
+    assert HostVolumes(host_paths).symlinks == ("/srv", "/opt/links")
+    monkeypatch.setenv("PODPLAY_HOSTPATH_SYMLINKS", "")
+    assert HostVolumes(host_paths).symlinks == ()
+
+
+@pytest.mark.skipif(not os.path.islink("/var/run"), reason="this host has no /var/run -> /run link")
+def test_var_run_works_by_default_and_names_the_checked_path(vols):
+    [vol] = pod_volumes([{"name": "h", "hostPath": {"path": "/var/run", "type": "Directory"}}])
+    assert vols.prepare_pod_volumes(UID, [vol]) == {"h": os.path.realpath("/var/run")}
+
+
+def test_host_path_with_dot_dot_or_an_impossible_name_is_a_clear_error(vols, tmp_path):
+    with pytest.raises(StorageError, match="'..' component"):
+        vols.prepare_pod_volumes(UID, [host(tmp_path, "a/../b", "DirectoryOrCreate")])
+    with pytest.raises(StorageError, match=f"pod {UID}: cannot prepare volume 'h'.*File name too long"):
+        vols.prepare_pod_volumes(UID, [host(tmp_path, "x" * 300, "DirectoryOrCreate")])
+    with pytest.raises(StorageError, match="is not a directory"):
+        (tmp_path / "file").write_text("x")
+        vols.prepare_pod_volumes(UID, [host(tmp_path, "file/below", "FileOrCreate")])
+    assert sorted(os.listdir(tmp_path)) == ["file"]
+
+
+def test_memory_empty_dir_is_never_larger_than_the_host_memory(vols, host_paths):
+    """Validation refuses such a sizeLimit; the driver is safe without it too (a plan made for
+    another host, a manifest checked by an older podplay)."""
+    vol = DesiredVolume("huge", "emptyDir", medium="Memory", size_limit=1000 << 40)
+    path = vols.prepare_pod_volumes(UID, [vol])["huge"]
+    try:
+        st = os.statvfs(path)
+        memory = this_host().memory
+        assert memory > 0 and 0 < st.f_blocks * st.f_frsize <= memory
+    finally:
+        vols.remove_pod_volumes(UID)
+
+
+def test_a_name_that_keeps_appearing_and_vanishing_is_a_bounded_error(vols, tmp_path, monkeypatch):
+    """The old code recursed on EEXIST; the walk looks again a bounded number of times."""
+    from reconciler.storage import volumes
+
+    monkeypatch.setattr(volumes, "_create", lambda *a, **kw: False)  # "someone else made it" (it is gone)
+    with pytest.raises(StorageError, match="keeps changing while it is being created"):
+        vols.prepare_pod_volumes(UID, [host(tmp_path, "racy", "FileOrCreate")])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from reconciler.errors import ImageError
+from reconciler.errors import ImageError, InputError
 from reconciler.images.config import Credential
 from reconciler.images.registry import Challenge, MemoryIngest, RegistryClient
 
@@ -56,3 +56,66 @@ def test_memory_ingest_verifies_like_the_store():
         MemoryIngest(D, 3, 100).write(b"fooo")
     with pytest.raises(ImageError, match="more than the 2 allowed"):
         MemoryIngest(D, 3, 2)
+
+
+@pytest.mark.parametrize(("domain", "insecure", "realm", "trusted"), [
+    ("registry.example.com", False, "https://registry.example.com/token", True),
+    ("registry.example.com", False, "https://registry.example.com:443/v2/auth", True),
+    ("registry.example.com", False, "https://REGISTRY.example.com/token", True),
+    ("registry.example.com", False, "https://registry.example.com:8443/token", False),  # another port
+    ("registry.example.com", False, "https://auth.example.com/token", False),  # another host
+    ("registry.example.com", False, "http://registry.example.com/token", False),  # not https
+    ("registry.example.com:5000", True, "http://registry.example.com:5000/token", True),  # insecure: http ok
+    ("registry.example.com:5000", True, "http://registry.example.com:5001/token", False),
+    ("127.0.0.1:5000", False, "http://127.0.0.1:5000/token", True),  # loopback counts as insecure
+    ("docker.io", False, "https://auth.docker.io/token", True),  # built in
+    ("quay.io", False, "https://auth.docker.io/token", False),  # ... for Docker Hub only
+    ("registry.example.com", False, "not a url", False),
+])
+def test_which_token_realms_get_credentials(monkeypatch, domain, insecure, realm, trusted):
+    monkeypatch.delenv("PODPLAY_TOKEN_REALMS", raising=False)
+    assert RegistryClient(domain, insecure=insecure).realm_trusted(realm) is trusted
+
+
+def test_token_realms_listed_by_the_operator(monkeypatch):
+    monkeypatch.setenv("PODPLAY_TOKEN_REALMS", "registry.example.com=https://auth.example.com/token,"
+                       " other.example=https://evil.example")
+    client = RegistryClient("registry.example.com")
+    assert client.realm_trusted("https://auth.example.com/other/path")
+    assert not client.realm_trusted("http://auth.example.com/token")  # the scheme is part of it
+    assert not client.realm_trusted("https://evil.example/token")  # listed for another registry
+    monkeypatch.setenv("PODPLAY_TOKEN_REALMS", "registry.example.com")
+    with pytest.raises(InputError, match="PODPLAY_TOKEN_REALMS: 'registry.example.com' is not REGISTRY=REALM-URL"):
+        RegistryClient("registry.example.com")
+
+
+def test_an_untrusted_realm_is_asked_without_credentials(monkeypatch):
+    monkeypatch.delenv("PODPLAY_TOKEN_REALMS", raising=False)
+    sent = {}
+
+    class Response:
+        status_code = 200
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *a):
+            pass
+
+        def json(self):
+            return {"token": "anonymous"}
+
+    class Session:
+        def get(self, url, params=None, auth=None, **kw):
+            sent.update(url=url, params=params, auth=auth)
+            return Response()
+
+        def post(self, *a, **kw):
+            raise AssertionError("an identity token must not be posted to a foreign realm")
+
+    client = RegistryClient("registry.example.com", credential=Credential("u", "p"))
+    client._session = Session
+    token = client._token(Challenge("bearer", {"realm": "https://auth.elsewhere.example/t"}), "")
+    assert token == "anonymous" and sent["auth"] is None and ("account", "u") not in sent["params"]
+    assert client.withheld == {"https://auth.elsewhere.example/t"}
+    assert "were not sent there" in client._auth_failed_message()

@@ -11,6 +11,7 @@ import pytest
 from reconciler.errors import NetworkError
 from reconciler.network.config import (
     DEFAULT_SUBNET_POOL,
+    default_bridge,
     default_conflist,
     ensure_default_network,
     find_network,
@@ -173,7 +174,8 @@ def test_default_network_is_written_once_and_then_left_to_the_user(tmp_path):
     assert net.file == str(target) and net.name == "podplay"
     doc = json.loads(target.read_text())
     bridge = doc["plugins"][0]
-    assert bridge["bridge"] == "podplay0"
+    assert bridge["bridge"] == default_bridge(paths) == "podplay" + paths.tag[2:]
+    assert len(bridge["bridge"]) <= 15
     assert bridge["ipam"]["dataDir"] == str(paths.cni / "ipam")
     subnet = ipaddress.ip_network(bridge["ipam"]["ranges"][0][0]["subnet"])
     assert subnet.subnet_of(DEFAULT_SUBNET_POOL)
@@ -219,3 +221,10 @@ def test_routed_networks_reads_the_kernel_route_table(tmp_path):
         "br0\t0000DE0A\t00000000\t0001\t0\t0\t0\t0000FFFF\t0\t0\t0\n")
     assert routed_networks(str(table)) == [ipaddress.IPv4Network("192.0.2.0/24"),
                                            ipaddress.IPv4Network("10.222.0.0/16")]
+
+
+def test_two_roots_get_two_bridges(tmp_path):
+    """Two storage roots on one host never share a bridge (each picks its own subnet)."""
+    a, b = _paths(tmp_path / "a"), _paths(tmp_path / "b")
+    bridges = {ensure_default_network(p).raw["plugins"][0]["bridge"] for p in (a, b)}
+    assert len(bridges) == 2 and bridges == {default_bridge(a), default_bridge(b)}
