@@ -70,6 +70,7 @@ class Scope:
 
     paths: tuple[str, ...] = ()
     prune: bool = True
+    hold: frozenset[str] = frozenset()  # pod refs not to prune yet (a file may be half written)
 
     def covers(self, source: str) -> bool:
         if not source:
@@ -284,7 +285,7 @@ def _undesired(by_ref: Mapping[str, list[ObservedPod]], last: LastApplied, scope
             source = o.source or (applied.source if applied else "")
             if not ref:  # leftovers with no pod identity (a crash before the infra existed)
                 out.append(Change(key, Action.DELETE, Reason.ORPHANED, before=o.uid, detail="leftover resources"))
-            elif scope.prune and scope.covers(source):
+            elif scope.prune and scope.covers(source) and ref not in scope.hold:
                 out.append(Change(key, Action.DELETE, Reason.ORPHANED, before=o.uid, detail=f"no longer in {source}"))
     return out
 

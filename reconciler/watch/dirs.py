@@ -115,10 +115,13 @@ class DirSource:
         self._wake()
 
     def due(self) -> float | None:
+        confirm = self.files.confirm_at()
+        confirm_due = None if confirm is None else self.mono() + max(0.0, confirm - self.files.clock())
         with self._lock:
             if self._first is None:
-                return None
-            return min(self._last + self.debounce, self._first + self.debounce_max)
+                return confirm_due
+            events = min(self._last + self.debounce, self._first + self.debounce_max)
+        return events if confirm_due is None else min(events, confirm_due)
 
     def refresh(self, full: bool) -> Composition:
         with self._lock:

@@ -84,6 +84,7 @@ class _File:
     current: _Version | None = None
     good: _Version | None = None
     report: FileReport | None = None
+    in_place: bool = False  # its last change kept the inode (written in place, not renamed over)
 
 
 def _usable(load: FileLoad) -> list[str]:
@@ -97,6 +98,12 @@ def _usable(load: FileLoad) -> list[str]:
 
 def _stamp(st: os.stat_result) -> tuple:
     return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+# A pod that vanishes from a file rewritten in place (same inode: an editor's save, scp, rsync
+# --inplace) may only be a writer halfway through: it is pruned when a read this much later
+# agrees. A file replaced by a rename, or deleted, is complete: its pods go at once.
+HOLD_GRACE = 3.0
 
 
 class ManifestFiles:
@@ -116,6 +123,7 @@ class ManifestFiles:
         self.parses = 0
         self._stored: dict[str, tuple[str, str]] | None = None
         self._last: tuple[tuple, Composition] | None = None  # (what was read, what it composed to)
+        self.held: dict[str, float] = {}  # pod ref → when it vanished from a file written in place
 
     # --- the last good versions saved in the state store ---------------------------------------------
 
@@ -151,6 +159,7 @@ class ManifestFiles:
         stamp = _stamp(st) if st else ()
         if f.current is not None and stamp and stamp == f.stamp and not full:
             return None
+        f.in_place = bool(stamp and f.stamp and stamp[:2] == f.stamp[:2])  # same device and inode
         try:
             with open(path, "rb") as fh:
                 data = fh.read()
@@ -211,7 +220,8 @@ class ManifestFiles:
         # Nothing read anew, nothing gone, the same unknowns: the last answer still holds (a quiet
         # pass costs a stat per file, not a parse, not the cross-object checks).
         signature = (tuple(paths), tuple(str(d) for d in unknown))
-        if not todo and not gone and self._last is not None and self._last[0] == signature:
+        if not todo and not gone and self._last is not None and self._last[0] == signature \
+                and self.confirm_at() is None:
             return self._last[1]
 
         # Each file's candidate: its current version when usable on its own, else its last good one.
@@ -234,10 +244,32 @@ class ManifestFiles:
             comp = replace(prev, files=reports, held=held)
         else:
             comp.files = reports
+            comp = self._hold_vanished(comp, now)
             self._commit(paths, chosen, gone)
             self.previous = comp
         self._last = (signature, comp)
         return comp
+
+    def confirm_at(self) -> float | None:
+        """When the read that confirms (or not) a held pod's disappearance is due (wall clock)."""
+        return min(self.held.values()) + HOLD_GRACE if self.held else None
+
+    def _hold_vanished(self, comp: Composition, now: float) -> Composition:
+        """Pods that left a file rewritten in place are held (not pruned) until a read HOLD_GRACE
+        later agrees; a new or changed pod applies at once."""
+        prev = self.previous.desired.pods if self.previous is not None else {}
+        pods = comp.desired.pods
+        for ref, d in prev.items():
+            f, report = self.files.get(d.source), comp.files.get(d.source)
+            still_there = report is not None and report.state != "deleted"
+            if ref not in pods and ref not in self.held and f is not None and f.in_place and still_there:
+                self.held[ref] = now
+        for ref, since in list(self.held.items()):
+            if ref in pods or now >= since + HOLD_GRACE:
+                del self.held[ref]  # came back, or a later read agrees that it is gone
+        if not self.held:
+            return comp
+        return replace(comp, scope=replace(comp.scope, hold=frozenset(self.held)))
 
     def _compose(self, paths: list[str], chosen: dict[str, _Version | None], why: dict[str, list[str]],
                  unknown: list[Diagnostic]) -> tuple[Composition | None, str]:

@@ -210,3 +210,58 @@ def test_a_watcher_does_not_follow_a_link_out_of_the_directory(d, tmp_path):
     assert "a symbolic link to " + str(tmp_path / "shadow") + ", outside the manifest directory" in report.errors[0]
     assert "not-a-real-hash" not in repr(comp.files) + repr(comp.manifests.diagnostics)
     assert set(comp.desired.pods) == {"default/a"} and not comp.scope.prune
+
+
+CLAIM = ("apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata: {name: data}\n"
+         "spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}\n")
+
+
+class WallClock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_pod_that_leaves_a_file_written_in_place_is_pruned_only_when_a_later_read_agrees(d, state):
+    from reconciler.watch.files import HOLD_GRACE
+
+    path = d / "app.yaml"
+    whole = CLAIM + "---\n" + pod("a")
+    path.write_text(whole)
+    clock = WallClock()
+    files = ManifestFiles([str(d)], state, clock=clock)
+    assert set(files.refresh().desired.pods) == {"default/a"}
+
+    with open(path, "r+") as f:  # a writer halfway through: the claim is there, the pod not yet
+        f.truncate(0)
+        f.write(CLAIM + "---\n")
+    half = files.refresh()
+    assert "default/a" not in half.desired.pods and half.scope.hold == {"default/a"}, "not pruned on one read"
+    assert files.confirm_at() == clock.now + HOLD_GRACE
+
+    clock.now += 1.0
+    with open(path, "a") as f:  # the writer finishes
+        f.write(pod("a"))
+    done = files.refresh()
+    assert set(done.desired.pods) == {"default/a"} and not done.scope.hold and files.confirm_at() is None
+
+    with open(path, "r+") as f:  # really removed, in place: held, then a read after the grace agrees
+        f.truncate(0)
+        f.write(CLAIM)
+    assert files.refresh().scope.hold == {"default/a"}
+    clock.now += HOLD_GRACE
+    assert not files.refresh().scope.hold, "a later read agrees: now it is pruned"
+
+
+def test_a_pod_that_leaves_a_file_replaced_by_a_rename_is_pruned_at_once(d, state):
+    path = d / "app.yaml"
+    path.write_text(CLAIM + "---\n" + pod("a"))
+    files = ManifestFiles([str(d)], state, clock=WallClock())
+    files.refresh()
+    tmp = d / ".app.yaml.swp"
+    tmp.write_text(CLAIM)
+    os.rename(tmp, path)  # an atomic save: the new content is complete
+    comp = files.refresh()
+    assert "default/a" not in comp.desired.pods and not comp.scope.hold and files.confirm_at() is None
