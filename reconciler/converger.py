@@ -26,6 +26,7 @@ from reconciler.apply import Failpoints, Reporter, TxnStatus, recover
 from reconciler.desired import DesiredState
 from reconciler.diff import Action, Change, Reason, restart_delay
 from reconciler.drivers.base import Drivers
+from reconciler.errors import PodplayError
 from reconciler.health import HealthMonitor, unready_pods
 from reconciler.observed import ContainerState, ObservedHost
 from reconciler.paths import HostPaths
@@ -137,8 +138,11 @@ class Converger:
         exited at once, as `up` does); `everything` acts on changes the retry policy holds too;
         `probe` runs the due probes first; `apply=False` only looks (and follows rollouts)."""
         timeout = self.lock_timeout if lock_timeout is ... else lock_timeout
+        failed = self._prefetch(goal) if apply and everything and goal.mode == Mode.UP else {}
         with locked(self.paths, timeout):
             drivers = self._open()
+            if failed:  # the plan's pull steps report these without asking the registry again
+                drivers = dataclasses.replace(drivers, images=_Refused(drivers.images, failed))
             recovered = recover(self.state, drivers) if apply else []
             notes = record_revisions(self.state, goal.declared, list(goal.objects)) \
                 if apply and goal.mode == Mode.UP else []
@@ -158,6 +162,29 @@ class Converger:
                                                      failpoints=self.failpoints, on_plan=self.on_plan)
             self.retry.note(result.applied.results)
         return result
+
+    def _prefetch(self, goal: Goal) -> dict[str, PodplayError]:
+        """Pull the images the goal needs and the store lacks before taking the apply lock: a
+        slow or stalled registry must not hold every other podplay (and the keeper) waiting.
+        Returns the failures, which the plan's journaled PullImage steps report per pod."""
+        drivers = self._open()
+        wanted: dict[str, tuple[str, list]] = {}
+        for pod in goal.declared.pods.values():
+            if goal.only and pod.ref not in goal.only:
+                continue
+            for c in pod.init_containers + pod.containers:
+                if c.pull_policy != "Never":
+                    _, creds = wanted.setdefault(c.spec.image, (c.pull_policy, []))
+                    creds.extend(pod.pull_secrets)
+        failed: dict[str, PodplayError] = {}
+        for image, (policy, creds) in sorted(wanted.items()):
+            if drivers.images.get_image(image) is not None:
+                continue  # present: an Always policy is checked under the lock, where it is cheap
+            try:
+                drivers.images.ensure_image(image, policy, creds)
+            except PodplayError as exc:
+                failed[image] = exc
+        return failed
 
     def _health_and_rollouts(self, goal: Goal, view: View, result: PassResult, probe: bool) -> View:
         """Probes, then the rollouts' bookkeeping; each may change the decision, not the observation."""
@@ -257,6 +284,21 @@ class Converger:
                 out.failed.append(s)
                 verdict = f"rolling back to revision {s.rolled_back_to}" if s.rolled_back_to else "no rollback"
                 progress(f"! rollout of deployment {ref} to revision {s.revision} failed: {s.message}; {verdict}")
+
+
+class _Refused:
+    """An image store that answers the pulls that just failed with the same error at once."""
+
+    def __init__(self, images, failed: dict[str, PodplayError]):
+        self._images, self._failed = images, failed
+
+    def ensure_image(self, ref: str, policy: str, credentials=()):
+        if ref in self._failed:
+            raise self._failed[ref]
+        return self._images.ensure_image(ref, policy, credentials)
+
+    def __getattr__(self, name: str):
+        return getattr(self._images, name)
 
 
 @dataclass

@@ -241,3 +241,32 @@ def test_up_replace_wait_recreates_each_pod_once_then_waits(engine):
     done = conv.run(goal, first, wait=True, timeout=30, sleep=clock.sleep)
     assert done.ok and not done.timed_out
     assert attempts(engine, "default/a") == 2, "--replace recreates once; waiting does not replace again"
+
+
+def test_images_are_pulled_before_the_apply_lock_is_taken_and_a_failed_pull_is_asked_once(engine, monkeypatch):
+    from reconciler.errors import LockedError
+    from reconciler.state import ApplyLock
+
+    engine.host.registry.clear()
+    engine.host.registry.add("busybox:1.36")
+    engine.write("a.yaml", POD.format(name="a", probe=""))
+    engine.write("b.yaml", POD.format(name="b", probe="").replace("busybox:1.36", "example.com/missing:1"))
+    images = engine.drivers.images
+    real = images.ensure_image
+    calls: list[tuple[str, bool]] = []
+
+    def pull(ref, policy, credentials=()):
+        try:
+            with ApplyLock(engine.paths.lock_file, 0):
+                free = True
+        except LockedError:
+            free = False
+        calls.append((ref, free))
+        return real(ref, policy, credentials)
+    monkeypatch.setattr(images, "ensure_image", pull)
+    result = converger(engine, Clock()).once(goal_of(engine))
+    assert engine.running() == {"default/a": {"app"}} and not result.ok
+    assert [r.txn.key for r in result.applied.failed] == ["example.com/missing:1", "default/b"]
+    missing = [free for ref, free in calls if ref == "example.com/missing:1"]
+    assert missing == [True], "the registry is asked once, and not under the apply lock"
+    assert ("busybox:1.36", True) in calls
