@@ -304,73 +304,100 @@ def resolve_host_path(path: str, kind: str, symlinks: Sequence[str], what: str) 
     parts = [p for p in path.split("/") if p and p != "."]
     if ".." in parts:
         raise StorageError(f"{what}: hostPath {path!r} has a '..' component; give the path without it")
-    fds = [os.open("/", _O_DIR)]
-    names: list[str] = []  # the directories walked so far: fds[i + 1] is names[i]
-    todo = list(reversed(parts))  # a stack: the next component is last
-    followed = retries = 0
+    walk = _HostPathWalk(path, kind, check, symlinks, what, parts)
     try:
-        while todo:
-            comp = todo.pop()
-            if comp == "..":  # only ever from the target of a trusted symlink
-                if names:
-                    names.pop()
-                    os.close(fds.pop())
-                continue
-            here = "/" + "/".join([*names, comp])
-            last = not todo
-            try:
-                st: os.stat_result | None = os.stat(comp, dir_fd=fds[-1], follow_symlinks=False)
-            except FileNotFoundError:
-                st = None
-            if st is None:
-                if kind == "DirectoryOrCreate" or (kind == "FileOrCreate" and last):
-                    made = _create(fds[-1], comp, directory=kind == "DirectoryOrCreate")
-                    if made and kind == "FileOrCreate":
-                        return Path(here)
-                    if not made:
-                        # Another process made the name meanwhile (and may remove it again):
-                        # look again, a bounded number of times.
-                        retries += 1
-                        if retries > _MAX_CREATE_RETRIES:
-                            raise StorageError(f"{what}: hostPath {path!r}: {here} keeps changing while it is "
-                                               "being created")
-                    todo.append(comp)  # look at what is there now
-                    continue
-                if last:
-                    raise StorageError(f"{what}: hostPath {path!r} does not exist (type {kind} wants it to)")
-                hint = " (FileOrCreate makes the file, not its parent directory)" if kind == "FileOrCreate" else ""
-                raise StorageError(f"{what}: hostPath {path!r}: its parent directory {here} does not exist{hint}")
-            if stat.S_ISLNK(st.st_mode):
-                if st.st_uid != 0 or not _trusted(here, symlinks):
-                    owner = "" if st.st_uid == 0 else f" owned by uid {st.st_uid}"
-                    raise StorageError(
-                        f"{what}: hostPath {path!r}: {here} is a symlink{owner}; podplay follows no symlink in a "
-                        f"hostPath unless root owns it and ${ENV_HOSTPATH_SYMLINKS} lists it (now: "
-                        f"{':'.join(symlinks) or 'none'}): give the path it points to instead")
-                followed += 1
-                if followed > _MAX_SYMLINKS:
-                    raise StorageError(f"{what}: hostPath {path!r}: more than {_MAX_SYMLINKS} symlinks on the way")
-                target = os.readlink(comp, dir_fd=fds[-1])
-                if target.startswith("/"):
-                    for fd in fds[1:]:
-                        os.close(fd)
-                    del fds[1:]
-                    names = []
-                todo.extend(reversed([p for p in target.split("/") if p and p != "."]))
-                continue
-            if last:
-                _check_type(st, kind, check, path, what)
-                return Path(here)
-            if not stat.S_ISDIR(st.st_mode):
-                raise StorageError(f"{what}: hostPath {path!r}: {here} is not a directory")
-            fds.append(os.open(comp, _O_DIR, dir_fd=fds[-1]))
-            names.append(comp)
-        # The path ends at a directory already open (it is "/", or a trusted link led there).
-        _check_type(os.fstat(fds[-1]), kind, check, path, what)
-        return Path("/" + "/".join(names))
+        return walk.run()
     finally:
-        for fd in fds:
+        walk.close()
+
+
+class _HostPathWalk:
+    """The state of one resolve_host_path walk: the open directory fds and what is left to walk."""
+
+    def __init__(self, path: str, kind: str, check, symlinks: Sequence[str], what: str, parts: list[str]):
+        self.path, self.kind, self.check, self.symlinks, self.what = path, kind, check, symlinks, what
+        self.fds = [os.open("/", _O_DIR)]
+        self.names: list[str] = []  # the directories walked so far: fds[i + 1] is names[i]
+        self.todo = list(reversed(parts))  # a stack: the next component is last
+        self.followed = self.retries = 0
+
+    def fail(self, message: str) -> StorageError:
+        return StorageError(f"{self.what}: hostPath {self.path!r}{message}")
+
+    def close(self) -> None:
+        for fd in self.fds:
             os.close(fd)
+
+    def run(self) -> Path:
+        while self.todo:
+            comp = self.todo.pop()
+            if comp == "..":  # only ever from the target of a trusted symlink
+                if self.names:
+                    self.names.pop()
+                    os.close(self.fds.pop())
+                continue
+            done = self.step(comp, "/" + "/".join([*self.names, comp]), last=not self.todo)
+            if done is not None:
+                return done
+        # The path ends at a directory already open (it is "/", or a trusted link led there).
+        _check_type(os.fstat(self.fds[-1]), self.kind, self.check, self.path, self.what)
+        return Path("/" + "/".join(self.names))
+
+    def step(self, comp: str, here: str, *, last: bool) -> Path | None:
+        """One component; the resolved path when the walk ends here."""
+        try:
+            st: os.stat_result | None = os.stat(comp, dir_fd=self.fds[-1], follow_symlinks=False)
+        except FileNotFoundError:
+            st = None
+        if st is None:
+            return self.missing(comp, here, last=last)
+        if stat.S_ISLNK(st.st_mode):
+            self.symlink(comp, here, st)
+            return None
+        if last:
+            _check_type(st, self.kind, self.check, self.path, self.what)
+            return Path(here)
+        if not stat.S_ISDIR(st.st_mode):
+            raise self.fail(f": {here} is not a directory")
+        self.fds.append(os.open(comp, _O_DIR, dir_fd=self.fds[-1]))
+        self.names.append(comp)
+        return None
+
+    def missing(self, comp: str, here: str, *, last: bool) -> Path | None:
+        kind = self.kind
+        if kind == "DirectoryOrCreate" or (kind == "FileOrCreate" and last):
+            made = _create(self.fds[-1], comp, directory=kind == "DirectoryOrCreate")
+            if made and kind == "FileOrCreate":
+                return Path(here)
+            if not made:
+                # Another process made the name meanwhile (and may remove it again): look
+                # again, a bounded number of times.
+                self.retries += 1
+                if self.retries > _MAX_CREATE_RETRIES:
+                    raise self.fail(f": {here} keeps changing while it is being created")
+            self.todo.append(comp)  # look at what is there now
+            return None
+        if last:
+            raise self.fail(f" does not exist (type {kind} wants it to)")
+        hint = " (FileOrCreate makes the file, not its parent directory)" if kind == "FileOrCreate" else ""
+        raise self.fail(f": its parent directory {here} does not exist{hint}")
+
+    def symlink(self, comp: str, here: str, st: os.stat_result) -> None:
+        if st.st_uid != 0 or not _trusted(here, self.symlinks):
+            owner = "" if st.st_uid == 0 else f" owned by uid {st.st_uid}"
+            raise self.fail(f": {here} is a symlink{owner}; podplay follows no symlink in a hostPath unless root "
+                            f"owns it and ${ENV_HOSTPATH_SYMLINKS} lists it (now: {':'.join(self.symlinks) or 'none'}):"
+                            " give the path it points to instead")
+        self.followed += 1
+        if self.followed > _MAX_SYMLINKS:
+            raise self.fail(f": more than {_MAX_SYMLINKS} symlinks on the way")
+        target = os.readlink(comp, dir_fd=self.fds[-1])
+        if target.startswith("/"):
+            for fd in self.fds[1:]:
+                os.close(fd)
+            del self.fds[1:]
+            self.names = []
+        self.todo.extend(reversed([p for p in target.split("/") if p and p != "."]))
 
 
 def _create(dir_fd: int, name: str, *, directory: bool) -> bool:
