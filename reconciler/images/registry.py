@@ -409,6 +409,20 @@ class RegistryClient:
             cached = self._tokens.get(key)
             if cached and cached[1] > time.monotonic():
                 return cached[0]
+        doc = self._request_token(realm, service, scope, self._realm_credential(realm))
+        token = doc.get("token") or doc.get("access_token") if isinstance(doc, dict) else None
+        if not isinstance(token, str) or not token:
+            raise ImageError(f"token service of {self.domain} returned no token")
+        expires_in = doc.get("expires_in", 60)
+        if not isinstance(expires_in, int | float) or expires_in < 60:
+            expires_in = 60  # the token spec's minimum lifetime
+        with self._lock:
+            # Renew a little early: a token that expires in flight costs a retry.
+            self._tokens[key] = (token, time.monotonic() + float(expires_in) - 10)
+        return token
+
+    def _realm_credential(self, realm: str) -> Credential | None:
+        """The credential a token request to `realm` may carry (None: ask anonymously)."""
         parts = urlsplit(realm)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ImageError(f"registry {self.domain} names an invalid token realm {realm!r}")
@@ -427,6 +441,10 @@ class RegistryClient:
                              "%s=%s to $%s)", self.domain, realm, credential.username or "identity token",
                              self.domain, _origin_text(realm), ENV_TOKEN_REALMS)
             credential = None
+        return credential
+
+    def _request_token(self, realm: str, service: str, scope: str, credential: Credential | None):
+        """The token service's JSON answer, with the retry policy of every registry request."""
         # Several scopes (a push that mounts from another repository) travel as repeated
         # ``scope`` parameters, as docker sends them.
         params = [("service", service)] if service else []
@@ -467,19 +485,9 @@ class RegistryClient:
                 if resp.status_code != 200:
                     raise ImageError(f"token service of {self.domain} answered HTTP {resp.status_code}")
                 try:
-                    doc = resp.json()
+                    return resp.json()
                 except (ValueError, requests.exceptions.JSONDecodeError):
                     raise ImageError(f"token service of {self.domain} returned invalid JSON") from None
-            token = doc.get("token") or doc.get("access_token") if isinstance(doc, dict) else None
-            if not isinstance(token, str) or not token:
-                raise ImageError(f"token service of {self.domain} returned no token")
-            expires_in = doc.get("expires_in", 60)
-            if not isinstance(expires_in, int | float) or expires_in < 60:
-                expires_in = 60  # the token spec's minimum lifetime
-            with self._lock:
-                # Renew a little early: a token that expires in flight costs a retry.
-                self._tokens[key] = (token, time.monotonic() + float(expires_in) - 10)
-            return token
         raise TemporaryImageError(f"cannot reach the token service {realm} of {self.domain}: {_short(last)}")
 
     def realm_trusted(self, realm: str) -> bool:
