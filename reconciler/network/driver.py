@@ -31,7 +31,7 @@ from reconciler.network.config import (
     ipam_subnets,
     parse_network_config,
 )
-from reconciler.network.masq import sweep_masquerade
+from reconciler.network.masq import rules_by_container, sweep_masquerade, sweep_rules_of
 from reconciler.network.ports import (
     declared_ports,
     describe,
@@ -271,6 +271,7 @@ class CniNetwork:
 
     def _add(self, pod: DesiredPod, netns: str, ident: dict) -> NetworkStatus:
         with self._locked():
+            self._sweep_stale_rules()
             # Checking the host ports and writing the record that claims them is one step.
             net, entry = self._reserve(pod, netns, ident)
         # loopback holds nothing on the host, so it needs no record and no DEL.
@@ -331,6 +332,31 @@ class CniNetwork:
         }
         self._write_cache(entry)
         return net, entry
+
+    def _sweep_stale_rules(self) -> None:
+        """Once per run root (so once per boot, or after the run root was wiped on its own):
+        remove the iptables rules of attachments this root no longer records. Container ids are
+        the same across boots, so a DNAT rule that outlived its record would otherwise stay
+        first in its chain and send a hostPort to whatever pod now has its old address."""
+        marker = self.paths.cni / "swept"
+        if marker.exists():
+            return
+        known = {_cni_id(e) for e in self._cached_entries()}
+        for cid, (network, ips) in sorted(rules_by_container(f"{self.id_prefix}-").items()):
+            if cid in known:
+                continue
+            try:
+                net = self._network(network)
+            except NetworkError:
+                continue  # a network whose config is gone: nothing to DEL with
+            # DEL with the addresses the rules match, so that every plugin finds what is its own.
+            prev = {"cniVersion": net.cni_version, "interfaces": [],
+                    "ips": [{"address": f"{ip}/32" if ":" not in ip else f"{ip}/128"} for ip in sorted(ips)]}
+            self.cni.delete(net, Attachment(cid, "", IFNAME, (("IgnoreUnknown", "1"),)), prev)
+            with contextlib.suppress(NetworkError):
+                sweep_rules_of(cid, tuple(sorted({s.version for s in net.subnets()})) or (4,))
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
 
     def detach(self, uid: str) -> None:
         _check_uid(uid)

@@ -9,6 +9,7 @@ network name and container id exactly as the plugins derive them, so they can be
 
 from __future__ import annotations
 
+import re
 import shlex
 import subprocess
 
@@ -59,3 +60,54 @@ def sweep_masquerade(network: str, container_id: str, ip_versions: tuple[int, ..
             if res.returncode != 0:
                 raise NetworkError(f"cannot remove masquerade chain {chain}: {res.stderr.strip()}")
     return found
+
+
+_ID_COMMENT = re.compile(r'name: \\?"([^"\\]+)\\?" id: \\?"([^"\\]+)\\?"')
+_SOURCE = re.compile(r"-s (\S+?)(?:/\d+)? ")
+
+
+def rules_by_container(prefix: str, ip_versions: tuple[int, ...] = (4,)) -> dict[str, tuple[str, set[str]]]:
+    """Container ids starting with `prefix` that CNI plugins left rules for in the nat table
+    (portmap's and the bridge's comments name the network and the id): id → (network, the
+    pod addresses those rules match)."""
+    found: dict[str, tuple[str, set[str]]] = {}
+    for version in ip_versions:
+        listing = _run([_TOOLS[version], "-w", "-t", "nat", "-S"])
+        if listing.returncode != 0:
+            raise NetworkError(f"{_TOOLS[version]} -t nat -S failed: {listing.stderr.strip()}")
+        for line in listing.stdout.splitlines():
+            m = _ID_COMMENT.search(line)
+            if m is None or not m.group(2).startswith(prefix):
+                continue
+            network, ips = found.setdefault(m.group(2), (m.group(1), set()))
+            src = _SOURCE.search(line)
+            if src is not None:
+                ips.add(src.group(1))
+    return found
+
+
+def sweep_rules_of(container_id: str, ip_versions: tuple[int, ...] = (4,)) -> None:
+    """Delete every rule whose comment names `container_id` (portmap's DNAT entries, the
+    bridge's masquerade jumps), then the CNI chains those rules jumped to. For attachments whose
+    plugins can no longer clean up after themselves: their DEL needs the port mappings and the
+    result the lost record held."""
+    for version in ip_versions:
+        tool = _TOOLS[version]
+        for table in ("nat", "filter"):
+            listing = _run([tool, "-w", "-t", table, "-S"])
+            if listing.returncode != 0:
+                raise NetworkError(f"{tool} -t {table} -S failed: {listing.stderr.strip()}")
+            chains: list[str] = []
+            for line in listing.stdout.splitlines():
+                m = _ID_COMMENT.search(line)
+                if m is None or m.group(2) != container_id or not line.startswith("-A "):
+                    continue
+                words = shlex.split(line)
+                if "-j" in words and words[words.index("-j") + 1].startswith("CNI-"):
+                    chains.append(words[words.index("-j") + 1])
+                _run([tool, "-w", "-t", table, "-D", *words[1:]])
+            for chain in dict.fromkeys(chains):
+                if chain.startswith(("CNI-HOSTPORT", "CNI-FORWARD", "CNI-ADMIN")):
+                    continue  # shared by every attachment
+                _run([tool, "-w", "-t", table, "-F", chain])
+                _run([tool, "-w", "-t", table, "-X", chain])

@@ -168,10 +168,11 @@ def _pids_in_cgroups(uids: set[str], tag: str) -> set[int]:
     return pids
 
 
-def simulate_reboot(stack: Stack, uids: set[str]) -> None:
+def simulate_reboot(stack: Stack, uids: set[str], *, keep_rules: bool = False) -> None:
     """What a reboot does to podplay's pods: every process gone (conmon, the containers, the
     infra), every mount gone, the run root (a tmpfs) empty, and the kernel's network state (the
-    bridge, the veths, iptables rules) gone. The storage root survives."""
+    bridge, the veths, iptables rules) gone. The storage root survives. `keep_rules`: a host
+    that restores its saved iptables rules at boot (or a run root wiped on its own)."""
     victims = {int(p.split(":")[0]) for p in processes_mentioning(str(stack.paths.root), str(stack.paths.runroot))}
     victims |= _pids_in_cgroups(uids, stack.paths.tag)
     assert victims, "the pod should have processes to kill"
@@ -187,6 +188,8 @@ def simulate_reboot(stack: Stack, uids: set[str]) -> None:
         subprocess.run(["umount", "-l", m], check=True, capture_output=True)
     shutil.rmtree(stack.paths.runroot)
     stack.paths.runroot.mkdir()
+    if keep_rules:
+        return
     problems = stack.network.cleanup()  # the bridge, its rules and the allocations die with the kernel
     assert problems == []
 
@@ -217,3 +220,24 @@ def test_reboot_with_a_killed_up_in_between(stack):
     simulate_reboot(stack, c.uids)
     c.assert_converged("version 1", "after a reboot during up")
     c.assert_clean("after a reboot during up")
+
+
+@pytest.mark.slow
+def test_a_wiped_run_root_whose_iptables_rules_survived_converges_and_down_leaves_nothing(stack):
+    c = Crash(stack)
+    c.write("version 1")
+    c.stack.run("up", "--wait", str(c.m))
+    simulate_reboot(stack, c.uids, keep_rules=True)
+    assert stack.network.iptables_rules(), "the old attachment's rules are still there"
+    # Another pod comes up first and gets the address the old rules still forward the hostPort to.
+    filler = stack.write("filler.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {name: filler}\nspec:\n"
+                         "  terminationGracePeriodSeconds: 1\n  containers:\n  - {name: c, image: "
+                         "localhost/busybox:latest, imagePullPolicy: Never, command: [sleep, '600']}\n")
+    stack.run("up", "--wait", str(filler))
+    up = stack.run("up", "--wait", str(c.m))
+    assert "replaced pod default/crash" in up.stdout, up.stdout
+    for _ in range(3):  # every answer from the pod itself, none from the pod that now has its old address
+        assert wait_http(f"http://127.0.0.1:{c.port}/index.html") == "version 1\n"
+    stack.run("down", str(filler))
+    c.assert_converged("version 1", "after a wiped run root")
+    c.assert_clean("after a wiped run root")
