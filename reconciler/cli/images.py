@@ -90,6 +90,16 @@ def register(sub, common) -> None:
     _pull_options(isub.add_parser("pull", parents=[common], help="pull an image from a registry"))
     _tag_options(isub.add_parser("tag", parents=[common], help="give a local image another name"))
     image.set_defaults(func=lambda args, ctx: (image.print_help(ctx.out), 2)[1])
+    trust = isub.add_parser("trust", parents=[common], help="show the signature policy")
+    tsub = trust.add_subparsers(dest="trust_command", metavar="COMMAND")
+    p = tsub.add_parser("show", parents=[common], help="print the effective signature policy per scope",
+                        description="Print each scope of the signature policy (containers-policy.json(5)) with "
+                                    "what it requires and, for registry scopes, where its signatures are read "
+                                    "from (containers-registries.d(5)); like `podman image trust show`.")
+    p.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    p.add_argument("--raw", action="store_true", help="print the policy file as it is")
+    p.set_defaults(func=cmd_trust_show)
+    trust.set_defaults(func=lambda args, ctx: (trust.print_help(ctx.out), 2)[1])
 
     p = sub.add_parser("login", parents=[common], help="log in to a registry (credentials checked, then saved)")
     p.add_argument("registry", help="host[:port][/namespace]")
@@ -719,4 +729,50 @@ def cmd_import(args, ctx) -> int:
     finally:
         store.close()
     print(rec.id.split(":", 1)[1], file=ctx.out)
+    return 0
+
+
+def cmd_trust_show(args, ctx) -> int:
+    from reconciler.images.policy import load_policy
+    from reconciler.images.signatures import load_registries_d
+
+    policy = load_policy()
+    if args.raw:
+        try:
+            from pathlib import Path
+
+            ctx.out.write(Path(policy.source).read_text(encoding="utf-8"))
+        except OSError:
+            print(json.dumps({"default": [{"type": "insecureAcceptAnything"}]}, indent=4), file=ctx.out)
+        return 0
+    rd = load_registries_d()
+    rows = []
+    for scope in policy.entries():
+        lookaside = ""
+        if scope.transport == "docker" and scope.scope and not scope.scope.startswith("*."):
+            from reconciler.images.reference import parse_reference
+
+            lookaside = rd.lookaside(parse_reference(scope.scope, default_tag=""))
+        elif scope.transport in ("", "docker"):
+            lookaside = rd.default.lookaside
+        for req in scope.requirements:
+            rows.append({
+                "transport": scope.transport or "all",
+                "scope": scope.scope or "default",
+                "type": req.type,
+                "keys": list(req.key_paths) + [f"keyData #{i + 1}" for i in range(len(req.key_data))],
+                "identity": req.identity.describe() if req.type in ("signedBy", "sigstoreSigned") else "",
+                "lookaside": lookaside if req.type == "signedBy" else "",
+            })
+    if args.output == "json":
+        json.dump({"policy": policy.source, "registriesD": list(rd.sources), "scopes": rows}, ctx.out, indent=4)
+        print(file=ctx.out)
+        return 0
+    print(f"policy: {policy.source}", file=ctx.out)
+    header = ("TRANSPORT", "SCOPE", "TYPE", "KEYS", "IDENTITY", "LOOKASIDE")
+    table = [header] + [(r["transport"], r["scope"], r["type"], ",".join(r["keys"]), r["identity"], r["lookaside"])
+                        for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip(), file=ctx.out)
     return 0
