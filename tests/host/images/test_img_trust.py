@@ -1,0 +1,189 @@
+"""Image trust on pull: the containers signature policy against signatures skopeo made.
+
+Each test has its own throwaway GPG keys, policy.json, registries.d and lookaside directory
+(all under tmp_path); a refused image leaves no blob in the store."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from reconciler.images.driver import LocalImageStore
+from reconciler.images.reference import parse_reference
+from reconciler.images.signatures import SignatureRefused, signature_url
+from tests.support.signing import GpgKey, TrustDir, sign_and_push, skopeo_copy
+
+pytestmark = pytest.mark.skipif(shutil.which("gpgv") is None or shutil.which("gpg") is None,
+                                reason="needs gpg and gpgv")
+
+
+@pytest.fixture(scope="module")
+def keys(tmp_path_factory):
+    base = tmp_path_factory.mktemp("gpg")
+    release, other = GpgKey.make(base / "release", "Release"), GpgKey.make(base / "other", "Other")
+    yield release, other
+    release.close()
+    other.close()
+
+
+@pytest.fixture
+def trust(tmp_path, registry, keys, monkeypatch):
+    t = TrustDir.make(tmp_path / "trust")
+    t.policy({"default": [{"type": "reject"}], "transports": {"docker": {
+        f"{registry.host}/signed": [t.signed_by(keys[0])]}}})
+    for name, value in t.env().items():
+        monkeypatch.setenv(name, value)
+    return t
+
+
+def _store(host_paths) -> LocalImageStore:
+    return LocalImageStore(host_paths, tls_verify=False)
+
+
+def _refused(host_paths, ref: str) -> str:
+    store = _store(host_paths)
+    with pytest.raises(SignatureRefused) as err:
+        store.pull(ref)
+    assert store.list_images() == []
+    assert not any(store.store.has_blob(d) for d in _all_blobs(store)), "a refused image downloads no blob"
+    store.close()
+    return str(err.value)
+
+
+def _all_blobs(store) -> list[str]:
+    root = store.store.root / "blobs" / "sha256"
+    return [f"sha256:{p.name}" for p in root.iterdir()] if root.is_dir() else []
+
+
+def test_signed_image_is_pulled_and_by_digest_too(host_paths, registry, repo, keys, trust):
+    name = f"signed/{repo.split('/')[-1]}"
+    digest = sign_and_push(registry, name, "v1", keys[0], trust.registries_d)
+    store = _store(host_paths)
+    info = store.pull(f"{registry.host}/{name}:v1")
+    assert info.layers
+    # matchRepoDigestOrExact (the default identity): by digest the repository is enough.
+    store.pull(f"{registry.host}/{name}@{digest}")
+    store.close()
+
+
+def test_unsigned_image_is_refused_naming_scope_and_reason(host_paths, registry, repo, keys, trust):
+    name = f"signed/{repo.split('/')[-1]}"
+    sign_and_push(registry, name, "v1", None, trust.registries_d)
+    msg = _refused(host_paths, f"{registry.host}/{name}:v1")
+    assert str(trust.policy_file) in msg
+    assert f"scope docker '{registry.host}/signed'" in msg
+    assert "signedBy requires a signature and none was found" in msg
+
+
+def test_image_signed_by_another_key_is_refused(host_paths, registry, repo, keys, trust):
+    name = f"signed/{repo.split('/')[-1]}"
+    sign_and_push(registry, name, "v1", keys[1], trust.registries_d)
+    msg = _refused(host_paths, f"{registry.host}/{name}:v1")
+    assert "not signed by a key the policy names" in msg
+
+
+def test_signature_for_another_digest_is_refused(host_paths, registry, repo, keys, trust):
+    name = f"signed/{repo.split('/')[-1]}"
+    signed = sign_and_push(registry, f"{name}-a", "v1", keys[0], trust.registries_d)
+    other = sign_and_push(registry, name, "v1", None, trust.registries_d, source=_different_image())
+    assert signed != other
+    # The real signature of -a, copied to where the other image's signatures are looked up.
+    ref_a, ref_b = parse_reference(f"{registry.host}/{name}-a:v1"), parse_reference(f"{registry.host}/{name}:v1")
+    src = _path(signature_url(f"file://{trust.sigstore}", ref_a, signed, 1))
+    dst = _path(signature_url(f"file://{trust.sigstore}", ref_b, other, 1))
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(src, dst)
+    trust.policy({"default": [{"type": "reject"}], "transports": {"docker": {
+        f"{registry.host}/signed": [trust.signed_by(keys[0], {"type": "matchRepository"})]}}})
+    msg = _refused(host_paths, f"{registry.host}/{name}:v1")
+    assert f"it signs manifest {signed}, not the pulled {other}" in msg
+
+
+def test_signature_for_another_identity_is_refused(host_paths, registry, repo, keys, trust):
+    name = f"signed/{repo.split('/')[-1]}"
+    digest = sign_and_push(registry, name, "v1", keys[0], trust.registries_d)
+    # The same manifest under another tag: its signature names :v1, not :v2.
+    skopeo_copy("--src-tls-verify=false", "--dest-tls-verify=false", "--preserve-digests",
+                f"docker://{registry.host}/{name}:v1", f"docker://{registry.host}/{name}:v2")
+    msg = _refused(host_paths, f"{registry.host}/{name}:v2")
+    assert f"it signs the identity {registry.host}/{name}:v1, which matchRepoDigestOrExact does not accept " \
+           f"for {registry.host}/{name}:v2" in msg
+    # matchRepository accepts any tag of the signed repository; exactReference only what it names.
+    for identity, ok in (({"type": "matchRepository"}, True),
+                         ({"type": "exactReference", "dockerReference": f"{registry.host}/{name}:v1"}, True),
+                         ({"type": "exactReference", "dockerReference": f"{registry.host}/{name}:v3"}, False)):
+        trust.policy({"default": [{"type": "reject"}], "transports": {"docker": {
+            f"{registry.host}/signed": [trust.signed_by(keys[0], identity)]}}})
+        store = _store(host_paths)
+        if ok:
+            assert store.pull(f"{registry.host}/{name}:v2").manifest_digest
+        else:
+            with pytest.raises(SignatureRefused):
+                store.pull(f"{registry.host}/{name}:v2")
+        store.close()
+    assert digest
+
+
+def test_forged_signature_bytes_are_refused(host_paths, registry, repo, keys, trust):
+    name = f"signed/{repo.split('/')[-1]}"
+    digest = sign_and_push(registry, name, "v1", keys[0], trust.registries_d)
+    sig = _path(signature_url(f"file://{trust.sigstore}", parse_reference(f"{registry.host}/{name}:v1"), digest, 1))
+    data = bytearray(sig.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    sig.write_bytes(bytes(data))
+    msg = _refused(host_paths, f"{registry.host}/{name}:v1")
+    assert "no signature satisfies signedBy: signature 1:" in msg
+
+
+def test_missing_lookaside_is_refused(host_paths, registry, repo, keys, trust, tmp_path):
+    name = f"signed/{repo.split('/')[-1]}"
+    sign_and_push(registry, name, "v1", keys[0], trust.registries_d)
+    trust.lookaside(tmp_path / "nowhere")
+    msg = _refused(host_paths, f"{registry.host}/{name}:v1")
+    assert "none was found" in msg
+
+
+def test_reject_scope_and_binary_keys(host_paths, registry, repo, keys, trust):
+    name = repo  # t/… : not under /signed, so the default (reject) applies
+    sign_and_push(registry, name, "v1", keys[0], trust.registries_d)
+    msg = _refused(host_paths, f"{registry.host}/{name}:v1")
+    assert "scope default: the scope's requirement is reject" in msg
+    trust.policy({"default": [trust.signed_by(keys[0], binary=True)]})
+    store = _store(host_paths)
+    assert store.pull(f"{registry.host}/{name}:v1").layers
+    store.close()
+
+
+def test_pull_command_reports_refusal_without_traceback(host_paths, registry, repo, keys, trust):
+    name = f"signed/{repo.split('/')[-1]}"
+    sign_and_push(registry, name, "v1", None, trust.registries_d)
+    res = subprocess.run([sys.executable, "-m", "reconciler", "--root", str(host_paths.root), "--runroot",
+                          str(host_paths.runroot), "--signature-policy", str(trust.policy_file), "--registries.d",
+                          str(trust.registries_d), "pull", "--tls-verify=false", f"{registry.host}/{name}:v1"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 5, res.stderr
+    assert "Traceback" not in res.stderr
+    assert "refused by the signature policy" in res.stderr
+    trust.policy({"default": [{"type": "signedBy", "keyType": "GPGKeys"}]})
+    res = subprocess.run([sys.executable, "-m", "reconciler", "--root", str(host_paths.root), "--runroot",
+                          str(host_paths.runroot), "--signature-policy", str(trust.policy_file),
+                          "pull", "--tls-verify=false", f"{registry.host}/{name}:v1"],
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 1 and "default[0]: exactly one of keyPath, keyPaths, keyData" in res.stderr
+
+
+def _path(url: str):
+    from pathlib import Path
+
+    return Path(url[len("file://"):])
+
+
+def _different_image() -> str:
+    """Another image than busybox's default (one more layer): an oci: source for skopeo."""
+    from tests.support.images import factory
+
+    f = factory()
+    return f"oci:{f.layout(f.build(layers=2))}:img"
