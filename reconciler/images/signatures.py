@@ -50,8 +50,24 @@ MAX_SIGNATURES = 128
 SIMPLE_SIGNING_TYPE = "atomic container signature"
 
 
+COSIGN_TYPE = "cosign container image signature"
+COSIGN_PAYLOAD_TYPE = "application/vnd.dev.cosign.simplesigning.v1+json"
+COSIGN_SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
+
+
 class SignatureRefused(ImageError):
     """The policy refuses the image (permanent: retrying will not sign it)."""
+
+
+@dataclass(frozen=True)
+class Signature:
+    """One signature of an image: a simple-signing OpenPGP message (``payload`` empty: it is
+    inside ``data``), or a sigstore payload with its raw signature bytes."""
+
+    format: str  # "simple" | "sigstore"
+    data: bytes
+    payload: bytes = b""
+    where: str = ""
 
 
 # --- registries.d ------------------------------------------------------------------------------
@@ -171,15 +187,50 @@ def signature_url(base: str, ref: Reference, digest: str, index: int) -> str:
     return f"{base.rstrip('/')}/{ref.path}@{algorithm}={hexpart}/signature-{index}"
 
 
-def read_lookaside(base: str, ref: Reference, digest: str) -> list[bytes]:
-    """The signatures stored for ``digest`` (none when the first is missing)."""
-    out: list[bytes] = []
+def read_lookaside(base: str, ref: Reference, digest: str) -> list[Signature]:
+    """The signatures stored for ``digest`` (none when the first is missing). Lookaside storage
+    holds simple-signing signatures only (sigstore ones travel as attachments)."""
+    out: list[Signature] = []
     for index in range(1, MAX_SIGNATURES + 1):
         url = signature_url(base, ref, digest, index)
         data = _read_url(url)
         if data is None:
             break
-        out.append(data)
+        out.append(Signature("simple", data, where=url))
+    return out
+
+
+def attachment_tag(digest: str) -> str:
+    """The tag cosign and containers/image give an image's signature manifest."""
+    algorithm, _, hexpart = digest.partition(":")
+    return f"{algorithm}-{hexpart}.sig"
+
+
+def parse_attachment(manifest: bytes, where: str) -> list[tuple[dict, bytes]]:
+    """(payload layer descriptor JSON, signature bytes) of each cosign signature in an
+    attachment manifest; other layers are not signatures and are skipped."""
+    import base64
+    import binascii
+
+    try:
+        doc = json.loads(manifest)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise ImageError(f"signature attachment {where} is not JSON") from None
+    layers = doc.get("layers") if isinstance(doc, dict) else None
+    if not isinstance(layers, list):
+        raise ImageError(f"signature attachment {where} has no layers list")
+    out = []
+    for layer in layers:
+        if not isinstance(layer, dict) or layer.get("mediaType") != COSIGN_PAYLOAD_TYPE:
+            continue
+        annotations = layer.get("annotations") or {}
+        sig = annotations.get(COSIGN_SIGNATURE_ANNOTATION) if isinstance(annotations, dict) else None
+        if not isinstance(sig, str):
+            continue
+        try:
+            out.append((layer, base64.b64decode(sig, validate=True)))
+        except (binascii.Error, ValueError):
+            continue  # judged as no signature, like a missing one
     return out
 
 
@@ -239,15 +290,15 @@ class Verdict:
     reason: str  # what was decided, for `inspect` and the log
 
 
-def check_image(policy: Policy, ref: Reference, digest: str, signatures: Callable[[], list[bytes]],
+def check_image(policy: Policy, ref: Reference, digest: str, signatures: Callable[[], list[Signature]],
                 *, transport: str = DOCKER, scope_name: str = "") -> Verdict:
     """Judge the image ``ref`` resolved to manifest ``digest``; raise SignatureRefused unless
     every requirement of its scope is met. ``signatures`` is asked only when a requirement
     needs them (so an insecureAcceptAnything scope costs no lookup)."""
     scope = policy.scope_for(transport, ref if transport == DOCKER else None, scope_name)
-    cached: list[list[bytes]] = []
+    cached: list[list[Signature]] = []
 
-    def sigs() -> list[bytes]:
+    def sigs() -> list[Signature]:
         if not cached:
             cached.append(signatures())
         return cached[0]
@@ -262,7 +313,7 @@ def check_image(policy: Policy, ref: Reference, digest: str, signatures: Callabl
     return Verdict(True, scope, "; ".join(reasons))
 
 
-def _requirement_met(req: Requirement, ref: Reference, digest: str, sigs: Callable[[], list[bytes]]
+def _requirement_met(req: Requirement, ref: Reference, digest: str, sigs: Callable[[], list[Signature]]
                      ) -> tuple[bool, str]:
     if req.type == "insecureAcceptAnything":
         return True, "accepted without signatures (insecureAcceptAnything)"
@@ -270,23 +321,24 @@ def _requirement_met(req: Requirement, ref: Reference, digest: str, sigs: Callab
         return False, "the scope's requirement is reject"
     if req.type == "signedBaseLayer":
         return False, "signedBaseLayer is not implemented (by containers/image either), so nothing satisfies it"
-    found = sigs()
-    if req.type == "signedBy":
-        if not found:
-            return False, "signedBy requires a signature and none was found"
-        keyring = _key_material(req)
-        problems = []
-        for i, sig in enumerate(found, 1):
-            try:
-                fingerprint = verify_simple_signing(req, keyring, sig, ref, digest)
-            except _Bad as exc:
-                problems.append(f"signature {i}: {exc}")
-                continue
-            return True, f"signed by {fingerprint} (signedBy)"
-        return False, "no signature satisfies signedBy: " + "; ".join(problems)
-    if req.type == "sigstoreSigned":
-        return False, "sigstoreSigned verification is not implemented in this podplay yet"
-    return False, f"unknown requirement {req.type}"
+    if req.type not in ("signedBy", "sigstoreSigned"):
+        return False, f"unknown requirement {req.type}"
+    fmt = "simple" if req.type == "signedBy" else "sigstore"
+    found = [s for s in sigs() if s.format == fmt]
+    if not found:
+        where = "in the lookaside storage" if fmt == "simple" else "as a sigstore attachment"
+        return False, f"{req.type} requires a signature and none was found {where}"
+    keys = _key_material(req)
+    verify = verify_simple_signing if fmt == "simple" else verify_sigstore
+    problems = []
+    for i, sig in enumerate(found, 1):
+        try:
+            signer = verify(req, keys, sig, ref, digest)
+        except _Bad as exc:
+            problems.append(f"signature {i}: {exc}")
+            continue
+        return True, f"signed by {signer} ({req.type})"
+    return False, f"no signature satisfies {req.type}: " + "; ".join(problems)
 
 
 class _Bad(Exception):
@@ -304,23 +356,61 @@ def _key_material(req: Requirement) -> list[tuple[str, bytes]]:
     return out
 
 
-def verify_simple_signing(req: Requirement, keys: list[tuple[str, bytes]], signature: bytes, ref: Reference,
+def verify_simple_signing(req: Requirement, keys: list[tuple[str, bytes]], signature: Signature, ref: Reference,
                           digest: str) -> str:
     """The fingerprint of the policy key that made ``signature``, once its payload is checked
     against ``digest`` and ``ref``; raises _Bad with the reason otherwise."""
-    payload, fingerprint = _gpgv(keys, signature)
-    signed_ref, signed_digest = parse_simple_signing(payload)
+    payload, fingerprint = _gpgv(keys, signature.data)
+    _check_payload(req, parse_simple_signing(payload), ref, digest)
+    return fingerprint
+
+
+def verify_sigstore(req: Requirement, keys: list[tuple[str, bytes]], signature: Signature, ref: Reference,
+                    digest: str) -> str:
+    """The name of the policy public key that verifies ``signature`` (ECDSA with SHA-256,
+    ed25519, or RSA PKCS#1 v1.5 with SHA-256 over the payload bytes, as cosign signs), once
+    the payload is checked against ``digest`` and ``ref``."""
+    from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
+
+    signer = ""
+    for name, data in keys:
+        try:
+            key = serialization.load_pem_public_key(data)
+        except (ValueError, UnsupportedAlgorithm):
+            raise InputError(f"signature policy key {name}: not a PEM public key") from None
+        try:
+            if isinstance(key, ec.EllipticCurvePublicKey):
+                key.verify(signature.data, signature.payload, ec.ECDSA(hashes.SHA256()))
+            elif isinstance(key, ed25519.Ed25519PublicKey):
+                key.verify(signature.data, signature.payload)
+            elif isinstance(key, rsa.RSAPublicKey):
+                key.verify(signature.data, signature.payload, padding.PKCS1v15(), hashes.SHA256())
+            else:
+                raise InputError(f"signature policy key {name}: unsupported key type {type(key).__name__}")
+        except InvalidSignature:
+            continue
+        signer = name
+        break
+    if not signer:
+        raise _Bad("it is not signed by a key the policy names (or its bytes were altered)")
+    _check_payload(req, parse_simple_signing(signature.payload, COSIGN_TYPE), ref, digest)
+    return signer
+
+
+def _check_payload(req: Requirement, signed: tuple[Reference, str], ref: Reference, digest: str) -> None:
+    signed_ref, signed_digest = signed
     if signed_digest != digest:
         raise _Bad(f"it signs manifest {signed_digest}, not the pulled {digest}")
     if not identity_matches(req.identity, ref, signed_ref):
         raise _Bad(f"it signs the identity {identity_text(signed_ref)}, which {req.identity.describe()} "
                    f"does not accept for {identity_text(ref)}")
-    return fingerprint
 
 
-def parse_simple_signing(payload: bytes) -> tuple[Reference, str]:
-    """(identity, manifest digest) of a simple-signing payload (containers-signature(5)); the
-    critical section must be exactly what the format defines."""
+def parse_simple_signing(payload: bytes, kind: str = SIMPLE_SIGNING_TYPE) -> tuple[Reference, str]:
+    """(identity, manifest digest) of a simple-signing payload (containers-signature(5); cosign's
+    is the same with its own type); the critical section must be exactly what the format defines."""
     try:
         doc = json.loads(payload)
     except (json.JSONDecodeError, UnicodeDecodeError):
@@ -328,8 +418,8 @@ def parse_simple_signing(payload: bytes) -> tuple[Reference, str]:
     critical = doc.get("critical") if isinstance(doc, dict) else None
     if not isinstance(critical, dict) or set(critical) != {"type", "image", "identity"}:
         raise _Bad("its payload's critical section is not {type, image, identity}")
-    if critical["type"] != SIMPLE_SIGNING_TYPE:
-        raise _Bad(f"its payload type is {critical['type']!r}, not {SIMPLE_SIGNING_TYPE!r}")
+    if critical["type"] != kind:
+        raise _Bad(f"its payload type is {critical['type']!r}, not {kind!r}")
     image, identity = critical["image"], critical["identity"]
     if not isinstance(image, dict) or set(image) != {"docker-manifest-digest"} \
             or not isinstance(image["docker-manifest-digest"], str):

@@ -187,3 +187,64 @@ def _different_image() -> str:
 
     f = factory()
     return f"oci:{f.layout(f.build(layers=2))}:img"
+
+
+# --- sigstoreSigned (attachments) -----------------------------------------------------------------
+
+@pytest.fixture
+def sigstore_trust(tmp_path, registry, monkeypatch):
+    from tests.support.signing import sigstore_key
+
+    t = TrustDir.make(tmp_path / "trust")
+    (t.registries_d / "attach.yaml").write_text(f"docker:\n  {registry.host}/cosigned:\n"
+                                                "    use-sigstore-attachments: true\n")
+    ecdsa, ed = sigstore_key("ecdsa"), sigstore_key("ed25519")
+    (t.root / "ecdsa.pub").write_bytes(ecdsa[1])
+    (t.root / "ed25519.pub").write_bytes(ed[1])
+    t.policy({"default": [{"type": "reject"}], "transports": {"docker": {
+        f"{registry.host}/cosigned": [{"type": "sigstoreSigned",
+                                        "keyPaths": [str(t.root / "ecdsa.pub"), str(t.root / "ed25519.pub")]}]}}})
+    for name, value in t.env().items():
+        monkeypatch.setenv(name, value)
+    return t, ecdsa[0], ed[0]
+
+
+@pytest.mark.parametrize("kind", ["ecdsa", "ed25519"])
+def test_sigstore_signed_image_is_pulled(host_paths, registry, repo, sigstore_trust, kind):
+    from tests.support.signing import attach_sigstore
+
+    t, ecdsa, ed = sigstore_trust
+    name = f"cosigned/{repo.split('/')[-1]}"
+    digest = sign_and_push(registry, name, "v1", None, t.registries_d)
+    attach_sigstore(registry, name, digest, f"{registry.host}/{name}:v1", ecdsa if kind == "ecdsa" else ed)
+    store = _store(host_paths)
+    assert store.pull(f"{registry.host}/{name}:v1").layers
+    store.close()
+
+
+def test_sigstore_refusals_name_the_reason(host_paths, registry, repo, sigstore_trust):
+    from tests.support.signing import attach_sigstore, cosign_payload, sigstore_key
+
+    t, ecdsa, _ = sigstore_trust
+    name = f"cosigned/{repo.split('/')[-1]}"
+    ref = f"{registry.host}/{name}:v1"
+    digest = sign_and_push(registry, name, "v1", None, t.registries_d)
+    assert "sigstoreSigned requires a signature and none was found as a sigstore attachment" in \
+        _refused(host_paths, ref)
+    attach_sigstore(registry, name, digest, ref, sigstore_key()[0])  # another key
+    assert "not signed by a key the policy names" in _refused(host_paths, ref)
+    good = cosign_payload(ref, digest)
+    forged = good.replace(b"v1", b"v2")  # the payload altered after signing
+    from tests.support.signing import sign_payload
+
+    attach_sigstore(registry, name, digest, ref, ecdsa, payload=forged, signature=sign_payload(ecdsa, good))
+    assert "not signed by a key the policy names (or its bytes were altered)" in _refused(host_paths, ref)
+    other = "sha256:" + "e" * 64
+    attach_sigstore(registry, name, digest, ref, ecdsa, payload=cosign_payload(ref, other))
+    assert f"it signs manifest {other}, not the pulled {digest}" in _refused(host_paths, ref)
+    attach_sigstore(registry, name, digest, f"{registry.host}/{name}:v9", ecdsa)
+    assert f"it signs the identity {registry.host}/{name}:v9" in _refused(host_paths, ref)
+    # Attachments are read only where registries.d says so.
+    attach_sigstore(registry, name, digest, ref, ecdsa)
+    (t.registries_d / "attach.yaml").unlink()
+    assert "none was found as a sigstore attachment" in _refused(host_paths, ref)
