@@ -175,7 +175,6 @@ class LocalImageStore:
         self._clients: dict[tuple, RegistryClient] = {}
         self._details: dict[tuple[str, str], tuple] = {}
         self._trust_files = (signature_policy, registries_d)
-        self._trust = None
 
     # --- configuration -------------------------------------------------------------------
 
@@ -201,12 +200,12 @@ class LocalImageStore:
 
     @property
     def trust(self):
-        """The signature policy and registries.d (``reconciler.images.trust``), read on first use."""
-        if self._trust is None:
-            from reconciler.images.trust import ImageTrust
+        """The signature policy and registries.d (``reconciler.images.trust``), read afresh for
+        each image that comes in, as the containers tools do: a month-long ``watch`` obeys an
+        edited policy at its next pull."""
+        from reconciler.images.trust import ImageTrust
 
-            self._trust = ImageTrust.load(*self._trust_files)
-        return self._trust
+        return ImageTrust.load(*self._trust_files)
 
     def close(self) -> None:
         for c in self._clients.values():

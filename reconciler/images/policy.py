@@ -105,8 +105,13 @@ class Policy:
     def scope_for(self, transport: str, ref: Reference | None = None, scope_name: str = "") -> Scope:
         """The requirements that judge an image: its most specific scope. ``ref`` for the
         docker transport; ``scope_name`` (a path) for the others."""
-        scopes = self.transports.get(transport, {})
         names = docker_scopes(ref) if ref is not None else path_scopes(scope_name)
+        return self.scope_in(transport, names)
+
+    def scope_in(self, transport: str, names: list[str]) -> Scope:
+        """The first of ``names`` (most specific first) the transport has, else its ``""``,
+        else the default."""
+        scopes = self.transports.get(transport, {})
         for name in names:
             if name in scopes:
                 return Scope(transport, name, scopes[name])

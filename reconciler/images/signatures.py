@@ -290,12 +290,19 @@ class Verdict:
     reason: str  # what was decided, for `inspect` and the log
 
 
-def check_image(policy: Policy, ref: Reference, digest: str, signatures: Callable[[], list[Signature]],
-                *, transport: str = DOCKER, scope_name: str = "") -> Verdict:
+def check_image(policy: Policy, ref: Reference | None, digest: str, signatures: Callable[[], list[Signature]],
+                *, transport: str = DOCKER, scope_names: list[str] | None = None, subject: str = "",
+                unsigned: str = "") -> Verdict:
     """Judge the image ``ref`` resolved to manifest ``digest``; raise SignatureRefused unless
     every requirement of its scope is met. ``signatures`` is asked only when a requirement
-    needs them (so an insecureAcceptAnything scope costs no lookup)."""
-    scope = policy.scope_for(transport, ref if transport == DOCKER else None, scope_name)
+    needs them (so an insecureAcceptAnything scope costs no lookup). Other transports than
+    docker give their ``scope_names`` (most specific first), a ``subject`` for messages and,
+    since they carry no signatures, why (``unsigned``)."""
+    if transport == DOCKER and ref is not None:
+        scope = policy.scope_for(transport, ref)
+        subject = identity_text(ref)
+    else:
+        scope = policy.scope_in(transport, scope_names or [])
     cached: list[list[Signature]] = []
 
     def sigs() -> list[Signature]:
@@ -305,16 +312,16 @@ def check_image(policy: Policy, ref: Reference, digest: str, signatures: Callabl
 
     reasons = []
     for req in scope.requirements:
-        ok, why = _requirement_met(req, ref, digest, sigs)
+        ok, why = _requirement_met(req, ref, digest, sigs, unsigned)
         if not ok:
-            raise SignatureRefused(f"image {identity_text(ref)} ({digest}) is refused by the signature policy "
+            raise SignatureRefused(f"image {subject} ({digest}) is refused by the signature policy "
                                    f"{policy.source}, scope {scope.describe()}: {why}")
         reasons.append(why)
     return Verdict(True, scope, "; ".join(reasons))
 
 
-def _requirement_met(req: Requirement, ref: Reference, digest: str, sigs: Callable[[], list[Signature]]
-                     ) -> tuple[bool, str]:
+def _requirement_met(req: Requirement, ref: Reference | None, digest: str, sigs: Callable[[], list[Signature]],
+                     unsigned: str = "") -> tuple[bool, str]:
     if req.type == "insecureAcceptAnything":
         return True, "accepted without signatures (insecureAcceptAnything)"
     if req.type == "reject":
@@ -323,6 +330,8 @@ def _requirement_met(req: Requirement, ref: Reference, digest: str, sigs: Callab
         return False, "signedBaseLayer is not implemented (by containers/image either), so nothing satisfies it"
     if req.type not in ("signedBy", "sigstoreSigned"):
         return False, f"unknown requirement {req.type}"
+    if ref is None:
+        return False, f"{req.type} requires a signature and {unsigned or 'this transport carries none'}"
     fmt = "simple" if req.type == "signedBy" else "sigstore"
     found = [s for s in sigs() if s.format == fmt]
     if not found:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from reconciler.errors import ImageError
 from reconciler.images.ingest import RegistrySource
 from reconciler.images.manifest import OCI_MANIFEST, parse_descriptor
-from reconciler.images.policy import Policy, load_policy
+from reconciler.images.policy import Policy, load_policy, path_scopes
 from reconciler.images.reference import Reference
 from reconciler.images.registry import FetchedManifest, ImageNotFoundError, RegistryClient
 from reconciler.images.signatures import (
@@ -55,6 +55,34 @@ class ImageTrust:
             return found
 
         return check_image(self.policy, logical, digest, signatures)
+
+
+    def check_file_image(self, transport: str, path: str, name: str, digest: str) -> Verdict:
+        """Judge an image read from an OCI layout or an archive (``transport`` oci, oci-archive,
+        docker-archive): scoped by its absolute path (with ``:name`` first when one is given),
+        then the parent directories. These formats carry no signatures, so only
+        insecureAcceptAnything lets them in where a policy asks for more."""
+        path = os.path.abspath(path) if path and path != "-" else ""
+        names = ([f"{path}:{name}"] if path and name else []) + path_scopes(path)
+        subject = f"{transport}:{path or '-'}" + (f":{name}" if name else "")
+        return check_image(self.policy, None, digest, list, transport=transport, scope_names=names, subject=subject,
+                           unsigned=f"{transport} carries none (sign it where it is pushed: docker://)")
+
+
+def check_source(store, loc, opened) -> Verdict | None:
+    """The copy and load hook: judge what ``open_source`` opened, before anything is copied.
+    Images already in podplay's store were judged when they came in, and are not again."""
+    if loc.transport == "podplay":
+        return None
+    if loc.transport == "docker":
+        source = opened.source
+        return store.trust.check_registry_image(opened.names[0], opened.resolved, source.client, source.repo)
+    return store.trust.check_file_image(loc.transport, loc.path, loc.ref, opened.resolved or opened.reference)
+
+
+def check_archive(store, transport: str, path: str, digest: str) -> Verdict:
+    """The load hook: each image of an archive is judged before any is loaded."""
+    return store.trust.check_file_image(transport, path, "", digest)
 
 
 def read_attachments(client: RegistryClient, repo: str, digest: str) -> list[Signature]:

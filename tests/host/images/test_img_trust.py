@@ -248,3 +248,56 @@ def test_sigstore_refusals_name_the_reason(host_paths, registry, repo, sigstore_
     attach_sigstore(registry, name, digest, ref, ecdsa)
     (t.registries_d / "attach.yaml").unlink()
     assert "none was found as a sigstore attachment" in _refused(host_paths, ref)
+
+
+# --- copy and load ------------------------------------------------------------------------------
+
+def test_copy_judges_registry_sources_before_copying(host_paths, registry, repo, keys, trust, tmp_path):
+    from reconciler.images.transports import copy_image
+
+    name = f"signed/{repo.split('/')[-1]}"
+    sign_and_push(registry, f"{name}-good", "v1", keys[0], trust.registries_d)
+    sign_and_push(registry, f"{name}-bad", "v1", None, trust.registries_d)
+    store = _store(host_paths)
+    with pytest.raises(SignatureRefused, match="signedBy requires a signature and none was found"):
+        copy_image(store, f"docker://{registry.host}/{name}-bad:v1", f"oci:{tmp_path / 'out'}:x")
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(SignatureRefused):
+        copy_image(store, f"docker://{registry.host}/{name}-bad:v1", "podplay:localhost/bad:1")
+    assert store.list_images() == []
+    copy_image(store, f"docker://{registry.host}/{name}-good:v1", "podplay:localhost/good:1")
+    assert store.get_image("localhost/good:1") is not None
+    # What is in the store was judged on the way in: copying it out is not judged again.
+    copy_image(store, "podplay:localhost/good:1", f"oci:{tmp_path / 'out'}:x")
+    store.close()
+
+
+def test_copy_and_load_judge_layouts_and_archives_by_path(host_paths, trust, tmp_path, keys):
+    from reconciler.images.transports import copy_image, load_images
+    from tests.support.signing import busybox_layout
+
+    (tmp_path / "images").mkdir()
+    layout = tmp_path / "images" / "layout"
+    skopeo_copy(busybox_layout(), f"oci:{layout}:app")
+    archive = tmp_path / "images" / "app.tar"
+    skopeo_copy(busybox_layout(), f"docker-archive:{archive}:example.com/app:1")
+    store = _store(host_paths)
+    # The default (reject) applies to both.
+    with pytest.raises(SignatureRefused, match=rf"oci:{layout}:app .* scope default"):
+        copy_image(store, f"oci:{layout}:app", "podplay:localhost/app:1")
+    with pytest.raises(SignatureRefused, match=rf"docker-archive:{archive} .* scope default"):
+        load_images(store, archive)
+    assert store.list_images() == []
+    # A layout or archive carries no signatures: signedBy cannot be met there.
+    trust.policy({"default": [{"type": "reject"}], "transports": {
+        "oci": {str(layout): [trust.signed_by(keys[0])]},
+        "docker-archive": {str(tmp_path / "images"): [{"type": "insecureAcceptAnything"}]}}})
+    with pytest.raises(SignatureRefused, match=f"scope oci '{layout}': signedBy requires a signature and oci "
+                                               "carries none"):
+        copy_image(store, f"oci:{layout}:app", "podplay:localhost/app:1")
+    loaded = load_images(store, archive)  # a parent directory's scope
+    assert [i.names for i in loaded] == [("example.com/app:1",)]
+    trust.policy({"default": [{"type": "reject"}], "transports": {
+        "oci": {f"{layout}:app": [{"type": "insecureAcceptAnything"}]}}})
+    copy_image(store, f"oci:{layout}:app", "podplay:localhost/app:1")  # path:name, the most specific scope
+    store.close()
