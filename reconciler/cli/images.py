@@ -180,6 +180,12 @@ def _transport_commands(sub, common) -> None:
 
 def _copy_options(p) -> None:
     _registry_options(p)
+    p.add_argument("--sign-by", metavar="FINGERPRINT",
+                   help="sign the image pushed with this GPG key (simple signing, written to the destination's "
+                        "lookaside-staging storage from registries.d)")
+    p.add_argument("--sign-by-sigstore-private-key", metavar="FILE",
+                   help="sign the image pushed with this sigstore (cosign) private key, attached in the registry")
+    p.add_argument("--sign-passphrase-file", metavar="FILE", help="the signing key's passphrase (first line)")
     p.add_argument("-a", "--all", action="store_true",
                    help="copy every platform of a multi-platform image (to oci:, oci-archive: or docker://)")
     p.add_argument("--src-creds", metavar="USER[:PASSWORD]", help="credentials for the source registry")
@@ -615,6 +621,13 @@ def _copy_opts(args):
                        chunk_size=args.chunk_size or DEFAULT_CHUNK)
 
 
+def _sign_opts(args):
+    from reconciler.images.signing import SignOptions
+
+    return SignOptions(getattr(args, "sign_by", None) or "", getattr(args, "sign_by_sigstore_private_key", None) or "",
+                       getattr(args, "sign_passphrase_file", None) or "")
+
+
 def _creds(text, location):
     from reconciler.images.reference import parse_reference
     from reconciler.images.transports import parse_creds
@@ -636,10 +649,19 @@ def _run_copy(args, ctx, source: str, destination: str) -> int:
 
     src, dest = parse_location(source), parse_location(destination)
     opts = _copy_opts(args)
+    sign = _sign_opts(args)
+    signed_ref = sign.check(str(dest)) if sign else None  # before anything is copied
     store = _store(args, ctx, quiet=args.quiet)
     try:
+        dest_creds = _creds(args.dest_creds, dest)
         result = copy_image(store, src, dest, options=opts, src_credentials=_creds(args.src_creds, src),
-                            dest_credentials=_creds(args.dest_creds, dest))
+                            dest_credentials=dest_creds)
+        if signed_ref is not None:
+            from reconciler.images.signing import sign_pushed
+
+            where = sign_pushed(store, sign, signed_ref, result.digest, dest_creds)
+            if not args.quiet:
+                print(f"signed {result.digest}: {where}", file=ctx.err)
     finally:
         store.close()
     if args.digestfile:

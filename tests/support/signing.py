@@ -182,3 +182,28 @@ def attach_sigstore(registry: Registry, repo: str, digest: str, identity: str, k
     tag = digest.replace(":", "-") + ".sig"
     registry.put_manifest(repo, tag, json.dumps(manifest).encode(), "application/vnd.oci.image.manifest.v1+json")
     return tag
+
+
+def encrypted_sigstore_key(path: Path, key, passphrase: bytes) -> Path:
+    """Write ``key`` in the encrypted format skopeo/cosign use (scrypt + nacl/secretbox around
+    PKCS#8 DER, PEM type ENCRYPTED SIGSTORE PRIVATE KEY)."""
+    import base64
+
+    import nacl.secret
+    import nacl.utils
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.kdf.scrypt import Scrypt
+
+    der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    salt, nonce = os.urandom(32), nacl.utils.random(nacl.secret.SecretBox.NONCE_SIZE)
+    secret = Scrypt(salt=salt, length=32, n=32768, r=8, p=1).derive(passphrase)
+    sealed = nacl.secret.SecretBox(secret).encrypt(der, nonce).ciphertext
+    envelope = {"kdf": {"name": "scrypt", "params": {"N": 32768, "r": 8, "p": 1},
+                        "salt": base64.b64encode(salt).decode()},
+                "cipher": {"name": "nacl/secretbox", "nonce": base64.b64encode(nonce).decode()},
+                "ciphertext": base64.b64encode(sealed).decode()}
+    body = base64.encodebytes(json.dumps(envelope).encode()).decode()
+    kind = "ENCRYPTED SIGSTORE PRIVATE KEY"
+    path.write_text(f"-----BEGIN {kind}-----\n{body}-----END {kind}-----\n")
+    return path

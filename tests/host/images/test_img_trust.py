@@ -301,3 +301,79 @@ def test_copy_and_load_judge_layouts_and_archives_by_path(host_paths, trust, tmp
         "oci": {f"{layout}:app": [{"type": "insecureAcceptAnything"}]}}})
     copy_image(store, f"oci:{layout}:app", "podplay:localhost/app:1")  # path:name, the most specific scope
     store.close()
+
+
+# --- signing on push and copy: interoperability ---------------------------------------------------
+
+def _podplay(host_paths, trust, *args, env=None, check=True):
+    res = subprocess.run([sys.executable, "-m", "reconciler", "--root", str(host_paths.root), "--runroot",
+                          str(host_paths.runroot), "--signature-policy", str(trust.policy_file), "--registries.d",
+                          str(trust.registries_d), *args], capture_output=True, text=True, timeout=180,
+                         env={**__import__("os").environ, **(env or {})})
+    if check:
+        assert res.returncode == 0, res.stderr
+    return res
+
+
+def test_podplay_signs_with_gpg_and_skopeo_verifies_under_the_same_policy(host_paths, registry, repo, keys, trust,
+                                                                         tmp_path):
+    name = f"signed/{repo.split('/')[-1]}"
+    source = sign_and_push(registry, f"{repo}-src", "v1", None, trust.registries_d)
+    assert source
+    policy = {"default": [{"type": "reject"}], "transports": {
+        "docker": {f"{registry.host}/signed": [trust.signed_by(keys[0])], f"{registry.host}/t": [
+            {"type": "insecureAcceptAnything"}]},
+        "oci": {"": [{"type": "insecureAcceptAnything"}]}}}
+    trust.policy(policy)
+    gnupg = {"GNUPGHOME": str(keys[0].home)}
+    # Refused before anything is pushed: a key gpg does not have.
+    res = _podplay(host_paths, trust, "copy", "--tls-verify=false", "--sign-by", "0" * 40,
+                   f"docker://{registry.host}/{repo}-src:v1", f"docker://{registry.host}/{name}:v1", env=gnupg,
+                   check=False)
+    assert res.returncode == 1 and "no such secret key" in res.stderr
+    _podplay(host_paths, trust, "copy", "--tls-verify=false", "--sign-by", keys[0].fingerprint,
+             f"docker://{registry.host}/{repo}-src:v1", f"docker://{registry.host}/{name}:v1", env=gnupg)
+    # skopeo, under the same policy.json and registries.d, accepts what podplay signed ...
+    skopeo_copy("--src-tls-verify=false", "--remove-signatures", "--policy", str(trust.policy_file), "--registries.d",
+                str(trust.registries_d), f"docker://{registry.host}/{name}:v1", f"oci:{tmp_path / 'out'}:x")
+    # ... and refuses the same image under another tag (the signature names :v1).
+    skopeo_copy("--src-tls-verify=false", "--dest-tls-verify=false", f"docker://{registry.host}/{name}:v1",
+                f"docker://{registry.host}/{name}:v2")
+    with pytest.raises(RuntimeError, match="(?i)signature"):
+        skopeo_copy("--src-tls-verify=false", "--remove-signatures", "--policy", str(trust.policy_file),
+                    "--registries.d", str(trust.registries_d), f"docker://{registry.host}/{name}:v2",
+                    f"oci:{tmp_path / 'out'}:y")
+    # And podplay accepts it too, and pushes from its store with a signature.
+    store = _store(host_paths)
+    store.pull(f"{registry.host}/{name}:v1")
+    store.close()
+    _podplay(host_paths, trust, "push", "--tls-verify=false", "--sign-by", keys[0].fingerprint,
+             f"{registry.host}/{name}:v1", f"docker://{registry.host}/{name}-pushed:v3", env=gnupg)
+    skopeo_copy("--src-tls-verify=false", "--remove-signatures", "--policy", str(trust.policy_file), "--registries.d",
+                str(trust.registries_d), f"docker://{registry.host}/{name}-pushed:v3", f"oci:{tmp_path / 'out'}:z")
+
+
+def test_podplay_signs_with_a_sigstore_key_and_verifies_it(host_paths, registry, repo, trust, tmp_path):
+    from tests.support.signing import encrypted_sigstore_key, sigstore_key
+
+    key, public = sigstore_key("ecdsa")
+    private = encrypted_sigstore_key(tmp_path / "cosign.key", key, b"secret words")
+    (tmp_path / "cosign.pub").write_bytes(public)
+    (tmp_path / "pass").write_text("secret words\n")
+    name = f"cosigned/{repo.split('/')[-1]}"
+    sign_and_push(registry, f"{repo}-src", "v1", None, trust.registries_d)
+    trust.policy({"default": [{"type": "reject"}], "transports": {"docker": {
+        f"{registry.host}/cosigned": [{"type": "sigstoreSigned", "keyPath": str(tmp_path / "cosign.pub")}],
+        f"{registry.host}/t": [{"type": "insecureAcceptAnything"}]}}})
+    args = ["copy", "--tls-verify=false", "--sign-by-sigstore-private-key", str(private),
+            f"docker://{registry.host}/{repo}-src:v1", f"docker://{registry.host}/{name}:v1"]
+    res = _podplay(host_paths, trust, *args, check=False)
+    assert res.returncode == 1 and "give its passphrase with --sign-passphrase-file" in res.stderr
+    res = _podplay(host_paths, trust, *args, "--sign-passphrase-file", str(tmp_path / "pass"), check=False)
+    assert res.returncode == 5 and "use-sigstore-attachments" in res.stderr, res.stderr
+    (trust.registries_d / "attach.yaml").write_text(f"docker:\n  {registry.host}/cosigned:\n"
+                                                    "    use-sigstore-attachments: true\n")
+    _podplay(host_paths, trust, *args, "--sign-passphrase-file", str(tmp_path / "pass"))
+    store = _store(host_paths)
+    assert store.pull(f"{registry.host}/{name}:v1").layers
+    store.close()
