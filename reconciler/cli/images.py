@@ -417,12 +417,29 @@ def cmd_inspect(args, ctx) -> int:
             "Layers": [{"Digest": layer.digest, "DiffID": layer.diff_id, "MIMEType": layer.media_type,
                         "Size": layer.size} for layer in info.layers],
             "NamesHistory": [{"Name": n, "Digest": d} for n, d in rec.names.items()],
+            "Signatures": _local_signatures(store, rec),
         }
         json.dump([doc], ctx.out, indent=4)
         print(file=ctx.out)
         return 0
     finally:
         store.close()
+
+
+def _local_signatures(store, rec) -> list[dict]:
+    """Per name the image came from a registry with: what the signature policy says of it now
+    (signatures read from lookaside storage only: inspecting a local image asks no registry)."""
+    from reconciler.images.reference import parse_reference
+    from reconciler.images.trust import signature_status
+
+    out = []
+    for name, digest in rec.names.items():
+        ref = parse_reference(name)
+        if ref.is_local or not (digest or ref.digest):
+            out.append({"Name": name, "Accepted": None, "Reason": "made or loaded on this host: not from a registry"})
+            continue
+        out.append(signature_status(store, ref, digest or ref.digest, remote=False))
+    return out
 
 
 def _inspect_doc(image, name: str, tags) -> dict:
@@ -459,6 +476,9 @@ def _inspect_remote(args, ctx, store, ref: str) -> int:
         _write_raw(ctx, remote.config_bytes)
         return 0
     doc = _inspect_doc(remote, remote.reference.repository, remote.tags)
+    from reconciler.images.trust import signature_status
+
+    doc["Signatures"] = [signature_status(store, remote.reference, remote.top.digest)]
     if remote.index is not None:
         doc["Platforms"] = [
             {"Platform": str(normalize(d.platform)) if d.platform else "", "Digest": d.digest,

@@ -58,6 +58,10 @@ COSIGN_SIGNATURE_ANNOTATION = "dev.cosignproject.cosign/signature"
 class SignatureRefused(ImageError):
     """The policy refuses the image (permanent: retrying will not sign it)."""
 
+    def __init__(self, message: str, *, scope: Scope | None = None, reason: str = ""):
+        super().__init__(message)
+        self.scope, self.reason = scope, reason
+
 
 @dataclass(frozen=True)
 class Signature:
@@ -315,7 +319,7 @@ def check_image(policy: Policy, ref: Reference | None, digest: str, signatures: 
         ok, why = _requirement_met(req, ref, digest, sigs, unsigned)
         if not ok:
             raise SignatureRefused(f"image {subject} ({digest}) is refused by the signature policy "
-                                   f"{policy.source}, scope {scope.describe()}: {why}")
+                                   f"{policy.source}, scope {scope.describe()}: {why}", scope=scope, reason=why)
         reasons.append(why)
     return Verdict(True, scope, "; ".join(reasons))
 

@@ -116,3 +116,24 @@ class CheckedRegistrySource(RegistrySource):
         if reference == self._top and self.verdict is None:
             self.verdict = self._trust.check_registry_image(self._logical, fetched.digest, self.client, self.repo)
         return fetched
+
+
+def signature_status(store, name: Reference, digest: str, *, remote: bool = True) -> dict:
+    """What ``inspect`` shows: whether the current policy accepts image ``name`` at manifest
+    ``digest`` now, by which scope, and why (a refusal is a status here, not an error). With
+    ``remote`` sigstore attachments are read from the registry too."""
+    from reconciler.errors import PodplayError
+    from reconciler.images.signatures import SignatureRefused
+
+    try:
+        trust = store.trust
+        client = store.client(name.domain, name.path) if remote and trust.registries_d.use_attachments(name) else None
+        verdict = trust.check_registry_image(name, digest, client, name.path)
+    except SignatureRefused as exc:
+        return {"Name": str(name), "Digest": digest, "Accepted": False,
+                "Scope": exc.scope.describe() if exc.scope else "", "Reason": exc.reason or str(exc),
+                "Policy": trust.policy.source}
+    except PodplayError as exc:
+        return {"Name": str(name), "Digest": digest, "Accepted": None, "Reason": f"cannot tell: {exc}"}
+    return {"Name": str(name), "Digest": digest, "Accepted": True, "Scope": verdict.scope.describe(),
+            "Reason": verdict.reason, "Policy": trust.policy.source}

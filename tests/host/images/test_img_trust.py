@@ -377,3 +377,27 @@ def test_podplay_signs_with_a_sigstore_key_and_verifies_it(host_paths, registry,
     store = _store(host_paths)
     assert store.pull(f"{registry.host}/{name}:v1").layers
     store.close()
+
+
+def test_inspect_shows_signature_status(host_paths, registry, repo, keys, trust):
+    import json
+
+    name = f"signed/{repo.split('/')[-1]}"
+    sign_and_push(registry, name, "v1", keys[0], trust.registries_d)
+    ref = f"{registry.host}/{name}:v1"
+    store = _store(host_paths)
+    digest = store.pull(ref).manifest_digest
+    store.close()
+    (doc,) = json.loads(_podplay(host_paths, trust, "inspect", ref).stdout)
+    (sig,) = doc["Signatures"]
+    assert sig["Accepted"] is True and sig["Digest"] == digest
+    assert sig["Reason"] == f"signed by {keys[0].fingerprint} (signedBy)"
+    assert sig["Scope"] == f"docker '{registry.host}/signed'"
+    remote = json.loads(_podplay(host_paths, trust, "inspect", "--tls-verify=false", f"docker://{ref}").stdout)
+    assert remote["Signatures"][0]["Accepted"] is True
+    # The policy changed since the pull: inspect says what it says now.
+    trust.policy({"default": [{"type": "reject"}]})
+    (doc,) = json.loads(_podplay(host_paths, trust, "inspect", ref).stdout)
+    assert doc["Signatures"][0] | {"Policy": ""} == {"Name": ref, "Digest": digest, "Accepted": False,
+                                                     "Scope": "default", "Policy": "",
+                                                     "Reason": "the scope's requirement is reject"}
