@@ -83,8 +83,10 @@ class TrustDir:
     def policy(self, doc: dict) -> None:
         self.policy_file.write_text(json.dumps(doc))
 
-    def lookaside(self, directory: Path, *, staging: Path | None = None) -> None:
-        text = f"default-docker:\n  lookaside: file://{directory}\n"
+    def lookaside(self, directory: Path | str, *, staging: Path | None = None) -> None:
+        """Where signatures are read (a directory, or a URL) and written."""
+        url = directory if isinstance(directory, str) else f"file://{directory}"
+        text = f"default-docker:\n  lookaside: {url}\n"
         if staging is not None:
             text += f"  lookaside-staging: file://{staging}\n"
         (self.registries_d / "default.yaml").write_text(text)

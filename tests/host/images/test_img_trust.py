@@ -401,3 +401,29 @@ def test_inspect_shows_signature_status(host_paths, registry, repo, keys, trust)
     assert doc["Signatures"][0] | {"Policy": ""} == {"Name": ref, "Digest": digest, "Accepted": False,
                                                      "Scope": "default", "Policy": "",
                                                      "Reason": "the scope's requirement is reject"}
+
+
+def test_lookaside_over_http(host_paths, registry, repo, keys, trust):
+    """Signatures published by a plain web server (the staging directory served as is)."""
+    import functools
+    import http.server
+    import threading
+
+    name = f"signed/{repo.split('/')[-1]}"
+    sign_and_push(registry, name, "v1", keys[0], trust.registries_d)
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(trust.sigstore))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        trust.lookaside(f"http://127.0.0.1:{server.server_address[1]}")
+        sign_and_push(registry, f"{name}-unsigned", "v1", None, trust.registries_d)
+        assert "none was found" in _refused(host_paths, f"{registry.host}/{name}-unsigned:v1")  # a 404
+        store = _store(host_paths)
+        assert store.pull(f"{registry.host}/{name}:v1").layers
+        store.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
