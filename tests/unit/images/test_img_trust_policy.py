@@ -275,3 +275,33 @@ def test_trust_show_prints_each_scope_with_its_lookaside(tmp_path, monkeypatch, 
     policy.write_text('{"default": [{"type": "signedBy"}]}')
     assert main(argv) == 1
     assert "policy.json: default[0].keyType: must be \"GPGKeys\"" in capsys.readouterr().err
+
+
+def test_no_policy_file_accepts_as_debians_default_does(tmp_path, monkeypatch):
+    import reconciler.images.policy as policy_module
+
+    monkeypatch.delenv("PODPLAY_SIGNATURE_POLICY", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setattr(policy_module, "SYSTEM_POLICY", tmp_path / "absent.json")
+    p = policy_module.load_policy()
+    assert p.source.startswith("built-in default")
+    assert [r.type for r in p.scope_for("docker", parse_reference("quay.io/a/b:1")).requirements] == \
+        ["insecureAcceptAnything"]
+    # A file that is named but missing is an error, never "accept".
+    with pytest.raises(PolicyError, match="does not exist"):
+        policy_module.load_policy(tmp_path / "named.json")
+
+
+def test_an_oversized_lookaside_signature_is_refused(tmp_path):
+    from reconciler.errors import ImageError
+    from reconciler.images.signatures import MAX_SIGNATURE_SIZE, read_lookaside
+
+    ref = parse_reference("registry.example/fleet/app:1")
+    path = tmp_path / f"fleet/app@sha256={'1' * 64}/signature-1"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"x" * (MAX_SIGNATURE_SIZE + 1))
+    with pytest.raises(ImageError, match="larger than"):
+        read_lookaside(f"file://{tmp_path}", ref, D1)
+    path.write_bytes(b"sig")
+    (path.parent / "signature-3").write_bytes(b"after a gap: not read")
+    assert [s.data for s in read_lookaside(f"file://{tmp_path}", ref, D1)] == [b"sig"]
