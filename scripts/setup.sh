@@ -9,6 +9,7 @@ PACKAGES=(
   runc conmon containernetworking-plugins catatonit iproute2 iptables
   golang-github-containers-common            # /usr/share/containers/seccomp.json
   docker-registry skopeo buildah busybox-static   # test registry and third-party image tools
+  gpgv gnupg                                  # signedBy signatures: gpgv checks, gpg dearmors (and signs)
   git systemd                                 # git sync; systemd-analyze verifies generated units
   golang-github-opencontainers-specs-dev      # OCI runtime-spec JSON schema (conformance tests)
   golang-github-opencontainers-image-spec-dev # OCI image-spec JSON schemas (conformance tests)

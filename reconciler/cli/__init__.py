@@ -63,11 +63,18 @@ def _common() -> argparse.ArgumentParser:
     g.add_argument("--allow-host-path", action="append", default=argparse.SUPPRESS, metavar="PREFIX",
                    help="a hostPath prefix pods may mount below privileged, repeatable "
                    "(env PODPLAY_ALLOWED_HOST_PATHS, colon-separated; config file allowed-host-paths)")
+    g.add_argument("--signature-policy", default=argparse.SUPPRESS, metavar="FILE",
+                   help="the containers signature policy every pulled image must satisfy "
+                   "(env PODPLAY_SIGNATURE_POLICY, default /etc/containers/policy.json)")
+    g.add_argument("--registries.d", dest="registries_d", default=argparse.SUPPRESS, metavar="DIR",
+                   help="where signatures are stored, per registry (env PODPLAY_REGISTRIES_D, "
+                   "default /etc/containers/registries.d)")
     return common
 
 
 # Global options that take a value (so that the word after them is not the command).
-_VALUED = ("--root", "--runroot", "--network-dir", "--network", "--pod-security", "--allow-host-path")
+_VALUED = ("--root", "--runroot", "--network-dir", "--network", "--pod-security", "--allow-host-path",
+           "--signature-policy", "--registries.d")
 
 # Commands that take manifests to run under the pod-security policy (reconciler.admission).
 # Not down (removing is always allowed), nor the pod commands (they act on pods admitted before),
@@ -145,6 +152,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return EXIT_USAGE
+    # The trust settings go through the environment, as PODPLAY_REGISTRIES_CONF does: every image
+    # store this command makes (the engine's, forked pull children) reads them from there.
+    for option, env in (("signature_policy", "PODPLAY_SIGNATURE_POLICY"), ("registries_d", "PODPLAY_REGISTRIES_D")):
+        if getattr(args, option, None):
+            os.environ[env] = os.path.abspath(getattr(args, option))
     ctx = Context(HostPaths.from_env(getattr(args, "root", None), getattr(args, "runroot", None),
                                      getattr(args, "network_dir", None), getattr(args, "network", None)))
     try:

@@ -90,6 +90,16 @@ def register(sub, common) -> None:
     _pull_options(isub.add_parser("pull", parents=[common], help="pull an image from a registry"))
     _tag_options(isub.add_parser("tag", parents=[common], help="give a local image another name"))
     image.set_defaults(func=lambda args, ctx: (image.print_help(ctx.out), 2)[1])
+    trust = isub.add_parser("trust", parents=[common], help="show the signature policy")
+    tsub = trust.add_subparsers(dest="trust_command", metavar="COMMAND")
+    p = tsub.add_parser("show", parents=[common], help="print the effective signature policy per scope",
+                        description="Print each scope of the signature policy (containers-policy.json(5)) with "
+                                    "what it requires and, for registry scopes, where its signatures are read "
+                                    "from (containers-registries.d(5)); like `podman image trust show`.")
+    p.add_argument("-o", "--output", choices=("table", "json"), default="table")
+    p.add_argument("--raw", action="store_true", help="print the policy file as it is")
+    p.set_defaults(func=cmd_trust_show)
+    trust.set_defaults(func=lambda args, ctx: (trust.print_help(ctx.out), 2)[1])
 
     p = sub.add_parser("login", parents=[common], help="log in to a registry (credentials checked, then saved)")
     p.add_argument("registry", help="host[:port][/namespace]")
@@ -170,6 +180,12 @@ def _transport_commands(sub, common) -> None:
 
 def _copy_options(p) -> None:
     _registry_options(p)
+    p.add_argument("--sign-by", metavar="FINGERPRINT",
+                   help="sign the image pushed with this GPG key (simple signing, written to the destination's "
+                        "lookaside-staging storage from registries.d)")
+    p.add_argument("--sign-by-sigstore-private-key", metavar="FILE",
+                   help="sign the image pushed with this sigstore (cosign) private key, attached in the registry")
+    p.add_argument("--sign-passphrase-file", metavar="FILE", help="the signing key's passphrase (first line)")
     p.add_argument("-a", "--all", action="store_true",
                    help="copy every platform of a multi-platform image (to oci:, oci-archive: or docker://)")
     p.add_argument("--src-creds", metavar="USER[:PASSWORD]", help="credentials for the source registry")
@@ -401,12 +417,29 @@ def cmd_inspect(args, ctx) -> int:
             "Layers": [{"Digest": layer.digest, "DiffID": layer.diff_id, "MIMEType": layer.media_type,
                         "Size": layer.size} for layer in info.layers],
             "NamesHistory": [{"Name": n, "Digest": d} for n, d in rec.names.items()],
+            "Signatures": _local_signatures(store, rec),
         }
         json.dump([doc], ctx.out, indent=4)
         print(file=ctx.out)
         return 0
     finally:
         store.close()
+
+
+def _local_signatures(store, rec) -> list[dict]:
+    """Per name the image came from a registry with: what the signature policy says of it now
+    (signatures read from lookaside storage only: inspecting a local image asks no registry)."""
+    from reconciler.images.reference import parse_reference
+    from reconciler.images.trust import signature_status
+
+    out = []
+    for name, digest in rec.names.items():
+        ref = parse_reference(name)
+        if ref.is_local or not (digest or ref.digest):
+            out.append({"Name": name, "Accepted": None, "Reason": "made or loaded on this host: not from a registry"})
+            continue
+        out.append(signature_status(store, ref, digest or ref.digest, remote=False))
+    return out
 
 
 def _inspect_doc(image, name: str, tags) -> dict:
@@ -443,6 +476,9 @@ def _inspect_remote(args, ctx, store, ref: str) -> int:
         _write_raw(ctx, remote.config_bytes)
         return 0
     doc = _inspect_doc(remote, remote.reference.repository, remote.tags)
+    from reconciler.images.trust import signature_status
+
+    doc["Signatures"] = [signature_status(store, remote.reference, remote.top.digest)]
     if remote.index is not None:
         doc["Platforms"] = [
             {"Platform": str(normalize(d.platform)) if d.platform else "", "Digest": d.digest,
@@ -605,6 +641,13 @@ def _copy_opts(args):
                        chunk_size=args.chunk_size or DEFAULT_CHUNK)
 
 
+def _sign_opts(args):
+    from reconciler.images.signing import SignOptions
+
+    return SignOptions(getattr(args, "sign_by", None) or "", getattr(args, "sign_by_sigstore_private_key", None) or "",
+                       getattr(args, "sign_passphrase_file", None) or "")
+
+
 def _creds(text, location):
     from reconciler.images.reference import parse_reference
     from reconciler.images.transports import parse_creds
@@ -626,10 +669,19 @@ def _run_copy(args, ctx, source: str, destination: str) -> int:
 
     src, dest = parse_location(source), parse_location(destination)
     opts = _copy_opts(args)
+    sign = _sign_opts(args)
+    signed_ref = sign.check(str(dest)) if sign else None  # before anything is copied
     store = _store(args, ctx, quiet=args.quiet)
     try:
+        dest_creds = _creds(args.dest_creds, dest)
         result = copy_image(store, src, dest, options=opts, src_credentials=_creds(args.src_creds, src),
-                            dest_credentials=_creds(args.dest_creds, dest))
+                            dest_credentials=dest_creds)
+        if signed_ref is not None:
+            from reconciler.images.signing import sign_pushed
+
+            where = sign_pushed(store, sign, signed_ref, result.digest, dest_creds)
+            if not args.quiet:
+                print(f"signed {result.digest}: {where}", file=ctx.err)
     finally:
         store.close()
     if args.digestfile:
@@ -719,4 +771,50 @@ def cmd_import(args, ctx) -> int:
     finally:
         store.close()
     print(rec.id.split(":", 1)[1], file=ctx.out)
+    return 0
+
+
+def cmd_trust_show(args, ctx) -> int:
+    from reconciler.images.policy import load_policy
+    from reconciler.images.signatures import load_registries_d
+
+    policy = load_policy()
+    if args.raw:
+        try:
+            from pathlib import Path
+
+            ctx.out.write(Path(policy.source).read_text(encoding="utf-8"))
+        except OSError:
+            print(json.dumps({"default": [{"type": "insecureAcceptAnything"}]}, indent=4), file=ctx.out)
+        return 0
+    rd = load_registries_d()
+    rows = []
+    for scope in policy.entries():
+        lookaside = ""
+        if scope.transport == "docker" and scope.scope and not scope.scope.startswith("*."):
+            from reconciler.images.reference import parse_reference
+
+            lookaside = rd.lookaside(parse_reference(scope.scope, default_tag=""))
+        elif scope.transport in ("", "docker"):
+            lookaside = rd.default.lookaside
+        for req in scope.requirements:
+            rows.append({
+                "transport": scope.transport or "all",
+                "scope": scope.scope or "default",
+                "type": req.type,
+                "keys": list(req.key_paths) + [f"keyData #{i + 1}" for i in range(len(req.key_data))],
+                "identity": req.identity.describe() if req.type in ("signedBy", "sigstoreSigned") else "",
+                "lookaside": lookaside if req.type == "signedBy" else "",
+            })
+    if args.output == "json":
+        json.dump({"policy": policy.source, "registriesD": list(rd.sources), "scopes": rows}, ctx.out, indent=4)
+        print(file=ctx.out)
+        return 0
+    print(f"policy: {policy.source}", file=ctx.out)
+    header = ("TRANSPORT", "SCOPE", "TYPE", "KEYS", "IDENTITY", "LOOKASIDE")
+    table = [header] + [(r["transport"], r["scope"], r["type"], ",".join(r["keys"]), r["identity"], r["lookaside"])
+                        for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip(), file=ctx.out)
     return 0

@@ -83,6 +83,7 @@ class PullSource:
     ref: Reference
     insecure: bool
     mirror: bool = False
+    logical: Reference | None = None  # the name asked for (what the signature policy judges)
 
 
 @dataclass
@@ -114,7 +115,7 @@ class RegistriesConfig:
         """Where to fetch ``ref`` from, in order: mirrors, then the (possibly rewritten) primary."""
         entry = self.entry_for(ref)
         if entry is None:
-            return [PullSource(ref, False)]
+            return [PullSource(ref, False, logical=ref)]
         if entry.blocked:
             raise ImageError(f"registry {ref.domain} is blocked for {ref} in {self._where()}")
         out = []
@@ -126,9 +127,9 @@ class RegistriesConfig:
                 continue
             if m.pull_from_mirror == "tag-only" and by_digest:
                 continue
-            out.append(PullSource(_rewrite(ref, entry.prefix, m.location), m.insecure, mirror=True))
+            out.append(PullSource(_rewrite(ref, entry.prefix, m.location), m.insecure, mirror=True, logical=ref))
         primary = _rewrite(ref, entry.prefix, entry.location) if entry.location else ref
-        out.append(PullSource(primary, entry.insecure))
+        out.append(PullSource(primary, entry.insecure, logical=ref))
         return out
 
     def candidates(self, ref: Reference) -> list[Reference]:

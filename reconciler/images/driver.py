@@ -157,7 +157,8 @@ class LocalImageStore:
                  registries_conf: str | os.PathLike | None = None, auth_file: str | os.PathLike | None = None,
                  progress: Progress | None = None, tls_verify: bool = True, retries: int = 4,
                  backoff: float = 0.5, timeout: float = 60.0, workers: int = 3,
-                 certs_dir: str | os.PathLike | None = None, isolate: bool = False):
+                 certs_dir: str | os.PathLike | None = None, isolate: bool = False,
+                 signature_policy: str | os.PathLike | None = None, registries_d: str | os.PathLike | None = None):
         self.paths = paths
         self.isolate = isolate  # registry work in a forked child (see reconciler.forked)
         self.store = ContentStore(paths.images)
@@ -173,6 +174,7 @@ class LocalImageStore:
         self.certs_dirs = (certs_dir,) if certs_dir else None
         self._clients: dict[tuple, RegistryClient] = {}
         self._details: dict[tuple[str, str], tuple] = {}
+        self._trust_files = (signature_policy, registries_d)
 
     # --- configuration -------------------------------------------------------------------
 
@@ -195,6 +197,15 @@ class LocalImageStore:
                                backoff=self.backoff, timeout=self.timeout, certs_dirs=self.certs_dirs)
             self._clients[key] = c
         return c
+
+    @property
+    def trust(self):
+        """The signature policy and registries.d (``reconciler.images.trust``), read afresh for
+        each image that comes in, as the containers tools do: a month-long ``watch`` obeys an
+        edited policy at its next pull."""
+        from reconciler.images.trust import ImageTrust
+
+        return ImageTrust.load(*self._trust_files)
 
     def close(self) -> None:
         for c in self._clients.values():
@@ -267,13 +278,20 @@ class LocalImageStore:
             name, ingested = self._try_sources(parsed, credentials,
                                                lambda src, client: ingest_image(
                                                    DownloadBudget(self.store, str(src.ref)),
-                                                   RegistrySource(client, src.ref.path),
+                                                   self._trusted_source(src, client),
                                                    src.ref.digest or src.ref.tag, platform=want,
                                                    progress=self.progress, workers=self.workers))
         finally:
             self.progress.end()
         rec = self._record(name, ingested)
         return self._info(rec)
+
+    def _trusted_source(self, src, client: RegistryClient) -> RegistrySource:
+        """A registry source whose first manifest (what the reference resolves to) is judged
+        by the signature policy before any blob is fetched."""
+        from reconciler.images.trust import CheckedRegistrySource
+
+        return CheckedRegistrySource(client, src.ref.path, self.trust, src.logical or src.ref, src.ref)
 
     def remote_digest(self, ref: str | Reference, credentials: Sequence[RegistryCredential] = ()
                       ) -> tuple[Reference, str]:

@@ -777,6 +777,9 @@ def copy_image(store: LocalImageStore, src: str | ImageLocation, dest: str | Ima
     tmpdir = _tmpdir(store)
     opened = open_source(store, src_loc, credentials=src_credentials, tmpdir=tmpdir)
     try:
+        from reconciler.images.trust import check_source
+
+        check_source(store, src_loc, opened)  # the signature policy, before anything is copied
         if dest_loc.transport == "podplay":
             return _into_store(store, opened, dest_loc, opts, platform)
         target = _open_destination(store, dest_loc, opts, credentials=dest_credentials, tmpdir=tmpdir)
@@ -916,13 +919,19 @@ def load_images(store: LocalImageStore, path: str | os.PathLike | None, *, strea
     try:
         kind = detect_archive_format(archive)
         archive.description = f"{kind}:{label}"
+        from reconciler.images.trust import check_archive
+
         if kind == "docker-archive":
             source = DockerArchiveSource(archive, archive.description)
+            for img in source.images:
+                check_archive(store, kind, label, img.manifest.digest)  # the signature policy
             for img in source.images:
                 names = _repo_tag_names(img.repo_tags, archive.description)
                 loaded.append(_load_one(store, source, img.manifest.digest, names, img.manifest.digest))
         else:
             layout = LayoutSource(archive, archive.description)
+            for desc in layout.entries():
+                check_archive(store, kind, label, desc.digest)  # the signature policy
             for desc in layout.entries():
                 name = name_from_ref_annotation(desc.annotations.get("org.opencontainers.image.ref.name", ""))
                 loaded.append(_load_one(store, layout, desc.digest, [name] if name else [], desc.digest))
