@@ -12,7 +12,15 @@ import os
 import re
 
 from reconciler.manifests.checker import Checker, close, did_you_mean
-from reconciler.manifests.fields import DNS1123_LABEL, check_labels, check_meta, check_name, check_quantity
+from reconciler.manifests.dialect import PULL_POLICIES
+from reconciler.manifests.fields import (
+    DNS1123_LABEL,
+    check_labels,
+    check_meta,
+    check_name,
+    check_quantity,
+    volume_sources_text,
+)
 from reconciler.manifests.hostfacts import HostFacts
 from reconciler.manifests.positions import Path_
 from reconciler.model import convert
@@ -34,9 +42,6 @@ SIGNALS = {
     "SIGUSR1", "SIGUSR2", "SIGVTALRM", "SIGWINCH", "SIGXCPU", "SIGXFSZ",
 } | {f"SIGRTMIN+{i}" for i in range(1, 16)} | {f"SIGRTMAX-{i}" for i in range(1, 15)} | {"SIGRTMIN", "SIGRTMAX"}
 SAFE_SYSCTL_PREFIXES = ("net.", "kernel.shm", "kernel.msg", "kernel.sem", "fs.mqueue.")
-PULL_POLICIES = ("Always", "IfNotPresent", "Never")
-PODMAN_PULL_POLICIES = {"always": "Always", "missing": "IfNotPresent", "ifnotpresent": "IfNotPresent",
-                        "never": "Never", "newer": "Always"}
 CONTAINER_RESOURCES = ("cpu", "memory", "ephemeral-storage")
 # fieldRef paths the API server accepts for env (labels/annotations with a key are matched apart).
 ENV_FIELD_PATHS = ("metadata.name", "metadata.namespace", "metadata.uid", "metadata.labels",
@@ -201,11 +206,9 @@ def _check_container(chk: Checker, c: Container, path: Path_, volumes: set[str],
         chk.error(path + ("image",), f"container {c.name!r} is missing the required 'image' field")
     elif c.image != c.image.strip():
         chk.error(path + ("image",), f"{c.image!r} has spaces around it")
-    if c.image_pull_policy and c.image_pull_policy not in PULL_POLICIES:
-        fix = PODMAN_PULL_POLICIES.get(c.image_pull_policy.lower())
-        hint = f"; podman's {c.image_pull_policy!r} is {fix!r} in Kubernetes" if fix else ""
+    if c.image_pull_policy and c.image_pull_policy not in PULL_POLICIES:  # podman's were repaired (dialect)
         chk.error(path + ("imagePullPolicy",),
-                  f"{c.image_pull_policy!r} is not a pull policy: use Always, IfNotPresent or Never{hint}")
+                  f"{c.image_pull_policy!r} is not a pull policy: use Always, IfNotPresent or Never")
     _check_working_dir(chk, c.working_dir, path + ("workingDir",))
     _check_env(chk, c, path)
     port_names = _check_ports(chk, c, path, host_network)
@@ -244,8 +247,7 @@ def _check_volume(chk: Checker, v, vp: Path_, host: HostFacts) -> None:
                if s is not None]
     if len(sources) != 1:
         what = "no volume source" if not sources else "more than one volume source"
-        chk.error(vp, f"has {what}: use exactly one of emptyDir, hostPath, configMap, secret, "
-                  "persistentVolumeClaim")
+        chk.error(vp, f"has {what}: use exactly one of {volume_sources_text()}")
     if v.host_path is not None and not v.host_path.path.startswith("/"):
         chk.error(vp + ("hostPath", "path"), f"{v.host_path.path!r} must be an absolute path")
     if v.empty_dir is not None and v.empty_dir.size_limit is not None:
@@ -369,8 +371,10 @@ def check_pod_spec(chk: Checker, spec: PodSpec, path: Path_, host: HostFacts, in
     if not spec.containers:
         chk.error(path + ("containers",), "a pod needs at least one container")
     if in_deployment and spec.restart_policy != "Always":
-        chk.error(path + ("restartPolicy",), f"a Deployment's pods must have restartPolicy Always, not "
-                  f"{spec.restart_policy} (use a Pod for a run-to-completion task)")
+        # podman runs such a Deployment's pod with the policy given (its tests rely on it): so does
+        # podplay, as a podman dialect (an error with --strict).
+        chk.dialect(path + ("restartPolicy",), f"{spec.restart_policy!r} → 'Always' (a Deployment's pods "
+                    "always restart; a Pod runs a task to completion)")
     volumes = _check_volumes(chk, spec, path, host)
     _check_containers(chk, spec, path, volumes)
     _check_sysctls(chk, spec, path)
