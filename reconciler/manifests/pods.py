@@ -56,11 +56,14 @@ MEMORY_DIVISORS = ("1", "1k", "1M", "1G", "1T", "1P", "1E", "1Ki", "1Mi", "1Gi",
 def _check_probe(chk: Checker, probe, pp: Path_, kind: str, init: bool, port_names: set[str]) -> None:
     if init:
         chk.error(pp, "init containers cannot have probes (they run to completion first)")
-    handlers = [h for h in ("exec", "http_get", "tcp_socket") if getattr(probe, h) is not None]
+    handlers = [h for h in ("exec", "http_get", "tcp_socket", "grpc") if getattr(probe, h) is not None]
     if not handlers:
-        chk.error(pp, "needs one of exec, httpGet, tcpSocket (the handlers podplay runs)")
+        chk.error(pp, "needs one of exec, httpGet, tcpSocket, grpc")
     elif len(handlers) > 1:
-        chk.error(pp, "has more than one handler: keep exactly one of exec, httpGet, tcpSocket")
+        chk.error(pp, "has more than one handler: keep exactly one of exec, httpGet, tcpSocket, grpc")
+    if probe.grpc is not None and not 1 <= probe.grpc.port <= 65535:
+        # The API server takes only a number here (no named port), as for the kubelet's gRPC client.
+        chk.error(pp + ("grpc", "port"), f"{probe.grpc.port} is not a valid port (1-65535)")
     for h, hname in ((probe.http_get, "httpGet"), (probe.tcp_socket, "tcpSocket")):
         if h is None:
             continue

@@ -163,10 +163,17 @@ class TCPSocketAction:
 
 
 @dataclass(frozen=True)
+class GRPCAction:
+    port: int
+    service: str = ""
+
+
+@dataclass(frozen=True)
 class Probe:
     exec: ExecAction | None = None
     http_get: HTTPGetAction | None = None
     tcp_socket: TCPSocketAction | None = None
+    grpc: GRPCAction | None = None
     initial_delay_seconds: int = 0
     period_seconds: int = 10
     timeout_seconds: int = 1
