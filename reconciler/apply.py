@@ -13,9 +13,11 @@ sees the container still exited, or gone, and restarts it again).
 from __future__ import annotations
 
 import enum
+import math
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -205,7 +207,10 @@ class _Runner:
                 d.runtime.remove_container(step.container_id)
                 d.runtime.start_container(self._create(pod, step.container))
             case StopContainers():
+                started = time.monotonic()
                 _stop_all(d, step.container_ids, step.timeout)
+                if step.then_ids:
+                    _stop_all(d, step.then_ids, sidecar_grace(step.timeout, time.monotonic() - started))
             case StopContainer():
                 d.runtime.stop_container(step.container_id, step.timeout, step.signal)
             case RemoveContainer():
@@ -222,6 +227,14 @@ class _Runner:
                 d.volumes.remove_claim(step.claim)
             case _:
                 raise ContainerRuntimeError(f"apply does not know the step {step.verb}")
+
+
+def sidecar_grace(timeout: int, spent: float) -> int:
+    """What the sidecars get of a pod's grace period once its app containers stopped: the rest,
+    and never less than 2 s unless the stop was immediate (the kubelet's minimum for them)."""
+    if timeout <= 0:
+        return 0
+    return max(math.ceil(timeout - spent), min(timeout, 2))
 
 
 def _stop_all(d: Drivers, ids: tuple[str, ...], timeout: int) -> None:

@@ -76,6 +76,11 @@ class DesiredContainer:
     pull_policy: str  # Always | IfNotPresent | Never
     env: tuple[EnvEntry, ...] = ()
     init: bool = False
+    # A native sidecar (initContainers[] with restartPolicy: Always): runs beside the app
+    # containers (so it is one of DesiredPod.containers: probed, counted in readiness, restarted
+    # whatever the pod's restartPolicy), started in its place among the init containers, and
+    # stopped after the app containers.
+    sidecar: bool = False
 
 
 
@@ -383,11 +388,14 @@ def _build_pod(loaded: Loaded, owner: ObjectKey, meta: ObjectMeta, spec: PodSpec
         for i, c in enumerate(specs):
             env = _resolve_env(loaded, meta, c, refs, f"{where}.{field_name}[{i}]", name)
             policy = c.image_pull_policy or default_pull_policy(c.image)
-            out.append(DesiredContainer(c.name, "", c, policy, env, init))
+            sidecar = init and c.restart_policy == "Always"
+            out.append(DesiredContainer(c.name, "", c, policy, env, init and not sidecar, sidecar))
         return out
 
-    apps = containers(spec.containers, False, "containers")
-    inits = containers(spec.init_containers, True, "initContainers")
+    # Sidecars first, in their init order: the plan starts them in their place among the inits.
+    declared = containers(spec.init_containers, True, "initContainers")
+    inits = [c for c in declared if not c.sidecar]
+    apps = [c for c in declared if c.sidecar] + containers(spec.containers, False, "containers")
     spec_hash = codec.digest(_hash_input(meta, spec, tuple(apps), tuple(inits), volumes, network))
     uid = pod_uid(meta.namespace, name, spec_hash)
     apps = [replace(c, id=container_id(uid, c.name)) for c in apps]

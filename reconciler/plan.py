@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 
 from reconciler.desired import DesiredClaim, DesiredPod, DesiredState
 from reconciler.diff import Action, Change, Reason
-from reconciler.observed import ContainerState, ObservedHost, ObservedPod
+from reconciler.observed import LABEL_SIDECAR, ContainerState, ObservedContainer, ObservedHost, ObservedPod
 from reconciler.steps import (
     AttachNetwork,
     CreateContainer,
@@ -264,9 +264,10 @@ def _teardown(b: _Builder, o: ObservedPod, after: tuple[str, ...] = ()) -> list[
 
     apps = sorted(o.containers.values(), key=lambda c: c.name)
     inits = sorted(o.init_containers.values(), key=lambda c: c.name)
-    running = tuple(c.id for c in apps + inits if c.state in (ContainerState.RUNNING, ContainerState.PAUSED))
-    if running:
-        add(StopContainers(pod, uid, container_ids=running, timeout=o.grace_period))
+    stop = stop_step(pod, uid, [c for c in apps + inits if c.state in (ContainerState.RUNNING, ContainerState.PAUSED)],
+                     o.grace_period)
+    if stop is not None:
+        add(stop)
     for c in apps + inits:
         add(RemoveContainer(pod, uid, container_id=c.id))
     if o.network is not None:
@@ -278,6 +279,16 @@ def _teardown(b: _Builder, o: ObservedPod, after: tuple[str, ...] = ()) -> list[
     if o.has_volumes:
         add(RemoveVolumes(pod, uid))
     return steps
+
+
+def stop_step(pod: str, uid: str, containers: list[ObservedContainer], timeout: int) -> StopContainers | None:
+    """One step that stops these containers of a pod: the app containers (and any init container)
+    together, then the native sidecars, as the kubelet stops them; None when there is none."""
+    first = tuple(c.id for c in containers if c.labels.get(LABEL_SIDECAR) != "true")
+    then = tuple(c.id for c in containers if c.labels.get(LABEL_SIDECAR) == "true")
+    if not first and not then:
+        return None
+    return StopContainers(pod, uid, container_ids=first or then, timeout=timeout, then_ids=then if first else ())
 
 
 def _bring_up(b: _Builder, d: DesiredPod, after: tuple[str, ...] = ()) -> list[PlannedStep]:
@@ -299,10 +310,22 @@ def _bring_up(b: _Builder, d: DesiredPod, after: tuple[str, ...] = ()) -> list[P
     ready = add(AttachNetwork(pod, uid, network=d.network), (infra,)) if d.network else infra
     base = (ready,) + ((volumes,) if volumes else ())
     prev = base
-    for c in d.init_containers:
-        sid = add(RunInitContainer(pod, uid, container=c.name, container_id=c.id), prev + (snaps[c.name],))
+    # The init containers in their declared order: each runs to completion before the next, and
+    # a native sidecar among them is started in its place and left running (the ones after it,
+    # and the app containers, start once it has started).
+    sidecars = {c.name: c for c in d.containers if c.sidecar}
+    for spec in d.spec.init_containers:
+        c = sidecars.get(spec.name)
+        if c is not None:
+            created = add(CreateContainer(pod, uid, container=c.name, container_id=c.id), prev + (snaps[c.name],))
+            sid = add(StartContainer(pod, uid, container=c.name, container_id=c.id), (created,))
+        else:
+            c = d.container(spec.name)
+            sid = add(RunInitContainer(pod, uid, container=c.name, container_id=c.id), prev + (snaps[c.name],))
         prev = base + (sid,)
     for c in d.containers:
+        if c.sidecar:
+            continue
         created = add(CreateContainer(pod, uid, container=c.name, container_id=c.id), prev + (snaps[c.name],))
         add(StartContainer(pod, uid, container=c.name, container_id=c.id), (created,))
     return steps

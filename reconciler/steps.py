@@ -103,10 +103,12 @@ class StopContainer(Step):
 
 @_step
 class StopContainers(Step):
-    """Stop a pod's running containers together: one grace period for all, as the kubelet does."""
+    """Stop a pod's running containers together: one grace period for all, as the kubelet does.
+    ``then_ids`` (native sidecars) are stopped after them, with what is left of the period."""
 
     container_ids: tuple[str, ...] = ()
     timeout: int = 30
+    then_ids: tuple[str, ...] = ()
 
     @property
     def target(self) -> str:

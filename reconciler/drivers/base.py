@@ -28,6 +28,7 @@ from reconciler.observed import (
     LABEL_POD_UID,
     LABEL_PROBE_GATED,
     LABEL_ROLE,
+    LABEL_SIDECAR,
     LABEL_SOURCE,
     LABEL_SPEC_HASH,
     ImageInfo,
@@ -48,6 +49,8 @@ def container_labels(pod: DesiredPod, container: DesiredContainer | None) -> dic
     out = {LABEL_POD: pod.ref, LABEL_POD_UID: pod.uid, LABEL_CONTAINER: container.name if container else "",
            LABEL_ROLE: role, LABEL_SPEC_HASH: pod.spec_hash, LABEL_OWNER: str(pod.owner), LABEL_SOURCE: pod.source,
            LABEL_GRACE: str(pod.spec.termination_grace_period_seconds)}
+    if container is not None and container.sidecar:
+        out[LABEL_SIDECAR] = "true"
     if role == "app" and (container.spec.readiness_probe or container.spec.startup_probe):
         out[LABEL_PROBE_GATED] = "true"
     return out

@@ -55,7 +55,8 @@ MEMORY_DIVISORS = ("1", "1k", "1M", "1G", "1T", "1P", "1E", "1Ki", "1Mi", "1Gi",
 
 def _check_probe(chk: Checker, probe, pp: Path_, kind: str, init: bool, port_names: set[str]) -> None:
     if init:
-        chk.error(pp, "init containers cannot have probes (they run to completion first)")
+        chk.error(pp, "init containers cannot have probes (they run to completion first); a sidecar "
+                  "(restartPolicy: Always) can")
     handlers = [h for h in ("exec", "http_get", "tcp_socket", "grpc") if getattr(probe, h) is not None]
     if not handlers:
         chk.error(pp, "needs one of exec, httpGet, tcpSocket, grpc")
@@ -221,10 +222,17 @@ def _check_container(chk: Checker, c: Container, path: Path_, volumes: set[str],
         sc = c.security_context
         _check_ids(chk, path + ("securityContext",), [(("runAsUser",), sc.run_as_user, "user"),
                                                       (("runAsGroup",), sc.run_as_group, "group")])
+    sidecar = init and c.restart_policy == "Always"
+    if c.restart_policy and not init:
+        chk.error(path + ("restartPolicy",), "only an init container takes a restartPolicy (Always makes it a "
+                  "sidecar); an app container follows the pod's restartPolicy")
+    elif c.restart_policy and not sidecar:
+        chk.error(path + ("restartPolicy",), f"{c.restart_policy!r}: an init container's restartPolicy can only "
+                  "be Always (a sidecar that keeps running beside the app containers)")
     for attr, jname in _PROBES:
         probe = getattr(c, attr)
         if probe is not None:
-            _check_probe(chk, probe, path + (jname,), jname, init, port_names)
+            _check_probe(chk, probe, path + (jname,), jname, init and not sidecar, port_names)
     if c.lifecycle is not None and c.lifecycle.stop_signal and c.lifecycle.stop_signal.upper() not in SIGNALS:
         hint = close(c.lifecycle.stop_signal.upper(), SIGNALS) or close(
             "SIG" + c.lifecycle.stop_signal.upper(), SIGNALS)

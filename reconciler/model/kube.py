@@ -204,6 +204,7 @@ class Container:
     startup_probe: Probe | None = None
     lifecycle: Lifecycle | None = None
     image_pull_policy: str = ""
+    restart_policy: str = ""  # an init container's "Always": a native sidecar (started, kept running)
     tty: bool = False
     stdin: bool = False
     stdin_once: bool = False
