@@ -240,8 +240,8 @@ def _check_container(chk: Checker, c: Container, path: Path_, volumes: set[str],
                   + (f" (did you mean {hint}?)" if hint else " (use a name like SIGTERM)"))
 
 
-def _check_key_to_path(chk: Checker, items, path: Path_) -> None:
-    seen: set[str] = set()
+def _check_key_to_path(chk: Checker, items, path: Path_, seen: set[str] | None = None) -> None:
+    seen = set() if seen is None else seen  # a projected volume's paths are one namespace
     for j, item in enumerate(items):
         ip = path + ("items", j)
         if item.path.startswith("/") or ".." in item.path.split("/") or not item.path:
@@ -253,9 +253,74 @@ def _check_key_to_path(chk: Checker, items, path: Path_) -> None:
             chk.error(ip + ("mode",), f"{item.mode} is not a file mode (0-0777; in YAML, write octal as 0644)")
 
 
-def _check_volume(chk: Checker, v, vp: Path_, host: HostFacts) -> None:
-    sources = [s for s in (v.empty_dir, v.host_path, v.config_map, v.secret, v.persistent_volume_claim)
-               if s is not None]
+# What a downwardAPI volume file can hold (the API server's list; status fields are env-only).
+VOLUME_FIELD_PATHS = ("metadata.name", "metadata.namespace", "metadata.uid", "metadata.labels",
+                      "metadata.annotations")
+
+
+def _check_mode(chk: Checker, mode: int | None, path: Path_) -> None:
+    if mode is not None and not 0 <= mode <= 0o777:
+        chk.error(path, f"{mode} is not a file mode (0-0777; in YAML, write octal as 0644)")
+
+
+def _check_downward_items(chk: Checker, items, path: Path_, containers: set[str], seen: set[str]) -> None:
+    for j, item in enumerate(items):
+        ip = path + ("items", j)
+        if item.path.startswith("/") or ".." in item.path.split("/") or not item.path:
+            chk.error(ip + ("path",), f"{item.path!r} must be a relative path without '..'")
+        elif os.path.normpath(item.path) in seen:
+            chk.error(ip + ("path",), f"{item.path!r} is used twice in this volume")
+        seen.add(os.path.normpath(item.path))
+        _check_mode(chk, item.mode, ip + ("mode",))
+        if (item.field_ref is None) == (item.resource_field_ref is None):
+            chk.error(ip, "needs exactly one of fieldRef, resourceFieldRef")
+        elif item.field_ref is not None:
+            fp = item.field_ref.field_path
+            if fp not in VOLUME_FIELD_PATHS and not _FIELD_KEY.match(fp):
+                hint = " (status fields are for env only)" if fp.startswith("status.") or fp.startswith("spec.") \
+                    else did_you_mean(fp, VOLUME_FIELD_PATHS)
+                chk.error(ip + ("fieldRef", "fieldPath"), f"{fp!r} is not a field a volume can hold: use one of "
+                          f"{', '.join(VOLUME_FIELD_PATHS)}, or metadata.labels['KEY']{hint}")
+        else:
+            rf = item.resource_field_ref
+            rp = ip + ("resourceFieldRef",)
+            if rf.resource not in ENV_RESOURCES:
+                chk.error(rp + ("resource",), f"{rf.resource!r} is not one of {', '.join(ENV_RESOURCES)}")
+            if not rf.container_name:
+                chk.error(rp + ("containerName",), "a volume is the pod's: name the container whose resources "
+                          "it holds")
+            elif rf.container_name not in containers:
+                chk.error(rp + ("containerName",), f"no container named {rf.container_name!r} in this pod"
+                          + did_you_mean(rf.container_name, containers))
+
+
+def _check_projected(chk: Checker, proj, pp: Path_, containers: set[str]) -> None:
+    seen: set[str] = set()
+    _check_mode(chk, proj.default_mode, pp + ("defaultMode",))
+    for i, src in enumerate(proj.sources):
+        sp = pp + ("sources", i)
+        given = [n for n, s in (("configMap", src.config_map), ("secret", src.secret),
+                                ("downwardAPI", src.downward_api), ("serviceAccountToken", src.service_account_token))
+                 if s is not None]
+        if len(given) != 1:
+            chk.error(sp, "needs exactly one of configMap, secret, downwardAPI (the projections podplay runs)")
+            continue
+        if src.service_account_token is not None:
+            chk.error(sp + ("serviceAccountToken",), "a service account token is minted by the Kubernetes API "
+                      "server, and podplay has none: put a token in a Secret and project that instead")
+        for ref, what in ((src.config_map, "ConfigMap"), (src.secret, "Secret")):
+            if ref is None:
+                continue
+            if not ref.name:
+                chk.error(sp + (given[0], "name"), f"names no {what}")
+            _check_key_to_path(chk, ref.items, sp + (given[0],), seen)
+        if src.downward_api is not None:
+            _check_downward_items(chk, src.downward_api.items, sp + ("downwardAPI",), containers, seen)
+
+
+def _check_volume(chk: Checker, v, vp: Path_, host: HostFacts, containers: set[str] = frozenset()) -> None:
+    sources = [s for s in (v.empty_dir, v.host_path, v.config_map, v.secret, v.persistent_volume_claim,
+                           v.downward_api, v.projected) if s is not None]
     if len(sources) != 1:
         what = "no volume source" if not sources else "more than one volume source"
         chk.error(vp, f"has {what}: use exactly one of {volume_sources_text()}")
@@ -275,6 +340,11 @@ def _check_volume(chk: Checker, v, vp: Path_, host: HostFacts) -> None:
     if v.persistent_volume_claim is not None:
         check_name(chk, vp + ("persistentVolumeClaim", "claimName"), v.persistent_volume_claim.claim_name,
                    "claim name", label=False)
+    if v.downward_api is not None:
+        _check_mode(chk, v.downward_api.default_mode, vp + ("downwardAPI", "defaultMode"))
+        _check_downward_items(chk, v.downward_api.items, vp + ("downwardAPI",), containers, set())
+    if v.projected is not None:
+        _check_projected(chk, v.projected, vp + ("projected",), containers)
     for src, sname, ref_name in ((v.config_map, "configMap", "name"), (v.secret, "secret", "secretName")):
         if src is None:
             continue
@@ -290,13 +360,14 @@ def _check_volume(chk: Checker, v, vp: Path_, host: HostFacts) -> None:
 def _check_volumes(chk: Checker, spec: PodSpec, path: Path_, host: HostFacts) -> set[str]:
     """The pod's volumes; returns their names (mounts refer to them)."""
     names: set[str] = set()
+    containers = {c.name for c in spec.init_containers + spec.containers}
     for i, v in enumerate(spec.volumes):
         vp = path + ("volumes", i)
         check_name(chk, vp + ("name",), v.name, "volume name", label=True)
         if v.name in names:
             chk.error(vp + ("name",), f"duplicate volume name {v.name!r}")
         names.add(v.name)
-        _check_volume(chk, v, vp, host)
+        _check_volume(chk, v, vp, host, containers)
     return names
 
 

@@ -248,6 +248,62 @@ class SecretVolumeSource:
 
 
 @dataclass(frozen=True)
+class DownwardAPIVolumeFile:
+    path: str
+    field_ref: ObjectFieldSelector | None = None
+    resource_field_ref: ResourceFieldSelector | None = None
+    mode: int | None = None
+
+
+@dataclass(frozen=True)
+class DownwardAPIVolumeSource:
+    items: tuple[DownwardAPIVolumeFile, ...] = ()
+    default_mode: int | None = None
+
+
+@dataclass(frozen=True)
+class ConfigMapProjection:
+    name: str = ""
+    items: tuple[KeyToPath, ...] = ()
+    optional: bool = False
+
+
+@dataclass(frozen=True)
+class SecretProjection:
+    name: str = ""
+    items: tuple[KeyToPath, ...] = ()
+    optional: bool = False
+
+
+@dataclass(frozen=True)
+class DownwardAPIProjection:
+    items: tuple[DownwardAPIVolumeFile, ...] = ()
+
+
+@dataclass(frozen=True)
+class ServiceAccountTokenProjection:
+    """Modelled to be refused by name: minting a token needs an API server."""
+
+    path: str = ""
+    audience: str = ""
+    expiration_seconds: int = 3600
+
+
+@dataclass(frozen=True)
+class VolumeProjection:
+    config_map: ConfigMapProjection | None = None
+    secret: SecretProjection | None = None
+    downward_api: DownwardAPIProjection | None = json_name("downwardAPI", default=None)
+    service_account_token: ServiceAccountTokenProjection | None = None
+
+
+@dataclass(frozen=True)
+class ProjectedVolumeSource:
+    sources: tuple[VolumeProjection, ...] = ()
+    default_mode: int | None = None
+
+
+@dataclass(frozen=True)
 class PVCSource:
     claim_name: str
     read_only: bool = False
@@ -261,6 +317,8 @@ class Volume:
     config_map: ConfigMapVolumeSource | None = None
     secret: SecretVolumeSource | None = None
     persistent_volume_claim: PVCSource | None = None
+    downward_api: DownwardAPIVolumeSource | None = json_name("downwardAPI", default=None)
+    projected: ProjectedVolumeSource | None = None
 
 
 # --- pod ------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import os
 import time
 
 from reconciler.observed import ContainerState
-from tests.host.e2e.conftest import find_container, host_leftovers, wait_for
+from tests.host.e2e.conftest import exec_in, find_container, host_leftovers, wait_for
 
 IMAGE = "localhost/busybox:latest"
 
@@ -71,5 +71,57 @@ spec:
     stack.run("stop", "side")
     assert lines(rec / "order")[-2:] == ["app-stop", "sidecar-stop"]
     assert time.monotonic() - started < 20, "within the pod's grace period"
+    stack.run("down", str(m))
+    assert host_leftovers(stack) == []
+
+
+def test_downward_api_and_projected_volume_files(stack):
+    m = stack.write("info.yaml", f"""apiVersion: v1
+kind: ConfigMap
+metadata: {{name: cfg}}
+data: {{greeting: hello}}
+---
+apiVersion: v1
+kind: Pod
+metadata:
+  name: info
+  labels: {{tier: front}}
+  annotations: {{build: "42"}}
+spec:
+  containers:
+  - name: app
+    image: {IMAGE}
+    command: ["sleep", "100000"]
+    resources: {{limits: {{memory: 64Mi, cpu: 250m}}}}
+    volumeMounts:
+    - {{name: info, mountPath: /etc/podinfo}}
+    - {{name: all, mountPath: /etc/all}}
+  volumes:
+  - name: info
+    downwardAPI:
+      items:
+      - {{path: name, fieldRef: {{fieldPath: metadata.name}}}}
+      - {{path: uid, fieldRef: {{fieldPath: metadata.uid}}}}
+      - {{path: labels, fieldRef: {{fieldPath: metadata.labels}}}}
+      - {{path: build, fieldRef: {{fieldPath: "metadata.annotations['build']"}}}}
+      - {{path: cpu, resourceFieldRef: {{containerName: app, resource: limits.cpu, divisor: 1m}}}}
+  - name: all
+    projected:
+      sources:
+      - configMap: {{name: cfg}}
+      - downwardAPI: {{items: [{{path: ns, fieldRef: {{fieldPath: metadata.namespace}}}}]}}
+""")
+    stack.run("up", "--wait", "--timeout", "60", str(m))
+    cat = lambda path: exec_in(stack, "info", "app", "cat", path).stdout  # noqa: E731
+    assert cat("/etc/podinfo/name") == "info"
+    [uid] = {c.pod_uid for c in stack.containers() if c.pod == "default/info"}
+    assert cat("/etc/podinfo/uid") == uid
+    assert cat("/etc/podinfo/labels") == 'tier="front"'
+    assert cat("/etc/podinfo/build") == "42"
+    assert cat("/etc/podinfo/cpu") == "250"
+    assert cat("/etc/all/greeting") == "hello" and cat("/etc/all/ns") == "default"
+    # Read-only, as the kubelet mounts them.
+    assert exec_in(stack, "info", "app", "sh", "-c", "echo x > /etc/podinfo/name", check=False).returncode != 0
+    stack.run("stop", "-t", "0", "info")
     stack.run("down", str(m))
     assert host_leftovers(stack) == []
