@@ -153,6 +153,26 @@ class _Runner:
             self.network[pod.uid] = found[0] if found else None
         return self.network[pod.uid]
 
+    def _post_start(self, pod: DesiredPod, name: str, cid: str) -> None:
+        """The container's postStart hook, as the kubelet runs it: right after the start, before
+        the next container of the pod is started. A failed hook fails the start (the kubelet
+        kills the container and restarts it under its policy: here the step fails, is undone, and
+        the next pass retries under the back-off)."""
+        spec = pod.container(name).spec
+        hook = spec.lifecycle.post_start if spec.lifecycle is not None else None
+        if hook is None:
+            return
+        from reconciler.health import run_hook
+
+        network = self._network(pod) if pod.network else None
+        info = self.d.runtime.infra_info(pod.uid) if pod.network else None
+        netns = info.namespaces.get("network", "") if info else ""
+        timeout = float(max(pod.spec.termination_grace_period_seconds, 1))
+        ok, message = run_hook(self.d, cid, hook, netns=netns, pod_ip=network.ip if network else "", spec=spec,
+                               timeout=timeout)
+        if not ok:
+            raise ContainerRuntimeError(f"postStart hook of {pod.ref}/{name} failed: {message}")
+
     def _create(self, pod: DesiredPod, name: str) -> str:
         c = pod.container(name)
         image = self.d.images.get_image(c.spec.image)
@@ -202,15 +222,19 @@ class _Runner:
                 self._create(self.pod(step), step.container)
             case StartContainer():
                 d.runtime.start_container(step.container_id)
+                self._post_start(self.pod(step), step.container, step.container_id)
             case RestartContainer():
                 pod = self.pod(step)
                 d.runtime.remove_container(step.container_id)
-                d.runtime.start_container(self._create(pod, step.container))
+                cid = self._create(pod, step.container)
+                d.runtime.start_container(cid)
+                self._post_start(pod, step.container, cid)
             case StopContainers():
                 started = time.monotonic()
-                _stop_all(d, step.container_ids, step.timeout)
+                hooks = _PreStop(d, step)
+                _stop_all(d, step.container_ids, step.timeout, hooks)
                 if step.then_ids:
-                    _stop_all(d, step.then_ids, sidecar_grace(step.timeout, time.monotonic() - started))
+                    _stop_all(d, step.then_ids, sidecar_grace(step.timeout, time.monotonic() - started), hooks)
             case StopContainer():
                 d.runtime.stop_container(step.container_id, step.timeout, step.signal)
             case RemoveContainer():
@@ -237,13 +261,47 @@ def sidecar_grace(timeout: int, spent: float) -> int:
     return max(math.ceil(timeout - spent), min(timeout, 2))
 
 
-def _stop_all(d: Drivers, ids: tuple[str, ...], timeout: int) -> None:
+class _PreStop:
+    """The preStop hooks of one StopContainers step. The kubelet's order and accounting: the hook
+    runs first, within the grace period; the stop signal follows with what is left of it (and at
+    least 2 s more when the hook used it all up). An immediate stop (timeout 0) runs no hook. A
+    failed hook is only logged by the kubelet: the container is stopped all the same."""
+
+    def __init__(self, d: Drivers, step: StopContainers):
+        import json
+
+        from reconciler.model import codec
+        from reconciler.model.kube import LifecycleHandler
+
+        self.d, self.step = d, step
+        self.hooks = {cid: codec.from_data(LifecycleHandler, json.loads(text)) for cid, text in step.pre_stop}
+        self._netns: str | None = None
+
+    def netns(self) -> str:
+        if self._netns is None:
+            info = self.d.runtime.infra_info(self.step.uid) if self.step.pod_ip else None
+            self._netns = info.namespaces.get("network", "") if info else ""
+        return self._netns
+
+    def stop(self, cid: str, timeout: int) -> None:
+        hook = self.hooks.get(cid)
+        if hook is not None and timeout > 0:
+            from reconciler.health import run_hook
+
+            started = time.monotonic()
+            run_hook(self.d, cid, hook, netns=self.netns(), pod_ip=self.step.pod_ip, spec=None, timeout=timeout)
+            timeout = max(math.ceil(timeout - (time.monotonic() - started)), 2)
+        self.d.runtime.stop_container(cid, timeout)
+
+
+def _stop_all(d: Drivers, ids: tuple[str, ...], timeout: int, hooks: _PreStop | None = None) -> None:
     """Stop containers in parallel so that the grace period is spent once, not once each."""
+    stop = hooks.stop if hooks is not None else d.runtime.stop_container
     if len(ids) == 1:
-        d.runtime.stop_container(ids[0], timeout)
+        stop(ids[0], timeout)
         return
     with ThreadPoolExecutor(max_workers=min(len(ids), 8)) as pool:
-        for f in [pool.submit(d.runtime.stop_container, cid, timeout) for cid in ids]:
+        for f in [pool.submit(stop, cid, timeout) for cid in ids]:
             f.result()
 
 

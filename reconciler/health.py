@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from reconciler.desired import DesiredPod, DesiredState
 from reconciler.drivers.base import Drivers
 from reconciler.errors import PodplayError
-from reconciler.model.kube import Container, Probe
+from reconciler.model.kube import Container, LifecycleHandler, Probe
 from reconciler.observed import ContainerState, ObservedContainer, ObservedHost, ObservedPod
 from reconciler.probes import (
     ContainerHealth,
@@ -204,6 +204,47 @@ def run_probe(drivers: Drivers, target: Target, kind: str, probe: Probe) -> tupl
             except OSError as exc:
                 return False, f"dial tcp {host}:{port}: {_oserror(exc)}"
     return in_netns(target.netns, fn, timeout)
+
+
+# --- lifecycle hooks (postStart, preStop): the same handlers, run once ----------------------------
+
+def run_hook(drivers: Drivers, container_id: str, handler: LifecycleHandler, *, netns: str, pod_ip: str,
+             spec: Container | None, timeout: float) -> tuple[bool, str]:
+    """Run one lifecycle handler for a container, within `timeout` seconds: (success, message).
+    exec runs in the container; httpGet is sent from the pod's network namespace (the pod's IP
+    by default, as the kubelet's); sleep sleeps in podplay (nothing needed in the image)."""
+    if handler.sleep is not None:
+        time.sleep(max(0.0, min(float(handler.sleep.seconds), timeout)))
+        return (True, "") if handler.sleep.seconds <= timeout else (False, f"cut short after {timeout:g}s")
+    if handler.exec is not None:
+        argv = list(handler.exec.command)
+        with tempfile.TemporaryFile() as out:
+            try:
+                code = drivers.runtime.exec_in(container_id, argv, timeout=timeout, output=out)
+            except PodplayError as exc:
+                return False, str(exc)
+            out.seek(0)
+            text = out.read(OUTPUT_CAP).decode(errors="replace").strip()
+        return (True, text) if code == 0 else (False, f"command {argv} exited with {code}" + (f": {text}" if text
+                                                                                             else ""))
+    get = handler.http_get
+    if get is None:
+        return False, "hook has no handler"
+    try:
+        port = resolve_port(get.port, spec) if spec is not None else int(get.port)
+    except ValueError as exc:
+        return False, str(exc)
+    host = get.host or pod_ip or "127.0.0.1"
+    headers = {"User-Agent": USER_AGENT, **{h.name: h.value for h in get.http_headers}}
+    path = get.path if get.path.startswith("/") else "/" + get.path
+
+    def fn() -> tuple[bool, str]:
+        try:
+            return _http(get.scheme.upper(), host, port, path, headers, timeout)
+        except (OSError, ValueError) as exc:
+            return False, f"GET {get.scheme.lower()}://{host}:{port}{path}: {_oserror(exc)}"
+
+    return in_netns(netns, fn, timeout)
 
 
 # grpc.health.v1.HealthCheckResponse.ServingStatus

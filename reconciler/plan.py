@@ -14,7 +14,14 @@ from dataclasses import dataclass, field, replace
 
 from reconciler.desired import DesiredClaim, DesiredPod, DesiredState
 from reconciler.diff import Action, Change, Reason
-from reconciler.observed import LABEL_SIDECAR, ContainerState, ObservedContainer, ObservedHost, ObservedPod
+from reconciler.observed import (
+    LABEL_PRE_STOP,
+    LABEL_SIDECAR,
+    ContainerState,
+    ObservedContainer,
+    ObservedHost,
+    ObservedPod,
+)
 from reconciler.steps import (
     AttachNetwork,
     CreateContainer,
@@ -265,7 +272,7 @@ def _teardown(b: _Builder, o: ObservedPod, after: tuple[str, ...] = ()) -> list[
     apps = sorted(o.containers.values(), key=lambda c: c.name)
     inits = sorted(o.init_containers.values(), key=lambda c: c.name)
     stop = stop_step(pod, uid, [c for c in apps + inits if c.state in (ContainerState.RUNNING, ContainerState.PAUSED)],
-                     o.grace_period)
+                     o.grace_period, o.network.status.ip if o.network is not None else "")
     if stop is not None:
         add(stop)
     for c in apps + inits:
@@ -281,14 +288,19 @@ def _teardown(b: _Builder, o: ObservedPod, after: tuple[str, ...] = ()) -> list[
     return steps
 
 
-def stop_step(pod: str, uid: str, containers: list[ObservedContainer], timeout: int) -> StopContainers | None:
+def stop_step(pod: str, uid: str, containers: list[ObservedContainer], timeout: int,
+              pod_ip: str = "") -> StopContainers | None:
     """One step that stops these containers of a pod: the app containers (and any init container)
-    together, then the native sidecars, as the kubelet stops them; None when there is none."""
+    together, then the native sidecars, as the kubelet stops them, each after its preStop hook;
+    None when there is none."""
     first = tuple(c.id for c in containers if c.labels.get(LABEL_SIDECAR) != "true")
     then = tuple(c.id for c in containers if c.labels.get(LABEL_SIDECAR) == "true")
     if not first and not then:
         return None
-    return StopContainers(pod, uid, container_ids=first or then, timeout=timeout, then_ids=then if first else ())
+    hooks = tuple((c.id, c.labels[LABEL_PRE_STOP]) for c in containers
+                  if c.labels.get(LABEL_PRE_STOP) and c.state == ContainerState.RUNNING)
+    return StopContainers(pod, uid, container_ids=first or then, timeout=timeout, then_ids=then if first else (),
+                          pre_stop=hooks, pod_ip=pod_ip if hooks else "")
 
 
 def _bring_up(b: _Builder, d: DesiredPod, after: tuple[str, ...] = ()) -> list[PlannedStep]:

@@ -51,7 +51,8 @@ def plan_stop(observed: ObservedHost, uids: Iterable[str], *, timeout: int | Non
     notes: list[str] = []
     for pod in _by_key(observed, uids):
         running = [c for c in _all_containers(pod) if c.state in (RUNNING, PAUSED, CREATED)]
-        step = stop_step(pod.key, pod.uid, running, pod.grace_period if timeout is None else timeout)
+        step = stop_step(pod.key, pod.uid, running, pod.grace_period if timeout is None else timeout,
+                         pod.network.status.ip if pod.network is not None else "")
         if step is None:
             notes.append(f"{pod.key} is not running")
             continue

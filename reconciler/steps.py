@@ -109,6 +109,10 @@ class StopContainers(Step):
     container_ids: tuple[str, ...] = ()
     timeout: int = 30
     then_ids: tuple[str, ...] = ()
+    # (container id, preStop handler as JSON): run before that container is signalled, within
+    # the grace period; `pod_ip` is an httpGet hook's default host.
+    pre_stop: tuple[tuple[str, str], ...] = ()
+    pod_ip: str = ""
 
     @property
     def target(self) -> str:

@@ -87,6 +87,36 @@ def _check_probe(chk: Checker, probe, pp: Path_, kind: str, init: bool, port_nam
             chk.error(pp + (fname,), f"{value} is too small (the least is {least})")
 
 
+def _check_port(chk: Checker, port, where: Path_, port_names: set[str]) -> None:
+    if isinstance(port, int):
+        if not 1 <= port <= 65535:
+            chk.error(where, f"{port} is not a valid port (1-65535)")
+    elif port.isdigit():
+        chk.error(where, f"{port!r} is text: write the number without quotes, or name a port declared in this "
+                  "container's ports")
+    elif port not in port_names:
+        known = f" (declared: {', '.join(sorted(port_names))})" if port_names else ""
+        chk.error(where, f"named port {port!r} is not declared in this container's ports{known}")
+
+
+def _check_hook(chk: Checker, hook, hp: Path_, init: bool, port_names: set[str]) -> None:
+    """A postStart or preStop handler: exactly one of exec, httpGet, sleep (what the kubelet runs)."""
+    if init:
+        chk.error(hp, "init containers cannot have lifecycle hooks (they run to completion first); a sidecar "
+                  "(restartPolicy: Always) can")
+    if hook.tcp_socket is not None:
+        chk.error(hp + ("tcpSocket",), "the kubelet never runs a tcpSocket hook (the API keeps it only for old "
+                  "manifests): use exec, httpGet or sleep")
+        return
+    handlers = [h for h in (hook.exec, hook.http_get, hook.sleep) if h is not None]
+    if len(handlers) != 1:
+        chk.error(hp, "needs exactly one of exec, httpGet, sleep")
+    if hook.sleep is not None and hook.sleep.seconds < 0:
+        chk.error(hp + ("sleep", "seconds"), f"{hook.sleep.seconds} must not be negative")
+    if hook.http_get is not None:
+        _check_port(chk, hook.http_get.port, hp + ("httpGet", "port"), port_names)
+
+
 def _check_env_source(chk: Checker, c: Container, vf, ep: Path_) -> None:
     """One env var's valueFrom: exactly one source, and that source well formed."""
     sources = [s for s in (vf.config_map_key_ref, vf.secret_key_ref, vf.field_ref, vf.resource_field_ref) if s]
@@ -233,6 +263,10 @@ def _check_container(chk: Checker, c: Container, path: Path_, volumes: set[str],
         probe = getattr(c, attr)
         if probe is not None:
             _check_probe(chk, probe, path + (jname,), jname, init and not sidecar, port_names)
+    if c.lifecycle is not None:
+        for hook, hname in ((c.lifecycle.post_start, "postStart"), (c.lifecycle.pre_stop, "preStop")):
+            if hook is not None:
+                _check_hook(chk, hook, path + ("lifecycle", hname), init and not sidecar, port_names)
     if c.lifecycle is not None and c.lifecycle.stop_signal and c.lifecycle.stop_signal.upper() not in SIGNALS:
         hint = close(c.lifecycle.stop_signal.upper(), SIGNALS) or close(
             "SIG" + c.lifecycle.stop_signal.upper(), SIGNALS)

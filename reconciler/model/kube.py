@@ -182,8 +182,23 @@ class Probe:
 
 
 @dataclass(frozen=True)
+class SleepAction:
+    seconds: int = 0
+
+
+@dataclass(frozen=True)
+class LifecycleHandler:
+    exec: ExecAction | None = None
+    http_get: HTTPGetAction | None = None
+    sleep: SleepAction | None = None
+    tcp_socket: TCPSocketAction | None = None  # accepted by the API, never run by the kubelet: refused
+
+
+@dataclass(frozen=True)
 class Lifecycle:
     stop_signal: str = ""
+    post_start: LifecycleHandler | None = None
+    pre_stop: LifecycleHandler | None = None
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ def lines(path) -> list[str]:
 
 def test_a_sidecar_starts_before_the_next_init_and_the_app_and_stops_after_the_app(stack, tmp_path):
     rec = tmp_path / "rec"
+    stack.env["PODPLAY_ALLOWED_HOST_PATHS"] = str(tmp_path)  # the record: beyond baseline, allowed here
     m = stack.write("side.yaml", f"""apiVersion: v1
 kind: Pod
 metadata: {{name: side}}
@@ -123,5 +124,48 @@ spec:
     # Read-only, as the kubelet mounts them.
     assert exec_in(stack, "info", "app", "sh", "-c", "echo x > /etc/podinfo/name", check=False).returncode != 0
     stack.run("stop", "-t", "0", "info")
+    stack.run("down", str(m))
+    assert host_leftovers(stack) == []
+
+
+def test_post_start_runs_before_the_next_container_and_pre_stop_delays_the_stop(stack, tmp_path):
+    rec = tmp_path / "rec"
+    stack.env["PODPLAY_ALLOWED_HOST_PATHS"] = str(tmp_path)  # the record: beyond baseline, allowed here
+    pre_stop = "echo a-prestop >> /rec/order; sleep 2; echo a-prestop-done >> /rec/order"
+    m = stack.write("hooks.yaml", f"""apiVersion: v1
+kind: Pod
+metadata: {{name: hooks}}
+spec:
+  terminationGracePeriodSeconds: 10
+  containers:
+  - name: a
+    image: {IMAGE}
+    command: ["sh", "-c", {json.dumps(looper("a"))}]
+    lifecycle:
+      postStart: {{exec: {{command: ["sh", "-c", "sleep 1; echo a-poststart >> /rec/order"]}}}}
+      preStop: {{exec: {{command: ["sh", "-c", {json.dumps(pre_stop)}]}}}}
+    volumeMounts: [{{name: rec, mountPath: /rec}}]
+  - name: b
+    image: {IMAGE}
+    command: ["sh", "-c", {json.dumps(looper("b"))}]
+    lifecycle:
+      preStop: {{sleep: {{seconds: 1}}}}
+    volumeMounts: [{{name: rec, mountPath: /rec}}]
+  volumes:
+  - name: rec
+    hostPath: {{path: {rec}, type: DirectoryOrCreate}}
+""")
+    stack.run("up", "--wait", "--timeout", "60", str(m))
+    wait_for(lambda: "b-start" in lines(rec / "order"), "b's start")
+    # postStart finished before the pod's next container was started (the kubelet's order).
+    assert lines(rec / "order") == ["a-start", "a-poststart", "b-start"]
+    started = time.monotonic()
+    stack.run("stop", "hooks")
+    took = time.monotonic() - started
+    order = lines(rec / "order")[3:]
+    # a's hook ran to its end before a was signalled; b's sleep hook delayed b's signal.
+    assert order.index("a-prestop") < order.index("a-prestop-done") < order.index("a-stop"), order
+    assert "b-stop" in order
+    assert 2 <= took < 10, f"the hook's 2 s, within the 10 s grace period ({took:.1f} s)"
     stack.run("down", str(m))
     assert host_leftovers(stack) == []
