@@ -143,8 +143,18 @@ class _Runner:
 
     def _volumes(self, pod: DesiredPod) -> dict[str, str]:
         if pod.uid not in self.volume_paths:
-            self.volume_paths[pod.uid] = self.d.volumes.prepare_pod_volumes(pod.uid, pod.volumes) if pod.volumes \
-                else {}
+            # Image volumes are snapshots (made by their PrepareSnapshot step; prepare is idempotent
+            # and gives the mounted root), the others the volume driver's.
+            kept = tuple(v for v in pod.volumes if v.kind != "image")
+            paths = self.d.volumes.prepare_pod_volumes(pod.uid, kept) if kept else {}
+            for v in pod.volumes:
+                if v.kind == "image":
+                    image = self.d.images.get_image(v.image)
+                    if image is None:
+                        raise ContainerRuntimeError(f"image {v.image} of {pod.ref}'s volume {v.name} is not in the "
+                                                    "store")
+                    paths[v.name] = self.d.snapshots.prepare(v.snapshot_key(pod.uid), image)
+            self.volume_paths[pod.uid] = paths
         return self.volume_paths[pod.uid]
 
     def _network(self, pod: DesiredPod) -> NetworkStatus | None:

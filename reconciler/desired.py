@@ -66,6 +66,12 @@ class DesiredVolume:
     read_only: bool = False
     fs_group: int | None = None
     owner_uid: int | None = None
+    image: str = ""  # image: the reference, pulled like a container's and mounted read-only
+    image_pull_policy: str = ""
+
+    def snapshot_key(self, pod_uid: str) -> str:
+        """An image volume's snapshot: '_' keeps it apart from any container's (names have none)."""
+        return f"{pod_uid}.vol_{self.name}"
 
 
 @dataclass(frozen=True)
@@ -385,6 +391,10 @@ def _volumes(loaded: Loaded, meta: ObjectMeta, spec: PodSpec, refs: _Refs, where
             dm = v.downward_api.default_mode if v.downward_api.default_mode is not None else 0o644
             files = _downward_files(loaded, meta, spec, v.downward_api.items, dm, f"{vw}.downwardAPI", pod_name)
             out.append(DesiredVolume(v.name, "configMap", files=tuple(files), read_only=True, fs_group=sc.fs_group))
+        elif v.image is not None:
+            ref = v.image.reference
+            out.append(DesiredVolume(v.name, "image", image=ref, read_only=True,
+                                     image_pull_policy=v.image.pull_policy or default_pull_policy(ref)))
         elif v.projected is not None:
             files, secret = _projected(loaded, meta, spec, v.projected, refs, f"{vw}.projected", pod_name)
             out.append(DesiredVolume(v.name, "secret" if secret else "configMap", files=files, read_only=True,

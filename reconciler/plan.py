@@ -313,6 +313,10 @@ def _bring_up(b: _Builder, d: DesiredPod, after: tuple[str, ...] = ()) -> list[P
         return ps.id
 
     vol_deps = tuple(b.claims[v.claim] for v in d.volumes if v.claim and v.claim in b.claims)
+    # An image volume is a snapshot of its image (undone like a container's), mounted read-only.
+    vol_deps += tuple(add(PrepareSnapshot(pod, uid, container=f"volume {v.name}", key=v.snapshot_key(uid),
+                                          image=v.image), (b.pulls[v.image],) + after)
+                      for v in d.volumes if v.kind == "image")
     volumes = add(PrepareVolumes(pod, uid), vol_deps + after) if d.volumes else None
     snaps: dict[str, str] = {}
     for c in d.init_containers + d.containers:
@@ -380,15 +384,17 @@ def _pulls(b: _Builder, effective: list[Change], desired: DesiredState) -> None:
     for c in effective:
         if c.key.kind == "Pod" and c.action in (Action.CREATE, Action.REPLACE, Action.START):
             d = desired.pods[f"{c.key.namespace}/{c.key.name}"]
-            for ctr in d.init_containers + d.containers:
-                if c.action == Action.START and ctr.name not in c.containers:
-                    continue
+            wanted = [(ctr.spec.image, ctr.pull_policy) for ctr in d.init_containers + d.containers
+                      if c.action != Action.START or ctr.name in c.containers]
+            if c.action != Action.START:  # image volumes are pulled like the containers' images
+                wanted += [(v.image, v.image_pull_policy) for v in d.volumes if v.kind == "image"]
+            for image, pull_policy in wanted:
                 # The strictest policy wins when pods disagree: Always > IfNotPresent > Never.
-                policy = images.get(ctr.spec.image)
-                if policy is None or rank[ctr.pull_policy] > rank[policy]:
-                    images[ctr.spec.image] = ctr.pull_policy
+                policy = images.get(image)
+                if policy is None or rank[pull_policy] > rank[policy]:
+                    images[image] = pull_policy
                 if d.pull_secrets:
-                    creds.setdefault(ctr.spec.image, []).append(d.ref)
+                    creds.setdefault(image, []).append(d.ref)
     for image in sorted(images):
         sid = b.pulls[image] = b.sid()
         step = PullImage(image=image, policy=images[image], credentials_from=tuple(sorted(set(creds.get(image, ())))))
@@ -409,7 +415,8 @@ def _pod_txns(b: _Builder, c: Change, desired: DesiredState, observed: ObservedH
     if c.action == Action.CREATE:
         b.add(TxnKind.CREATE, ref, d.uid, _bring_up(b, d), Owns.instance(d))
     elif c.action == Action.REPLACE:
-        pulls = tuple(dict.fromkeys(b.pulls[x.spec.image] for x in d.init_containers + d.containers))
+        pulls = tuple(dict.fromkeys([b.pulls[x.spec.image] for x in d.init_containers + d.containers]
+                                    + [b.pulls[v.image] for v in d.volumes if v.kind == "image"]))
         old = b.add(TxnKind.DELETE, ref, c.before, _teardown(b, observed.pods[c.before], after=pulls))
         last = (old.steps[-1].id,) if old.steps else ()
         b.add(TxnKind.CREATE, ref, d.uid, _bring_up(b, d, after=last), Owns.instance(d))

@@ -45,7 +45,7 @@ UNUSED_MESSAGE = "podplay accepts this field but does not act on it"
 # The volume sources podplay runs (model.kube.Volume's fields, in Kubernetes' names), and why each
 # other Kubernetes volume type cannot run on one host without a cluster. Such a volume is refused
 # with that reason, once: never also "accepted but not acted on", never also "has no source".
-VOLUME_SOURCES = ("emptyDir", "hostPath", "configMap", "secret", "downwardAPI", "projected",
+VOLUME_SOURCES = ("emptyDir", "hostPath", "configMap", "secret", "downwardAPI", "projected", "image",
                   "persistentVolumeClaim")
 _CLOUD = "need a cloud provider"
 _NETWORK = "need a network storage client on the host and the kubelet's volume plugin"
@@ -58,7 +58,6 @@ OTHER_VOLUME_SOURCES = {
     "flexVolume": _DRIVER, "nfs": _NETWORK, "iscsi": _NETWORK, "cephfs": _NETWORK, "glusterfs": _NETWORK,
     "rbd": _NETWORK, "fc": _NETWORK,
     "gitRepo": "are deprecated and need git in the kubelet (clone into an emptyDir with an init container)",
-    "image": "are not supported yet",
 }
 
 

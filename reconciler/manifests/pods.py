@@ -354,7 +354,7 @@ def _check_projected(chk: Checker, proj, pp: Path_, containers: set[str]) -> Non
 
 def _check_volume(chk: Checker, v, vp: Path_, host: HostFacts, containers: set[str] = frozenset()) -> None:
     sources = [s for s in (v.empty_dir, v.host_path, v.config_map, v.secret, v.persistent_volume_claim,
-                           v.downward_api, v.projected) if s is not None]
+                           v.downward_api, v.projected, v.image) if s is not None]
     if len(sources) != 1:
         what = "no volume source" if not sources else "more than one volume source"
         chk.error(vp, f"has {what}: use exactly one of {volume_sources_text()}")
@@ -374,6 +374,15 @@ def _check_volume(chk: Checker, v, vp: Path_, host: HostFacts, containers: set[s
     if v.persistent_volume_claim is not None:
         check_name(chk, vp + ("persistentVolumeClaim", "claimName"), v.persistent_volume_claim.claim_name,
                    "claim name", label=False)
+    if v.image is not None:
+        ref = v.image.reference
+        if not ref.strip():
+            chk.error(vp + ("image", "reference"), "names no image (e.g. registry.example/data:v1)")
+        elif ref != ref.strip() or " " in ref:
+            chk.error(vp + ("image", "reference"), f"{ref!r} has spaces in it")
+        if v.image.pull_policy and v.image.pull_policy not in PULL_POLICIES:
+            chk.error(vp + ("image", "pullPolicy"), f"{v.image.pull_policy!r} is not a pull policy: use Always, "
+                      "IfNotPresent or Never")
     if v.downward_api is not None:
         _check_mode(chk, v.downward_api.default_mode, vp + ("downwardAPI", "defaultMode"))
         _check_downward_items(chk, v.downward_api.items, vp + ("downwardAPI",), containers, set())

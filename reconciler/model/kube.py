@@ -319,6 +319,12 @@ class ProjectedVolumeSource:
 
 
 @dataclass(frozen=True)
+class ImageVolumeSource:
+    reference: str = ""
+    pull_policy: str = ""
+
+
+@dataclass(frozen=True)
 class PVCSource:
     claim_name: str
     read_only: bool = False
@@ -334,6 +340,7 @@ class Volume:
     persistent_volume_claim: PVCSource | None = None
     downward_api: DownwardAPIVolumeSource | None = json_name("downwardAPI", default=None)
     projected: ProjectedVolumeSource | None = None
+    image: ImageVolumeSource | None = None
 
 
 # --- pod ------------------------------------------------------------------------------------

@@ -169,3 +169,31 @@ spec:
     assert 2 <= took < 10, f"the hook's 2 s, within the 10 s grace period ({took:.1f} s)"
     stack.run("down", str(m))
     assert host_leftovers(stack) == []
+
+
+def test_an_image_volume_is_pulled_and_mounted_read_only(stack, registry):
+    from tests.support.images import make_busybox_image
+
+    data = make_busybox_image(registry, "e2e/volume-data", config={"labels": {"purpose": "image-volume"}})
+    m = stack.write("imgvol.yaml", f"""apiVersion: v1
+kind: Pod
+metadata: {{name: imgvol}}
+spec:
+  containers:
+  - name: app
+    image: {IMAGE}
+    command: ["sleep", "100000"]
+    volumeMounts: [{{name: data, mountPath: /data}}]
+  volumes:
+  - name: data
+    image: {{reference: {data.ref}, pullPolicy: IfNotPresent}}
+""")
+    stack.run("up", "--wait", "--timeout", "60", str(m))
+    # Pulled like a container's image (it was not in the store), its files under the mount.
+    assert [i for i in stack.drivers().images.list_images() if data.ref in i.names]
+    assert exec_in(stack, "imgvol", "app", "ls", "/data/bin/busybox").stdout.strip() == "/data/bin/busybox"
+    res = exec_in(stack, "imgvol", "app", "sh", "-c", "touch /data/x", check=False)
+    assert res.returncode != 0 and "Read-only" in res.stderr + res.stdout
+    stack.run("stop", "-t", "0", "imgvol")
+    stack.run("down", str(m))
+    assert host_leftovers(stack) == []

@@ -102,4 +102,35 @@ def test_a_volume_type_podplay_cannot_run_is_one_error_naming_what_runs():
     assert [(d.severity.value if hasattr(d.severity, "value") else str(d.severity), d.path, d.message)
             for d in result.diagnostics] == [
         ("error", "spec.volumes[0].awsElasticBlockStore", "awsElasticBlockStore volumes need a cloud provider; "
-         "podplay runs emptyDir, hostPath, configMap, secret, downwardAPI, projected and persistentVolumeClaim")]
+         "podplay runs emptyDir, hostPath, configMap, secret, downwardAPI, projected, image and persistentVolumeClaim")]
+
+
+def test_an_image_volume_is_a_read_only_snapshot_of_a_pulled_image():
+    from reconciler.diff import compute_diff
+    from reconciler.plan import make_plan
+    from tests.unit.test_diff_plan import SCOPE, host, last
+
+    d = desired_from(pod(name="a", container="volumeMounts: [{name: data, mountPath: /data}]", extra_spec="""
+        volumes:
+        - name: data
+          image: {reference: "registry.test/data:v1", pullPolicy: Always}
+        """))
+    p = d.pods["default/a"]
+    (v,) = p.volumes
+    assert (v.kind, v.image, v.image_pull_policy, v.read_only) == ("image", "registry.test/data:v1", "Always", True)
+    assert v.snapshot_key(p.uid) == f"{p.uid}.vol_data"
+    plan = make_plan(compute_diff(d, host(), last(), SCOPE), d, host())
+    pulls = {t.steps[0].step.image: t.steps[0].step.policy for t in plan.txns if t.kind == "shared"}
+    assert pulls == {"registry.test/data:v1": "Always", "busybox:1.36": "IfNotPresent"}
+    (create,) = [t for t in plan.txns if t.kind == "create"]
+    (snap,) = [s for s in create.steps if s.step.verb == "PrepareSnapshot" and s.step.key == v.snapshot_key(p.uid)]
+    (vols,) = [s for s in create.steps if s.step.verb == "PrepareVolumes"]
+    assert snap.id in vols.depends_on and snap.step.image == "registry.test/data:v1"
+
+
+def test_an_image_volume_needs_a_reference_and_a_real_pull_policy():
+    result = load_objects([_pod({"image": {"reference": "", "pullPolicy": "missing"}})])
+    assert sorted((d.path, d.message) for d in result.errors) == [
+        ("spec.volumes[0].image.pullPolicy", "'missing' is not a pull policy: use Always, IfNotPresent or Never"),
+        ("spec.volumes[0].image.reference", "names no image (e.g. registry.example/data:v1)"),
+    ]
