@@ -141,6 +141,8 @@ def _check_volume_references(e: Entry, lookup: _Lookup, spec: PodSpec, base: Pat
         refs = [(v.config_map, "ConfigMap", ("volumes", i, "configMap"), "name", "the volume"),
                 (v.secret, "Secret", ("volumes", i, "secret"), "secretName", "the volume")]
         for k, p in enumerate(v.projected.sources if v.projected is not None else ()):
+            if (p.config_map is None) == (p.secret is None):
+                continue  # neither, or both: a malformed source is reported as such, once
             refs += [(p.config_map, "ConfigMap", ("volumes", i, "projected", "sources", k, "configMap"), "name",
                       "the source"),
                      (p.secret, "Secret", ("volumes", i, "projected", "sources", k, "secret"), "name", "the source")]
