@@ -13,9 +13,11 @@ sees the container still exited, or gone, and restarts it again).
 from __future__ import annotations
 
 import enum
+import math
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -141,8 +143,18 @@ class _Runner:
 
     def _volumes(self, pod: DesiredPod) -> dict[str, str]:
         if pod.uid not in self.volume_paths:
-            self.volume_paths[pod.uid] = self.d.volumes.prepare_pod_volumes(pod.uid, pod.volumes) if pod.volumes \
-                else {}
+            # Image volumes are snapshots (made by their PrepareSnapshot step; prepare is idempotent
+            # and gives the mounted root), the others the volume driver's.
+            kept = tuple(v for v in pod.volumes if v.kind != "image")
+            paths = self.d.volumes.prepare_pod_volumes(pod.uid, kept) if kept else {}
+            for v in pod.volumes:
+                if v.kind == "image":
+                    image = self.d.images.get_image(v.image)
+                    if image is None:
+                        raise ContainerRuntimeError(f"image {v.image} of {pod.ref}'s volume {v.name} is not in the "
+                                                    "store")
+                    paths[v.name] = self.d.snapshots.prepare(v.snapshot_key(pod.uid), image)
+            self.volume_paths[pod.uid] = paths
         return self.volume_paths[pod.uid]
 
     def _network(self, pod: DesiredPod) -> NetworkStatus | None:
@@ -150,6 +162,26 @@ class _Runner:
             found = [a.status for a in self.d.network.list_attachments() if a.pod_uid == pod.uid]
             self.network[pod.uid] = found[0] if found else None
         return self.network[pod.uid]
+
+    def _post_start(self, pod: DesiredPod, name: str, cid: str) -> None:
+        """The container's postStart hook, as the kubelet runs it: right after the start, before
+        the next container of the pod is started. A failed hook fails the start (the kubelet
+        kills the container and restarts it under its policy: here the step fails, is undone, and
+        the next pass retries under the back-off)."""
+        spec = pod.container(name).spec
+        hook = spec.lifecycle.post_start if spec.lifecycle is not None else None
+        if hook is None:
+            return
+        from reconciler.health import run_hook
+
+        network = self._network(pod) if pod.network else None
+        info = self.d.runtime.infra_info(pod.uid) if pod.network else None
+        netns = info.namespaces.get("network", "") if info else ""
+        timeout = float(max(pod.spec.termination_grace_period_seconds, 1))
+        ok, message = run_hook(self.d, cid, hook, netns=netns, pod_ip=network.ip if network else "", spec=spec,
+                               timeout=timeout)
+        if not ok:
+            raise ContainerRuntimeError(f"postStart hook of {pod.ref}/{name} failed: {message}")
 
     def _create(self, pod: DesiredPod, name: str) -> str:
         c = pod.container(name)
@@ -200,12 +232,19 @@ class _Runner:
                 self._create(self.pod(step), step.container)
             case StartContainer():
                 d.runtime.start_container(step.container_id)
+                self._post_start(self.pod(step), step.container, step.container_id)
             case RestartContainer():
                 pod = self.pod(step)
                 d.runtime.remove_container(step.container_id)
-                d.runtime.start_container(self._create(pod, step.container))
+                cid = self._create(pod, step.container)
+                d.runtime.start_container(cid)
+                self._post_start(pod, step.container, cid)
             case StopContainers():
-                _stop_all(d, step.container_ids, step.timeout)
+                started = time.monotonic()
+                hooks = _PreStop(d, step)
+                _stop_all(d, step.container_ids, step.timeout, hooks)
+                if step.then_ids:
+                    _stop_all(d, step.then_ids, sidecar_grace(step.timeout, time.monotonic() - started), hooks)
             case StopContainer():
                 d.runtime.stop_container(step.container_id, step.timeout, step.signal)
             case RemoveContainer():
@@ -224,13 +263,55 @@ class _Runner:
                 raise ContainerRuntimeError(f"apply does not know the step {step.verb}")
 
 
-def _stop_all(d: Drivers, ids: tuple[str, ...], timeout: int) -> None:
+def sidecar_grace(timeout: int, spent: float) -> int:
+    """What the sidecars get of a pod's grace period once its app containers stopped: the rest,
+    and never less than 2 s unless the stop was immediate (the kubelet's minimum for them)."""
+    if timeout <= 0:
+        return 0
+    return max(math.ceil(timeout - spent), min(timeout, 2))
+
+
+class _PreStop:
+    """The preStop hooks of one StopContainers step. The kubelet's order and accounting: the hook
+    runs first, within the grace period; the stop signal follows with what is left of it (and at
+    least 2 s more when the hook used it all up). An immediate stop (timeout 0) runs no hook. A
+    failed hook is only logged by the kubelet: the container is stopped all the same."""
+
+    def __init__(self, d: Drivers, step: StopContainers):
+        import json
+
+        from reconciler.model import codec
+        from reconciler.model.kube import LifecycleHandler
+
+        self.d, self.step = d, step
+        self.hooks = {cid: codec.from_data(LifecycleHandler, json.loads(text)) for cid, text in step.pre_stop}
+        self._netns: str | None = None
+
+    def netns(self) -> str:
+        if self._netns is None:
+            info = self.d.runtime.infra_info(self.step.uid) if self.step.pod_ip else None
+            self._netns = info.namespaces.get("network", "") if info else ""
+        return self._netns
+
+    def stop(self, cid: str, timeout: int) -> None:
+        hook = self.hooks.get(cid)
+        if hook is not None and timeout > 0:
+            from reconciler.health import run_hook
+
+            started = time.monotonic()
+            run_hook(self.d, cid, hook, netns=self.netns(), pod_ip=self.step.pod_ip, spec=None, timeout=timeout)
+            timeout = max(math.ceil(timeout - (time.monotonic() - started)), 2)
+        self.d.runtime.stop_container(cid, timeout)
+
+
+def _stop_all(d: Drivers, ids: tuple[str, ...], timeout: int, hooks: _PreStop | None = None) -> None:
     """Stop containers in parallel so that the grace period is spent once, not once each."""
+    stop = hooks.stop if hooks is not None else d.runtime.stop_container
     if len(ids) == 1:
-        d.runtime.stop_container(ids[0], timeout)
+        stop(ids[0], timeout)
         return
     with ThreadPoolExecutor(max_workers=min(len(ids), 8)) as pool:
-        for f in [pool.submit(d.runtime.stop_container, cid, timeout) for cid in ids]:
+        for f in [pool.submit(stop, cid, timeout) for cid in ids]:
             f.result()
 
 

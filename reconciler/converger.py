@@ -172,9 +172,11 @@ class Converger:
         for pod in goal.declared.pods.values():
             if goal.only and pod.ref not in goal.only:
                 continue
-            for c in pod.init_containers + pod.containers:
-                if c.pull_policy != "Never":
-                    _, creds = wanted.setdefault(c.spec.image, (c.pull_policy, []))
+            images = [(c.spec.image, c.pull_policy) for c in pod.init_containers + pod.containers]
+            images += [(v.image, v.image_pull_policy) for v in pod.volumes if v.kind == "image"]
+            for image, policy in images:
+                if policy != "Never":
+                    _, creds = wanted.setdefault(image, (policy, []))
                     creds.extend(pod.pull_secrets)
         failed: dict[str, PodplayError] = {}
         for image, (policy, creds) in sorted(wanted.items()):

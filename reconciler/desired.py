@@ -66,6 +66,12 @@ class DesiredVolume:
     read_only: bool = False
     fs_group: int | None = None
     owner_uid: int | None = None
+    image: str = ""  # image: the reference, pulled like a container's and mounted read-only
+    image_pull_policy: str = ""
+
+    def snapshot_key(self, pod_uid: str) -> str:
+        """An image volume's snapshot: '_' keeps it apart from any container's (names have none)."""
+        return f"{pod_uid}.vol_{self.name}"
 
 
 @dataclass(frozen=True)
@@ -76,6 +82,11 @@ class DesiredContainer:
     pull_policy: str  # Always | IfNotPresent | Never
     env: tuple[EnvEntry, ...] = ()
     init: bool = False
+    # A native sidecar (initContainers[] with restartPolicy: Always): runs beside the app
+    # containers (so it is one of DesiredPod.containers: probed, counted in readiness, restarted
+    # whatever the pod's restartPolicy), started in its place among the init containers, and
+    # stopped after the app containers.
+    sidecar: bool = False
 
 
 
@@ -293,7 +304,57 @@ def _volume_files(loaded: Loaded, kind: str, ns: str, name: str, items, default_
     return tuple(VolumeFile(k, data[k], mode) for k in sorted(data))
 
 
-def _volumes(loaded: Loaded, meta: ObjectMeta, spec: PodSpec, refs: _Refs, where: str
+# A downwardAPI file's metadata.uid is the pod's uid, which is made from the spec hash, which is
+# made from the volumes: the file holds this mark until the uid is known (see _build_pod).
+_UID_MARK = b"\0podplay:metadata.uid\0"
+
+
+def _downward_files(loaded: Loaded, meta: ObjectMeta, spec: PodSpec, items, default_mode: int, where: str,
+                    pod_name: str) -> list[VolumeFile]:
+    out = []
+    for j, item in enumerate(items):
+        mode = item.mode if item.mode is not None else default_mode
+        if item.field_ref is not None:
+            path = item.field_ref.field_path
+            if path == "metadata.uid":
+                data = _UID_MARK
+            else:
+                data = _field_env("", path, meta, pod_name).value.encode()
+        else:
+            rf = item.resource_field_ref
+            c = next((c for c in spec.init_containers + spec.containers if c.name == rf.container_name), None)
+            entry = _resource_env("", c, rf) if c is not None else EnvEntry("", "", deferred="?")
+            if entry.deferred:
+                # The kubelet writes the node's allocatable here; a volume's files are made before
+                # podplay asks the host, so the container must say the value itself.
+                raise _fail(loaded, f"{where}.items[{j}].resourceFieldRef", f"container {rf.container_name!r} "
+                            f"sets no {rf.resource}: set it to have it in a volume (env can read the host's)")
+            data = entry.value.encode()
+        out.append(VolumeFile(item.path, data, mode))
+    return out
+
+
+def _projected(loaded: Loaded, meta: ObjectMeta, spec: PodSpec, proj, refs: _Refs, where: str, pod_name: str
+               ) -> tuple[tuple[VolumeFile, ...], bool]:
+    """A projected volume's files, and whether any came from a Secret (then it is laid out and
+    redacted as a secret volume: tmpfs, owner-only files by default)."""
+    files: list[VolumeFile] = []
+    secret = any(s.secret is not None for s in proj.sources)
+    for i, src in enumerate(proj.sources):
+        sw = f"{where}.sources[{i}]"
+        if src.config_map is not None or src.secret is not None:
+            kind, ref = ("ConfigMap", src.config_map) if src.config_map is not None else ("Secret", src.secret)
+            # podplay's secret files are owner-only unless a mode is given (see the secret volume).
+            mode = proj.default_mode if proj.default_mode is not None else 0o400 if kind == "Secret" else 0o644
+            files += _volume_files(loaded, kind, meta.namespace, ref.name, ref.items, mode, ref.optional, refs,
+                                   f"{sw}.{'configMap' if kind == 'ConfigMap' else 'secret'}") or ()
+        elif src.downward_api is not None:
+            mode = proj.default_mode if proj.default_mode is not None else 0o644
+            files += _downward_files(loaded, meta, spec, src.downward_api.items, mode, f"{sw}.downwardAPI", pod_name)
+    return tuple(files), secret
+
+
+def _volumes(loaded: Loaded, meta: ObjectMeta, spec: PodSpec, refs: _Refs, where: str, pod_name: str = ""
              ) -> tuple[DesiredVolume, ...]:
     ns = meta.namespace
     sc = spec.security_context
@@ -324,6 +385,20 @@ def _volumes(loaded: Loaded, meta: ObjectMeta, spec: PodSpec, refs: _Refs, where
             pvc = v.persistent_volume_claim
             out.append(DesiredVolume(v.name, "persistentVolumeClaim", claim=f"{ns}/{pvc.claim_name}",
                                      read_only=pvc.read_only))
+        # downwardAPI and projected volumes are files made here, laid out as a configMap volume's
+        # (or, holding secret data, as a secret volume's): the volume driver needs no new kind.
+        elif v.downward_api is not None:
+            dm = v.downward_api.default_mode if v.downward_api.default_mode is not None else 0o644
+            files = _downward_files(loaded, meta, spec, v.downward_api.items, dm, f"{vw}.downwardAPI", pod_name)
+            out.append(DesiredVolume(v.name, "configMap", files=tuple(files), read_only=True, fs_group=sc.fs_group))
+        elif v.image is not None:
+            ref = v.image.reference
+            out.append(DesiredVolume(v.name, "image", image=ref, read_only=True,
+                                     image_pull_policy=v.image.pull_policy or default_pull_policy(ref)))
+        elif v.projected is not None:
+            files, secret = _projected(loaded, meta, spec, v.projected, refs, f"{vw}.projected", pod_name)
+            out.append(DesiredVolume(v.name, "secret" if secret else "configMap", files=files, read_only=True,
+                                     fs_group=sc.fs_group, owner_uid=sc.run_as_user if secret else None))
     return tuple(out)
 
 
@@ -376,20 +451,26 @@ def _build_pod(loaded: Loaded, owner: ObjectKey, meta: ObjectMeta, spec: PodSpec
     name = meta.name
     hostname = (spec.hostname or name)[:63]
     network = "" if spec.host_network else meta.annotations.get(ANN_NETWORK, DEFAULT_NETWORK)
-    volumes = _volumes(loaded, meta, spec, refs, where)
+    volumes = _volumes(loaded, meta, spec, refs, where, name)
 
     def containers(specs: tuple[Container, ...], init: bool, field_name: str) -> list[DesiredContainer]:
         out = []
         for i, c in enumerate(specs):
             env = _resolve_env(loaded, meta, c, refs, f"{where}.{field_name}[{i}]", name)
             policy = c.image_pull_policy or default_pull_policy(c.image)
-            out.append(DesiredContainer(c.name, "", c, policy, env, init))
+            sidecar = init and c.restart_policy == "Always"
+            out.append(DesiredContainer(c.name, "", c, policy, env, init and not sidecar, sidecar))
         return out
 
-    apps = containers(spec.containers, False, "containers")
-    inits = containers(spec.init_containers, True, "initContainers")
+    # Sidecars first, in their init order: the plan starts them in their place among the inits.
+    declared = containers(spec.init_containers, True, "initContainers")
+    inits = [c for c in declared if not c.sidecar]
+    apps = [c for c in declared if c.sidecar] + containers(spec.containers, False, "containers")
     spec_hash = codec.digest(_hash_input(meta, spec, tuple(apps), tuple(inits), volumes, network))
     uid = pod_uid(meta.namespace, name, spec_hash)
+    volumes = tuple(replace(v, files=tuple(replace(f, data=f.data.replace(_UID_MARK, uid.encode()))
+                                           for f in v.files)) if any(_UID_MARK in f.data for f in v.files) else v
+                    for v in volumes)
     apps = [replace(c, id=container_id(uid, c.name)) for c in apps]
     inits = [replace(c, id=container_id(uid, c.name)) for c in inits]
     return DesiredPod(

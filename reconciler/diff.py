@@ -159,7 +159,8 @@ def _needs_restart(d: DesiredPod, o: ObservedPod, now: float | None,
             continue
         if oc.state != ContainerState.EXITED:
             continue
-        if policy == "Never" or (policy == "OnFailure" and oc.exit_code == 0):
+        # A sidecar is restarted whatever the pod's policy (its own restartPolicy is Always).
+        if not c.sidecar and (policy == "Never" or (policy == "OnFailure" and oc.exit_code == 0)):
             continue
         if now is None:
             due.append(c.name)

@@ -17,6 +17,10 @@ How probes run:
   the host's namespace by mistake. hostNetwork pods are probed from the host namespace.
 * The host probed is the probe's ``host`` if set, else the pod's IP (the kubelet's default,
   so a server bound to 127.0.0.1 only fails as it would on Kubernetes), else 127.0.0.1.
+* gRPC: the standard health-checking protocol (grpc.health.v1.Health/Check) over cleartext
+  HTTP/2, framed by ``h2`` (imported only here: ps, plan and an idle watcher never load it);
+  success is a SERVING answer, as the kubelet's. The request is made like the HTTP ones, from the
+  pod's network namespace, so the image needs no grpc_health_probe.
 * HTTP: status 200–399 is success; redirects are followed (10 at most) only to the same host
   and port, a redirect elsewhere counts as its own 3xx (success), as the kubelet does; HTTPS is
   not verified; at most 10 KiB of a body is read.
@@ -37,7 +41,7 @@ from dataclasses import dataclass, field
 from reconciler.desired import DesiredPod, DesiredState
 from reconciler.drivers.base import Drivers
 from reconciler.errors import PodplayError
-from reconciler.model.kube import Container, Probe
+from reconciler.model.kube import Container, LifecycleHandler, Probe
 from reconciler.observed import ContainerState, ObservedContainer, ObservedHost, ObservedPod
 from reconciler.probes import (
     ContainerHealth,
@@ -166,6 +170,10 @@ def run_probe(drivers: Drivers, target: Target, kind: str, probe: Probe) -> tupl
     timeout = float(max(probe.timeout_seconds, 1))
     if probe.exec is not None:
         return _exec(drivers, target, probe, timeout)
+    if probe.grpc is not None:
+        grpc = probe.grpc
+        host = target.pod_ip or "127.0.0.1"
+        return in_netns(target.netns, lambda: grpc_check(host, grpc.port, grpc.service, timeout), timeout)
     action = probe.http_get or probe.tcp_socket
     if action is None:
         return False, "probe has no handler"
@@ -196,6 +204,153 @@ def run_probe(drivers: Drivers, target: Target, kind: str, probe: Probe) -> tupl
             except OSError as exc:
                 return False, f"dial tcp {host}:{port}: {_oserror(exc)}"
     return in_netns(target.netns, fn, timeout)
+
+
+# --- lifecycle hooks (postStart, preStop): the same handlers, run once ----------------------------
+
+def run_hook(drivers: Drivers, container_id: str, handler: LifecycleHandler, *, netns: str, pod_ip: str,
+             spec: Container | None, timeout: float) -> tuple[bool, str]:
+    """Run one lifecycle handler for a container, within `timeout` seconds: (success, message).
+    exec runs in the container; httpGet is sent from the pod's network namespace (the pod's IP
+    by default, as the kubelet's); sleep sleeps in podplay (nothing needed in the image)."""
+    if handler.sleep is not None:
+        time.sleep(max(0.0, min(float(handler.sleep.seconds), timeout)))
+        return (True, "") if handler.sleep.seconds <= timeout else (False, f"cut short after {timeout:g}s")
+    if handler.exec is not None:
+        argv = list(handler.exec.command)
+        with tempfile.TemporaryFile() as out:
+            try:
+                code = drivers.runtime.exec_in(container_id, argv, timeout=timeout, output=out)
+            except PodplayError as exc:
+                return False, str(exc)
+            out.seek(0)
+            text = out.read(OUTPUT_CAP).decode(errors="replace").strip()
+        return (True, text) if code == 0 else (False, f"command {argv} exited with {code}" + (f": {text}" if text
+                                                                                             else ""))
+    get = handler.http_get
+    if get is None:
+        return False, "hook has no handler"
+    try:
+        port = resolve_port(get.port, spec) if spec is not None else int(get.port)
+    except ValueError as exc:
+        return False, str(exc)
+    host = get.host or pod_ip or "127.0.0.1"
+    headers = {"User-Agent": USER_AGENT, **{h.name: h.value for h in get.http_headers}}
+    path = get.path if get.path.startswith("/") else "/" + get.path
+
+    def fn() -> tuple[bool, str]:
+        try:
+            return _http(get.scheme.upper(), host, port, path, headers, timeout)
+        except (OSError, ValueError) as exc:
+            return False, f"GET {get.scheme.lower()}://{host}:{port}{path}: {_oserror(exc)}"
+
+    return in_netns(netns, fn, timeout)
+
+
+# grpc.health.v1.HealthCheckResponse.ServingStatus
+GRPC_SERVING = {0: "UNKNOWN", 1: "SERVING", 2: "NOT_SERVING", 3: "SERVICE_UNKNOWN"}
+GRPC_HEALTH_PATH = "/grpc.health.v1.Health/Check"
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        b, n = n & 0x7F, n >> 7
+        out.append(b | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _health_status(message: bytes) -> int | None:
+    """The `status` (field 1, varint) of a HealthCheckResponse; None when the message has none.
+    The response has that one field: a protobuf library would be a dependency for a byte."""
+    i = 0
+    while i < len(message):
+        key = message[i]
+        i += 1
+        value = shift = 0
+        if key & 7 != 0:  # not a varint: an unknown field we cannot skip safely
+            return None
+        while i < len(message):
+            b = message[i]
+            i += 1
+            value |= (b & 0x7F) << shift
+            shift += 7
+            if not b & 0x80:
+                break
+        if key >> 3 == 1:
+            return value
+    return 0  # proto3: a field left at its default (UNKNOWN) is not sent
+
+
+def grpc_check(host: str, port: int, service: str, timeout: float) -> tuple[bool, str]:
+    """One grpc.health.v1.Health/Check call over cleartext HTTP/2: (SERVING, message)."""
+    import socket
+    import struct
+
+    import h2.config
+    import h2.connection
+    import h2.events
+    import h2.exceptions
+
+    deadline = time.monotonic() + timeout
+    request = (b"\x0a" + _varint(len(service.encode())) + service.encode()) if service else b""
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout)
+    except OSError as exc:
+        return False, f"failed to connect service \"{host}:{port}\" within {timeout:g}s: {_oserror(exc)}"
+    conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+    try:
+        conn.initiate_connection()
+        sid = conn.get_next_available_stream_id()
+        conn.send_headers(sid, [(":method", "POST"), (":scheme", "http"), (":path", GRPC_HEALTH_PATH),
+                                (":authority", f"{host}:{port}"), ("content-type", "application/grpc"),
+                                ("te", "trailers"), ("user-agent", USER_AGENT),
+                                ("grpc-timeout", f"{max(int(timeout * 1000), 1)}m")])
+        conn.send_data(sid, b"\x00" + struct.pack(">I", len(request)) + request, end_stream=True)
+        sock.sendall(conn.data_to_send())
+        body, headers, done = bytearray(), {}, False
+        while not done:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError
+            sock.settimeout(left)
+            data = sock.recv(65536)
+            if not data:
+                return False, "the server closed the connection before answering"
+            for ev in conn.receive_data(data):
+                if isinstance(ev, h2.events.ResponseReceived | h2.events.TrailersReceived) and ev.stream_id == sid:
+                    headers.update(dict(ev.headers))
+                elif isinstance(ev, h2.events.DataReceived) and ev.stream_id == sid:
+                    body += ev.data
+                    conn.acknowledge_received_data(ev.flow_controlled_length, sid)
+                elif isinstance(ev, h2.events.StreamEnded) and ev.stream_id == sid:
+                    done = True
+                elif isinstance(ev, h2.events.StreamReset) and ev.stream_id == sid:
+                    return False, f"the server reset the stream (error code {ev.error_code})"
+                elif isinstance(ev, h2.events.ConnectionTerminated):
+                    return False, f"the server ended the connection (error code {ev.error_code})"
+            sock.sendall(conn.data_to_send())
+    except TimeoutError:
+        return False, f"timeout: health rpc did not complete within {timeout:g}s"
+    except OSError as exc:
+        return False, f"health rpc to {host}:{port} failed: {_oserror(exc)}"
+    except h2.exceptions.H2Error as exc:
+        return False, f"health rpc to {host}:{port} failed: not an HTTP/2 (gRPC) server ({exc})"
+    finally:
+        with contextlib.suppress(OSError):
+            sock.close()
+    if headers.get(":status", "200") != "200":
+        return False, f"health rpc failed with HTTP status {headers.get(':status')}"
+    code = headers.get("grpc-status", "")
+    if code != "0":
+        detail = headers.get("grpc-message", "")
+        return False, f"health rpc failed with status {code or 'missing'}" + (f": {detail}" if detail else "")
+    status = _health_status(bytes(body[5:])) if len(body) >= 5 else None
+    name = GRPC_SERVING.get(status, str(status)) if status is not None else "no answer"
+    if status == 1:
+        return True, ""
+    return False, f"service unhealthy (responded with \"{name}\")"
 
 
 def _oserror(exc: Exception) -> str:

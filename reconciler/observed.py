@@ -19,6 +19,8 @@ LABEL_ROLE = "io.podplay.role"  # infra | init | app
 LABEL_SPEC_HASH = "io.podplay.spec-hash"
 LABEL_OWNER = "io.podplay.owner"  # ObjectKey text of the manifest object (Pod or Deployment)
 LABEL_SOURCE = "io.podplay.source"  # manifest file the pod came from
+LABEL_SIDECAR = "io.podplay.sidecar"  # "true" on a native sidecar (an init container with restartPolicy Always)
+LABEL_PRE_STOP = "io.podplay.pre-stop"  # the container's preStop handler (JSON), for whoever stops it
 LABEL_GRACE = "io.podplay.termination-grace"  # terminationGracePeriodSeconds, for a later teardown
 LABEL_STOP_SIGNAL = "io.podplay.stop-signal"  # resolved stop signal of the container
 # "true" on an app container with a readiness or startup probe: it is not ready until a probe

@@ -14,7 +14,14 @@ from dataclasses import dataclass, field, replace
 
 from reconciler.desired import DesiredClaim, DesiredPod, DesiredState
 from reconciler.diff import Action, Change, Reason
-from reconciler.observed import ContainerState, ObservedHost, ObservedPod
+from reconciler.observed import (
+    LABEL_PRE_STOP,
+    LABEL_SIDECAR,
+    ContainerState,
+    ObservedContainer,
+    ObservedHost,
+    ObservedPod,
+)
 from reconciler.steps import (
     AttachNetwork,
     CreateContainer,
@@ -264,9 +271,10 @@ def _teardown(b: _Builder, o: ObservedPod, after: tuple[str, ...] = ()) -> list[
 
     apps = sorted(o.containers.values(), key=lambda c: c.name)
     inits = sorted(o.init_containers.values(), key=lambda c: c.name)
-    running = tuple(c.id for c in apps + inits if c.state in (ContainerState.RUNNING, ContainerState.PAUSED))
-    if running:
-        add(StopContainers(pod, uid, container_ids=running, timeout=o.grace_period))
+    stop = stop_step(pod, uid, [c for c in apps + inits if c.state in (ContainerState.RUNNING, ContainerState.PAUSED)],
+                     o.grace_period, o.network.status.ip if o.network is not None else "")
+    if stop is not None:
+        add(stop)
     for c in apps + inits:
         add(RemoveContainer(pod, uid, container_id=c.id))
     if o.network is not None:
@@ -280,6 +288,21 @@ def _teardown(b: _Builder, o: ObservedPod, after: tuple[str, ...] = ()) -> list[
     return steps
 
 
+def stop_step(pod: str, uid: str, containers: list[ObservedContainer], timeout: int,
+              pod_ip: str = "") -> StopContainers | None:
+    """One step that stops these containers of a pod: the app containers (and any init container)
+    together, then the native sidecars, as the kubelet stops them, each after its preStop hook;
+    None when there is none."""
+    first = tuple(c.id for c in containers if c.labels.get(LABEL_SIDECAR) != "true")
+    then = tuple(c.id for c in containers if c.labels.get(LABEL_SIDECAR) == "true")
+    if not first and not then:
+        return None
+    hooks = tuple((c.id, c.labels[LABEL_PRE_STOP]) for c in containers
+                  if c.labels.get(LABEL_PRE_STOP) and c.state == ContainerState.RUNNING)
+    return StopContainers(pod, uid, container_ids=first or then, timeout=timeout, then_ids=then if first else (),
+                          pre_stop=hooks, pod_ip=pod_ip if hooks else "")
+
+
 def _bring_up(b: _Builder, d: DesiredPod, after: tuple[str, ...] = ()) -> list[PlannedStep]:
     pod, uid = d.ref, d.uid
     steps: list[PlannedStep] = []
@@ -290,6 +313,10 @@ def _bring_up(b: _Builder, d: DesiredPod, after: tuple[str, ...] = ()) -> list[P
         return ps.id
 
     vol_deps = tuple(b.claims[v.claim] for v in d.volumes if v.claim and v.claim in b.claims)
+    # An image volume is a snapshot of its image (undone like a container's), mounted read-only.
+    vol_deps += tuple(add(PrepareSnapshot(pod, uid, container=f"volume {v.name}", key=v.snapshot_key(uid),
+                                          image=v.image), (b.pulls[v.image],) + after)
+                      for v in d.volumes if v.kind == "image")
     volumes = add(PrepareVolumes(pod, uid), vol_deps + after) if d.volumes else None
     snaps: dict[str, str] = {}
     for c in d.init_containers + d.containers:
@@ -299,10 +326,22 @@ def _bring_up(b: _Builder, d: DesiredPod, after: tuple[str, ...] = ()) -> list[P
     ready = add(AttachNetwork(pod, uid, network=d.network), (infra,)) if d.network else infra
     base = (ready,) + ((volumes,) if volumes else ())
     prev = base
-    for c in d.init_containers:
-        sid = add(RunInitContainer(pod, uid, container=c.name, container_id=c.id), prev + (snaps[c.name],))
+    # The init containers in their declared order: each runs to completion before the next, and
+    # a native sidecar among them is started in its place and left running (the ones after it,
+    # and the app containers, start once it has started).
+    sidecars = {c.name: c for c in d.containers if c.sidecar}
+    for spec in d.spec.init_containers:
+        c = sidecars.get(spec.name)
+        if c is not None:
+            created = add(CreateContainer(pod, uid, container=c.name, container_id=c.id), prev + (snaps[c.name],))
+            sid = add(StartContainer(pod, uid, container=c.name, container_id=c.id), (created,))
+        else:
+            c = d.container(spec.name)
+            sid = add(RunInitContainer(pod, uid, container=c.name, container_id=c.id), prev + (snaps[c.name],))
         prev = base + (sid,)
     for c in d.containers:
+        if c.sidecar:
+            continue
         created = add(CreateContainer(pod, uid, container=c.name, container_id=c.id), prev + (snaps[c.name],))
         add(StartContainer(pod, uid, container=c.name, container_id=c.id), (created,))
     return steps
@@ -345,15 +384,17 @@ def _pulls(b: _Builder, effective: list[Change], desired: DesiredState) -> None:
     for c in effective:
         if c.key.kind == "Pod" and c.action in (Action.CREATE, Action.REPLACE, Action.START):
             d = desired.pods[f"{c.key.namespace}/{c.key.name}"]
-            for ctr in d.init_containers + d.containers:
-                if c.action == Action.START and ctr.name not in c.containers:
-                    continue
+            wanted = [(ctr.spec.image, ctr.pull_policy) for ctr in d.init_containers + d.containers
+                      if c.action != Action.START or ctr.name in c.containers]
+            if c.action != Action.START:  # image volumes are pulled like the containers' images
+                wanted += [(v.image, v.image_pull_policy) for v in d.volumes if v.kind == "image"]
+            for image, pull_policy in wanted:
                 # The strictest policy wins when pods disagree: Always > IfNotPresent > Never.
-                policy = images.get(ctr.spec.image)
-                if policy is None or rank[ctr.pull_policy] > rank[policy]:
-                    images[ctr.spec.image] = ctr.pull_policy
+                policy = images.get(image)
+                if policy is None or rank[pull_policy] > rank[policy]:
+                    images[image] = pull_policy
                 if d.pull_secrets:
-                    creds.setdefault(ctr.spec.image, []).append(d.ref)
+                    creds.setdefault(image, []).append(d.ref)
     for image in sorted(images):
         sid = b.pulls[image] = b.sid()
         step = PullImage(image=image, policy=images[image], credentials_from=tuple(sorted(set(creds.get(image, ())))))
@@ -374,7 +415,8 @@ def _pod_txns(b: _Builder, c: Change, desired: DesiredState, observed: ObservedH
     if c.action == Action.CREATE:
         b.add(TxnKind.CREATE, ref, d.uid, _bring_up(b, d), Owns.instance(d))
     elif c.action == Action.REPLACE:
-        pulls = tuple(dict.fromkeys(b.pulls[x.spec.image] for x in d.init_containers + d.containers))
+        pulls = tuple(dict.fromkeys([b.pulls[x.spec.image] for x in d.init_containers + d.containers]
+                                    + [b.pulls[v.image] for v in d.volumes if v.kind == "image"]))
         old = b.add(TxnKind.DELETE, ref, c.before, _teardown(b, observed.pods[c.before], after=pulls))
         last = (old.steps[-1].id,) if old.steps else ()
         b.add(TxnKind.CREATE, ref, d.uid, _bring_up(b, d, after=last), Owns.instance(d))

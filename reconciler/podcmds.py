@@ -17,8 +17,7 @@ from reconciler.diff import Action, Change, Reason
 from reconciler.errors import EXIT_INVALID, InputError, NotFoundError
 from reconciler.model.kube import ObjectKey
 from reconciler.observed import ContainerState, ObservedHost, ObservedPod
-from reconciler.plan import Plan, PlannedStep, Txn, TxnKind, make_plan
-from reconciler.steps import StopContainers
+from reconciler.plan import Plan, PlannedStep, Txn, TxnKind, make_plan, stop_step
 
 RUNNING, PAUSED, CREATED = ContainerState.RUNNING, ContainerState.PAUSED, ContainerState.CREATED
 
@@ -51,13 +50,13 @@ def plan_stop(observed: ObservedHost, uids: Iterable[str], *, timeout: int | Non
     txns: list[Txn] = []
     notes: list[str] = []
     for pod in _by_key(observed, uids):
-        running = tuple(c.id for c in _all_containers(pod) if c.state in (RUNNING, PAUSED, CREATED))
-        if not running:
+        running = [c for c in _all_containers(pod) if c.state in (RUNNING, PAUSED, CREATED)]
+        step = stop_step(pod.key, pod.uid, running, pod.grace_period if timeout is None else timeout,
+                         pod.network.status.ip if pod.network is not None else "")
+        if step is None:
             notes.append(f"{pod.key} is not running")
             continue
         n = len(txns) + 1
-        step = StopContainers(pod.key, pod.uid, container_ids=running,
-                              timeout=pod.grace_period if timeout is None else timeout)
         txns.append(Txn(f"t{n}", TxnKind.STOP, pod.key, pod.uid, (PlannedStep(f"s{n}", step),)))
     return PodRequest(Plan(txns=tuple(txns)), tuple(notes))
 

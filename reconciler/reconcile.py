@@ -93,7 +93,8 @@ def make_scope(paths: Sequence[str], manifests: ManifestSet) -> Scope:
     return Scope(tuple(os.path.abspath(p) for p in paths if p != "-"), prune=manifests.ok)
 
 
-def load_or_fail(paths: Sequence[str], *, down: bool = False, host_paths: HostPaths | None = None) -> ManifestSet:
+def load_or_fail(paths: Sequence[str], *, down: bool = False, host_paths: HostPaths | None = None,
+                 strict: bool = False) -> ManifestSet:
     """Load manifests; any error stops the pass before anything is touched.
 
     ``down`` never fails on the manifests: podplay records which file created each pod, so
@@ -102,7 +103,7 @@ def load_or_fail(paths: Sequence[str], *, down: bool = False, host_paths: HostPa
     passed their schema before are not validated again (a cache under the storage root).
     """
     cache = host_paths.root / "cache" / "schema-valid" if host_paths is not None else None
-    manifests = load_manifests(paths, schema_cache=cache)
+    manifests = load_manifests(paths, schema_cache=cache, strict=strict)
     if down and manifests.errors:
         manifests.diagnostics = [replace(d, severity=Severity.WARNING) if d.severity == Severity.ERROR else d
                                  for d in manifests.diagnostics]

@@ -103,10 +103,16 @@ class StopContainer(Step):
 
 @_step
 class StopContainers(Step):
-    """Stop a pod's running containers together: one grace period for all, as the kubelet does."""
+    """Stop a pod's running containers together: one grace period for all, as the kubelet does.
+    ``then_ids`` (native sidecars) are stopped after them, with what is left of the period."""
 
     container_ids: tuple[str, ...] = ()
     timeout: int = 30
+    then_ids: tuple[str, ...] = ()
+    # (container id, preStop handler as JSON): run before that container is signalled, within
+    # the grace period; `pod_ip` is an httpGet hook's default host.
+    pre_stop: tuple[tuple[str, str], ...] = ()
+    pod_ip: str = ""
 
     @property
     def target(self) -> str:

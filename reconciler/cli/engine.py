@@ -9,6 +9,14 @@ import time
 
 from reconciler.errors import EXIT_APPLY_FAILED, EXIT_INVALID, ManifestError, Severity
 
+STRICT_HELP = ("refuse podman's dialect (camelCase names, imagePullPolicy: missing, protocol: udp, hostPort "
+               "without containerPort, unnamed containers, a Deployment with restartPolicy Never): by default "
+               "they run as podman runs them, with a warning that gives the Kubernetes spelling")
+
+
+def strict_option(p) -> None:
+    p.add_argument("--strict", action="store_true", help=STRICT_HELP)
+
 
 def register(sub, common) -> None:
     p = sub.add_parser("validate", parents=[common], help="check manifest files and report every problem",
@@ -16,6 +24,7 @@ def register(sub, common) -> None:
                        "Reports every problem with file, line, column and field path.")
     p.add_argument("paths", nargs="+", metavar="PATH", help="manifest files or directories ('-' for stdin)")
     p.add_argument("--output", "-o", choices=("text", "json"), default="text")
+    strict_option(p)
     p.set_defaults(func=cmd_validate)
 
     p = sub.add_parser("plan", parents=[common], help="show what `up` would change, without changing anything")
@@ -24,6 +33,7 @@ def register(sub, common) -> None:
     p.add_argument("--verbose", "-v", action="store_true", help="list every step of every change")
     p.add_argument("--replace", action="store_true", help="plan as if --replace were given to up")
     p.add_argument("--down", action="store_true", help="plan what `down` would remove")
+    strict_option(p)
     p.set_defaults(func=cmd_plan)
 
     for name, aliases in (("up", ["play"]),):
@@ -42,6 +52,7 @@ def register(sub, common) -> None:
         p.add_argument("--only", action="append", default=[], metavar="POD",
                        help="limit the pass to this pod (name or namespace/name); repeatable")
         p.add_argument("--quiet", "-q", action="store_true")
+        strict_option(p)
         p.set_defaults(func=cmd_up)
 
     p = sub.add_parser("down", parents=[common], help="remove what these manifests created",
@@ -67,7 +78,7 @@ def _print_diagnostics(diags, err) -> None:
 def cmd_validate(args, ctx) -> int:
     from reconciler.manifests import load_manifests
 
-    result = load_manifests(args.paths)
+    result = load_manifests(args.paths, strict=args.strict)
     if args.output == "json":
         json.dump({"valid": result.ok, "files": result.files,
                    "objects": [{"kind": o.obj.kind, "namespace": o.obj.metadata.namespace,
@@ -105,7 +116,7 @@ def cmd_plan(args, ctx) -> int:
     from reconciler.reconcile import load_or_fail, make_goal
 
     try:
-        manifests = load_or_fail(args.paths, down=args.down, host_paths=ctx.paths)
+        manifests = load_or_fail(args.paths, down=args.down, host_paths=ctx.paths, strict=args.strict)
     except ManifestError as exc:
         _print_diagnostics(exc.diagnostics, ctx.err)
         return EXIT_INVALID
@@ -153,7 +164,8 @@ class Progress:
 def _unchanged(args, ctx) -> bool:
     """The no-change check (reconciler.converged): answers most `up`s without loading the
     engine. Only for a plain `up` of paths podplay converged before."""
-    if args.replace or args.only or not ctx.paths.state_db.exists():
+    if args.replace or args.only or args.strict or not ctx.paths.state_db.exists():
+        # --strict must read the files: a converged host says nothing about their dialect
         return False
     from reconciler.converged import unchanged
 
@@ -179,7 +191,8 @@ def _converge(args, ctx, mode: str) -> int:
     from reconciler.reconcile import load_or_fail, make_goal
 
     try:
-        manifests = load_or_fail(args.paths, down=mode == "down", host_paths=ctx.paths)
+        manifests = load_or_fail(args.paths, down=mode == "down", host_paths=ctx.paths,
+                                 strict=getattr(args, "strict", False))
     except ManifestError as exc:
         _print_diagnostics(exc.diagnostics, ctx.err)
         return EXIT_INVALID

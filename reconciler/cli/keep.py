@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 
+from reconciler.cli.engine import strict_option
 from reconciler.errors import EXIT_INVALID, EXIT_USAGE
 
 
@@ -31,6 +32,7 @@ def _keeper_options(p) -> None:
                    help="seconds between full passes that re-read every manifest (default 300)")
     g.add_argument("--log-format", choices=("text", "json"), default="text",
                    help="one logfmt (text) or JSON line per event on stderr (default text)")
+    strict_option(g)
     g.add_argument("--down-on-exit", action="store_true",
                    help="on SIGTERM/SIGINT, remove the pods this source describes before exiting "
                    "(default: they keep running; they belong to the host)")
@@ -137,7 +139,7 @@ def cmd_watch(args, ctx) -> int:
     opener, reopen, state = _open(ctx)
     try:
         source = DirSource(args.paths, state, debounce=args.debounce, debounce_max=max(2.0, args.debounce),
-                           isolate_parsing=True)
+                           isolate_parsing=True, strict=args.strict)
         return _run_keeper(source, args, ctx, state, opener, reopen, EventLog(ctx.err, args.log_format))
     finally:
         state.close()
@@ -154,7 +156,8 @@ def cmd_sync(args, ctx) -> int:
     opener, reopen, state = _open(ctx)
     try:
         source = GitSource(args.url, ctx.paths, state, branch=args.branch, path=args.path, interval=args.interval,
-                           retry=args.resync, verify=args.verify, log=log, isolate_parsing=not args.once)
+                           retry=args.resync, verify=args.verify, log=log, isolate_parsing=not args.once,
+                           strict=args.strict)
         return _run_keeper(source, args, ctx, state, opener, reopen, log)
     finally:
         state.close()

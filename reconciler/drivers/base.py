@@ -20,14 +20,17 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, BinaryIO, Protocol, runtime_checkable
 
+from reconciler.model import codec
 from reconciler.observed import (
     LABEL_CONTAINER,
     LABEL_GRACE,
     LABEL_OWNER,
     LABEL_POD,
     LABEL_POD_UID,
+    LABEL_PRE_STOP,
     LABEL_PROBE_GATED,
     LABEL_ROLE,
+    LABEL_SIDECAR,
     LABEL_SOURCE,
     LABEL_SPEC_HASH,
     ImageInfo,
@@ -48,6 +51,13 @@ def container_labels(pod: DesiredPod, container: DesiredContainer | None) -> dic
     out = {LABEL_POD: pod.ref, LABEL_POD_UID: pod.uid, LABEL_CONTAINER: container.name if container else "",
            LABEL_ROLE: role, LABEL_SPEC_HASH: pod.spec_hash, LABEL_OWNER: str(pod.owner), LABEL_SOURCE: pod.source,
            LABEL_GRACE: str(pod.spec.termination_grace_period_seconds)}
+    if container is not None and container.sidecar:
+        out[LABEL_SIDECAR] = "true"
+    lifecycle = container.spec.lifecycle if container is not None else None
+    if lifecycle is not None and lifecycle.pre_stop is not None:
+        # A container may be stopped by a process that no longer has its manifest (a deleted
+        # file, `podplay stop`): the hook travels with the container.
+        out[LABEL_PRE_STOP] = codec.canonical_json(lifecycle.pre_stop)
     if role == "app" and (container.spec.readiness_probe or container.spec.startup_probe):
         out[LABEL_PROBE_GATED] = "true"
     return out

@@ -25,6 +25,11 @@ class Finding:
 
     diagnostic: Diagnostic
     once: str = ""
+    dialect: bool = False  # podman's spelling of something Kubernetes spells otherwise (see Checker.dialect)
+
+
+# What a podman-only value gets told: it runs, but a cluster would refuse the same file.
+DIALECT_MESSAGE = "would be rejected by a Kubernetes API server: use {fix}"
 
 
 class Checker:
@@ -47,10 +52,19 @@ class Checker:
         shape = same or re.sub(r"\[\d+\]", "[]", convert.fmt_path(tuple(path)))
         self.report(Severity.WARNING, path, message, key, once=f"{message}\0{shape}")
 
-    def report(self, sev: Severity, path: Path_, message: str, key: bool = False, once: str = "") -> None:
+    def dialect(self, path: Path_, fix: str, key: bool = False) -> None:
+        """Something `podman kube play` accepts and podplay runs as podman would, but which an API
+        server refuses: a warning by default, an error with ``--strict`` (see loader.said_once).
+        `fix` is the Kubernetes spelling, e.g. "'udp' → 'UDP'". Said once per load for each fix."""
+        message = DIALECT_MESSAGE.format(fix=fix)
+        self.report(Severity.WARNING, path, message, key, once=f"dialect\0{message}", dialect=True)
+
+    def report(self, sev: Severity, path: Path_, message: str, key: bool = False, once: str = "",
+               dialect: bool = False) -> None:
         path = tuple(path)
         line, col = self.pos.find(self.base + path, key=key)
-        self.findings.append(Finding(Diagnostic(sev, self.file, line, col, convert.fmt_path(path), message), once))
+        self.findings.append(Finding(Diagnostic(sev, self.file, line, col, convert.fmt_path(path), message), once,
+                                     dialect))
         self.paths.append(path)
 
     def at(self, path: Path_) -> tuple[int, int]:
@@ -58,6 +72,8 @@ class Checker:
 
     @property
     def failed(self) -> bool:
+        """An error was found; a dialect warning does not fail the object here: with --strict the
+        load as a whole fails (said_once makes it an error), the object itself stays buildable."""
         return any(f.diagnostic.severity == Severity.ERROR for f in self.findings)
 
 

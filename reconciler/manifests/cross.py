@@ -137,21 +137,29 @@ def _check_env_references(e: Entry, lookup: _Lookup, cp: Path_, c, out: list[Dia
 def _check_volume_references(e: Entry, lookup: _Lookup, spec: PodSpec, base: Path_, out: list[Diagnostic]) -> None:
     ns = e.loaded.obj.metadata.namespace
     for i, v in enumerate(spec.volumes):
-        for src, kind, fname, nname in ((v.config_map, "ConfigMap", "configMap", "name"),
-                                        (v.secret, "Secret", "secret", "secretName")):
+        # (source, kind, path to the source, its name field, what to mark optional)
+        refs = [(v.config_map, "ConfigMap", ("volumes", i, "configMap"), "name", "the volume"),
+                (v.secret, "Secret", ("volumes", i, "secret"), "secretName", "the volume")]
+        for k, p in enumerate(v.projected.sources if v.projected is not None else ()):
+            if (p.config_map is None) == (p.secret is None):
+                continue  # neither, or both: a malformed source is reported as such, once
+            refs += [(p.config_map, "ConfigMap", ("volumes", i, "projected", "sources", k, "configMap"), "name",
+                      "the source"),
+                     (p.secret, "Secret", ("volumes", i, "projected", "sources", k, "secret"), "name", "the source")]
+        for src, kind, sp, nname, what in refs:
             if src is None or src.optional:
                 continue
-            name = src.name if kind == "ConfigMap" else src.secret_name
+            name = src.secret_name if nname == "secretName" else src.name  # a Secret volume says secretName
             keys = lookup.keys(kind, ns, name)
             if keys is None:
-                out.append(_error(e, base + ("volumes", i, fname, nname),
-                                  f"{kind} {name!r} not found (define it, or mark the volume optional: true)"))
+                out.append(_error(e, base + sp + (nname,),
+                                  f"{kind} {name!r} not found (define it, or mark {what} optional: true)"))
                 continue
             if keys is True:
                 continue
             for j, it in enumerate(src.items):
                 if it.key not in keys:
-                    out.append(_error(e, base + ("volumes", i, fname, "items", j, "key"),
+                    out.append(_error(e, base + sp + ("items", j, "key"),
                                       f"key {it.key!r} not found in {kind} {name!r}" + did_you_mean(it.key, keys)))
 
 

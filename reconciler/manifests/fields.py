@@ -41,6 +41,41 @@ PODPLAY_ANNOTATIONS = tuple(sorted(v for k, v in vars(_source).items() if k.star
 PODMAN_ANNOTATION_PREFIXES = ("io.podman.annotations.", "io.containers.")
 
 UNUSED_MESSAGE = "podplay accepts this field but does not act on it"
+
+# The volume sources podplay runs (model.kube.Volume's fields, in Kubernetes' names), and why each
+# other Kubernetes volume type cannot run on one host without a cluster. Such a volume is refused
+# with that reason, once: never also "accepted but not acted on", never also "has no source".
+VOLUME_SOURCES = ("emptyDir", "hostPath", "configMap", "secret", "downwardAPI", "projected", "image",
+                  "persistentVolumeClaim")
+_CLOUD = "need a cloud provider"
+_NETWORK = "need a network storage client on the host and the kubelet's volume plugin"
+_DRIVER = "need a storage driver installed in a cluster"
+OTHER_VOLUME_SOURCES = {
+    "awsElasticBlockStore": _CLOUD, "azureDisk": _CLOUD, "azureFile": _CLOUD, "cinder": _CLOUD,
+    "gcePersistentDisk": _CLOUD, "photonPersistentDisk": _CLOUD, "vsphereVolume": _CLOUD,
+    "portworxVolume": _DRIVER, "scaleIO": _DRIVER, "storageos": _DRIVER, "quobyte": _DRIVER, "flocker": _DRIVER,
+    "csi": _DRIVER, "ephemeral": _DRIVER + " (a generic ephemeral volume is a claim made by the API server)",
+    "flexVolume": _DRIVER, "nfs": _NETWORK, "iscsi": _NETWORK, "cephfs": _NETWORK, "glusterfs": _NETWORK,
+    "rbd": _NETWORK, "fc": _NETWORK,
+    "gitRepo": "are deprecated and need git in the kubelet (clone into an emptyDir with an init container)",
+}
+
+
+def volume_sources_text() -> str:
+    *most, last = VOLUME_SOURCES
+    return f"{', '.join(most)} and {last}"
+
+
+def refuse_volume_sources(chk: Checker, unused: list[Path_]) -> list[Path_]:
+    """Volumes of a type podplay cannot run: one error each that says why and what runs. Returns
+    the paths refused (warn_unused skips them; the loader drops "no volume source" about them)."""
+    refused = []
+    for path in unused:
+        if len(path) >= 2 and path[-3:-2] == ("volumes",) and path[-1] in OTHER_VOLUME_SOURCES:
+            chk.error(path, f"{path[-1]} volumes {OTHER_VOLUME_SOURCES[path[-1]]}; podplay runs "
+                      + volume_sources_text(), key=True)
+            refused.append(path)
+    return refused
 PODMAN_MESSAGE = "podman annotation: podplay does not act on it"
 
 
@@ -56,7 +91,10 @@ def check_name(chk: Checker, path: Path_, name: str, what: str, label: bool) -> 
         chk.error(path, f"{what} is missing")
         return
     pattern, limit = (DNS1123_LABEL, 63) if label else (DNS1123_SUBDOMAIN, 253)
-    if len(name) > limit or not pattern.match(name):
+    if len(name) <= limit and name != name.lower() and pattern.match(name.lower()):
+        # podman takes any case ('testPod') and keeps it; so does podplay (the host does not mind).
+        chk.dialect(path, f"{name!r} → {name.lower()!r} (names are lowercase in Kubernetes)")
+    elif len(name) > limit or not pattern.match(name):
         chars = "digits and '-'" if label else "digits, '-' and '.'"
         fix = _suggest(name, limit, not label)
         hint = f"; e.g. {fix!r}" if fix and pattern.match(fix) and fix != name else ""
@@ -130,9 +168,12 @@ def _get(data: Any, path: Path_) -> Any:
     return data
 
 
-def warn_unused(chk: Checker, unused: list[Path_], raw: dict) -> None:
-    """Fields Kubernetes accepts that podplay does not act on: said once per load for each field."""
+def warn_unused(chk: Checker, unused: list[Path_], raw: dict, refused: list[Path_] = ()) -> None:
+    """Fields Kubernetes accepts that podplay does not act on: said once per load for each field.
+    `refused`: reported as errors already (a field is run, refused or warned about, one of them)."""
     for path in unused:
+        if path in refused:
+            continue
         if path and path[0] == "status":
             continue
         if len(path) == 2 and path[0] == "metadata" and path[1] in SERVER_FIELDS:

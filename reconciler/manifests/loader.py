@@ -22,8 +22,9 @@ from reconciler import admission
 from reconciler.errors import Diagnostic, Severity
 from reconciler.manifests.checker import Checker, Finding, close, describe, did_you_mean
 from reconciler.manifests.cross import Entry, ObjectId, check_across
+from reconciler.manifests.dialect import repair_podman
 from reconciler.manifests.documents import parse_documents
-from reconciler.manifests.fields import warn_podman_annotations, warn_unused
+from reconciler.manifests.fields import refuse_volume_sources, warn_podman_annotations, warn_unused
 from reconciler.manifests.hostfacts import HostFacts, this_host
 from reconciler.manifests.kinds import check_object, decode_b64_fields
 from reconciler.manifests.links import refuse_links
@@ -93,33 +94,48 @@ class FileLoad:
         return not any(d.severity == Severity.ERROR for d in self.diagnostics)
 
 
-def said_once(findings: Iterable[Finding]) -> list[Diagnostic]:
-    """The warn-once policy: of the findings with the same `once` key, only the first is shown.
-    Applied to a whole load (every file of it), however the files were loaded."""
-    seen: set[str] = set()
+def said_once(findings: Iterable[Finding], strict: bool = False) -> list[Diagnostic]:
+    """The warn-once policy: of the findings with the same `once` key, only the first is shown,
+    with a count of the places (and files) it stands for. Applied to a whole load (every file of
+    it), however the files were loaded. `strict` (``--strict``): podman's dialect is an error,
+    reported at every place (an error is never folded: each place needs its edit)."""
+    findings = list(findings)
+    places: dict[str, list[Diagnostic]] = {}
+    for f in findings:
+        if f.once and not (strict and f.dialect):
+            places.setdefault(f.once, []).append(f.diagnostic)
     out = []
     for f in findings:
+        d = f.diagnostic
+        if strict and f.dialect:
+            out.append(replace(d, severity=Severity.ERROR))
+            continue
         if f.once:
-            if f.once in seen:
-                continue
-            seen.add(f.once)
-        out.append(f.diagnostic)
+            same = places.pop(f.once, None)
+            if same is None:
+                continue  # folded into the first
+            if len(same) > 1:
+                files = len({s.file for s in same})
+                d = replace(d, message=f"{d.message} ({len(same)} places"
+                            + (f" in {files} files)" if files > 1 else ")"))
+        out.append(d)
     return out
 
 
 # --- entry points ---------------------------------------------------------------------------------
 
 def load_manifests(paths: Sequence[str], *, stdin_text: str | None = None,
-                   schema_cache: str | Path | None = None, host: HostFacts | None = None) -> ManifestSet:
+                   schema_cache: str | Path | None = None, host: HostFacts | None = None,
+                   strict: bool = False) -> ManifestSet:
     """Read every manifest under `paths`; never raises for bad input. `schema_cache` names a
     file that remembers documents which passed their schema (see SchemaCache); `host` is what
-    the manifests must fit (default: this host)."""
+    the manifests must fit (default: this host); `strict`: podman's dialect is an error."""
     files, problems = find_manifest_files(paths)
     files, refused = refuse_links(paths, files)
     problems += refused
     cache = SchemaCache(schema_cache) if schema_cache is not None else None
     loads = [load_file(f, stdin_text if f == "-" else None, schema_cache=cache, host=host) for f in files]
-    result = combine_files(loads, complete=not problems and not any(f.unreadable for f in loads))
+    result = combine_files(loads, complete=not problems and not any(f.unreadable for f in loads), strict=strict)
     result.diagnostics[:0] = problems
     result.unreadable[:0] = [d.file for d in problems]
     if files and not result.objects and not result.errors:
@@ -151,11 +167,12 @@ def load_file(file: str, text: str | None = None, *, schema_cache: SchemaCache |
     return loader.load
 
 
-def combine_files(loads: Sequence[FileLoad], *, complete: bool = True) -> ManifestSet:
+def combine_files(loads: Sequence[FileLoad], *, complete: bool = True, strict: bool = False) -> ManifestSet:
     """The files' objects and findings plus the cross-object checks (duplicates, references, host
-    ports) over all of them. `complete` false: some source is unknown, so "not found" is not said."""
+    ports) over all of them. `complete` false: some source is unknown, so "not found" is not said.
+    `strict`: podman's dialect is an error (the files are loaded the same either way)."""
     result = ManifestSet(files=[f.file for f in loads])
-    result.diagnostics = said_once(finding for f in loads for finding in f.findings)
+    result.diagnostics = said_once((finding for f in loads for finding in f.findings), strict)
     entries: list[Entry] = []
     known: set[ObjectId] = set()
     for f in loads:
@@ -241,16 +258,19 @@ class _Loader:
         if kind is None:
             return None
         raw = _normalized(chk, kind, data)  # a private copy: repairs and base64 decoding change it
+        repair_podman(chk, kind, raw)
         if not check_schema(kind, raw, chk, self.cache):
             self._remember(kind, raw)
             return None  # could not repair: the schema's findings are all we can say
         decode_b64_fields(raw, BASE64_FIELDS.get(kind, ()), chk)
         schema_paths, first = list(chk.paths), len(chk.findings)
-        obj = _build(chk, kind, raw)
+        obj, refused = _build(chk, kind, raw)
+        built = len(chk.findings)
         if obj is None:
             self._remember(kind, raw)
             return None
         check_object(chk, obj, self.host)
+        _drop_repeats(chk, refused, built)  # a refused volume type is its volume's one finding
         _drop_repeats(chk, schema_paths, first)
         # Pod-security findings in fields the model drops (info here; judged in combine_files).
         chk.findings.extend(Finding(d) for d in admission.unmodelled_findings(raw, chk.file, chk.at))
@@ -334,17 +354,19 @@ def _normalized(chk: Checker, kind: str, data: dict) -> dict:
 
 
 def _build(chk: Checker, kind: str, raw: dict):
-    """The model object, and warnings about the fields it has no place for; None if it cannot be built."""
+    """The model object (None if it cannot be built), and findings about the fields it has no place
+    for; with the paths of those refused as errors."""
     unused = convert.Unused()
     try:
         obj = convert.build(KINDS[kind], raw, unused=unused)
     except (TypeError, ValueError, KeyError, AttributeError):
-        return None
+        return None, []
     if not obj.metadata.namespace:
         obj = replace(obj, metadata=replace(obj.metadata, namespace="default"))
-    warn_unused(chk, unused, raw)
+    refused = refuse_volume_sources(chk, unused)
+    warn_unused(chk, unused, raw, refused)
     warn_podman_annotations(chk, obj)
-    return obj
+    return obj, refused
 
 
 def _related(a: Path_, b: Path_) -> bool:

@@ -12,7 +12,15 @@ import os
 import re
 
 from reconciler.manifests.checker import Checker, close, did_you_mean
-from reconciler.manifests.fields import DNS1123_LABEL, check_labels, check_meta, check_name, check_quantity
+from reconciler.manifests.dialect import PULL_POLICIES
+from reconciler.manifests.fields import (
+    DNS1123_LABEL,
+    check_labels,
+    check_meta,
+    check_name,
+    check_quantity,
+    volume_sources_text,
+)
 from reconciler.manifests.hostfacts import HostFacts
 from reconciler.manifests.positions import Path_
 from reconciler.model import convert
@@ -34,9 +42,6 @@ SIGNALS = {
     "SIGUSR1", "SIGUSR2", "SIGVTALRM", "SIGWINCH", "SIGXCPU", "SIGXFSZ",
 } | {f"SIGRTMIN+{i}" for i in range(1, 16)} | {f"SIGRTMAX-{i}" for i in range(1, 15)} | {"SIGRTMIN", "SIGRTMAX"}
 SAFE_SYSCTL_PREFIXES = ("net.", "kernel.shm", "kernel.msg", "kernel.sem", "fs.mqueue.")
-PULL_POLICIES = ("Always", "IfNotPresent", "Never")
-PODMAN_PULL_POLICIES = {"always": "Always", "missing": "IfNotPresent", "ifnotpresent": "IfNotPresent",
-                        "never": "Never", "newer": "Always"}
 CONTAINER_RESOURCES = ("cpu", "memory", "ephemeral-storage")
 # fieldRef paths the API server accepts for env (labels/annotations with a key are matched apart).
 ENV_FIELD_PATHS = ("metadata.name", "metadata.namespace", "metadata.uid", "metadata.labels",
@@ -50,12 +55,16 @@ MEMORY_DIVISORS = ("1", "1k", "1M", "1G", "1T", "1P", "1E", "1Ki", "1Mi", "1Gi",
 
 def _check_probe(chk: Checker, probe, pp: Path_, kind: str, init: bool, port_names: set[str]) -> None:
     if init:
-        chk.error(pp, "init containers cannot have probes (they run to completion first)")
-    handlers = [h for h in ("exec", "http_get", "tcp_socket") if getattr(probe, h) is not None]
+        chk.error(pp, "init containers cannot have probes (they run to completion first); a sidecar "
+                  "(restartPolicy: Always) can")
+    handlers = [h for h in ("exec", "http_get", "tcp_socket", "grpc") if getattr(probe, h) is not None]
     if not handlers:
-        chk.error(pp, "needs one of exec, httpGet, tcpSocket (the handlers podplay runs)")
+        chk.error(pp, "needs one of exec, httpGet, tcpSocket, grpc")
     elif len(handlers) > 1:
-        chk.error(pp, "has more than one handler: keep exactly one of exec, httpGet, tcpSocket")
+        chk.error(pp, "has more than one handler: keep exactly one of exec, httpGet, tcpSocket, grpc")
+    if probe.grpc is not None and not 1 <= probe.grpc.port <= 65535:
+        # The API server takes only a number here (no named port), as for the kubelet's gRPC client.
+        chk.error(pp + ("grpc", "port"), f"{probe.grpc.port} is not a valid port (1-65535)")
     for h, hname in ((probe.http_get, "httpGet"), (probe.tcp_socket, "tcpSocket")):
         if h is None:
             continue
@@ -76,6 +85,36 @@ def _check_probe(chk: Checker, probe, pp: Path_, kind: str, init: bool, port_nam
         least = 0 if fname == "initialDelaySeconds" else 1
         if value < least:
             chk.error(pp + (fname,), f"{value} is too small (the least is {least})")
+
+
+def _check_port(chk: Checker, port, where: Path_, port_names: set[str]) -> None:
+    if isinstance(port, int):
+        if not 1 <= port <= 65535:
+            chk.error(where, f"{port} is not a valid port (1-65535)")
+    elif port.isdigit():
+        chk.error(where, f"{port!r} is text: write the number without quotes, or name a port declared in this "
+                  "container's ports")
+    elif port not in port_names:
+        known = f" (declared: {', '.join(sorted(port_names))})" if port_names else ""
+        chk.error(where, f"named port {port!r} is not declared in this container's ports{known}")
+
+
+def _check_hook(chk: Checker, hook, hp: Path_, init: bool, port_names: set[str]) -> None:
+    """A postStart or preStop handler: exactly one of exec, httpGet, sleep (what the kubelet runs)."""
+    if init:
+        chk.error(hp, "init containers cannot have lifecycle hooks (they run to completion first); a sidecar "
+                  "(restartPolicy: Always) can")
+    if hook.tcp_socket is not None:
+        chk.error(hp + ("tcpSocket",), "the kubelet never runs a tcpSocket hook (the API keeps it only for old "
+                  "manifests): use exec, httpGet or sleep")
+        return
+    handlers = [h for h in (hook.exec, hook.http_get, hook.sleep) if h is not None]
+    if len(handlers) != 1:
+        chk.error(hp, "needs exactly one of exec, httpGet, sleep")
+    if hook.sleep is not None and hook.sleep.seconds < 0:
+        chk.error(hp + ("sleep", "seconds"), f"{hook.sleep.seconds} must not be negative")
+    if hook.http_get is not None:
+        _check_port(chk, hook.http_get.port, hp + ("httpGet", "port"), port_names)
 
 
 def _check_env_source(chk: Checker, c: Container, vf, ep: Path_) -> None:
@@ -201,11 +240,9 @@ def _check_container(chk: Checker, c: Container, path: Path_, volumes: set[str],
         chk.error(path + ("image",), f"container {c.name!r} is missing the required 'image' field")
     elif c.image != c.image.strip():
         chk.error(path + ("image",), f"{c.image!r} has spaces around it")
-    if c.image_pull_policy and c.image_pull_policy not in PULL_POLICIES:
-        fix = PODMAN_PULL_POLICIES.get(c.image_pull_policy.lower())
-        hint = f"; podman's {c.image_pull_policy!r} is {fix!r} in Kubernetes" if fix else ""
+    if c.image_pull_policy and c.image_pull_policy not in PULL_POLICIES:  # podman's were repaired (dialect)
         chk.error(path + ("imagePullPolicy",),
-                  f"{c.image_pull_policy!r} is not a pull policy: use Always, IfNotPresent or Never{hint}")
+                  f"{c.image_pull_policy!r} is not a pull policy: use Always, IfNotPresent or Never")
     _check_working_dir(chk, c.working_dir, path + ("workingDir",))
     _check_env(chk, c, path)
     port_names = _check_ports(chk, c, path, host_network)
@@ -215,10 +252,21 @@ def _check_container(chk: Checker, c: Container, path: Path_, volumes: set[str],
         sc = c.security_context
         _check_ids(chk, path + ("securityContext",), [(("runAsUser",), sc.run_as_user, "user"),
                                                       (("runAsGroup",), sc.run_as_group, "group")])
+    sidecar = init and c.restart_policy == "Always"
+    if c.restart_policy and not init:
+        chk.error(path + ("restartPolicy",), "only an init container takes a restartPolicy (Always makes it a "
+                  "sidecar); an app container follows the pod's restartPolicy")
+    elif c.restart_policy and not sidecar:
+        chk.error(path + ("restartPolicy",), f"{c.restart_policy!r}: an init container's restartPolicy can only "
+                  "be Always (a sidecar that keeps running beside the app containers)")
     for attr, jname in _PROBES:
         probe = getattr(c, attr)
         if probe is not None:
-            _check_probe(chk, probe, path + (jname,), jname, init, port_names)
+            _check_probe(chk, probe, path + (jname,), jname, init and not sidecar, port_names)
+    if c.lifecycle is not None:
+        for hook, hname in ((c.lifecycle.post_start, "postStart"), (c.lifecycle.pre_stop, "preStop")):
+            if hook is not None:
+                _check_hook(chk, hook, path + ("lifecycle", hname), init and not sidecar, port_names)
     if c.lifecycle is not None and c.lifecycle.stop_signal and c.lifecycle.stop_signal.upper() not in SIGNALS:
         hint = close(c.lifecycle.stop_signal.upper(), SIGNALS) or close(
             "SIG" + c.lifecycle.stop_signal.upper(), SIGNALS)
@@ -226,8 +274,8 @@ def _check_container(chk: Checker, c: Container, path: Path_, volumes: set[str],
                   + (f" (did you mean {hint}?)" if hint else " (use a name like SIGTERM)"))
 
 
-def _check_key_to_path(chk: Checker, items, path: Path_) -> None:
-    seen: set[str] = set()
+def _check_key_to_path(chk: Checker, items, path: Path_, seen: set[str] | None = None) -> None:
+    seen = set() if seen is None else seen  # a projected volume's paths are one namespace
     for j, item in enumerate(items):
         ip = path + ("items", j)
         if item.path.startswith("/") or ".." in item.path.split("/") or not item.path:
@@ -239,13 +287,77 @@ def _check_key_to_path(chk: Checker, items, path: Path_) -> None:
             chk.error(ip + ("mode",), f"{item.mode} is not a file mode (0-0777; in YAML, write octal as 0644)")
 
 
-def _check_volume(chk: Checker, v, vp: Path_, host: HostFacts) -> None:
-    sources = [s for s in (v.empty_dir, v.host_path, v.config_map, v.secret, v.persistent_volume_claim)
-               if s is not None]
+# What a downwardAPI volume file can hold (the API server's list; status fields are env-only).
+VOLUME_FIELD_PATHS = ("metadata.name", "metadata.namespace", "metadata.uid", "metadata.labels",
+                      "metadata.annotations")
+
+
+def _check_mode(chk: Checker, mode: int | None, path: Path_) -> None:
+    if mode is not None and not 0 <= mode <= 0o777:
+        chk.error(path, f"{mode} is not a file mode (0-0777; in YAML, write octal as 0644)")
+
+
+def _check_downward_items(chk: Checker, items, path: Path_, containers: set[str], seen: set[str]) -> None:
+    for j, item in enumerate(items):
+        ip = path + ("items", j)
+        if item.path.startswith("/") or ".." in item.path.split("/") or not item.path:
+            chk.error(ip + ("path",), f"{item.path!r} must be a relative path without '..'")
+        elif os.path.normpath(item.path) in seen:
+            chk.error(ip + ("path",), f"{item.path!r} is used twice in this volume")
+        seen.add(os.path.normpath(item.path))
+        _check_mode(chk, item.mode, ip + ("mode",))
+        if (item.field_ref is None) == (item.resource_field_ref is None):
+            chk.error(ip, "needs exactly one of fieldRef, resourceFieldRef")
+        elif item.field_ref is not None:
+            fp = item.field_ref.field_path
+            if fp not in VOLUME_FIELD_PATHS and not _FIELD_KEY.match(fp):
+                hint = " (status fields are for env only)" if fp.startswith("status.") or fp.startswith("spec.") \
+                    else did_you_mean(fp, VOLUME_FIELD_PATHS)
+                chk.error(ip + ("fieldRef", "fieldPath"), f"{fp!r} is not a field a volume can hold: use one of "
+                          f"{', '.join(VOLUME_FIELD_PATHS)}, or metadata.labels['KEY']{hint}")
+        else:
+            rf = item.resource_field_ref
+            rp = ip + ("resourceFieldRef",)
+            if rf.resource not in ENV_RESOURCES:
+                chk.error(rp + ("resource",), f"{rf.resource!r} is not one of {', '.join(ENV_RESOURCES)}")
+            if not rf.container_name:
+                chk.error(rp + ("containerName",), "a volume is the pod's: name the container whose resources "
+                          "it holds")
+            elif rf.container_name not in containers:
+                chk.error(rp + ("containerName",), f"no container named {rf.container_name!r} in this pod"
+                          + did_you_mean(rf.container_name, containers))
+
+
+def _check_projected(chk: Checker, proj, pp: Path_, containers: set[str]) -> None:
+    seen: set[str] = set()
+    _check_mode(chk, proj.default_mode, pp + ("defaultMode",))
+    for i, src in enumerate(proj.sources):
+        sp = pp + ("sources", i)
+        given = [n for n, s in (("configMap", src.config_map), ("secret", src.secret),
+                                ("downwardAPI", src.downward_api), ("serviceAccountToken", src.service_account_token))
+                 if s is not None]
+        if len(given) != 1:
+            chk.error(sp, "needs exactly one of configMap, secret, downwardAPI (the projections podplay runs)")
+            continue
+        if src.service_account_token is not None:
+            chk.error(sp + ("serviceAccountToken",), "a service account token is minted by the Kubernetes API "
+                      "server, and podplay has none: put a token in a Secret and project that instead")
+        for ref, what in ((src.config_map, "ConfigMap"), (src.secret, "Secret")):
+            if ref is None:
+                continue
+            if not ref.name:
+                chk.error(sp + (given[0], "name"), f"names no {what}")
+            _check_key_to_path(chk, ref.items, sp + (given[0],), seen)
+        if src.downward_api is not None:
+            _check_downward_items(chk, src.downward_api.items, sp + ("downwardAPI",), containers, seen)
+
+
+def _check_volume(chk: Checker, v, vp: Path_, host: HostFacts, containers: set[str] = frozenset()) -> None:
+    sources = [s for s in (v.empty_dir, v.host_path, v.config_map, v.secret, v.persistent_volume_claim,
+                           v.downward_api, v.projected, v.image) if s is not None]
     if len(sources) != 1:
         what = "no volume source" if not sources else "more than one volume source"
-        chk.error(vp, f"has {what}: use exactly one of emptyDir, hostPath, configMap, secret, "
-                  "persistentVolumeClaim")
+        chk.error(vp, f"has {what}: use exactly one of {volume_sources_text()}")
     if v.host_path is not None and not v.host_path.path.startswith("/"):
         chk.error(vp + ("hostPath", "path"), f"{v.host_path.path!r} must be an absolute path")
     if v.empty_dir is not None and v.empty_dir.size_limit is not None:
@@ -262,6 +374,20 @@ def _check_volume(chk: Checker, v, vp: Path_, host: HostFacts) -> None:
     if v.persistent_volume_claim is not None:
         check_name(chk, vp + ("persistentVolumeClaim", "claimName"), v.persistent_volume_claim.claim_name,
                    "claim name", label=False)
+    if v.image is not None:
+        ref = v.image.reference
+        if not ref.strip():
+            chk.error(vp + ("image", "reference"), "names no image (e.g. registry.example/data:v1)")
+        elif ref != ref.strip() or " " in ref:
+            chk.error(vp + ("image", "reference"), f"{ref!r} has spaces in it")
+        if v.image.pull_policy and v.image.pull_policy not in PULL_POLICIES:
+            chk.error(vp + ("image", "pullPolicy"), f"{v.image.pull_policy!r} is not a pull policy: use Always, "
+                      "IfNotPresent or Never")
+    if v.downward_api is not None:
+        _check_mode(chk, v.downward_api.default_mode, vp + ("downwardAPI", "defaultMode"))
+        _check_downward_items(chk, v.downward_api.items, vp + ("downwardAPI",), containers, set())
+    if v.projected is not None:
+        _check_projected(chk, v.projected, vp + ("projected",), containers)
     for src, sname, ref_name in ((v.config_map, "configMap", "name"), (v.secret, "secret", "secretName")):
         if src is None:
             continue
@@ -277,13 +403,14 @@ def _check_volume(chk: Checker, v, vp: Path_, host: HostFacts) -> None:
 def _check_volumes(chk: Checker, spec: PodSpec, path: Path_, host: HostFacts) -> set[str]:
     """The pod's volumes; returns their names (mounts refer to them)."""
     names: set[str] = set()
+    containers = {c.name for c in spec.init_containers + spec.containers}
     for i, v in enumerate(spec.volumes):
         vp = path + ("volumes", i)
         check_name(chk, vp + ("name",), v.name, "volume name", label=True)
         if v.name in names:
             chk.error(vp + ("name",), f"duplicate volume name {v.name!r}")
         names.add(v.name)
-        _check_volume(chk, v, vp, host)
+        _check_volume(chk, v, vp, host, containers)
     return names
 
 
@@ -369,8 +496,10 @@ def check_pod_spec(chk: Checker, spec: PodSpec, path: Path_, host: HostFacts, in
     if not spec.containers:
         chk.error(path + ("containers",), "a pod needs at least one container")
     if in_deployment and spec.restart_policy != "Always":
-        chk.error(path + ("restartPolicy",), f"a Deployment's pods must have restartPolicy Always, not "
-                  f"{spec.restart_policy} (use a Pod for a run-to-completion task)")
+        # podman runs such a Deployment's pod with the policy given (its tests rely on it): so does
+        # podplay, as a podman dialect (an error with --strict).
+        chk.dialect(path + ("restartPolicy",), f"{spec.restart_policy!r} → 'Always' (a Deployment's pods "
+                    "always restart; a Pod runs a task to completion)")
     volumes = _check_volumes(chk, spec, path, host)
     _check_containers(chk, spec, path, volumes)
     _check_sysctls(chk, spec, path)

@@ -163,10 +163,17 @@ class TCPSocketAction:
 
 
 @dataclass(frozen=True)
+class GRPCAction:
+    port: int
+    service: str = ""
+
+
+@dataclass(frozen=True)
 class Probe:
     exec: ExecAction | None = None
     http_get: HTTPGetAction | None = None
     tcp_socket: TCPSocketAction | None = None
+    grpc: GRPCAction | None = None
     initial_delay_seconds: int = 0
     period_seconds: int = 10
     timeout_seconds: int = 1
@@ -175,8 +182,23 @@ class Probe:
 
 
 @dataclass(frozen=True)
+class SleepAction:
+    seconds: int = 0
+
+
+@dataclass(frozen=True)
+class LifecycleHandler:
+    exec: ExecAction | None = None
+    http_get: HTTPGetAction | None = None
+    sleep: SleepAction | None = None
+    tcp_socket: TCPSocketAction | None = None  # accepted by the API, never run by the kubelet: refused
+
+
+@dataclass(frozen=True)
 class Lifecycle:
     stop_signal: str = ""
+    post_start: LifecycleHandler | None = None
+    pre_stop: LifecycleHandler | None = None
 
 
 @dataclass(frozen=True)
@@ -197,6 +219,7 @@ class Container:
     startup_probe: Probe | None = None
     lifecycle: Lifecycle | None = None
     image_pull_policy: str = ""
+    restart_policy: str = ""  # an init container's "Always": a native sidecar (started, kept running)
     tty: bool = False
     stdin: bool = False
     stdin_once: bool = False
@@ -240,6 +263,68 @@ class SecretVolumeSource:
 
 
 @dataclass(frozen=True)
+class DownwardAPIVolumeFile:
+    path: str
+    field_ref: ObjectFieldSelector | None = None
+    resource_field_ref: ResourceFieldSelector | None = None
+    mode: int | None = None
+
+
+@dataclass(frozen=True)
+class DownwardAPIVolumeSource:
+    items: tuple[DownwardAPIVolumeFile, ...] = ()
+    default_mode: int | None = None
+
+
+@dataclass(frozen=True)
+class ConfigMapProjection:
+    name: str = ""
+    items: tuple[KeyToPath, ...] = ()
+    optional: bool = False
+
+
+@dataclass(frozen=True)
+class SecretProjection:
+    name: str = ""
+    items: tuple[KeyToPath, ...] = ()
+    optional: bool = False
+
+
+@dataclass(frozen=True)
+class DownwardAPIProjection:
+    items: tuple[DownwardAPIVolumeFile, ...] = ()
+
+
+@dataclass(frozen=True)
+class ServiceAccountTokenProjection:
+    """Modelled to be refused by name: minting a token needs an API server."""
+
+    path: str = ""
+    audience: str = ""
+    expiration_seconds: int = 3600
+
+
+@dataclass(frozen=True)
+class VolumeProjection:
+    config_map: ConfigMapProjection | None = None
+    secret: SecretProjection | None = None
+    downward_api: DownwardAPIProjection | None = json_name("downwardAPI", default=None)
+    service_account_token: ServiceAccountTokenProjection | None = None
+
+
+@dataclass(frozen=True)
+class ProjectedVolumeSource:
+    sources: tuple[VolumeProjection, ...] = ()
+    default_mode: int | None = None
+
+
+@dataclass(frozen=True)
+class ImageVolumeSource:
+    reference: str = ""
+    pull_policy: str = ""
+
+
+@dataclass(frozen=True)
 class PVCSource:
     claim_name: str
     read_only: bool = False
@@ -253,6 +338,9 @@ class Volume:
     config_map: ConfigMapVolumeSource | None = None
     secret: SecretVolumeSource | None = None
     persistent_volume_claim: PVCSource | None = None
+    downward_api: DownwardAPIVolumeSource | None = json_name("downwardAPI", default=None)
+    projected: ProjectedVolumeSource | None = None
+    image: ImageVolumeSource | None = None
 
 
 # --- pod ------------------------------------------------------------------------------------

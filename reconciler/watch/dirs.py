@@ -38,8 +38,9 @@ class DirSource:
 
     def __init__(self, paths: Sequence[str], state: StateStore | None, *, debounce: float = 0.3,
                  debounce_max: float = 2.0, monotonic: Callable[[], float] = time.monotonic,
-                 isolate_parsing: bool = False):
-        self.files = ManifestFiles(paths, state, loader=load_in_child if isolate_parsing else load_in_process)
+                 isolate_parsing: bool = False, strict: bool = False):
+        self.files = ManifestFiles(paths, state, loader=load_in_child if isolate_parsing else load_in_process,
+                                   strict=strict)
         self.paths = self.files.paths
         self.scope_paths = self.files.scope_paths
         self.id = source_id("watch", "\0".join(sorted(self.paths)))

@@ -111,8 +111,9 @@ class ManifestFiles:
     versions across restarts (None: in memory only)."""
 
     def __init__(self, paths: Sequence[str], state: StateStore | None = None, *, clock=time.time,
-                 loader: Callable[[Sequence[Request]], list[FileLoad]] = load_in_process):
+                 loader: Callable[[Sequence[Request]], list[FileLoad]] = load_in_process, strict: bool = False):
         self.loader = loader  # parse.load_in_child in a long-running keeper
+        self.strict = strict  # --strict: podman's dialect makes a file invalid (its last good version runs)
         self.paths = [os.path.abspath(p) for p in paths]
         self.scope_paths = tuple(self.paths)
         self.state = state
@@ -279,7 +280,7 @@ class ManifestFiles:
         for _ in range(len(paths) + 1):
             unread = [p for p in paths if chosen[p] is None]
             loads = [chosen[p].load for p in paths if chosen[p] is not None]
-            combined = combine_files(loads, complete=not unread and not unknown)
+            combined = combine_files(loads, complete=not unread and not unknown, strict=self.strict)
             errors = [d for d in combined.errors]
             if not errors:
                 try:

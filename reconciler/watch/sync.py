@@ -112,7 +112,8 @@ class GitSource:
     def __init__(self, url: str, host_paths: HostPaths, state: StateStore, *, branch: str | None = None,
                  path: str = ".", interval: float = 60.0, verify: bool = False, retry: float = 300.0,
                  log: EventLog | None = None, clock: Callable[[], float] = time.time,
-                 monotonic: Callable[[], float] = time.monotonic, git: str = "git", isolate_parsing: bool = False):
+                 monotonic: Callable[[], float] = time.monotonic, git: str = "git", isolate_parsing: bool = False,
+                 strict: bool = False):
         # `url` is the URL without credentials (what git, the mirror, status and logs see);
         # the credentials stay in memory and reach git through ASKPASS.
         self.url, self._user, self._password = split_credentials(check_url(url))
@@ -130,6 +131,7 @@ class GitSource:
         self.clock, self.mono = clock, monotonic
         self.git = git
         self.loader = load_in_child if isolate_parsing else load_in_process
+        self.strict = strict  # --strict: a commit in podman's dialect is refused
         self.id = source_id("sync", self.url)  # not the credentials: a new token is the same source
         self.base = host_paths.root / "sync" / self.id
         self.mirror = self.base / "mirror.git"
@@ -353,7 +355,7 @@ class GitSource:
         parsed = dict(zip((k for k, _, _ in todo), self.loader([(p, t) for _, p, t in todo]), strict=True))
         self.cache = {k: self.cache.get(k) or parsed[k] for k in keys}  # only the files of this commit
         loads = [self.cache[k] for k in keys]
-        combined = combine_files(loads, complete=True)
+        combined = combine_files(loads, complete=True, strict=self.strict)
         errors += [str(d) for d in combined.errors]
         if errors:
             return None, [_rel(_rel(e, str(self.current)), str(root)) for e in errors]

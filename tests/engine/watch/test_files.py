@@ -265,3 +265,22 @@ def test_a_pod_that_leaves_a_file_replaced_by_a_rename_is_pruned_at_once(d, stat
     os.rename(tmp, path)  # an atomic save: the new content is complete
     comp = files.refresh()
     assert "default/a" not in comp.desired.pods and not comp.scope.hold and files.confirm_at() is None
+
+
+def test_strict_watch_keeps_the_last_good_version_of_a_file_in_podmans_dialect(d, state):
+    # watch --strict: a file edited into podman's spelling is invalid (its last good version
+    # keeps running); without --strict it is converged to, with the warning.
+    (d / "a.yaml").write_text(pod("a"))
+    strict = ManifestFiles([str(d)], state, strict=True)
+    good = strict.refresh()
+    podman = pod("a").replace("name: app", "name: App")
+    assert podman != pod("a")
+    (d / "a.yaml").write_text(podman)
+    comp = strict.refresh()
+    report = comp.files[str(d / "a.yaml")]
+    assert (report.state, report.using) == ("invalid", "last good")
+    assert any("would be rejected by a Kubernetes API server: use 'App' → 'app'" in e for e in report.errors)
+    assert hashes(comp) == hashes(good)
+    lenient = ManifestFiles([str(d)], None).refresh()
+    assert lenient.files[str(d / "a.yaml")].state == "ok"
+    assert hashes(lenient) != hashes(good)

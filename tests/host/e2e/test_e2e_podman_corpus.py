@@ -3,8 +3,8 @@
 The corpus (/work/shared/fixtures/podman-kube/, read in place) says, for each manifest, what
 podman's own test expects. Every fixture podplay accepts is played here: as it is, or with the
 documented smallest edit the loader test (tests/unit/manifests/test_podman_corpus.py, EXPECT)
-names for the places where podplay deliberately follows the Kubernetes API server rather than
-podman (lower-case names, imagePullPolicy: missing, …). Fixed hostPorts are replaced by free
+names for podman's dialect (lower-case names, imagePullPolicy: missing, …; the fixed files pass
+--strict). The dialect itself, played unedited, is the last test of this file. Fixed hostPorts are replaced by free
 ones (tests run in parallel); nothing else is changed. The fixtures podplay rejects outright
 (04, 05, 06, 14, 17, 25, 28) are covered by that loader test.
 
@@ -474,4 +474,49 @@ def test_podman_fixture_played(stack, name):
         if pods:
             stack.run("stop", "-t", "0", *pods)
         stack.run("down", "--volumes", str(m))
+    assert host_leftovers(stack) == []
+
+
+# --- podman's dialect, played as it is ------------------------------------------------------------
+
+DIALECT = ["01-simple-pod-unnamed-ctr.yaml", "09-deployment-liveness-unhealthy.yaml", "21-hostport-udp-two-ctrs.yaml",
+           "32-template-default-pod.yaml", "43-bats-hostport-no-containerport.yaml"]
+
+
+def test_podman_dialect_plays_unchanged_and_strict_refuses_it(stack):
+    # The files podman users bring, unedited (only the fixed hostPorts are moved to free ones):
+    # `up` runs them as podman does and warns once per fix with the Kubernetes spelling;
+    # `up --strict` refuses the same directory and touches nothing.
+    ports: dict[int, int] = {}
+    for name in DIALECT:
+        text, mapping = rewrite_host_ports((FIXTURES / name).read_text())
+        ports.update(mapping)
+        stack.write(name, text)
+    manifests = stack.tmp / "manifests"
+    strict = stack.run("up", "--strict", str(manifests), check=False)
+    assert strict.returncode == 1, strict.stderr
+    assert "error: metadata.name: would be rejected by a Kubernetes API server: use 'testPod' → 'testpod'" \
+        in strict.stderr
+    assert stack.containers() == []
+    up = stack.run("up", str(manifests))
+    for fix in ("'missing' → 'IfNotPresent'", "'udp' → 'UDP'", "'testPod' → 'testpod'", "'Never' → 'Always'",
+                "a name for every container, e.g. name: container-0",
+                f"containerPort: {ports[18181]} beside hostPort: {ports[18181]}"):
+        assert f"would be rejected by a Kubernetes API server: use {fix}" in up.stderr, (fix, up.stderr)
+    assert up.stderr.count("'missing' → 'IfNotPresent'") == 1, "said once for the whole load"
+    # The names stay as podman keeps them; the unnamed container is 'container-0'.
+    wait_for(lambda: find_container(stack, "testPod", "testCtr").state == ContainerState.RUNNING, "testPod")
+    assert exec_in(stack, "testPod", "testCtr", "hostname").stdout == "testPod\n"
+    assert find_container(stack, "libpod-test", "container-0").state == ContainerState.RUNNING
+    # hostPort alone: the container listens on the host's port number, as podman makes it.
+    pod = next(p for p in pods_json(stack) if p["name"] == "p-hostport")
+    assert pod["ports"] == [{"host_ip": "", "host_port": ports[18181], "container_port": ports[18181],
+                             "protocol": "tcp"}]
+    echo = next(p for p in pods_json(stack) if p["name"] == "network-echo")
+    assert {p["protocol"] for p in echo["ports"]} == {"udp"}
+    # The Deployment with restartPolicy Never runs its pod with that policy (no restart).
+    assert find_container(stack, "liveness-unhealthy-probe-0", "testimage").state == ContainerState.RUNNING
+    pods = sorted({c.pod.split("/", 1)[1] for c in stack.containers()})
+    stack.run("stop", "-t", "0", *pods)
+    stack.run("down", str(manifests))
     assert host_leftovers(stack) == []

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 import subprocess
 
 from tests.host.e2e.conftest import PODPLAY, wait_for
@@ -122,4 +123,51 @@ def test_failing_exec_liveness_probe_restarts_the_container_under_watch(stack):
         watch.send_signal(signal.SIGTERM)
         out, err = watch.communicate(timeout=60)
     assert "unhealthy" in err and "liveness probe failed 2 times" in err, err[-3000:]
+    stack.run("down", str(m))
+
+
+def pod_netns(stack, pod_name: str) -> str:
+    d = stack.drivers()
+    try:
+        [uid] = {c.pod_uid for c in d.runtime.list_containers() if c.pod == f"default/{pod_name}"}
+        return d.runtime.infra_info(uid).namespaces["network"]
+    finally:
+        d.close()
+
+
+def test_grpc_probe_asks_a_health_server_in_the_pod_netns(stack):
+    # busybox cannot serve gRPC: the test runs the health server itself, bound inside the pod's
+    # network namespace (on all its addresses, as a server in the pod would be), and nowhere else.
+    from tests.support.grpc_health import NOT_SERVING, SERVING, HealthServer
+
+    m = stack.write("grpc.yaml", pod("grpc", "sleep 100000", """    readinessProbe:
+      grpc: {port: 50051}
+      periodSeconds: 1
+    livenessProbe:
+      grpc: {port: 50051, service: liveness}
+      periodSeconds: 1
+      failureThreshold: 1000
+"""))
+    stack.run("up", str(m))
+    res = stack.run("up", "--wait", "--timeout", "3", str(m), check=False)
+    assert res.returncode == 3 and "failed to connect service" in res.stderr, res.stderr
+    with HealthServer({"": SERVING, "liveness": NOT_SERVING}, host="0.0.0.0", port=50051,
+                      netns=pod_netns(stack, "grpc")) as server:
+        with socket.socket() as s:  # the host's namespace has no such server
+            assert s.connect_ex(("127.0.0.1", 50051)) != 0
+        stack.run("up", "--wait", "--timeout", "60", str(m))
+        assert pods_json(stack)["grpc"]["ready"] == 1
+        assert "" in server.calls and "liveness" in server.calls
+        # The liveness probe asked for its service, and was told NOT_SERVING (failureThreshold is high).
+        from reconciler.health import probe_details
+        from reconciler.state import StateStore
+
+        state = StateStore(stack.paths.state_db)
+        try:
+            [uid] = {c.pod_uid for c in stack.containers() if c.pod == "default/grpc"}
+            [record] = probe_details(state, uid).values()
+        finally:
+            state.close()
+        assert record.tracks["liveness"].message == 'service unhealthy (responded with "NOT_SERVING")'
+    stack.run("stop", "-t", "0", "grpc")
     stack.run("down", str(m))

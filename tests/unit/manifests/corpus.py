@@ -11,7 +11,8 @@ FRAGMENT must occur in the message. A case that needs several files is a directo
 messages, the case directory's own path is written relative (``at a.yaml:4``).
 
 Valid cases may also list ``# objects: Pod/default/web ConfigMap/default/cfg``: exactly the
-objects that must load.
+objects that must load. A case with a ``# strict`` line (``strict`` in ``expect.txt``) is loaded
+as ``--strict`` loads it: podman's dialect is an error.
 
 To draft the lines for a new case, run ``python -m tests.unit.manifests.corpus CASE``; it prints
 what the loader says now. Read every line before pasting it: the corpus states what a user
@@ -77,13 +78,19 @@ def expectations(case: Path) -> tuple[list[Expected], list[str] | None]:
             expected.append(parse_line(body[len("expect:"):]))
         elif body.startswith("objects:"):
             objects = body[len("objects:"):].split()
-        elif not prefix and body and not body.startswith("#"):
+        elif not prefix and body and not body.startswith("#") and body != "strict":
             expected.append(parse_line(body))
     return expected, objects
 
 
+def is_strict(case: Path) -> bool:
+    if case.is_dir():
+        return "strict" in (ln.strip() for ln in (case / "expect.txt").read_text().splitlines())
+    return any(ln.strip() == "# strict" for ln in case.read_text().splitlines())
+
+
 def load_case(case: Path) -> ManifestSet:
-    return load_manifests([str(case)])
+    return load_manifests([str(case)], strict=is_strict(case))
 
 
 def actual(case: Path, result: ManifestSet) -> list[tuple[Expected, Diagnostic]]:

@@ -7,6 +7,11 @@ warnings it reports. Where podplay deliberately differs from podman, the entry s
 API server; the test applies it and checks that the manifest then loads cleanly, so that the
 difference is exactly the one named and nothing else.
 
+podman's dialect (camelCase names, ``imagePullPolicy: missing``, ``protocol: udp``, an unnamed
+container, hostPort alone, a Deployment with ``restartPolicy: Never``) runs as podman runs it,
+with a warning that gives the Kubernetes spelling; ``--strict`` makes each of them an error, and
+the documented fix passes ``--strict``.
+
 The fixtures are read in place, never copied: CI has the same directory, and a missing
 directory fails the test rather than skipping it.
 """
@@ -31,30 +36,31 @@ LOWER_PROTOCOL = "the API server takes protocol UDP, not udp; podman lower-cases
 CONTAINER_NAME = "the API server requires a container name; podman makes one up from the pod name"
 HOSTPORT_ONLY = "the API server requires containerPort; podman copies hostPort into it"
 
-NAME_ERR = "is not a valid"
+NAME_WARN = "(names are lowercase in Kubernetes)"
+K8S = "would be rejected by a Kubernetes API server: use "
 
 # fixture → (errors, warnings, fix, why). errors/warnings: {path: message fragment}.
 EXPECT: dict[str, tuple[dict[str, str], dict[str, str], list[tuple[str, str]], str]] = {
     # podman: container named "libpod-test-"; podplay: a container needs a name.
     "01-simple-pod-unnamed-ctr.yaml": (
-        {"spec.containers[0].name": "every container needs a name"}, {},
+        {}, {"spec.containers[0]": K8S + "a name for every container, e.g. name: container-0"},
         [("  - image:", "  - name: app\n    image:")], CONTAINER_NAME),
     "02-no-pod-prefix.yaml": (
-        {"spec.containers[0].name": "e.g. 'simplewithoutpodprefix'"}, {},
+        {}, {"spec.containers[0].name": K8S + "'simpleWithoutPodPrefix' → 'simplewithoutpodprefix'"},
         [("simpleWithoutPodPrefix", "simplewithoutpodprefix")], DNS_NAMES),
+    # The pod's and the container's name need the same edit: one warning (--strict: one error each).
     "03-podname-equals-ctrname.yaml": (
-        {"metadata.name": NAME_ERR, "spec.containers[0].name": NAME_ERR}, {},
+        {}, {"metadata.name": "→ 'podnameequalscontainernameyaml'"},
         [("podnameEqualsContainerNameYaml", "podname-equals-ctrname")], DNS_NAMES),
     # podman: "pod does not have a name". podplay says the same, at the field, and goes on to
     # report the container name as well (all problems at once).
     "04-error-pod-without-name.yaml": (
-        {"metadata": "every object needs metadata with a name", "spec.containers[0].name": NAME_ERR}, {},
+        {"metadata": "every object needs metadata with a name"}, {"spec.containers[0].name": NAME_WARN},
         [], ""),
     # podman: container "podDoesntHaveAnImage" is missing the required 'image' field: the same words.
     "05-error-ctr-without-image.yaml": (
-        {"spec.containers[0].image": "container 'podDoesntHaveAnImage' is missing the required 'image' field",
-         "metadata.name": NAME_ERR, "spec.containers[0].name": NAME_ERR}, {},
-        [], ""),
+        {"spec.containers[0].image": "container 'podDoesntHaveAnImage' is missing the required 'image' field"},
+        {"metadata.name": NAME_WARN}, [], ""),
     # podman: "YAML document does not contain any supported kube kind".
     "06-error-unknown-kind.yaml": (
         {"": "no supported object (Pod, Deployment, ConfigMap, Secret, PersistentVolumeClaim) found"},
@@ -64,10 +70,10 @@ EXPECT: dict[str, tuple[dict[str, str], dict[str, str], list[tuple[str, str]], s
     "07-shared-pid-namespace.yaml": ({}, {}, [], ""),
     "08-deployment-liveness-exec.yaml": ({}, {}, [], ""),
     "09-deployment-liveness-unhealthy.yaml": (
-        {"spec.template.spec.restartPolicy": "must have restartPolicy Always, not Never"}, {},
+        {}, {"spec.template.spec.restartPolicy": K8S + "'Never' → 'Always'"},
         [("restartPolicy: Never", "restartPolicy: Always")], DEPLOYMENT_RESTART),
     "10-deployment-startup-probe.yaml": (
-        {"spec.template.spec.restartPolicy": "must have restartPolicy Always, not Never"}, {},
+        {}, {"spec.template.spec.restartPolicy": K8S + "'Never' → 'Always'"},
         [("restartPolicy: Never", "restartPolicy: Always")], DEPLOYMENT_RESTART),
     "11-secret-volume.yaml": ({}, {}, [], ""),
     "12-secret-volume-multi.yaml": ({}, {}, [], ""),
@@ -83,13 +89,13 @@ EXPECT: dict[str, tuple[dict[str, str], dict[str, str], list[tuple[str, str]], s
         {"spec.volumes[0].configMap.name": "ConfigMap 'mycm' not found"}, {}, [], ""),
     "18-configmap-volume-default-mode.yaml": ({}, {}, [], ""),
     "19-containerport-not-published.yaml": (
-        {"spec.containers[0].imagePullPolicy": "podman's 'missing' is 'IfNotPresent' in Kubernetes"}, {},
+        {}, {"spec.containers[0].imagePullPolicy": K8S + "'missing' → 'IfNotPresent'"},
         [("imagePullPolicy: missing", "imagePullPolicy: IfNotPresent")], PULL_MISSING),
     "20-hostport-published.yaml": (
-        {"spec.containers[0].imagePullPolicy": "podman's 'missing' is 'IfNotPresent' in Kubernetes"}, {},
+        {}, {"spec.containers[0].imagePullPolicy": K8S + "'missing' → 'IfNotPresent'"},
         [("imagePullPolicy: missing", "imagePullPolicy: IfNotPresent")], PULL_MISSING),
     "21-hostport-udp-two-ctrs.yaml": (
-        {"spec.containers[0].ports[0].protocol": 'did you mean "UDP"?'}, {},
+        {}, {"spec.containers[0].ports[0].protocol": K8S + "'udp' → 'UDP'"},
         [("protocol: udp", "protocol: UDP")], LOWER_PROTOCOL),
     "22-host-pid.yaml": ({}, {}, [], ""),
     "23-host-ipc.yaml": ({}, {}, [], ""),
@@ -102,43 +108,42 @@ EXPECT: dict[str, tuple[dict[str, str], dict[str, str], list[tuple[str, str]], s
     "27-stopsignal-sigusr1.yaml": ({}, {}, [], ""),
     # podman: "invalid signal: noSuchSignal"; the pod name is not DNS-1123 either.
     "28-error-stopsignal-invalid.yaml": (
-        {"spec.containers[0].lifecycle.stopSignal": "invalid signal: noSuchSignal", "metadata.name": NAME_ERR}, {},
+        {"spec.containers[0].lifecycle.stopSignal": "invalid signal: noSuchSignal"}, {"metadata.name": NAME_WARN},
         [], ""),
     # hostname with hostNetwork: accepted (the host's UTS namespace wins at run time, as in podman).
     "29-hostnetwork-hostname.yaml": ({}, {}, [], ""),
     # The Service is skipped with a warning (podman skips it silently).
     "30-multidoc-pvc-service-deployment.yaml": (
-        {"metadata.name": NAME_ERR, "spec.template.spec.volumes[0].persistentVolumeClaim.claimName": NAME_ERR},
-        {"": "Service multiFoo: kind not supported, skipped"},
+        {}, {"metadata.name": NAME_WARN, "": "Service multiFoo: kind not supported, skipped"},
         [("multiFoo", "multi-foo")], DNS_NAMES),
     # podman limits replicas to 1; podplay runs all 10 (no hostPort, so they do not collide).
     "31-deployment-replicas-10.yaml": (
-        {"metadata.name": NAME_ERR, "spec.template.spec.containers[0].name": NAME_ERR}, {},
+        {}, {"metadata.name": NAME_WARN, "spec.template.spec.containers[0].name": NAME_WARN},
         [("testDeployment", "test-deployment"), ("testCtr", "test-ctr")], DNS_NAMES),
     "32-template-default-pod.yaml": (
-        {"metadata.name": NAME_ERR, "spec.containers[0].name": NAME_ERR,
-         "spec.containers[0].imagePullPolicy": "podman's 'missing' is 'IfNotPresent'"}, {},
+        {}, {"metadata.name": NAME_WARN, "spec.containers[0].name": NAME_WARN,
+             "spec.containers[0].imagePullPolicy": K8S + "'missing' → 'IfNotPresent'"},
         [("testPod", "test-pod"), ("testCtr", "test-ctr"), ("imagePullPolicy: missing", "imagePullPolicy: Always")],
         DNS_NAMES + "; " + PULL_MISSING),
     "33-restart-policy-onfailure.yaml": (
-        {"metadata.name": NAME_ERR, "spec.containers[0].name": NAME_ERR}, {},
+        {}, {"metadata.name": NAME_WARN, "spec.containers[0].name": NAME_WARN},
         [("testPod3", "test-pod3"), ("testCtr", "test-ctr")], DNS_NAMES),
     # The podman annotation is not an error: podplay says it does not act on it.
     "34-init-container-always.yaml": (
-        {"metadata.name": NAME_ERR, "spec.containers[0].name": NAME_ERR},
-        {"metadata.annotations.io.podman.annotations.init.container.type": "podman annotation"},
+        {}, {"metadata.name": NAME_WARN, "spec.containers[0].name": NAME_WARN,
+             "metadata.annotations.io.podman.annotations.init.container.type": "podman annotation"},
         [("testPod", "test-pod"), ("testCtr", "test-ctr")], DNS_NAMES),
     "35-env-precedence-over-envfrom.yaml": (
-        {"metadata.name": NAME_ERR, "spec.containers[0].name": NAME_ERR}, {},
+        {}, {"metadata.name": NAME_WARN, "spec.containers[0].name": NAME_WARN},
         [("testPod", "test-pod"), ("testCtr", "test-ctr")], DNS_NAMES),
     "36-emptydir-two-ctrs.yaml": (
-        {"spec.volumes[0].name": "e.g. 'testvol'"}, {},
+        {}, {"spec.volumes[0].name": K8S + "'testVol' → 'testvol'"},
         [("testVol", "test-vol")], DNS_NAMES),
     "37-resource-limits.yaml": (
-        {"metadata.name": NAME_ERR, "spec.containers[0].name": NAME_ERR}, {},
+        {}, {"metadata.name": NAME_WARN, "spec.containers[0].name": NAME_WARN},
         [("testPod", "test-pod"), ("testCtr", "test-ctr")], DNS_NAMES),
     "38-host-aliases.yaml": (
-        {"metadata.name": NAME_ERR, "spec.containers[0].name": NAME_ERR}, {},
+        {}, {"metadata.name": NAME_WARN, "spec.containers[0].name": NAME_WARN},
         [("testPod", "test-pod"), ("testCtr", "test-ctr")], DNS_NAMES),
     # volumes-from is podman's own feature: a warning says podplay does not act on it.
     "39-volumes-from-annotation.yaml": (
@@ -147,7 +152,7 @@ EXPECT: dict[str, tuple[dict[str, str], dict[str, str], list[tuple[str, str]], s
     "41-bats-liveness-initialdelay.yaml": ({}, {}, [], ""),
     "42-bats-wait-pod-exit.yaml": ({}, {}, [], ""),
     "43-bats-hostport-no-containerport.yaml": (
-        {"spec.containers[0].ports[0].containerPort": "podman takes hostPort, Kubernetes does not"}, {},
+        {}, {"spec.containers[0].ports[0].hostPort": K8S + "containerPort: 18181 beside hostPort: 18181"},
         [("      - name: hostp\n", "      - name: hostp\n        containerPort: 18181\n")], HOSTPORT_ONLY),
 }
 
@@ -184,6 +189,12 @@ def test_podman_fixture(name, tmp_path):
     if not errors:
         assert result.ok and result.objects
         build_desired(result.objects)
+    dialect = {p for p, ms in got_warnings.items() if any(K8S in m for m in ms)}
+    if dialect:
+        strict = load_manifests([str(FIXTURES / name)], strict=True)
+        assert not strict.ok
+        assert dialect <= set(_by_path(strict.errors)), "--strict refuses every place warned about"
+        assert not any(K8S in d.message for d in strict.warnings)
     if fix:
         assert why, "a deliberate difference says why"
         text = (FIXTURES / name).read_text()
@@ -192,6 +203,6 @@ def test_podman_fixture(name, tmp_path):
             text = text.replace(old, new)
         fixed = tmp_path / name
         fixed.write_text(text)
-        again = load_manifests([str(fixed)])
+        again = load_manifests([str(fixed)], strict=True)
         assert again.ok, f"after the documented fix ({why}): {again.errors}"
         build_desired(again.objects)
