@@ -286,51 +286,15 @@ def _health_status(message: bytes) -> int | None:
 def grpc_check(host: str, port: int, service: str, timeout: float) -> tuple[bool, str]:
     """One grpc.health.v1.Health/Check call over cleartext HTTP/2: (SERVING, message)."""
     import socket
-    import struct
 
-    import h2.config
-    import h2.connection
-    import h2.events
     import h2.exceptions
 
-    deadline = time.monotonic() + timeout
-    request = (b"\x0a" + _varint(len(service.encode())) + service.encode()) if service else b""
     try:
         sock = socket.create_connection((host, port), timeout=timeout)
     except OSError as exc:
         return False, f"failed to connect service \"{host}:{port}\" within {timeout:g}s: {_oserror(exc)}"
-    conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
     try:
-        conn.initiate_connection()
-        sid = conn.get_next_available_stream_id()
-        conn.send_headers(sid, [(":method", "POST"), (":scheme", "http"), (":path", GRPC_HEALTH_PATH),
-                                (":authority", f"{host}:{port}"), ("content-type", "application/grpc"),
-                                ("te", "trailers"), ("user-agent", USER_AGENT),
-                                ("grpc-timeout", f"{max(int(timeout * 1000), 1)}m")])
-        conn.send_data(sid, b"\x00" + struct.pack(">I", len(request)) + request, end_stream=True)
-        sock.sendall(conn.data_to_send())
-        body, headers, done = bytearray(), {}, False
-        while not done:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError
-            sock.settimeout(left)
-            data = sock.recv(65536)
-            if not data:
-                return False, "the server closed the connection before answering"
-            for ev in conn.receive_data(data):
-                if isinstance(ev, h2.events.ResponseReceived | h2.events.TrailersReceived) and ev.stream_id == sid:
-                    headers.update(dict(ev.headers))
-                elif isinstance(ev, h2.events.DataReceived) and ev.stream_id == sid:
-                    body += ev.data
-                    conn.acknowledge_received_data(ev.flow_controlled_length, sid)
-                elif isinstance(ev, h2.events.StreamEnded) and ev.stream_id == sid:
-                    done = True
-                elif isinstance(ev, h2.events.StreamReset) and ev.stream_id == sid:
-                    return False, f"the server reset the stream (error code {ev.error_code})"
-                elif isinstance(ev, h2.events.ConnectionTerminated):
-                    return False, f"the server ended the connection (error code {ev.error_code})"
-            sock.sendall(conn.data_to_send())
+        answer = _grpc_exchange(sock, host, port, service, timeout)
     except TimeoutError:
         return False, f"timeout: health rpc did not complete within {timeout:g}s"
     except OSError as exc:
@@ -340,6 +304,9 @@ def grpc_check(host: str, port: int, service: str, timeout: float) -> tuple[bool
     finally:
         with contextlib.suppress(OSError):
             sock.close()
+    if isinstance(answer, str):
+        return False, answer
+    headers, body = answer
     if headers.get(":status", "200") != "200":
         return False, f"health rpc failed with HTTP status {headers.get(':status')}"
     code = headers.get("grpc-status", "")
@@ -351,6 +318,52 @@ def grpc_check(host: str, port: int, service: str, timeout: float) -> tuple[bool
     if status == 1:
         return True, ""
     return False, f"service unhealthy (responded with \"{name}\")"
+
+
+def _grpc_exchange(sock, host: str, port: int, service: str, timeout: float) -> tuple[dict, bytearray] | str:
+    """Send the Check request on one HTTP/2 stream and read its answer: (headers and trailers,
+    body), or why the server gave none."""
+    import struct
+
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    deadline = time.monotonic() + timeout
+    request = (b"\x0a" + _varint(len(service.encode())) + service.encode()) if service else b""
+    conn = h2.connection.H2Connection(config=h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+    conn.initiate_connection()
+    sid = conn.get_next_available_stream_id()
+    conn.send_headers(sid, [(":method", "POST"), (":scheme", "http"), (":path", GRPC_HEALTH_PATH),
+                            (":authority", f"{host}:{port}"), ("content-type", "application/grpc"),
+                            ("te", "trailers"), ("user-agent", USER_AGENT),
+                            ("grpc-timeout", f"{max(int(timeout * 1000), 1)}m")])
+    conn.send_data(sid, b"\x00" + struct.pack(">I", len(request)) + request, end_stream=True)
+    sock.sendall(conn.data_to_send())
+    body, headers = bytearray(), {}
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError
+        sock.settimeout(left)
+        data = sock.recv(65536)
+        if not data:
+            return "the server closed the connection before answering"
+        for ev in conn.receive_data(data):
+            if getattr(ev, "stream_id", sid) != sid:
+                continue
+            if isinstance(ev, h2.events.ResponseReceived | h2.events.TrailersReceived):
+                headers.update(dict(ev.headers))
+            elif isinstance(ev, h2.events.DataReceived):
+                body += ev.data
+                conn.acknowledge_received_data(ev.flow_controlled_length, sid)
+            elif isinstance(ev, h2.events.StreamEnded):
+                return headers, body
+            elif isinstance(ev, h2.events.StreamReset):
+                return f"the server reset the stream (error code {ev.error_code})"
+            elif isinstance(ev, h2.events.ConnectionTerminated):
+                return f"the server ended the connection (error code {ev.error_code})"
+        sock.sendall(conn.data_to_send())
 
 
 def _oserror(exc: Exception) -> str:
