@@ -24,7 +24,7 @@ from typing import Protocol
 from reconciler import converged
 from reconciler.apply import Failpoints, Reporter, TxnStatus, recover
 from reconciler.desired import DesiredState
-from reconciler.diff import Action, Change, Reason, restart_delay
+from reconciler.diff import Action, Change, restart_delay
 from reconciler.drivers.base import Drivers
 from reconciler.errors import PodplayError
 from reconciler.health import HealthMonitor, unready_pods
@@ -322,18 +322,12 @@ class Settled:
 # --- what a View says about pods ---------------------------------------------------------------------
 
 def updating_deployments(first: PassResult) -> set[str]:
-    """Deployments whose rollout is under way: the first tick changed one of their replicas
-    between revisions, or a replica waits for the rollout."""
+    """Deployments whose rollout is under way: a replica the first tick saw has a rollout move
+    (a surge, a replacement, an old instance to drop, a wait for availability, a hold)."""
     out = set()
     for c in first.plan.changes:
         d = first.desired.pods.get(f"{c.key.namespace}/{c.key.name}")
-        if d is None or d.owner.kind != "Deployment":
-            continue
-        # A create for a changed spec is a surge: the new revision's instance beside the old one.
-        between_revisions = (c.action == Action.REPLACE and c.before != c.after) \
-            or c.reason in (Reason.ROLLOUT, Reason.ROLLOUT_WAIT) \
-            or (c.action == Action.CREATE and c.reason == Reason.SPEC_CHANGED)
-        if between_revisions:
+        if c.move is not None and d is not None and d.owner.kind == "Deployment":
             out.add(f"{d.owner.namespace}/{d.owner.name}")
     return out
 

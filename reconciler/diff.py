@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from reconciler.desired import DesiredPod, DesiredState
 from reconciler.model.kube import ObjectKey
@@ -89,18 +89,29 @@ class Change:
     reason: Reason
     before: str = ""  # uid of the observed instance this change removes or restarts
     after: str = ""  # uid of the desired instance this change creates
-    containers: tuple[str, ...] = ()  # START: which containers
+    containers: tuple[str, ...] = ()  # START: which containers; a back-off NOOP: which wait
     detail: str = ""
+    move: Move | None = None  # what a rollout lets this replica do now (None: no rollout moves it)
+
+    @property
+    def settled(self) -> bool:
+        """Nothing to do and nothing waiting (no back-off, no rollout step pending). Decisions
+        read this, the action and the move; the reason and the detail are for people."""
+        return self.action == Action.NOOP and not self.containers and self.move is None
 
     def to_json(self) -> dict:
-        return {"kind": self.key.kind, "namespace": self.key.namespace, "name": self.key.name,
-                "action": str(self.action), "reason": str(self.reason), "before": self.before,
-                "after": self.after, "containers": list(self.containers), "detail": self.detail}
+        out = {"kind": self.key.kind, "namespace": self.key.namespace, "name": self.key.name,
+               "action": str(self.action), "reason": str(self.reason), "before": self.before,
+               "after": self.after, "containers": list(self.containers), "detail": self.detail}
+        if self.move is not None:
+            out["move"] = str(self.move)
+        return out
 
     @classmethod
     def from_json(cls, d: dict) -> Change:
         return cls(ObjectKey(d["kind"], d["namespace"], d["name"]), Action(d["action"]), Reason(d["reason"]),
-                   d.get("before", ""), d.get("after", ""), tuple(d.get("containers", ())), d.get("detail", ""))
+                   d.get("before", ""), d.get("after", ""), tuple(d.get("containers", ())), d.get("detail", ""),
+                   Move(d["move"]) if d.get("move") else None)
 
 
 # Kubernetes' crash-loop back-off: 10 s doubling up to 5 min; reset after 10 min of running.
@@ -198,7 +209,8 @@ def compute_diff(desired: DesiredState, observed: ObservedHost, last: LastApplie
         stale = [o for o in instances if o is not current]
         move, why = moves.get(ref, (None, ""))
         h = health.get(current.uid) if health is not None and current is not None else None
-        changes += _desired_pod(d, current, stale, move, why, ref in last.pods, force=force, now=now, health=h)
+        mine = _desired_pod(d, current, stale, move, why, ref in last.pods, force=force, now=now, health=h)
+        changes += [replace(c, move=move) for c in mine] if move is not None else mine
     changes += _undesired(by_ref, last, scope)
     return changes
 

@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass, field, replace
 
 from reconciler.desired import DesiredClaim, DesiredPod, DesiredState
-from reconciler.diff import Action, Change, Reason
+from reconciler.diff import Action, Change
 from reconciler.observed import (
     LABEL_PRE_STOP,
     LABEL_SIDECAR,
@@ -22,6 +22,7 @@ from reconciler.observed import (
     ObservedHost,
     ObservedPod,
 )
+from reconciler.rollout import Move
 from reconciler.steps import (
     AttachNetwork,
     CreateContainer,
@@ -408,7 +409,7 @@ def _pod_txns(b: _Builder, c: Change, desired: DesiredState, observed: ObservedH
     if c.action == Action.DELETE:
         # A rollout that drops an older instance keeps the replica's remaining one owned.
         d = desired.pods.get(ref)
-        keeps = Owns.instance(d) if c.reason == Reason.ROLLOUT and d is not None and d.uid == c.after else Owns()
+        keeps = Owns.instance(d) if c.move == Move.DROP and d is not None and d.uid == c.after else Owns()
         b.add(TxnKind.DELETE, ref, c.before, _teardown(b, observed.pods[c.before]), keeps)
         return
     d = pods[desired.pods[ref].uid] = desired.pods[ref]

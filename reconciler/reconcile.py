@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 
 from reconciler.apply import ApplyResult, Failpoints, Reporter, apply_plan, recover
 from reconciler.desired import DesiredState, Loaded, build_desired
-from reconciler.diff import Action, Change, LastApplied, Reason, Scope, compute_diff, compute_down
+from reconciler.diff import Action, Change, LastApplied, Scope, compute_diff, compute_down
 from reconciler.drivers.base import Drivers
 from reconciler.errors import Diagnostic, ManifestError, Severity
 from reconciler.health import health_view
@@ -185,8 +185,7 @@ class PassResult:
     @property
     def settled(self) -> bool:
         """The host matched the goal exactly when it was looked at (nothing to do, nothing waiting)."""
-        return self.view is not None and all(c.action == Action.NOOP and c.reason == Reason.UNCHANGED
-                                             for c in self.view.changes)
+        return self.view is not None and all(c.settled for c in self.view.changes)
 
 
 def apply_view(view: View, changes: Sequence[Change], drivers: Drivers, state: StateStore, *,
