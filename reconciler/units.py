@@ -464,9 +464,15 @@ def sync_unit(url: str, options: UnitOptions, *, branch: str = "", path: str = "
     _check_text(url, "repository URL")
     if not url or any(c.isspace() for c in url):
         raise InputError(f"repository URL {url!r} must be non-empty and contain no whitespace")
-    if re.match(r"^[a-z][a-z0-9+.-]*://[^/@]*:[^/@]*@", url, re.IGNORECASE):
-        raise InputError("the repository URL carries a password, and a unit file is readable by every user; "
-                         "use a git credential helper or a deploy key instead")
+    # A user:password, or over http(s) any user part at all (a token is sent as the user name), would
+    # sit in a unit file every user can read. An ssh user (git@) is only a login name.
+    secret = "a password" if re.match(r"^[a-z][a-z0-9+.-]*://[^/@]*:[^/@]*@", url, re.IGNORECASE) \
+        else "a token" if re.match(r"^https?://[^/@]+@", url, re.IGNORECASE) else ""
+    if secret:
+        raise InputError(f"the repository URL carries {secret}, and a unit file is readable by every user; "
+                         "give the bare URL and put PODPLAY_GIT_USERNAME and PODPLAY_GIT_PASSWORD in an "
+                         "EnvironmentFile= only root can read (a drop-in for the unit), or use a git credential "
+                         "helper or a deploy key")
     args = ["sync", url]
     what = f"podplay sync of {url}"
     if branch:

@@ -82,6 +82,7 @@ def test_invalid_manifests_write_nothing(pods, tmp_path):
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--sync", "https://bot:s3cret@git.example.com/x.git"], "carries a password"),
+    (["--sync", "https://ghp_t0ken@git.example.com/x.git"], "carries a token"),
     (["--branch", "main", "{pods}"], "go with --sync"),
     (["--executable", "bin/podplay", "{pods}"], "must be an absolute path"),
     (["--executable", "/opt/it's/podplay", "{pods}"], "systemd refuses quotes"),
