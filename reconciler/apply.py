@@ -46,6 +46,7 @@ from reconciler.steps import (
     Step,
     StopContainer,
     StopContainers,
+    SyncServices,
 )
 
 FAILPOINT_ENV = "PODPLAY_FAILPOINT"
@@ -220,6 +221,12 @@ class _Runner:
                 d.volumes.remove_pod_volumes(step.uid)
             case RemoveClaim():
                 d.volumes.remove_claim(step.claim)
+            case SyncServices():
+                from reconciler.services import ServiceSync
+
+                if d.services is None:
+                    raise NetworkError("this host has no Service driver")
+                d.services.sync(ServiceSync.loads(step.sync))
             case _:
                 raise ContainerRuntimeError(f"apply does not know the step {step.verb}")
 
@@ -304,7 +311,8 @@ def apply_plan(plan: Plan, drivers: Drivers, state: StateStore, *, report: Repor
         while pending or running:
             for txn in list(pending):
                 deps = needs[txn.id]
-                if any(d in outcome and outcome[d].status != TxnStatus.OK for d in deps):
+                # The Services' sync waits for the pods but serves whatever came up.
+                if txn.kind != "services" and any(d in outcome and outcome[d].status != TxnStatus.OK for d in deps):
                     pending.remove(txn)
                     finish(txn, TxnStatus.SKIPPED, "skipped: a step it depends on failed")
                     continue

@@ -70,7 +70,7 @@ class RetryPolicy:
     def note(self, results) -> None:
         now = self.mono()
         for r in results:
-            if r.txn.kind == TxnKind.SHARED:
+            if r.txn.kind in (TxnKind.SHARED, TxnKind.SERVICES):
                 continue
             prev = self.failing.get(r.txn.key)
             same = prev is not None and prev["uid"] == r.txn.uid

@@ -34,6 +34,7 @@ from reconciler.steps import (
     StartContainer,
     Step,
     StopContainers,
+    SyncServices,
 )
 
 PLAN_VERSION = 1
@@ -48,6 +49,7 @@ class TxnKind(enum.StrEnum):
     START = "start"  # restart some containers of a pod instance
     SHARED = "shared"  # a step several pods need: an image pull, a claim
     STOP = "stop"  # stop a pod's containers and leave them (`podplay stop`)
+    SERVICES = "services"  # the Services' rules and names, written after the tick's pods
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,7 @@ class Owns:
     pod: tuple[str, str, str, str, str] | None = None  # ref, uid, spec_hash, source, owner
     claims: tuple[tuple[str, str, bool], ...] = ()  # ref, source, declared
     forget_claims: tuple[str, ...] = ()
+    services: str | None = None  # a Services' sync: the JSON list of the entries served from now on
 
     @classmethod
     def instance(cls, pod: DesiredPod) -> Owns:
@@ -86,6 +89,8 @@ class Owns:
             out["claims"] = [{"ref": r, "source": s, "declared": d} for r, s, d in self.claims]
         if self.forget_claims:
             out["forget_claims"] = list(self.forget_claims)
+        if self.services is not None:
+            out["services"] = json.loads(self.services)
         return out
 
     @classmethod
@@ -93,7 +98,8 @@ class Owns:
         pod = d.get("pod")
         return cls(tuple(pod[k] for k in ("ref", "uid", "spec_hash", "source", "owner")) if pod else None,
                    tuple((c["ref"], c["source"], bool(c["declared"])) for c in d.get("claims", ())),
-                   tuple(d.get("forget_claims", ())))
+                   tuple(d.get("forget_claims", ())),
+                   json.dumps(d["services"]) if "services" in d else None)
 
 
 @dataclass(frozen=True)
@@ -333,6 +339,7 @@ def make_plan(changes: list[Change], desired: DesiredState, observed: ObservedHo
             after = tuple(t.steps[-1].id for t in b.txns if t.kind == TxnKind.DELETE and t.steps)
             b.add(TxnKind.SHARED, ref, "", [PlannedStep(b.sid(), RemoveClaim(claim=ref), after)],
                   Owns(forget_claims=(ref,)))
+    _services(b, effective, desired)
     txns = _owners_delete_first(b.txns, pods, observed)
     return Plan(changes=tuple(changes), txns=txns, pods=pods, claims=claims)
 
@@ -386,6 +393,17 @@ def _pod_txns(b: _Builder, c: Change, desired: DesiredState, observed: ObservedH
                                     reason=f"{c.reason}: {c.detail}" if c.detail else str(c.reason))
             steps.append(PlannedStep(b.sid(), step, (b.pulls[ctr.spec.image],)))
         b.add(TxnKind.START, ref, d.uid, steps)
+
+
+def _services(b: _Builder, effective: list[Change], desired: DesiredState) -> None:
+    """One transaction writes every Service at once, after the tick's pods were created or
+    removed (apply runs it even when some of them failed: it waits, it does not depend)."""
+    if desired.service_sync is None or not any(c.key.kind == "Service" for c in effective):
+        return
+    after = tuple(t.steps[-1].id for t in b.txns if t.steps)
+    sync = desired.service_sync
+    b.add(TxnKind.SERVICES, "services", "", [PlannedStep(b.sid(), SyncServices(sync=sync.dumps()), after)],
+          Owns(services=json.dumps([e.to_json() for e in sync.entries])))
 
 
 def _owners_delete_first(txns: list[Txn], pods: dict[str, DesiredPod], observed: ObservedHost) -> tuple[Txn, ...]:

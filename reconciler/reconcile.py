@@ -55,6 +55,7 @@ class Goal:
     force: bool = False  # recreate every pod (up --replace)
     remove_volumes: bool = False  # down --volumes
     only: frozenset[str] = frozenset()  # "namespace/name" of the pods the pass is limited to
+    service_cidr: str = ""  # podplay's Service range ("" = the default)
 
     @property
     def paths(self) -> tuple[str, ...]:
@@ -68,7 +69,8 @@ def make_goal(paths: Sequence[str], manifests: ManifestSet, host_paths: HostPath
     objects = tuple(absolute_sources(manifests.objects, host_paths))
     return Goal(manifests, objects, declared if declared is not None else build_desired(list(objects)),
                 scope if scope is not None else make_scope(paths, manifests), Mode(mode), force, remove_volumes,
-                frozenset(n if "/" in n else f"default/{n}" for n in only))
+                frozenset(n if "/" in n else f"default/{n}" for n in only),
+                host_paths.service_cidr if host_paths is not None else "")
 
 
 def absolute_sources(objects: Sequence[Loaded], host_paths: HostPaths | None = None) -> list[Loaded]:
@@ -160,7 +162,23 @@ def decide(goal: Goal, observed: ObservedHost, state: StateStore, now: float | N
         changes = compute_down(desired, observed, last, goal.scope, remove_volumes=goal.remove_volumes)
     else:
         changes = compute_diff(desired, observed, last, goal.scope, force=goal.force, now=now, health=health)
+    if not goal.only:
+        desired, changes = decide_services(goal, desired, observed, health, changes, state)
     return View(goal, desired, observed, last, health, tuple(changes), now, tuple(notes))
+
+
+def decide_services(goal: Goal, desired: DesiredState, observed: ObservedHost, health, changes: list[Change],
+                    state: StateStore) -> tuple[DesiredState, list[Change]]:
+    """The Services' changes, after the pods' (their endpoints follow the pods this tick makes
+    and removes). Addresses that cannot be allocated stop the pass before anything changes."""
+    from reconciler import services
+
+    d = services.decide_services(desired, observed, health, changes, state.owned.service_records(),
+                                 goal.service_cidr or services.DEFAULT_SERVICE_CIDR,
+                                 prune=goal.scope.prune, covers=goal.scope.covers, down=goal.mode == Mode.DOWN)
+    if d.errors:
+        raise ManifestError(d.errors)
+    return replace(desired, service_sync=d.sync), list(changes) + d.changes
 
 
 # --- one pass: plan a View's changes and apply them ---------------------------------------------------

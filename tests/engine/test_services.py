@@ -1,0 +1,68 @@
+"""Services on the fake host: addresses kept, endpoints following the pods, exact teardown."""
+
+from __future__ import annotations
+
+import pytest
+
+from reconciler.errors import ManifestError
+
+APP = """\
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers:
+      - name: app
+        image: busybox:1.36
+        ports: [{name: http, containerPort: 8080}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  selector: {app: web}
+  ports: [{port: 80, targetPort: http}]
+"""
+
+
+def served(engine) -> dict:
+    return {ref: v["entry"] for ref, v in engine.host.services.items()}
+
+
+def test_up_serves_a_service_with_its_ready_endpoints_and_keeps_the_address(engine):
+    engine.write("app.yaml", APP)
+    r = engine.up()
+    assert r.ok
+    entry = served(engine)["default/web"]
+    assert entry["cluster_ip"].startswith("10.43.")
+    assert sorted(e[1] for e in entry["endpoints"]) == ["default/web-0", "default/web-1"]
+    assert {tuple(e[3]) for e in entry["endpoints"]} == {(8080,)}
+    ip = entry["cluster_ip"]
+    again = engine.up()
+    assert again.plan.empty, again.plan.render()
+    engine.down()
+    assert engine.host.services == {} and engine.host.service_hosts == ""
+    engine.up()
+    assert served(engine)["default/web"]["cluster_ip"] == ip
+
+
+def test_removing_the_service_from_the_manifest_prunes_it(engine):
+    engine.write("app.yaml", APP)
+    engine.up()
+    engine.write("app.yaml", APP.split("---", maxsplit=1)[0])
+    r = engine.up()
+    assert any(c.key.kind == "Service" and c.action == "delete" for c in r.plan.changes)
+    assert engine.host.services == {}
+
+
+def test_a_clusterip_outside_the_range_is_a_clear_error_before_anything_changes(engine):
+    engine.write("app.yaml", APP.replace("spec:\n  selector", "spec:\n  clusterIP: 192.168.7.7\n  selector"))
+    with pytest.raises(ManifestError) as exc:
+        engine.up()
+    assert "spec.clusterIP" in str(exc.value) and "192.168.7.7" in str(exc.value)
+    assert engine.empty()
