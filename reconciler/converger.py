@@ -84,6 +84,8 @@ class RetryPolicy:
                                        "until": self.wall() + delay, "error": r.error}
 
     def holds(self, change: Change) -> bool:
+        if change.key.kind == "Service":
+            return False  # the Services' sync is retried at every tick (it is idempotent and cheap)
         f = self.failing.get(f"{change.key.namespace}/{change.key.name}")
         return f is not None and f["uid"] in (change.before, change.after) and self.mono() < f["at"]
 

@@ -173,9 +173,15 @@ def decide_services(goal: Goal, desired: DesiredState, observed: ObservedHost, h
     and removes). Addresses that cannot be allocated stop the pass before anything changes."""
     from reconciler import services
 
+    sockets = []
+    if goal.mode == Mode.UP and any(s.spec.type in services.PUBLISHED_TYPES for s in desired.services.values()):
+        from reconciler.network.ports import host_sockets
+
+        sockets = [(s.protocol, s.port) for s in host_sockets()]
     d = services.decide_services(desired, observed, health, changes, state.owned.service_records(),
                                  goal.service_cidr or services.DEFAULT_SERVICE_CIDR,
-                                 prune=goal.scope.prune, covers=goal.scope.covers, down=goal.mode == Mode.DOWN)
+                                 prune=goal.scope.prune, covers=goal.scope.covers, down=goal.mode == Mode.DOWN,
+                                 sockets=sockets)
     if d.errors:
         raise ManifestError(d.errors)
     return replace(desired, service_sync=d.sync), list(changes) + d.changes

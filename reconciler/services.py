@@ -171,7 +171,7 @@ def _diag(svc: DesiredService, path: str, message: str) -> Diagnostic:
 
 
 def allocate(services: Mapping[str, DesiredService], recorded: Mapping[str, ServiceEntry],
-             cidr: str) -> tuple[dict[str, Allocation], list[Diagnostic]]:
+             cidr: str, busy: Iterable[tuple[str, int]] = ()) -> tuple[dict[str, Allocation], list[Diagnostic]]:
     """ClusterIPs and nodePorts for every Service: what the manifest asks for, else what was
     recorded, else a fresh one. Conflicts are errors that name the file and field."""
     net = ipaddress.ip_network(cidr)
@@ -241,7 +241,8 @@ def allocate(services: Mapping[str, DesiredService], recorded: Mapping[str, Serv
                     continue
                 n = 0
             if not n:
-                taken = {x - lo for (pr, x) in nodeports if pr == proto}
+                # A fresh nodePort avoids ports host processes listen on (a given one is checked later).
+                taken = {x - lo for (pr, x) in list(nodeports) + list(busy) if pr == proto and lo <= x <= hi}
                 k = _probe(f"{svc.ref}/{proto}/{p.port}", hi - lo + 1, taken)
                 if k is None:
                     errors.append(_diag(svc, f"spec.ports[{i}].nodePort", "no free nodePort is left"))
@@ -250,6 +251,46 @@ def allocate(services: Mapping[str, DesiredService], recorded: Mapping[str, Serv
             nodeports[(proto, n)] = svc.ref
             alloc.node_ports[(proto, p.port)] = n
     return out, errors
+
+
+def published(entry: ServiceEntry) -> list[tuple[int, str, int]]:
+    """(index of the Service port, protocol, port on the host) the entry answers on: nodePorts, and a
+    LoadBalancer's own ports (k3s's service load balancer)."""
+    out = []
+    for i, p in enumerate(entry.ports):
+        if p.node_port:
+            out.append((i, p.protocol, p.node_port))
+            if entry.type == "LoadBalancer":
+                out.append((i, p.protocol, p.port))
+    return out
+
+
+def port_conflicts(services: Mapping[str, DesiredService], entries: Iterable[ServiceEntry],
+                   desired: DesiredState, sockets: Iterable[tuple[str, int]] = ()) -> list[Diagnostic]:
+    """Host ports the Services would answer on that something else holds: a pod's hostPort, another
+    Service, or a host process listening (`sockets`: (protocol, port) of listeners on any address)."""
+    held: dict[tuple[str, int], str] = {}
+    for pod in desired.pods.values():
+        for c in pod.spec.containers:
+            for cp in c.ports:
+                port = cp.host_port or (cp.container_port if pod.spec.host_network else 0)
+                if port:
+                    held[(cp.protocol.lower(), port)] = f"hostPort of pod {pod.ref}"
+    listening = set(sockets)
+    out = []
+    for e in sorted(entries, key=lambda e: e.ref):
+        svc = services.get(e.ref)
+        if svc is None:
+            continue
+        for i, proto, port in published(e):
+            field_ = "nodePort" if port == e.ports[i].node_port else "port"
+            what = f"{proto} port {port} on the host"
+            if (proto, port) in held:
+                out.append(_diag(svc, f"spec.ports[{i}].{field_}", f"{what} is already the {held[(proto, port)]}"))
+            elif (proto, port) in listening:
+                out.append(_diag(svc, f"spec.ports[{i}].{field_}", f"{what} is held by a process on this host"))
+            held[(proto, port)] = f"{field_} of Service {e.ref}"
+    return out
 
 
 # --- endpoints ------------------------------------------------------------------------------------
@@ -314,7 +355,8 @@ class ServiceDecision:
 
 def decide_services(desired: DesiredState, observed: ObservedHost, health: Mapping[str, PodHealth],
                     pod_changes: Iterable, recorded: Mapping[str, ServiceEntry], cidr: str, *,
-                    prune: bool, covers, down: bool = False) -> ServiceDecision:
+                    prune: bool, covers, down: bool = False, sockets: Iterable[tuple[str, int]] = ()
+                    ) -> ServiceDecision:
     """The Service changes of a tick (create/replace/delete/noop, one per Service) and, when any
     is not a noop, the whole set the host should serve after the tick."""
     from reconciler.diff import Action, Change, Reason
@@ -328,7 +370,8 @@ def decide_services(desired: DesiredState, observed: ObservedHost, health: Mappi
     wanted: dict[str, ServiceEntry] = {}
     errors: list[Diagnostic] = []
     if not down:
-        allocs, errors = allocate(desired.services, recorded, cidr)
+        sockets = list(sockets)
+        allocs, errors = allocate(desired.services, recorded, cidr, sockets)
         for ref, svc in desired.services.items():
             a = allocs[ref]
             if svc.spec.cluster_ip != HEADLESS and not a.cluster_ip:
@@ -338,6 +381,7 @@ def decide_services(desired: DesiredState, observed: ObservedHost, health: Mappi
                           for p in svc.spec.ports)
             eps = endpoints(svc, desired, observed, health, creating, leaving)
             wanted[ref] = ServiceEntry(ref, svc.source, svc.spec.type, a.cluster_ip, ports, tuple(eps))
+        errors += port_conflicts(desired.services, wanted.values(), desired, sockets)
     changes = []
     serving = dict(observed.services)
     keep: dict[str, ServiceEntry] = {}

@@ -66,3 +66,59 @@ def test_a_clusterip_outside_the_range_is_a_clear_error_before_anything_changes(
         engine.up()
     assert "spec.clusterIP" in str(exc.value) and "192.168.7.7" in str(exc.value)
     assert engine.empty()
+
+
+NODEPORT = """\
+apiVersion: v1
+kind: Service
+metadata: {name: pub}
+spec:
+  type: NodePort
+  selector: {app: web}
+  ports: [{port: 80, targetPort: 8080}]
+"""
+
+
+def test_a_nodeport_is_allocated_in_range_and_kept(engine):
+    engine.write("app.yaml", APP + "---\n" + NODEPORT)
+    engine.up()
+    [port] = served(engine)["default/pub"]["ports"]
+    assert 30000 <= port[3] <= 32767
+    engine.down()
+    engine.up()
+    assert served(engine)["default/pub"]["ports"] == [port]
+
+
+def test_a_nodeport_that_is_a_pods_hostport_is_an_error_before_anything_changes(engine):
+    pod = """\
+apiVersion: v1
+kind: Pod
+metadata: {name: holder}
+spec:
+  containers:
+  - name: app
+    image: busybox:1.36
+    ports: [{containerPort: 80, hostPort: 30080}]
+---
+"""
+    engine.write("app.yaml", pod + NODEPORT.replace("targetPort: 8080", "targetPort: 8080, nodePort: 30080"))
+    with pytest.raises(ManifestError) as exc:
+        engine.up()
+    assert "spec.ports[0].nodePort" in str(exc.value) and "hostPort of pod default/holder" in str(exc.value)
+    assert engine.empty()
+
+
+def test_a_loadbalancer_port_held_by_a_host_process_is_an_error(engine):
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen()
+    try:
+        port = s.getsockname()[1]
+        engine.write("app.yaml", NODEPORT.replace("NodePort", "LoadBalancer").replace("port: 80,", f"port: {port},"))
+        with pytest.raises(ManifestError) as exc:
+            engine.up()
+        assert "spec.ports[0].port" in str(exc.value) and "held by a process" in str(exc.value)
+    finally:
+        s.close()

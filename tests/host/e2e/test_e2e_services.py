@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from tests.host.e2e.conftest import Stack, exec_in
+from tests.host.e2e.conftest import Stack, exec_in, wait_for
 from tests.support.leaks import iptables_rules_mentioning
 
 IMAGE = "localhost/busybox:latest"
@@ -187,3 +187,66 @@ def test_the_plan_shows_services_and_json(svc):
     assert "+ create service default/backend (new)" in res.stdout
     plan = json.loads(svc.run("plan", "-o", "json", str(m)).stdout)
     assert any(t["kind"] == "services" for t in plan["transactions"])
+
+
+def test_readiness_takes_a_replica_out_of_the_rotation_and_back_under_watch(svc):
+    from tests.host.e2e.test_e2e_watch import Watcher
+
+    probed = BACKEND.replace("exec httpd", "touch /tmp/ready && exec httpd").replace(
+        "        ports: [{name: http, containerPort: 8080}]\n",
+        "        ports: [{name: http, containerPort: 8080}]\n"
+        "        readinessProbe: {exec: {command: [cat, /tmp/ready]}, periodSeconds: 1, failureThreshold: 1}\n")
+    m = svc.write("app.yaml", probed + "---\n" + CLIENT)
+    svc.run("up", "--wait", "--timeout", "90", str(m))
+
+    def answers(n: int = 10) -> set[str]:
+        return {get(svc, "client", "http://backend/") for _ in range(n)}
+
+    assert wait_for(lambda: answers() == {"backend-0", "backend-1"}, "both replicas in the rotation", 30)
+    w = Watcher(svc, m.parent, svc.tmp / "watch.log")
+    try:
+        exec_in(svc, "backend-1", "app", "rm", "/tmp/ready")
+        wait_for(lambda: w.alive() and answers(4) == {"backend-0"}, "backend-1 out of the rotation", 30)
+        assert answers(10) == {"backend-0"}  # every request still succeeds, on the ready replica
+        exec_in(svc, "backend-1", "app", "touch", "/tmp/ready")
+        wait_for(lambda: w.alive() and answers(10) == {"backend-0", "backend-1"}, "backend-1 back", 30)
+    finally:
+        assert w.stop() == 0, w.text()[-2000:]
+    svc.run("down", str(m))
+
+
+def test_nodeport_and_loadbalancer_answer_on_127_0_0_1(svc):
+    import urllib.request
+
+    from tests.support.network import free_port
+
+    lb = free_port()
+    m = svc.write("app.yaml", BACKEND + f"""---
+apiVersion: v1
+kind: Service
+metadata: {{name: public}}
+spec:
+  type: NodePort
+  selector: {{app: backend}}
+  ports: [{{port: 80, targetPort: http}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: balanced}}
+spec:
+  type: LoadBalancer
+  selector: {{app: backend}}
+  ports: [{{port: {lb}, targetPort: 8080}}]
+""")
+    svc.run("up", "--wait", "--timeout", "90", str(m))
+    from reconciler.state import StateStore
+
+    records = StateStore(svc.paths.state_db).service_records()
+    node_port = records["default/public"].ports[0].node_port
+    lb_node_port = records["default/balanced"].ports[0].node_port
+    assert 30000 <= node_port <= 32767 and 30000 <= lb_node_port <= 32767
+    for port in (node_port, lb, lb_node_port):
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as r:  # noqa: S310 - loopback
+            assert r.read().decode().strip() in ("backend-0", "backend-1")
+    svc.run("down", str(m))
+    assert not iptables_rules_mentioning(f"{svc.paths.tag}-")
