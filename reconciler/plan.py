@@ -144,7 +144,7 @@ class Outcome:
 
     @property
     def symbol(self) -> str:
-        return {"created": "+", "replaced": "~", "deleted": "-", "restarted": ">"}[self.verb]
+        return {"created": "+", "replaced": "~", "deleted": "-", "restarted": ">", "updated": "~"}[self.verb]
 
 
 @dataclass(frozen=True)
@@ -197,6 +197,13 @@ class Plan:
                 TxnKind.DELETE: "" if change.action == Action.REPLACE else "deleted",  # a replace says it once
                 TxnKind.START: "restarted"}.get(txn.kind, "")
         return Outcome(verb, change) if verb else None
+
+    def service_outcomes(self, txn: Txn) -> list[Outcome]:
+        """What a Services' sync did, one Outcome per Service it created, updated or deleted."""
+        if txn.kind != TxnKind.SERVICES:
+            return []
+        verbs = {Action.CREATE: "created", Action.REPLACE: "updated", Action.DELETE: "deleted"}
+        return [Outcome(verbs[c.action], c) for c in self.changes if c.key.kind == "Service" and c.action in verbs]
 
     def dumps(self, *, redact: bool = False) -> str:
         return json.dumps(self.to_json(redact=redact), indent=2, sort_keys=True)

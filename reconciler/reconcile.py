@@ -187,6 +187,37 @@ def decide_services(goal: Goal, desired: DesiredState, observed: ObservedHost, h
     return replace(desired, service_sync=d.sync), list(changes) + d.changes
 
 
+def services_status(drivers: Drivers, state: StateStore) -> list[dict]:
+    """What `podplay services` shows: the Services podplay serves, their addresses and endpoints,
+    and whether the host's rules still match (reconciler.services.status_rows)."""
+    from reconciler import services
+
+    serving = drivers.services.observe()[0] if drivers.services is not None else {}
+    ips = {a.pod_uid: a.status.ip for a in drivers.network.list_attachments()}
+    entries = [replace(e, endpoints=tuple(replace(x, ip=x.ip or ips.get(x.uid, "")) for x in e.endpoints))
+               for e in state.owned.service_records().values()]
+    return services.status_rows(entries, serving, host_addresses())
+
+
+def host_addresses() -> list[str]:
+    """The addresses of the host's default-route interfaces: what a LoadBalancer's status shows (as
+    k3s shows the node's address; it answers on every address of the host, 127.0.0.1 included)."""
+    import json
+    import subprocess
+
+    def ip(*argv: str) -> list:
+        try:
+            res = subprocess.run(["ip", "-j", "-4", *argv], capture_output=True, text=True, timeout=10, check=False)
+            return json.loads(res.stdout or "[]")
+        except (OSError, ValueError, subprocess.TimeoutExpired):
+            return []
+
+    devs = {r.get("dev") for r in ip("route", "show", "default")}
+    out = [a["local"] for link in ip("addr", "show", "scope", "global") if link.get("ifname") in devs
+           for a in link.get("addr_info", []) if a.get("local")]
+    return sorted(set(out))
+
+
 # --- one pass: plan a View's changes and apply them ---------------------------------------------------
 
 @dataclass

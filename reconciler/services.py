@@ -58,6 +58,7 @@ class ServiceEntry:
     cluster_ip: str  # "" for a headless Service
     ports: tuple[ServicePortEntry, ...] = ()
     endpoints: tuple[Endpoint, ...] = ()
+    selected: int = 0  # pods the selector matches, ready or not (the "total" of `podplay services`)
 
     @property
     def namespace(self) -> str:
@@ -70,13 +71,14 @@ class ServiceEntry:
     def to_json(self) -> dict:
         return {"ref": self.ref, "source": self.source, "type": self.type, "cluster_ip": self.cluster_ip,
                 "ports": [[p.name, p.protocol, p.port, p.node_port] for p in self.ports],
-                "endpoints": [[e.uid, e.pod, e.ip, list(e.targets)] for e in self.endpoints]}
+                "endpoints": [[e.uid, e.pod, e.ip, list(e.targets)] for e in self.endpoints],
+                "selected": self.selected}
 
     @classmethod
     def from_json(cls, d: dict) -> ServiceEntry:
         return cls(d["ref"], d.get("source", ""), d["type"], d["cluster_ip"],
                    tuple(ServicePortEntry(*p) for p in d["ports"]),
-                   tuple(Endpoint(u, p, ip, tuple(t)) for u, p, ip, t in d["endpoints"]))
+                   tuple(Endpoint(u, p, ip, tuple(t)) for u, p, ip, t in d["endpoints"]), d.get("selected", 0))
 
 
 def entry_hash(entry: ServiceEntry) -> str:
@@ -147,6 +149,28 @@ def service_env(entries: Iterable[ServiceEntry], namespace: str) -> list[tuple[s
             if p.name:
                 out.append((f"{base}_SERVICE_PORT_{p.name.upper().replace('-', '_')}", str(p.port)))
     return out
+
+
+def status_rows(entries: Iterable[ServiceEntry], serving: Mapping[str, str], host_addresses: Iterable[str]
+                ) -> list[dict]:
+    """`podplay services`: one row per Service the host was last told to serve. `serving` is what
+    the host serves (ref → entry hash): a Service whose rules are gone or out of date says so."""
+    rows = []
+    for e in sorted(entries, key=lambda e: e.ref):
+        ports = []
+        for p in e.ports:
+            text = f"{p.port}:{p.node_port}/{p.protocol.upper()}" if p.node_port else f"{p.port}/{p.protocol.upper()}"
+            ports.append({"name": p.name, "protocol": p.protocol.upper(), "port": p.port,
+                          "nodePort": p.node_port or None, "text": text})
+        ready = len(e.endpoints)
+        rows.append({
+            "namespace": e.namespace, "name": e.name, "type": e.type, "clusterIP": e.cluster_ip or "None",
+            "externalIPs": list(host_addresses) if e.type == "LoadBalancer" else [],
+            "ports": ports, "endpoints": [{"pod": x.pod, "ip": x.ip} for x in e.endpoints],
+            "ready": ready, "total": max(e.selected, ready), "source": e.source,
+            "serving": e.ref in serving and (serving[e.ref] == entry_hash(e) or any(not x.ip for x in e.endpoints)),
+        })
+    return rows
 
 
 # --- addresses ------------------------------------------------------------------------------------
@@ -380,7 +404,8 @@ def decide_services(desired: DesiredState, observed: ObservedHost, health: Mappi
                                            a.node_ports.get((p.protocol.lower(), p.port), 0))
                           for p in svc.spec.ports)
             eps = endpoints(svc, desired, observed, health, creating, leaving)
-            wanted[ref] = ServiceEntry(ref, svc.source, svc.spec.type, a.cluster_ip, ports, tuple(eps))
+            selected = sum(1 for p in desired.pods.values() if p.network and selects(svc.spec.selector, p))
+            wanted[ref] = ServiceEntry(ref, svc.source, svc.spec.type, a.cluster_ip, ports, tuple(eps), selected)
         errors += port_conflicts(desired.services, wanted.values(), desired, sockets)
     changes = []
     serving = dict(observed.services)

@@ -9,6 +9,7 @@ what it left — the same crash the real drivers must survive.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import io
 import json
@@ -426,8 +427,8 @@ class FakeServices:
         ips = {uid: a["status"]["ip"] for uid, a in self.h.attachments.items()}
         served = {}
         for e in sync.entries:
-            eps = tuple(x if x.ip else type(x)(x.uid, x.pod, ips.get(x.uid, ""), x.targets) for x in e.endpoints)
-            e = type(e)(e.ref, e.source, e.type, e.cluster_ip, e.ports, tuple(x for x in eps if x.ip))
+            eps = tuple(x if x.ip else dataclasses.replace(x, ip=ips.get(x.uid, "")) for x in e.endpoints)
+            e = dataclasses.replace(e, endpoints=tuple(x for x in eps if x.ip))
             served[e.ref] = {"hash": entry_hash(e), "entry": e.to_json()}
         pods = [uid for uid, _ in sync.hosts if uid in self.h.attachments]
         self.h.services = served

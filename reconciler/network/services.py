@@ -22,6 +22,7 @@ removes every chain and jump.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import shlex
 import subprocess
 from pathlib import Path
@@ -110,8 +111,8 @@ class IptablesServices:
         ips = {a.pod_uid: a.status.ip for a in (self.attachments() if self.attachments else [])}
         out = []
         for s in entries:
-            eps = tuple(e if e.ip else type(e)(e.uid, e.pod, ips.get(e.uid, ""), e.targets) for e in s.endpoints)
-            out.append(type(s)(s.ref, s.source, s.type, s.cluster_ip, s.ports, tuple(e for e in eps if e.ip)))
+            eps = tuple(e if e.ip else dataclasses.replace(e, ip=ips.get(e.uid, "")) for e in s.endpoints)
+            out.append(dataclasses.replace(s, endpoints=tuple(e for e in eps if e.ip)))
         return out
 
     # --- /etc/hosts ----------------------------------------------------------------------------

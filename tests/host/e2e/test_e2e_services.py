@@ -239,11 +239,15 @@ spec:
   ports: [{{port: {lb}, targetPort: 8080}}]
 """)
     svc.run("up", "--wait", "--timeout", "90", str(m))
-    from reconciler.state import StateStore
-
-    records = StateStore(svc.paths.state_db).service_records()
-    node_port = records["default/public"].ports[0].node_port
-    lb_node_port = records["default/balanced"].ports[0].node_port
+    rows = {r["name"]: r for r in json.loads(svc.run("services", "-o", "json").stdout)}
+    assert rows["public"]["type"] == "NodePort" and rows["balanced"]["type"] == "LoadBalancer"
+    assert (rows["public"]["ready"], rows["public"]["total"]) == (2, 2) and rows["public"]["serving"]
+    assert sorted(e["pod"] for e in rows["balanced"]["endpoints"]) == ["default/backend-0", "default/backend-1"]
+    assert all(e["ip"].startswith(f"10.222.{svc.network.slot}.") for e in rows["balanced"]["endpoints"])
+    node_port = rows["public"]["ports"][0]["nodePort"]
+    lb_node_port = rows["balanced"]["ports"][0]["nodePort"]
+    table = svc.run("services").stdout
+    assert f"80:{node_port}/TCP" in table and "2/2" in table, table
     assert 30000 <= node_port <= 32767 and 30000 <= lb_node_port <= 32767
     for port in (node_port, lb, lb_node_port):
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as r:  # noqa: S310 - loopback
