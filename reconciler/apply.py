@@ -153,6 +153,7 @@ class _Runner:
         return self.network[pod.uid]
 
     def _create(self, pod: DesiredPod, name: str) -> str:
+        pod = self._with_service_links(pod)
         c = pod.container(name)
         image = self.d.images.get_image(c.spec.image)
         if image is None:
@@ -161,6 +162,23 @@ class _Runner:
         self.d.runtime.create_container(pod, c, rootfs=rootfs, image=image, volumes=self._volumes(pod),
                                         network=self._network(pod))
         return c.id
+
+    def _with_service_links(self, pod: DesiredPod) -> DesiredPod:
+        """The kubelet's service links, as the container is created: the Services of its namespace
+        (FOO_SERVICE_HOST/_PORT), never over a variable the manifest sets itself."""
+        links = self.plan.service_env.get(pod.namespace, ())
+        if not links or not pod.network:
+            return pod
+        from dataclasses import replace
+
+        from reconciler.desired import EnvEntry
+
+        def add(c):
+            own = {e.name for e in c.env}
+            return replace(c, env=tuple(EnvEntry(k, v) for k, v in links if k not in own) + c.env)
+
+        return replace(pod, containers=tuple(add(c) for c in pod.containers),
+                       init_containers=tuple(add(c) for c in pod.init_containers))
 
     def run(self, step: Step) -> None:
         d = self.d

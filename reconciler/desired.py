@@ -171,6 +171,9 @@ class DesiredState:
     services: dict[str, DesiredService] = field(default_factory=dict)  # by "<namespace>/<name>"
     # The Service rules and names this tick installs (set by the diff, read by the plan).
     service_sync: object | None = None
+    # The kubelet's service links (FOO_SERVICE_HOST…) by namespace, given to containers as they
+    # are created (not part of a pod's spec hash: a new Service does not restart pods).
+    service_env: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
 
 
 # --- helpers ----------------------------------------------------------------------------------

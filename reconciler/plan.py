@@ -153,6 +153,7 @@ class Plan:
     txns: tuple[Txn, ...] = ()
     pods: dict[str, DesiredPod] = field(default_factory=dict)  # desired instances by uid
     claims: dict[str, DesiredClaim] = field(default_factory=dict)
+    service_env: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)  # namespace → links
 
     @property
     def empty(self) -> bool:
@@ -166,7 +167,7 @@ class Plan:
         pods = {uid: p.to_json() for uid, p in self.pods.items()}
         if redact:
             pods = {uid: _redact(p) for uid, p in pods.items()}
-        return {
+        out = {
             "version": PLAN_VERSION,
             "changes": [c.to_json() for c in self.changes],
             "transactions": [t.to_json() for t in self.txns],
@@ -174,6 +175,9 @@ class Plan:
             "claims": {ref: {"ref": c.ref, "source": c.source, "declared": c.declared}
                        for ref, c in self.claims.items()},
         }
+        if self.service_env:
+            out["service_env"] = {ns: [list(kv) for kv in env] for ns, env in self.service_env.items()}
+        return out
 
     @classmethod
     def from_json(cls, d: dict) -> Plan:
@@ -184,6 +188,7 @@ class Plan:
             txns=tuple(Txn.from_json(t) for t in d["transactions"]),
             pods={uid: DesiredPod.from_json(p) for uid, p in d["pods"].items()},
             claims={ref: DesiredClaim(c["ref"], c["source"], c["declared"]) for ref, c in d["claims"].items()},
+            service_env={ns: tuple(tuple(kv) for kv in env) for ns, env in d.get("service_env", {}).items()},
         )
 
     def outcome(self, txn: Txn) -> Outcome | None:
@@ -348,7 +353,8 @@ def make_plan(changes: list[Change], desired: DesiredState, observed: ObservedHo
                   Owns(forget_claims=(ref,)))
     _services(b, effective, desired)
     txns = _owners_delete_first(b.txns, pods, observed)
-    return Plan(changes=tuple(changes), txns=txns, pods=pods, claims=claims)
+    return Plan(changes=tuple(changes), txns=txns, pods=pods, claims=claims,
+                service_env=desired.service_env if pods else {})
 
 
 def _pulls(b: _Builder, effective: list[Change], desired: DesiredState) -> None:

@@ -184,7 +184,7 @@ def decide_services(goal: Goal, desired: DesiredState, observed: ObservedHost, h
                                  sockets=sockets)
     if d.errors:
         raise ManifestError(d.errors)
-    return replace(desired, service_sync=d.sync), list(changes) + d.changes
+    return replace(desired, service_sync=d.sync, service_env=d.env), list(changes) + d.changes
 
 
 def services_status(drivers: Drivers, state: StateStore) -> list[dict]:

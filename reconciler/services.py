@@ -375,6 +375,7 @@ class ServiceDecision:
     changes: list  # [Change] for the Services
     sync: ServiceSync | None  # None: nothing to write
     errors: list[Diagnostic] = field(default_factory=list)
+    env: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)  # namespace → service links
 
 
 def decide_services(desired: DesiredState, observed: ObservedHost, health: Mapping[str, PodHealth],
@@ -447,4 +448,5 @@ def decide_services(desired: DesiredState, observed: ObservedHost, health: Mappi
         i = next(i for i, c in enumerate(changes) if c.action == Action.NOOP)
         changes[i] = replace(changes[i], action=Action.REPLACE, reason=Reason.SPEC_CHANGED, detail="pod names")
         work = True
-    return ServiceDecision(changes, ServiceSync(entries, everyone) if work else None, errors)
+    env = {ns: tuple(service_env(entries, ns)) for ns in sorted({e.namespace for e in entries})}
+    return ServiceDecision(changes, ServiceSync(entries, everyone) if work else None, errors, env)

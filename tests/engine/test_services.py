@@ -51,6 +51,16 @@ def test_up_serves_a_service_with_its_ready_endpoints_and_keeps_the_address(engi
     assert served(engine)["default/web"]["cluster_ip"] == ip
 
 
+def test_service_links_reach_the_plan_of_the_pods_created_with_it(engine):
+    engine.write("app.yaml", APP)
+    r = engine.up()
+    ip = served(engine)["default/web"]["cluster_ip"]
+    assert dict(r.plan.service_env["default"]) == {"WEB_SERVICE_HOST": ip, "WEB_SERVICE_PORT": "80"}
+    from reconciler.plan import Plan
+
+    assert Plan.from_json(r.plan.to_json()).service_env == r.plan.service_env
+
+
 def test_removing_the_service_from_the_manifest_prunes_it(engine):
     engine.write("app.yaml", APP)
     engine.up()

@@ -87,6 +87,9 @@ def test_a_service_is_reached_by_name_from_another_pod_and_balanced_over_its_rep
     assert ip.startswith(f"10.223.{svc.network.slot}.")
     resolv = exec_in(svc, "client", "app", "cat", "/etc/resolv.conf").stdout
     assert "search default.svc.cluster.local svc.cluster.local cluster.local" in resolv and "ndots:5" in resolv
+    # The kubelet's service links, given to containers created with the Service in place.
+    links = exec_in(svc, "client", "app", "sh", "-c", "echo $BACKEND_SERVICE_HOST:$BACKEND_SERVICE_PORT").stdout
+    assert links.strip() == f"{ip}:80", links
     seen = set()
     for name in ("backend", "backend.default", "backend.default.svc", "backend.default.svc.cluster.local"):
         seen.add(get(svc, "client", f"http://{name}/"))
@@ -252,5 +255,23 @@ spec:
     for port in (node_port, lb, lb_node_port):
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as r:  # noqa: S310 - loopback
             assert r.read().decode().strip() in ("backend-0", "backend-1")
+    svc.run("down", str(m))
+    assert not iptables_rules_mentioning(f"{svc.paths.tag}-")
+
+
+@pytest.mark.parametrize("when", ["before", "after"])
+@pytest.mark.parametrize("command", ["up", "down"])
+def test_killed_around_the_services_sync_then_up_converges_and_down_leaves_no_rule(svc, command, when):
+    import signal
+
+    m = svc.write("app.yaml", BACKEND + "---\n" + CLIENT)
+    if command == "down":
+        svc.run("up", "--wait", "--timeout", "90", str(m))
+    res = svc.run(command, str(m), check=False, env={"PODPLAY_FAILPOINT": f"{when}:SyncServices"})
+    assert res.returncode == -signal.SIGKILL, res
+    svc.run("up", "--wait", "--timeout", "90", str(m))
+    assert get(svc, "client", "http://backend/") in ("backend-0", "backend-1")
+    again = svc.run("up", str(m))
+    assert "No changes" in again.stdout, again.stdout
     svc.run("down", str(m))
     assert not iptables_rules_mentioning(f"{svc.paths.tag}-")
