@@ -212,3 +212,36 @@ def test_a_taken_host_port_is_refused_before_anything_changes(kit):
     finally:
         kit.drivers.runtime.remove_infra(second.uid)
         tear_down(kit, first)
+
+
+# --- services -------------------------------------------------------------------------------------
+
+def test_services_sync_is_whole_idempotent_and_an_empty_one_removes_everything(kit):
+    """ServiceDriver: a sync installs exactly its entries (endpoints made in the tick resolved from
+    their attachments), twice is once, observe reads back each entry's hash, an empty sync
+    leaves nothing (the host kit's leak check then finds no rule named after the root)."""
+    from dataclasses import replace
+
+    from reconciler.services import Endpoint, ServiceEntry, ServicePortEntry, ServiceSync, entry_hash
+
+    d = kit.drivers
+    pod = kit.pod("svc-endpoint")
+    bring_up(kit, pod)
+    try:
+        # 10.223.0.0/24: beside the test networks' Service ranges (10.223.<slot>.0/24, slot ≥ 1).
+        entry = ServiceEntry("default/web", "", "ClusterIP", "10.223.0.10",
+                             (ServicePortEntry("http", "tcp", 80, 0),), (Endpoint(pod.uid, pod.ref, "", (8080,)),), 1)
+        sync = ServiceSync((entry,), ((pod.uid, "default"),))
+        d.services.sync(sync)
+        d.services.sync(sync)
+        [ip] = [a.status.ip for a in d.network.list_attachments() if a.pod_uid == pod.uid]
+        served, hosts = d.services.observe()
+        resolved = replace(entry, endpoints=(replace(entry.endpoints[0], ip=ip),))
+        assert served == {"default/web": entry_hash(resolved)}
+        assert hosts
+        d.services.sync(ServiceSync((), ((pod.uid, "default"),)))
+        assert d.services.observe() == ({}, "")
+        d.services.sync(ServiceSync())  # nothing to remove: not an error
+    finally:
+        d.services.sync(ServiceSync())
+        tear_down(kit, pod)

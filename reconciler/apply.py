@@ -48,6 +48,7 @@ from reconciler.steps import (
     Step,
     StopContainer,
     StopContainers,
+    SyncServices,
 )
 
 FAILPOINT_ENV = "PODPLAY_FAILPOINT"
@@ -184,6 +185,7 @@ class _Runner:
             raise ContainerRuntimeError(f"postStart hook of {pod.ref}/{name} failed: {message}")
 
     def _create(self, pod: DesiredPod, name: str) -> str:
+        pod = self._with_service_links(pod)
         c = pod.container(name)
         image = self.d.images.get_image(c.spec.image)
         if image is None:
@@ -192,6 +194,23 @@ class _Runner:
         self.d.runtime.create_container(pod, c, rootfs=rootfs, image=image, volumes=self._volumes(pod),
                                         network=self._network(pod))
         return c.id
+
+    def _with_service_links(self, pod: DesiredPod) -> DesiredPod:
+        """The kubelet's service links, as the container is created: the Services of its namespace
+        (FOO_SERVICE_HOST/_PORT), never over a variable the manifest sets itself."""
+        links = self.plan.service_env.get(pod.namespace, ())
+        if not links or not pod.network:
+            return pod
+        from dataclasses import replace
+
+        from reconciler.desired import EnvEntry
+
+        def add(c):
+            own = {e.name for e in c.env}
+            return replace(c, env=tuple(EnvEntry(k, v) for k, v in links if k not in own) + c.env)
+
+        return replace(pod, containers=tuple(add(c) for c in pod.containers),
+                       init_containers=tuple(add(c) for c in pod.init_containers))
 
     def run(self, step: Step) -> None:
         d = self.d
@@ -259,6 +278,12 @@ class _Runner:
                 d.volumes.remove_pod_volumes(step.uid)
             case RemoveClaim():
                 d.volumes.remove_claim(step.claim)
+            case SyncServices():
+                from reconciler.services import ServiceSync
+
+                if d.services is None:
+                    raise NetworkError("this host has no Service driver")
+                d.services.sync(ServiceSync.loads(step.sync))
             case _:
                 raise ContainerRuntimeError(f"apply does not know the step {step.verb}")
 
@@ -385,7 +410,8 @@ def apply_plan(plan: Plan, drivers: Drivers, state: StateStore, *, report: Repor
         while pending or running:
             for txn in list(pending):
                 deps = needs[txn.id]
-                if any(d in outcome and outcome[d].status != TxnStatus.OK for d in deps):
+                # The Services' sync waits for the pods but serves whatever came up.
+                if txn.kind != "services" and any(d in outcome and outcome[d].status != TxnStatus.OK for d in deps):
                     pending.remove(txn)
                     finish(txn, TxnStatus.SKIPPED, "skipped: a step it depends on failed")
                     continue

@@ -70,7 +70,7 @@ class RetryPolicy:
     def note(self, results) -> None:
         now = self.mono()
         for r in results:
-            if r.txn.kind == TxnKind.SHARED:
+            if r.txn.kind in (TxnKind.SHARED, TxnKind.SERVICES):
                 continue
             prev = self.failing.get(r.txn.key)
             same = prev is not None and prev["uid"] == r.txn.uid
@@ -84,6 +84,8 @@ class RetryPolicy:
                                        "until": self.wall() + delay, "error": r.error}
 
     def holds(self, change: Change) -> bool:
+        if change.key.kind == "Service":
+            return False  # the Services' sync is retried at every tick (it is idempotent and cheap)
         f = self.failing.get(f"{change.key.namespace}/{change.key.name}")
         return f is not None and f["uid"] in (change.before, change.after) and self.mono() < f["at"]
 

@@ -30,6 +30,7 @@ from reconciler.model.kube import (
 )
 from reconciler.model.names import DEFAULT_NETWORK  # noqa: E402,F401
 from reconciler.model.quantity import to_bytes
+from reconciler.model.service import Service, ServiceSpec
 from reconciler.model.source import ANN_NETWORK, ANN_PORT_PER_REPLICA, ANNOTATION_PREFIX, Loaded
 
 # Values that a container only learns once its pod runs; the runtime fills them in.
@@ -101,6 +102,24 @@ class RegistryCredential:
 
 
 @dataclass(frozen=True)
+class DesiredService:
+    """A Service as the host should serve it (reconciler.services decides addresses and endpoints)."""
+
+    ref: str  # "<namespace>/<name>"
+    source: str
+    line: int
+    spec: ServiceSpec
+
+    @property
+    def namespace(self) -> str:
+        return self.ref.split("/", 1)[0]
+
+    @property
+    def name(self) -> str:
+        return self.ref.split("/", 1)[1]
+
+
+@dataclass(frozen=True)
 class DesiredPod:
     key: ObjectKey  # kind is always "Pod"
     owner: ObjectKey  # the manifest object: a Pod or a Deployment
@@ -160,6 +179,12 @@ class DesiredState:
     pods: dict[str, DesiredPod] = field(default_factory=dict)  # by "<namespace>/<name>"
     claims: dict[str, DesiredClaim] = field(default_factory=dict)
     deployments: dict[str, Loaded] = field(default_factory=dict)  # by "<namespace>/<name>"
+    services: dict[str, DesiredService] = field(default_factory=dict)  # by "<namespace>/<name>"
+    # The Service rules and names this tick installs (set by the diff, read by the plan).
+    service_sync: object | None = None
+    # The kubelet's service links (FOO_SERVICE_HOST…) by namespace, given to containers as they
+    # are created (not part of a pod's spec hash: a new Service does not restart pods).
+    service_env: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -514,6 +539,7 @@ def build_desired(objects: Iterable[Loaded]) -> DesiredState:
     pods: dict[str, DesiredPod] = {}
     claims: dict[str, DesiredClaim] = {}
     deployments: dict[str, Loaded] = {}
+    services: dict[str, DesiredService] = {}
     for item in objects:
         o = item.obj
         if isinstance(o, Pod):
@@ -534,8 +560,11 @@ def build_desired(objects: Iterable[Loaded]) -> DesiredState:
         elif isinstance(o, PersistentVolumeClaim):
             ref = f"{o.metadata.namespace}/{o.metadata.name}"
             claims[ref] = DesiredClaim(ref, item.file, True)
+        elif isinstance(o, Service):
+            ref = f"{o.metadata.namespace}/{o.metadata.name}"
+            services[ref] = DesiredService(ref, item.file, item.line, o.spec)
     for pod in pods.values():
         for v in pod.volumes:
             if v.kind == "persistentVolumeClaim" and v.claim not in claims:
                 claims[v.claim] = DesiredClaim(v.claim, pod.source, False)
-    return DesiredState(pods=pods, claims=claims, deployments=deployments)
+    return DesiredState(pods=pods, claims=claims, deployments=deployments, services=services)

@@ -44,10 +44,14 @@ def open_drivers(paths: HostPaths, kind: str | None = None, *, isolate: bool = F
 
         return OverlaySnapshotter(paths, images, isolate=isolate)
 
+    from reconciler.network.services import IptablesServices
+
     images = _Deferred(make_images)
+    network = CniNetwork(paths)
     return Drivers(images=images, snapshots=_Deferred(make_snapshots), volumes=HostVolumes(paths),
-                   runtime=RuncRuntime(paths), network=CniNetwork(paths),
-                   close=lambda: images.made and images.close())
+                   runtime=RuncRuntime(paths), network=network,
+                   close=lambda: images.made and images.close(),
+                   services=IptablesServices(paths, network.list_attachments))
 
 
 class _Deferred:

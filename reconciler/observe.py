@@ -16,4 +16,6 @@ __all__ = ["observe_host", "snapshot_uid"]
 def observe_host(drivers: Drivers) -> ObservedHost:
     pods = group_pods(drivers.runtime.list_containers(), drivers.network.list_attachments(),
                       [s.key for s in drivers.snapshots.list_snapshots()], drivers.volumes.list_pod_volumes())
-    return ObservedHost(pods=pods, claims=tuple(sorted(drivers.volumes.list_claims())))
+    services, service_hosts = drivers.services.observe() if drivers.services is not None else ({}, "")
+    return ObservedHost(pods=pods, claims=tuple(sorted(drivers.volumes.list_claims())), services=services,
+                        service_hosts=service_hosts)

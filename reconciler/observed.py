@@ -168,6 +168,8 @@ class ObservedHost:
     pods: dict[str, ObservedPod] = field(default_factory=dict)  # by uid
     claims: tuple[str, ...] = ()  # "<namespace>/<claim>" named volumes that exist
     images: dict[str, str] = field(default_factory=dict)  # reference → image id known locally
+    services: dict[str, str] = field(default_factory=dict)  # Service ref → hash of the entry the host serves
+    service_hosts: str = ""  # hash of the Services' names written into the pods' /etc/hosts
 
     def pods_named(self, key: str) -> list[ObservedPod]:
         return [p for p in self.pods.values() if p.key == key]

@@ -21,6 +21,8 @@ class HostPaths:
     network_dir: Path
     # The CNI network of pods that do not name one (podplay.io/network); "" = podplay's own.
     default_network: str = ""
+    # podplay's own Service range (ClusterIPs); "" = reconciler.services.DEFAULT_SERVICE_CIDR.
+    service_cidr: str = ""
 
     @classmethod
     def from_env(cls, root: str | None = None, runroot: str | None = None,
@@ -30,6 +32,7 @@ class HostPaths:
             Path(runroot or os.environ.get("PODPLAY_RUNROOT") or "/run/podplay"),
             Path(network_dir or os.environ.get("PODPLAY_NETWORK_DIR") or "/etc/podplay/net.d"),
             network or os.environ.get("PODPLAY_NETWORK") or "",
+            os.environ.get("PODPLAY_SERVICE_CIDR", ""),
         )
 
     @property

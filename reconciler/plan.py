@@ -42,6 +42,7 @@ from reconciler.steps import (
     StartContainer,
     Step,
     StopContainers,
+    SyncServices,
 )
 
 PLAN_VERSION = 1
@@ -56,6 +57,7 @@ class TxnKind(enum.StrEnum):
     START = "start"  # restart some containers of a pod instance
     SHARED = "shared"  # a step several pods need: an image pull, a claim
     STOP = "stop"  # stop a pod's containers and leave them (`podplay stop`)
+    SERVICES = "services"  # the Services' rules and names, written after the tick's pods
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,7 @@ class Owns:
     pod: tuple[str, str, str, str, str] | None = None  # ref, uid, spec_hash, source, owner
     claims: tuple[tuple[str, str, bool], ...] = ()  # ref, source, declared
     forget_claims: tuple[str, ...] = ()
+    services: str | None = None  # a Services' sync: the JSON list of the entries served from now on
 
     @classmethod
     def instance(cls, pod: DesiredPod) -> Owns:
@@ -94,6 +97,8 @@ class Owns:
             out["claims"] = [{"ref": r, "source": s, "declared": d} for r, s, d in self.claims]
         if self.forget_claims:
             out["forget_claims"] = list(self.forget_claims)
+        if self.services is not None:
+            out["services"] = json.loads(self.services)
         return out
 
     @classmethod
@@ -101,7 +106,8 @@ class Owns:
         pod = d.get("pod")
         return cls(tuple(pod[k] for k in ("ref", "uid", "spec_hash", "source", "owner")) if pod else None,
                    tuple((c["ref"], c["source"], bool(c["declared"])) for c in d.get("claims", ())),
-                   tuple(d.get("forget_claims", ())))
+                   tuple(d.get("forget_claims", ())),
+                   json.dumps(d["services"]) if "services" in d else None)
 
 
 @dataclass(frozen=True)
@@ -146,7 +152,7 @@ class Outcome:
 
     @property
     def symbol(self) -> str:
-        return {"created": "+", "replaced": "~", "deleted": "-", "restarted": ">"}[self.verb]
+        return {"created": "+", "replaced": "~", "deleted": "-", "restarted": ">", "updated": "~"}[self.verb]
 
 
 @dataclass(frozen=True)
@@ -155,6 +161,7 @@ class Plan:
     txns: tuple[Txn, ...] = ()
     pods: dict[str, DesiredPod] = field(default_factory=dict)  # desired instances by uid
     claims: dict[str, DesiredClaim] = field(default_factory=dict)
+    service_env: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)  # namespace → links
 
     @property
     def empty(self) -> bool:
@@ -168,7 +175,7 @@ class Plan:
         pods = {uid: p.to_json() for uid, p in self.pods.items()}
         if redact:
             pods = {uid: _redact(p) for uid, p in pods.items()}
-        return {
+        out = {
             "version": PLAN_VERSION,
             "changes": [c.to_json() for c in self.changes],
             "transactions": [t.to_json() for t in self.txns],
@@ -176,6 +183,9 @@ class Plan:
             "claims": {ref: {"ref": c.ref, "source": c.source, "declared": c.declared}
                        for ref, c in self.claims.items()},
         }
+        if self.service_env:
+            out["service_env"] = {ns: [list(kv) for kv in env] for ns, env in self.service_env.items()}
+        return out
 
     @classmethod
     def from_json(cls, d: dict) -> Plan:
@@ -186,6 +196,7 @@ class Plan:
             txns=tuple(Txn.from_json(t) for t in d["transactions"]),
             pods={uid: DesiredPod.from_json(p) for uid, p in d["pods"].items()},
             claims={ref: DesiredClaim(c["ref"], c["source"], c["declared"]) for ref, c in d["claims"].items()},
+            service_env={ns: tuple(tuple(kv) for kv in env) for ns, env in d.get("service_env", {}).items()},
         )
 
     def outcome(self, txn: Txn) -> Outcome | None:
@@ -199,6 +210,13 @@ class Plan:
                 TxnKind.DELETE: "" if change.action == Action.REPLACE else "deleted",  # a replace says it once
                 TxnKind.START: "restarted"}.get(txn.kind, "")
         return Outcome(verb, change) if verb else None
+
+    def service_outcomes(self, txn: Txn) -> list[Outcome]:
+        """What a Services' sync did, one Outcome per Service it created, updated or deleted."""
+        if txn.kind != TxnKind.SERVICES:
+            return []
+        verbs = {Action.CREATE: "created", Action.REPLACE: "updated", Action.DELETE: "deleted"}
+        return [Outcome(verbs[c.action], c) for c in self.changes if c.key.kind == "Service" and c.action in verbs]
 
     def dumps(self, *, redact: bool = False) -> str:
         return json.dumps(self.to_json(redact=redact), indent=2, sort_keys=True)
@@ -373,8 +391,10 @@ def make_plan(changes: list[Change], desired: DesiredState, observed: ObservedHo
             after = tuple(t.steps[-1].id for t in b.txns if t.kind == TxnKind.DELETE and t.steps)
             b.add(TxnKind.SHARED, ref, "", [PlannedStep(b.sid(), RemoveClaim(claim=ref), after)],
                   Owns(forget_claims=(ref,)))
+    _services(b, effective, desired)
     txns = _owners_delete_first(b.txns, pods, observed)
-    return Plan(changes=tuple(changes), txns=txns, pods=pods, claims=claims)
+    return Plan(changes=tuple(changes), txns=txns, pods=pods, claims=claims,
+                service_env=desired.service_env if pods else {})
 
 
 def _pulls(b: _Builder, effective: list[Change], desired: DesiredState) -> None:
@@ -429,6 +449,17 @@ def _pod_txns(b: _Builder, c: Change, desired: DesiredState, observed: ObservedH
                                     reason=f"{c.reason}: {c.detail}" if c.detail else str(c.reason))
             steps.append(PlannedStep(b.sid(), step, (b.pulls[ctr.spec.image],)))
         b.add(TxnKind.START, ref, d.uid, steps)
+
+
+def _services(b: _Builder, effective: list[Change], desired: DesiredState) -> None:
+    """One transaction writes every Service at once, after the tick's pods were created or
+    removed (apply runs it even when some of them failed: it waits, it does not depend)."""
+    if desired.service_sync is None or not any(c.key.kind == "Service" for c in effective):
+        return
+    after = tuple(t.steps[-1].id for t in b.txns if t.steps)
+    sync = desired.service_sync
+    b.add(TxnKind.SERVICES, "services", "", [PlannedStep(b.sid(), SyncServices(sync=sync.dumps()), after)],
+          Owns(services=json.dumps([e.to_json() for e in sync.entries])))
 
 
 def _owners_delete_first(txns: list[Txn], pods: dict[str, DesiredPod], observed: ObservedHost) -> tuple[Txn, ...]:

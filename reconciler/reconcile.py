@@ -55,6 +55,7 @@ class Goal:
     force: bool = False  # recreate every pod (up --replace)
     remove_volumes: bool = False  # down --volumes
     only: frozenset[str] = frozenset()  # "namespace/name" of the pods the pass is limited to
+    service_cidr: str = ""  # podplay's Service range ("" = the default)
 
     @property
     def paths(self) -> tuple[str, ...]:
@@ -68,7 +69,8 @@ def make_goal(paths: Sequence[str], manifests: ManifestSet, host_paths: HostPath
     objects = tuple(absolute_sources(manifests.objects, host_paths))
     return Goal(manifests, objects, declared if declared is not None else build_desired(list(objects)),
                 scope if scope is not None else make_scope(paths, manifests), Mode(mode), force, remove_volumes,
-                frozenset(n if "/" in n else f"default/{n}" for n in only))
+                frozenset(n if "/" in n else f"default/{n}" for n in only),
+                host_paths.service_cidr if host_paths is not None else "")
 
 
 def absolute_sources(objects: Sequence[Loaded], host_paths: HostPaths | None = None) -> list[Loaded]:
@@ -161,7 +163,60 @@ def decide(goal: Goal, observed: ObservedHost, state: StateStore, now: float | N
         changes = compute_down(desired, observed, last, goal.scope, remove_volumes=goal.remove_volumes)
     else:
         changes = compute_diff(desired, observed, last, goal.scope, force=goal.force, now=now, health=health)
+    if not goal.only:
+        desired, changes = decide_services(goal, desired, observed, health, changes, state)
     return View(goal, desired, observed, last, health, tuple(changes), now, tuple(notes))
+
+
+def decide_services(goal: Goal, desired: DesiredState, observed: ObservedHost, health, changes: list[Change],
+                    state: StateStore) -> tuple[DesiredState, list[Change]]:
+    """The Services' changes, after the pods' (their endpoints follow the pods this tick makes
+    and removes). Addresses that cannot be allocated stop the pass before anything changes."""
+    from reconciler import services
+
+    sockets = []
+    if goal.mode == Mode.UP and any(s.spec.type in services.PUBLISHED_TYPES for s in desired.services.values()):
+        from reconciler.network.ports import host_sockets
+
+        sockets = [(s.protocol, s.port) for s in host_sockets()]
+    d = services.decide_services(desired, observed, health, changes, state.owned.service_records(),
+                                 goal.service_cidr or services.DEFAULT_SERVICE_CIDR,
+                                 prune=goal.scope.prune, covers=goal.scope.covers, down=goal.mode == Mode.DOWN,
+                                 sockets=sockets)
+    if d.errors:
+        raise ManifestError(d.errors)
+    return replace(desired, service_sync=d.sync, service_env=d.env), list(changes) + d.changes
+
+
+def services_status(drivers: Drivers, state: StateStore) -> list[dict]:
+    """What `podplay services` shows: the Services podplay serves, their addresses and endpoints,
+    and whether the host's rules still match (reconciler.services.status_rows)."""
+    from reconciler import services
+
+    serving = drivers.services.observe()[0] if drivers.services is not None else {}
+    ips = {a.pod_uid: a.status.ip for a in drivers.network.list_attachments()}
+    entries = [replace(e, endpoints=tuple(replace(x, ip=x.ip or ips.get(x.uid, "")) for x in e.endpoints))
+               for e in state.owned.service_records().values()]
+    return services.status_rows(entries, serving, host_addresses())
+
+
+def host_addresses() -> list[str]:
+    """The addresses of the host's default-route interfaces: what a LoadBalancer's status shows (as
+    k3s shows the node's address; it answers on every address of the host, 127.0.0.1 included)."""
+    import json
+    import subprocess
+
+    def ip(*argv: str) -> list:
+        try:
+            res = subprocess.run(["ip", "-j", "-4", *argv], capture_output=True, text=True, timeout=10, check=False)
+            return json.loads(res.stdout or "[]")
+        except (OSError, ValueError, subprocess.TimeoutExpired):
+            return []
+
+    devs = {r.get("dev") for r in ip("route", "show", "default")}
+    out = [a["local"] for link in ip("addr", "show", "scope", "global") if link.get("ifname") in devs
+           for a in link.get("addr_info", []) if a.get("local")]
+    return sorted(set(out))
 
 
 # --- one pass: plan a View's changes and apply them ---------------------------------------------------

@@ -88,6 +88,17 @@ class RemoveClaim(Step):
         return self.claim
 
 
+@_step
+class SyncServices(Step):
+    """Serve exactly these Services (a reconciler.services.ServiceSync as JSON): rules and names."""
+
+    sync: str = ""
+
+    @property
+    def target(self) -> str:
+        return "services"
+
+
 # --- teardown ---------------------------------------------------------------------------------
 
 @_step

@@ -46,6 +46,10 @@ step "counter: each replica on its own port (18100+N), a Secret mounted, a count
 get http://127.0.0.1:18100/
 get http://127.0.0.1:18101/
 
+step "guestbook: web → api (two replicas behind a ClusterIP) → db, by Service names; web's NodePort on 127.0.0.1:30080"
+$PODPLAY services
+for _ in 1 2 3; do get http://127.0.0.1:30080/cgi-bin/index; done
+
 step "podplay logs hello-web"
 $PODPLAY logs hello-web
 

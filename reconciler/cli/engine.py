@@ -151,6 +151,12 @@ class Progress:
             what = txn.key if txn.kind == "shared" else f"{txn.kind} {txn.key}"
             print(f"! {what}: {message}", file=self.err)
             return
+        if txn.kind == "services":
+            for done in [] if self.quiet else self.plan_ref().service_outcomes(txn):
+                c = done.change
+                why = f"{c.reason}: {c.detail}" if c.detail else str(c.reason)
+                print(f"{done.symbol} {done.verb} service {c.key.namespace}/{c.key.name} ({why})", file=self.out)
+            return
         done = None if self.quiet else self.plan_ref().outcome(txn)
         if done is None:
             return

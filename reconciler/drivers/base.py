@@ -252,6 +252,30 @@ class NetworkDriver(Protocol):
         ...
 
 
+class ServiceDriver(Protocol):
+    """Serves Services on the host: ClusterIP and nodePort forwarding to ready endpoints, and the
+    Services' names in every pod's /etc/hosts.
+
+    ``sync`` installs a whole ``reconciler.services.ServiceSync`` at once — every Service the host
+    should serve, not a delta — so running it twice, or again after a crash part-way, is harmless;
+    endpoints with an empty IP are pods created in the same tick, resolved from their network
+    attachments. A sync with no entries removes every rule, chain and name it ever wrote.
+    ``observe`` says what the host serves: Service ref → the entry hash it was written from
+    (``reconciler.services.entry_hash``), and the hash of the names in the pods' hosts files.
+
+        drivers.services.sync(ServiceSync(entries=(ServiceEntry("default/web", src, "ClusterIP",
+                              "10.43.0.7", (ServicePortEntry("", "tcp", 80),), (Endpoint(uid, "default/web-0",
+                              "10.129.3.5", (8080,)),)),), hosts=((uid, "default"),)))
+        drivers.services.observe()  # → ({"default/web": "3f1c…"}, "9a0b…")
+    """
+
+    def sync(self, sync) -> None: ...
+
+    def observe(self) -> tuple[dict[str, str], str]: ...
+
+    def remove_all(self) -> None: ...
+
+
 @dataclass
 class Drivers:
     """The set of drivers one reconcile pass uses. ``close`` releases what they hold."""
@@ -262,6 +286,7 @@ class Drivers:
     runtime: RuntimeDriver
     network: NetworkDriver
     close: Callable[[], None] = lambda: None
+    services: ServiceDriver | None = None  # None: this host serves no Services
     # Answers probes instead of running them (the fake host's table): (container id, container
     # name, kind, probe) → (success, message). None: health probes run them for real.
     probe: Callable[[str, str, str, object], tuple[bool, str]] | None = None

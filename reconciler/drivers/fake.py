@@ -9,6 +9,7 @@ what it left — the same crash the real drivers must survive.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import io
 import json
@@ -74,6 +75,8 @@ class FakeHost:
         self.host_ports_in_use: set[int] = set()  # ports "held by another process"
         # Probe answers: "<container id or name>[:<startup|liveness|readiness>]" → success; unlisted pass.
         self.probe_results: dict[str, bool] = {}
+        self.services: dict[str, dict] = {}  # Service ref → {"hash": entry hash, "entry": ServiceEntry JSON}
+        self.service_hosts = ""
         if self.path and self.path.exists():
             self.__dict__.update(json.loads(self.path.read_text()))
             self.path = Path(path)
@@ -410,7 +413,39 @@ class FakeNetwork:
         return out
 
 
+@_serialized
+class FakeServices:
+    """What the host serves, as a table: the same resolution of endpoints made in the tick."""
+
+    def __init__(self, host: FakeHost):
+        self.h = host
+
+    def sync(self, sync) -> None:
+        from reconciler.services import ServiceEntry, entry_hash, hosts_hash
+
+        self.h._op("sync_services")
+        ips = {uid: a["status"]["ip"] for uid, a in self.h.attachments.items()}
+        served = {}
+        for e in sync.entries:
+            eps = tuple(x if x.ip else dataclasses.replace(x, ip=ips.get(x.uid, "")) for x in e.endpoints)
+            e = dataclasses.replace(e, endpoints=tuple(x for x in eps if x.ip))
+            served[e.ref] = {"hash": entry_hash(e), "entry": e.to_json()}
+        pods = [uid for uid, _ in sync.hosts if uid in self.h.attachments]
+        self.h.services = served
+        self.h.service_hosts = hosts_hash([ServiceEntry.from_json(v["entry"]) for v in served.values()],
+                                          pods) if served else ""
+        self.h.save()
+
+    def observe(self) -> tuple[dict[str, str], str]:
+        return {ref: v["hash"] for ref, v in self.h.services.items()}, self.h.service_hosts
+
+    def remove_all(self) -> None:
+        self.h.services, self.h.service_hosts = {}, ""
+        self.h.save()
+
+
 def fake_drivers(host: FakeHost | None = None) -> Drivers:
     host = host or FakeHost()
     return Drivers(images=FakeImages(host), snapshots=FakeSnapshots(host), volumes=FakeVolumes(host),
-                   runtime=FakeRuntime(host), network=FakeNetwork(host), probe=host.probe)
+                   runtime=FakeRuntime(host), network=FakeNetwork(host), probe=host.probe,
+                   services=FakeServices(host))

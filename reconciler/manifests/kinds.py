@@ -14,7 +14,9 @@ from reconciler.manifests.fields import check_meta, check_quantity
 from reconciler.manifests.hostfacts import HostFacts
 from reconciler.manifests.pods import check_deployment, check_pod_spec
 from reconciler.manifests.positions import Path_
+from reconciler.manifests.services import check_service
 from reconciler.model.kube import ConfigMap, Deployment, PersistentVolumeClaim, Pod, Secret
+from reconciler.model.service import Service
 
 CONFIG_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 MAX_DATA = 1024 * 1024  # the API server's cap on a ConfigMap's or Secret's data (core.MaxSecretSize)
@@ -34,6 +36,8 @@ def check_object(chk: Checker, obj, host: HostFacts) -> None:
             _check_secret_type(chk, obj)
     elif isinstance(obj, PersistentVolumeClaim):
         _check_claim(chk, obj)
+    elif isinstance(obj, Service):
+        check_service(chk, obj)
 
 
 def _check_data_keys(chk: Checker, obj: ConfigMap | Secret) -> None:

@@ -533,3 +533,10 @@ API_VERSIONS = {
 
 def key_of(obj: KubeObject) -> ObjectKey:
     return ObjectKey(obj.kind, obj.metadata.namespace or "default", obj.metadata.name)
+
+
+# Kinds that live in their own modules register here (they import ObjectMeta from this one).
+from reconciler.model.service import Service  # noqa: E402
+
+KINDS["Service"] = Service
+API_VERSIONS["Service"] = "v1"

@@ -103,6 +103,10 @@ def _merge_options(base: Sequence[str], extra: Sequence[str]) -> list[str]:
     return list(merged.values())
 
 
+def _cluster_search(namespace: str) -> tuple[str, ...]:
+    return (f"{namespace}.svc.cluster.local", "svc.cluster.local", "cluster.local")
+
+
 def resolv_conf_for(pod: DesiredPod, host: ResolvConf) -> ResolvConf:
     spec = pod.spec
     cfg = spec.dns_config
@@ -120,6 +124,12 @@ def resolv_conf_for(pod: DesiredPod, host: ResolvConf) -> ResolvConf:
         nameservers += extra_ns
         searches = list(host.searches) + extra_search
         options = _merge_options(host.options, extra_opts)
+        if spec.dns_policy in ("ClusterFirst", "ClusterFirstWithHostNet", "") and not spec.host_network:
+            # The kubelet's search path and ndots for a cluster's names: `svc`, `svc.ns`,
+            # `svc.ns.svc` all resolve (from the Services' entries in /etc/hosts).
+            searches = list(_cluster_search(pod.namespace)) + searches
+            # As the kubelet's ClusterFirst: ndots:5, not the host's options, then dnsConfig's.
+            options = _merge_options(["ndots:5"], extra_opts)
     nameservers = list(dict.fromkeys(nameservers))[:MAX_NAMESERVERS]
     searches = list(dict.fromkeys(searches))[:MAX_SEARCHES]
     return ResolvConf(tuple(nameservers), tuple(searches), tuple(options))

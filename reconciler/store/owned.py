@@ -3,6 +3,7 @@ made. The diff reads them as ``LastApplied``; only pods and claims recorded here
 
 from __future__ import annotations
 
+import json
 import time
 from typing import TYPE_CHECKING
 
@@ -24,6 +25,13 @@ class Ownership:
         claims = dict(self.db.execute("SELECT ref, source FROM claims"))
         return LastApplied(pods=pods, claims=claims)
 
+    def service_records(self) -> dict:
+        """Service ref → the ServiceEntry last served (its ClusterIP and nodePorts are kept)."""
+        from reconciler.services import ServiceEntry
+
+        return {ref: ServiceEntry.from_json(json.loads(entry)) for ref, entry in self.db.execute(
+            "SELECT ref, entry FROM services")}
+
 
 def commit_ownership(db: Connection, kind: str, key: str, uid: str, record: dict) -> None:
     """What a committed transaction changes in what podplay owns, from the transaction's own
@@ -43,3 +51,8 @@ def commit_ownership(db: Connection, kind: str, key: str, uid: str, record: dict
                    (claim["ref"], claim["source"], int(claim["declared"])))
     for ref in record.get("forget_claims", ()):
         db.execute("DELETE FROM claims WHERE ref = ?", (ref,))
+    if "services" in record:
+        # A Services' sync serves exactly its entries: they replace every record.
+        db.execute("DELETE FROM services")
+        db.executemany("INSERT INTO services VALUES (?, ?, ?)",
+                       [(e["ref"], e.get("source", ""), json.dumps(e)) for e in record["services"]])

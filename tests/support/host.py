@@ -25,7 +25,8 @@ def host_paths(request) -> HostPaths:
     for p in (paths.root, paths.runroot, paths.network_dir):
         p.mkdir(parents=True)
     yield paths
-    leaks = find_leaks(paths.root, paths.runroot, tuple(getattr(request.node, "leak_needles", ())))
+    # The root's tag names every iptables chain podplay makes for it (Services' <tag>-…, CNI ids).
+    leaks = find_leaks(paths.root, paths.runroot, (*getattr(request.node, "leak_needles", ()), paths.tag))
     # Clean up whatever leaked so that one failure does not cascade, then fail the test.
     for m in sorted(mounts_under(paths.root, paths.runroot), key=len, reverse=True):
         subprocess.run(["umount", "-l", m], capture_output=True)

@@ -6,6 +6,7 @@ busybox as ``localhost/busybox:latest``, the name the examples and the podman co
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -70,6 +71,10 @@ def stack(host_paths, test_network, registry, tmp_path) -> Stack:  # noqa: F811
     env = {**os.environ, "PODPLAY_ROOT": str(host_paths.root), "PODPLAY_RUNROOT": str(host_paths.runroot),
            "PODPLAY_NETWORK_DIR": str(host_paths.network_dir)}
     env.pop("PODPLAY_DRIVER", None)
+    # A Service range of the test's own, beside its pod subnet: parallel tests never share a ClusterIP.
+    cidr = f"10.223.{test_network.slot}.0/24"
+    env["PODPLAY_SERVICE_CIDR"] = cidr
+    host_paths = dataclasses.replace(host_paths, service_cidr=cidr)
     s = Stack(host_paths, test_network, env, tmp_path)
     yield s
     # Whatever a failed test left running: remove it through podplay itself, as a user would.

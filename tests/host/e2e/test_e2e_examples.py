@@ -35,7 +35,34 @@ def _examples() -> list[str]:
 
 def play_copy(stack: Stack, name: str, span: int = 1) -> tuple[Path, dict[int, int]]:
     text, ports = rewrite_host_ports((EXAMPLES / name).read_text(), span)
-    return stack.write(name, text), ports
+    text, node_ports = rewrite_node_ports(text)
+    return stack.write(name, text), {**ports, **node_ports}
+
+
+def rewrite_node_ports(text: str) -> tuple[str, dict[int, int]]:
+    """Every fixed ``nodePort: N`` given a free one of the nodePort range (as hostPorts are)."""
+    import random
+    import re
+    import socket
+
+    mapping: dict[int, int] = {}
+
+    def free() -> int:
+        while True:
+            port = random.randint(30000, 32767)
+            with socket.socket() as s:
+                try:
+                    s.bind(("0.0.0.0", port))
+                except OSError:
+                    continue
+            if port not in mapping.values():
+                return port
+
+    def new(m: re.Match) -> str:
+        mapping.setdefault(int(m.group(2)), free())
+        return f"{m.group(1)}{mapping[int(m.group(2))]}"
+
+    return re.sub(r"(nodePort:\s*)(\d+)", new, text), mapping
 
 
 def check_hello_web(stack: Stack, m: Path, ports: dict[int, int]) -> None:
@@ -97,11 +124,29 @@ def check_counter(stack: Stack, m: Path, ports: dict[int, int]) -> None:
     assert pages() == [f"counter-{i} start #1, token {token} bytes\n" for i in (0, 1)], "--volumes removed it"
 
 
+def check_guestbook(stack: Stack, m: Path, ports: dict[int, int]) -> None:
+    # "Three tiers that find each other by Service name, the frontend published with a NodePort
+    # on the host (127.0.0.1:30080)": web → api (two replicas) → db, each by its Service's name.
+    seen = set()
+    for _ in range(12):
+        page = wait_http(f"http://127.0.0.1:{ports[30080]}/cgi-bin/index")
+        lines = page.splitlines()
+        assert lines[0] == "web web-0 asked api.default.svc.cluster.local:", page
+        assert lines[1].endswith("read from db: hello from the db tier"), page
+        seen.add(lines[1].split()[1])
+        if len(seen) == 2:
+            break
+    assert seen == {"api-0", "api-1"}, "both api replicas answer behind their ClusterIP"
+    listed = stack.run("services").stdout
+    assert "NodePort" in listed and f"80:{ports[30080]}/TCP" in listed, listed
+
+
 # Example file → (check, hostPort span: room for per-replica ports).
 CHECKS = {
     "hello-web.yaml": (check_hello_web, 1),
     "pod-with-sidecar.yaml": (check_sidecar_demo, 1),
     "counter-deployment.yaml": (check_counter, 2),
+    "guestbook-services.yaml": (check_guestbook, 1),
 }
 
 

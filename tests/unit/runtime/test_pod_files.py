@@ -57,7 +57,8 @@ def test_parse_resolv_conf():
 def test_loopback_nameservers_are_dropped_in_a_pod_network():
     conf = resolv_conf_for(make_pod("web", [{"name": "a"}]), HOST)
     assert conf.nameservers == ("192.168.1.1",)
-    assert conf.searches == ("lan", "example.com")
+    # The cluster's search path first (the Services' names), then the host's.
+    assert conf.searches == ("default.svc.cluster.local", "svc.cluster.local", "cluster.local", "lan", "example.com")
 
 
 def test_only_loopback_nameservers_fall_back_to_public_ones():
@@ -76,8 +77,8 @@ def test_dns_config_merges_into_the_hosts():
         "options": [{"name": "ndots", "value": "5"}, {"name": "rotate"}]})
     conf = resolv_conf_for(pod, HOST)
     assert conf.nameservers == ("192.168.1.1", "9.9.9.9")
-    assert conf.searches == ("lan", "example.com", "svc.local")
-    assert conf.options == ("edns0", "ndots:5", "rotate")
+    assert conf.searches[3:] == ("lan", "example.com", "svc.local")
+    assert conf.options == ("ndots:5", "rotate")  # ClusterFirst: the kubelet's ndots:5, not the host's options
 
 
 def test_dns_policy_none_uses_dns_config_alone():
@@ -96,3 +97,11 @@ def test_at_most_three_nameservers(count):
 
 def test_hostname_file():
     assert pod_files.render_hostname("www") == "www\n"
+
+
+def test_cluster_first_gets_the_kubelet_search_path_and_ndots():
+    conf = resolv_conf_for(make_pod("web", [{"name": "a"}]), HOST)
+    assert conf.searches[:3] == ("default.svc.cluster.local", "svc.cluster.local", "cluster.local")
+    assert "ndots:5" in conf.options
+    host = resolv_conf_for(make_pod("web", [{"name": "a"}], hostNetwork=True), HOST)
+    assert "cluster.local" not in host.searches
