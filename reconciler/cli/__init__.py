@@ -27,6 +27,7 @@ AREAS = {
     "containers": ("ps", "pods", "logs", "exec", "stop", "start", "rm"),
     "images": ("pull", "images", "inspect", "rmi", "tag", "image", "login", "logout", "copy", "push", "save",
                "load", "import"),
+    "build": ("build",),
     "keep": ("watch", "sync", "status"),
     "units": ("generate",),
     "rollout": ("rollout",),
