@@ -8,8 +8,10 @@ or mounted for them. The image goes into the same content store as pulled images
 blobs, the same records), so the storage driver's safe unpack is what every built layer meets
 before a container uses it.
 
-Not yet here: RUN (it needs a container on a snapshot and a layer made from its upper
-directory), COPY --from (it needs a stage's file system), and the layer cache.
+RUN (reconciler.build.run) runs in a one-shot runc container on an overlay snapshot of the
+stage's layers; its upper directory becomes the layer.
+
+Not yet here: COPY --from (it needs a stage's file system), and the layer cache.
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ class BuildOptions:
     labels: dict[str, str] = field(default_factory=dict)
     timestamp: int | None = None  # --timestamp or SOURCE_DATE_EPOCH: created times and mtimes clamped
     pull: str = "IfNotPresent"
+    network: str = ""  # RUN's network: "" / none (isolated) or host
 
 
 @dataclass
@@ -131,10 +134,12 @@ def split_stages(cf: Containerfile) -> tuple[list[Instruction], list[list[Instru
 
 
 class Builder:
-    def __init__(self, store, opts: BuildOptions, log: Callable[[str], None] = lambda s: None):
+    def __init__(self, store, opts: BuildOptions, log: Callable[[str], None] = lambda s: None,
+                 output: Callable[[bytes], None] = lambda b: None):
         self.store = store  # a LocalImageStore
         self.opts = opts
         self.log = log
+        self.output = output  # what RUN prints, as it comes
         self.context_dir = Path(opts.context)
         if not self.context_dir.is_dir():
             raise BuildError(f"the build context {opts.context} is not a directory")
@@ -318,8 +323,9 @@ class Builder:
     def _fail(self, ins: Instruction, message: str) -> BuildError:
         return BuildError(message, self.cf.path, ins.line, ins.command)
 
-    def _history(self, state: StageState, ins: Instruction, text: str, *, empty: bool = True) -> None:
-        entry = {"created": self.created, "created_by": f"/bin/sh -c #(nop) {text}"}
+    def _history(self, state: StageState, ins: Instruction, text: str, *, empty: bool = True,
+                 nop: bool = True) -> None:
+        entry = {"created": self.created, "created_by": f"/bin/sh -c #(nop) {text}" if nop else text}
         if empty:
             entry["empty_layer"] = True
         state.doc.setdefault("history", []).append(entry)
@@ -482,8 +488,38 @@ class Builder:
         return int(total)
 
     def _i_run(self, state: StageState, ins: Instruction, _g) -> None:
-        raise self._fail(ins, "is not supported yet by podplay build (COPY, ADD and the config "
-                              "instructions are)")
+        from reconciler.build.run import run_step
+
+        if ins.flag("mount") is not None or ins.flag("security") is not None:
+            raise self._fail(ins, "--mount and --security are not supported by podplay build")
+        network = ins.flag("network") or self.opts.network
+        if network not in ("", "none", "host", "default", "private"):
+            raise self._fail(ins, f"--network={network}: podplay build runs RUN with no network (none) or "
+                                  "the host's (host)")
+        form = ins.json
+        if form is not None:
+            argv = form
+        else:
+            shell = list(state.config.get("Shell") or DEFAULT_SHELL)
+            text = ins.args
+            if ins.heredocs and re.fullmatch(r"<<-?[\"']?\w+[\"']?", text.strip()):
+                # RUN <<EOF … EOF: the heredoc is the script.
+                text = ins.heredocs[0].content
+            elif ins.heredocs:
+                raise self._fail(ins, "a heredoc is supported as the whole script only (RUN <<EOF)")
+            argv = shell + [text]
+        env = dict(state.args)
+        for item in state.config.get("Env") or []:
+            k, _, v = item.partition("=")
+            env[k] = v
+        env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        entries, written = run_step(self, state, ins, argv, [f"{k}={v}" for k, v in env.items()],
+                                    network_host=network == "host")
+        self.lower(state).apply_entries(entries)
+        args_prefix = f"|{len(state.args)} " + " ".join(f"{k}={v}" for k, v in state.args.items()) + " " \
+            if state.args else ""
+        text = args_prefix + (" ".join(form) if form is not None else " ".join(argv))
+        self._add_layer(state, written, text, nop=False)
 
     # --- COPY and ADD -------------------------------------------------------------------
 
@@ -673,11 +709,11 @@ class Builder:
                     stream_into(tmp, w)
         return written
 
-    def _add_layer(self, state: StageState, written: WrittenLayer, text: str) -> None:
+    def _add_layer(self, state: StageState, written: WrittenLayer, text: str, *, nop: bool = True) -> None:
         state.layers.append({"mediaType": written.media_type, "digest": written.digest, "size": written.size})
         state.doc.setdefault("rootfs", {"type": "layers", "diff_ids": []}).setdefault("diff_ids", []).append(
             written.diff_id)
-        self._history(state, None, text, empty=False)  # type: ignore[arg-type]
+        self._history(state, None, text, empty=False, nop=nop)  # type: ignore[arg-type]
 
     # --- the image ----------------------------------------------------------------------
 
@@ -736,9 +772,10 @@ def _is_archive(context: Context, rel: str) -> bool:
         return False
 
 
-def build_image(store, opts: BuildOptions, log: Callable[[str], None] = lambda s: None) -> BuildResult:
+def build_image(store, opts: BuildOptions, log: Callable[[str], None] = lambda s: None,
+                output: Callable[[bytes], None] = lambda b: None) -> BuildResult:
     """Build ``opts`` into ``store``; temporary files are removed whatever happens."""
-    builder = Builder(store, opts, log)
+    builder = Builder(store, opts, log, output)
     try:
         return builder.build()
     finally:

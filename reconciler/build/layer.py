@@ -141,8 +141,18 @@ class LowerTree:
                                     info.mode, info.uid, info.gid, int(info.mtime), info.linkname))
 
     def apply_entries(self, entries: Iterable[Entry]) -> None:
-        for e in entries:
-            self.add(e.path, Node(e.type, e.mode, e.uid, e.gid, e.mtime, e.linkname))
+        """Apply a layer made here (sorted as it is written, whiteouts included)."""
+        # Whiteouts hide what is below only: apply them before the layer's own entries.
+        ordered = sorted(entries, key=lambda e: (not posixpath.basename(e.path).startswith(WHITEOUT),
+                                                 e.path.split("/")))
+        for e in ordered:
+            parent, base = posixpath.split(e.path)
+            if base == OPAQUE:
+                self._remove_below(parent)
+            elif base.startswith(WHITEOUT):
+                self.remove(posixpath.join(parent, base[len(WHITEOUT):]))
+            else:
+                self.add(e.path, Node(e.type, e.mode, e.uid, e.gid, e.mtime, e.linkname))
 
     def add(self, path: str, node: Node) -> None:
         old = self.nodes.get(path)

@@ -11,6 +11,7 @@ def register(sub, common) -> None:
     p = sub.add_parser("build", parents=[common], help="build an image from a Containerfile",
                        description="Build an image from a Containerfile (or Dockerfile) and its context "
                                    "directory into podplay's image store, like buildah bud / podman build.")
+    p.set_defaults(network="")
     p.add_argument("context", nargs="?", default=".", help="the build context directory (default: .)")
     p.add_argument("-t", "--tag", action="append", default=[], metavar="NAME",
                    help="name for the image, repeatable (a short name goes under localhost/)")
@@ -54,12 +55,20 @@ def _pairs(values: list[str], flag: str, *, from_env: bool = False) -> dict[str,
 def cmd_build(args, ctx) -> int:
     from reconciler.build.builder import BuildOptions, build_image
     from reconciler.cli.images import _store
+    from reconciler.errors import InputError
+
+    # The global --network names pods' network; for build it is RUN's, as with podman build.
+    network = getattr(args, "network", "") or ""
+    if network not in ("", "none", "host"):
+        raise InputError(f"--network {network}: podplay build runs RUN with no network (none, the default) "
+                         "or the host's (host)")
 
     opts = BuildOptions(context=args.context, containerfile=args.file, tags=list(args.tag),
                         build_args=_pairs(args.build_arg, "--build-arg", from_env=True), target=args.target,
                         no_cache=args.no_cache, platform=args.platform,
                         labels=_pairs(args.label, "--label"), timestamp=args.timestamp,
-                        pull={"missing": "IfNotPresent", "always": "always", "never": "never"}[args.pull])
+                        pull={"missing": "IfNotPresent", "always": "always", "never": "never"}[args.pull],
+                        network=network)
     store = _store(args, ctx)
     err = ctx.err if not args.quiet else None
 
@@ -67,8 +76,14 @@ def cmd_build(args, ctx) -> int:
         if err is not None:
             print(line, file=err, flush=True)
 
+    def output(chunk: bytes) -> None:
+        if err is not None:
+            err.flush()
+            getattr(err, "buffer", None) and err.buffer.write(chunk) or err.write(chunk.decode(errors="replace"))
+            err.flush()
+
     try:
-        result = build_image(store, opts, log)
+        result = build_image(store, opts, log, output)
     finally:
         store.close()
     log(f"--> {result.image_id.split(':', 1)[1][:12]}")

@@ -223,7 +223,9 @@ ENV B=2
 @pytest.mark.parametrize(("containerfile", "message"), [
     ("FROM localhost/busybox\nCOPY missing /x\n", "Containerfile:2: COPY: missing: no such file"),
     ("FROM localhost/busybox\nEXPOSE 99999\n", "Containerfile:2: EXPOSE: '99999' is not PORT"),
-    ("FROM localhost/busybox\nRUN true\n", "Containerfile:2: RUN: is not supported yet"),
+    ("FROM localhost/busybox\nRUN --mount=type=cache,target=/c true\n",
+     "Containerfile:2: RUN: --mount and --security are not supported"),
+    ("FROM localhost/busybox\nCOPY --from=other /a /b\n", "Containerfile:2: COPY: --from is not supported yet"),
     ("FROM localhost/nonexistent-image\n", "Containerfile:1: FROM: cannot get the base image"),
     ("ENV A=1\nFROM scratch\n", "Containerfile:1: ENV: only ARG may come before the first FROM"),
     ("FROM scratch\nCOPY --chown=app /x /y\n", "Containerfile:2: COPY: --chown=app: only numeric"),
