@@ -11,7 +11,9 @@ before a container uses it.
 RUN (reconciler.build.run) runs in a one-shot runc container on an overlay snapshot of the
 stage's layers; its upper directory becomes the layer.
 
-Not yet here: COPY --from (it needs a stage's file system), and the layer cache.
+``COPY --from`` reads an earlier stage (or an image) through a snapshot of it, mounted for
+the copy only. COPY, ADD and RUN layers are cached (reconciler.build.cache): an unchanged
+rebuild runs nothing and writes no layer.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from reconciler.build.cache import LayerCache, content_digest
 from reconciler.build.context import Context, IgnoreRules
 from reconciler.build.layer import Entry, LowerTree, WrittenLayer, write_layer
 from reconciler.build.parse import (
@@ -162,6 +165,10 @@ class Builder:
                         _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"))
         self.used_args: set[str] = set()
         self._tmpdirs: list[str] = []  # ADD's spooled archive members, removed by build_image
+        self.cache = LayerCache(store, Path(store.paths.root) / "build-cache", enabled=not opts.no_cache,
+                                salt=str(opts.timestamp))
+        self.stage_names: dict[str, int] = {}
+        self.built: dict[int, StageState] = {}
         self.step = 0
         self.total = 0
 
@@ -198,7 +205,8 @@ class Builder:
             target = names[self.opts.target.lower()]
         needed = self._needed(stages, froms, names, target, global_args)
         self.total = sum(len(stages[i]) for i in needed)
-        built: dict[int, StageState] = {}
+        self.stage_names = names
+        built = self.built
         for i in sorted(needed):
             built[i] = self._stage(i, stages[i], froms[i], names, built, global_args)
         unused = set(self.opts.build_args) - self.used_args
@@ -513,9 +521,16 @@ class Builder:
             k, _, v = item.partition("=")
             env[k] = v
         env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
-        entries, written = run_step(self, state, ins, argv, [f"{k}={v}" for k, v in env.items()],
-                                    network_host=network == "host")
-        self.lower(state).apply_entries(entries)
+        env_list = [f"{k}={v}" for k, v in env.items()]
+        key = self.cache.key(state, ["RUN", network, *argv, *env_list])
+        written = self.cache.get(key)
+        if written is None:
+            entries, written = run_step(self, state, ins, argv, env_list, network_host=network == "host")
+            self.cache.put(key, written)
+            self.lower(state).apply_entries(entries)
+        else:
+            self.log("--> Using cache " + key[:12])
+            state.lower = None  # read again from the layers when a COPY needs it
         args_prefix = f"|{len(state.args)} " + " ".join(f"{k}={v}" for k, v in state.args.items()) + " " \
             if state.args else ""
         text = args_prefix + (" ".join(form) if form is not None else " ".join(argv))
@@ -530,8 +545,47 @@ class Builder:
         self._copy(state, ins, add=True)
 
     def _copy(self, state: StageState, ins: Instruction, *, add: bool) -> None:
-        if ins.flag("from") is not None:
-            raise self._fail(ins, "--from is not supported yet by podplay build")
+        source = ins.flag("from")
+        if source is None:
+            self._copy_from(state, ins, add=add, from_label="")
+            return
+        if add:
+            raise self._fail(ins, "ADD takes no --from (use COPY --from)")
+        from reconciler.build.run import mounted_stage
+
+        source = expand(source, state.env(), self.cf.escape)
+        other = self._source_stage(state, ins, source)
+        # What a stage holds is fixed by its layers: the key needs no look at its files, and a
+        # hit needs no mount.
+        key = self.cache.key(state, ["COPY --from", json.dumps(other.doc.get("rootfs", {}).get("diff_ids", [])),
+                                     ins.original])
+        written = self.cache.get(key)
+        if written is not None:
+            self.log("--> Using cache " + key[:12])
+            state.lower = None
+            self._add_layer(state, written, f"COPY --from={source} {ins.args}")
+            return
+        saved = self.context
+        with mounted_stage(self, other, ins) as rootfs:
+            self.context = Context(rootfs)
+            try:
+                self._copy_from(state, ins, add=False, from_label=source, cache_key=key)
+            finally:
+                self.context = saved
+
+    def _source_stage(self, state: StageState, ins: Instruction, source: str) -> StageState:
+        key = source.lower()
+        index = self.stage_names.get(key)
+        if index is None and source.isdigit():
+            index = int(source)
+        if index is not None:
+            if index >= state.index or index not in self.built:
+                raise self._fail(ins, f"--from={source}: a stage can copy only from an earlier stage")
+            return self.built[index]
+        return self._base(source, {}, {}, self.platform, ins, state.index)
+
+    def _copy_from(self, state: StageState, ins: Instruction, *, add: bool, from_label: str,
+                   cache_key: str = "") -> None:
         env = state.env()
         form = ins.json
         if form is not None:
@@ -591,9 +645,16 @@ class Builder:
         if not matched_any:
             raise self._fail(ins, "no source matched")
         self._parents(entries, lower)
-        written = self._write_layer(state, list(entries.values()))
+        text = f"{ins.command} {'--from=' + from_label + ' ' if from_label else ''}{' '.join(sources)} {dest}"
+        key = cache_key or self.cache.key(state, [ins.command, *args, str(uid), str(gid), str(mode)],
+                                          content_digest(entries.values()))
+        written = self.cache.get(key) if not cache_key else None
+        if written is None:
+            written = self._write_layer(state, list(entries.values()))
+            self.cache.put(key, written)
+        else:
+            self.log("--> Using cache " + key[:12])
         lower.apply_entries(entries.values())
-        text = f"{ins.command} {' '.join(sources)} {dest}"
         self._add_layer(state, written, text)
 
     def _chown(self, ins: Instruction, env) -> tuple[int, int]:

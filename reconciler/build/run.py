@@ -207,3 +207,21 @@ def upper_entries(upper: str, lower: LowerTree) -> list[Entry]:
     drop = {e.path for e in entries if e.path in made and e.type == tarfile.DIRTYPE and
             not any(o.path.startswith(e.path + "/") for o in entries)}
     return [e for e in entries if e.path not in drop]
+
+
+@contextlib.contextmanager
+def mounted_stage(builder: Builder, state: StageState, ins: Instruction):
+    """The file system of ``state`` (an earlier stage or an image), mounted while the block runs."""
+    from reconciler.build.parse import BuildError
+
+    key = f"build-from-{os.urandom(8).hex()}"
+    snapshots = OverlaySnapshotter(builder.store.paths, builder.store)
+    try:
+        try:
+            rootfs = snapshots.prepare(key, stage_image(state))
+        except StorageError as exc:
+            raise BuildError(f"cannot prepare the --from file system: {exc}", builder.cf.path, ins.line,
+                             ins.command) from None
+        yield rootfs
+    finally:
+        snapshots.remove(key)
