@@ -293,7 +293,8 @@ class Builder:
             if info is None:
                 info = self.store.ensure_image(base, policy)
         except ImageError as exc:
-            raise BuildError(f"cannot get the base image: {exc}", self.cf.path, ins.line, "FROM") from None
+            what = "the base image" if ins.command == "FROM" else f"image {base}"
+            raise BuildError(f"cannot get {what}: {exc}", self.cf.path, ins.line, ins.command) from None
         manifest = parse_manifest(self.store.manifest_bytes(info.manifest_digest), where=f"image {base}")
         doc = json.loads(self.store.config_bytes(info.id))
         doc.setdefault("config", {})
