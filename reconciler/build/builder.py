@@ -52,6 +52,7 @@ from reconciler.images.manifest import OCI_CONFIG, OCI_MANIFEST, parse_config, p
 from reconciler.images.platform import Platform, parse_platform
 
 DEFAULT_SHELL = ["/bin/sh", "-c"]
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 _PORT_RE = re.compile(r"^(\d{1,5})(?:-(\d{1,5}))?(?:/(tcp|udp|sctp))?$", re.IGNORECASE)
 _DURATION_RE = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h)")
 _DURATION_NS = {"ns": 1, "us": 1_000, "µs": 1_000, "ms": 1_000_000, "s": 1_000_000_000,
@@ -266,6 +267,10 @@ class Builder:
             except (ValueError, ImageError) as exc:
                 raise BuildError(f"--platform: {exc}", self.cf.path, ins.line, "FROM") from None
         state = self._base(base, names, built, platform, ins, index)
+        env = state.config.get("Env") or []
+        if not any(e.startswith("PATH=") for e in env):
+            # buildah (and BuildKit) give an image without PATH the default one.
+            state.config["Env"] = [f"PATH={DEFAULT_PATH}", *env]
         state.name = alias or str(index)
         state.args = {}
         for ins in stage[1:]:
@@ -356,6 +361,9 @@ class Builder:
 
     def _i_arg(self, state: StageState, ins: Instruction, global_args) -> None:
         self._arg(ins, state.args, global_args)
+        # buildah records the names only (a value may be a secret given with --build-arg).
+        names = [w.partition("=")[0] for w in words(ins.args, {}, self.cf.escape, expand=False)]
+        self._history(state, ins, "ARG " + " ".join(names))
 
     def _i_env(self, state: StageState, ins: Instruction, _g) -> None:
         pairs = key_values(ins.args, state.env(), self.cf.escape)
@@ -367,14 +375,14 @@ class Builder:
                 raise self._fail(ins, f"{key!r} is not a variable name")
             env = [e for e in env if e.split("=", 1)[0] != key] + [f"{key}={value}"]
         state.config["Env"] = env
-        self._history(state, ins, "ENV " + " ".join(f"{k}={v}" for k, v in pairs))
+        self._history(state, ins, "ENV " + ins.args)
 
     def _i_label(self, state: StageState, ins: Instruction, _g) -> None:
         pairs = key_values(ins.args, state.env(), self.cf.escape)
         if not pairs:
             raise self._fail(ins, "needs KEY=VALUE")
         state.config["Labels"] = {**(state.config.get("Labels") or {}), **dict(pairs)}
-        self._history(state, ins, "LABEL " + " ".join(f"{k}={v}" for k, v in pairs))
+        self._history(state, ins, "LABEL " + ins.args)
 
     def _i_maintainer(self, state: StageState, ins: Instruction, _g) -> None:
         state.doc["author"] = ins.args
@@ -414,14 +422,14 @@ class Builder:
         state.config["WorkingDir"] = posixpath.normpath(posixpath.join(base, path))
         if state.config["WorkingDir"].startswith("//"):
             state.config["WorkingDir"] = "/" + state.config["WorkingDir"].lstrip("/")
-        self._history(state, ins, "WORKDIR " + state.config["WorkingDir"])
+        self._history(state, ins, "WORKDIR " + ins.args)
 
     def _i_user(self, state: StageState, ins: Instruction, _g) -> None:
         ws = words(ins.args, state.env(), self.cf.escape)
         if len(ws) != 1:
             raise self._fail(ins, "takes one USER[:GROUP]")
         state.config["User"] = ws[0]
-        self._history(state, ins, "USER " + ws[0])
+        self._history(state, ins, "USER " + ins.args)
 
     def _i_expose(self, state: StageState, ins: Instruction, _g) -> None:
         ports = dict(state.config.get("ExposedPorts") or {})
@@ -445,14 +453,14 @@ class Builder:
                 raise self._fail(ins, "a volume path is empty")
             volumes[posixpath.join(state.config.get("WorkingDir") or "/", p)] = {}
         state.config["Volumes"] = volumes
-        self._history(state, ins, "VOLUME " + json.dumps(paths))
+        self._history(state, ins, "VOLUME " + ins.args)
 
     def _i_stopsignal(self, state: StageState, ins: Instruction, _g) -> None:
         sig = expand(ins.args.strip(), state.env(), self.cf.escape)
         if not re.match(r"^(?:SIG)?[A-Z][A-Z0-9]*(?:[+-]\d+)?$|^\d{1,2}$", sig):
             raise self._fail(ins, f"{sig!r} is not a signal name or number (e.g. SIGTERM, 15)")
         state.config["StopSignal"] = sig
-        self._history(state, ins, "STOPSIGNAL " + sig)
+        self._history(state, ins, "STOPSIGNAL " + ins.args)
 
     def _i_onbuild(self, state: StageState, ins: Instruction, _g) -> None:
         word = ins.args.split(None, 1)[0].upper()
@@ -521,16 +529,17 @@ class Builder:
         for item in state.config.get("Env") or []:
             k, _, v = item.partition("=")
             env[k] = v
-        env.setdefault("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+        env.setdefault("PATH", DEFAULT_PATH)
         env_list = [f"{k}={v}" for k, v in env.items()]
         key = self.cache.key(state, ["RUN", network, *argv, *env_list])
-        written = self.cache.get(key)
-        if written is None:
+        hit = self.cache.get(key)
+        if hit is None:
             entries, written = run_step(self, state, ins, argv, env_list, network_host=network == "host")
             self.cache.put(key, written)
             self.lower(state).apply_entries(entries)
         else:
             self.log("--> Using cache " + key[:12])
+            written = hit[0]
             state.lower = None  # read again from the layers when a COPY needs it
         args_prefix = f"|{len(state.args)} " + " ".join(f"{k}={v}" for k, v in state.args.items()) + " " \
             if state.args else ""
@@ -560,11 +569,11 @@ class Builder:
         # hit needs no mount.
         key = self.cache.key(state, ["COPY --from", json.dumps(other.doc.get("rootfs", {}).get("diff_ids", [])),
                                      ins.original])
-        written = self.cache.get(key)
-        if written is not None:
+        hit = self.cache.get(key)
+        if hit is not None:
             self.log("--> Using cache " + key[:12])
             state.lower = None
-            self._add_layer(state, written, f"COPY --from={source} {ins.args}")
+            self._add_layer(state, hit[0], hit[1])
             return
         saved = self.context
         with mounted_stage(self, other, ins) as rootfs:
@@ -612,7 +621,7 @@ class Builder:
         elif many and node is not None:
             raise self._fail(ins, f"copying several sources needs a directory destination ending in '/', "
                                   f"and {dest} is not a directory")
-        matched_any = False
+        matched_any = copied_dir = False
         for src in sources:
             hd = _heredoc_name(src)
             if hd is not None and hd in heredocs:
@@ -637,6 +646,7 @@ class Builder:
             for rel in matches:
                 st = os.lstat(self.context.path(rel))
                 if stat.S_ISDIR(st.st_mode):
+                    copied_dir = True
                     self._add_tree(entries, rel, target, uid, gid, mode, chown=ins.flag("chown") is not None)
                 elif add and stat.S_ISREG(st.st_mode) and _is_archive(self.context, rel):
                     self._add_archive(ins, entries, rel, target)
@@ -646,15 +656,17 @@ class Builder:
         if not matched_any:
             raise self._fail(ins, "no source matched")
         self._parents(entries, lower)
-        text = f"{ins.command} {'--from=' + from_label + ' ' if from_label else ''}{' '.join(sources)} {dest}"
-        key = cache_key or self.cache.key(state, [ins.command, *args, str(uid), str(gid), str(mode)],
-                                          content_digest(entries.values()))
-        written = self.cache.get(key) if not cache_key else None
-        if written is None:
+        digest = content_digest(entries.values())
+        kind = "multi" if len(sources) > 1 else ("dir" if copied_dir else "file")
+        text = f"{ins.command} {kind}:{digest} in {dest} "
+        key = cache_key or self.cache.key(state, [ins.command, *args, str(uid), str(gid), str(mode)], digest)
+        hit = self.cache.get(key) if not cache_key else None
+        if hit is None:
             written = self._write_layer(state, list(entries.values()))
-            self.cache.put(key, written)
+            self.cache.put(key, written, text)
         else:
             self.log("--> Using cache " + key[:12])
+            written = hit[0]
         lower.apply_entries(entries.values())
         self._add_layer(state, written, text)
 

@@ -47,22 +47,24 @@ class LayerCache:
         doc = json.dumps([parent, instruction, inputs, self.salt], sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(doc.encode()).hexdigest()
 
-    def get(self, key: str) -> WrittenLayer | None:
+    def get(self, key: str) -> tuple[WrittenLayer, str] | None:
+        """(the layer, the history text it was made with), or None."""
         if not self.enabled:
             return None
         try:
             doc = json.loads((self.dir / f"{key}.json").read_text())
             layer = WrittenLayer(doc["diff_id"], doc["digest"], int(doc["size"]), doc["media_type"])
+            text = str(doc.get("created_by", ""))
         except (OSError, ValueError, KeyError, TypeError):
             return None
-        return layer if self.store.store.has_blob(layer.digest) else None
+        return (layer, text) if self.store.store.has_blob(layer.digest) else None
 
-    def put(self, key: str, layer: WrittenLayer) -> None:
+    def put(self, key: str, layer: WrittenLayer, created_by: str = "") -> None:
         self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         tmp = self.dir / f".{key}.{os.getpid()}.tmp"
         try:
             tmp.write_text(json.dumps({"diff_id": layer.diff_id, "digest": layer.digest, "size": layer.size,
-                                       "media_type": layer.media_type}))
+                                       "media_type": layer.media_type, "created_by": created_by}))
             os.replace(tmp, self.dir / f"{key}.json")
         finally:
             with contextlib.suppress(FileNotFoundError):

@@ -83,9 +83,7 @@ def resolve_user(rootfs: str, lower: LowerTree, user: str, builder: Builder, ins
     from reconciler.build.parse import BuildError
     from reconciler.runtime.users import parse_group, parse_passwd
 
-    if not user:
-        return 0, 0, ()
-    name, _, group = user.partition(":")
+    name, _, group = (user or "0").partition(":")
     passwd = parse_passwd(read_in_root(rootfs, lower, "etc/passwd"))
     groups = parse_group(read_in_root(rootfs, lower, "etc/group"))
     entry = None
@@ -109,7 +107,8 @@ def resolve_user(rootfs: str, lower: LowerTree, user: str, builder: Builder, ins
             gid = g.gid
     else:
         gid = entry.gid if entry is not None else 0
-    extra = tuple(sorted({g.gid for g in groups if entry is not None and entry.name in g.members} - {gid}))
+    # As buildah: the primary group is among the supplementary ones too.
+    extra = tuple(sorted({gid} | {g.gid for g in groups if entry is not None and entry.name in g.members}))
     return uid, gid, extra
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from reconciler.build.builder import BuildOptions, build_image
+from reconciler.build.builder import DEFAULT_PATH, BuildOptions, build_image
 from reconciler.build.parse import BuildError
 from reconciler.cli import main
 from tests.host.build.conftest import image_tree, layer_entries
@@ -56,7 +56,8 @@ ENTRYPOINT echo $A
     doc, _ = image_tree(store, "cfg")
     cfg = doc["config"]
     arch = store.platform.architecture
-    assert cfg["Env"] == ["A=b", "C=d e", "F=2x", f"ARCH={arch}"]
+    # The default PATH first, as buildah gives an image without one.
+    assert cfg["Env"] == [f"PATH={DEFAULT_PATH}", "A=b", "C=d e", "F=2x", f"ARCH={arch}"]
     assert cfg["Labels"] == {"org.example.x": "y", "with space": "z", "extra": "1"}
     assert cfg["WorkingDir"] == "/app/sub"
     assert cfg["User"] == "1000:1000"
@@ -72,6 +73,9 @@ ENTRYPOINT echo $A
     assert cfg["Entrypoint"] == ["/bin/sh", "-ec", "echo $A"]
     assert "Cmd" not in cfg
     assert all(h.get("empty_layer") for h in doc["history"][1:])
+    assert [h["created_by"] for h in doc["history"][1:4]] == [  # as written, as buildah records them
+        "/bin/sh -c #(nop) ARG V", "/bin/sh -c #(nop) ARG TARGETARCH",
+        '/bin/sh -c #(nop) ENV A=b C="d e"     F=${V}x ARCH=$TARGETARCH']
     assert len(doc["rootfs"]["diff_ids"]) == 1  # the base's layer only
     assert result.names == ("localhost/cfg:latest",)
 
@@ -213,11 +217,11 @@ ENV B=2
     build(store, ctx, tags=["stages"])
     doc, tree = image_tree(store, "stages")
     assert set(tree) == {"f"}
-    assert doc["config"]["Env"] == ["A=1", "B=2"]
+    assert doc["config"]["Env"] == [f"PATH={DEFAULT_PATH}", "A=1", "B=2"]
     ctx2 = make_context(tmp_path / "ctx2", {}, "FROM scratch AS one\nENV A=1\nFROM scratch AS two\nENV B=2\n")
     build(store, ctx2, tags=["t1"], target="one")
     doc, _ = image_tree(store, "t1")
-    assert doc["config"]["Env"] == ["A=1"]
+    assert doc["config"]["Env"] == [f"PATH={DEFAULT_PATH}", "A=1"]
 
 
 @pytest.mark.parametrize(("containerfile", "message"), [
