@@ -15,7 +15,7 @@ import json
 import shutil
 import stat
 import subprocess
-import tempfile
+import uuid
 from pathlib import Path
 
 import pytest
@@ -32,7 +32,9 @@ BUILDAH_LABELS = {"io.buildah.version"}
 
 @pytest.fixture
 def buildah(store, tmp_path):
-    work = Path(tempfile.mkdtemp(prefix="pp-bud-", dir="/tmp"))
+    # Letters and digits only: buildah makes an image name from an oci: path (no '_' at the end).
+    work = Path(f"/tmp/pp-bud-{uuid.uuid4().hex[:12]}")
+    work.mkdir()
     base = ["buildah", "--root", str(work / "root"), "--runroot", str(work / "run"), "--storage-driver", "vfs"]
 
     def run(*args: str) -> str:
