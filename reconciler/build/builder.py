@@ -791,6 +791,18 @@ class Builder:
 
     # --- the image ----------------------------------------------------------------------
 
+    def _unchanged_image(self, names, doc: dict):
+        if not names or self.opts.timestamp is not None:
+            return None
+        info = self.store.get_image(names[0].name)
+        if info is None:
+            return None
+        try:
+            old = json.loads(self.store.config_bytes(info.id))
+        except (ImageError, ValueError):
+            return None
+        return info if _timeless(old) == _timeless(doc) else None
+
     def _commit(self, state: StageState) -> BuildResult:
         from reconciler.images.ingest import Ingested
         from reconciler.images.transports import _local_name
@@ -804,6 +816,14 @@ class Builder:
             state.config["Labels"] = {**(state.config.get("Labels") or {}), **self.opts.labels}
         doc["created"] = self.created
         doc.setdefault("rootfs", {"type": "layers", "diff_ids": []})
+        same = self._unchanged_image(names, doc)
+        if same is not None:
+            # Everything but the times is what the name already has (an unchanged rebuild): keep
+            # that image, as buildah does, so pods using it see no change.
+            for n in names:
+                self.store.tag_image(same.id, n.name)
+                self.log(f"COMMIT {n.name} (unchanged)")
+            return BuildResult(same.id, tuple(n.name for n in names), same.manifest_digest)
         config_bytes = json.dumps(doc, separators=(",", ":")).encode()
         config_digest = sha256_digest(config_bytes)
         manifest = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
@@ -823,6 +843,12 @@ class Builder:
         for n in names:
             self.log(f"COMMIT {n.name}")
         return BuildResult(config_digest, tuple(n.name for n in names), manifest_digest)
+
+
+def _timeless(doc: dict) -> dict:
+    out = {k: v for k, v in doc.items() if k != "created"}
+    out["history"] = [{k: v for k, v in h.items() if k != "created"} for h in doc.get("history", [])]
+    return out
 
 
 def _heredoc_name(src: str) -> str | None:
