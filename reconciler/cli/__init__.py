@@ -26,7 +26,7 @@ AREAS = {
     "engine": ("validate", "plan", "up", "play", "down"),
     "containers": ("ps", "pods", "logs", "exec", "stop", "start", "rm"),
     "images": ("pull", "images", "inspect", "rmi", "tag", "image", "login", "logout", "copy", "push", "save",
-               "load", "import"),
+               "load", "import", "delete"),
     "build": ("build",),
     "keep": ("watch", "sync", "status"),
     "units": ("generate",),
