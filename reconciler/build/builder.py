@@ -649,7 +649,7 @@ class Builder:
                     copied_dir = True
                     self._add_tree(entries, rel, target, uid, gid, mode, chown=ins.flag("chown") is not None)
                 elif add and stat.S_ISREG(st.st_mode) and _is_archive(self.context, rel):
-                    self._add_archive(ins, entries, rel, target)
+                    self._add_archive(ins, entries, rel, target, lower)
                 else:
                     name = posixpath.join(target, posixpath.basename(rel)) if as_dir else target
                     self._add_one(entries, rel, st, name, uid, gid, mode, chown=ins.flag("chown") is not None)
@@ -725,8 +725,14 @@ class Builder:
                 continue  # the root itself is not an entry
             self._add_one(entries, path, st, name, uid, gid, mode, chown=chown, links=links)
 
-    def _add_archive(self, ins: Instruction, entries, rel: str, target: str) -> None:
+    def _add_archive(self, ins: Instruction, entries, rel: str, target: str, lower: LowerTree) -> None:
+        """A local archive's entries, placed below ``target``: ``..`` never leaves it, a path
+        through the image's own symlinks lands where the link points inside the image (as the
+        unpacker of a container would see it), and an entry below a symlink the archive itself
+        made is refused (an archive that writes through its own link is a breakout attempt)."""
         from reconciler.images.blobio import decompression_errors, decompressor, detect_compression
+
+        links: set[str] = set()
 
         data_dir = tempfile.mkdtemp(dir=self.store.store.ingest_dir)
         self._tmpdirs.append(data_dir)
@@ -740,7 +746,16 @@ class Builder:
                         clean = posixpath.normpath("/" + info.name).lstrip("/")
                         if clean in ("", "."):
                             continue
-                        name = posixpath.join(target, clean)
+                        parts = clean.split("/")
+                        through = next(("/".join(parts[:i]) for i in range(1, len(parts))
+                                        if "/".join(parts[:i]) in links), None)
+                        if through is not None:
+                            raise self._fail(ins, f"{rel}: {info.name} is below {through}, a symbolic link "
+                                                  "the archive made; refusing to write through it")
+                        if info.issym():
+                            links.add(clean)
+                        parent = lower.resolve(posixpath.join(target, posixpath.dirname(clean)))
+                        name = posixpath.join(parent, parts[-1]) if parent else parts[-1]
                         e = Entry(name, info.type if info.type != tarfile.AREGTYPE else tarfile.REGTYPE,
                                   info.mode, info.uid, info.gid, int(info.mtime), linkname=info.linkname,
                                   devmajor=info.devmajor, devminor=info.devminor)

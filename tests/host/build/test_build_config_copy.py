@@ -261,3 +261,18 @@ def test_cli_build(store, host_paths, tmp_path, capsys):
     assert proc.returncode == 1
     assert proc.stderr.startswith(f"Error: {ctx / 'Containerfile'}:2: unknown instruction 'FROB'")
     assert "Traceback" not in proc.stderr
+
+
+def test_add_refuses_an_archive_writing_through_its_own_symlink(store, tmp_path):
+    ctx = make_context(tmp_path / "ctx", {}, "FROM localhost/busybox\nADD evil.tar /opt/\n")
+    with tarfile.open(ctx / "evil.tar", "w") as t:
+        link = tarfile.TarInfo("escape")
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc"
+        t.addfile(link)
+        data = b"root::0:0::/:/bin/sh\n"
+        info = tarfile.TarInfo("escape/passwd")
+        info.size = len(data)
+        t.addfile(info, io.BytesIO(data))
+    with pytest.raises(BuildError, match=r"Containerfile:2: ADD: evil.tar: escape/passwd is below escape, a "
+                                         "symbolic link the archive made"):
+        build(store, ctx)
