@@ -96,3 +96,18 @@ def _with_template(obj, template):
         return replace(obj, spec=replace(spec, template=template))
     job = spec.job_template
     return replace(obj, spec=replace(spec, job_template=_with_template(job, template)))
+
+
+def build_for_manifests(store, paths: Sequence[str], manifests, log=lambda line: None):
+    """Build every image the manifests name beside them (cached builds are quick), and return
+    the manifests with the pods that use a built image annotated with its id."""
+    from reconciler.build.builder import BuildOptions, build_image
+
+    contexts = build_contexts(paths, manifests.objects)
+    if not contexts:
+        return manifests
+    built = {}
+    for image, context in sorted(contexts.items()):
+        log(f"building {image} from {context}")
+        built[image] = build_image(store, BuildOptions(context=context, tags=[image]), log).image_id
+    return replace(manifests, objects=annotate_built(manifests.objects, built))

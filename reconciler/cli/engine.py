@@ -265,29 +265,16 @@ def _follow(args, ctx, conv, goal, result) -> int:
 
 
 def _build_images(args, ctx, manifests):
-    """Build what the manifests' images name beside them; the manifests with the pods that use
-    a built image annotated with its id (reconciler.build.kube)."""
-    from dataclasses import replace
-
-    from reconciler.build.builder import BuildOptions, build_image
-    from reconciler.build.kube import annotate_built, build_contexts
+    """Build what the manifests' images name beside them (reconciler.build.kube)."""
+    from reconciler.build.kube import build_for_manifests
     from reconciler.cli.images import _store
 
-    contexts = build_contexts(args.paths, manifests.objects)
-    if not contexts:
-        return manifests
     store = _store(args, ctx)
-    built = {}
     try:
-        for image, context in sorted(contexts.items()):
-            if not args.quiet:
-                print(f"building {image} from {context}", file=ctx.err)
-            log = (lambda line: print(line, file=ctx.err)) if not args.quiet else (lambda line: None)
-            result = build_image(store, BuildOptions(context=context, tags=[image]), log)
-            built[image] = result.image_id
+        return build_for_manifests(store, args.paths, manifests,
+                                   (lambda line: None) if args.quiet else (lambda line: print(line, file=ctx.err)))
     finally:
         store.close()
-    return replace(manifests, objects=annotate_built(manifests.objects, built))
 
 
 def cmd_up(args, ctx) -> int:
