@@ -53,6 +53,9 @@ def register(sub, common) -> None:
                        help="limit the pass to this pod (name or namespace/name); repeatable")
         p.add_argument("--quiet", "-q", action="store_true")
         strict_option(p)
+        p.add_argument("--build", action="store_true",
+                       help="first build the images whose last path element names a directory beside the "
+                       "manifests holding a Containerfile or Dockerfile (as podman kube play --build)")
         p.set_defaults(func=cmd_up)
 
     p = sub.add_parser("down", parents=[common], help="remove what these manifests created",
@@ -191,7 +194,9 @@ def _unchanged(args, ctx) -> bool:
 
 
 def _converge(args, ctx, mode: str) -> int:
-    if mode == "up" and _unchanged(args, ctx):
+    building = mode == "up" and getattr(args, "build", False)
+    # A build may change an image without changing a file: no shortcut then.
+    if mode == "up" and not building and _unchanged(args, ctx):
         return 0
     from reconciler.converger import Converger
     from reconciler.reconcile import load_or_fail, make_goal
@@ -203,6 +208,8 @@ def _converge(args, ctx, mode: str) -> int:
         _print_diagnostics(exc.diagnostics, ctx.err)
         return EXIT_INVALID
     _print_diagnostics(manifests.warnings, ctx.err)
+    if building:
+        manifests = _build_images(args, ctx, manifests)
     goal = make_goal(args.paths, manifests, ctx.paths, mode=mode, force=getattr(args, "replace", False),
                      remove_volumes=getattr(args, "volumes", False), only=args.only)
     drivers, state = _engine(ctx)
@@ -261,6 +268,19 @@ def _follow(args, ctx, conv, goal, result) -> int:
     for p in done.problems:
         print(f"! {p}", file=ctx.err)
     return 0 if done.ok else EXIT_APPLY_FAILED
+
+
+def _build_images(args, ctx, manifests):
+    """Build what the manifests' images name beside them (reconciler.build.kube)."""
+    from reconciler.build.kube import build_for_manifests
+    from reconciler.cli.images import _store
+
+    store = _store(args, ctx)
+    try:
+        return build_for_manifests(store, args.paths, manifests,
+                                   (lambda line: None) if args.quiet else (lambda line: print(line, file=ctx.err)))
+    finally:
+        store.close()
 
 
 def cmd_up(args, ctx) -> int:

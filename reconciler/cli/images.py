@@ -160,6 +160,17 @@ def _transport_commands(sub, common) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="print only the loaded names")
     p.set_defaults(func=cmd_load)
 
+    p = sub.add_parser("delete", parents=[common], help="delete an image from a registry (skopeo delete)",
+                       description="Delete docker://REF from its registry: a tag is resolved to the manifest "
+                                   "digest it names and that manifest is deleted (with every tag naming it), "
+                                   "as skopeo delete does. The registry must allow deletes.")
+    p.add_argument("reference", metavar="docker://REF")
+    p.add_argument("--authfile", help="credentials file (default: the containers auth.json search)")
+    p.add_argument("--tls-verify", type=_bool, default=True, metavar="BOOL",
+                   help="verify the registry's TLS certificate (default true)")
+    p.add_argument("--cert-dir", help="directory with the registry's CA and client certificates")
+    p.set_defaults(func=cmd_delete)
+
     p = sub.add_parser("import", parents=[common], help="make an image from a root file system tarball",
                        description="Make a one-layer image from a root file system tarball (plain, gzip, zstd, xz "
                                    "or bzip2; '-' for standard input), like podman import. The layer is stored "
@@ -817,4 +828,26 @@ def cmd_trust_show(args, ctx) -> int:
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:
         print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip(), file=ctx.out)
+    return 0
+
+
+def cmd_delete(args, ctx) -> int:
+    from reconciler.errors import InputError
+    from reconciler.images.reference import parse_reference
+
+    if not args.reference.startswith(DOCKER_PREFIX):
+        raise InputError(f"delete {args.reference!r}: give a registry image as docker://REF "
+                         "(local images are removed with podplay rmi)")
+    ref = parse_reference(args.reference[len(DOCKER_PREFIX):])
+    if ref.is_local:
+        raise InputError(f"delete {args.reference}: localhost/ names local images; use podplay rmi")
+    store = _store(args, ctx)
+    try:
+        # The registry named, never a mirror or a search registry: a delete is not a pull.
+        client = store.client(ref.domain, ref.path)
+        digest = ref.digest or client.head_manifest(ref.path, ref.tag)
+        client.delete_manifest(ref.path, digest)
+    finally:
+        store.close()
+    print(digest, file=ctx.out)
     return 0

@@ -33,6 +33,9 @@ def _keeper_options(p) -> None:
     g.add_argument("--log-format", choices=("text", "json"), default="text",
                    help="one logfmt (text) or JSON line per event on stderr (default text)")
     strict_option(g)
+    g.add_argument("--build", action="store_true",
+                   help="build the images whose last path element names a directory beside the manifests "
+                   "holding a Containerfile (as up --build), when the manifests change and at every resync")
     g.add_argument("--down-on-exit", action="store_true",
                    help="on SIGTERM/SIGINT, remove the pods this source describes before exiting "
                    "(default: they keep running; they belong to the host)")
@@ -105,8 +108,19 @@ def _open(ctx):
 def _run_keeper(source, args, ctx, state, opener, reopen: bool, log) -> int:
     from reconciler.watch.keeper import Keeper, KeeperLock, KeeperOptions
 
+    prepare = None
+    if getattr(args, "build", False):
+        def prepare(paths, manifests):
+            from reconciler.build.kube import build_for_manifests
+            from reconciler.cli.images import _store
+
+            store = _store(args, ctx)
+            try:
+                return build_for_manifests(store, paths, manifests, lambda line: log.info("build", line=line))
+            finally:
+                store.close()
     options = KeeperOptions(relist=args.relist, resync=args.resync, down_on_exit=args.down_on_exit,
-                            reopen_drivers=reopen, once=getattr(args, "once", False))
+                            reopen_drivers=reopen, once=getattr(args, "once", False), prepare=prepare)
     keeper = Keeper(source, ctx.paths, state, opener, log, options)
 
     def on_signal(signum, frame) -> None:

@@ -869,6 +869,18 @@ class RegistryClient:
             raise ImageError(f"{what}: the registry stored it as {claimed}, not {digest}")
         return digest
 
+    def delete_manifest(self, repo: str, digest: str) -> None:
+        """DELETE a manifest by digest (a registry deletes by digest only; every tag naming it
+        goes with it). The registry's refusal (deletes disabled: 405 UNSUPPORTED) is reported as
+        it said it."""
+        validate_digest(digest)
+        what = f"manifest {self.domain}/{repo}@{digest}"
+        resp = self._request("DELETE", f"/v2/{repo}/manifests/{digest}", scope=f"repository:{repo}:delete",
+                             stream=False)
+        with resp:
+            if resp.status_code not in (200, 202):
+                raise self._fail(resp, f"cannot delete {what}")
+
     def _location(self, resp: requests.Response, what: str) -> str:
         location = resp.headers.get("Location", "")
         if not location:

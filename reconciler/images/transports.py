@@ -6,6 +6,7 @@ Names follow skopeo and containers-image:
     oci:DIR[:NAME]               an OCI image layout directory; NAME is the index.json entry's
                                  ``org.opencontainers.image.ref.name`` (the only entry if omitted)
     oci-archive:FILE[:NAME]      the same layout in a tar file
+    dir:DIR                      one image as plain files, as skopeo writes it (reconciler.images.dirtransport)
     docker-archive:FILE[:REF]    ``docker save`` format; REF is a RepoTag to write or to pick,
                                  or ``@N`` for the N-th image of an archive being read
     podplay:REF  or a bare REF   podplay's own image store (REF is a name or an image id).
@@ -93,10 +94,9 @@ if TYPE_CHECKING:
     from reconciler.images.driver import LocalImageStore
     from reconciler.images.progress import Progress
 
-TRANSPORTS = ("docker", "oci", "oci-archive", "docker-archive", "podplay")
+TRANSPORTS = ("docker", "oci", "oci-archive", "docker-archive", "podplay", "dir")
 UNSUPPORTED = {"containers-storage": "podplay has its own image store: name it podplay:REF (or just REF)",
                "docker-daemon": "there is no docker daemon here: `docker save` into docker-archive:FILE instead",
-               "dir": "the dir: transport is not supported: use oci:DIR",
                "ostree": "the ostree: transport is not supported", "sif": "the sif: transport is not supported",
                "tarball": "for a root file system tarball use `podplay import FILE NAME`"}
 ARCHIVE_FORMATS = ("docker-archive", "oci-archive")
@@ -155,6 +155,10 @@ def parse_location(text: str) -> ImageLocation:
         if rest:
             _check_local(rest, text)
         return ImageLocation("podplay", rest)
+    if sep and head == "dir":
+        if not rest:
+            raise InputError(f"invalid location {text!r}: dir: needs a directory")
+        return ImageLocation("dir", rest)  # the whole rest: dir: takes no image name
     if sep and head in ("oci", "oci-archive", "docker-archive"):
         path, _, ref = rest.partition(":")
         if not path:
@@ -383,6 +387,11 @@ def open_source(store: LocalImageStore, loc: ImageLocation, *, credentials: Sequ
     if loc.transport == "oci":
         layout = LayoutSource(DirFiles(loc.path, str(loc)), str(loc))
         return _layout_source(layout, loc)
+    if loc.transport == "dir":
+        from reconciler.images.dirtransport import DirSource
+
+        source = DirSource(loc.path, str(loc))
+        return OpenedSource(source, source.digest, [], str(loc), source.digest)
     archive = TarArchive(loc.path if stream is None else None, description=str(loc), tmpdir=tmpdir, stream=stream)
     try:
         if loc.transport == "oci-archive":
@@ -493,6 +502,10 @@ def _open_destination(store: LocalImageStore, loc: ImageLocation, opts: CopyOpti
                       tmpdir=None):
     if loc.transport == "oci":
         return LayoutDestination(loc.path, description=str(loc))
+    if loc.transport == "dir":
+        from reconciler.images.dirtransport import DirDestination
+
+        return DirDestination(loc.path, str(loc))
     if loc.transport == "oci-archive":
         return LayoutDestination(loc.path, archive=True, tmpdir=tmpdir, description=str(loc))
     if loc.transport == "docker-archive":

@@ -74,6 +74,9 @@ class KeeperOptions:
     down_on_exit: bool = False
     reopen_drivers: bool = False  # open the drivers afresh for every pass (the file-backed fake host)
     once: bool = False  # converge once and return (sync --once)
+    # A step between the manifests and the goal, prepare(paths, manifests) -> manifests (--build's
+    # image builds): run when the composition changes and at every resync, not on relists.
+    prepare: Callable | None = None
 
 
 class KeeperLock:
@@ -260,13 +263,18 @@ class Keeper:
     def goal(self, comp: Composition) -> Goal:
         """The converger's goal for a composition, built once per composition."""
         if self._goal is None or self._goal[0] is not comp:
-            self._goal = (comp, make_goal(comp.scope.paths, comp.manifests, self.paths, scope=comp.scope))
+            manifests = comp.manifests
+            if self.options.prepare is not None:
+                manifests = self.options.prepare(comp.scope.paths, manifests)
+            self._goal = (comp, make_goal(comp.scope.paths, manifests, self.paths, scope=comp.scope))
         return self._goal[1]
 
     def converge(self, trigger: str, *, refresh: bool = False, full: bool = False) -> None:
         """A pass the source asked for (news, the periodic resync, a rollback of a commit)."""
         if full:
             self.next_resync = self.mono() + self.options.resync
+            if self.options.prepare is not None:
+                self._goal = None  # a resync builds again: a context may have changed
         self._read_ms = None
         if refresh:
             started = self.mono()

@@ -48,6 +48,8 @@ D3 = "sha256:" + "3" * 64
     ("docker-archive:a.tar:busybox:latest", ImageLocation("docker-archive", "a.tar", "busybox:latest")),
     ("docker-archive:a.tar:@1", ImageLocation("docker-archive", "a.tar", "@1")),
     ("podplay:localhost/busybox", ImageLocation("podplay", "localhost/busybox")),
+    ("dir:/srv/img", ImageLocation("dir", "/srv/img")),
+    ("dir:rel:with:colons", ImageLocation("dir", "rel:with:colons")),  # dir: names no image
     ("podplay:", ImageLocation("podplay", "")),
     ("busybox", ImageLocation("podplay", "busybox")),
     ("localhost:5000/app:1", ImageLocation("podplay", "localhost:5000/app:1")),  # a host, not a transport
@@ -67,7 +69,7 @@ def test_locations(text, expected):
     ("docker://", "empty image name"),
     ("containers-storage:busybox", "podplay:REF"),
     ("docker-daemon:busybox:latest", "docker-archive"),
-    ("dir:/tmp/x", "oci:DIR"),
+    ("dir:", "dir: needs a directory"),
     ("oci:", "needs a directory"),
     ("oci-archive::img", "needs a file"),
     ("oci:/x:bad name", "not a valid image name"),

@@ -1,0 +1,1 @@
+"""Building images from a Containerfile: parse (pure), context, layer writing, the builder."""
