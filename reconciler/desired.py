@@ -31,6 +31,7 @@ from reconciler.model.kube import (
 from reconciler.model.names import DEFAULT_NETWORK  # noqa: E402,F401
 from reconciler.model.quantity import to_bytes
 from reconciler.model.source import ANN_NETWORK, ANN_PORT_PER_REPLICA, ANNOTATION_PREFIX, Loaded
+from reconciler.model.workloads import REPLICATED
 
 # Values that a container only learns once its pod runs; the runtime fills them in.
 DEFERRED_FIELDS = ("status.podIP", "status.podIPs", "status.hostIP", "status.hostIPs")
@@ -438,8 +439,9 @@ def build_desired(objects: Iterable[Loaded]) -> DesiredState:
         if isinstance(o, Pod):
             pod = _build_pod(item, key_of(o), o.metadata, o.spec, refs, "spec", None)
             pods[pod.ref] = pod
-        elif isinstance(o, Deployment):
-            deployments[f"{o.metadata.namespace}/{o.metadata.name}"] = item
+        elif isinstance(o, REPLICATED):
+            if isinstance(o, Deployment):  # only a Deployment has revisions and a rollout
+                deployments[f"{o.metadata.namespace}/{o.metadata.name}"] = item
             tmpl = o.spec.template
             labels = {**tmpl.metadata.labels}
             annotations = {**o.metadata.annotations, **tmpl.metadata.annotations}

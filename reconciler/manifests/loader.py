@@ -30,8 +30,9 @@ from reconciler.manifests.links import refuse_links
 from reconciler.manifests.positions import Path_, Positions
 from reconciler.manifests.schema import SchemaCache, check_schema
 from reconciler.model import convert
-from reconciler.model.kube import API_VERSIONS, KINDS
 from reconciler.model.source import Loaded
+from reconciler.model.workloads import ALL_API_VERSIONS as API_VERSIONS
+from reconciler.model.workloads import ALL_KINDS as KINDS
 from reconciler.sources import find_manifest_files
 
 SUPPORTED = ", ".join(KINDS)
@@ -327,7 +328,7 @@ def _normalized(chk: Checker, kind: str, data: dict) -> dict:
         else:
             chk.error(("apiVersion",), f"a {kind} needs apiVersion {want!r}, not {json.dumps(api)}")
         data["apiVersion"] = want
-    if kind in ("Pod", "Deployment") and "spec" not in data:
+    if kind in ("Pod", "Deployment", "ReplicaSet", "ReplicationController") and "spec" not in data:
         chk.error(("spec",), f"required field is missing: a {kind} needs a spec with containers")
         data["spec"] = {"containers": []} if kind == "Pod" else {"selector": {}, "template": {}}
     return data

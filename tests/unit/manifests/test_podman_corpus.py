@@ -57,7 +57,7 @@ EXPECT: dict[str, tuple[dict[str, str], dict[str, str], list[tuple[str, str]], s
         [], ""),
     # podman: "YAML document does not contain any supported kube kind".
     "06-error-unknown-kind.yaml": (
-        {"": "no supported object (Pod, Deployment, ConfigMap, Secret, PersistentVolumeClaim) found"},
+        {"": "no supported object (Pod, Deployment, ConfigMap, Secret, PersistentVolumeClaim"},
         {"": "UnknownKind unknown: kind not supported, skipped"},
         [], ""),
     # Exported YAML: creationTimestamp, status: {} and empty seLinuxOptions/capabilities pass silently.

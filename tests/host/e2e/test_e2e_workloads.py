@@ -1,0 +1,67 @@
+"""The workload kinds beyond Deployment on the real stack: ReplicaSet and ReplicationController."""
+
+from __future__ import annotations
+
+import json
+
+REPLICA_SET = """
+apiVersion: apps/v1
+kind: ReplicaSet
+metadata: {{name: front}}
+spec:
+  replicas: {n}
+  selector: {{matchLabels: {{app: front}}}}
+  template:
+    metadata: {{labels: {{app: front}}}}
+    spec:
+      containers:
+      - name: app
+        image: localhost/busybox:latest
+        imagePullPolicy: Never
+        command: [sleep, "1000"]
+"""
+
+
+def running_pods(stack) -> set[str]:
+    out = json.loads(stack.run("pods", "-o", "json").stdout)
+    return {p["name"] for p in out if p.get("status", "").lower().startswith("running")}
+
+
+def test_replica_set_scaled_up_and_down_and_removed(stack):
+    m = stack.write("rs.yaml", REPLICA_SET.format(n=3))
+    stack.run("up", "--wait", str(m))
+    assert running_pods(stack) == {"front-0", "front-1", "front-2"}
+
+    stack.write("rs.yaml", REPLICA_SET.format(n=1))
+    res = stack.run("up", "--wait", str(m))
+    assert "front-1" in res.stdout and "front-2" in res.stdout
+    assert running_pods(stack) == {"front-0"}
+
+    stack.write("rs.yaml", REPLICA_SET.format(n=2))
+    stack.run("up", "--wait", str(m))
+    assert running_pods(stack) == {"front-0", "front-1"}
+    assert "No changes" in stack.run("up", str(m)).stdout
+    stack.run("down", str(m))
+    assert not stack.containers()
+
+
+def test_replication_controller_runs_its_replicas(stack):
+    m = stack.write("rc.yaml", """
+apiVersion: v1
+kind: ReplicationController
+metadata: {name: legacy}
+spec:
+  replicas: 2
+  template:
+    metadata: {labels: {app: legacy}}
+    spec:
+      containers:
+      - name: app
+        image: localhost/busybox:latest
+        imagePullPolicy: Never
+        command: [sleep, "1000"]
+""")
+    stack.run("up", "--wait", str(m))
+    assert running_pods(stack) == {"legacy-0", "legacy-1"}
+    stack.run("down", str(m))
+    assert not stack.containers()
