@@ -28,6 +28,7 @@ from reconciler.diff import Action, Change, Reason, restart_delay
 from reconciler.drivers.base import Drivers
 from reconciler.errors import PodplayError
 from reconciler.health import HealthMonitor, unready_pods
+from reconciler.model.workloads import ROLLED_OUT_KINDS
 from reconciler.observed import ContainerState, ObservedHost
 from reconciler.paths import HostPaths
 from reconciler.plan import Plan, TxnKind, make_plan
@@ -325,7 +326,7 @@ def updating_deployments(first: PassResult) -> set[str]:
     out = set()
     for c in first.plan.changes:
         d = first.desired.pods.get(f"{c.key.namespace}/{c.key.name}")
-        if d is None or d.owner.kind != "Deployment":
+        if d is None or d.owner.kind not in ROLLED_OUT_KINDS:
             continue
         # A create for a changed spec is a surge: the new revision's instance beside the old one.
         between_revisions = (c.action == Action.REPLACE and c.before != c.after) \

@@ -19,7 +19,6 @@ from reconciler.model import codec
 from reconciler.model.kube import (
     ConfigMap,
     Container,
-    Deployment,
     ObjectKey,
     ObjectMeta,
     PersistentVolumeClaim,
@@ -31,7 +30,7 @@ from reconciler.model.kube import (
 from reconciler.model.names import DEFAULT_NETWORK  # noqa: E402,F401
 from reconciler.model.quantity import to_bytes
 from reconciler.model.source import ANN_NETWORK, ANN_PORT_PER_REPLICA, ANNOTATION_PREFIX, Loaded
-from reconciler.model.workloads import REPLICATED
+from reconciler.model.workloads import REPLICATED, ROLLED_OUT
 
 # Values that a container only learns once its pod runs; the runtime fills them in.
 DEFERRED_FIELDS = ("status.podIP", "status.podIPs", "status.hostIP", "status.hostIPs")
@@ -440,7 +439,7 @@ def build_desired(objects: Iterable[Loaded]) -> DesiredState:
             pod = _build_pod(item, key_of(o), o.metadata, o.spec, refs, "spec", None)
             pods[pod.ref] = pod
         elif isinstance(o, REPLICATED):
-            if isinstance(o, Deployment):  # only a Deployment has revisions and a rollout
+            if isinstance(o, ROLLED_OUT):  # revisions and a rolling update: Deployment, DaemonSet
                 deployments[f"{o.metadata.namespace}/{o.metadata.name}"] = item
             tmpl = o.spec.template
             labels = {**tmpl.metadata.labels}

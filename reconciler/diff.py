@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from reconciler.desired import DesiredPod, DesiredState
 from reconciler.model.kube import ObjectKey
+from reconciler.model.workloads import ROLLED_OUT_KINDS
 from reconciler.observed import ContainerState, ObservedHost, ObservedPod
 from reconciler.probes import PodHealth, observed_health
 from reconciler.rollout import Instance, Move, Replica, Wave, plan_wave, strategy_of
@@ -294,7 +295,7 @@ def deployment_pods(desired: DesiredState) -> dict[str, list[DesiredPod]]:
     """Deployment ref → its replicas' desired pods, in ordinal order."""
     out: dict[str, list[DesiredPod]] = {}
     for d in desired.pods.values():
-        if d.owner.kind == "Deployment" and d.ordinal is not None:
+        if d.owner.kind in ROLLED_OUT_KINDS and d.ordinal is not None:
             out.setdefault(f"{d.owner.namespace}/{d.owner.name}", []).append(d)
     for pods in out.values():
         pods.sort(key=lambda d: d.ordinal or 0)

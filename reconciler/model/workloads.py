@@ -10,7 +10,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from reconciler.model import kube
-from reconciler.model.kube import Deployment, LabelSelector, ObjectMeta, PodTemplateSpec
+from reconciler.model.kube import (
+    Deployment,
+    DeploymentStrategy,
+    IntOrStr,
+    LabelSelector,
+    ObjectMeta,
+    PodTemplateSpec,
+    RollingUpdate,
+)
 
 
 @dataclass(frozen=True)
@@ -46,19 +54,71 @@ class ReplicationController:
     kind: str = "ReplicationController"
 
 
+@dataclass(frozen=True)
+class DaemonSetRollingUpdate:
+    max_surge: IntOrStr = 0  # a DaemonSet's defaults: the old pod goes before the new one comes
+    max_unavailable: IntOrStr = 1
+
+
+@dataclass(frozen=True)
+class DaemonSetUpdateStrategy:
+    type: str = "RollingUpdate"  # or OnDelete, which the checks refuse (see check_daemon_set)
+    rolling_update: DaemonSetRollingUpdate = field(default_factory=DaemonSetRollingUpdate)
+
+
+@dataclass(frozen=True)
+class DaemonSetSpec:
+    """One host is one node: a DaemonSet runs exactly one pod, `<name>-0`. The properties give
+    it the shape of a one-replica Deployment, so that revisions, pins and the rolling-update
+    planner serve both kinds rather than being copied."""
+
+    template: PodTemplateSpec = field(default_factory=PodTemplateSpec)
+    selector: LabelSelector = field(default_factory=LabelSelector)
+    update_strategy: DaemonSetUpdateStrategy = field(default_factory=DaemonSetUpdateStrategy)
+    min_ready_seconds: int = 0
+    revision_history_limit: int = 10
+
+    @property
+    def replicas(self) -> int:
+        return 1
+
+    @property
+    def strategy(self) -> DeploymentStrategy:
+        ru = self.update_strategy.rolling_update
+        return DeploymentStrategy("RollingUpdate", RollingUpdate(ru.max_surge, ru.max_unavailable))
+
+    @property
+    def progress_deadline_seconds(self) -> int:
+        return 600  # a DaemonSet has no such field; a Deployment's default bounds a stuck update
+
+
+@dataclass(frozen=True)
+class DaemonSet:
+    metadata: ObjectMeta
+    spec: DaemonSetSpec
+    api_version: str = "apps/v1"
+    kind: str = "DaemonSet"
+
+
 # Kinds that expand to `<name>-<ordinal>` pods from spec.template and spec.replicas.
-REPLICATED = (Deployment, ReplicaSet, ReplicationController)
+REPLICATED = (Deployment, ReplicaSet, ReplicationController, DaemonSet)
+# Kinds whose template changes roll out (revisions, pins, maxSurge/maxUnavailable waves):
+# `desired.deployments` holds them, and the rollout code keys on these owner kinds.
+ROLLED_OUT = (Deployment, DaemonSet)
+ROLLED_OUT_KINDS = frozenset(k.__name__ for k in ROLLED_OUT)
 
 ALL_KINDS: dict[str, type] = {
     **kube.KINDS,
     "ReplicaSet": ReplicaSet,
     "ReplicationController": ReplicationController,
+    "DaemonSet": DaemonSet,
 }
 
 ALL_API_VERSIONS: dict[str, str] = {
     **kube.API_VERSIONS,
     "ReplicaSet": "apps/v1",
     "ReplicationController": "v1",
+    "DaemonSet": "apps/v1",
 }
 
 

@@ -65,3 +65,42 @@ spec:
     assert running_pods(stack) == {"legacy-0", "legacy-1"}
     stack.run("down", str(m))
     assert not stack.containers()
+
+
+DAEMON_SET = """
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {{name: agent}}
+spec:
+  selector: {{matchLabels: {{app: agent}}}}
+  template:
+    metadata: {{labels: {{app: agent}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: app
+        image: {image}
+        imagePullPolicy: Never
+        command: [sleep, "1000"]
+        readinessProbe:
+          exec: {{command: ["true"]}}
+          periodSeconds: 1
+"""
+
+
+def test_daemon_set_runs_one_pod_and_rolls_it_to_a_new_image(stack):
+    m = stack.write("ds.yaml", DAEMON_SET.format(image="localhost/busybox:latest"))
+    stack.run("up", "--wait", str(m))
+    assert running_pods(stack) == {"agent-0"}
+    stack.run("tag", "localhost/busybox:latest", "localhost/busybox:v2")
+
+    stack.write("ds.yaml", DAEMON_SET.format(image="localhost/busybox:v2"))
+    res = stack.run("up", "--wait", "--timeout", "120", str(m))
+    assert "agent-0" in res.stdout
+    assert running_pods(stack) == {"agent-0"}
+    images = {c.image for c in stack.containers() if c.role == "app" and c.state == "running"}
+    assert images == {"localhost/busybox:v2"}
+    history = stack.run("rollout", "history", "agent").stdout
+    assert "complete" in history and "busybox:v2" in history
+    stack.run("down", str(m))
+    assert not stack.containers()
