@@ -28,6 +28,7 @@ from reconciler.diff import Action, Change, Reason, restart_delay
 from reconciler.drivers.base import Drivers
 from reconciler.errors import PodplayError
 from reconciler.health import HealthMonitor, unready_pods
+from reconciler.jobs import JobPhase
 from reconciler.model.workloads import ROLLED_OUT_KINDS
 from reconciler.observed import ContainerState, ObservedHost
 from reconciler.paths import HostPaths
@@ -245,12 +246,13 @@ class Converger:
             view = r.view
             problems: list[str] = []
             if wait:
-                final = failed_for_good(view.desired, view.observed)
+                running_jobs, failed_jobs = job_problems(view.jobs)
+                final = failed_for_good(view.desired, view.observed) + failed_jobs
                 if final:
                     out.problems = final
                     return out
                 problems = not_running(view.desired, view.observed) + \
-                    unready_pods(view.desired, view.observed, view.health)
+                    unready_pods(view.desired, view.observed, view.health) + running_jobs
             rolling = [d for d in follow if d in statuses and statuses[d].outcome == PROGRESSING]
             out.rollouts = [statuses[d] for d in sorted(follow) if d in statuses]
             if not rolling and not problems:
@@ -342,6 +344,8 @@ def not_running(desired: DesiredState, observed: ObservedHost) -> list[str]:
     restart policy allows."""
     problems = []
     for pod in desired.pods.values():
+        if pod.owner.kind == "Job":
+            continue  # its Job says how it stands (job_problems)
         instance = observed.pods.get(pod.uid)
         for c in pod.containers:
             oc = instance.containers.get(c.name) if instance is not None else None
@@ -361,7 +365,7 @@ def failed_for_good(desired: DesiredState, observed: ObservedHost) -> list[str]:
     out = []
     for pod in desired.pods.values():
         instance = observed.pods.get(pod.uid)
-        if pod.spec.restart_policy != "Never" or instance is None:
+        if pod.spec.restart_policy != "Never" or instance is None or pod.owner.kind == "Job":
             continue
         for c in pod.containers:
             oc = instance.containers.get(c.name)
@@ -369,6 +373,18 @@ def failed_for_good(desired: DesiredState, observed: ObservedHost) -> list[str]:
                 out.append(f"{pod.ref}/{c.name}: exited with code {oc.exit_code}"
                            f"{' (OOM killed)' if oc.oom_killed else ''}")
     return out
+
+
+def job_problems(jobs) -> tuple[list[str], list[str]]:
+    """(Jobs still running, Jobs that failed) as `up --wait` reports them: it waits for the
+    first, and a failed Job is final (its backoffLimit or deadline is spent)."""
+    running, failed = [], []
+    for s in jobs:
+        if s.phase == JobPhase.FAILED:
+            failed.append(f"job {s.ref}: failed ({s.reason}: {s.message or 'see its pods'})")
+        elif s.phase == JobPhase.RUNNING:
+            running.append(f"job {s.ref}: {s.succeeded}/{s.completions} completed, {s.active} running")
+    return running, failed
 
 
 # --- entry points with the signatures the CLI and the tests use ---------------------------------------

@@ -30,7 +30,7 @@ from reconciler.model.kube import (
 from reconciler.model.names import DEFAULT_NETWORK  # noqa: E402,F401
 from reconciler.model.quantity import to_bytes
 from reconciler.model.source import ANN_NETWORK, ANN_PORT_PER_REPLICA, ANNOTATION_PREFIX, Loaded
-from reconciler.model.workloads import REPLICATED, ROLLED_OUT
+from reconciler.model.workloads import REPLICATED, ROLLED_OUT, Job
 
 # Values that a container only learns once its pod runs; the runtime fills them in.
 DEFERRED_FIELDS = ("status.podIP", "status.podIPs", "status.hostIP", "status.hostIPs")
@@ -105,6 +105,9 @@ class DesiredPod:
     volumes: tuple[DesiredVolume, ...] = ()
     pull_secrets: tuple[RegistryCredential, ...] = ()
     ordinal: int | None = None
+    # A finished Job's pod: kept as it is (for its logs and exit codes) and never restarted,
+    # replaced or re-created. Not part of the spec hash: holding a pod does not change it.
+    hold: bool = False
 
     @property
     def name(self) -> str:
@@ -149,6 +152,11 @@ class DesiredState:
     pods: dict[str, DesiredPod] = field(default_factory=dict)  # by "<namespace>/<name>"
     claims: dict[str, DesiredClaim] = field(default_factory=dict)
     deployments: dict[str, Loaded] = field(default_factory=dict)  # by "<namespace>/<name>"
+    # Jobs, by "<namespace>/<name>", and every pod a run of each may create (`<job>-<i>`, in
+    # index order). Which of them belong in `pods` depends on what the host shows of the run:
+    # reconciler.jobs decides that at each look, after observing.
+    jobs: dict[str, Loaded] = field(default_factory=dict)
+    job_pods: dict[str, tuple[DesiredPod, ...]] = field(default_factory=dict)
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -433,6 +441,8 @@ def build_desired(objects: Iterable[Loaded]) -> DesiredState:
     pods: dict[str, DesiredPod] = {}
     claims: dict[str, DesiredClaim] = {}
     deployments: dict[str, Loaded] = {}
+    jobs: dict[str, Loaded] = {}
+    job_pods: dict[str, tuple[DesiredPod, ...]] = {}
     for item in objects:
         o = item.obj
         if isinstance(o, Pod):
@@ -451,11 +461,21 @@ def build_desired(objects: Iterable[Loaded]) -> DesiredState:
                 spec = replica_spec(tmpl.spec, i, per_replica)
                 pod = _build_pod(item, key_of(o), meta, spec, refs, "spec.template.spec", i)
                 pods[pod.ref] = pod
+        elif isinstance(o, Job):
+            ref = f"{o.metadata.namespace}/{o.metadata.name}"
+            jobs[ref] = item
+            tmpl = o.spec.template
+            annotations = {**o.metadata.annotations, **tmpl.metadata.annotations}
+            job_pods[ref] = tuple(
+                _build_pod(item, key_of(o), ObjectMeta(f"{o.metadata.name}-{i}", o.metadata.namespace,
+                                                       {**tmpl.metadata.labels}, annotations),
+                           tmpl.spec, refs, "spec.template.spec", i)
+                for i in range(o.spec.pod_limit))
         elif isinstance(o, PersistentVolumeClaim):
             ref = f"{o.metadata.namespace}/{o.metadata.name}"
             claims[ref] = DesiredClaim(ref, item.file, True)
-    for pod in pods.values():
+    for pod in [*pods.values(), *(p for run in job_pods.values() for p in run[:1])]:
         for v in pod.volumes:
             if v.kind == "persistentVolumeClaim" and v.claim not in claims:
                 claims[v.claim] = DesiredClaim(v.claim, pod.source, False)
-    return DesiredState(pods=pods, claims=claims, deployments=deployments)
+    return DesiredState(pods=pods, claims=claims, deployments=deployments, jobs=jobs, job_pods=job_pods)

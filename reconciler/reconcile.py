@@ -14,19 +14,22 @@ from __future__ import annotations
 
 import enum
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from reconciler.apply import ApplyResult, Failpoints, Reporter, apply_plan, recover
 from reconciler.desired import DesiredState, Loaded, build_desired
-from reconciler.diff import Action, Change, LastApplied, Reason, Scope, compute_diff, compute_down
+from reconciler.diff import Action, Change, LastApplied, Reason, Scope, compute_diff, compute_down, instances_by_ref
 from reconciler.drivers.base import Drivers
 from reconciler.errors import Diagnostic, ManifestError, Severity
 from reconciler.health import health_view
 from reconciler.host import open_drivers  # noqa: F401  (the CLI and tests reach it through here too)
+from reconciler.jobs import JobRecord, JobStatus, decide_job
 from reconciler.manifests import ManifestSet, load_manifests
-from reconciler.model.kube import Deployment, Pod
+from reconciler.model.kube import Pod
 from reconciler.model.names import ANN_NETWORK
+from reconciler.model.workloads import REPLICATED, Job
 from reconciler.observe import observe_host
 from reconciler.observed import ObservedHost
 from reconciler.paths import HostPaths
@@ -71,6 +74,9 @@ def make_goal(paths: Sequence[str], manifests: ManifestSet, host_paths: HostPath
                 frozenset(n if "/" in n else f"default/{n}" for n in only))
 
 
+POD_MAKERS = (Pod, *REPLICATED, Job)  # every kind whose pods take the host-wide default network
+
+
 def absolute_sources(objects: Sequence[Loaded], host_paths: HostPaths | None = None) -> list[Loaded]:
     """The objects as a pass uses them. Sources are recorded as absolute paths, so that `up dir`
     and `up ./dir/x.yaml` agree. A host-wide default network (`--network`, $PODPLAY_NETWORK)
@@ -81,7 +87,7 @@ def absolute_sources(objects: Sequence[Loaded], host_paths: HostPaths | None = N
     for o in objects:
         if o.file != "-":
             o = replace(o, file=os.path.abspath(o.file))
-        if network and isinstance(o.obj, Pod | Deployment) and ANN_NETWORK not in o.obj.metadata.annotations:
+        if network and isinstance(o.obj, POD_MAKERS) and ANN_NETWORK not in o.obj.metadata.annotations:
             meta = o.obj.metadata
             o = replace(o, obj=replace(o.obj, metadata=replace(meta, annotations={**meta.annotations,
                                                                                  ANN_NETWORK: network})))
@@ -133,6 +139,8 @@ class View:
     changes: tuple[Change, ...]
     now: float | None  # the clock the diff used (None: no crash-loop back-off, `up`'s first pass)
     notes: tuple[str, ...] = ()  # pins held or released
+    jobs: tuple[JobStatus, ...] = ()  # where each Job stands (reconciler.jobs)
+    wake_at: float | None = None  # when a Job's back-off, deadline or ttl wants another look
 
     @property
     def work(self) -> list[Change]:
@@ -151,16 +159,59 @@ def decide(goal: Goal, observed: ObservedHost, state: StateStore, now: float | N
     desired, notes = goal.declared, []
     if goal.mode == Mode.UP:
         desired, notes = apply_pins(state, goal.declared, write=write)
-    if goal.only:
-        desired = select_pods(desired, goal.only)
-        observed = replace(observed, pods={u: p for u, p in observed.pods.items() if p.key in goal.only})
+    jobs: tuple[JobStatus, ...] = ()
+    wake_at = None
+    only = goal.only
+    if only:
+        # `--only JOB` names a Job: its pods, whichever exist now (a Job's unit runs it so).
+        only_jobs = only & set(desired.jobs)
+        desired = replace(desired, jobs={r: j for r, j in desired.jobs.items() if r in only_jobs})
+        only = only | {p.key for p in observed.pods.values() if p.owner.split("/", 1)[-1] in only_jobs
+                       and p.owner.startswith("Job/")}
+    if goal.mode == Mode.UP:
+        desired, jobs, wake_at = decide_jobs(desired, observed, state, time.time() if now is None else now,
+                                             write=write)
+    elif write:
+        for ref in desired.jobs:  # a Job taken down runs again when it comes back, as a re-created one does
+            state.workloads.forget(f"Job/{ref}")
+    if only:
+        only = only | {p.ref for p in desired.pods.values() if p.owner.kind == "Job"
+                       and f"{p.owner.namespace}/{p.owner.name}" in desired.jobs}
+        desired = select_pods(desired, only)
+        observed = replace(observed, pods={u: p for u, p in observed.pods.items() if p.key in only})
     last = state.owned.last_applied()
     health = health_view(state, desired, observed, now) if goal.mode == Mode.UP else {}
     if goal.mode == Mode.DOWN:
         changes = compute_down(desired, observed, last, goal.scope, remove_volumes=goal.remove_volumes)
     else:
         changes = compute_diff(desired, observed, last, goal.scope, force=goal.force, now=now, health=health)
-    return View(goal, desired, observed, last, health, tuple(changes), now, tuple(notes))
+    return View(goal, desired, observed, last, health, tuple(changes), now, tuple(notes), jobs, wake_at)
+
+
+def decide_jobs(desired: DesiredState, observed: ObservedHost, state: StateStore, now: float, *, write: bool
+                ) -> tuple[DesiredState, tuple[JobStatus, ...], float | None]:
+    """`desired` with the pods each Job should have now (reconciler.jobs decides from the host
+    and the run's record, which `write` keeps up to date in the store)."""
+    if not desired.jobs:
+        return desired, (), None
+    pods = dict(desired.pods)
+    by_ref = instances_by_ref(observed)
+    statuses, wakes = [], []
+    for ref, loaded in sorted(desired.jobs.items()):
+        candidates = desired.job_pods.get(ref, ())
+        instances = [o for d in candidates for o in by_ref.get(d.ref, ())]
+        raw = state.workloads.get(f"Job/{ref}")
+        decision = decide_job(ref, loaded.obj.spec, candidates, instances,
+                              JobRecord.from_json(raw) if raw else None, now)
+        # The record carries the status too, for `podplay jobs` and `status` (they read no manifests).
+        record = {**decision.record.to_json(), "status": decision.status.to_json()}
+        if write and record != raw:
+            state.workloads.put(f"Job/{ref}", record)
+        pods.update({p.ref: p for p in decision.pods})
+        statuses.append(decision.status)
+        if decision.wake_at is not None:
+            wakes.append(decision.wake_at)
+    return replace(desired, pods=pods), tuple(statuses), min(wakes, default=None)
 
 
 # --- one pass: plan a View's changes and apply them ---------------------------------------------------

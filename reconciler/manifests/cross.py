@@ -14,7 +14,7 @@ from reconciler.manifests.positions import Path_, Positions
 from reconciler.model import convert
 from reconciler.model.kube import ConfigMap, Pod, PodSpec, Secret
 from reconciler.model.source import ANN_PORT_PER_REPLICA, Loaded
-from reconciler.model.workloads import REPLICATED
+from reconciler.model.workloads import REPLICATED, Job
 
 ObjectId = tuple[str, str, str]  # (kind, namespace, name)
 
@@ -52,7 +52,7 @@ def _error(e: Entry, path: Path_, message: str) -> Diagnostic:
 def _pod_specs(o) -> Iterator[tuple[PodSpec, Path_]]:
     if isinstance(o, Pod):
         yield o.spec, ("spec",)
-    elif isinstance(o, REPLICATED):
+    elif isinstance(o, (*REPLICATED, Job)):
         yield o.spec.template.spec, ("spec", "template", "spec")
 
 
@@ -78,6 +78,8 @@ def _check_duplicates(entries: list[Entry], out: list[Diagnostic]) -> None:
             names = [o.metadata.name]
         elif isinstance(o, REPLICATED):
             names = [f"{o.metadata.name}-{i}" for i in range(min(o.spec.replicas, MAX_REPLICAS))]
+        elif isinstance(o, Job):
+            names = [f"{o.metadata.name}-{i}" for i in range(min(o.spec.pod_limit, MAX_REPLICAS))]
         else:
             continue
         for name in names:

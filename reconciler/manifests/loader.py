@@ -328,7 +328,7 @@ def _normalized(chk: Checker, kind: str, data: dict) -> dict:
         else:
             chk.error(("apiVersion",), f"a {kind} needs apiVersion {want!r}, not {json.dumps(api)}")
         data["apiVersion"] = want
-    if kind in ("Pod", "Deployment", "ReplicaSet", "ReplicationController", "DaemonSet") and "spec" not in data:
+    if kind in ("Pod", "Deployment", "ReplicaSet", "ReplicationController", "DaemonSet", "Job") and "spec" not in data:
         chk.error(("spec",), f"required field is missing: a {kind} needs a spec with containers")
         data["spec"] = {"containers": []} if kind == "Pod" else {"selector": {}, "template": {}}
     return data

@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 
 from reconciler.manifests.checker import Checker
+from reconciler.manifests.fields import check_meta
 from reconciler.manifests.hostfacts import HostFacts
-from reconciler.manifests.pods import check_replicated
-from reconciler.model.workloads import DaemonSet
+from reconciler.manifests.pods import MAX_REPLICAS, check_pod_spec, check_replicated
+from reconciler.model.workloads import DaemonSet, Job
 
 INT_OR_PERCENT = re.compile(r"^\d+%?$")
 
@@ -29,3 +30,36 @@ def check_daemon_set(chk: Checker, obj: DaemonSet, host: HostFacts) -> None:
             chk.error(path + ("rollingUpdate", fname), f"{value!r} must be a number or a percentage like 25%")
     if str(ru.max_surge) in ("0", "0%") and str(ru.max_unavailable) in ("0", "0%"):
         chk.error(path + ("rollingUpdate",), "maxSurge and maxUnavailable cannot both be 0")
+
+
+def check_job(chk: Checker, obj: Job, host: HostFacts) -> None:
+    check_meta(chk, obj.metadata, "job")
+    spec = obj.spec
+    if len(obj.metadata.name) > 240:
+        chk.error(("metadata", "name"), "job names are limited to 240 characters (pod suffixes)")
+    counts = (("completions", spec.completions), ("parallelism", spec.parallelism),
+              ("backoffLimit", spec.backoff_limit), ("ttlSecondsAfterFinished", spec.ttl_seconds_after_finished))
+    for fname, value in counts:
+        if value is not None and value < 0:
+            chk.error(("spec", fname), "must not be negative")
+    if spec.active_deadline_seconds is not None and spec.active_deadline_seconds <= 0:
+        chk.error(("spec", "activeDeadlineSeconds"), "must be a positive number of seconds")
+    if spec.pod_limit > MAX_REPLICAS:
+        chk.error(("spec",), f"completions + backoffLimit + parallelism come to {spec.pod_limit} pods, more than "
+                  f"podplay runs for one Job on one host (at most {MAX_REPLICAS})")
+    if spec.completion_mode == "Indexed":
+        chk.error(("spec", "completionMode"), "Indexed is not supported by podplay: use NonIndexed (the default)")
+    check_meta(chk, spec.template.metadata, "pod", ("spec", "template", "metadata"), named=False)
+    tspec = spec.template.spec
+    tpath = ("spec", "template", "spec")
+    if tspec.restart_policy not in ("Never", "OnFailure"):
+        chk.error(tpath + ("restartPolicy",), f"a Job's pods must have restartPolicy Never or OnFailure, not "
+                  f"{tspec.restart_policy} (a pod that always restarts never completes)")
+    check_pod_spec(chk, tspec, tpath, host)
+    if spec.parallelism > 1:
+        for i, c in enumerate(tspec.containers):
+            for j, p in enumerate(c.ports):
+                if p.host_port or tspec.host_network:
+                    chk.error(tpath + ("containers", i, "ports", j, "hostPort" if p.host_port else "containerPort"),
+                              f"parallelism {spec.parallelism} would run pods that all bind port "
+                              f"{p.host_port or p.container_port} on the host; use parallelism 1")

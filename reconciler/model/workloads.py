@@ -100,6 +100,38 @@ class DaemonSet:
     kind: str = "DaemonSet"
 
 
+@dataclass(frozen=True)
+class JobSpec:
+    template: PodTemplateSpec = field(default_factory=PodTemplateSpec)
+    completions: int | None = None  # unset: one pod's success completes the Job
+    parallelism: int = 1
+    backoff_limit: int = 6
+    active_deadline_seconds: int | None = None
+    ttl_seconds_after_finished: int | None = None
+    suspend: bool = False
+    completion_mode: str = "NonIndexed"  # Indexed is refused by the checks
+
+    @property
+    def wanted(self) -> int:
+        """Successful pods that complete the Job."""
+        return 1 if self.completions is None else self.completions
+
+    @property
+    def pod_limit(self) -> int:
+        """Pods a run can ever create: every completion, every failure backoffLimit allows, and
+        the ones still running when the last allowed failure happens (the names `<job>-<i>`
+        are never reused within a run, so that a failed pod and its logs stay)."""
+        return self.wanted + self.backoff_limit + max(self.parallelism, 1)
+
+
+@dataclass(frozen=True)
+class Job:
+    metadata: ObjectMeta
+    spec: JobSpec
+    api_version: str = "batch/v1"
+    kind: str = "Job"
+
+
 # Kinds that expand to `<name>-<ordinal>` pods from spec.template and spec.replicas.
 REPLICATED = (Deployment, ReplicaSet, ReplicationController, DaemonSet)
 # Kinds whose template changes roll out (revisions, pins, maxSurge/maxUnavailable waves):
@@ -112,6 +144,7 @@ ALL_KINDS: dict[str, type] = {
     "ReplicaSet": ReplicaSet,
     "ReplicationController": ReplicationController,
     "DaemonSet": DaemonSet,
+    "Job": Job,
 }
 
 ALL_API_VERSIONS: dict[str, str] = {
@@ -119,6 +152,7 @@ ALL_API_VERSIONS: dict[str, str] = {
     "ReplicaSet": "apps/v1",
     "ReplicationController": "v1",
     "DaemonSet": "apps/v1",
+    "Job": "batch/v1",
 }
 
 

@@ -96,7 +96,8 @@ def collect_status(state: StateStore, drivers: Drivers | None, *, now: float | N
             })
         pods.append(entry)
     return {"version": STATUS_VERSION, "at": now, "keepers": keepers, "pods": pods,
-            "observe_error": observe_error or None, "deployments": revision_summary(state)}
+            "observe_error": observe_error or None, "deployments": revision_summary(state),
+            "jobs": state.workloads.job_statuses()}
 
 
 def _ago(ts: float | None, now: float) -> str:
@@ -132,6 +133,15 @@ def render_status(st: dict) -> str:
             text += f" ({d['message']})"
         if d["pinned"]:
             text += f"; pinned to revision {d['pinned']}: {d['pin_reason']}"
+        lines.append(text)
+    for j in st.get("jobs") or []:
+        text = f"job {j['job']}: {j['phase']}, {j['succeeded']}/{j['completions']} completed"
+        if j["active"]:
+            text += f", {j['active']} running"
+        if j["failed"]:
+            text += f", {j['failed']} failed"
+        if j["reason"]:
+            text += f" ({j['reason']}: {j['message']})" if j["message"] else f" ({j['reason']})"
         lines.append(text)
     return "\n".join(lines)
 
