@@ -30,7 +30,7 @@ from reconciler.model.kube import (
 from reconciler.model.names import DEFAULT_NETWORK  # noqa: E402,F401
 from reconciler.model.quantity import to_bytes
 from reconciler.model.source import ANN_NETWORK, ANN_PORT_PER_REPLICA, ANNOTATION_PREFIX, Loaded
-from reconciler.model.workloads import REPLICATED, ROLLED_OUT, Job
+from reconciler.model.workloads import REPLICATED, ROLLED_OUT, CronJob, Job
 
 # Values that a container only learns once its pod runs; the runtime fills them in.
 DEFERRED_FIELDS = ("status.podIP", "status.podIPs", "status.hostIP", "status.hostIPs")
@@ -157,6 +157,8 @@ class DesiredState:
     # reconciler.jobs decides that at each look, after observing.
     jobs: dict[str, Loaded] = field(default_factory=dict)
     job_pods: dict[str, tuple[DesiredPod, ...]] = field(default_factory=dict)
+    # CronJobs, by "<namespace>/<name>": their runs are Jobs that each look adds to `jobs`.
+    crons: dict[str, Loaded] = field(default_factory=dict)
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -443,6 +445,7 @@ def build_desired(objects: Iterable[Loaded]) -> DesiredState:
     deployments: dict[str, Loaded] = {}
     jobs: dict[str, Loaded] = {}
     job_pods: dict[str, tuple[DesiredPod, ...]] = {}
+    crons: dict[str, Loaded] = {}
     for item in objects:
         o = item.obj
         if isinstance(o, Pod):
@@ -464,13 +467,9 @@ def build_desired(objects: Iterable[Loaded]) -> DesiredState:
         elif isinstance(o, Job):
             ref = f"{o.metadata.namespace}/{o.metadata.name}"
             jobs[ref] = item
-            tmpl = o.spec.template
-            annotations = {**o.metadata.annotations, **tmpl.metadata.annotations}
-            job_pods[ref] = tuple(
-                _build_pod(item, key_of(o), ObjectMeta(f"{o.metadata.name}-{i}", o.metadata.namespace,
-                                                       {**tmpl.metadata.labels}, annotations),
-                           tmpl.spec, refs, "spec.template.spec", i)
-                for i in range(o.spec.pod_limit))
+            job_pods[ref] = _job_pods(item, refs)
+        elif isinstance(o, CronJob):
+            crons[f"{o.metadata.namespace}/{o.metadata.name}"] = item
         elif isinstance(o, PersistentVolumeClaim):
             ref = f"{o.metadata.namespace}/{o.metadata.name}"
             claims[ref] = DesiredClaim(ref, item.file, True)
@@ -478,4 +477,29 @@ def build_desired(objects: Iterable[Loaded]) -> DesiredState:
         for v in pod.volumes:
             if v.kind == "persistentVolumeClaim" and v.claim not in claims:
                 claims[v.claim] = DesiredClaim(v.claim, pod.source, False)
-    return DesiredState(pods=pods, claims=claims, deployments=deployments, jobs=jobs, job_pods=job_pods)
+    return DesiredState(pods=pods, claims=claims, deployments=deployments, jobs=jobs, job_pods=job_pods,
+                        crons=crons)
+
+
+def _job_pods(item: Loaded, refs: _Refs, where: str = "spec.template.spec") -> tuple[DesiredPod, ...]:
+    o: Job = item.obj
+    tmpl = o.spec.template
+    annotations = {**o.metadata.annotations, **tmpl.metadata.annotations}
+    return tuple(_build_pod(item, key_of(o), ObjectMeta(f"{o.metadata.name}-{i}", o.metadata.namespace,
+                                                        {**tmpl.metadata.labels}, annotations),
+                            tmpl.spec, refs, where, i)
+                 for i in range(o.spec.pod_limit))
+
+
+def cron_run(cron: Loaded, name: str) -> Loaded:
+    """A CronJob's run as the Job it is: named `name`, from the jobTemplate, in the CronJob's file."""
+    c: CronJob = cron.obj
+    t = c.spec.job_template
+    meta = ObjectMeta(name, c.metadata.namespace, {**t.metadata.labels}, {**c.metadata.annotations,
+                                                                         **t.metadata.annotations})
+    return replace(cron, obj=Job(meta, t.spec))
+
+
+def run_pods(run: Loaded, objects: Iterable[Loaded]) -> tuple[DesiredPod, ...]:
+    """The pods a CronJob's run may create (`objects`: the load, for the ConfigMaps and Secrets)."""
+    return _job_pods(run, _Refs(list(objects)), "spec.jobTemplate.spec.template.spec")

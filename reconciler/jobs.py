@@ -216,3 +216,76 @@ def decide_job(ref: str, spec, candidates: Sequence[DesiredPod], instances: Iter
         deadline = started + spec.active_deadline_seconds
         wake = deadline if wake is None else min(wake, deadline)
     return JobDecision(tuple(keep), record, status(JobPhase.RUNNING, len(active)), wake)
+
+
+# --- CronJob ---------------------------------------------------------------------------------------
+
+FIRST_SIGHT_GRACE = 60.0
+
+
+@dataclass(frozen=True)
+class CronRecord:
+    """What the store keeps of a CronJob: the last schedule time it acted on and the runs
+    (scheduled times, each a Job ``<cronjob>-<minutes since the epoch>``) that still exist."""
+
+    last: float
+    runs: tuple[float, ...] = ()
+    skipped: int = 0  # runs Forbid skipped (for status)
+
+    def to_json(self) -> dict:
+        return {"last": self.last, "runs": list(self.runs), "skipped": self.skipped}
+
+    @classmethod
+    def from_json(cls, d: dict) -> CronRecord:
+        return cls(d.get("last", 0.0), tuple(d.get("runs", ())), d.get("skipped", 0))
+
+
+@dataclass(frozen=True)
+class CronDecision:
+    record: CronRecord
+    runs: tuple[float, ...]  # the runs whose Jobs exist now (new ones included)
+    dropped: tuple[float, ...]  # runs removed (history limits, Replace): their Jobs and pods go
+    wake_at: float
+    note: str = ""
+
+
+def run_name(cron_name: str, scheduled: float) -> str:
+    """A run's Job name, as the CronJob controller names it: the schedule time in minutes."""
+    return f"{cron_name}-{int(scheduled // 60)}"
+
+
+def decide_cron(spec, record: CronRecord | None, phases: dict[float, str], now: float) -> CronDecision:
+    """`spec` is the CronJob's CronJobSpec; `phases` each existing run's JobPhase ("" if unknown yet)."""
+    from reconciler import cron
+
+    if record is None:
+        # A new CronJob does not run the schedules it missed before it existed — except one due
+        # in the last minute: that is how its systemd timer's first firing finds it.
+        record = CronRecord(last=now - FIRST_SIGHT_GRACE)
+    runs = list(record.runs)
+    dropped: list[float] = []
+    finished = (str(JobPhase.COMPLETE), str(JobPhase.FAILED))
+    active = [t for t in runs if phases.get(t, "") not in finished]
+    due = cron.last_due(spec.schedule, spec.time_zone, now)
+    note = ""
+    if not spec.suspend and due > record.last:
+        late = spec.starting_deadline_seconds is not None and now - due > spec.starting_deadline_seconds
+        record = replace(record, last=due)
+        if late:
+            note = f"missed the run of {due:.0f} by more than startingDeadlineSeconds"
+        elif spec.concurrency_policy == "Forbid" and active:
+            record = replace(record, skipped=record.skipped + 1)
+            note = "skipped a run: the previous one is still running (concurrencyPolicy Forbid)"
+        else:
+            if spec.concurrency_policy == "Replace":
+                dropped += active
+                runs = [t for t in runs if t not in active]
+            runs.append(due)
+    for phase, limit in ((str(JobPhase.COMPLETE), spec.successful_jobs_history_limit),
+                         (str(JobPhase.FAILED), spec.failed_jobs_history_limit)):
+        done = sorted(t for t in runs if phases.get(t) == phase)
+        old = done[:len(done) - limit] if limit < len(done) else []
+        dropped += old
+        runs = [t for t in runs if t not in old]
+    record = replace(record, runs=tuple(runs))
+    return CronDecision(record, tuple(runs), tuple(dropped), cron.next_due(spec.schedule, spec.time_zone, now), note)

@@ -19,17 +19,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from reconciler.apply import ApplyResult, Failpoints, Reporter, apply_plan, recover
-from reconciler.desired import DesiredState, Loaded, build_desired
+from reconciler.desired import DesiredState, Loaded, build_desired, cron_run, run_pods
 from reconciler.diff import Action, Change, LastApplied, Reason, Scope, compute_diff, compute_down, instances_by_ref
 from reconciler.drivers.base import Drivers
 from reconciler.errors import Diagnostic, ManifestError, Severity
 from reconciler.health import health_view
 from reconciler.host import open_drivers  # noqa: F401  (the CLI and tests reach it through here too)
-from reconciler.jobs import JobRecord, JobStatus, decide_job
+from reconciler.jobs import CronRecord, JobRecord, JobStatus, decide_cron, decide_job, run_name
 from reconciler.manifests import ManifestSet, load_manifests
 from reconciler.model.kube import Pod
 from reconciler.model.names import ANN_NETWORK
-from reconciler.model.workloads import REPLICATED, Job
+from reconciler.model.workloads import REPLICATED, CronJob, Job
 from reconciler.observe import observe_host
 from reconciler.observed import ObservedHost
 from reconciler.paths import HostPaths
@@ -74,7 +74,7 @@ def make_goal(paths: Sequence[str], manifests: ManifestSet, host_paths: HostPath
                 frozenset(n if "/" in n else f"default/{n}" for n in only))
 
 
-POD_MAKERS = (Pod, *REPLICATED, Job)  # every kind whose pods take the host-wide default network
+POD_MAKERS = (Pod, *REPLICATED, Job, CronJob)  # every kind whose pods take the host-wide default network
 
 
 def absolute_sources(objects: Sequence[Loaded], host_paths: HostPaths | None = None) -> list[Loaded]:
@@ -162,6 +162,23 @@ def decide(goal: Goal, observed: ObservedHost, state: StateStore, now: float | N
     jobs: tuple[JobStatus, ...] = ()
     wake_at = None
     only = goal.only
+    clock = time.time() if now is None else now
+    cron_wake = None
+    if desired.crons:
+        if only:
+            desired = replace(desired, crons={r: c for r, c in desired.crons.items() if r in only})
+        standalone = set(desired.jobs)
+        if goal.mode == Mode.UP:
+            desired, cron_wake = decide_crons(desired, goal.objects, state, clock, write=write)
+        if only:  # `--only CRONJOB` names its runs' Jobs (a CronJob's timer unit runs it so)
+            only = only | (set(desired.jobs) - standalone)
+    if goal.mode == Mode.DOWN and write:
+        for ref in desired.crons:
+            state.workloads.forget(f"CronJob/{ref}")
+        prefixes = [f"Job/{ref}-" for ref in desired.crons]
+        for key in state.workloads.all("Job/"):
+            if any(key.startswith(p) and key[len(p):].isdigit() for p in prefixes):
+                state.workloads.forget(key)
     if only:
         # `--only JOB` names a Job: its pods, whichever exist now (a Job's unit runs it so).
         only_jobs = only & set(desired.jobs)
@@ -169,8 +186,9 @@ def decide(goal: Goal, observed: ObservedHost, state: StateStore, now: float | N
         only = only | {p.key for p in observed.pods.values() if p.owner.split("/", 1)[-1] in only_jobs
                        and p.owner.startswith("Job/")}
     if goal.mode == Mode.UP:
-        desired, jobs, wake_at = decide_jobs(desired, observed, state, time.time() if now is None else now,
-                                             write=write)
+        desired, jobs, wake_at = decide_jobs(desired, observed, state, clock, write=write)
+        if cron_wake is not None:
+            wake_at = cron_wake if wake_at is None else min(wake_at, cron_wake)
     elif write:
         for ref in desired.jobs:  # a Job taken down runs again when it comes back, as a re-created one does
             state.workloads.forget(f"Job/{ref}")
@@ -186,6 +204,43 @@ def decide(goal: Goal, observed: ObservedHost, state: StateStore, now: float | N
     else:
         changes = compute_diff(desired, observed, last, goal.scope, force=goal.force, now=now, health=health)
     return View(goal, desired, observed, last, health, tuple(changes), now, tuple(notes), jobs, wake_at)
+
+
+def decide_crons(desired: DesiredState, objects: Sequence[Loaded], state: StateStore, now: float, *, write: bool
+                 ) -> tuple[DesiredState, float | None]:
+    """`desired` with each CronJob's runs as Jobs (reconciler.jobs.decide_cron decides which runs
+    exist); a run removed by the history limits or Replace loses its record, and its pods go
+    with it (no longer desired). Returns the time the next schedule is due."""
+    jobs, job_pods = dict(desired.jobs), dict(desired.job_pods)
+    wakes = []
+    for ref, loaded in sorted(desired.crons.items()):
+        spec = loaded.obj.spec
+        raw = state.workloads.get(f"CronJob/{ref}")
+        record = CronRecord.from_json(raw) if raw else None
+        phases = {}
+        for t in record.runs if record else ():
+            run_raw = state.workloads.get(f"Job/{ref.split('/')[0]}/{run_name(loaded.obj.metadata.name, t)}")
+            phases[t] = (run_raw or {}).get("outcome", "")
+        decision = decide_cron(spec, record, phases, now)
+        out = {**decision.record.to_json(), "status": {
+            "cronjob": ref, "source": loaded.file, "schedule": spec.schedule, "time_zone": spec.time_zone or "",
+            "suspend": spec.suspend, "concurrency_policy": spec.concurrency_policy,
+            "last_schedule": decision.record.last if decision.record.runs or raw else 0.0,
+            "next_schedule": decision.wake_at, "runs": len(decision.runs),
+            "active": sum(1 for t in decision.runs if not phases.get(t)), "skipped": decision.record.skipped,
+            "note": decision.note}}
+        if write:
+            if out != raw:
+                state.workloads.put(f"CronJob/{ref}", out)
+            for t in decision.dropped:
+                state.workloads.forget(f"Job/{ref.split('/')[0]}/{run_name(loaded.obj.metadata.name, t)}")
+        for t in decision.runs:
+            run = cron_run(loaded, run_name(loaded.obj.metadata.name, t))
+            run_ref = f"{run.obj.metadata.namespace}/{run.obj.metadata.name}"
+            jobs[run_ref] = run
+            job_pods[run_ref] = run_pods(run, objects)
+        wakes.append(decision.wake_at)
+    return replace(desired, jobs=jobs, job_pods=job_pods), min(wakes, default=None)
 
 
 def decide_jobs(desired: DesiredState, observed: ObservedHost, state: StateStore, now: float, *, write: bool

@@ -1,4 +1,4 @@
-"""jobs: where each Job stands, as the last pass (`up`, `watch`, `sync`) saw it."""
+"""jobs, cronjobs: where each Job and CronJob stands, as the last pass (`up`, `watch`, `sync`) saw it."""
 
 from __future__ import annotations
 
@@ -13,6 +13,12 @@ def register(sub, common) -> None:
                        "and why a Job failed.")
     p.add_argument("--output", "-o", choices=("text", "json"), default="text")
     p.set_defaults(func=cmd_jobs)
+
+    p = sub.add_parser("cronjobs", parents=[common], help="list CronJobs: schedule, last and next run",
+                       description="Each CronJob's schedule, the last schedule time it acted on, the next one, "
+                       "its runs (Jobs: see `podplay jobs`) and runs concurrencyPolicy Forbid skipped.")
+    p.add_argument("--output", "-o", choices=("text", "json"), default="text")
+    p.set_defaults(func=cmd_cronjobs)
 
 
 def _duration(j: dict, now: float) -> str:
@@ -46,4 +52,34 @@ def cmd_jobs(args, ctx) -> int:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1], file=ctx.out)
+    return 0
+
+
+def _stamp(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
+
+
+def cmd_cronjobs(args, ctx) -> int:
+    from reconciler.state import StateStore
+
+    state = StateStore(ctx.paths.state_db)
+    try:
+        crons = state.workloads.cron_statuses()
+    finally:
+        state.close()
+    if args.output == "json":
+        json.dump(crons, ctx.out, indent=2)
+        print(file=ctx.out)
+        return 0
+    if not crons:
+        print("No CronJobs.", file=ctx.out)
+        return 0
+    rows = [("NAME", "SCHEDULE", "SUSPEND", "ACTIVE", "LAST SCHEDULE", "NEXT", "SKIPPED")]
+    for c in crons:
+        sched = c["schedule"] + (f" ({c['time_zone']})" if c["time_zone"] else "")
+        rows.append((c["cronjob"], sched, str(c["suspend"]).lower(), str(c["active"]), _stamp(c["last_schedule"]),
+                     _stamp(c["next_schedule"]), str(c["skipped"])))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip(), file=ctx.out)
     return 0

@@ -14,7 +14,7 @@ from reconciler.manifests.positions import Path_, Positions
 from reconciler.model import convert
 from reconciler.model.kube import ConfigMap, Pod, PodSpec, Secret
 from reconciler.model.source import ANN_PORT_PER_REPLICA, Loaded
-from reconciler.model.workloads import REPLICATED, Job
+from reconciler.model.workloads import REPLICATED, CronJob, Job
 
 ObjectId = tuple[str, str, str]  # (kind, namespace, name)
 
@@ -54,6 +54,8 @@ def _pod_specs(o) -> Iterator[tuple[PodSpec, Path_]]:
         yield o.spec, ("spec",)
     elif isinstance(o, (*REPLICATED, Job)):
         yield o.spec.template.spec, ("spec", "template", "spec")
+    elif isinstance(o, CronJob):
+        yield o.spec.job_template.spec.template.spec, ("spec", "jobTemplate", "spec", "template", "spec")
 
 
 def _check_duplicates(entries: list[Entry], out: list[Diagnostic]) -> None:

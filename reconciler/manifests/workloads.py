@@ -8,7 +8,7 @@ from reconciler.manifests.checker import Checker
 from reconciler.manifests.fields import check_meta
 from reconciler.manifests.hostfacts import HostFacts
 from reconciler.manifests.pods import MAX_REPLICAS, check_pod_spec, check_replicated
-from reconciler.model.workloads import DaemonSet, Job
+from reconciler.model.workloads import CronJob, DaemonSet, Job, JobSpec
 
 INT_OR_PERCENT = re.compile(r"^\d+%?$")
 
@@ -34,9 +34,13 @@ def check_daemon_set(chk: Checker, obj: DaemonSet, host: HostFacts) -> None:
 
 def check_job(chk: Checker, obj: Job, host: HostFacts) -> None:
     check_meta(chk, obj.metadata, "job")
-    spec = obj.spec
     if len(obj.metadata.name) > 240:
         chk.error(("metadata", "name"), "job names are limited to 240 characters (pod suffixes)")
+    check_job_spec(chk, obj.spec, host)
+
+
+def check_job_spec(chk, spec: JobSpec, host: HostFacts) -> None:
+    """A Job's spec; paths are the Job's own (``spec.…``), a CronJob passes a checker under jobTemplate."""
     counts = (("completions", spec.completions), ("parallelism", spec.parallelism),
               ("backoffLimit", spec.backoff_limit), ("ttlSecondsAfterFinished", spec.ttl_seconds_after_finished))
     for fname, value in counts:
@@ -63,3 +67,54 @@ def check_job(chk: Checker, obj: Job, host: HostFacts) -> None:
                     chk.error(tpath + ("containers", i, "ports", j, "hostPort" if p.host_port else "containerPort"),
                               f"parallelism {spec.parallelism} would run pods that all bind port "
                               f"{p.host_port or p.container_port} on the host; use parallelism 1")
+
+
+class _Under:
+    """The checker of an object seen from a part of it: every path is prefixed (a CronJob's
+    jobTemplate is checked by the Job's own rules, its findings placed under jobTemplate)."""
+
+    def __init__(self, chk: Checker, prefix: tuple):
+        self.chk, self.prefix = chk, prefix
+
+    def error(self, path, message: str, key: bool = False) -> None:
+        self.chk.error(self.prefix + tuple(path), message, key)
+
+    def warn(self, path, message: str, key: bool = False) -> None:
+        self.chk.warn(self.prefix + tuple(path), message, key)
+
+    def warn_once(self, path, message: str, key: bool = False, same: str = "") -> None:
+        self.chk.warn_once(self.prefix + tuple(path), message, key, same)
+
+    def at(self, path) -> tuple[int, int]:
+        return self.chk.at(self.prefix + tuple(path))
+
+    @property
+    def failed(self) -> bool:
+        return self.chk.failed
+
+
+CRON_NAME_MAX = 52  # the API server's limit: a run's Job is named <cronjob>-<minutes since the epoch>
+
+
+def check_cron_job(chk: Checker, obj: CronJob, host: HostFacts) -> None:
+    check_meta(chk, obj.metadata, "cronjob")
+    spec = obj.spec
+    if len(obj.metadata.name) > CRON_NAME_MAX:
+        chk.error(("metadata", "name"), f"cronjob names are limited to {CRON_NAME_MAX} characters (each run's "
+                  "Job adds the schedule time to it)")
+    from reconciler.cron import schedule_problem, zone_problem
+
+    if "TZ=" in spec.schedule:
+        chk.error(("spec", "schedule"), "a time zone in the schedule (CRON_TZ=, TZ=) is not accepted: use "
+                  "spec.timeZone")
+    elif problem := schedule_problem(spec.schedule):
+        chk.error(("spec", "schedule"), problem)
+    if spec.time_zone is not None and (problem := zone_problem(spec.time_zone)):
+        chk.error(("spec", "timeZone"), problem)
+    for fname, value in (("startingDeadlineSeconds", spec.starting_deadline_seconds),
+                         ("successfulJobsHistoryLimit", spec.successful_jobs_history_limit),
+                         ("failedJobsHistoryLimit", spec.failed_jobs_history_limit)):
+        if value is not None and value < 0:
+            chk.error(("spec", fname), "must not be negative")
+    check_meta(chk, spec.job_template.metadata, "job", ("spec", "jobTemplate", "metadata"), named=False)
+    check_job_spec(_Under(chk, ("spec", "jobTemplate")), spec.job_template.spec, host)

@@ -132,6 +132,32 @@ class Job:
     kind: str = "Job"
 
 
+@dataclass(frozen=True)
+class JobTemplateSpec:
+    metadata: ObjectMeta = field(default_factory=lambda: ObjectMeta(""))
+    spec: JobSpec = field(default_factory=JobSpec)
+
+
+@dataclass(frozen=True)
+class CronJobSpec:
+    schedule: str = ""
+    job_template: JobTemplateSpec = field(default_factory=JobTemplateSpec)
+    time_zone: str | None = None
+    concurrency_policy: str = "Allow"  # Allow | Forbid | Replace
+    suspend: bool = False
+    starting_deadline_seconds: int | None = None
+    successful_jobs_history_limit: int = 3
+    failed_jobs_history_limit: int = 1
+
+
+@dataclass(frozen=True)
+class CronJob:
+    metadata: ObjectMeta
+    spec: CronJobSpec
+    api_version: str = "batch/v1"
+    kind: str = "CronJob"
+
+
 # Kinds that expand to `<name>-<ordinal>` pods from spec.template and spec.replicas.
 REPLICATED = (Deployment, ReplicaSet, ReplicationController, DaemonSet)
 # Kinds whose template changes roll out (revisions, pins, maxSurge/maxUnavailable waves):
@@ -139,12 +165,16 @@ REPLICATED = (Deployment, ReplicaSet, ReplicationController, DaemonSet)
 ROLLED_OUT = (Deployment, DaemonSet)
 ROLLED_OUT_KINDS = frozenset(k.__name__ for k in ROLLED_OUT)
 
+# The kinds this module adds (each has a spec the loader requires).
+WORKLOAD_KINDS = frozenset({"ReplicaSet", "ReplicationController", "DaemonSet", "Job", "CronJob"})
+
 ALL_KINDS: dict[str, type] = {
     **kube.KINDS,
     "ReplicaSet": ReplicaSet,
     "ReplicationController": ReplicationController,
     "DaemonSet": DaemonSet,
     "Job": Job,
+    "CronJob": CronJob,
 }
 
 ALL_API_VERSIONS: dict[str, str] = {
@@ -153,6 +183,7 @@ ALL_API_VERSIONS: dict[str, str] = {
     "ReplicationController": "v1",
     "DaemonSet": "apps/v1",
     "Job": "batch/v1",
+    "CronJob": "batch/v1",
 }
 
 

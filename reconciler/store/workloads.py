@@ -36,5 +36,9 @@ class WorkloadRecords:
         """Each Job's status as the last look saw it (reconciler.jobs.JobStatus.to_json)."""
         return [r["status"] for r in self.all("Job/").values() if "status" in r]
 
+    def cron_statuses(self) -> list[dict]:
+        """Each CronJob's schedule, last and next run, as the last look saw it."""
+        return [r["status"] for r in self.all("CronJob/").values() if "status" in r]
+
     def forget(self, key: str) -> None:
         self.db.execute("DELETE FROM workloads WHERE key = ?", (key,))

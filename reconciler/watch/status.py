@@ -97,7 +97,7 @@ def collect_status(state: StateStore, drivers: Drivers | None, *, now: float | N
         pods.append(entry)
     return {"version": STATUS_VERSION, "at": now, "keepers": keepers, "pods": pods,
             "observe_error": observe_error or None, "deployments": revision_summary(state),
-            "jobs": state.workloads.job_statuses()}
+            "jobs": state.workloads.job_statuses(), "cronjobs": state.workloads.cron_statuses()}
 
 
 def _ago(ts: float | None, now: float) -> str:
@@ -143,6 +143,10 @@ def render_status(st: dict) -> str:
         if j["reason"]:
             text += f" ({j['reason']}: {j['message']})" if j["message"] else f" ({j['reason']})"
         lines.append(text)
+    for c in st.get("cronjobs") or []:
+        nxt = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(c["next_schedule"]))
+        text = f"cronjob {c['cronjob']}: {c['schedule']}, next run {nxt}" + (" (suspended)" if c["suspend"] else "")
+        lines.append(text + (f"; {c['note']}" if c["note"] else ""))
     return "\n".join(lines)
 
 
