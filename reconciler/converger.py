@@ -230,7 +230,9 @@ class Converger:
         container through the plan."""
         out = Settled(first)
         follow = updating_deployments(first)
-        if not follow and not wait:
+        # A StatefulSet's ordered start, stop and update go on pod by pod, like a rollout.
+        ordered = bool(first.view is not None and first.view.waiting)
+        if not follow and not wait and not ordered:
             return out
         goal = dataclasses.replace(goal, force=False)  # --replace recreated the pods once, in `first`
         started, seen = self.clock(), {}
@@ -255,9 +257,11 @@ class Converger:
                     unready_pods(view.desired, view.observed, view.health) + running_jobs
             rolling = [d for d in follow if d in statuses and statuses[d].outcome == PROGRESSING]
             out.rollouts = [statuses[d] for d in sorted(follow) if d in statuses]
-            if not rolling and not problems:
+            pending = list(view.waiting) if view is not None else []
+            if not rolling and not problems and not pending:
                 return out
-            if self._expired(wait, timeout, started):
+            if self._expired(wait or bool(pending), timeout, started):
+                problems += pending
                 out.problems, out.timed_out = problems, True
                 return out
             sleep(self._pause(r))

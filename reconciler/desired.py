@@ -30,7 +30,7 @@ from reconciler.model.kube import (
 from reconciler.model.names import DEFAULT_NETWORK  # noqa: E402,F401
 from reconciler.model.quantity import to_bytes
 from reconciler.model.source import ANN_NETWORK, ANN_PORT_PER_REPLICA, ANNOTATION_PREFIX, Loaded
-from reconciler.model.workloads import REPLICATED, ROLLED_OUT, CronJob, Job
+from reconciler.model.workloads import REPLICATED, ROLLED_OUT, CronJob, Job, StatefulSet, with_claims
 
 # Values that a container only learns once its pod runs; the runtime fills them in.
 DEFERRED_FIELDS = ("status.podIP", "status.podIPs", "status.hostIP", "status.hostIPs")
@@ -159,6 +159,9 @@ class DesiredState:
     job_pods: dict[str, tuple[DesiredPod, ...]] = field(default_factory=dict)
     # CronJobs, by "<namespace>/<name>": their runs are Jobs that each look adds to `jobs`.
     crons: dict[str, Loaded] = field(default_factory=dict)
+    # StatefulSets, by "<namespace>/<name>": their pods are in `pods`; reconciler.statefulsets
+    # holds some back at each look (ordered start and stop, one update at a time).
+    statefulsets: dict[str, Loaded] = field(default_factory=dict)
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -446,11 +449,20 @@ def build_desired(objects: Iterable[Loaded]) -> DesiredState:
     jobs: dict[str, Loaded] = {}
     job_pods: dict[str, tuple[DesiredPod, ...]] = {}
     crons: dict[str, Loaded] = {}
+    statefulsets: dict[str, Loaded] = {}
     for item in objects:
         o = item.obj
         if isinstance(o, Pod):
             pod = _build_pod(item, key_of(o), o.metadata, o.spec, refs, "spec", None)
             pods[pod.ref] = pod
+        elif isinstance(o, StatefulSet):
+            statefulsets[f"{o.metadata.namespace}/{o.metadata.name}"] = item
+            tmpl = o.spec.template
+            annotations = {**o.metadata.annotations, **tmpl.metadata.annotations}
+            for i in range(o.spec.replicas):
+                meta = ObjectMeta(f"{o.metadata.name}-{i}", o.metadata.namespace, {**tmpl.metadata.labels}, annotations)
+                pod = _build_pod(item, key_of(o), meta, with_claims(o, i), refs, "spec.template.spec", i)
+                pods[pod.ref] = pod
         elif isinstance(o, REPLICATED):
             if isinstance(o, ROLLED_OUT):  # revisions and a rolling update: Deployment, DaemonSet
                 deployments[f"{o.metadata.namespace}/{o.metadata.name}"] = item
@@ -478,7 +490,7 @@ def build_desired(objects: Iterable[Loaded]) -> DesiredState:
             if v.kind == "persistentVolumeClaim" and v.claim not in claims:
                 claims[v.claim] = DesiredClaim(v.claim, pod.source, False)
     return DesiredState(pods=pods, claims=claims, deployments=deployments, jobs=jobs, job_pods=job_pods,
-                        crons=crons)
+                        crons=crons, statefulsets=statefulsets)
 
 
 def _job_pods(item: Loaded, refs: _Refs, where: str = "spec.template.spec") -> tuple[DesiredPod, ...]:

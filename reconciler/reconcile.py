@@ -37,6 +37,7 @@ from reconciler.plan import Plan, make_plan
 from reconciler.probes import PodHealth
 from reconciler.revisions import apply_pins
 from reconciler.state import ApplyLock, StateStore
+from reconciler.statefulsets import order_set
 
 
 class Mode(enum.StrEnum):
@@ -141,6 +142,7 @@ class View:
     notes: tuple[str, ...] = ()  # pins held or released
     jobs: tuple[JobStatus, ...] = ()  # where each Job stands (reconciler.jobs)
     wake_at: float | None = None  # when a Job's back-off, deadline or ttl wants another look
+    waiting: tuple[str, ...] = ()  # StatefulSets' ordered work still to come (reconciler.statefulsets)
 
     @property
     def work(self) -> list[Change]:
@@ -161,6 +163,7 @@ def decide(goal: Goal, observed: ObservedHost, state: StateStore, now: float | N
         desired, notes = apply_pins(state, goal.declared, write=write)
     jobs: tuple[JobStatus, ...] = ()
     wake_at = None
+    waiting: tuple[str, ...] = ()
     only = goal.only
     clock = time.time() if now is None else now
     cron_wake = None
@@ -186,12 +189,20 @@ def decide(goal: Goal, observed: ObservedHost, state: StateStore, now: float | N
         only = only | {p.key for p in observed.pods.values() if p.owner.split("/", 1)[-1] in only_jobs
                        and p.owner.startswith("Job/")}
     if goal.mode == Mode.UP:
+        if write and not goal.only:
+            record_sets(goal.objects, state)
         desired, jobs, wake_at = decide_jobs(desired, observed, state, clock, write=write)
         if cron_wake is not None:
             wake_at = cron_wake if wake_at is None else min(wake_at, cron_wake)
+        if desired.statefulsets:
+            desired, waiting = decide_statefulsets(desired, observed, state, clock)
     elif write:
         for ref in desired.jobs:  # a Job taken down runs again when it comes back, as a re-created one does
             state.workloads.forget(f"Job/{ref}")
+        if not goal.only:
+            for o in goal.objects:
+                if isinstance(o.obj, REPLICATED):
+                    state.workloads.forget(f"Set/{o.obj.kind}/{o.obj.metadata.namespace}/{o.obj.metadata.name}")
     if only:
         only = only | {p.ref for p in desired.pods.values() if p.owner.kind == "Job"
                        and f"{p.owner.namespace}/{p.owner.name}" in desired.jobs}
@@ -203,7 +214,44 @@ def decide(goal: Goal, observed: ObservedHost, state: StateStore, now: float | N
         changes = compute_down(desired, observed, last, goal.scope, remove_volumes=goal.remove_volumes)
     else:
         changes = compute_diff(desired, observed, last, goal.scope, force=goal.force, now=now, health=health)
-    return View(goal, desired, observed, last, health, tuple(changes), now, tuple(notes), jobs, wake_at)
+    return View(goal, desired, observed, last, health, tuple(changes), now, tuple(notes), jobs, wake_at, waiting)
+
+
+def record_sets(objects: Sequence[Loaded], state: StateStore) -> None:
+    """How many pods each replicated object wants, for `podplay get` (which reads no manifests)."""
+    for o in objects:
+        if isinstance(o.obj, REPLICATED):
+            ref = f"{o.obj.metadata.namespace}/{o.obj.metadata.name}"
+            rec = {"kind": o.obj.kind, "ref": ref, "desired": o.obj.spec.replicas, "source": o.file}
+            if state.workloads.get(f"Set/{o.obj.kind}/{ref}") != rec:
+                state.workloads.put(f"Set/{o.obj.kind}/{ref}", rec)
+
+
+def decide_statefulsets(desired: DesiredState, observed: ObservedHost, state: StateStore, now: float
+                        ) -> tuple[DesiredState, tuple[str, ...]]:
+    """`desired` with each StatefulSet's pods in order (reconciler.statefulsets), and what each
+    set still waits for. Readiness is the probes' view of the host as it is."""
+    view = health_view(state, desired, observed, now)
+    by_ref = instances_by_ref(observed)
+    pods = dict(desired.pods)
+    waiting = []
+    for ref, loaded in sorted(desired.statefulsets.items()):
+        owner = f"StatefulSet/{ref}"
+        mine = sorted((p for p in desired.pods.values() if str(p.owner) == owner), key=lambda p: p.ordinal or 0)
+        extras = []
+        for o in observed.pods.values():
+            suffix = o.key.rsplit("-", 1)[-1]
+            if o.owner == owner and o.key == f"{ref}-{suffix}" and suffix.isdigit() \
+                    and int(suffix) >= loaded.obj.spec.replicas:
+                extras.append((int(suffix), o))
+        decision = order_set(loaded.obj.spec, mine, by_ref, extras,
+                             lambda o: (h := view.get(o.uid)) is not None and h.ready and o.complete)
+        for p in mine:
+            pods.pop(p.ref, None)
+        pods.update({p.ref: p for p in decision.pods})
+        if decision.pending:
+            waiting.append(f"statefulset {ref}: {decision.pending}")
+    return replace(desired, pods=pods), tuple(waiting)
 
 
 def decide_crons(desired: DesiredState, objects: Sequence[Loaded], state: StateStore, now: float, *, write: bool
@@ -289,9 +337,12 @@ class PassResult:
 
     @property
     def settled(self) -> bool:
-        """The host matched the goal exactly when it was looked at (nothing to do, nothing waiting)."""
+        """The host matched the goal exactly when it was looked at (nothing to do, nothing waiting).
+        A StatefulSet with ordered work to come, or a CronJob (its next run is a matter of time),
+        is never settled: the no-change fingerprint must not answer the next `up` for them."""
         return self.view is not None and all(c.action == Action.NOOP and c.reason == Reason.UNCHANGED
-                                             for c in self.view.changes)
+                                             for c in self.view.changes) \
+            and not self.view.waiting and not self.view.desired.crons
 
 
 def apply_view(view: View, changes: Sequence[Change], drivers: Drivers, state: StateStore, *,

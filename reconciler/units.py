@@ -415,6 +415,12 @@ def _pod_unit(group: _Group, pods: Sequence[DesiredPod], options: UnitOptions,
             *[("Documentation", file_url(f)) for f in files],
             *_network_deps(),
             ("RequiresMountsFor", _mounts(options.paths, [*files, *host_paths]))]
+    first = pods[0]
+    if not options.per_file and first.owner.kind == "StatefulSet" and first.ordinal:
+        # A StatefulSet's pods start in order: each unit after the one of the ordinal below.
+        below = unit_name("podplay-", name_part(f"{first.namespace}/{first.owner.name}-{first.ordinal - 1}",
+                                                path=True))
+        unit += [("Wants", below), ("After", below)]
     service = [("Type", "oneshot"),
                ("RemainAfterExit", "yes"),
                *[("Environment", e) for e in _environment(options.paths)],

@@ -30,7 +30,7 @@ AREAS = {
     "keep": ("watch", "sync", "status"),
     "units": ("generate",),
     "rollout": ("rollout",),
-    "workloads": ("jobs", "cronjobs"),
+    "workloads": ("jobs", "cronjobs", "get"),
 }
 
 

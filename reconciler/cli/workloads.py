@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 
 
@@ -19,6 +20,27 @@ def register(sub, common) -> None:
                        "its runs (Jobs: see `podplay jobs`) and runs concurrencyPolicy Forbid skipped.")
     p.add_argument("--output", "-o", choices=("text", "json"), default="text")
     p.set_defaults(func=cmd_cronjobs)
+
+    p = sub.add_parser("get", parents=[common], help="list workloads of a kind: desired, current and ready pods",
+                       description="Deployments, ReplicaSets, ReplicationControllers, DaemonSets and "
+                       "StatefulSets with the pods they want (as the last pass recorded) and the pods of "
+                       "theirs that run and are ready on the host now; jobs and cronjobs as `podplay jobs` "
+                       "and `podplay cronjobs` show them.")
+    p.add_argument("kind", metavar="KIND", help="deployments|replicasets|replicationcontrollers|daemonsets|"
+                   "statefulsets|jobs|cronjobs (or deploy, rs, rc, ds, sts, cj)")
+    p.add_argument("--output", "-o", choices=("text", "json"), default="text")
+    p.set_defaults(func=cmd_get)
+
+
+KINDS = {  # what `podplay get` takes, as kubectl spells it → the kind
+    "deployments": "Deployment", "deployment": "Deployment", "deploy": "Deployment",
+    "replicasets": "ReplicaSet", "replicaset": "ReplicaSet", "rs": "ReplicaSet",
+    "replicationcontrollers": "ReplicationController", "replicationcontroller": "ReplicationController",
+    "rc": "ReplicationController",
+    "daemonsets": "DaemonSet", "daemonset": "DaemonSet", "ds": "DaemonSet",
+    "statefulsets": "StatefulSet", "statefulset": "StatefulSet", "sts": "StatefulSet",
+    "jobs": "Job", "job": "Job", "cronjobs": "CronJob", "cronjob": "CronJob", "cj": "CronJob",
+}
 
 
 def _duration(j: dict, now: float) -> str:
@@ -82,4 +104,47 @@ def cmd_cronjobs(args, ctx) -> int:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip(), file=ctx.out)
+    return 0
+
+
+def cmd_get(args, ctx) -> int:
+    from reconciler.errors import InputError, PodplayError
+
+    kind = KINDS.get(args.kind.lower())
+    if kind is None:
+        raise InputError(f"unknown kind {args.kind!r}: use one of deployments, replicasets, "
+                         "replicationcontrollers, daemonsets, statefulsets, jobs, cronjobs")
+    if kind == "Job":
+        return cmd_jobs(args, ctx)
+    if kind == "CronJob":
+        return cmd_cronjobs(args, ctx)
+    from reconciler.host import open_drivers
+    from reconciler.state import StateStore
+    from reconciler.watch.status import collect_workloads
+
+    state = StateStore(ctx.paths.state_db)
+    drivers = None
+    try:
+        try:
+            drivers = open_drivers(ctx.paths)
+        except (PodplayError, OSError) as exc:
+            print(f"warning: cannot open the container drivers: {exc}", file=ctx.err)
+        rows = collect_workloads(state, drivers, kind)
+    finally:
+        if drivers is not None:
+            drivers.close()
+        state.close()
+    if args.output == "json":
+        json.dump([{k: v for k, v in r.items() if k != "key"} for r in rows], ctx.out, indent=2)
+        print(file=ctx.out)
+        return 0
+    if not rows:
+        print(f"No {kind}s.", file=ctx.out)
+        return 0
+    table = [("NAME", "DESIRED", "CURRENT", "READY", "SOURCE")]
+    table += [(r["name"], str(r["desired"]), str(r["current"]), str(r["ready"]), os.path.basename(r["source"]))
+              for r in rows]
+    widths = [max(len(t[i]) for t in table) for i in range(len(table[0]))]
+    for t in table:
+        print("  ".join(c.ljust(w) for c, w in zip(t, widths, strict=True)).rstrip(), file=ctx.out)
     return 0

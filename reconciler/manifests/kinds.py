@@ -14,9 +14,9 @@ from reconciler.manifests.fields import check_meta, check_quantity
 from reconciler.manifests.hostfacts import HostFacts
 from reconciler.manifests.pods import check_deployment, check_pod_spec, check_replicated
 from reconciler.manifests.positions import Path_
-from reconciler.manifests.workloads import check_cron_job, check_daemon_set, check_job
+from reconciler.manifests.workloads import check_cron_job, check_daemon_set, check_job, check_stateful_set
 from reconciler.model.kube import ConfigMap, Deployment, PersistentVolumeClaim, Pod, Secret
-from reconciler.model.workloads import REPLICATED, CronJob, DaemonSet, Job
+from reconciler.model.workloads import REPLICATED, CronJob, DaemonSet, Job, StatefulSet
 
 CONFIG_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 MAX_DATA = 1024 * 1024  # the API server's cap on a ConfigMap's or Secret's data (core.MaxSecretSize)
@@ -32,6 +32,8 @@ def check_object(chk: Checker, obj, host: HostFacts) -> None:
         check_cron_job(chk, obj, host)
     elif isinstance(obj, Job):
         check_job(chk, obj, host)
+    elif isinstance(obj, StatefulSet):
+        check_stateful_set(chk, obj, host)
     elif isinstance(obj, DaemonSet):
         check_daemon_set(chk, obj, host)
     elif isinstance(obj, REPLICATED):

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 from reconciler.manifests.checker import Checker
 from reconciler.manifests.fields import check_meta
 from reconciler.manifests.hostfacts import HostFacts
 from reconciler.manifests.pods import MAX_REPLICAS, check_pod_spec, check_replicated
-from reconciler.model.workloads import CronJob, DaemonSet, Job, JobSpec
+from reconciler.model.workloads import CronJob, DaemonSet, Job, JobSpec, StatefulSet, with_claims
 
 INT_OR_PERCENT = re.compile(r"^\d+%?$")
 
@@ -118,3 +119,31 @@ def check_cron_job(chk: Checker, obj: CronJob, host: HostFacts) -> None:
             chk.error(("spec", fname), "must not be negative")
     check_meta(chk, spec.job_template.metadata, "job", ("spec", "jobTemplate", "metadata"), named=False)
     check_job_spec(_Under(chk, ("spec", "jobTemplate")), spec.job_template.spec, host)
+
+
+def check_stateful_set(chk: Checker, obj: StatefulSet, host: HostFacts) -> None:
+    # The template's mounts of claim templates name volumes that each pod gets from its claims.
+    tmpl = obj.spec.template
+    check_replicated(chk, replace(obj, spec=replace(obj.spec, template=replace(tmpl, spec=with_claims(obj, 0)))),
+                     host)
+    spec = obj.spec
+    us = spec.update_strategy
+    if us.type == "OnDelete":
+        chk.error(("spec", "updateStrategy", "type"), "OnDelete is not supported by podplay: use RollingUpdate "
+                  "(the default: one pod at a time, from the highest ordinal down)")
+    if us.rolling_update.partition:
+        chk.error(("spec", "updateStrategy", "rollingUpdate", "partition"), "a partition is not supported by "
+                  "podplay: every ordinal is updated (leave it out, or 0)")
+    names: set[str] = set()
+    for i, t in enumerate(spec.volume_claim_templates):
+        path = ("spec", "volumeClaimTemplates", i, "metadata", "name")
+        name = t.metadata.name
+        if not name:
+            chk.error(path[:-1], "a volume claim template needs metadata.name (the volume name its pods mount)")
+            continue
+        if name in names:
+            chk.error(path, f"two volume claim templates are named {name!r}")
+        names.add(name)
+        if not any(m.name == name for c in spec.template.spec.containers + spec.template.spec.init_containers
+                   for m in c.volume_mounts):
+            chk.warn(path, f"no container mounts {name!r}: its claims are made but not used")

@@ -16,8 +16,12 @@ from reconciler.model.kube import (
     IntOrStr,
     LabelSelector,
     ObjectMeta,
+    PersistentVolumeClaim,
+    PodSpec,
     PodTemplateSpec,
+    PVCSource,
     RollingUpdate,
+    Volume,
 )
 
 
@@ -133,6 +137,38 @@ class Job:
 
 
 @dataclass(frozen=True)
+class StatefulSetRollingUpdate:
+    partition: int = 0  # only 0 is accepted (see check_stateful_set)
+
+
+@dataclass(frozen=True)
+class StatefulSetUpdateStrategy:
+    type: str = "RollingUpdate"  # OnDelete is refused, as a DaemonSet's is
+    rolling_update: StatefulSetRollingUpdate = field(default_factory=StatefulSetRollingUpdate)
+
+
+@dataclass(frozen=True)
+class StatefulSetSpec:
+    template: PodTemplateSpec = field(default_factory=PodTemplateSpec)
+    replicas: int = 1
+    selector: LabelSelector = field(default_factory=LabelSelector)
+    pod_management_policy: str = "OrderedReady"  # or Parallel
+    update_strategy: StatefulSetUpdateStrategy = field(default_factory=StatefulSetUpdateStrategy)
+    volume_claim_templates: tuple[PersistentVolumeClaim, ...] = ()
+
+
+@dataclass(frozen=True)
+class StatefulSet:
+    """Pods `<name>-0…` with stable names, each with its own claims (`<template>-<name>-<i>`, kept
+    when it is scaled away), started, stopped and updated one at a time (reconciler.statefulsets)."""
+
+    metadata: ObjectMeta
+    spec: StatefulSetSpec
+    api_version: str = "apps/v1"
+    kind: str = "StatefulSet"
+
+
+@dataclass(frozen=True)
 class JobTemplateSpec:
     metadata: ObjectMeta = field(default_factory=lambda: ObjectMeta(""))
     spec: JobSpec = field(default_factory=JobSpec)
@@ -159,14 +195,14 @@ class CronJob:
 
 
 # Kinds that expand to `<name>-<ordinal>` pods from spec.template and spec.replicas.
-REPLICATED = (Deployment, ReplicaSet, ReplicationController, DaemonSet)
+REPLICATED = (Deployment, ReplicaSet, ReplicationController, DaemonSet, StatefulSet)
 # Kinds whose template changes roll out (revisions, pins, maxSurge/maxUnavailable waves):
 # `desired.deployments` holds them, and the rollout code keys on these owner kinds.
 ROLLED_OUT = (Deployment, DaemonSet)
 ROLLED_OUT_KINDS = frozenset(k.__name__ for k in ROLLED_OUT)
 
 # The kinds this module adds (each has a spec the loader requires).
-WORKLOAD_KINDS = frozenset({"ReplicaSet", "ReplicationController", "DaemonSet", "Job", "CronJob"})
+WORKLOAD_KINDS = frozenset({"ReplicaSet", "ReplicationController", "DaemonSet", "Job", "CronJob", "StatefulSet"})
 
 ALL_KINDS: dict[str, type] = {
     **kube.KINDS,
@@ -175,6 +211,7 @@ ALL_KINDS: dict[str, type] = {
     "DaemonSet": DaemonSet,
     "Job": Job,
     "CronJob": CronJob,
+    "StatefulSet": StatefulSet,
 }
 
 ALL_API_VERSIONS: dict[str, str] = {
@@ -184,6 +221,7 @@ ALL_API_VERSIONS: dict[str, str] = {
     "DaemonSet": "apps/v1",
     "Job": "batch/v1",
     "CronJob": "batch/v1",
+    "StatefulSet": "apps/v1",
 }
 
 
@@ -193,3 +231,21 @@ def selector_of(obj) -> dict[str, str]:
     if isinstance(obj, ReplicationController):
         return dict(obj.spec.selector or obj.spec.template.metadata.labels)
     return dict(obj.spec.selector.match_labels)
+
+
+def claim_name(template: str, set_name: str, ordinal: int) -> str:
+    """The claim of ordinal `ordinal` from a volume claim template, named as Kubernetes names it."""
+    return f"{template}-{set_name}-{ordinal}"
+
+
+def with_claims(sts: StatefulSet, ordinal: int) -> PodSpec:
+    """The pod spec of ordinal `ordinal`: a volume per claim template, bound to that ordinal's own
+    claim (a template volume of the same name gives way to it, as in Kubernetes)."""
+    from dataclasses import replace
+
+    spec = sts.spec.template.spec
+    names = {t.metadata.name for t in sts.spec.volume_claim_templates if t.metadata.name}
+    claims = tuple(Volume(t.metadata.name, persistent_volume_claim=PVCSource(
+        claim_name(t.metadata.name, sts.metadata.name, ordinal))) for t in sts.spec.volume_claim_templates
+        if t.metadata.name)
+    return replace(spec, volumes=tuple(v for v in spec.volumes if v.name not in names) + claims)

@@ -211,3 +211,24 @@ def _pod_lines(pods: list[dict], now: float) -> list[str]:
             e = p["last_error"]
             lines.append(f"{'':<{width}}  ! {_ago(e['at'], now)}: {e['message']}")
     return lines
+
+
+def collect_workloads(state: StateStore, drivers: Drivers | None, kind: str) -> list[dict]:
+    """Each replicated object of `kind` (Deployment, ReplicaSet, ReplicationController, DaemonSet,
+    StatefulSet) that a pass recorded: its desired pods, and how many of its pods run and are ready
+    on the host now (an instance of any revision counts, as READY does in kubectl)."""
+    observed = observe_host(drivers) if drivers is not None else ObservedHost()
+    out = []
+    for key, rec in state.workloads.all(f"Set/{kind}/").items():
+        owner = f"{kind}/{rec['ref']}"
+        mine = [o for o in observed.pods.values() if o.owner == owner]
+        names = {o.key for o in mine}
+        ready_names = set()
+        for o in mine:
+            running = o.containers and all(c.state == ContainerState.RUNNING for c in o.containers.values())
+            probes = readiness(state, o.uid, o.containers.values())
+            if running and all(probes.values()):
+                ready_names.add(o.key)
+        out.append({"kind": kind, "name": rec["ref"], "desired": rec["desired"], "current": len(names),
+                    "ready": len(ready_names), "source": rec["source"], "key": key})
+    return out

@@ -215,7 +215,7 @@ def test_kill_at_every_step_boundary_of_a_job_run_never_runs_a_completed_job_aga
                     if status(r).phase == "Complete":
                         break
                 assert (status(r).phase, status(r).succeeded) == ("Complete", 3), (before, when, n)
-                assert not engine.state.open_txns()
+                assert not engine.state.journal.open_txns()
                 starts = _work_starts(engine)
                 assert engine.up().plan.empty and _work_starts(engine) == starts, (before, when, n)
                 assert set(job_pods(engine)) == {"default/crunch-0", "default/crunch-1", "default/crunch-2"}

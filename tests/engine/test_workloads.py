@@ -69,7 +69,7 @@ def test_replica_set_template_change_replaces_every_replica_in_one_pass(engine):
     assert {got[f"default/front-{i}"] for i in range(3)} == {("replace", "spec changed")}
     images = {c.image for c in engine.drivers.runtime.list_containers() if c.role == "app"}
     assert images == {"busybox:1.37"}
-    assert engine.state.revisions("default/front") == []
+    assert engine.state.rollouts.revisions("default/front") == []
 
 
 def test_replication_controller_selects_its_template_labels_and_goes_down(engine):
@@ -92,3 +92,21 @@ def test_replica_pods_carry_their_owner_and_ordinal(engine):
     assert got == {"default/front-0": ("ReplicaSet", "front", 0), "default/front-1": ("ReplicaSet", "front", 1),
                    "default/legacy-0": ("ReplicationController", "legacy", 0)}
     assert desired.deployments == {}, "only a Deployment has revisions and a rollout"
+
+
+def test_get_lists_desired_current_and_ready_pods_per_kind(engine):
+    from reconciler.watch.status import collect_workloads
+
+    engine.write("rs.yaml", replica_set(3))
+    engine.write("rc.yaml", REPLICATION_CONTROLLER.format(n=2))
+    engine.up()
+    [rs] = collect_workloads(engine.state, engine.drivers, "ReplicaSet")
+    assert (rs["name"], rs["desired"], rs["current"], rs["ready"]) == ("default/front", 3, 3, 3)
+    [rc] = collect_workloads(engine.state, engine.drivers, "ReplicationController")
+    assert (rc["desired"], rc["ready"]) == (2, 2)
+    engine.write("rs.yaml", replica_set(1))
+    engine.up()
+    [rs] = collect_workloads(engine.state, engine.drivers, "ReplicaSet")
+    assert (rs["desired"], rs["current"]) == (1, 1)
+    engine.down()
+    assert collect_workloads(engine.state, engine.drivers, "ReplicaSet") == []

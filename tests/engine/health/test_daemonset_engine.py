@@ -52,7 +52,7 @@ def test_daemon_set_default_update_replaces_its_one_pod_and_records_revisions(en
     # maxSurge 0, maxUnavailable 1: the one pod is replaced in place.
     assert [(c.key.name, c.action) for c in first.plan.changes] == [("agent-0", Action.REPLACE)]
     assert agent_images(engine) == {"default/agent-0": {"busybox:1.37"}}
-    revs = engine.state.revisions("default/agent")
+    revs = engine.state.rollouts.revisions("default/agent")
     assert [(r.revision, r.outcome) for r in revs] == [(1, "complete"), (2, "complete")]
 
 

@@ -61,3 +61,41 @@ def test_job_unit_verifies_and_runs_the_job_once(tmp_path, unit_dir):  # noqa: F
     assert (job["job"], job["phase"], job["succeeded"]) == ("default/backup", "Complete", 1)
 
 
+
+
+STS = """\
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {name: db}
+spec:
+  replicas: 3
+  selector: {matchLabels: {app: db}}
+  template:
+    metadata: {labels: {app: db}}
+    spec:
+      containers:
+      - name: app
+        image: registry.example/db:1
+        volumeMounts: [{name: data, mountPath: /data}]
+  volumeClaimTemplates:
+  - metadata: {name: data}
+    spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}
+"""
+
+
+def test_stateful_set_units_start_in_ordinal_order(tmp_path, unit_dir):  # noqa: F811
+    manifests = tmp_path / "m"
+    manifests.mkdir()
+    (manifests / "db.yaml").write_text(STS)
+    gen = podplay("generate", "systemd", "--root", str(tmp_path / "root"), "--runroot", str(tmp_path / "run"),
+                  "--files", str(unit_dir), str(manifests))
+    assert gen.returncode == 0, gen.stderr
+    files = sorted(unit_dir.iterdir())
+    assert len(files) == 3
+    found = verify(files)
+    assert found.returncode == 0 and not (found.stdout + found.stderr).strip(), found.stdout + found.stderr
+    for i in (1, 2):
+        unit = systemd_load(unit_dir, f"podplay-default-db\\x2d{i}.service")
+        assert f"podplay-default-db\\x2d{i - 1}.service" in " ".join(unit["After"]), unit["After"]
+    first = systemd_load(unit_dir, "podplay-default-db\\x2d0.service")
+    assert not any("db" in a for a in first["After"])
