@@ -108,6 +108,9 @@ class DesiredPod:
     # A finished Job's pod: kept as it is (for its logs and exit codes) and never restarted,
     # replaced or re-created. Not part of the spec hash: holding a pod does not change it.
     hold: bool = False
+    # A StatefulSet pod's DNS subdomain (its serviceName): /etc/hosts names the pod
+    # <hostname>.<subdomain>.<namespace>.svc.cluster.local too, as the kubelet does.
+    subdomain: str = ""
 
     @property
     def name(self) -> str:
@@ -385,7 +388,7 @@ def _hash_input(meta: ObjectMeta, spec: PodSpec, containers, init_containers, vo
 
 
 def _build_pod(loaded: Loaded, owner: ObjectKey, meta: ObjectMeta, spec: PodSpec, refs: _Refs, where: str,
-               ordinal: int | None) -> DesiredPod:
+               ordinal: int | None, subdomain: str = "") -> DesiredPod:
     name = meta.name
     hostname = (spec.hostname or name)[:63]
     network = "" if spec.host_network else meta.annotations.get(ANN_NETWORK, DEFAULT_NETWORK)
@@ -401,7 +404,10 @@ def _build_pod(loaded: Loaded, owner: ObjectKey, meta: ObjectMeta, spec: PodSpec
 
     apps = containers(spec.containers, False, "containers")
     inits = containers(spec.init_containers, True, "initContainers")
-    spec_hash = codec.digest(_hash_input(meta, spec, tuple(apps), tuple(inits), volumes, network))
+    hashed = _hash_input(meta, spec, tuple(apps), tuple(inits), volumes, network)
+    if subdomain:  # only when set: every other pod keeps the hash it had
+        hashed["subdomain"] = subdomain
+    spec_hash = codec.digest(hashed)
     uid = pod_uid(meta.namespace, name, spec_hash)
     apps = [replace(c, id=container_id(uid, c.name)) for c in apps]
     inits = [replace(c, id=container_id(uid, c.name)) for c in inits]
@@ -420,6 +426,7 @@ def _build_pod(loaded: Loaded, owner: ObjectKey, meta: ObjectMeta, spec: PodSpec
         volumes=volumes,
         pull_secrets=_pull_secrets(spec, meta.namespace, refs),
         ordinal=ordinal,
+        subdomain=subdomain,
     )
 
 
@@ -461,7 +468,8 @@ def build_desired(objects: Iterable[Loaded]) -> DesiredState:
             annotations = {**o.metadata.annotations, **tmpl.metadata.annotations}
             for i in range(o.spec.replicas):
                 meta = ObjectMeta(f"{o.metadata.name}-{i}", o.metadata.namespace, {**tmpl.metadata.labels}, annotations)
-                pod = _build_pod(item, key_of(o), meta, with_claims(o, i), refs, "spec.template.spec", i)
+                pod = _build_pod(item, key_of(o), meta, with_claims(o, i), refs, "spec.template.spec", i,
+                                 subdomain=o.spec.service_name)
                 pods[pod.ref] = pod
         elif isinstance(o, REPLICATED):
             if isinstance(o, ROLLED_OUT):  # revisions and a rolling update: Deployment, DaemonSet

@@ -152,6 +152,7 @@ class StatefulSetSpec:
     template: PodTemplateSpec = field(default_factory=PodTemplateSpec)
     replicas: int = 1
     selector: LabelSelector = field(default_factory=LabelSelector)
+    service_name: str = ""  # each pod's DNS subdomain: <pod>.<serviceName>.<namespace>.svc.cluster.local
     pod_management_policy: str = "OrderedReady"  # or Parallel
     update_strategy: StatefulSetUpdateStrategy = field(default_factory=StatefulSetUpdateStrategy)
     volume_claim_templates: tuple[PersistentVolumeClaim, ...] = ()

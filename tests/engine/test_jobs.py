@@ -222,3 +222,32 @@ def test_kill_at_every_step_boundary_of_a_job_run_never_runs_a_completed_job_aga
                 engine.down()
                 assert engine.empty()
                 engine.state.close()
+
+
+def test_sigkilled_podplay_mid_job_is_recovered_and_the_completed_job_is_not_run_again(tmp_path):
+    """A real `podplay up` killed with SIGKILL at a step of a Job's run (file-backed fake host)."""
+    import json
+    import os
+    import signal
+
+    from tests.engine.test_crash import run_podplay
+
+    manifests = tmp_path / "m"
+    manifests.mkdir()
+    (manifests / "job.yaml").write_text(job(completions=2))
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / "fakehost.json").write_text(json.dumps({"exit_codes": {"work": 0}}))
+    env = {**os.environ, "PODPLAY_DRIVER": "fake", "PODPLAY_FAKE_REGISTRY": "*",
+           "PODPLAY_ROOT": str(root), "PODPLAY_RUNROOT": str(tmp_path / "run")}
+    for failpoint in ("after:CreateInfra", "before:StartContainer", "after:StartContainer"):
+        killed = run_podplay(["up", str(manifests)], {**env, "PODPLAY_FAILPOINT": failpoint})
+        assert killed.returncode == -signal.SIGKILL, (failpoint, killed.stderr)
+    for _ in range(4):
+        assert run_podplay(["up", str(manifests)], env).returncode == 0
+    jobs = json.loads(run_podplay(["jobs", "-o", "json"], env).stdout)
+    assert [(j["phase"], j["succeeded"]) for j in jobs] == [("Complete", 2)]
+    starts = [op for op in json.loads((root / "fakehost.json").read_text())["log"] if op.startswith("start_container")]
+    assert run_podplay(["up", str(manifests)], env).returncode == 0
+    again = [op for op in json.loads((root / "fakehost.json").read_text())["log"] if op.startswith("start_container")]
+    assert again == starts, "a completed Job is not run again"

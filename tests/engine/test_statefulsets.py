@@ -141,3 +141,15 @@ def test_kill_at_every_step_boundary_of_the_ordered_start_converges_in_order(tmp
                 engine.down()
                 assert engine.empty()
                 engine.state.close()
+
+
+def test_pods_are_named_in_the_service_subdomain_in_etc_hosts(engine):
+    from reconciler.desired import build_desired
+    from reconciler.manifests import load_manifests
+    from reconciler.runtime.pod_files import render_hosts
+
+    engine.write("db.yaml", sts(2))
+    desired = build_desired(load_manifests([str(engine.dir)]).objects)
+    hosts = render_hosts(desired.pods["default/db-1"], "10.1.2.3")
+    assert "10.1.2.3\tdb-1.db.default.svc.cluster.local db-1" in hosts
+    assert desired.pods["default/db-1"].hostname == "db-1"

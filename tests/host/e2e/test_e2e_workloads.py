@@ -147,6 +147,7 @@ def test_stateful_set_scaled_3_1_3_starts_in_order_and_keeps_each_ordinals_data(
     started = [float(in_pod(stack, f"db-{i}", "cat", "/data/started").split()[0]) for i in range(3)]
     assert started == sorted(started), f"not started in ordinal order: {started}"
     assert in_pod(stack, "db-1", "hostname").strip() == "db-1"
+    assert "db-1.db.default.svc.cluster.local db-1" in in_pod(stack, "db-1", "cat", "/etc/hosts").replace("\t", " ")
 
     stack.write("db.yaml", STATEFUL_SET.format(n=1))
     stack.run("up", "--wait", "--timeout", "120", str(m))
