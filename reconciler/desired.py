@@ -105,8 +105,9 @@ class DesiredPod:
     volumes: tuple[DesiredVolume, ...] = ()
     pull_secrets: tuple[RegistryCredential, ...] = ()
     ordinal: int | None = None
-    # A finished Job's pod: kept as it is (for its logs and exit codes) and never restarted,
-    # replaced or re-created. Not part of the spec hash: holding a pod does not change it.
+    # Kept as the host has it, never restarted, replaced or re-created: a finished Job's pod (for
+    # its logs and exit code), or a StatefulSet's pod waiting its turn to be updated or removed.
+    # Not part of the spec hash: holding a pod does not change it.
     hold: bool = False
     # A StatefulSet pod's DNS subdomain (its serviceName): /etc/hosts names the pod
     # <hostname>.<subdomain>.<namespace>.svc.cluster.local too, as the kubelet does.

@@ -237,8 +237,8 @@ def _desired_pod(d: DesiredPod, current: ObservedPod | None, stale: list[Observe
             stale = stale[1:]
         else:
             out = [Change(key, Action.CREATE, Reason.MISSING if known else Reason.NEW, after=d.uid)]
-    elif d.hold:  # a finished Job's pod: kept exactly as it ended, even by --replace or a broken infra
-        out = [Change(key, Action.NOOP, Reason.UNCHANGED, before=current.uid, after=d.uid, detail="finished")]
+    elif d.hold:  # kept exactly as it is, even by --replace or a broken infra (see DesiredPod.hold)
+        out = [Change(key, Action.NOOP, Reason.UNCHANGED, before=current.uid, after=d.uid, detail="held")]
     elif force:
         out = [Change(key, Action.REPLACE, Reason.FORCED, before=current.uid, after=d.uid)]
     elif why_broken := _broken(current):
