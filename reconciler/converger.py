@@ -28,6 +28,8 @@ from reconciler.diff import Action, Change, restart_delay
 from reconciler.drivers.base import Drivers
 from reconciler.errors import PodplayError
 from reconciler.health import HealthMonitor, unready_pods
+from reconciler.jobs import JobPhase
+from reconciler.model.workloads import ROLLED_OUT_KINDS
 from reconciler.observed import ContainerState, ObservedHost
 from reconciler.paths import HostPaths
 from reconciler.plan import Plan, TxnKind, make_plan
@@ -232,7 +234,9 @@ class Converger:
         container through the plan."""
         out = Settled(first)
         follow = updating_deployments(first)
-        if not follow and not wait:
+        # A StatefulSet's ordered start, stop and update go on pod by pod, like a rollout.
+        ordered = bool(first.view is not None and first.view.waiting)
+        if not follow and not wait and not ordered:
             return out
         goal = dataclasses.replace(goal, force=False)  # --replace recreated the pods once, in `first`
         started, seen = self.clock(), {}
@@ -248,17 +252,20 @@ class Converger:
             view = r.view
             problems: list[str] = []
             if wait:
-                final = failed_for_good(view.desired, view.observed)
+                running_jobs, failed_jobs = job_problems(view.jobs)
+                final = failed_for_good(view.desired, view.observed) + failed_jobs
                 if final:
                     out.problems = final
                     return out
                 problems = not_running(view.desired, view.observed) + \
-                    unready_pods(view.desired, view.observed, view.health)
+                    unready_pods(view.desired, view.observed, view.health) + running_jobs
             rolling = [d for d in follow if d in statuses and statuses[d].outcome == PROGRESSING]
             out.rollouts = [statuses[d] for d in sorted(follow) if d in statuses]
-            if not rolling and not problems:
+            pending = list(view.waiting) if view is not None else []
+            if not rolling and not problems and not pending:
                 return out
-            if self._expired(wait, timeout, started):
+            if self._expired(wait or bool(pending), timeout, started):
+                problems += pending
                 out.problems, out.timed_out = problems, True
                 return out
             sleep(self._pause(r))
@@ -329,7 +336,7 @@ def updating_deployments(first: PassResult) -> set[str]:
     out = set()
     for c in first.plan.changes:
         d = first.desired.pods.get(f"{c.key.namespace}/{c.key.name}")
-        if c.move is not None and d is not None and d.owner.kind == "Deployment":
+        if c.key.kind == "Pod" and c.move is not None and d is not None and d.owner.kind in ROLLED_OUT_KINDS:
             out.add(f"{d.owner.namespace}/{d.owner.name}")
     return out
 
@@ -339,6 +346,8 @@ def not_running(desired: DesiredState, observed: ObservedHost) -> list[str]:
     restart policy allows."""
     problems = []
     for pod in desired.pods.values():
+        if pod.owner.kind == "Job":
+            continue  # its Job says how it stands (job_problems)
         instance = observed.pods.get(pod.uid)
         for c in pod.containers:
             oc = instance.containers.get(c.name) if instance is not None else None
@@ -358,7 +367,7 @@ def failed_for_good(desired: DesiredState, observed: ObservedHost) -> list[str]:
     out = []
     for pod in desired.pods.values():
         instance = observed.pods.get(pod.uid)
-        if pod.spec.restart_policy != "Never" or instance is None:
+        if pod.spec.restart_policy != "Never" or instance is None or pod.owner.kind == "Job":
             continue
         for c in pod.containers:
             oc = instance.containers.get(c.name)
@@ -366,6 +375,18 @@ def failed_for_good(desired: DesiredState, observed: ObservedHost) -> list[str]:
                 out.append(f"{pod.ref}/{c.name}: exited with code {oc.exit_code}"
                            f"{' (OOM killed)' if oc.oom_killed else ''}")
     return out
+
+
+def job_problems(jobs) -> tuple[list[str], list[str]]:
+    """(Jobs still running, Jobs that failed) as `up --wait` reports them: it waits for the
+    first, and a failed Job is final (its backoffLimit or deadline is spent)."""
+    running, failed = [], []
+    for s in jobs:
+        if s.phase == JobPhase.FAILED:
+            failed.append(f"job {s.ref}: failed ({s.reason}: {s.message or 'see its pods'})")
+        elif s.phase == JobPhase.RUNNING:
+            running.append(f"job {s.ref}: {s.succeeded}/{s.completions} completed, {s.active} running")
+    return running, failed
 
 
 # --- entry points with the signatures the CLI and the tests use ---------------------------------------

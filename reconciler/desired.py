@@ -19,7 +19,6 @@ from reconciler.model import codec
 from reconciler.model.kube import (
     ConfigMap,
     Container,
-    Deployment,
     ObjectKey,
     ObjectMeta,
     PersistentVolumeClaim,
@@ -32,6 +31,7 @@ from reconciler.model.names import DEFAULT_NETWORK  # noqa: E402,F401
 from reconciler.model.quantity import to_bytes
 from reconciler.model.service import Service, ServiceSpec
 from reconciler.model.source import ANN_NETWORK, ANN_PORT_PER_REPLICA, ANNOTATION_PREFIX, Loaded
+from reconciler.model.workloads import REPLICATED, ROLLED_OUT, CronJob, Job, StatefulSet, with_claims
 
 # Values that a container only learns once its pod runs; the runtime fills them in.
 DEFERRED_FIELDS = ("status.podIP", "status.podIPs", "status.hostIP", "status.hostIPs")
@@ -135,6 +135,13 @@ class DesiredPod:
     volumes: tuple[DesiredVolume, ...] = ()
     pull_secrets: tuple[RegistryCredential, ...] = ()
     ordinal: int | None = None
+    # Kept as the host has it, never restarted, replaced or re-created: a finished Job's pod (for
+    # its logs and exit code), or a StatefulSet's pod waiting its turn to be updated or removed.
+    # Not part of the spec hash: holding a pod does not change it.
+    hold: bool = False
+    # A StatefulSet pod's DNS subdomain (its serviceName): /etc/hosts names the pod
+    # <hostname>.<subdomain>.<namespace>.svc.cluster.local too, as the kubelet does.
+    subdomain: str = ""
 
     @property
     def name(self) -> str:
@@ -185,6 +192,16 @@ class DesiredState:
     # The kubelet's service links (FOO_SERVICE_HOST…) by namespace, given to containers as they
     # are created (not part of a pod's spec hash: a new Service does not restart pods).
     service_env: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)
+    # Jobs, by "<namespace>/<name>", and every pod a run of each may create (`<job>-<i>`, in
+    # index order). Which of them belong in `pods` depends on what the host shows of the run:
+    # reconciler.jobs decides that at each look, after observing.
+    jobs: dict[str, Loaded] = field(default_factory=dict)
+    job_pods: dict[str, tuple[DesiredPod, ...]] = field(default_factory=dict)
+    # CronJobs, by "<namespace>/<name>": their runs are Jobs that each look adds to `jobs`.
+    crons: dict[str, Loaded] = field(default_factory=dict)
+    # StatefulSets, by "<namespace>/<name>": their pods are in `pods`; reconciler.statefulsets
+    # holds some back at each look (ordered start and stop, one update at a time).
+    statefulsets: dict[str, Loaded] = field(default_factory=dict)
 
 
 # --- helpers ----------------------------------------------------------------------------------
@@ -472,7 +489,7 @@ def _hash_input(meta: ObjectMeta, spec: PodSpec, containers, init_containers, vo
 
 
 def _build_pod(loaded: Loaded, owner: ObjectKey, meta: ObjectMeta, spec: PodSpec, refs: _Refs, where: str,
-               ordinal: int | None) -> DesiredPod:
+               ordinal: int | None, subdomain: str = "") -> DesiredPod:
     name = meta.name
     hostname = (spec.hostname or name)[:63]
     network = "" if spec.host_network else meta.annotations.get(ANN_NETWORK, DEFAULT_NETWORK)
@@ -491,7 +508,10 @@ def _build_pod(loaded: Loaded, owner: ObjectKey, meta: ObjectMeta, spec: PodSpec
     declared = containers(spec.init_containers, True, "initContainers")
     inits = [c for c in declared if not c.sidecar]
     apps = [c for c in declared if c.sidecar] + containers(spec.containers, False, "containers")
-    spec_hash = codec.digest(_hash_input(meta, spec, tuple(apps), tuple(inits), volumes, network))
+    hashed = _hash_input(meta, spec, tuple(apps), tuple(inits), volumes, network)
+    if subdomain:  # only when set: every other pod keeps the hash it had
+        hashed["subdomain"] = subdomain
+    spec_hash = codec.digest(hashed)
     uid = pod_uid(meta.namespace, name, spec_hash)
     volumes = tuple(replace(v, files=tuple(replace(f, data=f.data.replace(_UID_MARK, uid.encode()))
                                            for f in v.files)) if any(_UID_MARK in f.data for f in v.files) else v
@@ -513,6 +533,7 @@ def _build_pod(loaded: Loaded, owner: ObjectKey, meta: ObjectMeta, spec: PodSpec
         volumes=volumes,
         pull_secrets=_pull_secrets(spec, meta.namespace, refs),
         ordinal=ordinal,
+        subdomain=subdomain,
     )
 
 
@@ -540,13 +561,27 @@ def build_desired(objects: Iterable[Loaded]) -> DesiredState:
     claims: dict[str, DesiredClaim] = {}
     deployments: dict[str, Loaded] = {}
     services: dict[str, DesiredService] = {}
+    jobs: dict[str, Loaded] = {}
+    job_pods: dict[str, tuple[DesiredPod, ...]] = {}
+    crons: dict[str, Loaded] = {}
+    statefulsets: dict[str, Loaded] = {}
     for item in objects:
         o = item.obj
         if isinstance(o, Pod):
             pod = _build_pod(item, key_of(o), o.metadata, o.spec, refs, "spec", None)
             pods[pod.ref] = pod
-        elif isinstance(o, Deployment):
-            deployments[f"{o.metadata.namespace}/{o.metadata.name}"] = item
+        elif isinstance(o, StatefulSet):
+            statefulsets[f"{o.metadata.namespace}/{o.metadata.name}"] = item
+            tmpl = o.spec.template
+            annotations = {**o.metadata.annotations, **tmpl.metadata.annotations}
+            for i in range(o.spec.replicas):
+                meta = ObjectMeta(f"{o.metadata.name}-{i}", o.metadata.namespace, {**tmpl.metadata.labels}, annotations)
+                pod = _build_pod(item, key_of(o), meta, with_claims(o, i), refs, "spec.template.spec", i,
+                                 subdomain=o.spec.service_name)
+                pods[pod.ref] = pod
+        elif isinstance(o, REPLICATED):
+            if isinstance(o, ROLLED_OUT):  # revisions and a rolling update: Deployment, DaemonSet
+                deployments[f"{o.metadata.namespace}/{o.metadata.name}"] = item
             tmpl = o.spec.template
             labels = {**tmpl.metadata.labels}
             annotations = {**o.metadata.annotations, **tmpl.metadata.annotations}
@@ -557,14 +592,45 @@ def build_desired(objects: Iterable[Loaded]) -> DesiredState:
                 spec = replica_spec(tmpl.spec, i, per_replica)
                 pod = _build_pod(item, key_of(o), meta, spec, refs, "spec.template.spec", i)
                 pods[pod.ref] = pod
+        elif isinstance(o, Job):
+            ref = f"{o.metadata.namespace}/{o.metadata.name}"
+            jobs[ref] = item
+            job_pods[ref] = _job_pods(item, refs)
+        elif isinstance(o, CronJob):
+            crons[f"{o.metadata.namespace}/{o.metadata.name}"] = item
         elif isinstance(o, PersistentVolumeClaim):
             ref = f"{o.metadata.namespace}/{o.metadata.name}"
             claims[ref] = DesiredClaim(ref, item.file, True)
         elif isinstance(o, Service):
             ref = f"{o.metadata.namespace}/{o.metadata.name}"
             services[ref] = DesiredService(ref, item.file, item.line, o.spec)
-    for pod in pods.values():
+    for pod in [*pods.values(), *(p for run in job_pods.values() for p in run[:1])]:
         for v in pod.volumes:
             if v.kind == "persistentVolumeClaim" and v.claim not in claims:
                 claims[v.claim] = DesiredClaim(v.claim, pod.source, False)
-    return DesiredState(pods=pods, claims=claims, deployments=deployments, services=services)
+    return DesiredState(pods=pods, claims=claims, deployments=deployments, services=services, jobs=jobs,
+                        job_pods=job_pods, crons=crons, statefulsets=statefulsets)
+
+
+def _job_pods(item: Loaded, refs: _Refs, where: str = "spec.template.spec") -> tuple[DesiredPod, ...]:
+    o: Job = item.obj
+    tmpl = o.spec.template
+    annotations = {**o.metadata.annotations, **tmpl.metadata.annotations}
+    return tuple(_build_pod(item, key_of(o), ObjectMeta(f"{o.metadata.name}-{i}", o.metadata.namespace,
+                                                        {**tmpl.metadata.labels}, annotations),
+                            tmpl.spec, refs, where, i)
+                 for i in range(o.spec.pod_limit))
+
+
+def cron_run(cron: Loaded, name: str) -> Loaded:
+    """A CronJob's run as the Job it is: named `name`, from the jobTemplate, in the CronJob's file."""
+    c: CronJob = cron.obj
+    t = c.spec.job_template
+    meta = ObjectMeta(name, c.metadata.namespace, {**t.metadata.labels}, {**c.metadata.annotations,
+                                                                         **t.metadata.annotations})
+    return replace(cron, obj=Job(meta, t.spec))
+
+
+def run_pods(run: Loaded, objects: Iterable[Loaded]) -> tuple[DesiredPod, ...]:
+    """The pods a CronJob's run may create (`objects`: the load, for the ConfigMaps and Secrets)."""
+    return _job_pods(run, _Refs(list(objects)), "spec.jobTemplate.spec.template.spec")

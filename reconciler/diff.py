@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, replace
 
 from reconciler.desired import DesiredPod, DesiredState
 from reconciler.model.kube import ObjectKey
+from reconciler.model.workloads import ROLLED_OUT_KINDS
 from reconciler.observed import ContainerState, ObservedHost, ObservedPod
 from reconciler.probes import PodHealth, observed_health
 from reconciler.rollout import Instance, Move, Replica, Wave, plan_wave, strategy_of
@@ -249,6 +250,8 @@ def _desired_pod(d: DesiredPod, current: ObservedPod | None, stale: list[Observe
             stale = stale[1:]
         else:
             out = [Change(key, Action.CREATE, Reason.MISSING if known else Reason.NEW, after=d.uid)]
+    elif d.hold:  # kept exactly as it is, even by --replace or a broken infra (see DesiredPod.hold)
+        out = [Change(key, Action.NOOP, Reason.UNCHANGED, before=current.uid, after=d.uid, detail="held")]
     elif force:
         out = [Change(key, Action.REPLACE, Reason.FORCED, before=current.uid, after=d.uid)]
     elif why_broken := _broken(current):
@@ -307,7 +310,7 @@ def deployment_pods(desired: DesiredState) -> dict[str, list[DesiredPod]]:
     """Deployment ref → its replicas' desired pods, in ordinal order."""
     out: dict[str, list[DesiredPod]] = {}
     for d in desired.pods.values():
-        if d.owner.kind == "Deployment" and d.ordinal is not None:
+        if d.owner.kind in ROLLED_OUT_KINDS and d.ordinal is not None:
             out.setdefault(f"{d.owner.namespace}/{d.owner.name}", []).append(d)
     for pods in out.values():
         pods.sort(key=lambda d: d.ordinal or 0)

@@ -42,6 +42,7 @@ from reconciler.desired import DesiredPod, DesiredState
 from reconciler.drivers.base import Drivers
 from reconciler.errors import PodplayError
 from reconciler.model.kube import Container, LifecycleHandler, Probe
+from reconciler.model.workloads import ROLLED_OUT_KINDS
 from reconciler.observed import ContainerState, ObservedContainer, ObservedHost, ObservedPod
 from reconciler.probes import (
     ContainerHealth,
@@ -536,7 +537,7 @@ def health_view(state: StateStore, desired: DesiredState, observed: ObservedHost
     for uid, o in observed.pods.items():
         d = pods.get(uid)
         specs: Mapping[str, Container] | None = {c.name: c.spec for c in d.containers} if d is not None else None
-        owner = o.owner.split("/", 1)[1] if o.owner.startswith("Deployment/") else ""
+        owner = o.owner.split("/", 1)[1] if o.owner.split("/", 1)[0] in ROLLED_OUT_KINDS else ""
         out[uid] = pod_health(o, specs, stored, now, min_ready.get(owner, 0))
     return out
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 
 from reconciler.desired import DesiredClaim, DesiredPod, DesiredState
 from reconciler.diff import Action, Change
+from reconciler.model.workloads import ROLLED_OUT_KINDS
 from reconciler.observed import (
     LABEL_PRE_STOP,
     LABEL_SIDECAR,
@@ -471,7 +472,7 @@ def _owners_delete_first(txns: list[Txn], pods: dict[str, DesiredPod], observed:
     deletes: dict[str, list[str]] = {}
     for t in txns:
         o = observed.pods.get(t.uid) if t.kind == TxnKind.DELETE else None
-        if o is not None and o.owner.startswith("Deployment/") and t.steps:
+        if o is not None and o.owner.split("/", 1)[0] in ROLLED_OUT_KINDS and t.steps:
             deletes.setdefault(o.owner, []).append(t.steps[-1].id)
     out = []
     for t in txns:

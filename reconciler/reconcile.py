@@ -14,19 +14,22 @@ from __future__ import annotations
 
 import enum
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from reconciler.apply import ApplyResult, Failpoints, Reporter, apply_plan, recover
-from reconciler.desired import DesiredState, Loaded, build_desired
-from reconciler.diff import Action, Change, LastApplied, Scope, compute_diff, compute_down
+from reconciler.desired import DesiredState, Loaded, build_desired, cron_run, run_pods
+from reconciler.diff import Action, Change, LastApplied, Scope, compute_diff, compute_down, instances_by_ref
 from reconciler.drivers.base import Drivers
 from reconciler.errors import Diagnostic, ManifestError, Severity
 from reconciler.health import health_view
 from reconciler.host import open_drivers  # noqa: F401  (the CLI and tests reach it through here too)
+from reconciler.jobs import CronRecord, JobRecord, JobStatus, decide_cron, decide_job, run_name
 from reconciler.manifests import ManifestSet, load_manifests
-from reconciler.model.kube import Deployment, Pod
+from reconciler.model.kube import Pod
 from reconciler.model.names import ANN_NETWORK
+from reconciler.model.workloads import REPLICATED, CronJob, Job
 from reconciler.observe import observe_host
 from reconciler.observed import ObservedHost
 from reconciler.paths import HostPaths
@@ -34,6 +37,7 @@ from reconciler.plan import Plan, make_plan
 from reconciler.probes import PodHealth
 from reconciler.revisions import apply_pins
 from reconciler.state import ApplyLock, StateStore
+from reconciler.statefulsets import order_set
 
 
 class Mode(enum.StrEnum):
@@ -73,6 +77,9 @@ def make_goal(paths: Sequence[str], manifests: ManifestSet, host_paths: HostPath
                 host_paths.service_cidr if host_paths is not None else "")
 
 
+POD_MAKERS = (Pod, *REPLICATED, Job, CronJob)  # every kind whose pods take the host-wide default network
+
+
 def absolute_sources(objects: Sequence[Loaded], host_paths: HostPaths | None = None) -> list[Loaded]:
     """The objects as a pass uses them. Sources are recorded as absolute paths, so that `up dir`
     and `up ./dir/x.yaml` agree. A host-wide default network (`--network`, $PODPLAY_NETWORK)
@@ -83,7 +90,7 @@ def absolute_sources(objects: Sequence[Loaded], host_paths: HostPaths | None = N
     for o in objects:
         if o.file != "-":
             o = replace(o, file=os.path.abspath(o.file))
-        if network and isinstance(o.obj, Pod | Deployment) and ANN_NETWORK not in o.obj.metadata.annotations:
+        if network and isinstance(o.obj, POD_MAKERS) and ANN_NETWORK not in o.obj.metadata.annotations:
             meta = o.obj.metadata
             o = replace(o, obj=replace(o.obj, metadata=replace(meta, annotations={**meta.annotations,
                                                                                  ANN_NETWORK: network})))
@@ -136,6 +143,9 @@ class View:
     changes: tuple[Change, ...]
     now: float | None  # the clock the diff used (None: no crash-loop back-off, `up`'s first pass)
     notes: tuple[str, ...] = ()  # pins held or released
+    jobs: tuple[JobStatus, ...] = ()  # where each Job stands (reconciler.jobs)
+    wake_at: float | None = None  # when a Job's back-off, deadline or ttl wants another look
+    waiting: tuple[str, ...] = ()  # StatefulSets' ordered work still to come (reconciler.statefulsets)
 
     @property
     def work(self) -> list[Change]:
@@ -154,9 +164,53 @@ def decide(goal: Goal, observed: ObservedHost, state: StateStore, now: float | N
     desired, notes = goal.declared, []
     if goal.mode == Mode.UP:
         desired, notes = apply_pins(state, goal.declared, write=write)
-    if goal.only:
-        desired = select_pods(desired, goal.only)
-        observed = replace(observed, pods={u: p for u, p in observed.pods.items() if p.key in goal.only})
+    jobs: tuple[JobStatus, ...] = ()
+    wake_at = None
+    waiting: tuple[str, ...] = ()
+    only = goal.only
+    clock = time.time() if now is None else now
+    cron_wake = None
+    if desired.crons:
+        if only:
+            desired = replace(desired, crons={r: c for r, c in desired.crons.items() if r in only})
+        standalone = set(desired.jobs)
+        if goal.mode == Mode.UP:
+            desired, cron_wake = decide_crons(desired, goal.objects, state, clock, write=write)
+        if only:  # `--only CRONJOB` names its runs' Jobs (a CronJob's timer unit runs it so)
+            only = only | (set(desired.jobs) - standalone)
+    if goal.mode == Mode.DOWN and write:
+        for ref in desired.crons:
+            state.workloads.forget(f"CronJob/{ref}")
+        prefixes = [f"Job/{ref}-" for ref in desired.crons]
+        for key in state.workloads.all("Job/"):
+            if any(key.startswith(p) and key[len(p):].isdigit() for p in prefixes):
+                state.workloads.forget(key)
+    if only:
+        # `--only JOB` names a Job: its pods, whichever exist now (a Job's unit runs it so).
+        only_jobs = only & set(desired.jobs)
+        desired = replace(desired, jobs={r: j for r, j in desired.jobs.items() if r in only_jobs})
+        only = only | {p.key for p in observed.pods.values() if p.owner.split("/", 1)[-1] in only_jobs
+                       and p.owner.startswith("Job/")}
+    if goal.mode == Mode.UP:
+        if write and not goal.only:
+            record_sets(goal.objects, state)
+        desired, jobs, wake_at = decide_jobs(desired, observed, state, clock, write=write)
+        if cron_wake is not None:
+            wake_at = cron_wake if wake_at is None else min(wake_at, cron_wake)
+        if desired.statefulsets:
+            desired, waiting = decide_statefulsets(desired, observed, state, clock)
+    elif write:
+        for ref in desired.jobs:  # a Job taken down runs again when it comes back, as a re-created one does
+            state.workloads.forget(f"Job/{ref}")
+        if not goal.only:
+            for o in goal.objects:
+                if isinstance(o.obj, REPLICATED):
+                    state.workloads.forget(f"Set/{o.obj.kind}/{o.obj.metadata.namespace}/{o.obj.metadata.name}")
+    if only:
+        only = only | {p.ref for p in desired.pods.values() if p.owner.kind == "Job"
+                       and f"{p.owner.namespace}/{p.owner.name}" in desired.jobs}
+        desired = select_pods(desired, only)
+        observed = replace(observed, pods={u: p for u, p in observed.pods.items() if p.key in only})
     last = state.owned.last_applied()
     health = health_view(state, desired, observed, now) if goal.mode == Mode.UP else {}
     if goal.mode == Mode.DOWN:
@@ -165,7 +219,107 @@ def decide(goal: Goal, observed: ObservedHost, state: StateStore, now: float | N
         changes = compute_diff(desired, observed, last, goal.scope, force=goal.force, now=now, health=health)
     if not goal.only:
         desired, changes = decide_services(goal, desired, observed, health, changes, state)
-    return View(goal, desired, observed, last, health, tuple(changes), now, tuple(notes))
+    return View(goal, desired, observed, last, health, tuple(changes), now, tuple(notes), jobs, wake_at, waiting)
+
+
+def record_sets(objects: Sequence[Loaded], state: StateStore) -> None:
+    """How many pods each replicated object wants, for `podplay get` (which reads no manifests)."""
+    for o in objects:
+        if isinstance(o.obj, REPLICATED):
+            ref = f"{o.obj.metadata.namespace}/{o.obj.metadata.name}"
+            rec = {"kind": o.obj.kind, "ref": ref, "desired": o.obj.spec.replicas, "source": o.file}
+            if state.workloads.get(f"Set/{o.obj.kind}/{ref}") != rec:
+                state.workloads.put(f"Set/{o.obj.kind}/{ref}", rec)
+
+
+def decide_statefulsets(desired: DesiredState, observed: ObservedHost, state: StateStore, now: float
+                        ) -> tuple[DesiredState, tuple[str, ...]]:
+    """`desired` with each StatefulSet's pods in order (reconciler.statefulsets), and what each
+    set still waits for. Readiness is the probes' view of the host as it is."""
+    view = health_view(state, desired, observed, now)
+    by_ref = instances_by_ref(observed)
+    pods = dict(desired.pods)
+    waiting = []
+    for ref, loaded in sorted(desired.statefulsets.items()):
+        owner = f"StatefulSet/{ref}"
+        mine = sorted((p for p in desired.pods.values() if str(p.owner) == owner), key=lambda p: p.ordinal or 0)
+        extras = []
+        for o in observed.pods.values():
+            suffix = o.key.rsplit("-", 1)[-1]
+            if o.owner == owner and o.key == f"{ref}-{suffix}" and suffix.isdigit() \
+                    and int(suffix) >= loaded.obj.spec.replicas:
+                extras.append((int(suffix), o))
+        decision = order_set(loaded.obj.spec, mine, by_ref, extras,
+                             lambda o: (h := view.get(o.uid)) is not None and h.ready and o.complete)
+        for p in mine:
+            pods.pop(p.ref, None)
+        pods.update({p.ref: p for p in decision.pods})
+        if decision.pending:
+            waiting.append(f"statefulset {ref}: {decision.pending}")
+    return replace(desired, pods=pods), tuple(waiting)
+
+
+def decide_crons(desired: DesiredState, objects: Sequence[Loaded], state: StateStore, now: float, *, write: bool
+                 ) -> tuple[DesiredState, float | None]:
+    """`desired` with each CronJob's runs as Jobs (reconciler.jobs.decide_cron decides which runs
+    exist); a run removed by the history limits or Replace loses its record, and its pods go
+    with it (no longer desired). Returns the time the next schedule is due."""
+    jobs, job_pods = dict(desired.jobs), dict(desired.job_pods)
+    wakes = []
+    for ref, loaded in sorted(desired.crons.items()):
+        spec = loaded.obj.spec
+        raw = state.workloads.get(f"CronJob/{ref}")
+        record = CronRecord.from_json(raw) if raw else None
+        phases = {}
+        for t in record.runs if record else ():
+            run_raw = state.workloads.get(f"Job/{ref.split('/')[0]}/{run_name(loaded.obj.metadata.name, t)}")
+            phases[t] = (run_raw or {}).get("outcome", "")
+        decision = decide_cron(spec, record, phases, now)
+        out = {**decision.record.to_json(), "status": {
+            "cronjob": ref, "source": loaded.file, "schedule": spec.schedule, "time_zone": spec.time_zone or "",
+            "suspend": spec.suspend, "concurrency_policy": spec.concurrency_policy,
+            "last_schedule": decision.record.last if decision.record.runs or raw else 0.0,
+            "next_schedule": decision.wake_at, "runs": len(decision.runs),
+            "active": sum(1 for t in decision.runs if not phases.get(t)), "skipped": decision.record.skipped,
+            "note": decision.note}}
+        if write:
+            if out != raw:
+                state.workloads.put(f"CronJob/{ref}", out)
+            for t in decision.dropped:
+                state.workloads.forget(f"Job/{ref.split('/')[0]}/{run_name(loaded.obj.metadata.name, t)}")
+        for t in decision.runs:
+            run = cron_run(loaded, run_name(loaded.obj.metadata.name, t))
+            run_ref = f"{run.obj.metadata.namespace}/{run.obj.metadata.name}"
+            jobs[run_ref] = run
+            job_pods[run_ref] = run_pods(run, objects)
+        wakes.append(decision.wake_at)
+    return replace(desired, jobs=jobs, job_pods=job_pods), min(wakes, default=None)
+
+
+def decide_jobs(desired: DesiredState, observed: ObservedHost, state: StateStore, now: float, *, write: bool
+                ) -> tuple[DesiredState, tuple[JobStatus, ...], float | None]:
+    """`desired` with the pods each Job should have now (reconciler.jobs decides from the host
+    and the run's record, which `write` keeps up to date in the store)."""
+    if not desired.jobs:
+        return desired, (), None
+    pods = dict(desired.pods)
+    by_ref = instances_by_ref(observed)
+    statuses, wakes = [], []
+    for ref, loaded in sorted(desired.jobs.items()):
+        candidates = desired.job_pods.get(ref, ())
+        instances = [o for d in candidates for o in by_ref.get(d.ref, ())]
+        raw = state.workloads.get(f"Job/{ref}")
+        decision = decide_job(ref, loaded.obj.spec, candidates, instances,
+                              JobRecord.from_json(raw) if raw else None, now)
+        # The record carries the status too, for `podplay jobs` and `status` (they read no manifests).
+        record = {**decision.record.to_json(), "status": decision.status.to_json()}
+        if write and record != raw:
+            state.workloads.put(f"Job/{ref}", record)
+        pods.update({p.ref: p for p in decision.pods})
+        statuses.append(decision.status)
+        if decision.wake_at is not None:
+            wakes.append(decision.wake_at)
+    return replace(desired, pods=pods), tuple(statuses), min(wakes, default=None)
 
 
 def decide_services(goal: Goal, desired: DesiredState, observed: ObservedHost, health, changes: list[Change],
@@ -239,8 +393,11 @@ class PassResult:
 
     @property
     def settled(self) -> bool:
-        """The host matched the goal exactly when it was looked at (nothing to do, nothing waiting)."""
-        return self.view is not None and all(c.settled for c in self.view.changes)
+        """The host matched the goal exactly when it was looked at (nothing to do, nothing waiting).
+        A StatefulSet with ordered work to come, or a CronJob (its next run is a matter of time),
+        is never settled: the no-change fingerprint must not answer the next `up` for them."""
+        return self.view is not None and all(c.settled for c in self.view.changes) \
+            and not self.view.waiting and not self.view.desired.crons
 
 
 def apply_view(view: View, changes: Sequence[Change], drivers: Drivers, state: StateStore, *,

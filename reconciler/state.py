@@ -46,6 +46,7 @@ from reconciler.store.keepers import KeeperRecords, keeper_alive
 from reconciler.store.meta import Meta
 from reconciler.store.owned import Ownership
 from reconciler.store.rollouts import Pin, Revision, Rollouts
+from reconciler.store.workloads import WorkloadRecords
 
 __all__ = ["ABORTED", "COMMITTED", "DONE", "FAILED", "KEEP_EVENTS", "KEEP_TXNS", "OPEN", "PENDING", "ROLLED_BACK",
            "SCHEMA", "STARTED", "UNDONE", "ApplyLock", "JournalEntry", "OpenTxn", "Pin", "Revision", "StateStore",
@@ -61,6 +62,7 @@ class StateStore:
         self.keepers = KeeperRecords(self.db)
         self.rollouts = Rollouts(self.db)
         self.meta = Meta(self.db)
+        self.workloads = WorkloadRecords(self.db)
 
     def close(self) -> None:
         self.db.close()

@@ -32,6 +32,7 @@ AREAS = {
     "units": ("generate",),
     "rollout": ("rollout",),
     "services": ("services", "svc"),
+    "workloads": ("jobs", "cronjobs", "get"),
 }
 
 

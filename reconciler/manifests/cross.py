@@ -12,8 +12,9 @@ from reconciler.manifests.checker import did_you_mean
 from reconciler.manifests.pods import MAX_REPLICAS
 from reconciler.manifests.positions import Path_, Positions
 from reconciler.model import convert
-from reconciler.model.kube import ConfigMap, Deployment, Pod, PodSpec, Secret
+from reconciler.model.kube import ConfigMap, Pod, PodSpec, Secret
 from reconciler.model.source import ANN_PORT_PER_REPLICA, Loaded
+from reconciler.model.workloads import REPLICATED, CronJob, Job
 
 ObjectId = tuple[str, str, str]  # (kind, namespace, name)
 
@@ -51,8 +52,10 @@ def _error(e: Entry, path: Path_, message: str) -> Diagnostic:
 def _pod_specs(o) -> Iterator[tuple[PodSpec, Path_]]:
     if isinstance(o, Pod):
         yield o.spec, ("spec",)
-    elif isinstance(o, Deployment):
+    elif isinstance(o, (*REPLICATED, Job)):
         yield o.spec.template.spec, ("spec", "template", "spec")
+    elif isinstance(o, CronJob):
+        yield o.spec.job_template.spec.template.spec, ("spec", "jobTemplate", "spec", "template", "spec")
 
 
 def _check_duplicates(entries: list[Entry], out: list[Diagnostic]) -> None:
@@ -75,8 +78,10 @@ def _check_duplicates(entries: list[Entry], out: list[Diagnostic]) -> None:
         ns = o.metadata.namespace
         if isinstance(o, Pod):
             names = [o.metadata.name]
-        elif isinstance(o, Deployment):
+        elif isinstance(o, REPLICATED):
             names = [f"{o.metadata.name}-{i}" for i in range(min(o.spec.replicas, MAX_REPLICAS))]
+        elif isinstance(o, Job):
+            names = [f"{o.metadata.name}-{i}" for i in range(min(o.spec.pod_limit, MAX_REPLICAS))]
         else:
             continue
         for name in names:
@@ -186,7 +191,7 @@ def _host_bindings(e: Entry) -> Iterator[tuple[str, int, str, Path_, str]]:
     """(hostIP, port, protocol, path, pod name) of every host port the object's pods bind."""
     o = e.loaded.obj
     for spec, base in _pod_specs(o):
-        if isinstance(o, Deployment):
+        if isinstance(o, REPLICATED):
             annotations = {**o.metadata.annotations, **o.spec.template.metadata.annotations}
             per_replica = annotations.get(ANN_PORT_PER_REPLICA, "").lower() == "true"
             replicas = range(min(o.spec.replicas, MAX_REPLICAS) if per_replica else min(o.spec.replicas, 1))

@@ -13,9 +13,9 @@ from typing import Any
 from reconciler.manifests.checker import Checker, close
 from reconciler.manifests.positions import Path_
 from reconciler.model import source as _source
-from reconciler.model.kube import Deployment
 from reconciler.model.quantity import parse_quantity
 from reconciler.model.source import ANN_PORT_PER_REPLICA, ANNOTATION_PREFIX
+from reconciler.model.workloads import REPLICATED
 
 DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
@@ -187,7 +187,7 @@ def warn_unused(chk: Checker, unused: list[Path_], raw: dict, refused: list[Path
 def warn_podman_annotations(chk: Checker, obj) -> None:
     """podman's own annotations: said once per load for each annotation, wherever it is."""
     metas = [(("metadata",), obj.metadata)]
-    if isinstance(obj, Deployment):
+    if isinstance(obj, REPLICATED):
         metas.append((("spec", "template", "metadata"), obj.spec.template.metadata))
     for path, meta in metas:
         for k in meta.annotations:

@@ -12,11 +12,13 @@ from collections.abc import Sequence
 from reconciler.manifests.checker import Checker
 from reconciler.manifests.fields import check_meta, check_quantity
 from reconciler.manifests.hostfacts import HostFacts
-from reconciler.manifests.pods import check_deployment, check_pod_spec
+from reconciler.manifests.pods import check_deployment, check_pod_spec, check_replicated
 from reconciler.manifests.positions import Path_
 from reconciler.manifests.services import check_service
+from reconciler.manifests.workloads import check_cron_job, check_daemon_set, check_job, check_stateful_set
 from reconciler.model.kube import ConfigMap, Deployment, PersistentVolumeClaim, Pod, Secret
 from reconciler.model.service import Service
+from reconciler.model.workloads import REPLICATED, CronJob, DaemonSet, Job, StatefulSet
 
 CONFIG_KEY = re.compile(r"^[-._a-zA-Z0-9]+$")
 MAX_DATA = 1024 * 1024  # the API server's cap on a ConfigMap's or Secret's data (core.MaxSecretSize)
@@ -28,6 +30,16 @@ def check_object(chk: Checker, obj, host: HostFacts) -> None:
         check_pod_spec(chk, obj.spec, ("spec",), host)
     elif isinstance(obj, Deployment):
         check_deployment(chk, obj, host)
+    elif isinstance(obj, CronJob):
+        check_cron_job(chk, obj, host)
+    elif isinstance(obj, Job):
+        check_job(chk, obj, host)
+    elif isinstance(obj, StatefulSet):
+        check_stateful_set(chk, obj, host)
+    elif isinstance(obj, DaemonSet):
+        check_daemon_set(chk, obj, host)
+    elif isinstance(obj, REPLICATED):
+        check_replicated(chk, obj, host)
     elif isinstance(obj, ConfigMap | Secret):
         check_meta(chk, obj.metadata, obj.kind)
         _check_data_keys(chk, obj)

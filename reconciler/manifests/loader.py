@@ -31,8 +31,10 @@ from reconciler.manifests.links import refuse_links
 from reconciler.manifests.positions import Path_, Positions
 from reconciler.manifests.schema import SchemaCache, check_schema
 from reconciler.model import convert
-from reconciler.model.kube import API_VERSIONS, KINDS
 from reconciler.model.source import Loaded
+from reconciler.model.workloads import ALL_API_VERSIONS as API_VERSIONS
+from reconciler.model.workloads import ALL_KINDS as KINDS
+from reconciler.model.workloads import WORKLOAD_KINDS
 from reconciler.sources import find_manifest_files
 
 SUPPORTED = ", ".join(KINDS)
@@ -317,7 +319,11 @@ def _supported_kind(chk: Checker, data: Any) -> str | None:
         chk.error(("kind",), f"must be a string, not {describe(kind)}")
         return None
     if kind not in KINDS:
-        hint = None if kind in OTHER_KUBE_KINDS else close(kind, KINDS)
+        api = data.get("apiVersion")
+        # A kind of a custom API group (CronTab of stable.example.com) is nobody's typo of ours.
+        custom = isinstance(api, str) and "." in api.split("/")[0] and "/" in api \
+            and not api.split("/")[0].endswith(".k8s.io")
+        hint = None if kind in OTHER_KUBE_KINDS or custom else close(kind, KINDS)
         if hint:
             chk.error(("kind",), f"unknown kind {kind!r}; did you mean {hint!r}?")
         else:
@@ -347,7 +353,7 @@ def _normalized(chk: Checker, kind: str, data: dict) -> dict:
         else:
             chk.error(("apiVersion",), f"a {kind} needs apiVersion {want!r}, not {json.dumps(api)}")
         data["apiVersion"] = want
-    if kind in ("Pod", "Deployment") and "spec" not in data:
+    if (kind in ("Pod", "Deployment") or kind in WORKLOAD_KINDS) and "spec" not in data:
         chk.error(("spec",), f"required field is missing: a {kind} needs a spec with containers")
         data["spec"] = {"containers": []} if kind == "Pod" else {"selector": {}, "template": {}}
     return data

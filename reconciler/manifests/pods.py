@@ -27,6 +27,7 @@ from reconciler.model import convert
 from reconciler.model.kube import Container, Deployment, PodSpec
 from reconciler.model.quantity import parse_quantity
 from reconciler.model.source import ANN_PORT_PER_REPLICA
+from reconciler.model.workloads import selector_of
 
 MAX_REPLICAS = 1000  # one host: a bigger number is a typo, and expanding it would hang
 DISK_LIMIT_MESSAGE = ("podplay bounds only a medium: Memory emptyDir (its tmpfs); on disk this limit is not "
@@ -561,25 +562,43 @@ def _check_strategy(chk: Checker, obj: Deployment) -> None:
 
 
 def check_deployment(chk: Checker, obj: Deployment, host: HostFacts) -> None:
-    check_meta(chk, obj.metadata, "deployment")
+    check_replicated(chk, obj, host)
+    _check_strategy(chk, obj)
+
+
+def check_replicated(chk: Checker, obj, host: HostFacts) -> None:
+    """What every kind that expands a template to replicas needs (Deployment, ReplicaSet,
+    ReplicationController): a name that leaves room for ordinals, a sane count, a selector its
+    template's labels match, and pods that keep running (restartPolicy Always)."""
+    kind = obj.kind
+    check_meta(chk, obj.metadata, kind.lower())
     spec = obj.spec
     if len(obj.metadata.name) > 240:
-        chk.error(("metadata", "name"), "deployment names are limited to 240 characters (replica suffixes)")
+        chk.error(("metadata", "name"), f"{kind.lower()} names are limited to 240 characters (replica suffixes)")
     if spec.replicas < 0:
         chk.error(("spec", "replicas"), "must not be negative")
     elif spec.replicas > MAX_REPLICAS:
         chk.error(("spec", "replicas"), f"{spec.replicas} is more than podplay runs on one host "
                   f"(at most {MAX_REPLICAS})")
-    selector = spec.selector.match_labels
+    selector = selector_of(obj)
+    # A ReplicationController's selector is a plain map (and defaults to the template's labels).
+    sel_path = ("spec", "selector") if kind == "ReplicationController" else ("spec", "selector", "matchLabels")
     labels = spec.template.metadata.labels
-    check_labels(chk, ("spec", "selector", "matchLabels"), selector)
+    check_labels(chk, sel_path, selector)
     check_meta(chk, spec.template.metadata, "pod", ("spec", "template", "metadata"), named=False)
     if not selector:
-        chk.error(("spec", "selector"), "a Deployment needs spec.selector.matchLabels")
+        chk.error(("spec", "selector"), f"a {kind} needs spec.selector"
+                  + ("" if kind == "ReplicationController" else ".matchLabels")
+                  + (" (or template labels)" if kind == "ReplicationController" else ""))
     for k, v in selector.items():
         if labels.get(k) != v:
             chk.error(("spec", "template", "metadata", "labels"),
                       f"selector {k}={v} does not match the template's labels (add {k}: {v})")
-    check_pod_spec(chk, spec.template.spec, ("spec", "template", "spec"), host, in_deployment=True)
+    tspec = spec.template.spec
+    # podman runs a Deployment whose pods do not restart (a dialect, warned about in check_pod_spec);
+    # the kinds podman does not run keep the API server's rule.
+    if tspec.restart_policy != "Always" and kind != "Deployment":
+        chk.error(("spec", "template", "spec", "restartPolicy"), f"a {kind}'s pods must have restartPolicy "
+                  f"Always, not {tspec.restart_policy} (use a Pod for a run-to-completion task)")
+    check_pod_spec(chk, tspec, ("spec", "template", "spec"), host, in_deployment=kind == "Deployment")
     _check_replica_ports(chk, obj)
-    _check_strategy(chk, obj)

@@ -45,8 +45,13 @@ fe00::2\tip6-allrouters
 NO_IP_ADDRESS = "127.0.1.1"
 
 
+CLUSTER_DOMAIN = "cluster.local"
+
+
 def pod_names(pod: DesiredPod) -> list[str]:
-    names = [pod.hostname, pod.name] + [c.name for c in pod.init_containers + pod.containers]
+    # With a subdomain (a StatefulSet's serviceName) the kubelet puts the pod's FQDN first.
+    fqdn = [f"{pod.hostname}.{pod.subdomain}.{pod.namespace}.svc.{CLUSTER_DOMAIN}"] if pod.subdomain else []
+    names = fqdn + [pod.hostname, pod.name] + [c.name for c in pod.init_containers + pod.containers]
     return list(dict.fromkeys(n for n in names if n))
 
 

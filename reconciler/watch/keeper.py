@@ -153,6 +153,7 @@ class Keeper:
         self.next_resync = 0.0
         self.backoff_at: float | None = None  # monotonic time of the next back-off expiry
         self.health_at: float | None = None
+        self.workload_at: float | None = None  # a CronJob's next schedule, a Job's back-off, deadline or ttl
         self.backoff: dict[str, dict] = {}  # container id → back-off state, for status and ps
         self.last_pass: dict = {}
         self.rollouts: dict[str, dict] = {}  # deployment → a rollout under way, failed or rolled back
@@ -205,8 +206,8 @@ class Keeper:
         if now >= self.next_resync:
             self._guard(lambda: self.converge("resync", refresh=True, full=True))
             return
-        timers = [t for t in (self.next_relist, self.backoff_at, self.health_at, self.converger.retry.next_at())
-                  if t is not None]
+        timers = [t for t in (self.next_relist, self.backoff_at, self.health_at, self.workload_at,
+                              self.converger.retry.next_at()) if t is not None]
         if min(timers) <= now:
             self._guard(self.tick)
             return
@@ -337,6 +338,8 @@ class Keeper:
         """What every tick's look says beyond its changes: back-offs to wake for, rollouts' news."""
         if result.view is not None:
             self._schedule(comp, result.view.observed)
+            wake = result.view.wake_at  # wall clock: a tick just after it (the look compares with its own)
+            self.workload_at = None if wake is None else self.mono() + max(0.0, wake - self.clock()) + 0.05
         self._follow_rollouts(result.rollouts)
 
     def _follow_rollouts(self, statuses: list) -> None:

@@ -96,7 +96,8 @@ def collect_status(state: StateStore, drivers: Drivers | None, *, now: float | N
             })
         pods.append(entry)
     return {"version": STATUS_VERSION, "at": now, "keepers": keepers, "pods": pods,
-            "observe_error": observe_error or None, "deployments": revision_summary(state)}
+            "observe_error": observe_error or None, "deployments": revision_summary(state),
+            "jobs": state.workloads.job_statuses(), "cronjobs": state.workloads.cron_statuses()}
 
 
 def _ago(ts: float | None, now: float) -> str:
@@ -133,6 +134,19 @@ def render_status(st: dict) -> str:
         if d["pinned"]:
             text += f"; pinned to revision {d['pinned']}: {d['pin_reason']}"
         lines.append(text)
+    for j in st.get("jobs") or []:
+        text = f"job {j['job']}: {j['phase']}, {j['succeeded']}/{j['completions']} completed"
+        if j["active"]:
+            text += f", {j['active']} running"
+        if j["failed"]:
+            text += f", {j['failed']} failed"
+        if j["reason"]:
+            text += f" ({j['reason']}: {j['message']})" if j["message"] else f" ({j['reason']})"
+        lines.append(text)
+    for c in st.get("cronjobs") or []:
+        nxt = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(c["next_schedule"]))
+        text = f"cronjob {c['cronjob']}: {c['schedule']}, next run {nxt}" + (" (suspended)" if c["suspend"] else "")
+        lines.append(text + (f"; {c['note']}" if c["note"] else ""))
     return "\n".join(lines)
 
 
@@ -197,3 +211,24 @@ def _pod_lines(pods: list[dict], now: float) -> list[str]:
             e = p["last_error"]
             lines.append(f"{'':<{width}}  ! {_ago(e['at'], now)}: {e['message']}")
     return lines
+
+
+def collect_workloads(state: StateStore, drivers: Drivers | None, kind: str) -> list[dict]:
+    """Each replicated object of `kind` (Deployment, ReplicaSet, ReplicationController, DaemonSet,
+    StatefulSet) that a pass recorded: its desired pods, and how many of its pods run and are ready
+    on the host now (an instance of any revision counts, as READY does in kubectl)."""
+    observed = observe_host(drivers) if drivers is not None else ObservedHost()
+    out = []
+    for key, rec in state.workloads.all(f"Set/{kind}/").items():
+        owner = f"{kind}/{rec['ref']}"
+        mine = [o for o in observed.pods.values() if o.owner == owner]
+        names = {o.key for o in mine}
+        ready_names = set()
+        for o in mine:
+            running = o.containers and all(c.state == ContainerState.RUNNING for c in o.containers.values())
+            probes = readiness(state, o.uid, o.containers.values())
+            if running and all(probes.values()):
+                ready_names.add(o.key)
+        out.append({"kind": kind, "name": rec["ref"], "desired": rec["desired"], "current": len(names),
+                    "ready": len(ready_names), "source": rec["source"], "key": key})
+    return out

@@ -1,0 +1,150 @@
+"""jobs, cronjobs: where each Job and CronJob stands, as the last pass (`up`, `watch`, `sync`) saw it."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+
+def register(sub, common) -> None:
+    p = sub.add_parser("jobs", parents=[common], help="list Jobs: completions, running, failed, outcome",
+                       description="Each Job's status as the last pass saw it (`podplay up` or a running "
+                       "`watch`/`sync` moves Jobs on): completed/wanted, running and failed pods, the outcome "
+                       "and why a Job failed.")
+    p.add_argument("--output", "-o", choices=("text", "json"), default="text")
+    p.set_defaults(func=cmd_jobs)
+
+    p = sub.add_parser("cronjobs", parents=[common], help="list CronJobs: schedule, last and next run",
+                       description="Each CronJob's schedule, the last schedule time it acted on, the next one, "
+                       "its runs (Jobs: see `podplay jobs`) and runs concurrencyPolicy Forbid skipped.")
+    p.add_argument("--output", "-o", choices=("text", "json"), default="text")
+    p.set_defaults(func=cmd_cronjobs)
+
+    p = sub.add_parser("get", parents=[common], help="list workloads of a kind: desired, current and ready pods",
+                       description="Deployments, ReplicaSets, ReplicationControllers, DaemonSets and "
+                       "StatefulSets with the pods they want (as the last pass recorded) and the pods of "
+                       "theirs that run and are ready on the host now; jobs and cronjobs as `podplay jobs` "
+                       "and `podplay cronjobs` show them.")
+    p.add_argument("kind", metavar="KIND", help="deployments|replicasets|replicationcontrollers|daemonsets|"
+                   "statefulsets|jobs|cronjobs (or deploy, rs, rc, ds, sts, cj)")
+    p.add_argument("--output", "-o", choices=("text", "json"), default="text")
+    p.set_defaults(func=cmd_get)
+
+
+KINDS = {  # what `podplay get` takes, as kubectl spells it → the kind
+    "deployments": "Deployment", "deployment": "Deployment", "deploy": "Deployment",
+    "replicasets": "ReplicaSet", "replicaset": "ReplicaSet", "rs": "ReplicaSet",
+    "replicationcontrollers": "ReplicationController", "replicationcontroller": "ReplicationController",
+    "rc": "ReplicationController",
+    "daemonsets": "DaemonSet", "daemonset": "DaemonSet", "ds": "DaemonSet",
+    "statefulsets": "StatefulSet", "statefulset": "StatefulSet", "sts": "StatefulSet",
+    "jobs": "Job", "job": "Job", "cronjobs": "CronJob", "cronjob": "CronJob", "cj": "CronJob",
+}
+
+
+def _duration(j: dict, now: float) -> str:
+    if not j.get("started"):
+        return "-"
+    d = (j.get("finished") or now) - j["started"]
+    return f"{d:.0f}s" if d < 120 else f"{d / 60:.0f}m" if d < 7200 else f"{d / 3600:.0f}h"
+
+
+def cmd_jobs(args, ctx) -> int:
+    from reconciler.state import StateStore
+
+    state = StateStore(ctx.paths.state_db)
+    try:
+        jobs = state.workloads.job_statuses()
+    finally:
+        state.close()
+    if args.output == "json":
+        json.dump(jobs, ctx.out, indent=2)
+        print(file=ctx.out)
+        return 0
+    if not jobs:
+        print("No Jobs.", file=ctx.out)
+        return 0
+    now = time.time()
+    rows = [("NAME", "STATUS", "COMPLETIONS", "RUNNING", "FAILED", "DURATION", "REASON")]
+    for j in jobs:
+        reason = f"{j['reason']}: {j['message']}" if j["message"] else j["reason"]
+        rows.append((j["job"], j["phase"], f"{j['succeeded']}/{j['completions']}", str(j["active"]),
+                     str(j["failed"]), _duration(j, now), reason))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1], file=ctx.out)
+    return 0
+
+
+def _stamp(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
+
+
+def cmd_cronjobs(args, ctx) -> int:
+    from reconciler.state import StateStore
+
+    state = StateStore(ctx.paths.state_db)
+    try:
+        crons = state.workloads.cron_statuses()
+    finally:
+        state.close()
+    if args.output == "json":
+        json.dump(crons, ctx.out, indent=2)
+        print(file=ctx.out)
+        return 0
+    if not crons:
+        print("No CronJobs.", file=ctx.out)
+        return 0
+    rows = [("NAME", "SCHEDULE", "SUSPEND", "ACTIVE", "LAST SCHEDULE", "NEXT", "SKIPPED")]
+    for c in crons:
+        sched = c["schedule"] + (f" ({c['time_zone']})" if c["time_zone"] else "")
+        rows.append((c["cronjob"], sched, str(c["suspend"]).lower(), str(c["active"]), _stamp(c["last_schedule"]),
+                     _stamp(c["next_schedule"]), str(c["skipped"])))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip(), file=ctx.out)
+    return 0
+
+
+def cmd_get(args, ctx) -> int:
+    from reconciler.errors import InputError, PodplayError
+
+    kind = KINDS.get(args.kind.lower())
+    if kind is None:
+        raise InputError(f"unknown kind {args.kind!r}: use one of deployments, replicasets, "
+                         "replicationcontrollers, daemonsets, statefulsets, jobs, cronjobs")
+    if kind == "Job":
+        return cmd_jobs(args, ctx)
+    if kind == "CronJob":
+        return cmd_cronjobs(args, ctx)
+    from reconciler.host import open_drivers
+    from reconciler.state import StateStore
+    from reconciler.watch.status import collect_workloads
+
+    state = StateStore(ctx.paths.state_db)
+    drivers = None
+    try:
+        try:
+            drivers = open_drivers(ctx.paths)
+        except (PodplayError, OSError) as exc:
+            print(f"warning: cannot open the container drivers: {exc}", file=ctx.err)
+        rows = collect_workloads(state, drivers, kind)
+    finally:
+        if drivers is not None:
+            drivers.close()
+        state.close()
+    if args.output == "json":
+        json.dump([{k: v for k, v in r.items() if k != "key"} for r in rows], ctx.out, indent=2)
+        print(file=ctx.out)
+        return 0
+    if not rows:
+        print(f"No {kind}s.", file=ctx.out)
+        return 0
+    table = [("NAME", "DESIRED", "CURRENT", "READY", "SOURCE")]
+    table += [(r["name"], str(r["desired"]), str(r["current"]), str(r["ready"]), os.path.basename(r["source"]))
+              for r in rows]
+    widths = [max(len(t[i]) for t in table) for i in range(len(table[0]))]
+    for t in table:
+        print("  ".join(c.ljust(w) for c, w in zip(t, widths, strict=True)).rstrip(), file=ctx.out)
+    return 0

@@ -1,0 +1,163 @@
+"""The workload kinds beyond Deployment on the real stack: ReplicaSet and ReplicationController."""
+
+from __future__ import annotations
+
+import json
+
+REPLICA_SET = """
+apiVersion: apps/v1
+kind: ReplicaSet
+metadata: {{name: front}}
+spec:
+  replicas: {n}
+  selector: {{matchLabels: {{app: front}}}}
+  template:
+    metadata: {{labels: {{app: front}}}}
+    spec:
+      containers:
+      - name: app
+        image: localhost/busybox:latest
+        imagePullPolicy: Never
+        command: [sleep, "1000"]
+"""
+
+
+def running_pods(stack) -> set[str]:
+    out = json.loads(stack.run("pods", "-o", "json").stdout)
+    return {p["name"] for p in out if p.get("status", "").lower().startswith("running")}
+
+
+def test_replica_set_scaled_up_and_down_and_removed(stack):
+    m = stack.write("rs.yaml", REPLICA_SET.format(n=3))
+    stack.run("up", "--wait", str(m))
+    assert running_pods(stack) == {"front-0", "front-1", "front-2"}
+
+    stack.write("rs.yaml", REPLICA_SET.format(n=1))
+    res = stack.run("up", "--wait", str(m))
+    assert "front-1" in res.stdout and "front-2" in res.stdout
+    assert running_pods(stack) == {"front-0"}
+
+    stack.write("rs.yaml", REPLICA_SET.format(n=2))
+    stack.run("up", "--wait", str(m))
+    assert running_pods(stack) == {"front-0", "front-1"}
+    assert "No changes" in stack.run("up", str(m)).stdout
+    stack.run("down", str(m))
+    assert not stack.containers()
+
+
+def test_replication_controller_runs_its_replicas(stack):
+    m = stack.write("rc.yaml", """
+apiVersion: v1
+kind: ReplicationController
+metadata: {name: legacy}
+spec:
+  replicas: 2
+  template:
+    metadata: {labels: {app: legacy}}
+    spec:
+      containers:
+      - name: app
+        image: localhost/busybox:latest
+        imagePullPolicy: Never
+        command: [sleep, "1000"]
+""")
+    stack.run("up", "--wait", str(m))
+    assert running_pods(stack) == {"legacy-0", "legacy-1"}
+    stack.run("down", str(m))
+    assert not stack.containers()
+
+
+DAEMON_SET = """
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {{name: agent}}
+spec:
+  selector: {{matchLabels: {{app: agent}}}}
+  template:
+    metadata: {{labels: {{app: agent}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: app
+        image: {image}
+        imagePullPolicy: Never
+        command: [sleep, "1000"]
+        readinessProbe:
+          exec: {{command: ["true"]}}
+          periodSeconds: 1
+"""
+
+
+def test_daemon_set_runs_one_pod_and_rolls_it_to_a_new_image(stack):
+    m = stack.write("ds.yaml", DAEMON_SET.format(image="localhost/busybox:latest"))
+    stack.run("up", "--wait", str(m))
+    assert running_pods(stack) == {"agent-0"}
+    stack.run("tag", "localhost/busybox:latest", "localhost/busybox:v2")
+
+    stack.write("ds.yaml", DAEMON_SET.format(image="localhost/busybox:v2"))
+    res = stack.run("up", "--wait", "--timeout", "120", str(m))
+    assert "agent-0" in res.stdout
+    assert running_pods(stack) == {"agent-0"}
+    images = {c.image for c in stack.containers() if c.role == "app" and c.state == "running"}
+    assert images == {"localhost/busybox:v2"}
+    history = stack.run("rollout", "history", "agent").stdout
+    assert "complete" in history and "busybox:v2" in history
+    stack.run("down", str(m))
+    assert not stack.containers()
+
+
+STATEFUL_SET = """
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {{name: db}}
+spec:
+  serviceName: db
+  replicas: {n}
+  selector: {{matchLabels: {{app: db}}}}
+  template:
+    metadata: {{labels: {{app: db}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: app
+        image: localhost/busybox:latest
+        imagePullPolicy: Never
+        command: [sh, -c, 'cut -d" " -f1 /proc/uptime >> /data/started; [ -f /data/seed ] || hostname > /data/seed;
+                  trap "exit 0" TERM; sleep 3600 & wait']
+        volumeMounts: [{{name: data, mountPath: /data}}]
+        readinessProbe:
+          exec: {{command: [cat, /data/seed]}}
+          periodSeconds: 1
+  volumeClaimTemplates:
+  - metadata: {{name: data}}
+    spec:
+      accessModes: [ReadWriteOnce]
+      resources: {{requests: {{storage: 64Mi}}}}
+"""
+
+
+def in_pod(stack, pod: str, *argv: str) -> str:
+    return stack.run("exec", pod, "--", *argv).stdout
+
+
+def test_stateful_set_scaled_3_1_3_starts_in_order_and_keeps_each_ordinals_data(stack):
+    m = stack.write("db.yaml", STATEFUL_SET.format(n=3))
+    stack.run("up", "--wait", "--timeout", "120", str(m))
+    assert running_pods(stack) == {"db-0", "db-1", "db-2"}
+    started = [float(in_pod(stack, f"db-{i}", "cat", "/data/started").split()[0]) for i in range(3)]
+    assert started == sorted(started), f"not started in ordinal order: {started}"
+    assert in_pod(stack, "db-1", "hostname").strip() == "db-1"
+    assert "db-1.db.default.svc.cluster.local db-1" in in_pod(stack, "db-1", "cat", "/etc/hosts").replace("\t", " ")
+
+    stack.write("db.yaml", STATEFUL_SET.format(n=1))
+    stack.run("up", "--wait", "--timeout", "120", str(m))
+    assert running_pods(stack) == {"db-0"}
+
+    stack.write("db.yaml", STATEFUL_SET.format(n=3))
+    stack.run("up", "--wait", "--timeout", "120", str(m))
+    assert running_pods(stack) == {"db-0", "db-1", "db-2"}
+    for i in (1, 2):  # their claims survived the scale-down: the same data, a second start
+        assert in_pod(stack, f"db-{i}", "cat", "/data/seed").strip() == f"db-{i}"
+        assert len(in_pod(stack, f"db-{i}", "cat", "/data/started").split()) == 2
+    stack.run("down", "--volumes", str(m))
+    assert not stack.containers()
