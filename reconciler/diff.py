@@ -24,6 +24,7 @@ class Action(enum.StrEnum):
     REPLACE = "replace"
     DELETE = "delete"
     START = "start"
+    STOP = "stop"  # stop some containers and leave them (a finished pod's native sidecars)
     NOOP = "noop"
 
 
@@ -37,6 +38,7 @@ class Reason(enum.StrEnum):
     REQUESTED = "requested"  # podplay down
     INCOMPLETE = "incomplete"  # parts of the pod vanished (infra gone, runc state wiped)
     UNCHANGED = "unchanged"
+    FINISHED = "finished"  # the app containers of a run-to-completion pod are done: its sidecars stop
     BACKING_OFF = "backing off"
     UNHEALTHY = "unhealthy"  # a liveness or startup probe failed
     ROLLOUT = "rolling update"  # an old revision's instance leaves: the new one is available
@@ -150,7 +152,10 @@ def _needs_restart(d: DesiredPod, o: ObservedPod, now: float | None,
     """(containers to restart now, containers waiting in back-off, seconds until the next is due)."""
     policy = d.spec.restart_policy
     due, waiting, next_in = [], [], 0.0
+    done = finished(d, o)
     for c in d.containers:
+        if c.sidecar and done:
+            continue  # a finished pod's sidecars are stopped, not restarted
         oc = o.containers.get(c.name)
         if oc is None:
             due.append(c.name)  # never created or removed behind our back
@@ -270,10 +275,35 @@ def _desired_pod(d: DesiredPod, current: ObservedPod | None, stale: list[Observe
     return out
 
 
+def finished(d: DesiredPod, o: ObservedPod) -> bool:
+    """A run-to-completion pod (restartPolicy Never or OnFailure) whose app containers are done
+    for good: each exited, and none will be restarted. Its native sidecars then stop, as the
+    kubelet stops them, so that the pod (a Job's, say) completes."""
+    if d.spec.restart_policy == "Always":
+        return False
+    apps = [c for c in d.containers if not c.sidecar]
+    if not apps or len(apps) == len(d.containers):
+        return False
+    for c in apps:
+        oc = o.containers.get(c.name)
+        if oc is None or oc.state != ContainerState.EXITED:
+            return False
+        if d.spec.restart_policy == "OnFailure" and oc.exit_code != 0:
+            return False
+    return True
+
+
 def _running_pod(d: DesiredPod, current: ObservedPod, stale: list[ObservedPod], move: Move | None,
                  now: float | None, h: PodHealth | None) -> Change:
-    """A pod whose matching instance is whole: restart what is due, or nothing."""
+    """A pod whose matching instance is whole: restart what is due, stop a finished pod's
+    sidecars, or nothing."""
     key = d.key
+    if finished(d, current):
+        running = tuple(c.name for c in d.containers if c.sidecar and (oc := current.containers.get(c.name))
+                        is not None and oc.state == ContainerState.RUNNING)
+        if running:
+            return Change(key, Action.STOP, Reason.FINISHED, before=current.uid, after=d.uid, containers=running,
+                          detail="the app containers finished")
     due, waiting, next_in = _needs_restart(d, current, now, h)
     if due:
         missing = [n for n in due if n not in current.containers]

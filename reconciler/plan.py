@@ -153,7 +153,7 @@ class Outcome:
 
     @property
     def symbol(self) -> str:
-        return {"created": "+", "replaced": "~", "deleted": "-", "restarted": ">", "updated": "~"}[self.verb]
+        return {"created": "+", "replaced": "~", "deleted": "-", "restarted": ">", "updated": "~", "stopped": "."}[self.verb]
 
 
 @dataclass(frozen=True)
@@ -209,7 +209,7 @@ class Plan:
             return None
         verb = {TxnKind.CREATE: "replaced" if change.action == Action.REPLACE else "created",
                 TxnKind.DELETE: "" if change.action == Action.REPLACE else "deleted",  # a replace says it once
-                TxnKind.START: "restarted"}.get(txn.kind, "")
+                TxnKind.START: "restarted", TxnKind.STOP: "stopped"}.get(txn.kind, "")
         return Outcome(verb, change) if verb else None
 
     def service_outcomes(self, txn: Txn) -> list[Outcome]:
@@ -442,6 +442,12 @@ def _pod_txns(b: _Builder, c: Change, desired: DesiredState, observed: ObservedH
         old = b.add(TxnKind.DELETE, ref, c.before, _teardown(b, observed.pods[c.before], after=pulls))
         last = (old.steps[-1].id,) if old.steps else ()
         b.add(TxnKind.CREATE, ref, d.uid, _bring_up(b, d, after=last), Owns.instance(d))
+    elif c.action == Action.STOP:
+        o = observed.pods[c.before]
+        step = stop_step(ref, o.uid, [o.containers[n] for n in c.containers if n in o.containers], o.grace_period,
+                         o.network.status.ip if o.network is not None else "")
+        if step is not None:
+            b.add(TxnKind.STOP, ref, o.uid, [PlannedStep(b.sid(), step)])
     elif c.action == Action.START:
         steps = []
         for name in c.containers:
@@ -487,7 +493,8 @@ def _owners_delete_first(txns: list[Txn], pods: dict[str, DesiredPod], observed:
 
 # --- rendering ------------------------------------------------------------------------------------
 
-_SYMBOL = {Action.CREATE: "+", Action.REPLACE: "~", Action.DELETE: "-", Action.START: ">", Action.NOOP: "="}
+_SYMBOL = {Action.CREATE: "+", Action.REPLACE: "~", Action.DELETE: "-", Action.START: ">", Action.STOP: ".",
+           Action.NOOP: "="}
 
 
 def render(plan: Plan, *, verbose: bool = False) -> str:

@@ -164,8 +164,8 @@ class Progress:
         if done is None:
             return
         c = done.change
-        containers = f" [{', '.join(c.containers)}]" if done.verb == "restarted" else ""
-        noun = "" if done.verb == "restarted" else "pod "
+        containers = f" [{', '.join(c.containers)}]" if done.verb in ("restarted", "stopped") else ""
+        noun = "" if done.verb in ("restarted", "stopped") else "pod "
         why = f"{c.reason}: {c.detail}" if c.detail else str(c.reason)
         print(f"{done.symbol} {done.verb} {noun}{txn.key}{containers} ({why})", file=self.out)
 

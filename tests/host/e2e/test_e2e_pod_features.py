@@ -197,3 +197,31 @@ spec:
     stack.run("stop", "-t", "0", "imgvol")
     stack.run("down", str(m))
     assert host_leftovers(stack) == []
+
+
+def test_a_run_to_completion_pods_sidecar_is_stopped_once_its_app_finishes(stack):
+    m = stack.write("task.yaml", f"""apiVersion: v1
+kind: Pod
+metadata: {{name: task}}
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 5
+  initContainers:
+  - name: proxy
+    image: {IMAGE}
+    restartPolicy: Always
+    command: ["sh", "-c", "trap 'exit 0' TERM; while true; do sleep 0.2; done"]
+  containers:
+  - name: work
+    image: {IMAGE}
+    command: ["sh", "-c", "sleep 1; echo done"]
+""")
+    stack.run("up", str(m))
+    wait_for(lambda: find_container(stack, "task", "work").state == ContainerState.EXITED, "the task to finish")
+    assert find_container(stack, "task", "proxy").state == ContainerState.RUNNING
+    res = stack.run("up", str(m))
+    assert ". stopped default/task [proxy] (finished" in res.stdout, res.stdout
+    proxy = find_container(stack, "task", "proxy")
+    assert proxy.state == ContainerState.EXITED and proxy.exit_code == 0, "stopped, not killed"
+    assert "No changes" in stack.run("up", str(m)).stdout, "a finished pod's sidecar is not restarted"
+    stack.run("down", str(m))

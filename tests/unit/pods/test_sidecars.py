@@ -79,12 +79,39 @@ def test_teardown_stops_the_app_containers_first_then_the_sidecars():
     assert stop.container_ids == (ob.containers["app"].id,) and stop.then_ids == (ob.containers["proxy"].id,)
 
 
+def _with(ob, **states):
+    """`ob` with some containers' state (and exit code 0) replaced."""
+    return dataclasses.replace(ob, containers={
+        n: dataclasses.replace(c, state=states[n], exit_code=0 if states[n] == ContainerState.EXITED else None,
+                               labels={LABEL_SIDECAR: "true"} if n == "proxy" else {})
+        if n in states else c for n, c in ob.containers.items()})
+
+
 def test_a_sidecar_that_exits_is_restarted_whatever_the_pods_policy():
     d = sidecar_pod("Never")
-    ob = running(d, "default/a", state=ContainerState.EXITED, exit_code=0)
+    ob = _with(running(d, "default/a"), proxy=ContainerState.EXITED)  # the app still runs
     change = next(c for c in compute_diff(d, host(ob), last(ob), SCOPE) if c.key.name == "a")
     assert (change.action, change.reason) == (Action.START, Reason.EXITED)
-    assert change.containers == ("proxy",), "the app container (restartPolicy Never) stays exited"
+    assert change.containers == ("proxy",)
+
+
+def test_when_the_app_containers_of_a_run_to_completion_pod_finish_its_sidecars_are_stopped():
+    d = sidecar_pod("Never")
+    ob = _with(running(d, "default/a"), app=ContainerState.EXITED, proxy=ContainerState.RUNNING)
+    change = next(c for c in compute_diff(d, host(ob), last(ob), SCOPE) if c.key.name == "a")
+    assert (change.action, change.reason, change.containers) == (Action.STOP, Reason.FINISHED, ("proxy",))
+    plan = make_plan([change], d, host(ob))
+    (txn,) = plan.txns
+    assert txn.kind == "stop" and txn.steps[0].step.container_ids == (ob.containers["proxy"].id,)
+    assert plan.outcome(txn).verb == "stopped"
+
+    stopped = _with(ob, proxy=ContainerState.EXITED)
+    after = next(c for c in compute_diff(d, host(stopped), last(stopped), SCOPE) if c.key.name == "a")
+    assert after.action == Action.NOOP, "a finished pod's sidecar is not restarted"
+    always = sidecar_pod("Always")
+    ob = _with(running(always, "default/a"), app=ContainerState.EXITED)
+    change = next(c for c in compute_diff(always, host(ob), last(ob), SCOPE) if c.key.name == "a")
+    assert (change.action, change.containers) == (Action.START, ("app",)), "an Always pod never finishes"
 
 
 def test_sidecars_get_what_is_left_of_the_grace_period_and_at_least_two_seconds():
