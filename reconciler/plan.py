@@ -153,7 +153,8 @@ class Outcome:
 
     @property
     def symbol(self) -> str:
-        return {"created": "+", "replaced": "~", "deleted": "-", "restarted": ">", "updated": "~", "stopped": "."}[self.verb]
+        return {"created": "+", "replaced": "~", "deleted": "-", "restarted": ">", "updated": "~",
+                "stopped": "."}[self.verb]
 
 
 @dataclass(frozen=True)
