@@ -349,6 +349,32 @@ def _volume_files(loaded: Loaded, kind: str, ns: str, name: str, items, default_
 # A downwardAPI file's metadata.uid is the pod's uid, which is made from the spec hash, which is
 # made from the volumes: the file holds this mark until the uid is known (see _build_pod).
 _UID_MARK = b"\0podplay:metadata.uid\0"
+# A downwardAPI file whose resource the container does not set holds the node's allocatable,
+# which only the host knows: the volume driver writes it in place of this mark.
+NODE_RESOURCE_MARK = b"\0podplay:node-resource:"
+
+
+def node_resource(resource: str, divisor: str, cpu_millis: int, memory: int) -> str:
+    """What the kubelet reports for a resourceFieldRef the container does not set: the node's
+    allocatable for limits (cpu rounded up to the divisor, at least 1 on a node with any), 0 for
+    requests. Shared by env (the runtime) and downwardAPI files (the volume driver)."""
+    from fractions import Fraction
+
+    from reconciler.model.quantity import parse_quantity
+
+    section, _, name = resource.partition(".")
+    if section != "limits":
+        return "0"
+    try:
+        div = parse_quantity(divisor or "1")
+    except ValueError:
+        div = Fraction(1)
+    if div <= 0:
+        div = Fraction(1)
+    value = Fraction(cpu_millis, 1000) / div if name == "cpu" else Fraction(memory) / div if name == "memory" \
+        else Fraction(0)
+    rounded = -(-value.numerator // value.denominator)
+    return str(max(rounded, 1) if name == "cpu" and cpu_millis else rounded)
 
 
 def _downward_files(loaded: Loaded, meta: ObjectMeta, spec: PodSpec, items, default_mode: int, where: str,
@@ -365,13 +391,13 @@ def _downward_files(loaded: Loaded, meta: ObjectMeta, spec: PodSpec, items, defa
         else:
             rf = item.resource_field_ref
             c = next((c for c in spec.init_containers + spec.containers if c.name == rf.container_name), None)
-            entry = _resource_env("", c, rf) if c is not None else EnvEntry("", "", deferred="?")
-            if entry.deferred:
-                # The kubelet writes the node's allocatable here; a volume's files are made before
-                # podplay asks the host, so the container must say the value itself.
-                raise _fail(loaded, f"{where}.items[{j}].resourceFieldRef", f"container {rf.container_name!r} "
-                            f"sets no {rf.resource}: set it to have it in a volume (env can read the host's)")
-            data = entry.value.encode()
+            if c is None:
+                raise _fail(loaded, f"{where}.items[{j}].resourceFieldRef",
+                            f"no container {rf.container_name!r} in this pod")
+            entry = _resource_env("", c, rf)
+            # Not set by the container: the node's allocatable, which the volume driver writes.
+            data = NODE_RESOURCE_MARK + f"{rf.resource}:{rf.divisor or '1'}".encode() if entry.deferred \
+                else entry.value.encode()
         out.append(VolumeFile(item.path, data, mode))
     return out
 

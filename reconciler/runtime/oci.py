@@ -27,12 +27,11 @@ import posixpath
 import signal as _signal
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from fractions import Fraction
 from typing import TYPE_CHECKING
 
 from reconciler.drivers.base import container_labels
 from reconciler.errors import ContainerRuntimeError
-from reconciler.model.quantity import millicores, parse_quantity, to_bytes
+from reconciler.model.quantity import millicores, to_bytes
 from reconciler.observed import (
     LABEL_STOP_SIGNAL,
     ImageInfo,
@@ -184,10 +183,6 @@ def process_args(spec: Container, entrypoint: tuple[str, ...], cmd: tuple[str, .
     return list(entrypoint) + list(cmd)
 
 
-def _ceil(value: Fraction) -> int:
-    return -(-value.numerator // value.denominator)
-
-
 def _deferred(key: str, pod: DesiredPod, ctx: RuntimeContext) -> str:
     if key == "status.podIP":
         return ctx.pod_ip
@@ -201,21 +196,10 @@ def _deferred(key: str, pod: DesiredPod, ctx: RuntimeContext) -> str:
         return ctx.node_name
     if key.startswith("resource:"):
         # No limit set: the kubelet reports the node's allocatable for limits, 0 for requests.
+        from reconciler.desired import node_resource
+
         _, resource, divisor = (key.split(":", 2) + ["1"])[:3]
-        section, _, name = resource.partition(".")
-        if section != "limits":
-            return "0"
-        try:
-            div = parse_quantity(divisor or "1")
-        except ValueError:
-            div = Fraction(1)
-        if div <= 0:
-            div = Fraction(1)
-        if name == "cpu":
-            return str(max(_ceil(Fraction(ctx.node_cpu_millis, 1000) / div), 1 if ctx.node_cpu_millis else 0))
-        if name == "memory":
-            return str(_ceil(Fraction(ctx.node_memory) / div))
-        return "0"
+        return node_resource(resource, divisor, ctx.node_cpu_millis, ctx.node_memory)
     return ""
 
 

@@ -444,6 +444,21 @@ def _own_dir(d: Path, vol: DesiredVolume, mode: int) -> None:
         os.chmod(d, mode)
 
 
+_NODE_RESOURCE_MARK = b"\0podplay:node-resource:"  # desired.NODE_RESOURCE_MARK (imported only when met)
+
+
+def _node_filled(data: bytes) -> bytes:
+    """A downwardAPI file that names a resource its container does not set: the node's value."""
+    if not data.startswith(_NODE_RESOURCE_MARK):
+        return data
+    from reconciler.desired import NODE_RESOURCE_MARK, node_resource
+    from reconciler.manifests.hostfacts import this_host
+
+    resource, _, divisor = data[len(NODE_RESOURCE_MARK):].decode().partition(":")
+    cpu_millis = len(os.sched_getaffinity(0)) * 1000
+    return node_resource(resource, divisor, cpu_millis, this_host().memory).encode()
+
+
 def write_files(root: Path, vol: DesiredVolume) -> None:
     """Write a configMap/secret file set into ``root`` and swap it in atomically (``..data``)."""
     uid = vol.owner_uid if vol.owner_uid is not None else 0
@@ -470,7 +485,7 @@ def write_files(root: Path, vol: DesiredVolume) -> None:
                     pfd = dirs[key]
                 fd = os.open(parts[-1], _O_NEWFILE, 0o600, dir_fd=pfd)
                 try:
-                    view = memoryview(f.data)
+                    view = memoryview(_node_filled(f.data))
                     while view:
                         view = view[os.write(fd, view):]
                     os.fchown(fd, uid, gid)

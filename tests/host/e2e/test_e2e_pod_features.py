@@ -97,6 +97,9 @@ spec:
     volumeMounts:
     - {{name: info, mountPath: /etc/podinfo}}
     - {{name: all, mountPath: /etc/all}}
+  - name: side
+    image: {IMAGE}
+    command: ["sleep", "100000"]
   volumes:
   - name: info
     downwardAPI:
@@ -106,6 +109,7 @@ spec:
       - {{path: labels, fieldRef: {{fieldPath: metadata.labels}}}}
       - {{path: build, fieldRef: {{fieldPath: "metadata.annotations['build']"}}}}
       - {{path: cpu, resourceFieldRef: {{containerName: app, resource: limits.cpu, divisor: 1m}}}}
+      - {{path: mem, resourceFieldRef: {{containerName: side, resource: limits.memory, divisor: 1Mi}}}}
   - name: all
     projected:
       sources:
@@ -120,6 +124,10 @@ spec:
     assert cat("/etc/podinfo/labels") == 'tier="front"'
     assert cat("/etc/podinfo/build") == "42"
     assert cat("/etc/podinfo/cpu") == "250"
+    # `side` sets no memory limit: the node's memory, as the kubelet writes its allocatable.
+    with open("/proc/meminfo") as f:
+        total = next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemTotal:"))
+    assert cat("/etc/podinfo/mem") == str(-(-total // 2**20))
     assert cat("/etc/all/greeting") == "hello" and cat("/etc/all/ns") == "default"
     # Read-only, as the kubelet mounts them.
     assert exec_in(stack, "info", "app", "sh", "-c", "echo x > /etc/podinfo/name", check=False).returncode != 0

@@ -134,3 +134,28 @@ def test_an_image_volume_needs_a_reference_and_a_real_pull_policy():
         ("spec.volumes[0].image.pullPolicy", "'missing' is not a pull policy: use Always, IfNotPresent or Never"),
         ("spec.volumes[0].image.reference", "names no image (e.g. registry.example/data:v1)"),
     ]
+
+
+def test_a_resource_the_container_does_not_set_is_the_nodes_allocatable_written_by_the_volume_driver(tmp_path):
+    from reconciler.desired import NODE_RESOURCE_MARK, node_resource
+    from reconciler.storage.volumes import _node_filled
+
+    spec = """
+volumes:
+- name: info
+  downwardAPI:
+    items:
+    - {path: cpu, resourceFieldRef: {containerName: app, resource: limits.cpu, divisor: 1m}}
+    - {path: req, resourceFieldRef: {containerName: app, resource: requests.memory}}
+"""
+    d = desired_from(pod(name="a", extra_spec=spec))
+    files = {f.path: f.data for f in d.pods["default/a"].volumes[0].files}
+    assert files["cpu"] == NODE_RESOURCE_MARK + b"limits.cpu:1m", "left for the host to fill"
+    assert _node_filled(files["cpu"]).decode().isdigit() and int(_node_filled(files["cpu"])) >= 1000
+    assert _node_filled(files["req"]) == b"0", "an unset request is 0, as the kubelet reports it"
+    assert _node_filled(b"plain") == b"plain"
+    # The kubelet's arithmetic: the divisor, rounded up; at least one cpu on a node that has any.
+    assert node_resource("limits.cpu", "1", 2000, 0) == "2"
+    assert node_resource("limits.cpu", "1", 500, 0) == "1"
+    assert node_resource("limits.memory", "1Mi", 0, 3 * 1024 * 1024 + 1) == "4"
+    assert node_resource("requests.cpu", "1", 2000, 0) == "0"
