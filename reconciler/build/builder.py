@@ -605,7 +605,7 @@ class Builder:
         if len(args) < 2:
             raise self._fail(ins, "needs at least one source and a destination")
         *sources, dest = args
-        uid, gid = self._chown(ins, env)
+        uid, gid = self._chown(state, ins, env)
         mode = self._chmod(ins)
         workdir = state.config.get("WorkingDir") or "/"
         dest_abs = posixpath.join(workdir, dest)
@@ -670,15 +670,23 @@ class Builder:
         lower.apply_entries(entries.values())
         self._add_layer(state, written, text)
 
-    def _chown(self, ins: Instruction, env) -> tuple[int, int]:
+    def _chown(self, state: StageState, ins: Instruction, env) -> tuple[int, int]:
+        """--chown=USER[:GROUP], by number or by name; names are looked up in the stage's own
+        /etc/passwd and /etc/group, and a user alone takes its primary group (as buildah)."""
         value = ins.flag("chown")
         if value is None:
             return 0, 0
         value = expand(value, env, self.cf.escape)
         user, _, group = value.partition(":")
-        if not user.isdigit() or (group and not group.isdigit()):
-            raise self._fail(ins, f"--chown={value}: only numeric UID[:GID] is supported yet")
-        return int(user), int(group or user)
+        if not user or (_ and not group):
+            raise self._fail(ins, f"--chown={value}: expected USER[:GROUP]")
+        if user.isdigit() and (not group or group.isdigit()):
+            return int(user), int(group or user)
+        from reconciler.build.run import mounted_stage, resolve_user
+
+        with mounted_stage(self, state, ins) as rootfs:
+            uid, gid, _extra = resolve_user(rootfs, self.lower(state), value, self, ins, what="--chown")
+        return uid, gid
 
     def _chmod(self, ins: Instruction) -> int | None:
         value = ins.flag("chmod")

@@ -76,10 +76,10 @@ def run_step(builder: Builder, state: StageState, ins: Instruction, argv: list[s
         snapshots.remove(key)
 
 
-def resolve_user(rootfs: str, lower: LowerTree, user: str, builder: Builder, ins: Instruction
-                 ) -> tuple[int, int, tuple[int, ...]]:
-    """USER as numbers, names looked up in the image's /etc/passwd and /etc/group (read
-    without following a link out of the rootfs)."""
+def resolve_user(rootfs: str, lower: LowerTree, user: str, builder: Builder, ins: Instruction, *,
+                 what: str = "USER") -> tuple[int, int, tuple[int, ...]]:
+    """USER (or --chown) as numbers, names looked up in the image's /etc/passwd and /etc/group
+    (read without following a link out of the rootfs)."""
     from reconciler.build.parse import BuildError
     from reconciler.runtime.users import parse_group, parse_passwd
 
@@ -93,8 +93,8 @@ def resolve_user(rootfs: str, lower: LowerTree, user: str, builder: Builder, ins
     else:
         entry = next((p for p in passwd if p.name == name), None)
         if entry is None:
-            raise BuildError(f"USER {user}: no user {name!r} in the image's /etc/passwd", builder.cf.path,
-                             ins.line, "RUN")
+            raise BuildError(f"{what} {user}: no user {name!r} in the image's /etc/passwd", builder.cf.path,
+                             ins.line, ins.command)
         uid = entry.uid
     if group:
         if group.isdigit():
@@ -102,8 +102,8 @@ def resolve_user(rootfs: str, lower: LowerTree, user: str, builder: Builder, ins
         else:
             g = next((g for g in groups if g.name == group), None)
             if g is None:
-                raise BuildError(f"USER {user}: no group {group!r} in the image's /etc/group", builder.cf.path,
-                                 ins.line, "RUN")
+                raise BuildError(f"{what} {user}: no group {group!r} in the image's /etc/group", builder.cf.path,
+                                 ins.line, ins.command)
             gid = g.gid
     else:
         gid = entry.gid if entry is not None else 0

@@ -233,7 +233,8 @@ ENV B=2
      "Containerfile:2: COPY: cannot get image localhost/none: image localhost/none is not present"),
     ("FROM localhost/nonexistent-image\n", "Containerfile:1: FROM: cannot get the base image"),
     ("ENV A=1\nFROM scratch\n", "Containerfile:1: ENV: only ARG may come before the first FROM"),
-    ("FROM scratch\nCOPY --chown=app /x /y\n", "Containerfile:2: COPY: --chown=app: only numeric"),
+    ("FROM localhost/busybox\nCOPY --chown=nosuch Containerfile /y\n",
+     "Containerfile:2: COPY: --chown nosuch: no user 'nosuch' in the image's /etc/passwd"),
 ])
 def test_errors_name_file_line_and_instruction(store, tmp_path, containerfile, message):
     ctx = make_context(tmp_path / "ctx", {}, containerfile)

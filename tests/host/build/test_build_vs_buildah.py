@@ -114,6 +114,8 @@ WORKDIR /app
 COPY a.txt ./
 COPY dir /tree/
 COPY --chown=1000:1000 --chmod=0640 a.txt /owned
+COPY --chown=app a.txt /named
+COPY --chown=root:app a.txt /named-group
 COPY --from=builder /out /from/
 RUN mkdir -p /gone/deep && touch /gone/deep/f && echo data > /app/made && ln /app/made /app/hard && \\
     chown 1000:1000 /app/made && chmod 0751 /app/made
