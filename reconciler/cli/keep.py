@@ -35,7 +35,8 @@ def _keeper_options(p) -> None:
     strict_option(g)
     g.add_argument("--build", action="store_true",
                    help="build the images whose last path element names a directory beside the manifests "
-                   "holding a Containerfile (as up --build), when the manifests change and at every resync")
+                   "holding a Containerfile (as up --build), when the manifests or a context change and at "
+                   "every resync")
     g.add_argument("--down-on-exit", action="store_true",
                    help="on SIGTERM/SIGINT, remove the pods this source describes before exiting "
                    "(default: they keep running; they belong to the host)")
@@ -153,7 +154,7 @@ def cmd_watch(args, ctx) -> int:
     opener, reopen, state = _open(ctx)
     try:
         source = DirSource(args.paths, state, debounce=args.debounce, debounce_max=max(2.0, args.debounce),
-                           isolate_parsing=True, strict=args.strict)
+                           isolate_parsing=True, strict=args.strict, contexts=getattr(args, "build", False))
         return _run_keeper(source, args, ctx, state, opener, reopen, EventLog(ctx.err, args.log_format))
     finally:
         state.close()

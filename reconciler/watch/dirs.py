@@ -38,12 +38,16 @@ class DirSource:
 
     def __init__(self, paths: Sequence[str], state: StateStore | None, *, debounce: float = 0.3,
                  debounce_max: float = 2.0, monotonic: Callable[[], float] = time.monotonic,
-                 isolate_parsing: bool = False, strict: bool = False):
+                 isolate_parsing: bool = False, strict: bool = False, contexts: bool = False):
         self.files = ManifestFiles(paths, state, loader=load_in_child if isolate_parsing else load_in_process,
                                    strict=strict)
         self.paths = self.files.paths
         self.scope_paths = self.files.scope_paths
         self.id = source_id("watch", "\0".join(sorted(self.paths)))
+        # --build: a file under a build context (a directory with a Containerfile or Dockerfile
+        # beside the manifests) is news too, and the next pass builds again.
+        self.contexts = contexts
+        self.contexts_changed = False
         self.debounce, self.debounce_max = debounce, debounce_max
         self.mono = monotonic
         self._lock = threading.Lock()
@@ -82,6 +86,8 @@ class DirSource:
                     hit = self.only in paths
                 else:
                     hit = event.is_directory or any(_relevant_name(p) for p in paths)
+                if source.contexts and any(source.in_context(p) for p in paths):
+                    source.contexts_changed = hit = True
                 if hit:
                     source.notice()
 
@@ -104,6 +110,26 @@ class DirSource:
                     "fs.inotify.max_user_instances with sysctl)") if exc.errno in (errno.ENOSPC, errno.EMFILE) else ""
             raise EnvironmentProblem(f"cannot watch {', '.join(self.paths)}: {exc.strerror or exc}{hint}") from None
         self._observer = observer
+
+    def in_context(self, path: str) -> bool:
+        """Whether `path` lies in a build context: a directory, at or below a watched one, that
+        holds a Containerfile or Dockerfile."""
+        d = os.path.dirname(os.path.abspath(path))
+        for root in self.paths:
+            if d != root and not d.startswith(root.rstrip("/") + "/"):
+                continue
+            while True:
+                if d != root and any(os.path.exists(os.path.join(d, n)) for n in ("Containerfile", "Dockerfile")):
+                    return True
+                if d == root or len(d) <= len(root):
+                    break
+                d = os.path.dirname(d)
+        return False
+
+    def rebuild(self) -> bool:
+        """Whether a build context changed since the last call (then --build builds again)."""
+        changed, self.contexts_changed = self.contexts_changed, False
+        return changed
 
     def notice(self) -> None:
         """A relevant file event (called on the watcher thread)."""

@@ -277,6 +277,8 @@ class Keeper:
             if self.options.prepare is not None:
                 self._goal = None  # a resync builds again: a context may have changed
         self._read_ms = None
+        if self.options.prepare is not None and getattr(self.source, "rebuild", lambda: False)():
+            self._goal = None  # a build context changed: build again (an unchanged one is cached)
         if refresh:
             started = self.mono()
             comp = self.source.refresh(full)

@@ -71,3 +71,25 @@ def test_watch_build_rebuilds_at_resync_and_rolls_the_pod(stack):
         _, err = keeper.communicate(timeout=60)
     assert "Traceback" not in err.decode()
     stack.run("down", str(m.parent))
+
+
+def test_watch_build_rebuilds_when_a_file_of_a_context_changes(stack):
+    m = stack.write("pod.yaml", POD)
+    ctx = m.parent / "webapp"
+    ctx.mkdir()
+    (ctx / "Containerfile").write_text("FROM localhost/busybox:latest\nCOPY msg /msg\n")
+    (ctx / "msg").write_text("v1\n")
+    # The resync is an hour away: only the context's own file event can bring the rebuild.
+    keeper = subprocess.Popen([*PODPLAY, "watch", "--build", "--relist", "0.5", "--resync", "3600", str(m.parent)],
+                              env=stack.env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_for(lambda: "v1" in container_logs(stack, "web", "app"), "the built image's pod")
+        first = find_container(stack, "web", "app")
+        (ctx / "msg").write_text("v2\n")
+        wait_for(lambda: find_container(stack, "web", "app").id != first.id and
+                 "v2" in container_logs(stack, "web", "app"), "the rebuilt image's pod after the context changed")
+    finally:
+        keeper.send_signal(signal.SIGTERM)
+        _, err = keeper.communicate(timeout=60)
+    assert "Traceback" not in err.decode()
+    stack.run("down", str(m.parent))
