@@ -216,7 +216,9 @@ def compute_diff(desired: DesiredState, observed: ObservedHost, last: LastApplie
         move, why = moves.get(ref, (None, ""))
         h = health.get(current.uid) if health is not None and current is not None else None
         mine = _desired_pod(d, current, stale, move, why, ref in last.pods, force=force, now=now, health=h)
-        changes += [replace(c, move=move) for c in mine] if move is not None else mine
+        # A move marks a replica between revisions; a replica created for the first time is not
+        # part of a rollout (`up` follows rollouts, not first starts).
+        changes += [replace(c, move=move) for c in mine] if move is not None and stale else mine
     changes += _undesired(by_ref, last, scope)
     return changes
 

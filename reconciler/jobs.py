@@ -125,7 +125,8 @@ def pod_phase(d: DesiredPod, o: ObservedPod) -> tuple[PodPhase, float, int]:
     if never and any(c is not None and c.state == ContainerState.EXITED and c.exit_code not in (0, None)
                      for c in inits):
         return PodPhase.FAILED, max(c.finished_at for c in inits if c is not None), restarts
-    if any(c is None or c.state != ContainerState.EXITED for c in apps):
+    # An exit whose code conmon has not written yet is not an outcome: it is looked at again.
+    if any(c is None or c.state != ContainerState.EXITED or c.exit_code is None for c in apps):
         return PodPhase.ACTIVE, 0.0, restarts
     done_at = max((c.finished_at for c in apps if c is not None), default=0.0)
     if all(c is not None and c.exit_code == 0 for c in apps):

@@ -342,7 +342,8 @@ class RuncRuntime:
         the exit code). Either gone: the container is UNKNOWN, and the diff replaces it."""
         if not os.path.exists(f"{self.paths.runc_root}/{cid}/state.json"):
             return False
-        return conmon_pid <= 0 or hostinfo.proc_start_time(conmon_pid) == conmon_start
+        # A record without conmon's start time (it had exited by the time it was taken) says nothing.
+        return conmon_pid <= 0 or conmon_start is None or hostinfo.proc_start_time(conmon_pid) == conmon_start
 
     def _oom_from_cgroup(self, cid: str, rec: Path) -> bool:
         """conmon's OOM event can lose the race with the container's exit; the memory cgroup still

@@ -270,3 +270,24 @@ def test_images_are_pulled_before_the_apply_lock_is_taken_and_a_failed_pull_is_a
     missing = [free for ref, free in calls if ref == "example.com/missing:1"]
     assert missing == [True], "the registry is asked once, and not under the apply lock"
     assert ("busybox:1.36", True) in calls
+
+
+def test_a_deployment_started_for_the_first_time_is_not_a_rollout_to_follow(engine):
+    from reconciler.converger import updating_deployments
+
+    engine.write("d.yaml", """apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      containers: [{name: app, image: "busybox:1.36", command: [sleep, "1000"]}]
+""")
+    first = engine.up()
+    assert first.ok and updating_deployments(first) == set(), "`up` returns at once after a first start"
+    engine.write("d.yaml", (engine.dir / "d.yaml").read_text().replace('"1000"', '"2000"'))
+    second = engine.up()
+    assert updating_deployments(second) == {"default/web"}, "a changed template is a rollout `up` follows"

@@ -251,3 +251,17 @@ def test_sigkilled_podplay_mid_job_is_recovered_and_the_completed_job_is_not_run
     assert run_podplay(["up", str(manifests)], env).returncode == 0
     again = [op for op in json.loads((root / "fakehost.json").read_text())["log"] if op.startswith("start_container")]
     assert again == starts, "a completed Job is not run again"
+
+
+def test_an_exit_whose_code_is_not_written_yet_is_no_outcome(engine):
+    """The container is gone but conmon has not written its exit code yet: the Job waits for the
+    code rather than count a failure (under load the window is real)."""
+    engine.write("job.yaml", job(backoff=0))
+    t0 = time.time()
+    engine.up(now=t0)
+    [cid] = [c.id for c in engine.drivers.runtime.list_containers() if c.role == "app"]
+    engine.host.exit_container(cid, None)
+    pending = engine.up(now=t0 + 1)
+    assert status(pending).phase == "Running" and status(pending).failed == 0
+    engine.host.exit_container(cid, 0)
+    assert status(engine.up(now=t0 + 2)).phase == "Complete"
