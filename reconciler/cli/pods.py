@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from reconciler.cli.hostpods import CREATED, EXITED, RUNNING, UNKNOWN, read_host, select_pods, started
+from reconciler.cli.table import render_table
 from reconciler.errors import StateError
 from reconciler.store.keepers import keeper_alive
 
@@ -123,17 +124,6 @@ def pod_status(pod: ObservedPod, stopped: bool = False, restarts: Mapping[str, f
     if any(c.restart_count > 0 or c.exit_code != 0 for c in exited):
         return "Restarting"
     return "Running"
-
-
-def render_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
-    """Left-aligned columns, three spaces apart (podman's look); the last column is not padded."""
-    rows = [list(headers)] + [list(r) for r in rows]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(headers))]
-    lines = []
-    for r in rows:
-        cells = [cell.ljust(widths[i]) for i, cell in enumerate(r[:-1])] + [r[-1]]
-        lines.append("   ".join(cells).rstrip())
-    return "\n".join(lines)
 
 
 # --- ps and pods ----------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 import time
 
+from reconciler.cli.table import stamp
 from reconciler.errors import EXIT_APPLY_FAILED, ManifestError, NotFoundError
 
 
@@ -60,10 +61,6 @@ def _revisions(state, ref: str) -> list:
     return revs
 
 
-def _stamp(ts: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
-
-
 def _images(template: dict) -> str:
     ctrs = template.get("spec", {}).get("containers", [])
     return ", ".join(f"{c.get('name')}={c.get('image', '')}" for c in ctrs)
@@ -90,7 +87,7 @@ def cmd_history(args, ctx) -> int:
     print(f"{'REVISION':>8}  {'OUTCOME':<12} {'APPLIED':<19}  CONTAINERS", file=ctx.out)
     for r in revs:
         mark = " (pinned)" if pin and pin.revision == r.revision else ""
-        print(f"{r.revision:>8}  {r.outcome:<12} {_stamp(r.applied_at):<19}  {_images(r.template)}{mark}", file=ctx.out)
+        print(f"{r.revision:>8}  {r.outcome:<12} {stamp(r.applied_at):<19}  {_images(r.template)}{mark}", file=ctx.out)
         if r.message:
             print(f"{'':>8}  {r.message}", file=ctx.out)
     if pin:

@@ -34,18 +34,19 @@ def cmd_services(args, ctx) -> int:
         json.dump(rows, ctx.out, indent=2)
         print(file=ctx.out)
         return 0
-    print(render_table(rows), file=ctx.out)
+    print(services_table(rows), file=ctx.out)
     return 0
 
 
-def render_table(rows: list[dict]) -> str:
+def services_table(rows: list[dict]) -> str:
+    from reconciler.cli.table import render_table
+
     head = ("NAMESPACE", "NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "ENDPOINTS", "SOURCE")
-    lines = [head]
+    lines = []
     for r in rows:
         external = ",".join(r["externalIPs"]) or ("<pending>" if r["type"] == "LoadBalancer" else "<none>")
         stale = "" if r["serving"] else " (stale: run podplay up)"
         lines.append((r["namespace"], r["name"], r["type"], r["clusterIP"], external,
                       ",".join(p["text"] for p in r["ports"]) or "<none>", f"{r['ready']}/{r['total']}{stale}",
                       r["source"]))
-    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
-    return "\n".join("   ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip() for line in lines)
+    return render_table(head, lines)

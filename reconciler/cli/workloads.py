@@ -6,6 +6,8 @@ import json
 import os
 import time
 
+from reconciler.cli.table import render_table, stamp
+
 
 def register(sub, common) -> None:
     p = sub.add_parser("jobs", parents=[common], help="list Jobs: completions, running, failed, outcome",
@@ -50,61 +52,48 @@ def _duration(j: dict, now: float) -> str:
     return f"{d:.0f}s" if d < 120 else f"{d / 60:.0f}m" if d < 7200 else f"{d / 3600:.0f}h"
 
 
-def cmd_jobs(args, ctx) -> int:
-    from reconciler.state import StateStore
-
-    state = StateStore(ctx.paths.state_db)
-    try:
-        jobs = state.workloads.job_statuses()
-    finally:
-        state.close()
+def _listing(args, ctx, items: list[dict], empty: str, headers: tuple[str, ...], rows) -> int:
+    """The listing commands' output: JSON as read, or a table (`rows` makes its lines)."""
     if args.output == "json":
-        json.dump(jobs, ctx.out, indent=2)
+        json.dump(items, ctx.out, indent=2)
         print(file=ctx.out)
-        return 0
-    if not jobs:
-        print("No Jobs.", file=ctx.out)
-        return 0
-    now = time.time()
-    rows = [("NAME", "STATUS", "COMPLETIONS", "RUNNING", "FAILED", "DURATION", "REASON")]
-    for j in jobs:
-        reason = f"{j['reason']}: {j['message']}" if j["message"] else j["reason"]
-        rows.append((j["job"], j["phase"], f"{j['succeeded']}/{j['completions']}", str(j["active"]),
-                     str(j["failed"]), _duration(j, now), reason))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) + "  " + r[-1], file=ctx.out)
+    elif not items:
+        print(empty, file=ctx.out)
+    else:
+        print(render_table(headers, rows(items)), file=ctx.out)
     return 0
 
 
-def _stamp(ts: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts)) if ts else "-"
+def cmd_jobs(args, ctx) -> int:
+    now = time.time()
+
+    def rows(jobs):
+        for j in jobs:
+            reason = f"{j['reason']}: {j['message']}" if j["message"] else j["reason"]
+            yield (j["job"], j["phase"], f"{j['succeeded']}/{j['completions']}", str(j["active"]),
+                   str(j["failed"]), _duration(j, now), reason)
+    return _listing(args, ctx, _read(ctx, lambda state: state.workloads.job_statuses()), "No Jobs.",
+                    ("NAME", "STATUS", "COMPLETIONS", "RUNNING", "FAILED", "DURATION", "REASON"), rows)
 
 
 def cmd_cronjobs(args, ctx) -> int:
+    def rows(crons):
+        for c in crons:
+            sched = c["schedule"] + (f" ({c['time_zone']})" if c["time_zone"] else "")
+            yield (c["cronjob"], sched, str(c["suspend"]).lower(), str(c["active"]), stamp(c["last_schedule"]),
+                   stamp(c["next_schedule"]), str(c["skipped"]))
+    return _listing(args, ctx, _read(ctx, lambda state: state.workloads.cron_statuses()), "No CronJobs.",
+                    ("NAME", "SCHEDULE", "SUSPEND", "ACTIVE", "LAST SCHEDULE", "NEXT", "SKIPPED"), rows)
+
+
+def _read(ctx, query):
     from reconciler.state import StateStore
 
     state = StateStore(ctx.paths.state_db)
     try:
-        crons = state.workloads.cron_statuses()
+        return query(state)
     finally:
         state.close()
-    if args.output == "json":
-        json.dump(crons, ctx.out, indent=2)
-        print(file=ctx.out)
-        return 0
-    if not crons:
-        print("No CronJobs.", file=ctx.out)
-        return 0
-    rows = [("NAME", "SCHEDULE", "SUSPEND", "ACTIVE", "LAST SCHEDULE", "NEXT", "SKIPPED")]
-    for c in crons:
-        sched = c["schedule"] + (f" ({c['time_zone']})" if c["time_zone"] else "")
-        rows.append((c["cronjob"], sched, str(c["suspend"]).lower(), str(c["active"]), _stamp(c["last_schedule"]),
-                     _stamp(c["next_schedule"]), str(c["skipped"])))
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    for r in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip(), file=ctx.out)
-    return 0
 
 
 def cmd_get(args, ctx) -> int:
@@ -134,17 +123,7 @@ def cmd_get(args, ctx) -> int:
         if drivers is not None:
             drivers.close()
         state.close()
-    if args.output == "json":
-        json.dump([{k: v for k, v in r.items() if k != "key"} for r in rows], ctx.out, indent=2)
-        print(file=ctx.out)
-        return 0
-    if not rows:
-        print(f"No {kind}s.", file=ctx.out)
-        return 0
-    table = [("NAME", "DESIRED", "CURRENT", "READY", "SOURCE")]
-    table += [(r["name"], str(r["desired"]), str(r["current"]), str(r["ready"]), os.path.basename(r["source"]))
-              for r in rows]
-    widths = [max(len(t[i]) for t in table) for i in range(len(table[0]))]
-    for t in table:
-        print("  ".join(c.ljust(w) for c, w in zip(t, widths, strict=True)).rstrip(), file=ctx.out)
-    return 0
+    items = [{k: v for k, v in r.items() if k != "key"} for r in rows]
+    return _listing(args, ctx, items, f"No {kind}s.", ("NAME", "DESIRED", "CURRENT", "READY", "SOURCE"),
+                    lambda items: ((r["name"], str(r["desired"]), str(r["current"]), str(r["ready"]),
+                                    os.path.basename(r["source"])) for r in items))
