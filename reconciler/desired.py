@@ -28,7 +28,7 @@ from reconciler.model.kube import (
     key_of,
 )
 from reconciler.model.names import DEFAULT_NETWORK  # noqa: E402,F401
-from reconciler.model.quantity import to_bytes
+from reconciler.model.quantity import NODE_RESOURCE_MARK, to_bytes
 from reconciler.model.service import Service, ServiceSpec
 from reconciler.model.source import ANN_NETWORK, ANN_PORT_PER_REPLICA, ANNOTATION_PREFIX, Loaded
 from reconciler.model.workloads import REPLICATED, ROLLED_OUT, CronJob, Job, StatefulSet, with_claims
@@ -349,32 +349,6 @@ def _volume_files(loaded: Loaded, kind: str, ns: str, name: str, items, default_
 # A downwardAPI file's metadata.uid is the pod's uid, which is made from the spec hash, which is
 # made from the volumes: the file holds this mark until the uid is known (see _build_pod).
 _UID_MARK = b"\0podplay:metadata.uid\0"
-# A downwardAPI file whose resource the container does not set holds the node's allocatable,
-# which only the host knows: the volume driver writes it in place of this mark.
-NODE_RESOURCE_MARK = b"\0podplay:node-resource:"
-
-
-def node_resource(resource: str, divisor: str, cpu_millis: int, memory: int) -> str:
-    """What the kubelet reports for a resourceFieldRef the container does not set: the node's
-    allocatable for limits (cpu rounded up to the divisor, at least 1 on a node with any), 0 for
-    requests. Shared by env (the runtime) and downwardAPI files (the volume driver)."""
-    from fractions import Fraction
-
-    from reconciler.model.quantity import parse_quantity
-
-    section, _, name = resource.partition(".")
-    if section != "limits":
-        return "0"
-    try:
-        div = parse_quantity(divisor or "1")
-    except ValueError:
-        div = Fraction(1)
-    if div <= 0:
-        div = Fraction(1)
-    value = Fraction(cpu_millis, 1000) / div if name == "cpu" else Fraction(memory) / div if name == "memory" \
-        else Fraction(0)
-    rounded = -(-value.numerator // value.denominator)
-    return str(max(rounded, 1) if name == "cpu" and cpu_millis else rounded)
 
 
 def _downward_files(loaded: Loaded, meta: ObjectMeta, spec: PodSpec, items, default_mode: int, where: str,

@@ -45,3 +45,27 @@ def to_bytes(value: str | int | float) -> int:
     """Memory/storage quantity in bytes, rounded up."""
     q = parse_quantity(value)
     return int(-(-q.numerator // q.denominator))
+
+
+# A downwardAPI file whose resource the container does not set holds the node's allocatable,
+# which only the host knows: the volume driver writes it in place of this mark.
+NODE_RESOURCE_MARK = b"\0podplay:node-resource:"
+
+
+def node_resource(resource: str, divisor: str, cpu_millis: int, memory: int) -> str:
+    """What the kubelet reports for a resourceFieldRef the container does not set: the node's
+    allocatable for limits (cpu rounded up to the divisor, at least 1 on a node with any), 0 for
+    requests. Shared by env (the runtime) and downwardAPI files (the volume driver)."""
+    section, _, name = resource.partition(".")
+    if section != "limits":
+        return "0"
+    try:
+        div = parse_quantity(divisor or "1")
+    except ValueError:
+        div = Fraction(1)
+    if div <= 0:
+        div = Fraction(1)
+    value = Fraction(cpu_millis, 1000) / div if name == "cpu" else Fraction(memory) / div if name == "memory" \
+        else Fraction(0)
+    rounded = -(-value.numerator // value.denominator)
+    return str(max(rounded, 1) if name == "cpu" and cpu_millis else rounded)

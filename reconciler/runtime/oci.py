@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING
 
 from reconciler.drivers.base import container_labels
 from reconciler.errors import ContainerRuntimeError
-from reconciler.model.quantity import millicores, to_bytes
+from reconciler.model.quantity import millicores, node_resource, to_bytes
 from reconciler.observed import (
     LABEL_STOP_SIGNAL,
     ImageInfo,
@@ -196,8 +196,6 @@ def _deferred(key: str, pod: DesiredPod, ctx: RuntimeContext) -> str:
         return ctx.node_name
     if key.startswith("resource:"):
         # No limit set: the kubelet reports the node's allocatable for limits, 0 for requests.
-        from reconciler.desired import node_resource
-
         _, resource, divisor = (key.split(":", 2) + ["1"])[:3]
         return node_resource(resource, divisor, ctx.node_cpu_millis, ctx.node_memory)
     return ""

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from reconciler.errors import StorageError
+from reconciler.model.quantity import NODE_RESOURCE_MARK, node_resource
 from reconciler.paths import HostPaths
 from reconciler.storage import mounts
 
@@ -444,14 +445,10 @@ def _own_dir(d: Path, vol: DesiredVolume, mode: int) -> None:
         os.chmod(d, mode)
 
 
-_NODE_RESOURCE_MARK = b"\0podplay:node-resource:"  # desired.NODE_RESOURCE_MARK (imported only when met)
-
-
 def _node_filled(data: bytes) -> bytes:
     """A downwardAPI file that names a resource its container does not set: the node's value."""
-    if not data.startswith(_NODE_RESOURCE_MARK):
+    if not data.startswith(NODE_RESOURCE_MARK):
         return data
-    from reconciler.desired import NODE_RESOURCE_MARK, node_resource
     from reconciler.manifests.hostfacts import this_host
 
     resource, _, divisor = data[len(NODE_RESOURCE_MARK):].decode().partition(":")

@@ -137,7 +137,7 @@ def test_an_image_volume_needs_a_reference_and_a_real_pull_policy():
 
 
 def test_a_resource_the_container_does_not_set_is_the_nodes_allocatable_written_by_the_volume_driver(tmp_path):
-    from reconciler.desired import NODE_RESOURCE_MARK, node_resource
+    from reconciler.model.quantity import NODE_RESOURCE_MARK, node_resource
     from reconciler.storage.volumes import _node_filled
 
     spec = """
