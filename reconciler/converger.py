@@ -101,6 +101,8 @@ class RetryPolicy:
 
 # --- the converger ----------------------------------------------------------------------------------
 
+_CONFIGURED = object()  # tick's lock_timeout: the converger's own (None, a real value, waits forever)
+
 class Converger:
     def __init__(self, drivers: Drivers | Callable[[], Drivers], state: StateStore, host_paths: HostPaths, *,
                  clock: Callable[[], float] = time.time, mono: Callable[[], float] = time.monotonic,
@@ -137,11 +139,11 @@ class Converger:
                           notes=list(view.notes), view=view)
 
     def tick(self, goal: Goal, *, now: float | None = None, apply: bool = True, everything: bool = True,
-             probe: bool = False, lock_timeout: float | None | Ellipsis = ...) -> PassResult:
+             probe: bool = False, lock_timeout: float | None | object = _CONFIGURED) -> PassResult:
         """One tick under the apply lock. `now` turns on crash-loop back-off (None restarts what
         exited at once, as `up` does); `everything` acts on changes the retry policy holds too;
         `probe` runs the due probes first; `apply=False` only looks (and follows rollouts)."""
-        timeout = self.lock_timeout if lock_timeout is ... else lock_timeout
+        timeout = self.lock_timeout if lock_timeout is _CONFIGURED else lock_timeout
         failed = self._prefetch(goal) if apply and everything and goal.mode == Mode.UP else {}
         with locked(self.paths, timeout):
             drivers = self._open()

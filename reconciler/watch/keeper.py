@@ -66,6 +66,9 @@ class Source(Protocol):
     def describe(self) -> dict:
         """What `podplay status` shows about the source."""
 
+    def rebuild(self) -> bool:
+        """Whether a build context changed since the last call (then --build builds again)."""
+
 
 @dataclass
 class KeeperOptions:
@@ -277,7 +280,7 @@ class Keeper:
             if self.options.prepare is not None:
                 self._goal = None  # a resync builds again: a context may have changed
         self._read_ms = None
-        if self.options.prepare is not None and getattr(self.source, "rebuild", lambda: False)():
+        if self.options.prepare is not None and self.source.rebuild():
             self._goal = None  # a build context changed: build again (an unchanged one is cached)
         if refresh:
             started = self.mono()

@@ -467,6 +467,9 @@ class GitSource:
         self.applied = self.last_good
         return good
 
+    def rebuild(self) -> bool:
+        return False  # every new commit is a new composition, which builds anew anyway
+
     def describe(self) -> dict:
         problem, code = "", 0
         if self.head and self.head != self.applied:
