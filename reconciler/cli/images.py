@@ -509,7 +509,7 @@ def cmd_rmi(args, ctx) -> int:
         targets = [rec.id for rec in store.records()]
     elif not targets:
         raise InputError("rmi needs at least one image name or id (or --all)")
-    in_use = _images_in_use(ctx)
+    in_use = _images_in_use(ctx, store)
     busy = {t: in_use[i] for t in targets if (i := store.would_remove(t)) in in_use}
     if busy and not args.force:
         lines = [f"{t} is used by {', '.join(sorted(pods))}" for t, pods in busy.items()]
@@ -530,15 +530,29 @@ def cmd_rmi(args, ctx) -> int:
     return 0
 
 
-def _images_in_use(ctx) -> dict[str, set[str]]:
-    """image id → the pods whose containers use it."""
+def _images_in_use(ctx, store=None) -> dict[str, set[str]]:
+    """image id → the pods whose containers or image volumes use it."""
     from reconciler.runtime.driver import RuncRuntime
+    from reconciler.storage.snapshots import OverlaySnapshotter
 
     used: dict[str, set[str]] = {}
+    pods: dict[str, str] = {}  # pod uid → "<namespace>/<name>"
     for c in RuncRuntime(ctx.paths).list_containers():
+        pods[c.pod_uid] = c.pod
         if c.image_id:
             used.setdefault(c.image_id, set()).add(c.pod)
+    snapshots = OverlaySnapshotter(ctx.paths, store if store is not None else _store(None, ctx))
+    for s in snapshots.list_snapshots():
+        uid = _volume_snapshot_pod(s.key)
+        if uid in pods and (image_id := snapshots.snapshot_image(s.key)):
+            used.setdefault(image_id, set()).add(pods[uid])
     return used
+
+
+def _volume_snapshot_pod(key: str) -> str:
+    """The pod uid of an image volume's snapshot key ("<uid>.vol_<volume>"), "" for a container's."""
+    uid, sep, _ = key.partition(".vol_")
+    return uid if sep else ""
 
 
 def cmd_tag(args, ctx) -> int:
@@ -558,13 +572,17 @@ def cmd_prune(args, ctx) -> int:
 
     store = _store(args, ctx)
     with ApplyLock(ctx.paths.lock_file):
-        in_use = set(_images_in_use(ctx))
+        in_use = set(_images_in_use(ctx, store))
         result = store.prune(dangling=args.dangling, keep=in_use)
         snapshots = OverlaySnapshotter(ctx.paths, store)
-        # A snapshot is a container's root file system: one without its container is a leftover
-        # (the apply lock is held, so no pod is being created right now).
-        containers = {c.id for c in RuncRuntime(ctx.paths).list_containers()}
-        orphans = [s.key for s in snapshots.list_snapshots() if s.key not in containers]
+        # A snapshot is a container's root file system, or an image volume of a pod: one whose
+        # container (or pod) is gone is a leftover (the apply lock is held, so no pod is being
+        # created right now).
+        live = RuncRuntime(ctx.paths).list_containers()
+        containers = {c.id for c in live}
+        pods = {c.pod_uid for c in live}
+        orphans = [s.key for s in snapshots.list_snapshots()
+                   if s.key not in containers and _volume_snapshot_pod(s.key) not in pods]
         for key in orphans:
             snapshots.remove(key)
         layers = snapshots.gc(store.list_images())

@@ -133,6 +133,11 @@ class OverlaySnapshotter:
         meta = self._read_meta(self.paths.snapshots / key)
         return list(meta["chain_ids"]) if meta else []
 
+    def snapshot_image(self, key: str) -> str:
+        """The id of the image a snapshot was made from, "" when it does not exist."""
+        meta = self._read_meta(self.paths.snapshots / key)
+        return str(meta.get("image") or "") if meta else ""
+
     def mode(self, key: str) -> str:
         """"overlay" or "copy" for an existing snapshot, "" when it does not exist."""
         meta = self._read_meta(self.paths.snapshots / key)

@@ -202,6 +202,12 @@ spec:
     assert exec_in(stack, "imgvol", "app", "ls", "/data/bin/busybox").stdout.strip() == "/data/bin/busybox"
     res = exec_in(stack, "imgvol", "app", "sh", "-c", "touch /data/x", check=False)
     assert res.returncode != 0 and "Read-only" in res.stderr + res.stdout
+    # The volume's image is in use while its pod lives: rmi refuses, prune keeps it and its snapshot.
+    res = stack.run("rmi", data.ref, check=False)
+    assert res.returncode != 0 and "image in use" in res.stderr and "default/imgvol" in res.stderr, res.stderr
+    stack.run("image", "prune")
+    assert exec_in(stack, "imgvol", "app", "test", "-x", "/data/bin/busybox", check=False).returncode == 0
+    assert [i for i in stack.drivers().images.list_images() if data.ref in i.names]
     stack.run("stop", "-t", "0", "imgvol")
     stack.run("down", str(m))
     assert host_leftovers(stack) == []
