@@ -145,7 +145,12 @@ class DirSource:
 
     def due(self) -> float | None:
         confirm = self.files.confirm_at()
-        confirm_due = None if confirm is None else self.mono() + max(0.0, confirm - self.files.clock())
+        confirm_due = None
+        if confirm is not None:
+            left = confirm - self.files.clock()
+            # Due already: a time surely before the caller's "now" (which it read before calling),
+            # not "now" again, or it would wait for a moment that never comes and spin.
+            confirm_due = self.mono() + left if left > 0 else 0.0
         with self._lock:
             if self._first is None:
                 return confirm_due

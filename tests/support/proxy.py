@@ -82,6 +82,11 @@ class TcpProxy:
     def frozen(self) -> bool:
         return self._frozen
 
+    def connections(self) -> int:
+        """Connections accepted so far (a frozen proxy accepts them too)."""
+        with self._lock:
+            return len(self._conns)
+
     def stalled_connections(self) -> int:
         with self._lock:
             return sum(1 for c in self._conns if c.stalled)

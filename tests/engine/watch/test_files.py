@@ -358,3 +358,24 @@ def test_a_file_replaced_by_a_rename_is_read_at_once(d, state):
     _touch(tmp, clock.now)
     os.rename(tmp, path)
     assert hashes(files.refresh()) != first and files.confirm_at() is None
+
+
+def test_a_look_that_is_due_is_due_before_the_keepers_now_so_the_keeper_does_not_spin(d):
+    import time
+
+    from reconciler.watch.dirs import DirSource
+
+    path = d / "app.yaml"
+    path.write_text(pod("a", image="busybox:1"))
+    source = DirSource([str(d)], None, debounce=0.5)
+    clock = WallClock()
+    source.files.clock = clock
+    source.refresh(True)
+    path.write_text(pod("a", image="busybox:2"))
+    _touch(path, clock.now)
+    source.refresh(False)
+    assert source.due() > time.monotonic(), "not quiet yet: the look comes later"
+    clock.now += 0.5
+    now = time.monotonic()  # what a keeper reads before it asks
+    assert source.due() <= now, "due: a keeper acting on `due() <= now` must act now"
+    assert source.refresh(False).desired.pods["default/a"].containers[0].spec.image == "busybox:2"
