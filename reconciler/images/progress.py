@@ -273,7 +273,9 @@ class LineProgress(_Tally):
         now = self.clock()
         size = sum(r.size for r in self._rows.values())
         took = max(now - self._started, 1e-6)
-        self._write(f"{self.reference}: {self._downloaded} of {len(self._rows)} layers downloaded "
+        complete = all(r.state in ("done", "exists") for r in self._rows.values())
+        what = "layers downloaded" if complete else "layers downloaded before the pull stopped"
+        self._write(f"{self.reference}: {self._downloaded} of {len(self._rows)} {what} "
                     f"({human(self._moved)} of {human(size)}) in {took:.1f}s")
 
 

@@ -133,6 +133,7 @@ def test_the_pull_command_gives_up_on_a_frozen_registry_with_one_message(proxy, 
     assert 2 * (STALL_RETRIES + 1) <= took < 30, f"gave up after {took:.1f}s"
     # The two stalls it tried again after are said on the way, as plain lines.
     assert len(re.findall(r"stalled at .*no data for 2s from", err)) == STALL_RETRIES, err
+    assert "layers downloaded before the pull stopped" in err, err
     assert "\x1b" not in err
     assert_nothing_stored(host_paths)
 

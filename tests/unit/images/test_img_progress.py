@@ -132,3 +132,20 @@ def test_stalls_are_bounded_and_counted_afresh_only_after_real_progress():
     fresh.hit(timeout)
     with pytest.raises(RegistryStallError, match="could not open a connection within 15s"):
         fresh.hit(requests.ConnectTimeout("connect timed out"))
+
+
+def test_line_progress_says_when_a_pull_stopped_before_its_layers_were_in():
+    out, clock = io.StringIO(), Clock()
+    p = LineProgress(out, clock=clock)
+    p.begin("r/app:1")
+    p.blob_queued(A, 1 << 20, present=False)
+    p.blob_queued(B, 1 << 20, present=False)
+    p.blob_start(A, 1 << 20)
+    p.blob_advance(A, 1 << 20)
+    p.blob_done(A)
+    p.blob_start(B, 1 << 20)
+    clock.now += 1.0
+    p.end()  # B never finished: the registry stalled
+    assert out.getvalue().splitlines()[-1] == (
+        "r/app:1: 1 of 2 layers downloaded before the pull stopped (1.0MiB of 2.0MiB) in 1.0s")
+
