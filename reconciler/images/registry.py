@@ -129,6 +129,8 @@ class _Stalls:
         self.client, self.what = client, what
         self.count = 0
         self.moved_since = 0
+        self.notice: Callable[[BaseException, int], None] | None = None  # told of each stall tried again
+        self.detail: Callable[[], str] | None = None  # how far the transfer got, for the final message
 
     def hit(self, exc: BaseException) -> None:
         self.count += 1
@@ -138,9 +140,6 @@ class _Stalls:
             raise RegistryStallError(self.client.stall_message(self.what, exc, self.count, detail))
         if self.notice is not None:
             self.notice(exc, self.count)
-
-    notice: Callable[[BaseException, int], None] | None = None  # told of each stall that is retried
-    detail: Callable[[], str] | None = None  # how far the transfer got, for the final message
 
     def moved(self, n: int) -> None:
         self.moved_since += n
@@ -366,12 +365,15 @@ class RegistryClient:
 
         return isinstance(exc, requests.Timeout | urllib3.exceptions.TimeoutError | TimeoutError)
 
-    def stall_message(self, what: str, exc: BaseException, count: int, detail: str = "") -> str:
+    def _connecting(self, exc: BaseException) -> bool:
+        """Whether a timeout came while opening the connection (else while waiting for bytes)."""
         import requests
         import urllib3
 
-        connecting = isinstance(exc, requests.ConnectTimeout | urllib3.exceptions.ConnectTimeoutError)
-        silence = (f"could not open a connection within {self.connect_timeout:g}s" if connecting
+        return isinstance(exc, requests.ConnectTimeout | urllib3.exceptions.ConnectTimeoutError)
+
+    def stall_message(self, what: str, exc: BaseException, count: int, detail: str = "") -> str:
+        silence = (f"could not open a connection within {self.connect_timeout:g}s" if self._connecting(exc)
                    else f"sent nothing for {self.timeout:g}s")
         times = f"{count} time{'s' if count != 1 else ''} in a row"
         return (f"registry {self.domain} {silence} ({times}) while {what}{detail}; giving up. Check the link "
@@ -807,9 +809,9 @@ class RegistryClient:
         stalls.detail = lambda: f" ({ingest.offset} of {desc.size} bytes came)"
         if isinstance(progress, BlobFeed):
             def notice(exc: BaseException, count: int) -> None:
-                quiet = "no connection" if "onnect" in type(exc).__name__ else "no data"
-                limit = self.connect_timeout if quiet == "no connection" else self.timeout
-                progress.retrying(ingest.offset, f"{quiet} for {limit:g}s from {self.domain}, trying again "
+                quiet = (f"no connection within {self.connect_timeout:g}s" if self._connecting(exc)
+                         else f"no data for {self.timeout:g}s")
+                progress.retrying(ingest.offset, f"{quiet} from {self.domain}, trying again "
                                                  f"({count} of {self.stall_retries})")
             stalls.notice = notice
         try:
