@@ -71,8 +71,9 @@ MAX_TAGS_BYTES = 16 << 20
 MAX_FULL_RESTARTS = 3
 MAX_RESUMES = 1000  # Range resumes of one blob, however much each one moved
 # Edge links: a cellular modem may take seconds to open a connection and a slow link to answer,
-# but a registry that sends nothing for half a minute is frozen or gone. A frozen registry fails a
-# pull after (STALL_RETRIES + 1) × STALL_TIMEOUT plus the back-off (about 93 s), not after minutes.
+# but a registry that sends nothing for half a minute is frozen or gone. A registry frozen mid-pull
+# fails it after (STALL_RETRIES + 1) × STALL_TIMEOUT plus the back-off (about 92 s), not after
+# minutes; one frozen before the TLS handshake ends (bounded by the connect timeout), in about 46 s.
 CONNECT_TIMEOUT = 15.0
 STALL_TIMEOUT = 30.0
 STALL_RETRIES = 2
@@ -372,9 +373,18 @@ class RegistryClient:
 
         return isinstance(exc, requests.ConnectTimeout | urllib3.exceptions.ConnectTimeoutError)
 
+    def _silence(self, exc: BaseException) -> float:
+        """How long the registry was silent: the stall timeout, but a TLS handshake is bounded by
+        the connect timeout (urllib3 says which in the error: "read timeout=N")."""
+        m = re.search(r"timeout=([0-9.]+)", str(exc))
+        try:
+            return float(m.group(1).rstrip(".")) if m else self.timeout
+        except ValueError:
+            return self.timeout
+
     def stall_message(self, what: str, exc: BaseException, count: int, detail: str = "") -> str:
         silence = (f"could not open a connection within {self.connect_timeout:g}s" if self._connecting(exc)
-                   else f"sent nothing for {self.timeout:g}s")
+                   else f"sent nothing for {self._silence(exc):g}s")
         times = f"{count} time{'s' if count != 1 else ''} in a row"
         return (f"registry {self.domain} {silence} ({times}) while {what}{detail}; giving up. Check the link "
                 f"to the registry, or allow more with --stall-timeout / ${ENV_STALL_TIMEOUT} "
@@ -810,7 +820,7 @@ class RegistryClient:
         if isinstance(progress, BlobFeed):
             def notice(exc: BaseException, count: int) -> None:
                 quiet = (f"no connection within {self.connect_timeout:g}s" if self._connecting(exc)
-                         else f"no data for {self.timeout:g}s")
+                         else f"no data for {self._silence(exc):g}s")
                 progress.retrying(ingest.offset, f"{quiet} from {self.domain}, trying again "
                                                  f"({count} of {self.stall_retries})")
             stalls.notice = notice

@@ -149,3 +149,15 @@ def test_line_progress_says_when_a_pull_stopped_before_its_layers_were_in():
     assert out.getvalue().splitlines()[-1] == (
         "r/app:1: 1 of 2 layers downloaded before the pull stopped (1.0MiB of 2.0MiB) in 1.0s")
 
+
+
+def test_a_tls_handshake_that_times_out_is_reported_with_the_connect_timeout():
+    import requests
+
+    client = RegistryClient("registry.example.com", timeout=30, connect_timeout=15, stall_retries=0)
+    handshake = requests.ReadTimeout("HTTPSConnectionPool(host='registry.example.com', port=443): "
+                                     "Read timed out. (read timeout=15)")
+    with pytest.raises(RegistryStallError, match=r"sent nothing for 15s \(1 time in a row\) while answering /v2/"):
+        _Stalls(client, "answering /v2/").hit(handshake)
+    with pytest.raises(RegistryStallError, match="sent nothing for 30s"):
+        _Stalls(client, "x").hit(requests.ReadTimeout("Read timed out."))
