@@ -84,6 +84,18 @@ def test_a_stalled_download_resumes_where_it_stopped_and_succeeds(make_store, pr
     assert_store_verified(host_paths, images=1)
 
 
+def test_a_slow_link_that_keeps_moving_is_not_a_stall(make_store, proxy, image, host_paths):
+    ref = _via(proxy, image)
+    size = _layer_size(make_store, ref)
+    proxy.rate = 256 << 10  # a few seconds for the layer, each second far more than nothing
+    progress = Recorder()
+    started = time.monotonic()
+    make_store(progress=progress, timeout=1.0, connect_timeout=1.0).pull(ref)
+    assert time.monotonic() - started > size / proxy.rate * 0.5, "the link was not slow"
+    assert progress.retries == [] and not [r for r in proxy.range_requests() if not r.startswith("bytes=0-")]
+    assert_store_verified(host_paths, images=1)
+
+
 def test_a_frozen_registry_fails_once_within_the_configured_time(make_store, proxy, image, host_paths):
     ref = _via(proxy, image)
     store = make_store(timeout=1.0, connect_timeout=1.0, retries=4)
