@@ -288,13 +288,13 @@ def _build_images(args, ctx, manifests):
 
 def cmd_up(args, ctx) -> int:
     from reconciler.cli.pullopts import use_timeouts
-    from reconciler.images.progress import for_stream, use_by_default
+    from reconciler.images.progress import for_stream, used_by_default
 
     use_timeouts(args)
     # The images a pass needs are pulled (before the apply lock) by the drivers' image store:
     # it shows what the `pull` command would, on stderr.
-    use_by_default(lambda: for_stream(ctx.err, args.quiet))
-    return _converge(args, ctx, "up")
+    with used_by_default(lambda: for_stream(ctx.err, args.quiet)):
+        return _converge(args, ctx, "up")
 
 
 def cmd_down(args, ctx) -> int:

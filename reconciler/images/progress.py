@@ -5,17 +5,18 @@ redraws at most ten times a second, so that progress never slows a pull down; ``
 (a log, a pipe, journald) writes one plain line when a layer is done or a stalled download is
 tried again, and never an escape code.
 
-``for_stream(stream, quiet)`` picks the display a command should use; ``use_by_default`` makes
-it the one image stores created without an explicit progress get (``podplay up`` pulls through
-the drivers, which it does not build itself).
+``for_stream(stream, quiet)`` picks the display a command should use; ``used_by_default`` makes
+it, for a block, the one image stores created without an explicit progress get (``podplay up``
+pulls through the drivers, which it does not build itself).
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TextIO
 
 RATE_WINDOW = 5.0  # seconds of history behind a rate: it falls to 0 soon after a link stalls
@@ -284,18 +285,26 @@ def for_stream(stream: TextIO, quiet: bool = False) -> Progress:
     terminal, plain lines otherwise."""
     if quiet:
         return Progress()
-    isatty = getattr(stream, "isatty", None)
-    if isatty is not None and isatty():
-        return TerminalProgress(stream)
-    return LineProgress(stream)
+    if getattr(stream, "closed", False):
+        return Progress()  # nobody to tell
+    try:
+        terminal = stream.isatty()
+    except (AttributeError, ValueError, OSError):
+        terminal = False
+    return TerminalProgress(stream) if terminal else LineProgress(stream)
 
 
 _default: list[Callable[[], Progress]] = [Progress]
 
 
-def use_by_default(make: Callable[[], Progress]) -> None:
-    """Make ``make()`` the progress of image stores created without one (from now on)."""
-    _default[0] = make
+@contextlib.contextmanager
+def used_by_default(make: Callable[[], Progress]) -> Iterator[None]:
+    """Within the block, ``make()`` is the progress of image stores created without one."""
+    previous, _default[0] = _default[0], make
+    try:
+        yield
+    finally:
+        _default[0] = previous
 
 
 def default_progress() -> Progress:

@@ -84,6 +84,17 @@ def test_the_display_follows_the_stream():
     assert type(for_stream(io.StringIO())) is LineProgress
     assert type(for_stream(Tty())) is TerminalProgress
     assert type(for_stream(Tty(), quiet=True)) is Progress
+    closed = io.StringIO()
+    closed.close()
+    assert type(for_stream(closed)) is Progress
+
+
+def test_a_default_display_holds_only_for_its_block():
+    from reconciler.images.progress import default_progress, used_by_default
+
+    with used_by_default(lambda: LineProgress(io.StringIO())):
+        assert type(default_progress()) is LineProgress
+    assert type(default_progress()) is Progress, "a command's display must not outlive it"
 
 
 @pytest.mark.parametrize("value", ["0", "-3", "soon", "7200"])
