@@ -7,6 +7,7 @@ import os
 import sys
 import time
 
+from reconciler.cli.pullopts import timeout_options
 from reconciler.errors import EXIT_APPLY_FAILED, EXIT_INVALID, ManifestError, Severity
 
 STRICT_HELP = ("refuse podman's dialect (camelCase names, imagePullPolicy: missing, protocol: udp, hostPort "
@@ -51,7 +52,9 @@ def register(sub, common) -> None:
                        help="fail at once if another podplay is applying, instead of waiting")
         p.add_argument("--only", action="append", default=[], metavar="POD",
                        help="limit the pass to this pod (name or namespace/name); repeatable")
-        p.add_argument("--quiet", "-q", action="store_true")
+        p.add_argument("--quiet", "-q", action="store_true",
+                       help="print only problems (no pull progress, no per-pod lines)")
+        timeout_options(p)
         strict_option(p)
         p.add_argument("--build", action="store_true",
                        help="first build the images whose last path element names a directory beside the "
@@ -284,7 +287,14 @@ def _build_images(args, ctx, manifests):
 
 
 def cmd_up(args, ctx) -> int:
-    return _converge(args, ctx, "up")
+    from reconciler.cli.pullopts import use_timeouts
+    from reconciler.images.progress import for_stream, used_by_default
+
+    use_timeouts(args)
+    # The images a pass needs are pulled (before the apply lock) by the drivers' image store:
+    # it shows what the `pull` command would, on stderr.
+    with used_by_default(lambda: for_stream(ctx.err, args.quiet)):
+        return _converge(args, ctx, "up")
 
 
 def cmd_down(args, ctx) -> int:

@@ -17,6 +17,8 @@ import json
 import sys
 import time
 
+from reconciler.cli.pullopts import timeout_options, use_timeouts
+
 DOCKER_PREFIX = "docker://"
 
 
@@ -31,11 +33,10 @@ def _bool(text: str) -> bool:
 
 def _store(args, ctx, *, quiet: bool = True):
     from reconciler.images.driver import LocalImageStore
-    from reconciler.images.progress import Progress, TerminalProgress
+    from reconciler.images.progress import for_stream
 
-    progress = Progress()
-    if not quiet and ctx.err.isatty():
-        progress = TerminalProgress(ctx.err)
+    use_timeouts(args)
+    progress = for_stream(ctx.err, quiet)
     return LocalImageStore(ctx.paths, platform=getattr(args, "platform", None),
                            auth_file=getattr(args, "authfile", None),
                            tls_verify=getattr(args, "tls_verify", True), progress=progress,
@@ -50,6 +51,7 @@ def _registry_options(p: argparse.ArgumentParser, platform: bool = True) -> None
     p.add_argument("--cert-dir", metavar="DIR",
                    help="per-registry TLS files: DIR/HOST[:PORT]/{ca.crt,client.cert,client.key} "
                         "(env PODPLAY_CERTS_DIR; default /etc/containers/certs.d and /etc/docker/certs.d)")
+    timeout_options(p)
     if platform:
         p.add_argument("--platform", metavar="OS/ARCH[/VARIANT]",
                        help="platform to choose from a multi-platform image (default: this host)")
@@ -228,7 +230,9 @@ def _size_arg(text: str) -> int:
 def _pull_options(p) -> None:
     p.add_argument("reference", help="image reference, e.g. busybox:1.36 or quay.io/org/app@sha256:…")
     _registry_options(p)
-    p.add_argument("-q", "--quiet", action="store_true", help="print only the image id")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="print only the image id (no progress: by default a live display on a terminal, "
+                        "else one line per layer downloaded)")
     p.set_defaults(func=cmd_pull)
 
 
@@ -616,6 +620,7 @@ def cmd_login(args, ctx) -> int:
         import getpass
 
         password = getpass.getpass("Password: ")
+    use_timeouts(args)
     path = login(args.registry, username, password, auth_file=args.authfile, tls_verify=args.tls_verify,
                  certs_dir=args.cert_dir)
     print(f"Login Succeeded! (credentials saved in {path})", file=ctx.out)

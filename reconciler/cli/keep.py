@@ -8,6 +8,7 @@ import signal
 import sys
 
 from reconciler.cli.engine import strict_option
+from reconciler.cli.pullopts import timeout_options, use_timeouts
 from reconciler.errors import EXIT_INVALID, EXIT_USAGE
 
 
@@ -37,6 +38,7 @@ def _keeper_options(p) -> None:
                    help="build the images whose last path element names a directory beside the manifests "
                    "holding a Containerfile (as up --build), when the manifests or a context change and at "
                    "every resync")
+    timeout_options(g)
     g.add_argument("--down-on-exit", action="store_true",
                    help="on SIGTERM/SIGINT, remove the pods this source describes before exiting "
                    "(default: they keep running; they belong to the host)")
@@ -109,6 +111,7 @@ def _open(ctx):
 def _run_keeper(source, args, ctx, state, opener, reopen: bool, log) -> int:
     from reconciler.watch.keeper import Keeper, KeeperLock, KeeperOptions
 
+    use_timeouts(args)  # the keeper's pulls run in forked children: they read the environment
     prepare = None
     if getattr(args, "build", False):
         def prepare(paths, manifests):

@@ -40,7 +40,7 @@ from reconciler.images.manifest import (
     parse_manifest,
 )
 from reconciler.images.platform import Platform, host_platform, parse_platform
-from reconciler.images.progress import Progress
+from reconciler.images.progress import Progress, default_progress
 from reconciler.images.reference import (
     DEFAULT_DOMAIN,
     LOCAL_DOMAIN,
@@ -156,7 +156,8 @@ class LocalImageStore:
     def __init__(self, paths: HostPaths, *, platform: str | Platform | None = None,
                  registries_conf: str | os.PathLike | None = None, auth_file: str | os.PathLike | None = None,
                  progress: Progress | None = None, tls_verify: bool = True, retries: int = 4,
-                 backoff: float = 0.5, timeout: float = 60.0, workers: int = 3,
+                 backoff: float = 0.5, timeout: float | None = None, connect_timeout: float | None = None,
+                 workers: int = 3,
                  certs_dir: str | os.PathLike | None = None, isolate: bool = False,
                  signature_policy: str | os.PathLike | None = None, registries_d: str | os.PathLike | None = None):
         self.paths = paths
@@ -168,9 +169,10 @@ class LocalImageStore:
         self._registries_conf = registries_conf
         self._config: RegistriesConfig | None = None
         self.auth_file = auth_file
-        self.progress = progress or Progress()
+        self.progress = progress or default_progress()
         self.tls_verify = tls_verify
         self.retries, self.backoff, self.timeout, self.workers = retries, backoff, timeout, workers
+        self.connect_timeout = connect_timeout  # None: $PODPLAY_CONNECT_TIMEOUT or the default (as timeout)
         self.certs_dirs = (certs_dir,) if certs_dir else None
         self._clients: dict[tuple, RegistryClient] = {}
         self._details: dict[tuple[str, str], tuple] = {}
@@ -194,7 +196,8 @@ class LocalImageStore:
         c = self._clients.get(key)
         if c is None:
             c = RegistryClient(domain, insecure=insecure, credential=cred, retries=self.retries,
-                               backoff=self.backoff, timeout=self.timeout, certs_dirs=self.certs_dirs)
+                               backoff=self.backoff, timeout=self.timeout, connect_timeout=self.connect_timeout,
+                               certs_dirs=self.certs_dirs)
             self._clients[key] = c
         return c
 

@@ -32,7 +32,7 @@ from reconciler.images.manifest import (
     select_platform,
 )
 from reconciler.images.platform import Platform, normalize, rank
-from reconciler.images.progress import Progress
+from reconciler.images.progress import BlobFeed, Progress
 from reconciler.images.registry import FetchedManifest, RegistryClient
 from reconciler.images.store import ContentStore, Ingest
 
@@ -145,11 +145,12 @@ class _Cancel(threading.Event):
 
 def _copy(store: ContentStore, source: BlobSource, desc, progress: Progress,
           cancel: _Cancel | None = None) -> None:
-    def advance(n: int) -> None:
+    def check() -> None:
         if cancel is not None and cancel.is_set():
             error = TemporaryImageError if cancel.keep else ImageError
             raise error(f"download of {desc.digest} cancelled")
-        progress.blob_advance(desc.digest, n)
+
+    advance = BlobFeed(progress, desc.digest, check)
 
     try:
         with store.ingest(desc.digest, desc.size) as w:

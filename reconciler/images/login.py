@@ -21,7 +21,7 @@ from reconciler.images.registry import RegistryClient
 
 def login(registry: str, username: str, password: str, *, auth_file: str | os.PathLike | None = None,
           registries_conf: str | os.PathLike | None = None, tls_verify: bool = True,
-          timeout: float = 30.0, retries: int = 2, certs_dir: str | os.PathLike | None = None) -> Path:
+          timeout: float | None = None, retries: int = 2, certs_dir: str | os.PathLike | None = None) -> Path:
     """Verify ``username``/``password`` with ``registry`` (``host[:port][/namespace…]``) and
     store them; returns the auth file written. Wrong credentials raise AuthenticationError and
     leave the file as it was."""

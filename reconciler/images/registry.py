@@ -25,6 +25,14 @@ Safety rules, each with a reason:
   more times; a failed download never leaves its partial file behind.
 * 5xx, 429 and connection failures are retried with exponential back-off; after the last try a
   TemporaryImageError says what failed.
+* Timeouts are sized for edge links and bounded as a whole: a connection must open within the
+  connect timeout, and a read that gets no byte for the stall timeout is a *stall* (a frozen
+  registry, a dead link behind a NAT that never resets). A stalled blob resumes with a Range
+  request, at most ``stall_retries`` more times (with back-off) for one request or blob, the
+  count starting afresh once a resumed download moved ``STALL_RESET_BYTES``; then one
+  ``RegistryStallError`` names the registry, the blob and the stall time. Defaults:
+  ``CONNECT_TIMEOUT``, ``STALL_TIMEOUT``, ``STALL_RETRIES``; ``$PODPLAY_CONNECT_TIMEOUT`` and
+  ``$PODPLAY_STALL_TIMEOUT`` (and the CLI's --connect-timeout / --stall-timeout) change them.
 """
 
 from __future__ import annotations
@@ -47,6 +55,7 @@ from reconciler.errors import ImageError, InputError, TemporaryImageError
 from reconciler.images.blobio import BlobWriter
 from reconciler.images.config import Credential, is_loopback
 from reconciler.images.manifest import ACCEPT, MAX_MANIFEST_SIZE, Descriptor
+from reconciler.images.progress import BlobFeed
 from reconciler.images.reference import DIGEST_ALGORITHMS, validate_digest
 
 if TYPE_CHECKING:
@@ -61,6 +70,17 @@ MAX_TAGS_BYTES = 16 << 20
 # Downloads of a blob from byte 0 after the first, when the registry cannot resume (ignores Range).
 MAX_FULL_RESTARTS = 3
 MAX_RESUMES = 1000  # Range resumes of one blob, however much each one moved
+# Edge links: a cellular modem may take seconds to open a connection and a slow link to answer,
+# but a registry that sends nothing for half a minute is frozen or gone. A registry frozen mid-pull
+# fails it after (STALL_RETRIES + 1) × STALL_TIMEOUT plus the back-off (about 92 s), not after
+# minutes; one frozen before the TLS handshake ends (bounded by the connect timeout), in about 46 s.
+CONNECT_TIMEOUT = 15.0
+STALL_TIMEOUT = 30.0
+STALL_RETRIES = 2
+STALL_RESET_BYTES = 1 << 20  # a resumed download that moved this much has recovered: stalls count afresh
+READ_CHUNK = 64 << 10  # a read returns what came, up to this: progress moves and a stall loses little
+ENV_CONNECT_TIMEOUT = "PODPLAY_CONNECT_TIMEOUT"
+ENV_STALL_TIMEOUT = "PODPLAY_STALL_TIMEOUT"
 DOCKER_HUB_API = "registry-1.docker.io"
 ENV_TOKEN_REALMS = "PODPLAY_TOKEN_REALMS"
 # Token realms of well-known registries that live on another host than the registry API.
@@ -75,6 +95,57 @@ class ImageNotFoundError(ImageError):
 
 class AuthenticationError(ImageError):
     """The registry refused our credentials (or wants some and we have none)."""
+
+
+class RegistryStallError(TemporaryImageError):
+    """The registry sent nothing for the stall timeout, every time it was asked (exit code 5)."""
+
+
+def _seconds_from_env(name: str, default: float) -> float:
+    text = os.environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 < value <= 3600:
+        raise InputError(f"${name}: {text!r} is not a number of seconds between 0 and 3600 (default {default:g})")
+    return value
+
+
+def registry_timeouts() -> tuple[float, float]:
+    """(connect timeout, stall timeout) in seconds: ``$PODPLAY_CONNECT_TIMEOUT`` and
+    ``$PODPLAY_STALL_TIMEOUT``, else ``CONNECT_TIMEOUT`` and ``STALL_TIMEOUT``."""
+    return (_seconds_from_env(ENV_CONNECT_TIMEOUT, CONNECT_TIMEOUT),
+            _seconds_from_env(ENV_STALL_TIMEOUT, STALL_TIMEOUT))
+
+
+class _Stalls:
+    """The stalls of one request, or of one blob across its resumes: ``hit`` counts one and
+    raises once there were more than the client allows; ``moved`` forgets them once the transfer
+    has recovered."""
+
+    def __init__(self, client: RegistryClient, what: str):
+        self.client, self.what = client, what
+        self.count = 0
+        self.moved_since = 0
+        self.notice: Callable[[BaseException, int], None] | None = None  # told of each stall tried again
+        self.detail: Callable[[], str] | None = None  # how far the transfer got, for the final message
+
+    def hit(self, exc: BaseException) -> None:
+        self.count += 1
+        self.moved_since = 0
+        if self.count > self.client.stall_retries:
+            detail = self.detail() if self.detail is not None else ""
+            raise RegistryStallError(self.client.stall_message(self.what, exc, self.count, detail))
+        if self.notice is not None:
+            self.notice(exc, self.count)
+
+    def moved(self, n: int) -> None:
+        self.moved_since += n
+        if self.count and self.moved_since >= STALL_RESET_BYTES:
+            self.count = 0
 
 
 @dataclass(frozen=True)
@@ -227,9 +298,12 @@ class RegistryClient:
     tokens are shared."""
 
     def __init__(self, domain: str, *, insecure: bool = False, credential: Credential | None = None,
-                 retries: int = 4, backoff: float = 0.5, timeout: float = 60.0,
+                 retries: int = 4, backoff: float = 0.5, timeout: float | None = None,
+                 connect_timeout: float | None = None, stall_retries: int = STALL_RETRIES,
                  certs_dirs: Sequence[str | os.PathLike] | None = None,
                  trusted_realms: Sequence[str] | None = None):
+        """``timeout`` is the stall timeout (no byte for that long), ``connect_timeout`` the time a
+        connection may take to open; None takes them from the environment (``registry_timeouts``)."""
         self.domain = domain
         self.ca_files, self.client_cert = tls_files(domain, certs_dirs)
         self.api_host = DOCKER_HUB_API if domain == "docker.io" else domain
@@ -238,7 +312,12 @@ class RegistryClient:
         self.insecure = insecure or is_loopback(domain)
         self.verify_tls = not insecure and (not is_loopback(domain) or bool(self.ca_files))
         self.credential = credential if credential and not credential.empty else None
+        if timeout is None or connect_timeout is None:
+            env_connect, env_stall = registry_timeouts()
+            timeout = env_stall if timeout is None else timeout
+            connect_timeout = env_connect if connect_timeout is None else connect_timeout
         self.retries, self.backoff, self.timeout = retries, backoff, timeout
+        self.connect_timeout, self.stall_retries = connect_timeout, max(0, stall_retries)
         self._local = threading.local()
         self._lock = threading.Lock()
         self._base: str | None = None
@@ -277,6 +356,40 @@ class RegistryClient:
     def _verify(self) -> bool:
         return self.verify_tls
 
+    def _timeouts(self) -> tuple[float, float]:
+        return (self.connect_timeout, self.timeout)
+
+    def _is_stall(self, exc: BaseException) -> bool:
+        """A timeout: the connection did not open in time, or no byte came for the stall timeout."""
+        import requests
+        import urllib3
+
+        return isinstance(exc, requests.Timeout | urllib3.exceptions.TimeoutError | TimeoutError)
+
+    def _connecting(self, exc: BaseException) -> bool:
+        """Whether a timeout came while opening the connection (else while waiting for bytes)."""
+        import requests
+        import urllib3
+
+        return isinstance(exc, requests.ConnectTimeout | urllib3.exceptions.ConnectTimeoutError)
+
+    def _silence(self, exc: BaseException) -> float:
+        """How long the registry was silent: the stall timeout, but a TLS handshake is bounded by
+        the connect timeout (urllib3 says which in the error: "read timeout=N")."""
+        m = re.search(r"timeout=([0-9.]+)", str(exc))
+        try:
+            return float(m.group(1).rstrip(".")) if m else self.timeout
+        except ValueError:
+            return self.timeout
+
+    def stall_message(self, what: str, exc: BaseException, count: int, detail: str = "") -> str:
+        silence = (f"could not open a connection within {self.connect_timeout:g}s" if self._connecting(exc)
+                   else f"sent nothing for {self._silence(exc):g}s")
+        times = f"{count} time{'s' if count != 1 else ''} in a row"
+        return (f"registry {self.domain} {silence} ({times}) while {what}{detail}; giving up. Check the link "
+                f"to the registry, or allow more with --stall-timeout / ${ENV_STALL_TIMEOUT} "
+                f"(--connect-timeout / ${ENV_CONNECT_TIMEOUT})")
+
     def _proxies(self, url: str) -> dict:
         import requests
 
@@ -298,7 +411,7 @@ class RegistryClient:
         origin = self._origin()
         for _ in range(MAX_REDIRECTS + 1):
             resp = session.request(method, url, headers=headers, stream=stream, allow_redirects=False,
-                                   timeout=(min(self.timeout, 30.0), self.timeout), verify=self._verify(),
+                                   timeout=self._timeouts(), verify=self._verify(),
                                    proxies=self._proxies(url), data=data)
             location = resp.headers.get("Location")
             if resp.status_code not in (301, 302, 303, 307, 308) or not location:
@@ -336,16 +449,19 @@ class RegistryClient:
             return
         schemes = ["https", "http"] if self.insecure else ["https"]
         last: BaseException | None = None
+        stalls = _Stalls(self, "answering /v2/")
         for attempt in range(self.retries + 1):
             tls_error: BaseException | None = None
             for scheme in schemes:
                 url = f"{scheme}://{self.api_host}/v2/"
                 try:
-                    resp = self._session().get(url, timeout=(min(self.timeout, 30.0), self.timeout),
+                    resp = self._session().get(url, timeout=self._timeouts(),
                                                verify=self._verify(), allow_redirects=False,
                                                proxies=self._proxies(url))
                 except self._connection_errors() as exc:
                     last = exc
+                    if self._is_stall(exc):
+                        stalls.hit(exc)
                     if self._is_tls_error(exc):
                         tls_error = exc
                         if not self.insecure:
@@ -454,9 +570,10 @@ class RegistryClient:
         import requests
 
         session = self._session()
-        kw = dict(timeout=(min(self.timeout, 30.0), self.timeout), verify=self._verify(),
+        kw = dict(timeout=self._timeouts(), verify=self._verify(),
                   allow_redirects=False, proxies=self._proxies(realm))
         last: BaseException | None = None
+        stalls = _Stalls(self, f"answering a token request at {realm}")
         for attempt in range(self.retries + 1):
             try:
                 if credential and credential.identity_token:
@@ -470,6 +587,8 @@ class RegistryClient:
                     resp = session.get(realm, params=params, auth=auth, **kw)
             except self._connection_errors() as exc:
                 last = exc
+                if self._is_stall(exc):
+                    stalls.hit(exc)
                 if attempt < self.retries:
                     self._sleep(attempt)
                 continue
@@ -541,10 +660,14 @@ class RegistryClient:
     # --- requests with retries ----------------------------------------------------------------
 
     def _request(self, method: str, path: str, *, scope: str, headers: dict | None = None,
-                 stream: bool = True, data: bytes | None = None) -> requests.Response:
+                 stream: bool = True, data: bytes | None = None, stalls: _Stalls | None = None,
+                 ) -> requests.Response:
         """``path`` is below the registry's base URL, or an absolute URL the registry gave us (an
-        upload location); credentials go only to the registry's own origin."""
+        upload location); credentials go only to the registry's own origin. ``stalls`` counts
+        timeouts across calls (a blob's resumes), else this call counts its own."""
         self.ping()
+        shown = urlsplit(path).path if "://" in path else path.split("?", 1)[0]
+        stalls = stalls or _Stalls(self, f"answering {method} {shown}")
         if path.startswith(("http://", "https://")):
             url = path
             own = (urlsplit(url).scheme, urlsplit(url).netloc) == self._origin()
@@ -561,6 +684,8 @@ class RegistryClient:
                 resp = self._send(method, url, h, stream=stream, data=data)
             except self._connection_errors() as exc:
                 last = exc
+                if self._is_stall(exc):
+                    stalls.hit(exc)
                 if attempt < self.retries:
                     self._sleep(attempt)
                 attempt += 1
@@ -585,7 +710,6 @@ class RegistryClient:
                 attempt += 1
                 continue
             return resp
-        shown = urlsplit(path).path if "://" in path else path.split("?", 1)[0]
         raise TemporaryImageError(f"registry {self.domain}: {method} {shown} failed after "
                                   f"{self.retries + 1} tries: {_short(last)}")
 
@@ -612,15 +736,18 @@ class RegistryClient:
             validate_digest(reference)
         what = f"manifest {self.domain}/{repo}{'@' if by_digest else ':'}{reference}"
         last: BaseException | None = None
+        stalls = _Stalls(self, f"sending {what}")
         for attempt in range(self.retries + 1):
             resp = self._request("GET", f"/v2/{repo}/manifests/{reference}", scope=_pull_scope(repo),
-                                 headers={"Accept": accept})
+                                 headers={"Accept": accept}, stalls=stalls)
             if resp.status_code != 200:
                 raise self._fail(resp, what)
             try:
                 data = _read_limited(resp, limit, what)
             except self._connection_errors() as exc:
                 last = exc
+                if self._is_stall(exc):
+                    stalls.hit(exc)
                 if attempt < self.retries:
                     self._sleep(attempt)
                 continue
@@ -688,15 +815,24 @@ class RegistryClient:
                     interrupted = True
                     raise
 
+        stalls = _Stalls(self, f"sending blob {desc.digest} of {repo}")
+        stalls.detail = lambda: f" ({ingest.offset} of {desc.size} bytes came)"
+        if isinstance(progress, BlobFeed):
+            def notice(exc: BaseException, count: int) -> None:
+                quiet = (f"no connection within {self.connect_timeout:g}s" if self._connecting(exc)
+                         else f"no data for {self._silence(exc):g}s")
+                progress.retrying(ingest.offset, f"{quiet} from {self.domain}, trying again "
+                                                 f"({count} of {self.stall_retries})")
+            stalls.notice = notice
         try:
-            self._copy_blob(repo, desc, ingest, advance, what)
+            self._copy_blob(repo, desc, ingest, advance, what, stalls)
         except BaseException:
             if not interrupted:
                 ingest.discard()
             raise
 
     def _copy_blob(self, repo: str, desc: Descriptor, ingest: Ingest, advance: Callable[[int], None],
-                   what: str) -> None:
+                   what: str, stalls: _Stalls) -> None:
         path = f"/v2/{repo}/blobs/{desc.digest}"
         failures = resumes = full = 0
         ranges = True  # until the registry shows that it does not honour Range
@@ -706,7 +842,7 @@ class RegistryClient:
                 ingest.reset()
             ranged = bool(ingest.offset)
             headers = {"Range": f"bytes={ingest.offset}-"} if ranged else {}
-            resp = self._request("GET", path, scope=_pull_scope(repo), headers=headers)
+            resp = self._request("GET", path, scope=_pull_scope(repo), headers=headers, stalls=stalls)
             if resp.status_code == 206 and ranged and _content_range_matches(
                     resp.headers.get("Content-Range", ""), ingest.offset, desc.size):
                 pass
@@ -726,8 +862,9 @@ class RegistryClient:
             before = ingest.offset
             last = None
             try:
-                for chunk in _stream(resp):
+                for chunk in _stream(resp, READ_CHUNK):
                     ingest.write(chunk)
+                    stalls.moved(len(chunk))
                     advance(len(chunk))
             except self._connection_errors() as exc:
                 last = exc
@@ -737,6 +874,14 @@ class RegistryClient:
                 break
             if last is None:
                 last = ImageError(f"connection closed after {ingest.offset} of {desc.size} bytes")
+            elif self._is_stall(last):
+                # A frozen registry: resume (or restart) a bounded number of times, then one
+                # clear error; the generic failure budget below is for broken connections.
+                stalls.hit(last)
+                self._sleep(stalls.count - 1)
+                if not ranges:
+                    full -= 1  # counted as a stall, not as one of the restarts
+                continue
             if not ranges:
                 # Each try starts from byte 0 again: only their number bounds them.
                 if full > MAX_FULL_RESTARTS:
@@ -990,9 +1135,16 @@ def _content_range_matches(value: str, offset: int, size: int) -> bool:
     return start == offset and start <= end < size and total in ("*", str(size))
 
 
-def _stream(resp: requests.Response) -> Iterator[bytes]:
-    # Raw bytes: a Content-Encoding must never change what we hash.
-    yield from resp.raw.stream(1 << 20, decode_content=False)
+def _stream(resp: requests.Response, amount: int = 1 << 20) -> Iterator[bytes]:
+    # Raw bytes: a Content-Encoding must never change what we hash. ``read1`` returns what has
+    # come (up to ``amount``) instead of waiting for all of it: on a slow link progress moves, and
+    # a stall loses only what a read had not yet handed over.
+    raw = resp.raw
+    while True:
+        chunk = raw.read1(amount, decode_content=False)
+        if not chunk:
+            return
+        yield chunk
 
 
 def _read_limited(resp: requests.Response, limit: int, what: str) -> bytes:

@@ -628,7 +628,9 @@ class _Copier:
         return [done[layer.digest] for layer in manifest.layers]
 
     def _advance(self, digest: str) -> Callable[[int], None]:
-        return lambda n: self.progress.blob_advance(digest, n)
+        from reconciler.images.progress import BlobFeed
+
+        return BlobFeed(self.progress, digest)
 
     def _layer(self, layer: Descriptor, diff_id: str | None, kind: str) -> Descriptor:
         want = self.opts.compression

@@ -2,9 +2,11 @@
 
 Events are debounced: a pass runs once the files have been quiet for ``debounce`` seconds (an
 editor's write-then-rename, a `git checkout` touching fifty files: one pass), or at the latest
-``debounce_max`` seconds after the first event, so that a file written to all the time still
-gets converged. Events the keeper causes itself (it opens and reads the files) are not
-subscribed to.
+``debounce_max`` seconds after the first event. That pass reads a file changed in place only if
+it has itself been quiet for ``debounce`` (its mtime, or the same size and mtime seen that long
+before): a slow writer (scp, rsync --inplace) is read when it is done, its previous version
+standing in meanwhile; the pass after is scheduled for then. Events the keeper causes itself
+(it opens and reads the files) are not subscribed to.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ class DirSource:
                  debounce_max: float = 2.0, monotonic: Callable[[], float] = time.monotonic,
                  isolate_parsing: bool = False, strict: bool = False, contexts: bool = False):
         self.files = ManifestFiles(paths, state, loader=load_in_child if isolate_parsing else load_in_process,
-                                   strict=strict)
+                                   strict=strict, settle=debounce)
         self.paths = self.files.paths
         self.scope_paths = self.files.scope_paths
         self.id = source_id("watch", "\0".join(sorted(self.paths)))
@@ -143,7 +145,12 @@ class DirSource:
 
     def due(self) -> float | None:
         confirm = self.files.confirm_at()
-        confirm_due = None if confirm is None else self.mono() + max(0.0, confirm - self.files.clock())
+        confirm_due = None
+        if confirm is not None:
+            left = confirm - self.files.clock()
+            # Due already: a time surely before the caller's "now" (which it read before calling),
+            # not "now" again, or it would wait for a moment that never comes and spin.
+            confirm_due = self.mono() + left if left > 0 else 0.0
         with self._lock:
             if self._first is None:
                 return confirm_due

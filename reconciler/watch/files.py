@@ -105,14 +105,21 @@ def _stamp(st: os.stat_result) -> tuple:
 # agrees. A file replaced by a rename, or deleted, is complete: its pods go at once.
 HOLD_GRACE = 3.0
 
+_UNSETTLED = object()  # _read's answer for a file still being written: look again later
+
 
 class ManifestFiles:
     """The manifest files under `paths`, cached between refreshes; `state` keeps the last good
     versions across restarts (None: in memory only)."""
 
     def __init__(self, paths: Sequence[str], state: StateStore | None = None, *, clock=time.time,
-                 loader: Callable[[Sequence[Request]], list[FileLoad]] = load_in_process, strict: bool = False):
+                 loader: Callable[[Sequence[Request]], list[FileLoad]] = load_in_process, strict: bool = False,
+                 settle: float = 0.0):
         self.loader = loader  # parse.load_in_child in a long-running keeper
+        # A file changed in place is read only once it has been quiet this long (its mtime, or
+        # the same size and mtime seen that long ago): a slow writer is not read halfway. A file
+        # replaced by a rename is complete and read at once.
+        self.settle = settle
         self.strict = strict  # --strict: podman's dialect makes a file invalid (its last good version runs)
         self.paths = [os.path.abspath(p) for p in paths]
         self.scope_paths = tuple(self.paths)
@@ -125,6 +132,8 @@ class ManifestFiles:
         self._stored: dict[str, tuple[str, str]] | None = None
         self._last: tuple[tuple, Composition] | None = None  # (what was read, what it composed to)
         self.held: dict[str, float] = {}  # pod ref → when it vanished from a file written in place
+        self.unsettled: dict[str, float] = {}  # path → when to look again at a file still being written
+        self._pending: dict[str, tuple[tuple, float]] = {}  # path → (stamp, when first seen) of an unread change
 
     # --- the last good versions saved in the state store ---------------------------------------------
 
@@ -151,8 +160,25 @@ class ManifestFiles:
 
     # --- reading ----------------------------------------------------------------------------------
 
-    def _read(self, path: str, f: _File, full: bool) -> tuple[str, str | None] | None:
-        """Look at one file; returns (digest, text) when its content changed and needs parsing."""
+    def _settling(self, path: str, st: os.stat_result, f: _File, now: float) -> float | None:
+        """None when a changed file may be read now, else when to look at it again (wall clock)."""
+        stamp = _stamp(st)
+        if self.settle <= 0 or self._last is None or (f.stamp and stamp[:2] != f.stamp[:2]):
+            # (The first look, when the watcher starts, takes every file as it is.)
+            self._pending.pop(path, None)
+            return None  # no waiting asked for, or a new inode: renamed over, complete
+        seen = self._pending.get(path)
+        if seen is None or seen[0] != stamp:
+            seen = self._pending[path] = (stamp, now)
+        mtime = st.st_mtime_ns / 1e9
+        if now - seen[1] >= self.settle or now - mtime >= self.settle:
+            self._pending.pop(path, None)
+            return None  # the same size and mtime for the settle time, or modified that long ago
+        return min(seen[1], mtime) + self.settle
+
+    def _read(self, path: str, f: _File, full: bool, now: float = 0.0) -> tuple[str, str | None] | object | None:
+        """Look at one file; returns (digest, text) when its content changed and needs parsing,
+        ``_UNSETTLED`` when it is still being written."""
         try:
             st = os.stat(path)
         except OSError:
@@ -160,6 +186,11 @@ class ManifestFiles:
         stamp = _stamp(st) if st else ()
         if f.current is not None and stamp and stamp == f.stamp and not full:
             return None
+        if st is not None and stamp != f.stamp:
+            again = self._settling(path, st, f, now)
+            if again is not None:
+                self.unsettled[path] = again
+                return _UNSETTLED
         f.in_place = bool(stamp and f.stamp and stamp[:2] == f.stamp[:2])  # same device and inode
         try:
             with open(path, "rb") as fh:
@@ -208,10 +239,19 @@ class ManifestFiles:
         paths, unknown = self._find()
         present = set(paths)
         todo: list[tuple[_File, str, str | None]] = []
-        for path in paths:
-            f = self.files.setdefault(path, _File(path))
-            changed = self._read(path, f, full)
-            if changed is not None:
+        self.unsettled = {}
+        for path in list(paths):
+            f = self.files.get(path) or _File(path)
+            changed = self._read(path, f, full, now)
+            if changed is _UNSETTLED and f.current is None:
+                # Never read, and still being written: what it describes is unknown until it is
+                # quiet, so nothing may be pruned meanwhile (its pods may be among the running).
+                paths.remove(path)
+                unknown.append(Diagnostic(Severity.WARNING, path, 0, 0, "",
+                                          f"still being written; read once it is unchanged for {self.settle:g}s"))
+                continue
+            self.files[path] = f
+            if changed is not None and changed is not _UNSETTLED:
                 todo.append((f, *changed))
         loads = self.loader([(f.path, text) for f, _, text in todo])
         self.parses += len(todo)
@@ -252,8 +292,10 @@ class ManifestFiles:
         return comp
 
     def confirm_at(self) -> float | None:
-        """When the read that confirms (or not) a held pod's disappearance is due (wall clock)."""
-        return min(self.held.values()) + HOLD_GRACE if self.held else None
+        """When the next read is due (wall clock): the one that confirms (or not) a held pod's
+        disappearance, or a look at a file that was still being written."""
+        due = [t + HOLD_GRACE for t in self.held.values()] + list(self.unsettled.values())
+        return min(due) if due else None
 
     def _hold_vanished(self, comp: Composition, now: float) -> Composition:
         """Pods that left a file rewritten in place are held (not pruned) until a read HOLD_GRACE

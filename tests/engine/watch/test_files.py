@@ -284,3 +284,98 @@ def test_strict_watch_keeps_the_last_good_version_of_a_file_in_podmans_dialect(d
     lenient = ManifestFiles([str(d)], None).refresh()
     assert lenient.files[str(d / "a.yaml")].state == "ok"
     assert hashes(lenient) != hashes(good)
+
+
+def _touch(path, when: float) -> None:
+    os.utime(path, ns=(int(when * 1e9), int(when * 1e9)))
+
+
+def test_a_file_changed_in_place_is_read_only_once_it_has_been_quiet_for_the_settle_time(d, state):
+    path = d / "app.yaml"
+    path.write_text(pod("a", image="busybox:1"))
+    _touch(path, 900.0)
+    clock = WallClock()
+    files = ManifestFiles([str(d)], state, clock=clock, settle=0.5)
+    first = hashes(files.refresh())
+
+    with open(path, "r+") as f:  # a slow writer, halfway through a line: `image: busyb`
+        f.truncate(0)
+        f.write(pod("a", image="busybox:2")[:-20])
+    _touch(path, clock.now)  # written just now
+    comp = files.refresh()
+    assert hashes(comp) == first, "a file still being written is not read: its previous version stands"
+    assert files.confirm_at() == clock.now + 0.5, "the next look is due when it has been quiet long enough"
+
+    clock.now += 0.3
+    with open(path, "r+") as f:  # the writer finishes
+        f.truncate(0)
+        f.write(pod("a", image="busybox:2"))
+    _touch(path, clock.now)
+    assert hashes(files.refresh()) == first and files.confirm_at() == clock.now + 0.5
+    clock.now += 0.5
+    done = files.refresh()
+    assert hashes(done) != first and done.desired.pods["default/a"].containers[0].spec.image == "busybox:2"
+    assert files.confirm_at() is None
+
+
+def test_a_file_whose_mtime_says_nothing_is_read_when_two_looks_apart_agree(d, state):
+    path = d / "app.yaml"
+    path.write_text(pod("a", image="busybox:1"))
+    clock = WallClock()  # 1000.0: the file's real mtime lies far in this clock's future
+    files = ManifestFiles([str(d)], state, clock=clock, settle=0.5)
+    first = hashes(files.refresh())  # the first look (the watcher starting) takes files as they are
+    path.write_text(pod("a", image="busybox:2"))
+    assert hashes(files.refresh()) == first
+    clock.now += 0.5
+    assert hashes(files.refresh()) != first, "the same size and mtime half a second apart: complete"
+
+
+def test_a_new_file_still_being_written_holds_every_delete_until_it_is_read(d, state):
+    (d / "a.yaml").write_text(pod("a"))
+    clock = WallClock()
+    files = ManifestFiles([str(d)], state, clock=clock, settle=0.5)
+    files.refresh()
+    new = d / "b.yaml"
+    new.write_text(CLAIM)
+    _touch(new, clock.now)
+    comp = files.refresh()
+    report = comp.files[str(new)]
+    assert report.state == "unread" and "still being written" in report.errors[0]
+    assert not comp.scope.prune, "what a half-written file describes is unknown: nothing is pruned meanwhile"
+    clock.now += 0.5
+    comp = files.refresh()
+    assert comp.files[str(new)].state == "ok" and comp.scope.prune
+
+
+def test_a_file_replaced_by_a_rename_is_read_at_once(d, state):
+    path = d / "app.yaml"
+    path.write_text(pod("a", image="busybox:1"))
+    clock = WallClock()
+    files = ManifestFiles([str(d)], state, clock=clock, settle=0.5)
+    first = hashes(files.refresh())
+    tmp = d / ".app.yaml.tmp"
+    tmp.write_text(pod("a", image="busybox:2"))
+    _touch(tmp, clock.now)
+    os.rename(tmp, path)
+    assert hashes(files.refresh()) != first and files.confirm_at() is None
+
+
+def test_a_look_that_is_due_is_due_before_the_keepers_now_so_the_keeper_does_not_spin(d):
+    import time
+
+    from reconciler.watch.dirs import DirSource
+
+    path = d / "app.yaml"
+    path.write_text(pod("a", image="busybox:1"))
+    source = DirSource([str(d)], None, debounce=0.5)
+    clock = WallClock()
+    source.files.clock = clock
+    source.refresh(True)
+    path.write_text(pod("a", image="busybox:2"))
+    _touch(path, clock.now)
+    source.refresh(False)
+    assert source.due() > time.monotonic(), "not quiet yet: the look comes later"
+    clock.now += 0.5
+    now = time.monotonic()  # what a keeper reads before it asks
+    assert source.due() <= now, "due: a keeper acting on `due() <= now` must act now"
+    assert source.refresh(False).desired.pods["default/a"].containers[0].spec.image == "busybox:2"

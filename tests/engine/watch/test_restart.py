@@ -49,7 +49,9 @@ class Rig:
         self.clock = Clock()
         self.out = io.StringIO()
         # Relist and resync far away: only the back-off timer (or an explicit tick) acts.
-        self.keeper = Keeper(DirSource([str(d)], self.state), self.paths, self.state, lambda: drivers,
+        # debounce 0: the tests write a file and converge at once, with no inotify debounce before
+        # (a file must otherwise have been quiet for the debounce to be read).
+        self.keeper = Keeper(DirSource([str(d)], self.state, debounce=0), self.paths, self.state, lambda: drivers,
                              EventLog(self.out, "json", clock=self.clock.time), KeeperOptions(relist=3600, resync=3600),
                              clock=self.clock.time, monotonic=self.clock.mono, health=health)
         self.keeper.converge("start", refresh=True, full=True)

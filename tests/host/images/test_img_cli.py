@@ -38,7 +38,10 @@ def test_pull_images_inspect_rmi(podplay, registry, repo, host_paths):
     res = podplay("pull", pushed.ref)
     image_id = res.stdout.decode().strip()
     assert len(image_id) == 64 and all(c in "0123456789abcdef" for c in image_id)
-    assert res.stderr == b""  # not a terminal: no progress noise
+    # Not a terminal: one plain line per layer downloaded and one for the image, no escape codes.
+    lines = res.stderr.decode().splitlines()
+    assert lines and all(line.startswith(f"{pushed.ref}: ") for line in lines) and b"\x1b" not in res.stderr
+    assert " layers downloaded " in lines[-1]
 
     table = podplay("images").stdout.decode().splitlines()
     assert table[0].split() == ["REPOSITORY", "TAG", "IMAGE", "ID", "CREATED", "SIZE"]
