@@ -47,6 +47,7 @@ from reconciler.reconcile import (
 )
 from reconciler.revisions import PROGRESSING, RolloutEvent, check_rollouts, record_revisions
 from reconciler.state import StateStore
+from reconciler.steps import PullImage
 
 
 class HealthHook(Protocol):
@@ -144,30 +145,44 @@ class Converger:
         exited at once, as `up` does); `everything` acts on changes the retry policy holds too;
         `probe` runs the due probes first; `apply=False` only looks (and follows rollouts)."""
         timeout = self.lock_timeout if lock_timeout is _CONFIGURED else lock_timeout
-        failed = self._prefetch(goal) if apply and everything and goal.mode == Mode.UP else {}
-        with locked(self.paths, timeout):
-            drivers = self._open()
-            if failed:  # the plan's pull steps report these without asking the registry again
-                drivers = dataclasses.replace(drivers, images=_Refused(drivers.images, failed))
-            recovered = recover(self.state, drivers) if apply else []
-            notes = record_revisions(self.state, goal.declared, list(goal.objects)) \
-                if apply and goal.mode == Mode.UP else []
-            view = self._look(goal, drivers, now, write=True)
-            result = PassResult(goal.manifests, view.desired, Plan(changes=view.changes), recovered=recovered,
-                                notes=notes + list(view.notes), view=view)
-            if goal.mode == Mode.UP:
-                view = self._health_and_rollouts(goal, view, result, probe)
-                result.view, result.desired = view, view.desired
-            work = view.work if everything else [c for c in view.work if not self.retry.holds(c)]
-            if not apply or not work:
-                result.plan = Plan(changes=view.changes)
-                return result
-            keep = {id(c) for c in work}
-            changes = [c for c in view.changes if c.action == Action.NOOP or id(c) in keep]
-            result.plan, result.applied = apply_view(view, changes, drivers, self.state, report=self.report,
-                                                     failpoints=self.failpoints, on_plan=self.on_plan)
-            self.retry.note(result.applied.results)
-        return result
+        prefetch = apply and everything and goal.mode == Mode.UP
+        failed = self._prefetch(goal) if prefetch else {}
+        checked: set[str] = set()  # Always images asked of their registry this tick, outside the lock
+        while True:
+            with locked(self.paths, timeout):
+                drivers = self._open()
+                if failed or checked:  # the plan's pull steps use these answers without asking again
+                    drivers = dataclasses.replace(drivers, images=_Prefetched(drivers.images, failed, checked))
+                recovered = recover(self.state, drivers) if apply else []
+                notes = record_revisions(self.state, goal.declared, list(goal.objects)) \
+                    if apply and goal.mode == Mode.UP else []
+                view = self._look(goal, drivers, now, write=True)
+                result = PassResult(goal.manifests, view.desired, Plan(changes=view.changes), recovered=recovered,
+                                    notes=notes + list(view.notes), view=view)
+                if goal.mode == Mode.UP:
+                    view = self._health_and_rollouts(goal, view, result, probe)
+                    result.view, result.desired = view, view.desired
+                work = view.work if everything else [c for c in view.work if not self.retry.holds(c)]
+                if not apply or not work:
+                    result.plan = Plan(changes=view.changes)
+                    return result
+                keep = {id(c) for c in work}
+                changes = [c for c in view.changes if c.action == Action.NOOP or id(c) in keep]
+                recheck = {image: creds for image, creds in _always_pulls(changes, view, drivers).items()
+                           if image not in checked} if prefetch else {}
+                if not recheck:
+                    result.plan, result.applied = apply_view(view, changes, drivers, self.state, report=self.report,
+                                                             failpoints=self.failpoints, on_plan=self.on_plan)
+                    self.retry.note(result.applied.results)
+                    return result
+            # An image with pull policy Always is asked of its registry when a container is made
+            # from it: do that outside the lock too (a stalled registry holds nobody), then look again.
+            for image, creds in sorted(recheck.items()):
+                try:
+                    drivers.images.ensure_image(image, "Always", creds)
+                except PodplayError as exc:
+                    failed[image] = exc
+                checked.add(image)
 
     def _prefetch(self, goal: Goal) -> dict[str, PodplayError]:
         """Pull the images the goal needs and the store lacks before taking the apply lock: a
@@ -299,19 +314,38 @@ class Converger:
                 progress(f"! rollout of deployment {ref} to revision {s.revision} failed: {s.message}; {verdict}")
 
 
-class _Refused:
-    """An image store that answers the pulls that just failed with the same error at once."""
+class _Prefetched:
+    """An image store for a tick whose pulls were done before the apply lock: the pulls that
+    failed answer with the same error at once, and the Always images already asked of their
+    registry are not asked again."""
 
-    def __init__(self, images, failed: dict[str, PodplayError]):
-        self._images, self._failed = images, failed
+    def __init__(self, images, failed: dict[str, PodplayError], checked: set[str]):
+        self._images, self._failed, self._checked = images, failed, checked
 
     def ensure_image(self, ref: str, policy: str, credentials=()):
         if ref in self._failed:
             raise self._failed[ref]
+        if ref in self._checked:
+            policy = "IfNotPresent"
         return self._images.ensure_image(ref, policy, credentials)
 
     def __getattr__(self, name: str):
         return getattr(self._images, name)
+
+
+def _always_pulls(changes: Sequence[Change], view: View, drivers: Drivers) -> dict[str, list]:
+    """The images with pull policy Always that applying `changes` would ask their registry about
+    (those already in the store; a missing one was pulled before the lock), with the pull
+    secrets of the pods that use them."""
+    wanted: dict[str, list] = {}
+    plan = make_plan(list(changes), view.desired, view.observed)
+    refs = {p.ref: p for p in view.desired.pods.values()}
+    for txn in plan.txns:
+        for step in (planned.step for planned in txn.steps):
+            if isinstance(step, PullImage) and step.policy == "Always":
+                creds = wanted.setdefault(step.image, [])
+                creds.extend(s for r in step.credentials_from if r in refs for s in refs[r].pull_secrets)
+    return {image: creds for image, creds in wanted.items() if drivers.images.get_image(image) is not None}
 
 
 @dataclass

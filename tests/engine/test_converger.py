@@ -291,3 +291,33 @@ spec:
     engine.write("d.yaml", (engine.dir / "d.yaml").read_text().replace('"1000"', '"2000"'))
     second = engine.up()
     assert updating_deployments(second) == {"default/web"}, "a changed template is a rollout `up` follows"
+
+
+def test_an_always_image_in_the_store_is_asked_of_its_registry_outside_the_apply_lock(engine, monkeypatch):
+    from reconciler.drivers.fake import FakeImages
+    from reconciler.errors import LockedError
+    from reconciler.state import ApplyLock
+
+    engine.drivers.images.ensure_image("busybox:1.36", "IfNotPresent")  # present before the pass
+    engine.host.log.clear()
+    engine.write("a.yaml", POD.format(name="a", probe="").replace(
+        "    image: busybox:1.36\n", "    image: busybox:1.36\n    imagePullPolicy: Always\n"))
+    asked: list[tuple[str, bool]] = []  # (policy, whether the apply lock was free at the time)
+    real = FakeImages.ensure_image
+
+    def ensure(self, ref, policy, credentials=()):
+        try:
+            with ApplyLock(engine.paths.lock_file, 0):
+                free = True
+        except LockedError:
+            free = False
+        asked.append((policy, free))
+        return real(self, ref, policy, credentials)
+
+    monkeypatch.setattr(FakeImages, "ensure_image", ensure)
+    first = converger(engine, Clock()).once(goal_of(engine))
+    assert first.ok and engine.running() == {"default/a": {"app"}}
+    pulls = [op for op in engine.host.log if op.startswith("pull_image")]
+    assert len(pulls) == 1, f"the registry is asked once, not again under the lock: {pulls}"
+    assert ("Always", True) in asked, asked
+    assert ("Always", False) not in asked, f"no registry call with the lock held: {asked}"
