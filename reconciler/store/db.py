@@ -136,7 +136,14 @@ class Connection:
                 with contextlib.suppress(StateError, NoSpaceError):  # the error that brought us here says more
                     self.execute("ROLLBACK")
                 raise
-            self.execute("COMMIT")
+            try:
+                self.execute("COMMIT")
+            except (StateError, NoSpaceError):
+                # sqlite keeps the transaction open when COMMIT fails (a full disk): end it, so
+                # that the connection can be used again (the journal retries on its reserve).
+                with contextlib.suppress(StateError, NoSpaceError):
+                    self.execute("ROLLBACK")
+                raise
 
     def close(self) -> None:
         with self.lock:
