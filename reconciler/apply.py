@@ -527,8 +527,9 @@ def _run_txn(txn: Txn, runner: _Runner, state: StateStore, record: dict, failpoi
 
 
 def _compensate(tid: int, steps: list[Step], seqs: list[int], runner: _Runner, state: StateStore) -> str:
-    # Undoing must not stop at its own bookkeeping on a disk that just filled up.
-    state.journal.release_reserve()
+    if any(steps[seq].undo() is not None for seq in seqs):
+        # Undoing must not stop at its own bookkeeping on a disk that (nearly) filled up.
+        state.journal.release_reserve(unless_free=True)
     errors = []
     for seq in reversed(seqs):
         undo = steps[seq].undo()

@@ -8,7 +8,7 @@ beside the store (``journal.reserve``) while there is room, whose blocks nothing
 When a write the journal must make fails for lack of space (a step marked, a transaction
 closed, a teardown begun), the reserve is released and the write retried: a compensation
 or a teardown never stops at its own bookkeeping. Apply releases it before it undoes
-anything, and holds it again at the start of the next apply. New work never eats into it:
+anything on a nearly full disk, and holds it again at the start of the next apply. New work never eats into it:
 ``check_space`` counts what is missing of the reserve as space needed, and beginning a
 create is a write that does not release it.
 """
@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from reconciler.errors import NoSpaceError, StateError, no_space
-from reconciler.store.db import Connection
+from reconciler.store.db import RESERVE_FILE, Connection
 from reconciler.store.owned import commit_ownership
 
 if TYPE_CHECKING:
@@ -44,7 +44,6 @@ CREATE, DELETE, START, STOP, PREPARE = "create", "delete", "start", "stop", "pre
 _FREEING = (DELETE, STOP)
 RESERVE = 1 << 20  # room for the journal's writes of a compensation (a few hundred WAL pages)
 HEADROOM = 256 << 10  # beyond the reserve: the journal's writes of a bring-up that goes well
-RESERVE_FILE = "journal.reserve"
 
 
 @dataclass(frozen=True)
@@ -109,10 +108,16 @@ class Journal:
             os.close(fd)
         return self.held()
 
-    def release_reserve(self) -> bool:
-        """Give the reserve's blocks back to the file system; False when none were held."""
+    def release_reserve(self, *, unless_free: bool = False) -> bool:
+        """Give the reserve's blocks back to the file system; False when none were held.
+        `unless_free`: keep it while the file system has as much free beside it."""
         if self.reserve is None or self.held() == 0:
             return False
+        if unless_free:
+            with contextlib.suppress(OSError):
+                st = os.statvfs(self.reserve.parent)
+                if st.f_bavail * st.f_frsize >= RESERVE:
+                    return False
         with contextlib.suppress(OSError):
             os.truncate(self.reserve, 0)
         return True
