@@ -499,11 +499,12 @@ def _run_txn(txn: Txn, runner: _Runner, state: StateStore, record: dict, failpoi
     done: list[int] = []
     for seq, step in enumerate(steps):
         n = failpoints.before(step)
-        state.journal.mark(tid, seq, STARTED)
         try:
+            state.journal.mark(tid, seq, STARTED)  # on a disk full even past the reserve: not run
             runner.run(step)
         except PodplayError as exc:
-            state.journal.mark(tid, seq, FAILED, str(exc))
+            with contextlib.suppress(NoSpaceError):
+                state.journal.mark(tid, seq, FAILED, str(exc))
             message = f"{step.describe()}: {exc}"
             if txn.kind in (TxnKind.CREATE, TxnKind.PREPARE):
                 undo_errors = _compensate(tid, steps, done + [seq], runner, state)
@@ -537,9 +538,13 @@ def _compensate(tid: int, steps: list[Step], seqs: list[int], runner: _Runner, s
             continue
         try:
             runner.run(undo)
-            state.journal.mark(tid, seq, UNDONE)
         except PodplayError as exc:
             errors.append(f"{undo.describe()}: {exc}")
+            continue
+        # The undo ran; a disk full past the reserve only keeps the journal behind (the
+        # transaction stays open, and recovery undoes it again: undo steps are idempotent).
+        with contextlib.suppress(NoSpaceError):
+            state.journal.mark(tid, seq, UNDONE)
     return ("; compensation left errors: " + "; ".join(errors)) if errors else ""
 
 
