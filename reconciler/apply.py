@@ -16,7 +16,8 @@ itself), apply undoes the PREPARE; after a crash, recovery undoes an open PREPAR
 the transactions that used what it made.
 
 A full disk: the journal holds a reserve (reconciler.store.journal) that apply releases before
-it undoes anything, so that a compensation never fails on its own bookkeeping. A transaction
+it undoes anything on a nearly full disk, and that a journal write gives back when it finds the
+disk full, so that a compensation never fails on its own bookkeeping. A transaction
 that fails for lack of space (its free-space check, a snapshot, the journal) fails like any
 other, and once the plan has run apply raises that NoSpaceError: one clear message (and exit
 code) instead of one line per transaction it held back.
