@@ -8,10 +8,24 @@ a crash, ``recover`` finds open transactions and finishes them: creates are undo
 diff creates the pod again from scratch), teardowns are rolled forward, and an interrupted
 restart is closed as aborted (it needs the desired pod, which only a plan has: the next diff
 sees the container still exited, or gone, and restarts it again).
+
+Make-before-break (plan.TxnKind.PREPARE): a replace's PREPARE runs like a create but stays open
+when it succeeds; the new instance's CREATE closes it as it commits (in the same database
+transaction). When the CREATE does not commit (the teardown before it failed, or it failed
+itself), apply undoes the PREPARE; after a crash, recovery undoes an open PREPARE last, after
+the transactions that used what it made.
+
+A full disk: the journal holds a reserve (reconciler.store.journal) that apply releases before
+it undoes anything on a nearly full disk, and that a journal write gives back when it finds the
+disk full, so that a compensation never fails on its own bookkeeping. A transaction
+that fails for lack of space (its free-space check, a snapshot, the journal) fails like any
+other, and once the plan has run apply raises that NoSpaceError: one clear message (and exit
+code) instead of one line per transaction it held back.
 """
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import math
 import os
@@ -24,12 +38,13 @@ from dataclasses import dataclass, field
 
 from reconciler.desired import DesiredPod
 from reconciler.drivers.base import Drivers
-from reconciler.errors import ContainerRuntimeError, NetworkError, PodplayError
+from reconciler.errors import ContainerRuntimeError, NetworkError, NoSpaceError, PodplayError
 from reconciler.observed import NetworkStatus
 from reconciler.plan import Plan, Txn, TxnKind
 from reconciler.state import ABORTED, COMMITTED, DONE, FAILED, OPEN, ROLLED_BACK, STARTED, UNDONE, StateStore
 from reconciler.steps import (
     AttachNetwork,
+    CheckFreeSpace,
     CreateContainer,
     CreateInfra,
     DetachNetwork,
@@ -107,6 +122,7 @@ class TxnResult:
     txn: Txn
     status: TxnStatus
     error: str = ""
+    cause: PodplayError | None = None  # the error that failed it (or that failed what it waited on)
 
 
 @dataclass
@@ -121,6 +137,11 @@ class ApplyResult:
     def failed(self) -> list[TxnResult]:
         return [r for r in self.results if r.status != TxnStatus.OK]
 
+    @property
+    def no_space(self) -> NoSpaceError | None:
+        """The first failure that was a full disk, if any."""
+        return next((r.cause for r in self.results if isinstance(r.cause, NoSpaceError)), None)
+
 
 Reporter = Callable[[str, Txn, str], None]  # (event, txn, message): event in begin|ok|failed|skipped
 
@@ -130,9 +151,10 @@ Reporter = Callable[[str, Txn, str], None]  # (event, txn, message): event in be
 class _Runner:
     """Maps each step to driver calls; caches what later steps of the same pod need."""
 
-    def __init__(self, drivers: Drivers, plan: Plan):
+    def __init__(self, drivers: Drivers, plan: Plan, state: StateStore | None = None):
         self.d = drivers
         self.plan = plan
+        self.state = state
         self.volume_paths: dict[str, dict[str, str]] = {}
         self.network: dict[str, NetworkStatus | None] = {}
 
@@ -224,6 +246,9 @@ class _Runner:
             case PrepareVolumes():
                 self.volume_paths.pop(step.uid, None)
                 self._volumes(self.pod(step))
+            case CheckFreeSpace():
+                if self.state is not None:
+                    self.state.journal.check_space(step.need)
             case PrepareSnapshot():
                 image = d.images.get_image(step.image)
                 if image is None:
@@ -381,18 +406,23 @@ def apply_plan(plan: Plan, drivers: Drivers, state: StateStore, *, report: Repor
     report = report or (lambda event, txn, message: None)
     failpoints = failpoints or Failpoints()
     parallel = parallel or default_parallelism()
-    runner = _Runner(drivers, plan)
+    runner = _Runner(drivers, plan, state)
     owner = {sid: t.id for t in plan.txns for sid in t.step_ids}
     needs = {t.id: {owner[d] for d in t.external_deps() if d in owner} for t in plan.txns}
     outcome: dict[str, TxnResult] = {}
+    prepared: dict[str, int] = {}  # a PREPARE's txn id → its journal id, while it is held open
     lock = threading.Lock()  # report() and the event log see one transaction at a time
+    if plan.txns:
+        state.journal.hold_reserve()
 
-    def finish(txn: Txn, status: TxnStatus, message: str = "") -> None:
+    def finish(txn: Txn, status: TxnStatus, message: str = "", cause: PodplayError | None = None) -> None:
         with lock:
-            outcome[txn.id] = TxnResult(txn, status, message)
+            outcome[txn.id] = TxnResult(txn, status, message, cause)
             if status != TxnStatus.OK:
-                state.keepers.add_event("warning" if status == TxnStatus.SKIPPED else "error", txn.key, message)
-            report(status, txn, message)
+                with contextlib.suppress(PodplayError):  # the event log must not fail a full disk's undo
+                    state.keepers.add_event("warning" if status == TxnStatus.SKIPPED else "error", txn.key, message)
+            if not isinstance(cause, NoSpaceError):  # said once, by apply_plan's error
+                report(status, txn, message)
 
     def run(txn: Txn) -> None:
         conflict = _port_conflict(plan, txn, drivers)
@@ -401,8 +431,11 @@ def apply_plan(plan: Plan, drivers: Drivers, state: StateStore, *, report: Repor
             return
         with lock:
             report("begin", txn, "")
-        error = _run_txn(txn, runner, state, txn.owns.to_json(), failpoints)
-        finish(txn, TxnStatus.FAILED if error else TxnStatus.OK, error)
+        error, cause, tid = _run_txn(txn, runner, state, txn.owns.to_json(), failpoints)
+        if txn.kind == TxnKind.PREPARE and not error:
+            with lock:
+                prepared[txn.id] = tid
+        finish(txn, TxnStatus.FAILED if error else TxnStatus.OK, error, cause)
 
     pending = list(plan.txns)
     with ThreadPoolExecutor(max_workers=parallel) as pool:
@@ -411,9 +444,11 @@ def apply_plan(plan: Plan, drivers: Drivers, state: StateStore, *, report: Repor
             for txn in list(pending):
                 deps = needs[txn.id]
                 # The Services' sync waits for the pods but serves whatever came up.
-                if txn.kind != "services" and any(d in outcome and outcome[d].status != TxnStatus.OK for d in deps):
+                failed = [outcome[d] for d in deps if d in outcome and outcome[d].status != TxnStatus.OK]
+                if txn.kind != "services" and failed:
                     pending.remove(txn)
-                    finish(txn, TxnStatus.SKIPPED, "skipped: a step it depends on failed")
+                    finish(txn, TxnStatus.SKIPPED, "skipped: a step it depends on failed",
+                           next((r.cause for r in failed if isinstance(r.cause, NoSpaceError)), None))
                     continue
                 if not deps <= outcome.keys():
                     continue
@@ -427,44 +462,76 @@ def apply_plan(plan: Plan, drivers: Drivers, state: StateStore, *, report: Repor
             for future in done:
                 txn = running.pop(future)
                 future.result()  # a bug (not a PodplayError) surfaces here, as it would in order
+    _release_prepared(plan, prepared, outcome, runner, state)
     result = ApplyResult([outcome[t.id] for t in plan.txns])
-    state.journal.prune_history()
+    with contextlib.suppress(NoSpaceError):  # housekeeping: the next apply prunes
+        state.journal.prune_history()
+    if result.no_space is not None:
+        raise result.no_space
     return result
 
 
-def _run_txn(txn: Txn, runner: _Runner, state: StateStore, record: dict, failpoints: Failpoints) -> str:
+def _release_prepared(plan: Plan, prepared: dict[str, int], outcome: dict[str, TxnResult], runner: _Runner,
+                      state: StateStore) -> None:
+    """Undo the PREPAREs whose new instance was not created (a committed CREATE has closed its
+    PREPARE in the journal already)."""
+    for txn in plan.txns:
+        tid = prepared.get(txn.id)
+        if tid is None:
+            continue
+        created = any(t.kind == TxnKind.CREATE and t.uid == txn.uid and t.key == txn.key
+                      and outcome.get(t.id) is not None and outcome[t.id].status == TxnStatus.OK for t in plan.txns)
+        if created:
+            continue
+        steps = [ps.step for ps in txn.steps]
+        errors = _compensate(tid, steps, list(range(len(steps))), runner, state)
+        state.journal.finish_txn(tid, ROLLED_BACK, "its new instance was not created" + errors)
+
+
+def _run_txn(txn: Txn, runner: _Runner, state: StateStore, record: dict, failpoints: Failpoints
+             ) -> tuple[str, PodplayError | None, int]:
+    """Run one transaction: (error message or "", the error, its journal id). A PREPARE that
+    succeeds is left open (see the module docstring)."""
     steps = [ps.step for ps in txn.steps]
-    tid = state.journal.begin_txn(txn.kind, txn.key, txn.uid, steps, record)
+    try:
+        tid = state.journal.begin_txn(txn.kind, txn.key, txn.uid, steps, record)
+    except PodplayError as exc:  # not even journaled (a full disk): nothing ran
+        return f"{txn.kind} {txn.key}: {exc}", exc, 0
     done: list[int] = []
     for seq, step in enumerate(steps):
         n = failpoints.before(step)
-        state.journal.mark(tid, seq, STARTED)
         try:
+            state.journal.mark(tid, seq, STARTED)  # on a disk full even past the reserve: not run
             runner.run(step)
         except PodplayError as exc:
-            state.journal.mark(tid, seq, FAILED, str(exc))
+            with contextlib.suppress(NoSpaceError):
+                state.journal.mark(tid, seq, FAILED, str(exc))
             message = f"{step.describe()}: {exc}"
-            if txn.kind == TxnKind.CREATE:
+            if txn.kind in (TxnKind.CREATE, TxnKind.PREPARE):
                 undo_errors = _compensate(tid, steps, done + [seq], runner, state)
                 state.journal.finish_txn(tid, ROLLED_BACK, message + undo_errors)
-                return message + undo_errors
+                return message + undo_errors, exc, tid
             if txn.kind == TxnKind.DELETE:
                 # Keep tearing down what we can; the open transaction is retried next pass.
                 rest = _roll_forward(tid, steps, range(seq + 1, len(steps)), runner, state)
                 if rest:
                     message += rest
                 state.journal.finish_txn(tid, ABORTED, message)
-                return message
+                return message, exc, tid
             state.journal.finish_txn(tid, ABORTED, message)
-            return message
+            return message, exc, tid
         state.journal.mark(tid, seq, DONE)
         done.append(seq)
         failpoints.after(step, n)
-    state.journal.finish_txn(tid, COMMITTED)
-    return ""
+    if txn.kind != TxnKind.PREPARE:
+        state.journal.finish_txn(tid, COMMITTED)
+    return "", None, tid
 
 
 def _compensate(tid: int, steps: list[Step], seqs: list[int], runner: _Runner, state: StateStore) -> str:
+    if any(steps[seq].undo() is not None for seq in seqs):
+        # Undoing must not stop at its own bookkeeping on a disk that (nearly) filled up.
+        state.journal.release_reserve(unless_free=True)
     errors = []
     for seq in reversed(seqs):
         undo = steps[seq].undo()
@@ -472,9 +539,13 @@ def _compensate(tid: int, steps: list[Step], seqs: list[int], runner: _Runner, s
             continue
         try:
             runner.run(undo)
-            state.journal.mark(tid, seq, UNDONE)
         except PodplayError as exc:
             errors.append(f"{undo.describe()}: {exc}")
+            continue
+        # The undo ran; a disk full past the reserve only keeps the journal behind (the
+        # transaction stays open, and recovery undoes it again: undo steps are idempotent).
+        with contextlib.suppress(NoSpaceError):
+            state.journal.mark(tid, seq, UNDONE)
     return ("; compensation left errors: " + "; ".join(errors)) if errors else ""
 
 
@@ -501,10 +572,16 @@ def recover(state: StateStore, drivers: Drivers) -> list[str]:
     next diff restarts the container again.
     """
     notes = []
-    runner = _Runner(drivers, Plan())
-    for txn in state.journal.open_txns():
+    runner = _Runner(drivers, Plan(), state)
+    # An open PREPARE is undone last: the creation that used its snapshots goes first.
+    for txn in sorted(state.journal.open_txns(), key=lambda t: t.kind == TxnKind.PREPARE):
         steps = [e.step for e in txn.entries]
-        if txn.kind == TxnKind.CREATE:
+        if txn.kind == TxnKind.PREPARE:
+            touched = [e.seq for e in txn.entries if e.status in (STARTED, DONE, FAILED)]
+            errors = _compensate(txn.id, steps, touched, runner, state)
+            state.journal.finish_txn(txn.id, ROLLED_BACK if not errors else OPEN, "recovered after a crash" + errors)
+            notes.append(f"undid the interrupted preparation of {txn.key}'s new instance{errors}")
+        elif txn.kind == TxnKind.CREATE:
             touched = [e.seq for e in txn.entries if e.status in (STARTED, DONE, FAILED)]
             errors = _compensate(txn.id, steps, touched, runner, state)
             state.journal.finish_txn(txn.id, ROLLED_BACK if not errors else OPEN, "recovered after a crash" + errors)

@@ -6,8 +6,8 @@ a pass verifies that nothing is left to do, it records a fingerprint: the conten
 every manifest file under the paths, the pod instances (uid, app containers, network) and
 claims that make up the converged host, and the state that shapes desired pods beyond the
 files (rollout pins). The next `up` of the same paths first relists the host: if the files
-hash the same, no transaction is open, every recorded pod's infra and app containers run,
-its network attachment and claims exist, no probe has an opinion about it, and no other pod
+hash the same, no transaction is open, every recorded pod's infra and app containers run on
+their mounted snapshots, its network attachment and claims exist, no probe has an opinion about it, and no other pod
 from these paths is on the host, then the full pass would plan nothing, and `up` says so.
 Anything else — a changed byte, a crashed container, a leftover instance — takes the full pass.
 
@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 from reconciler import sha
-from reconciler.observed import LABEL_SOURCE, ContainerState
+from reconciler.observed import LABEL_SOURCE, ContainerState, lost_snapshots
 from reconciler.sources import find_manifest_files
 
 if TYPE_CHECKING:
@@ -112,7 +112,8 @@ def unchanged(state: StateStore, paths: Sequence[str], drivers: Drivers, *, netw
         return None
     scope = _scope(paths)
     running: dict[str, set[str]] = {uid: set() for uid in pods}
-    for c in drivers.runtime.list_containers():
+    containers = drivers.runtime.list_containers()
+    for c in containers:
         if c.pod_uid not in pods:
             if _in_scope(c.labels.get(LABEL_SOURCE, ""), scope):
                 return None  # another instance from these paths: the full pass removes it
@@ -125,6 +126,9 @@ def unchanged(state: StateStore, paths: Sequence[str], drivers: Drivers, *, netw
     for uid, pod in pods.items():
         if running[uid] != {"", *pod["containers"]}:
             return None
+    ours = [c for c in containers if c.pod_uid in pods]
+    if lost_snapshots(ours, [s for s in drivers.snapshots.list_snapshots() if s.key.split(".", 1)[0] in pods]):
+        return None  # a root filesystem deleted or unmounted under a running container
     attached = {a.pod_uid for a in drivers.network.list_attachments()}
     if any(pod["network"] and uid not in attached for uid, pod in pods.items()):
         return None

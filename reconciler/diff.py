@@ -144,6 +144,9 @@ def _broken(o: ObservedPod) -> str:
         return "runtime state is gone (host rebooted, run root wiped, or its conmon killed)"
     if o.infra.state != ContainerState.RUNNING:
         return f"infra container is {o.infra.state}"
+    if o.lost_snapshots:
+        names = ", ".join(k.split(".", 1)[-1] for k in o.lost_snapshots)
+        return f"root filesystem gone (snapshot deleted or unmounted): {names}"
     return ""
 
 

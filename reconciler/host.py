@@ -48,7 +48,7 @@ def open_drivers(paths: HostPaths, kind: str | None = None, *, isolate: bool = F
 
     images = _Deferred(make_images)
     network = CniNetwork(paths)
-    return Drivers(images=images, snapshots=_Deferred(make_snapshots), volumes=HostVolumes(paths),
+    return Drivers(images=images, snapshots=_DeferredSnapshots(make_snapshots, paths), volumes=HostVolumes(paths),
                    runtime=RuncRuntime(paths), network=network,
                    close=lambda: images.made and images.close(),
                    services=IptablesServices(paths, network.list_attachments))
@@ -72,3 +72,17 @@ class _Deferred:
         if self._made is None:
             self._made = self._make()
         return getattr(self._made, name)
+
+
+class _DeferredSnapshots(_Deferred):
+    """The snapshotter, made on first use; listing its snapshots (every relist, the no-change
+    check) needs only directory names and mountinfo (reconciler.storage.listing)."""
+
+    def __init__(self, make: Callable[[], object], paths: HostPaths):
+        super().__init__(make)
+        self._paths = paths
+
+    def list_snapshots(self):
+        from reconciler.storage.listing import list_snapshots
+
+        return list_snapshots(self._paths)

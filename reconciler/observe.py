@@ -8,14 +8,16 @@ an attachment without an infra) show up as pods to clean up rather than as silen
 from __future__ import annotations
 
 from reconciler.drivers.base import Drivers
-from reconciler.observed import ObservedHost, group_pods, snapshot_uid
+from reconciler.observed import ObservedHost, group_pods, lost_snapshots, snapshot_uid
 
 __all__ = ["observe_host", "snapshot_uid"]
 
 
 def observe_host(drivers: Drivers) -> ObservedHost:
-    pods = group_pods(drivers.runtime.list_containers(), drivers.network.list_attachments(),
-                      [s.key for s in drivers.snapshots.list_snapshots()], drivers.volumes.list_pod_volumes())
+    containers = drivers.runtime.list_containers()
+    snapshots = drivers.snapshots.list_snapshots()
+    pods = group_pods(containers, drivers.network.list_attachments(), [s.key for s in snapshots],
+                      drivers.volumes.list_pod_volumes(), lost=lost_snapshots(containers, snapshots))
     services, service_hosts = drivers.services.observe() if drivers.services is not None else ({}, "")
     return ObservedHost(pods=pods, claims=tuple(sorted(drivers.volumes.list_claims())), services=services,
                         service_hosts=service_hosts)

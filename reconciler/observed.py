@@ -130,6 +130,7 @@ class ObservedSnapshot:
     key: str  # container id
     rootfs: str
     mounted: bool
+    present: bool = True  # its directory under the storage root exists (False: deleted, mount left)
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,9 @@ class ObservedPod:
     snapshots: tuple[str, ...] = ()
     has_volumes: bool = False
     grace_period: int = 30
+    # Keys of snapshots its containers run on that are gone: the directory deleted, the mount
+    # gone, or both (see lost_snapshots).
+    lost_snapshots: tuple[str, ...] = ()
 
     @property
     def namespace(self) -> str:
@@ -182,8 +186,25 @@ def snapshot_uid(key: str) -> str:
     return key.split(".", 1)[0]
 
 
+def lost_snapshots(containers: Iterable[ObservedContainer], snapshots: Iterable[ObservedSnapshot]) -> list[str]:
+    """Snapshot keys whose root filesystem is gone from under a container that uses it: the
+    snapshot's directory deleted, its mount gone, or both (the container id is the key). A
+    container that is not there any more, or is UNKNOWN (a reboot took every mount), is not
+    counted: other repairs cover it."""
+    snaps = {s.key: s for s in snapshots}
+    lost = {s.key for s in snaps.values() if not s.present}
+    for c in containers:
+        if c.role == "infra" or c.state == ContainerState.UNKNOWN:
+            continue
+        s = snaps.get(c.id)
+        if s is None or not s.mounted:
+            lost.add(c.id)
+    return sorted(lost)
+
+
 def group_pods(containers: Iterable[ObservedContainer], attachments: Iterable[ObservedAttachment] = (),
-               snapshots: Iterable[str] = (), pod_volumes: Iterable[str] = ()) -> dict[str, ObservedPod]:
+               snapshots: Iterable[str] = (), pod_volumes: Iterable[str] = (),
+               lost: Iterable[str] = ()) -> dict[str, ObservedPod]:
     """Pod instances by uid, from everything the drivers list that carries a pod uid.
 
     ``observe_host`` passes all four lists, so that leftovers of a crash (a snapshot without a
@@ -207,6 +228,9 @@ def group_pods(containers: Iterable[ObservedContainer], attachments: Iterable[Ob
     by_uid: dict[str, list[str]] = {}
     for key in snapshots:
         by_uid.setdefault(snapshot_uid(key), []).append(key)
+    lost_by_uid: dict[str, list[str]] = {}
+    for key in lost:
+        lost_by_uid.setdefault(snapshot_uid(key), []).append(key)
 
     pods = {}
     for uid in sorted(set(keys) | set(attachments) | set(by_uid) | pod_volumes):
@@ -223,5 +247,6 @@ def group_pods(containers: Iterable[ObservedContainer], attachments: Iterable[Ob
             infra=infra.get(uid), containers=apps.get(uid, {}), init_containers=inits.get(uid, {}),
             network=attachments.get(uid), snapshots=tuple(sorted(by_uid.get(uid, ()))),
             has_volumes=uid in pod_volumes, grace_period=grace,
+            lost_snapshots=tuple(sorted(lost_by_uid.get(uid, ()))),
         )
     return pods

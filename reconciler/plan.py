@@ -26,6 +26,7 @@ from reconciler.observed import (
 from reconciler.rollout import Move
 from reconciler.steps import (
     AttachNetwork,
+    CheckFreeSpace,
     CreateContainer,
     CreateInfra,
     DetachNetwork,
@@ -59,6 +60,9 @@ class TxnKind(enum.StrEnum):
     SHARED = "shared"  # a step several pods need: an image pull, a claim
     STOP = "stop"  # stop a pod's containers and leave them (`podplay stop`)
     SERVICES = "services"  # the Services' rules and names, written after the tick's pods
+    # What a replace's new instance needs, made while the old one still runs (undone like a
+    # create; apply closes it when the new instance's CREATE commits, undoes it otherwise).
+    PREPARE = "prepare"
 
 
 @dataclass(frozen=True)
@@ -368,6 +372,46 @@ def _bring_up(b: _Builder, d: DesiredPod, after: tuple[str, ...] = ()) -> list[P
     return steps
 
 
+# What a container's writable layer is promised at least when its pod is replaced (its
+# ephemeral-storage request, when larger): a replacement is refused while the storage root
+# cannot hold this much beside the instance it replaces.
+WRITABLE_MIN = 1 << 20
+
+
+def writable_need(d: DesiredPod) -> int:
+    """Bytes of free space a new instance of `d` needs for its containers' writable layers."""
+    from reconciler.model.quantity import to_bytes
+
+    need = 0
+    for c in d.init_containers + d.containers:
+        request = c.spec.resources.requests.get("ephemeral-storage") \
+            or c.spec.resources.limits.get("ephemeral-storage")
+        try:
+            asked = to_bytes(request) if request is not None else 0
+        except (ValueError, ZeroDivisionError):
+            asked = 0
+        need += max(asked, WRITABLE_MIN)
+    return need
+
+
+def _prepare(b: _Builder, d: DesiredPod, old: ObservedPod, after: tuple[str, ...]) -> list[PlannedStep]:
+    """A replace's make-before-break: check the free space, then make the new instance's
+    snapshots beside the old instance. A snapshot key the old instance also has (the same uid
+    replaced: --replace, a broken instance) is left to the bring-up: undoing it here would take
+    the running instance's root filesystem."""
+    first = PlannedStep(b.sid(), CheckFreeSpace(d.ref, d.uid, need=writable_need(d)), after)
+    steps, prev = [first], (first.id,)
+    keys = [(f"volume {v.name}", v.snapshot_key(d.uid), v.image) for v in d.volumes if v.kind == "image"]
+    keys += [(c.name, c.id, c.spec.image) for c in d.init_containers + d.containers]
+    for name, key, image in keys:
+        if key in old.snapshots:
+            continue
+        ps = PlannedStep(b.sid(), PrepareSnapshot(d.ref, d.uid, container=name, key=key, image=image), prev)
+        steps.append(ps)
+        prev = (ps.id,)
+    return steps
+
+
 def make_plan(changes: list[Change], desired: DesiredState, observed: ObservedHost) -> Plan:
     """Order: claims and image pulls first (a failed pull leaves the old pod running), then per
     pod its teardown and/or bring-up. A replacement tears the old instance down only after the
@@ -440,7 +484,9 @@ def _pod_txns(b: _Builder, c: Change, desired: DesiredState, observed: ObservedH
     elif c.action == Action.REPLACE:
         pulls = tuple(dict.fromkeys([b.pulls[x.spec.image] for x in d.init_containers + d.containers]
                                     + [b.pulls[v.image] for v in d.volumes if v.kind == "image"]))
-        old = b.add(TxnKind.DELETE, ref, c.before, _teardown(b, observed.pods[c.before], after=pulls))
+        o = observed.pods[c.before]
+        prep = b.add(TxnKind.PREPARE, ref, d.uid, _prepare(b, d, o, after=pulls))
+        old = b.add(TxnKind.DELETE, ref, c.before, _teardown(b, o, after=(prep.steps[-1].id,)))
         last = (old.steps[-1].id,) if old.steps else ()
         b.add(TxnKind.CREATE, ref, d.uid, _bring_up(b, d, after=last), Owns.instance(d))
     elif c.action == Action.STOP:

@@ -170,6 +170,19 @@ class RemoveVolumes(Step):
 # --- bring-up ---------------------------------------------------------------------------------
 
 @_step
+class CheckFreeSpace(Step):
+    """Refuse (NoSpaceError, nothing changed) unless the storage root has ``need`` bytes free
+    beyond the state store's reserve: room for a new instance's writable layers and the journal
+    of its bring-up. A replace checks before its old instance is touched."""
+
+    need: int = 0
+
+    @property
+    def target(self) -> str:
+        return f"{self.pod} ({self.need / 1e6:.1f} MB)"
+
+
+@_step
 class PrepareVolumes(Step):
     def undo(self) -> Step:
         return RemoveVolumes(self.pod, self.uid)

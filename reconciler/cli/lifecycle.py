@@ -56,7 +56,7 @@ def _run_request(ctx, plan_for: Callable[[ObservedHost], PodRequest], verbs: dic
         return request.plan
 
     def report(event: str, txn, message: str) -> None:
-        if txn.kind == TxnKind.SHARED and event == "ok":
+        if txn.kind in (TxnKind.SHARED, TxnKind.PREPARE) and event == "ok":  # part of what follows
             return
         if event == "ok":
             print(f"{verbs.get(txn.kind, txn.kind)} {txn.key}", file=ctx.out)

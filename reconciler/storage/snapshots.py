@@ -17,6 +17,11 @@ The copy mode applies the unpacked layer directories bottom-up into ``fs`` with 
 whiteout and opaque-directory rules overlayfs uses, then bind-mounts it; it is chosen when
 overlay cannot be mounted at all (probed once), with ``force_copy``, or for a layer stack
 too deep for overlay.
+
+A snapshot whose directory was deleted behind podplay's back while its root filesystem stays
+mounted is still listed (``present`` False, see ``listing``), so that observe reports it and a
+teardown unmounts it; preparing the key again unmounts that stale mount before it mounts the new one.
+Creating a snapshot on a full file system is the one no-space error (NoSpaceError).
 """
 
 from __future__ import annotations
@@ -34,11 +39,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 from reconciler.drivers.base import ImageStore
-from reconciler.errors import StorageError
+from reconciler.errors import StorageError, no_space
 from reconciler.fsutil import atomic_write
 from reconciler.observed import ImageInfo, ObservedSnapshot
 from reconciler.paths import HostPaths
-from reconciler.storage import mounts
+from reconciler.storage import listing, mounts
 from reconciler.storage.layers import Layer, LayerStore, flocked
 from reconciler.storage.unpack import DEFAULT_LIMITS, OPAQUE_XATTR, UnpackLimits, is_whiteout
 
@@ -84,6 +89,10 @@ class OverlaySnapshotter:
             meta = self._read_meta(sdir)
             chains = [layer.chain_id for layer in layers]
             if meta is None:
+                if mounts.is_mountpoint(target):
+                    # The mount of a snapshot whose directory was deleted: it shows nothing of
+                    # the snapshot made now.
+                    mounts.remove_tree(self.paths.mounts / key)
                 self._create(key, sdir, image, layers)
                 meta = self._read_meta(sdir)
             elif meta.get("chain_ids") != chains:
@@ -119,12 +128,7 @@ class OverlaySnapshotter:
                 os.unlink(self.paths.snapshots / LOCKS / f"{key}.lock")  # flocked copes with this
 
     def list_snapshots(self) -> list[ObservedSnapshot]:
-        mounted = {m for m, _, _ in mounts.mount_points()}
-        out = []
-        for key in self._keys():
-            rootfs = str(self.paths.mounts / key / "rootfs")
-            out.append(ObservedSnapshot(key, rootfs, rootfs in mounted))
-        return out
+        return listing.list_snapshots(self.paths)
 
     # -- more -----------------------------------------------------------------------------------
 
@@ -155,11 +159,7 @@ class OverlaySnapshotter:
     # -- internals ------------------------------------------------------------------------------
 
     def _keys(self) -> list[str]:
-        try:
-            names = os.listdir(self.paths.snapshots)
-        except FileNotFoundError:
-            return []
-        return sorted(n for n in names if _KEY.match(n) and (self.paths.snapshots / n / META).is_file())
+        return listing.stored_keys(self.paths)
 
     def _locked(self, key: str):
         return flocked(self.paths.snapshots / LOCKS / f"{key}.lock")
@@ -226,6 +226,8 @@ class OverlaySnapshotter:
             with contextlib.suppress(OSError, StorageError):
                 mounts.remove_tree(tmp)
             if isinstance(e, OSError):
+                if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise no_space(self.paths.root) from None
                 raise StorageError(f"cannot create snapshot {key}: {e}") from e
             raise
 

@@ -136,7 +136,14 @@ class Connection:
                 with contextlib.suppress(StateError, NoSpaceError):  # the error that brought us here says more
                     self.execute("ROLLBACK")
                 raise
-            self.execute("COMMIT")
+            try:
+                self.execute("COMMIT")
+            except (StateError, NoSpaceError):
+                # sqlite keeps the transaction open when COMMIT fails (a full disk): end it, so
+                # that the connection can be used again (the journal retries on its reserve).
+                with contextlib.suppress(StateError, NoSpaceError):
+                    self.execute("ROLLBACK")
+                raise
 
     def close(self) -> None:
         with self.lock:
@@ -156,7 +163,7 @@ def connect(path: str | os.PathLike) -> Connection:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            return _open(path)
+            return _open_or_release(path)
         except sqlite3.DatabaseError as exc:
             if isinstance(exc, sqlite3.OperationalError) and "malformed" not in str(exc):
                 raise _translated(path, exc) from None
@@ -174,6 +181,23 @@ def connect(path: str | os.PathLike) -> Connection:
         if exc.errno == errno.ENOSPC:
             raise no_space(path) from None
         raise StateError(f"state store {path}: {exc.strerror or exc}") from None
+
+
+# The journal's reserve (reconciler.store.journal): blocks kept free for the journal's writes.
+RESERVE_FILE = "journal.reserve"
+
+
+def _open_or_release(path: Path) -> Connection:
+    """Open; on a full disk (sqlite makes its -wal and -shm files as it opens) give the
+    journal's reserve back and try again: a store that cannot open cannot `down` either."""
+    try:
+        return _open(path)
+    except sqlite3.OperationalError as exc:
+        reserve = path.with_name(RESERVE_FILE)
+        if not isinstance(_translated(path, exc), NoSpaceError) or not os.path.exists(reserve):
+            raise
+        os.truncate(reserve, 0)
+        return _open(path)
 
 
 def _open(path: Path) -> Connection:

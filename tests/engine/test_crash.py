@@ -100,7 +100,10 @@ def test_kill_at_every_step_boundary_recovers(tmp_path, scenario, when):
 
         engine.state = StateStore(engine.paths.state_db)
         interrupted = [t for t in engine.state.journal.open_txns()]
-        assert len(interrupted) == 1, f"{when}:#{n} should leave exactly one open transaction"
+        # One open transaction, and beside it a replace's PREPARE, held open until its create commits.
+        held = [t for t in interrupted if t.kind == "prepare"]
+        assert len(interrupted) - len(held) <= 1 and len(held) <= 1 and interrupted, \
+            f"{when}:#{n} should leave exactly one open transaction (and a replace's held PREPARE)"
         result = engine.up()
         assert result.ok, [r.error for r in result.applied.failed]
         assert_converged(engine, expected)

@@ -131,7 +131,7 @@ def test_failed_pull_leaves_the_running_pod_alone(engine):
     engine.write("a.yaml", pod_yaml("web", image="busybox:9.99"))
     result = engine.up()
     assert not result.ok
-    assert [r.status for r in result.applied.results] == ["failed", "skipped", "skipped"]
+    assert [r.status for r in result.applied.results] == ["failed", "skipped", "skipped", "skipped"]
     assert engine.running() == {"default/web": {"app"}}
     web = [c for c in engine.drivers.runtime.list_containers() if c.pod == "default/web" and c.role == "app"]
     assert web[0].image == "busybox:1.36"

@@ -27,7 +27,7 @@ from reconciler.observed import (
     ObservedHost,
     ObservedPod,
 )
-from reconciler.plan import Plan, make_plan
+from reconciler.plan import WRITABLE_MIN, Plan, make_plan, writable_need
 from tests.unit.test_desired import desired_from, pod
 
 SRC = "/m/test.yaml"
@@ -159,21 +159,45 @@ def test_down_removes_every_instance_of_described_pods():
     assert {c.reason for c in changes} == {Reason.REQUESTED}
 
 
-def test_plan_orders_pulls_before_teardown_and_teardown_before_bring_up():
+def test_a_replace_prepares_the_new_instance_before_it_touches_the_old_one():
     old = desired("a")
     new = desired_from(pod(name="a", extra_spec="restartPolicy: Always").replace("1.36", "1.37"))
     ob = running(old, "default/a")
     plan = make_plan(compute_diff(new, host(ob), last(ob), SCOPE), new, host(ob))
-    assert [t.kind for t in plan.txns] == ["shared", "delete", "create"]
-    pull, delete, create = plan.txns
+    assert [t.kind for t in plan.txns] == ["shared", "prepare", "delete", "create"]
+    pull, prepare, delete, create = plan.txns
     assert pull.steps[0].step.image == "busybox:1.37"
-    assert delete.steps[0].depends_on == (pull.steps[0].id,)
+    # Free space and the new snapshots first, after the pull and while the old instance runs.
+    assert [s.step.verb for s in prepare.steps] == ["CheckFreeSpace", "PrepareSnapshot"]
+    assert prepare.uid == create.uid == new.pods["default/a"].uid
+    assert prepare.steps[0].depends_on == (pull.steps[0].id,)
+    assert prepare.steps[0].step.need == WRITABLE_MIN
+    assert prepare.steps[1].step.key == create.steps[0].step.key
+    assert delete.steps[0].depends_on == (prepare.steps[-1].id,)
     verbs = [s.step.verb for s in delete.steps]
     assert verbs == ["StopContainers", "RemoveContainer", "DetachNetwork", "RemoveInfra", "RemoveSnapshot"]
     assert delete.steps[-1].id in create.steps[0].depends_on or any(
         delete.steps[-1].id in s.depends_on for s in create.steps)
     assert [s.step.verb for s in create.steps] == ["PrepareSnapshot", "CreateInfra", "AttachNetwork",
                                                   "CreateContainer", "StartContainer"]
+    assert plan.outcome(prepare) is None, "a replace is said once, by its create"
+    assert Plan.from_json(plan.to_json()) == plan
+
+
+def test_a_replace_of_the_same_instance_prepares_no_snapshot_of_the_running_one():
+    """--replace (or a broken instance) keeps the uid: the snapshot keys are the running
+    instance's, and undoing a PREPARE must never remove them."""
+    d = desired("a")
+    ob = running(d, "default/a")
+    plan = make_plan(compute_diff(d, host(ob), last(ob), SCOPE, force=True), d, host(ob))
+    prepare = next(t for t in plan.txns if t.kind == "prepare")
+    assert [s.step.verb for s in prepare.steps] == ["CheckFreeSpace"]
+
+
+def test_the_free_space_a_new_instance_needs_counts_its_ephemeral_storage_requests():
+    d = desired_from(pod(name="a", container="resources: {requests: {ephemeral-storage: 5Mi}}")).pods["default/a"]
+    assert writable_need(d) == 5 << 20
+    assert writable_need(desired("a").pods["default/a"]) == WRITABLE_MIN
 
 
 def test_plan_render_and_json_round_trip():
@@ -218,3 +242,13 @@ def test_a_deployments_new_pods_wait_for_its_removed_ones_and_other_pods_do_not(
     assert web_delete.steps[-1].id in web_create.external_deps()
     assert gone_delete.steps[-1].id not in web_create.external_deps()
     assert not {web_delete.steps[-1].id, gone_delete.steps[-1].id} & solo_create.external_deps()
+
+
+def test_a_pod_whose_root_filesystem_is_gone_is_replaced_as_incomplete():
+    from dataclasses import replace
+
+    d = desired("a")
+    ob = replace(running(d, "default/a"), lost_snapshots=(f"{d.pods['default/a'].uid}.app",))
+    (c,) = compute_diff(d, host(ob), last(ob), SCOPE)
+    assert (c.action, c.reason) == (Action.REPLACE, Reason.INCOMPLETE)
+    assert c.before == c.after and "root filesystem gone" in c.detail and "app" in c.detail

@@ -46,3 +46,20 @@ def test_leftovers_of_a_crash_are_pods_without_a_name():
 def test_without_an_infra_the_first_app_container_labels_the_pod_and_a_bad_grace_is_30():
     pods = group_pods([ctr("u5", "a", **{LABEL_SOURCE: "/m/a.yaml", LABEL_GRACE: "soon"}), ctr("u5", "b")])
     assert (pods["u5"].source, pods["u5"].grace_period, pods["u5"].spec_hash) == ("/m/a.yaml", 30, "h-a")
+
+
+def test_a_root_filesystem_deleted_or_unmounted_under_a_container_is_lost():
+    from reconciler.observed import ObservedSnapshot, lost_snapshots
+
+    containers = [ctr("u1", "", "infra"), ctr("u1", "app"), ctr("u1", "side"), ctr("u1", "gone"),
+                  ObservedContainer(id="u1.old", pod_uid="u1", pod="default/web", name="old", role="app",
+                                    state=ContainerState.UNKNOWN)]
+    snaps = [ObservedSnapshot("u1.app", "/r/u1.app/rootfs", True),  # whole
+             ObservedSnapshot("u1.side", "/r/u1.side/rootfs", False),  # unmounted
+             ObservedSnapshot("u1.vol_data", "/r/u1.vol_data/rootfs", True, present=False)]  # dir deleted
+    # u1.gone has neither; u1.old is UNKNOWN (a reboot: other repairs cover it); infra has none.
+    lost = lost_snapshots(containers, snaps)
+    assert lost == ["u1.gone", "u1.side", "u1.vol_data"]
+    (pod,) = group_pods(containers, [], [s.key for s in snaps], [], lost=lost).values()
+    assert pod.lost_snapshots == ("u1.gone", "u1.side", "u1.vol_data")
+    assert "u1.vol_data" in pod.snapshots, "a mount whose directory is gone is still torn down"

@@ -110,7 +110,8 @@ def test_rm_names_every_running_pod_in_its_refusal():
 
 @pytest.mark.parametrize("app,infra,expect,note", [
     (EXITED, RUN, [("start", ["RestartContainer"])], None),
-    (RUN, ContainerState.EXITED, [("delete", None), ("create", None)], None),  # infra gone: same instance again
+    # infra gone: the same instance again (its free space checked first; no snapshot of its own prepared)
+    (RUN, ContainerState.EXITED, [("prepare", ["CheckFreeSpace"]), ("delete", None), ("create", None)], None),
     (RUN, RUN, [], "default/web is already running"),
 ])
 def test_start(app, infra, expect, note):

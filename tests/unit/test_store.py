@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 
-from reconciler.errors import StateError
+from reconciler.errors import NoSpaceError, StateError
 from reconciler.plan import TxnKind
 from reconciler.state import COMMITTED, ROLLED_BACK, StateStore
 from reconciler.steps import StopContainers
@@ -26,8 +26,8 @@ def store(tmp_path):
 def test_the_kinds_the_journal_reads_back_are_txn_kinds():
     # The store imports nothing of the engine (ps stays light), so it spells the kinds it
     # branches on; they must stay TxnKind's values.
-    assert {journal.CREATE, journal.DELETE, journal.START, journal.STOP} == {
-        TxnKind.CREATE, TxnKind.DELETE, TxnKind.START, TxnKind.STOP}
+    assert {journal.CREATE, journal.DELETE, journal.START, journal.STOP, journal.PREPARE} == {
+        TxnKind.CREATE, TxnKind.DELETE, TxnKind.START, TxnKind.STOP, TxnKind.PREPARE}
 
 
 def test_concerns_share_one_connection(store):
@@ -115,3 +115,47 @@ def test_a_store_without_the_tables_is_a_state_error_to_the_view(tmp_path):
     sqlite3.connect(path).close()
     with open_view(path) as view, pytest.raises(StateError):
         view.keepers.sources()
+
+
+def _full_until_released(store, monkeypatch):
+    """The store's file system is full while the journal's reserve is held."""
+    real = store.db.execute
+
+    def execute(sql, params=()):
+        if store.journal.held() and not sql.startswith(("SELECT", "ROLLBACK")):
+            raise NoSpaceError("no space left (simulated)")
+        return real(sql, params)
+
+    monkeypatch.setattr(store.db, "execute", execute)
+
+
+def test_on_a_full_disk_the_journal_releases_its_reserve_to_undo_and_tear_down(store, monkeypatch):
+    step = StopContainers("default/web", "u1", container_ids=("u1.app",), timeout=3)
+    t = store.journal.begin_txn(TxnKind.CREATE, "default/web", "u1", [step])
+    assert store.journal.hold_reserve() == journal.RESERVE
+    _full_until_released(store, monkeypatch)
+    with pytest.raises(NoSpaceError):  # new work never eats into the reserve
+        store.journal.begin_txn(TxnKind.CREATE, "default/api", "u2", [step])
+    assert store.journal.held() == journal.RESERVE
+    store.journal.mark(t, 0, journal.UNDONE)  # an undo's bookkeeping: the reserve goes
+    assert store.journal.held() == 0
+    store.journal.finish_txn(t, ROLLED_BACK)
+    assert not store.journal.open_txns()
+    store.journal.hold_reserve()
+    store.journal.begin_txn(TxnKind.DELETE, "default/web", "u1", [step])  # a teardown frees space: it may
+    assert store.journal.held() == 0
+
+
+def test_the_free_space_check_counts_the_missing_reserve(store, monkeypatch):
+    import os
+
+    class Vfs:
+        f_frsize = 4096
+        f_bavail = (journal.HEADROOM + journal.RESERVE + (1 << 20)) // 4096 - 1
+
+    monkeypatch.setattr(os, "statvfs", lambda path: Vfs)
+    store.journal.hold_reserve()
+    store.journal.check_space(1 << 20)
+    store.journal.release_reserve()
+    with pytest.raises(NoSpaceError, match=r"MB free, need 2\.\d MB"):
+        store.journal.check_space(1 << 20)

@@ -152,6 +152,36 @@ def test_prepare_is_idempotent_and_remounts_after_a_reboot(host_paths, blobs):
     fresh.remove("pod2.web")
 
 
+def test_a_snapshot_deleted_under_its_mount_is_listed_and_removed_or_prepared_anew(host_paths, blobs):
+    """`rm -rf` of a snapshot's directory while its root filesystem is mounted: the mount is still
+    listed (observe sees it), remove unmounts it, and prepare replaces it with a fresh snapshot."""
+    import shutil
+
+    snaps = OverlaySnapshotter(host_paths, blobs)
+    image = three_layer_image(blobs)
+    for then in ("remove", "prepare"):
+        rootfs = snaps.prepare("pod1.web", image)
+        Path(rootfs, "written").write_text("by the container")
+        shutil.rmtree(host_paths.snapshots / "pod1.web")
+        (listed,) = snaps.list_snapshots()
+        assert (listed.key, listed.mounted, listed.present) == ("pod1.web", True, False)
+        if then == "remove":
+            snaps.remove("pod1.web")
+            assert snaps.list_snapshots() == [] and not mounts.mounts_at_or_under(host_paths.mounts)
+        else:
+            assert snaps.prepare("pod1.web", image) == rootfs
+            (listed,) = snaps.list_snapshots()
+            assert (listed.mounted, listed.present) == (True, True)
+            assert not os.path.exists(Path(rootfs, "written")), "the new snapshot, not the stale mount"
+            check_view(rootfs)
+            snaps.remove("pod1.web")
+    umounted = snaps.prepare("pod1.web", image)
+    mounts.umount(umounted)
+    (listed,) = snaps.list_snapshots()
+    assert (listed.mounted, listed.present) == (False, True)
+    snaps.remove("pod1.web")
+
+
 def test_same_key_with_other_layers_is_refused(host_paths, blobs):
     snaps = OverlaySnapshotter(host_paths, blobs)
     snaps.prepare("pod3.web", three_layer_image(blobs))
