@@ -91,5 +91,11 @@ class HostPaths:
         return self.runroot / "conmon"
 
     @property
+    def userns_mounts(self) -> Path:
+        """What the containers of hostUsers: false pods mount, staged where their unprivileged
+        root can reach it: beside the run root, which is owner-only (see runtime.userns)."""
+        return self.runroot.with_name(self.runroot.name + "-userns")
+
+    @property
     def cni(self) -> Path:
         return self.runroot / "cni"

@@ -37,11 +37,12 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from reconciler.drivers.base import InfraInfo
 from reconciler.errors import ContainerRuntimeError, EnvironmentProblem, NotFoundError, PodplayError
 from reconciler.fsutil import atomic_write
+from reconciler.idmap import IdMap
 from reconciler.observed import (
     LABEL_CONTAINER,
     LABEL_POD,
@@ -59,13 +60,14 @@ from reconciler.runtime import conmon as _conmon
 from reconciler.runtime import hostinfo, oci, pod_files
 from reconciler.runtime.logs import read_log
 from reconciler.runtime.rootfs import ensure_subpath, read_file_in_root
+from reconciler.runtime.userns import Staging, staged_subpaths
 from reconciler.runtime.users import resolve_user
 
 if TYPE_CHECKING:
     from reconciler.desired import DesiredContainer, DesiredPod
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-_PROC_NS = {"network": "net", "ipc": "ipc", "uts": "uts", "pid": "pid"}
+_PROC_NS = {"network": "net", "ipc": "ipc", "uts": "uts", "pid": "pid", "user": "user"}
 KILL_WAIT = 30.0  # after SIGKILL a process exits unless stuck in the kernel
 EXIT_FILE_WAIT = 10.0  # conmon writes the exit file right after it reaps the container
 
@@ -201,6 +203,15 @@ def _secrets_to_give(pod: DesiredPod, container: DesiredContainer, volumes: Mapp
     return out
 
 
+class IdRangeAllocator(Protocol):
+    """Host ID ranges for hostUsers: false pods (reconciler.store.idranges.PodIdAllocator: a state
+    store table beside podplay's /etc/subuid and /etc/subgid entries)."""
+
+    def allocate(self, pod_uid: str) -> IdMap: ...
+
+    def release(self, pod_uid: str) -> None: ...
+
+
 class RuncRuntime:
     """The RuntimeDriver on runc + conmon. Tool paths and policy knobs are constructor arguments
     so that tests and packagers can point them elsewhere."""
@@ -208,8 +219,10 @@ class RuncRuntime:
     def __init__(self, paths: HostPaths, *, runc: str = "runc", conmon: str = "conmon",
                  pause: str = "/usr/bin/catatonit", seccomp_profile: str = "/usr/share/containers/seccomp.json",
                  seccomp_root: str = "/var/lib/kubelet/seccomp", cgroup_parent: str | None = None,
-                 pids_limit: int = 4096, create_timeout: float = 120.0):
+                 pids_limit: int = 4096, create_timeout: float = 120.0, id_ranges: IdRangeAllocator | None = None):
         self.paths = paths
+        self.id_ranges = id_ranges
+        self._staging = Staging(paths.userns_mounts)
         self._runc_name, self._conmon_name, self.pause = runc, conmon, pause
         self.seccomp_profile = seccomp_profile
         self.seccomp_root = seccomp_root
@@ -508,7 +521,7 @@ class RuncRuntime:
         # Everything that can be refused is checked before the host is touched.
         ctx = self._context(pod, str(self._infra_rootfs), cid)
         config = oci.infra_config(pod, ctx)
-        extra = {"namespaces": oci.infra_namespaces(pod)}
+        extra: dict = {"namespaces": oci.infra_namespaces(pod)}
         try:
             self._write_pod_files(pod, "")
             if not pod.spec.host_ipc:
@@ -516,6 +529,14 @@ class RuncRuntime:
                 shm.mkdir(exist_ok=True)
                 hostinfo.mount_tmpfs(str(shm), f"mode=1777,size={oci.SHM_SIZE}")
             self._ensure_infra_rootfs()
+            if not pod.spec.host_users:
+                ids = self._allocate(pod)
+                self._staging.stage_pod(pod.uid, ids, str(self._infra_rootfs), str(self._pod_dir(pod.uid)))
+                files = self._staging.files(pod.uid)
+                ctx = dataclasses.replace(ctx, rootfs=self._staging.infra_root(pod.uid), id_map=ids,
+                                          shm_dir=str(files / "shm"))
+                config = oci.infra_config(pod, ctx)
+                extra = {"namespaces": [*extra["namespaces"], "user"], "id_map": ids.to_list()}
             self._create(cid, config, extra)
             status = self._start(cid)
         except BaseException:
@@ -576,11 +597,18 @@ class RuncRuntime:
                 oci.check_subpath(pod, container.name, vm.sub_path)
                 subpaths[(vm.name, vm.sub_path)] = os.path.join(volumes[vm.name], vm.sub_path)
         ip = network.ip if network else ""
+        ids = None
+        if not pod.spec.host_users:
+            ids = self.pod_id_map(pod.uid)
+            if ids is None:
+                raise ContainerRuntimeError(f"{where}: the pod's infra container holds no user namespace "
+                                            "(hostUsers: false); remove the pod and create it again")
         ctx = self._context(pod, os.path.abspath(rootfs), cid, user=user, volumes=dict(volumes), subpaths=subpaths,
-                            namespaces=namespaces, pod_ip=ip, pod_ips=(ip,) if ip else (),
+                            namespaces=namespaces, pod_ip=ip, pod_ips=(ip,) if ip else (), id_map=ids,
                             **self._node_facts(pod, container, where))
         config = oci.container_config(pod, container, image, ctx)
         secret_files = _secrets_to_give(pod, container, volumes, user.uid)
+        real: dict[tuple[str, str], str] = {}
         if subpaths:
             try:
                 real = {key: ensure_subpath(volumes[key[0]], key[1]) for key in subpaths}
@@ -592,10 +620,27 @@ class RuncRuntime:
         self._write_pod_files(pod, ip)
         extra = {"stdin": container.spec.stdin, "stdin_once": container.spec.stdin_once}
         try:
+            if ids is not None:
+                config = self._stage_container(pod, container, image, ids, ctx, real)
             self._create(cid, config, extra)
         except BaseException:
             self._undo(cid)
             raise
+
+    def _stage_container(self, pod: DesiredPod, container: DesiredContainer, image: ImageInfo, ids: IdMap,
+                         ctx: oci.RuntimeContext, subpaths: Mapping[tuple[str, str], str]) -> dict:
+        """The config of a hostUsers: false pod's container, every path in it moved to what the
+        pod's unprivileged root can reach (runtime.userns)."""
+        kinds = {v.name: v.kind for v in pod.volumes}
+        used = {vm.name for vm in container.spec.volume_mounts if vm.name in ctx.volumes}
+        rootfs, volumes = self._staging.stage_container(pod.uid, container.name, ids, ctx.rootfs,
+                                                        {n: ctx.volumes[n] for n in used}, kinds)
+        files = self._staging.files(pod.uid)
+        staged = dataclasses.replace(
+            ctx, rootfs=rootfs, volumes=volumes, subpaths=staged_subpaths(subpaths, ctx.volumes, volumes),
+            hosts_file=str(files / "hosts"), resolv_conf_file=str(files / "resolv.conf"),
+            hostname_file=str(files / "hostname"), shm_dir=str(files / "shm"))
+        return oci.container_config(pod, container, image, staged)
 
     def _exists_as_wanted(self, cid: str, pod: DesiredPod, where: str) -> bool:
         """True when the container already exists with this spec (a create is idempotent); a
@@ -748,6 +793,7 @@ class RuncRuntime:
                 and not hostinfo.wait_pid_gone(status.pid, status.pid_start, KILL_WAIT)):
             raise ContainerRuntimeError(f"container {cid} did not die after runc delete --force")
         self._kill_conmon(status, cid)
+        self._staging.remove_container(cid)
         for path in (self._socket_dir / cid,):
             with contextlib.suppress(FileNotFoundError, IsADirectoryError):
                 os.unlink(path)
@@ -800,8 +846,22 @@ class RuncRuntime:
         self._remove(uid)
         self._cleanup_pod(uid)
 
+    def _allocate(self, pod: DesiredPod) -> IdMap:
+        if self.id_ranges is None:
+            raise ContainerRuntimeError(f"{pod.ref}: hostUsers: false needs an ID range allocator, and this "
+                                        "runtime driver was made without one")
+        return self.id_ranges.allocate(pod.uid)
+
+    def pod_id_map(self, uid: str) -> IdMap | None:
+        """The host ID range of a hostUsers: false pod, from its infra container (None: the pod
+        has none, or no infra)."""
+        return IdMap.from_list(self._labels(self._check_id(uid)).get("id_map"))
+
     def _cleanup_pod(self, uid: str) -> None:
         d = self._pod_dir(uid)
+        self._staging.remove_pod(uid)
+        if self.id_ranges is not None:
+            self.id_ranges.release(uid)
         hostinfo.unmount(str(d / "shm"))
         shutil.rmtree(d, ignore_errors=True)
         try:
