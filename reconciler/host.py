@@ -45,12 +45,18 @@ def open_drivers(paths: HostPaths, kind: str | None = None, *, isolate: bool = F
         return OverlaySnapshotter(paths, images, isolate=isolate)
 
     from reconciler.network.services import IptablesServices
+    from reconciler.store.idranges import PodIdAllocator
 
     images = _Deferred(make_images)
     network = CniNetwork(paths)
+    id_ranges = PodIdAllocator(paths.state_db)  # hostUsers: false pods' host IDs
+
+    def close():
+        id_ranges.close()
+        return images.made and images.close()
+
     return Drivers(images=images, snapshots=_Deferred(make_snapshots), volumes=HostVolumes(paths),
-                   runtime=RuncRuntime(paths), network=network,
-                   close=lambda: images.made and images.close(),
+                   runtime=RuncRuntime(paths, id_ranges=id_ranges), network=network, close=close,
                    services=IptablesServices(paths, network.list_attachments))
 
 

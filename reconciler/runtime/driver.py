@@ -60,7 +60,7 @@ from reconciler.runtime import conmon as _conmon
 from reconciler.runtime import hostinfo, oci, pod_files
 from reconciler.runtime.logs import read_log
 from reconciler.runtime.rootfs import ensure_subpath, read_file_in_root
-from reconciler.runtime.userns import Staging, staged_subpaths
+from reconciler.runtime.userns import Staging, locked_options, staged_subpaths
 from reconciler.runtime.users import resolve_user
 
 if TYPE_CHECKING:
@@ -639,7 +639,8 @@ class RuncRuntime:
         staged = dataclasses.replace(
             ctx, rootfs=rootfs, volumes=volumes, subpaths=staged_subpaths(subpaths, ctx.volumes, volumes),
             hosts_file=str(files / "hosts"), resolv_conf_file=str(files / "resolv.conf"),
-            hostname_file=str(files / "hostname"), shm_dir=str(files / "shm"))
+            hostname_file=str(files / "hostname"), shm_dir=str(files / "shm"),
+            volume_options={name: locked_options(path) for name, path in volumes.items()})
         return oci.container_config(pod, container, image, staged)
 
     def _exists_as_wanted(self, cid: str, pod: DesiredPod, where: str) -> bool:

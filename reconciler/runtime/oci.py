@@ -140,6 +140,9 @@ class RuntimeContext:
     swap_accounting: bool = False
     host_devices: tuple[HostDevice, ...] = ()
     id_map: IdMap | None = None  # hostUsers: false: the pod's host ID range
+    # Flags a volume's mount must keep (nosuid, nodev, noexec of its source): in a user namespace
+    # they are locked, and runc's read-only remount would fail without them.
+    volume_options: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def _fail(pod: DesiredPod, name: str, message: str) -> ContainerRuntimeError:
@@ -550,7 +553,8 @@ def volume_mounts(pod: DesiredPod, container: DesiredContainer, ctx: RuntimeCont
                 raise _fail(pod, container.name, f"{where}.subPath {vm.sub_path!r} was not resolved")
         volume = by_name.get(vm.name)
         read_only = vm.read_only or (volume is not None and volume.read_only)
-        out.append(_bind(dest, source, ["rbind", "rprivate"] + (["ro"] if read_only else [])))
+        kept = list(ctx.volume_options.get(vm.name, ()))
+        out.append(_bind(dest, source, ["rbind", "rprivate"] + kept + (["ro"] if read_only else [])))
     return out
 
 

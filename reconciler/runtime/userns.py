@@ -162,6 +162,7 @@ class Staging:
                 out[vname] = str(target)
         return str(root), out
 
+
     # --- removing -------------------------------------------------------------------------------
 
     def remove_container(self, cid: str) -> None:
@@ -195,3 +196,9 @@ def staged_subpaths(subpaths: Mapping[tuple[str, str], str], volumes: Mapping[st
         out[(vname, sub)] = os.path.normpath(os.path.join(staged[vname], rel))
     return out
 
+
+def locked_options(path: str) -> tuple[str, ...]:
+    """The nosuid/nodev/noexec flags of the mount at ``path``, as OCI mount options."""
+    flags = os.statvfs(path).f_flag
+    return tuple(name for bit, name in ((os.ST_NOSUID, "nosuid"), (os.ST_NODEV, "nodev"), (os.ST_NOEXEC, "noexec"))
+                 if flags & bit)
