@@ -5,11 +5,17 @@ leaves nothing (mounts, processes, the range)."""
 
 from __future__ import annotations
 
+import json
 import os
+import signal
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from reconciler import subids
+from reconciler.desired import build_desired
+from reconciler.manifests import load_manifests
 from tests.host.e2e.conftest import exec_in, find_container, host_leftovers
 
 IMAGE = "localhost/busybox:latest"
@@ -70,6 +76,11 @@ spec:
     - {{name: sec, mountPath: /sec}}
     - {{name: claim, mountPath: /claim}}
     - {{name: host, mountPath: /host}}
+  - name: ro
+    image: {IMAGE}
+    command: [sleep, "1000"]
+    securityContext: {{readOnlyRootFilesystem: true}}
+    volumeMounts: [{{name: scratch, mountPath: /scratch}}]
   volumes:
   - {{name: scratch, emptyDir: {{}}}}
   - {{name: cfg, configMap: {{name: cfg}}}}
@@ -106,6 +117,10 @@ spec:
     assert "rc=0" in sh("chown 5:5 /scratch/f; echo rc=$?")
     assert "rc=0" not in sh("chown 0:0 /host/world 2>/dev/null; echo rc=$?", check=False)
 
+    ro = exec_in(stack, "uns", "ro", "sh", "-c", "touch /x 2>&1; echo rc=$?; cat /scratch/f", check=False).stdout
+    assert "rc=1" in ro and ro.strip().endswith("e")  # a read-only root, the pod's shared emptyDir
+    assert status_ids(find_container(stack, "uns", "ro").pid, "Uid") == [str(uid)] * 4
+
     # What the pod wrote is stored with the IDs it sees (idmapped volumes), the rootfs's upper shifted.
     claim = stack.paths.claims / "default" / "claim" / "f"
     assert os.stat(claim).st_uid == 0
@@ -114,3 +129,49 @@ spec:
     assert held_ranges(stack) == []
     assert not os.path.exists(stack.paths.userns_mounts / pod_uid)
     assert host_leftovers(stack) == []
+
+
+CRASH_POD = """\
+apiVersion: v1
+kind: Pod
+metadata: {name: unscrash}
+spec:
+  hostUsers: false
+  terminationGracePeriodSeconds: 1
+  initContainers:
+  - {name: init, image: localhost/busybox:latest, command: [sh, -c, "echo ok > /work/init"],
+     volumeMounts: [{name: work, mountPath: /work}]}
+  containers:
+  - {name: app, image: localhost/busybox:latest, command: [sleep, "100000"],
+     volumeMounts: [{name: work, mountPath: /work}]}
+  volumes:
+  - {name: work, emptyDir: {}}
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["up", "down"])
+def test_killed_at_every_step_boundary_frees_or_keeps_the_range(stack, command):
+    """kill -9 at every step boundary of a user-namespaced pod's create and teardown: the next
+    `up` converges with exactly one range held (the pod's), and `down` frees it and leaves nothing."""
+    os.chmod(stack.paths.root.parent, 0o711)
+    m = stack.write("unscrash.yaml", CRASH_POD)
+    desired = build_desired(load_manifests([str(m)]).objects).pods["default/unscrash"]
+    if command == "down":
+        stack.run("up", "--wait", str(m))
+    doc = json.loads(stack.run("plan", "-o", "json", *(["--down"] if command == "down" else []), str(m)).stdout)
+    steps = [s["step"]["verb"] for t in doc["transactions"] for s in t["steps"]]
+    assert "CreateInfra" in steps or "RemoveInfra" in steps
+    for n in range(1, len(steps) + 1):
+        for when in ("before", "after"):
+            context = f"{command} killed {when} step #{n} ({steps[n - 1]})"
+            if command == "down" and (n, when) != (1, "before"):
+                stack.run("up", "--wait", str(m))
+            res = stack.run(command, str(m), check=False, env={"PODPLAY_FAILPOINT": f"{when}:#{n}"})
+            assert res.returncode == -signal.SIGKILL, f"{context}: not killed: {res.stderr}"
+            stack.run("up", "--wait", str(m))
+            assert [r[0] for r in held_ranges(stack)] == [desired.uid], context
+            assert exec_in(stack, "unscrash", "app", "cat", "/work/init").stdout.strip() == "ok", context
+            stack.run("down", str(m))
+            assert held_ranges(stack) == [], context
+            assert host_leftovers(stack) == [], context

@@ -107,3 +107,19 @@ def test_without_allocator_is_a_clear_error(host_paths):
 
     with pytest.raises(ContainerRuntimeError, match="ID range allocator"):
         rt.create_infra(pod)
+
+
+def test_read_only_root_and_privileged_in_a_user_namespace(userns_pods):
+    pod = make_pod("unro", [
+        {"name": "ro", "command": ["sh", "-c", "touch /x 2>/dev/null && echo WROTE; echo done"],
+         "securityContext": {"readOnlyRootFilesystem": True}},
+        {"name": "priv", "command": ["sh", "-c", "cat /proc/self/status; ls /dev"],
+         "securityContext": {"privileged": True}},
+    ], hostUsers=False)
+    userns_pods.up(pod)
+    code, out = userns_pods.run(pod.containers[0].id)
+    assert code == 0 and "WROTE" not in out and "done" in out
+    code, out = userns_pods.run(pod.containers[1].id)
+    assert code == 0, out
+    assert int(status_field(out, "CapEff"), 16) != 0  # every capability, of the pod's namespace only
+    assert "sda" not in out and "vda" not in out  # no host devices in a user namespace
