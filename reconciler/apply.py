@@ -144,19 +144,19 @@ class _Runner:
 
     def _volumes(self, pod: DesiredPod) -> dict[str, str]:
         if pod.uid not in self.volume_paths:
-            # Image volumes are snapshots (made by their PrepareSnapshot step; prepare is idempotent
-            # and gives the mounted root), the others the volume driver's.
             kept = tuple(v for v in pod.volumes if v.kind != "image")
-            paths = self.d.volumes.prepare_pod_volumes(pod.uid, kept) if kept else {}
-            for v in pod.volumes:
-                if v.kind == "image":
-                    image = self.d.images.get_image(v.image)
-                    if image is None:
-                        raise ContainerRuntimeError(f"image {v.image} of {pod.ref}'s volume {v.name} is not in the "
-                                                    "store")
-                    paths[v.name] = self._snapshot(pod, v.snapshot_key(pod.uid), image)
-            self.volume_paths[pod.uid] = paths
-        return self.volume_paths[pod.uid]
+            self.volume_paths[pod.uid] = self.d.volumes.prepare_pod_volumes(pod.uid, kept) if kept else {}
+        # Image volumes are snapshots (made by their PrepareSnapshot step; prepare is idempotent
+        # and gives the mounted root; asked each time: a hostUsers: false pod's are mounted for
+        # its ID range once its infra holds one), the others the volume driver's.
+        paths = dict(self.volume_paths[pod.uid])
+        for v in pod.volumes:
+            if v.kind == "image":
+                image = self.d.images.get_image(v.image)
+                if image is None:
+                    raise ContainerRuntimeError(f"image {v.image} of {pod.ref}'s volume {v.name} is not in the store")
+                paths[v.name] = self._snapshot(pod, v.snapshot_key(pod.uid), image)
+        return paths
 
     def _network(self, pod: DesiredPod) -> NetworkStatus | None:
         if pod.uid not in self.network:

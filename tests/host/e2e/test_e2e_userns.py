@@ -76,6 +76,7 @@ spec:
     - {{name: sec, mountPath: /sec}}
     - {{name: claim, mountPath: /claim}}
     - {{name: host, mountPath: /host}}
+    - {{name: img, mountPath: /img}}
   - name: ro
     image: {IMAGE}
     command: [sleep, "1000"]
@@ -87,6 +88,7 @@ spec:
   - {{name: sec, secret: {{secretName: sec}}}}
   - {{name: claim, persistentVolumeClaim: {{claimName: claim}}}}
   - {{name: host, hostPath: {{path: {hostdir}, type: Directory}}}}
+  - {{name: img, image: {{reference: {IMAGE}, pullPolicy: IfNotPresent}}}}
 """)
     up = stack.run("up", str(m))
     assert "hostUsers" not in up.stderr  # acted on, no longer "accepted but not acted on"
@@ -110,6 +112,7 @@ spec:
     assert sh("cat /sec/token").strip() == "s3cret"
     assert sh("echo p > /claim/f && cat /claim/f").strip() == "p"
     assert sh("cat /host/world").strip() == "readable"
+    assert sh("stat -c %u:%g /img/bin/busybox").strip() == "0:0"  # an image volume: idmapped layers too
     denied = sh("cat /host/root-only 2>&1; echo rc=$?", check=False)
     assert "host secret" not in denied and "rc=1" in denied
     assert sh("stat -c %u /host/root-only").strip() == "65534"  # the host's root is nobody in here
