@@ -163,6 +163,11 @@ def main(argv: list[str] | None = None) -> int:
     ctx = Context(HostPaths.from_env(getattr(args, "root", None), getattr(args, "runroot", None),
                                      getattr(args, "network_dir", None), getattr(args, "network", None)))
     try:
+        if os.geteuid() != 0:
+            from reconciler.cli import rootless
+
+            if args.command in rootless.GATED:
+                rootless.refuse(args)
         policy = None
         if args.command in ADMITTED and not getattr(args, "down", False):
             from reconciler import admission
