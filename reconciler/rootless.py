@@ -163,7 +163,25 @@ def check_prerequisites(user: str | None = None, uid: int | None = None, *,
     if not (shutil.which("slirp4netns") or shutil.which("pasta")):
         problems.append(Problem("neither slirp4netns nor pasta is installed: rootless pods would have no network",
                                 "as root: apt-get install slirp4netns (or passt)"))
+    problems += _tun_problems(TUN)
     return problems
+
+
+TUN = "/dev/net/tun"
+
+
+def _tun_problems(path: str) -> list[Problem]:
+    """slirp4netns and pasta open the tun device from inside the user namespace, where its owner
+    (the host's root) is nobody: only its "other" bits count (udev makes it 0666)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return [Problem(f"{path} does not exist: rootless pods would have no network",
+                        "as root: modprobe tun")]
+    if (st.st_mode & 0o006) != 0o006:
+        return [Problem(f"{path} is not usable by other users (mode {stat.S_IMODE(st.st_mode):o}): rootless pods "
+                        "would have no network", f"as root: chmod 0666 {path} (udev's default)")]
+    return []
 
 
 def _userns_problems(probe: bool) -> list[Problem]:

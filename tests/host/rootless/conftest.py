@@ -56,7 +56,16 @@ def _copy_source(dest: Path) -> None:
 
 
 @pytest.fixture(scope="session")
-def rootless_user():
+def usable_tun():
+    """/dev/net/tun as udev leaves it (0666): this VM has no udev, and its device is root's alone."""
+    mode = os.stat("/dev/net/tun").st_mode & 0o7777
+    os.chmod("/dev/net/tun", 0o666)
+    yield
+    os.chmod("/dev/net/tun", mode)
+
+
+@pytest.fixture(scope="session")
+def rootless_user(usable_tun):
     base = Path(tempfile.mkdtemp(prefix="pp-user-", dir="/tmp"))
     os.chmod(base, 0o755)
     name = f"pprl{os.getpid() % 100000}"

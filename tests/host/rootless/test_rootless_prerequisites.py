@@ -71,6 +71,17 @@ def test_missing_newuidmap_and_network_tool_are_named(rootless_user):
     assert "subordinate" not in res.stderr  # the user has its ranges: nothing else is reported
 
 
+def test_a_tun_device_others_cannot_open_is_named(rootless_user):
+    os.chmod("/dev/net/tun", 0o600)
+    try:
+        res = rootless_user.podplay("up", manifest(rootless_user, "notun", 8080))
+    finally:
+        os.chmod("/dev/net/tun", 0o666)
+    assert res.returncode == EXIT_ENVIRONMENT, res.stderr
+    assert "/dev/net/tun is not usable by other users (mode 600)" in res.stderr
+    assert "chmod 0666 /dev/net/tun" in res.stderr
+
+
 def test_a_low_host_port_names_the_file_field_and_fix(rootless_user):
     path = manifest(rootless_user, "lowport", 80)
     res = rootless_user.podplay("up", path)

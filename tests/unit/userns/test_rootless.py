@@ -74,7 +74,11 @@ def test_every_missing_prerequisite_is_named_with_its_fix(tmp_path, monkeypatch)
     assert any("slirp4netns" in t and "apt-get install slirp4netns" in t for t in text)
 
 
-def test_a_host_with_everything_has_no_problem(tmp_path):
+def test_a_host_with_everything_has_no_problem(tmp_path, monkeypatch):
+    tun = tmp_path / "tun"
+    tun.write_text("")
+    os.chmod(tun, 0o666)  # this VM's own /dev/net/tun is 0600 (no udev)
+    monkeypatch.setattr(rootless, "TUN", str(tun))
     (tmp_path / "subuid").write_text("1000:100000:65536\n")  # by uid works too
     (tmp_path / "subgid").write_text("u:100000:65536\n")
     problems = rootless.check_prerequisites("u", 1000, subuid=str(tmp_path / "subuid"),
@@ -97,3 +101,14 @@ def test_low_host_ports_name_the_file_field_and_fix():
     assert "test.yaml" in problem.what
     assert "ip_unprivileged_port_start=80" in problem.fix
     assert rootless.low_host_ports(rootless.host_port_uses([pod]), start=0) == []
+
+
+def test_a_tun_device_others_cannot_open_is_named(tmp_path):
+    dev = tmp_path / "tun"
+    dev.write_text("")
+    os.chmod(dev, 0o600)
+    (problem,) = rootless._tun_problems(str(dev))
+    assert "not usable by other users (mode 600)" in problem.what and f"chmod 0666 {dev}" in problem.fix
+    os.chmod(dev, 0o666)
+    assert rootless._tun_problems(str(dev)) == []
+    assert "modprobe tun" in rootless._tun_problems(str(tmp_path / "none"))[0].fix
