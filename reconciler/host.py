@@ -10,6 +10,8 @@ from reconciler.drivers.base import Drivers
 from reconciler.fsutil import private_dir
 from reconciler.paths import HostPaths
 
+ROOTLESS_ENV = "PODPLAY_ROOTLESS"
+
 
 def open_drivers(paths: HostPaths, kind: str | None = None, *, isolate: bool = False) -> Drivers:
     """The drivers for this host. ``kind="fake"`` (or $PODPLAY_DRIVER=fake) gives the in-memory
@@ -48,6 +50,12 @@ def open_drivers(paths: HostPaths, kind: str | None = None, *, isolate: bool = F
     from reconciler.store.idranges import PodIdAllocator
 
     images = _Deferred(make_images)
+    if os.environ.get(ROOTLESS_ENV) == "1":  # inside the user's namespace (reconciler.cli.rootless)
+        from reconciler.network.slirp import SlirpNetwork
+
+        return Drivers(images=images, snapshots=_Deferred(make_snapshots), volumes=HostVolumes(paths),
+                       runtime=RuncRuntime(paths, rootless=True), network=SlirpNetwork(paths),
+                       close=lambda: images.made and images.close())
     network = CniNetwork(paths)
     id_ranges = PodIdAllocator(paths.state_db)  # hostUsers: false pods' host IDs
 

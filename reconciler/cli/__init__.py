@@ -166,8 +166,9 @@ def main(argv: list[str] | None = None) -> int:
         if os.geteuid() != 0:
             from reconciler.cli import rootless
 
-            if args.command in rootless.GATED:
-                rootless.refuse(args)
+            words = sys.argv[1:] if argv is None else list(argv)
+            if _command_word(words) in rootless.GATED:
+                return rootless.run_inside(args, ctx.paths, words)
         policy = None
         if args.command in ADMITTED and not getattr(args, "down", False):
             from reconciler import admission

@@ -219,8 +219,12 @@ class RuncRuntime:
     def __init__(self, paths: HostPaths, *, runc: str = "runc", conmon: str = "conmon",
                  pause: str = "/usr/bin/catatonit", seccomp_profile: str = "/usr/share/containers/seccomp.json",
                  seccomp_root: str = "/var/lib/kubelet/seccomp", cgroup_parent: str | None = None,
-                 pids_limit: int = 4096, create_timeout: float = 120.0, id_ranges: IdRangeAllocator | None = None):
+                 pids_limit: int = 4096, create_timeout: float = 120.0, id_ranges: IdRangeAllocator | None = None,
+                 rootless: bool = False):
         self.paths = paths
+        # Rootless: podplay runs as root in the user's own namespace (runtime.rootless): runc
+        # manages no cgroup (none is delegated on cgroup v1) and is told so.
+        self.rootless = rootless
         self.id_ranges = id_ranges
         self._staging = Staging(paths.userns_mounts)
         self._runc_name, self._conmon_name, self.pause = runc, conmon, pause
@@ -423,9 +427,13 @@ class RuncRuntime:
 
     # --- runc ----------------------------------------------------------------------------------
 
+    @property
+    def _runc_globals(self) -> list[str]:
+        return ["--root", str(self.paths.runc_root), *(["--rootless", "true"] if self.rootless else [])]
+
     def _run_runc(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
         try:
-            return subprocess.run([self.runc, "--root", str(self.paths.runc_root), *args], capture_output=True,
+            return subprocess.run([self.runc, *self._runc_globals, *args], capture_output=True,
                                   text=True, timeout=timeout, stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired:
             raise ContainerRuntimeError(f"runc {' '.join(args)} did not finish within {timeout:.0f}s") from None
@@ -494,6 +502,7 @@ class RuncRuntime:
             host_capabilities=self._fact("bounding", hostinfo.bounding_capabilities),
             pids_limit=self.pids_limit,
             swap_accounting=self._fact("swap", hostinfo.swap_accounting),
+            rootless=self.rootless,
             **extra,
         )
 
@@ -565,7 +574,7 @@ class RuncRuntime:
         atomic_write(counter, str(count + 1))
         process = config.get("process", {})
         launched = _conmon.launch(
-            conmon=self.conmon, runc=self.runc, runc_root=str(self.paths.runc_root), cid=cid,
+            conmon=self.conmon, runc=self.runc, runc_root=str(self.paths.runc_root), rootless=self.rootless, cid=cid,
             bundle=str(bundle), record=str(rec), socket_dir=str(self._socket_dir),
             log_path=str(bundle / "ctr.log"), tty=bool(process.get("terminal")),
             stdin=bool(extra.get("stdin")), stdin_once=bool(extra.get("stdin_once")),
@@ -745,7 +754,9 @@ class RuncRuntime:
             self._run_runc("kill", cid, str(num))
             if self._wait_exit(status, max(0, timeout)):
                 return
-        self._run_runc("kill", "--all", cid, "9")
+        # --all finds the processes through the container's cgroup; rootless containers have none
+        # (each has its own PID namespace, which dies with its first process).
+        self._run_runc("kill", *([] if self.rootless else ["--all"]), cid, "9")
         if not self._wait_exit(status, KILL_WAIT):
             raise ContainerRuntimeError(f"container {cid} did not die within {KILL_WAIT:.0f}s of SIGKILL")
 
@@ -906,7 +917,7 @@ class RuncRuntime:
         if tty and not os.isatty(0):
             raise ContainerRuntimeError("exec with a tty needs a terminal on stdin (drop -t, or run from one)")
         pid_file = self._record(cid) / f"exec-{os.getpid()}-{time.monotonic_ns()}.pid"
-        cmd = [self.runc, "--root", str(self.paths.runc_root), "exec", "--pid-file", str(pid_file)]
+        cmd = [self.runc, *self._runc_globals, "exec", "--pid-file", str(pid_file)]
         if tty:
             cmd.append("--tty")
         for k, v in (env or {}).items():

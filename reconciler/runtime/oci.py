@@ -140,6 +140,7 @@ class RuntimeContext:
     swap_accounting: bool = False
     host_devices: tuple[HostDevice, ...] = ()
     id_map: IdMap | None = None  # hostUsers: false: the pod's host ID range
+    rootless: bool = False  # no cgroup of its own, no limits (nothing is delegated on cgroup v1)
     # Flags a volume's mount must keep (nosuid, nodev, noexec of its source): in a user namespace
     # they are locked, and runc's read-only remount would fail without them.
     volume_options: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
@@ -610,7 +611,8 @@ def container_namespaces(pod: DesiredPod, ctx: RuntimeContext) -> list[dict]:
 
 
 def _linux_common(ctx: RuntimeContext, privileged: bool) -> dict:
-    linux: dict = {"cgroupsPath": ctx.cgroup_path, "rootfsPropagation": "private"}
+    linux: dict = {"rootfsPropagation": "private"} if ctx.rootless else {"cgroupsPath": ctx.cgroup_path,
+                                                                          "rootfsPropagation": "private"}
     if ctx.id_map is not None:
         linux["uidMappings"], linux["gidMappings"] = ctx.id_map.oci()
     if privileged and ctx.id_map is None:
@@ -668,7 +670,9 @@ def container_config(pod: DesiredPod, container: DesiredContainer, image: ImageI
     annotations[LABEL_IMAGE_ID] = image.id
 
     linux = _linux_common(ctx, privileged)
-    linux["resources"] = resources(pod, container, ctx, privileged)
+    limits = resources(pod, container, ctx, privileged)  # checked all the same: bad input is refused
+    if not ctx.rootless:
+        linux["resources"] = limits
     linux["namespaces"] = container_namespaces(pod, ctx)
     profile = seccomp(pod, name, sc, caps, ctx)
     if profile is not None:
@@ -697,8 +701,9 @@ def infra_config(pod: DesiredPod, ctx: RuntimeContext) -> dict:
         namespaces.append({"type": "pid"})
     linux = _linux_common(ctx, False)
     linux["namespaces"] = namespaces
-    linux["resources"] = {"devices": [{"allow": False, "access": "rwm"}], "cpu": {"shares": MIN_SHARES},
-                          **({"pids": {"limit": 16}} if ctx.pids_limit > 0 else {})}
+    if not ctx.rootless:
+        linux["resources"] = {"devices": [{"allow": False, "access": "rwm"}], "cpu": {"shares": MIN_SHARES},
+                              **({"pids": {"limit": 16}} if ctx.pids_limit > 0 else {})}
     wanted = sysctls(pod)
     if wanted:
         linux["sysctl"] = wanted

@@ -156,9 +156,10 @@ class UserNamespace:
         raise EnvironmentProblem("the user namespace's holder did not make its mount namespace")
 
     def command(self, argv: list[str]) -> list[str]:
-        """``argv`` run as root inside the user's namespaces."""
+        """``argv`` run as root inside the user's namespaces, in the current directory (entering a
+        mount namespace would otherwise move it to the namespace's root)."""
         pid = self.ensure()
-        return ["nsenter", f"--target={pid}", "--user", "--mount", "--", *argv]
+        return ["nsenter", f"--target={pid}", "--user", "--mount", f"--wd={os.getcwd()}", "--", *argv]
 
     def stop(self) -> None:
         import time

@@ -85,7 +85,10 @@ def rootless_user(usable_tun):
         yield user
     finally:
         subprocess.run(["pkill", "-9", "-u", name], capture_output=True)
+        uid_text = subprocess.run(["id", "-u", name], capture_output=True, text=True).stdout.strip()
         subprocess.run(["userdel", "--remove", name], capture_output=True)
         shutil.rmtree(base, ignore_errors=True)
+        if uid_text:
+            shutil.rmtree(f"/tmp/podplay-run-{uid_text}", ignore_errors=True)
         for path in (subids.SUBUID, subids.SUBGID):
             assert not subids.ranges_of(name, Path(path).read_text()), f"{path} still lists {name}"

@@ -111,8 +111,3 @@ def test_state_paths_are_the_users_own(rootless_user):
     res = rootless_user.podplay("ps", env=env)
     assert res.returncode == 0, res.stderr
 
-
-def test_with_every_prerequisite_the_command_says_what_is_not_finished(rootless_user):
-    res = rootless_user.podplay("up", manifest(rootless_user, "ready", 8080))
-    assert res.returncode == EXIT_ENVIRONMENT, res.stderr
-    assert "every prerequisite is met" in res.stderr and "not finished" in res.stderr

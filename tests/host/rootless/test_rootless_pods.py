@@ -1,0 +1,108 @@
+"""A pod run by an unprivileged user, end to end on the real host: `import`, `up` with a hostPort
+reached on 127.0.0.1 and on the host's address (slirp4netns), `exec` as root of the user's
+namespace, `logs`, outbound traffic, and `down` leaving no live process of the user's, no mount
+and no network state."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+from tests.host.e2e.conftest import free_port
+
+POD = """\
+apiVersion: v1
+kind: Pod
+metadata: {{name: web}}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: web
+    image: localhost/busybox:latest
+    imagePullPolicy: Never
+    command: [sh, -c, "echo started; echo hello-rootless > /tmp/index.html; exec httpd -f -p 8080 -h /tmp"]
+    ports: [{{containerPort: 8080, hostPort: {port}}}]
+"""
+
+ROOTFS = """set -e
+rm -rf rfs && mkdir -p rfs/bin rfs/tmp rfs/etc
+cp /bin/busybox rfs/bin/
+for a in $(/bin/busybox --list); do [ "$a" = busybox ] || ln -s busybox "rfs/bin/$a"; done
+echo 'root:x:0:0:root:/root:/bin/sh' > rfs/etc/passwd
+echo 'root:x:0:' > rfs/etc/group
+tar -C rfs -cf bb.tar .
+"""
+
+
+def host_address() -> str:
+    """The host's first non-loopback IPv4 address (the pod reaches it through slirp4netns)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect(("192.0.2.1", 9))  # no packet is sent: this only picks the route's source address
+        return s.getsockname()[0]
+
+
+def get(url: str, timeout: float = 30.0) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:  # noqa: S310 - the test's own pod
+                return r.read().decode()
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def live_processes(uid: int) -> list[str]:
+    res = subprocess.run(["ps", "-o", "pid=,stat=,args=", "-u", str(uid)], capture_output=True, text=True)
+    return [line for line in res.stdout.splitlines() if line.split()[1][0] != "Z"]
+
+
+def user_mounts(*prefixes: str) -> list[str]:
+    with open("/proc/self/mountinfo") as f:
+        return [line.split()[4] for line in f if line.split()[4].startswith(prefixes)]
+
+
+@pytest.mark.slow
+def test_a_rootless_pod_end_to_end(rootless_user):
+    user = rootless_user
+    script = user.home / "rootfs.sh"
+    script.write_text(ROOTFS)
+    res = user.run("sh", str(script))
+    assert res.returncode == 0, res.stderr
+    res = user.podplay("import", "bb.tar", "localhost/busybox:latest")
+    assert res.returncode == 0, res.stderr
+    port = free_port()
+    manifest = user.home / "web.yaml"
+    manifest.write_text(POD.format(port=port))
+
+    res = user.podplay("up", str(manifest))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert get(f"http://127.0.0.1:{port}/index.html") == "hello-rootless\n"
+    address = host_address()
+    assert get(f"http://{address}:{port}/index.html") == "hello-rootless\n"
+
+    res = user.podplay("exec", "web/web", "--", "sh", "-c", "id -u; head -1 /proc/self/uid_map")
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.split() == ["0", "0", str(user.uid), "1"]  # root inside is the user outside
+    out = user.podplay("exec", "web/web", "--", "wget", "-q", "-O-", f"http://{address}:{port}/index.html")
+    assert out.stdout == "hello-rootless\n", out.stderr  # outbound through slirp4netns, back in by the hostPort
+    logs = user.podplay("logs", "web/web")
+    assert logs.returncode == 0 and "started" in logs.stdout, logs.stderr
+    ps = user.podplay("ps")
+    assert "web" in ps.stdout and "running" in ps.stdout
+
+    res = user.podplay("down", str(manifest))
+    assert res.returncode == 0, res.stdout + res.stderr
+    deadline = time.monotonic() + 10
+    while live_processes(user.uid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert live_processes(user.uid) == []  # containers, conmon, slirp4netns and the namespaces' holder
+    assert user_mounts(str(user.home), f"/tmp/podplay-run-{user.uid}") == []
+    assert "web" not in user.podplay("ps").stdout
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/index.html", timeout=2)  # noqa: S310
