@@ -20,7 +20,9 @@ GATED = frozenset({"up", "play", "down", "stop", "start", "rm", "logs", "exec", 
                    "load", "build", "rmi", "tag", "push", "save", "copy", "delete"})
 
 
-def _port_problems(args, command: str) -> list[rootless.Problem]:
+def _pods(args, command: str) -> list:
+    """The desired pods of an `up`/`play`/`watch` (none for anything else, or unreadable files:
+    the command itself reports those)."""
     if command not in ("up", "play", "watch") or getattr(args, "down", False):
         return []
     files = [p for p in getattr(args, "paths", None) or () if p != "-"]
@@ -30,17 +32,23 @@ def _port_problems(args, command: str) -> list[rootless.Problem]:
     from reconciler.manifests import load_manifests
 
     loaded = load_manifests(files)
-    if not loaded.ok:
-        return []  # the command itself reports the manifests' errors
-    pods = build_desired(loaded.objects).pods.values()
-    return rootless.low_host_ports(rootless.host_port_uses(pods))
+    return list(build_desired(loaded.objects).pods.values()) if loaded.ok else []
 
 
 def check(args, command: str) -> None:
-    problems = rootless.check_prerequisites() + _port_problems(args, command)
+    pods = _pods(args, command)
+    problems = rootless.check_prerequisites() + rootless.low_host_ports(rootless.host_port_uses(pods))
+    problems += [rootless.Problem(f"{pod.source}: {pod.ref}: hostUsers: false", "leave it out without root: every "
+                                  "rootless pod already runs in the user's own user namespace")
+                 for pod in pods if not pod.spec.host_users]
     if problems:
         lines = "\n  ".join(str(p) for p in problems)
-        raise EnvironmentProblem(f"podplay {command} without root needs what this host lacks:\n  {lines}")
+        raise EnvironmentProblem(f"podplay {command} without root cannot go on:\n  {lines}")
+    limited = sorted({pod.ref for pod in pods for c in pod.containers + pod.init_containers
+                      if c.spec.resources.limits or c.spec.resources.requests})
+    if limited:
+        print(f"Warning: resource limits and requests of {', '.join(limited)} are not applied: no cgroup is "
+              "delegated to this user (cgroup v1, or no systemd user session)", file=sys.stderr)
 
 
 def run_inside(args, paths, argv: list[str]) -> int:

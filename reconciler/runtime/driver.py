@@ -859,6 +859,9 @@ class RuncRuntime:
         self._cleanup_pod(uid)
 
     def _allocate(self, pod: DesiredPod) -> IdMap:
+        if self.rootless:
+            raise ContainerRuntimeError(f"{pod.ref}: hostUsers: false is for root's pods: a rootless pod already "
+                                        "runs in the user's own user namespace")
         if self.id_ranges is None:
             raise ContainerRuntimeError(f"{pod.ref}: hostUsers: false needs an ID range allocator, and this "
                                         "runtime driver was made without one")

@@ -26,6 +26,7 @@ spec:
     imagePullPolicy: Never
     command: [sh, -c, "echo started; echo hello-rootless > /tmp/index.html; exec httpd -f -p 8080 -h /tmp"]
     ports: [{{containerPort: 8080, hostPort: {port}}}]
+    resources: {{limits: {{memory: 64Mi}}}}
 """
 
 ROOTFS = """set -e
@@ -82,6 +83,7 @@ def test_a_rootless_pod_end_to_end(rootless_user):
 
     res = user.podplay("up", str(manifest))
     assert res.returncode == 0, res.stdout + res.stderr
+    assert "resource limits and requests of default/web are not applied" in res.stderr  # cgroup v1: none delegated
     assert get(f"http://127.0.0.1:{port}/index.html") == "hello-rootless\n"
     address = host_address()
     assert get(f"http://{address}:{port}/index.html") == "hello-rootless\n"

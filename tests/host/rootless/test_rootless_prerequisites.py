@@ -111,3 +111,17 @@ def test_state_paths_are_the_users_own(rootless_user):
     res = rootless_user.podplay("ps", env=env)
     assert res.returncode == 0, res.stderr
 
+
+
+def test_host_users_false_is_refused_without_root(rootless_user):
+    path = rootless_user.home / "uns.yaml"
+    path.write_text("""apiVersion: v1
+kind: Pod
+metadata: {name: uns}
+spec:
+  hostUsers: false
+  containers: [{name: a, image: localhost/busybox:latest, command: [sleep, "1"]}]
+""")
+    res = rootless_user.podplay("up", str(path))
+    assert res.returncode == EXIT_ENVIRONMENT, res.stderr
+    assert f"{path}: default/uns: hostUsers: false; leave it out without root" in res.stderr
