@@ -50,7 +50,9 @@ def open_drivers(paths: HostPaths, kind: str | None = None, *, isolate: bool = F
     from reconciler.store.idranges import PodIdAllocator
 
     images = _Deferred(make_images)
-    if os.environ.get(ROOTLESS_ENV) == "1":  # inside the user's namespace (reconciler.cli.rootless)
+    # Inside the user's namespace (reconciler.cli.rootless), or an unprivileged user's read-only
+    # commands (ps, plan) outside it: the rootless drivers read the same files.
+    if os.environ.get(ROOTLESS_ENV) == "1" or os.geteuid() != 0:
         from reconciler.network.slirp import SlirpNetwork
 
         return Drivers(images=images, snapshots=_Deferred(make_snapshots), volumes=HostVolumes(paths),

@@ -68,15 +68,29 @@ def user_mounts(*prefixes: str) -> list[str]:
         return [line.split()[4] for line in f if line.split()[4].startswith(prefixes)]
 
 
-@pytest.mark.slow
-def test_a_rootless_pod_end_to_end(rootless_user):
-    user = rootless_user
-    script = user.home / "rootfs.sh"
+@pytest.fixture(scope="module")
+def busybox(rootless_user):
+    """localhost/busybox:latest in the test user's own image store, imported from a tarball."""
+    script = rootless_user.home / "rootfs.sh"
     script.write_text(ROOTFS)
-    res = user.run("sh", str(script))
+    res = rootless_user.run("sh", str(script))
     assert res.returncode == 0, res.stderr
-    res = user.podplay("import", "bb.tar", "localhost/busybox:latest")
+    res = rootless_user.podplay("import", "bb.tar", "localhost/busybox:latest")
     assert res.returncode == 0, res.stderr
+
+
+def assert_nothing_left(user) -> None:
+    deadline = time.monotonic() + 10
+    while live_processes(user.uid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert live_processes(user.uid) == []  # containers, conmon, slirp4netns and the namespaces' holder
+    assert user_mounts(str(user.home), f"/tmp/podplay-run-{user.uid}") == []
+    assert "web" not in user.podplay("ps").stdout
+
+
+@pytest.mark.slow
+def test_a_rootless_pod_end_to_end(rootless_user, busybox):
+    user = rootless_user
     port = free_port()
     manifest = user.home / "web.yaml"
     manifest.write_text(POD.format(port=port))
@@ -100,11 +114,43 @@ def test_a_rootless_pod_end_to_end(rootless_user):
 
     res = user.podplay("down", str(manifest))
     assert res.returncode == 0, res.stdout + res.stderr
-    deadline = time.monotonic() + 10
-    while live_processes(user.uid) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert live_processes(user.uid) == []  # containers, conmon, slirp4netns and the namespaces' holder
-    assert user_mounts(str(user.home), f"/tmp/podplay-run-{user.uid}") == []
-    assert "web" not in user.podplay("ps").stdout
+    assert_nothing_left(user)
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/index.html", timeout=2)  # noqa: S310
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", ["up", "down"])
+def test_killed_at_every_step_boundary_then_up_converges_and_down_leaves_nothing(rootless_user, busybox, command):
+    """kill -9 of the rootless podplay (inside the user's namespace) before and after each step of
+    an `up` and a `down`: the next `up` serves the page, and `down` leaves nothing."""
+    user = rootless_user
+    port = free_port()
+    manifest = user.home / f"crash-{command}.yaml"
+    manifest.write_text(POD.format(port=port))
+    n, kills = 1, 0
+    while True:
+        finished = False
+        for when in ("before", "after"):
+            context = f"{command} killed {when} step #{n}"
+            if command == "down":
+                assert user.podplay("up", str(manifest)).returncode == 0, context
+            res = user.podplay(command, str(manifest), env=user.env(PODPLAY_FAILPOINT=f"{when}:#{n}"))
+            if res.returncode == 0:
+                finished = True  # no step #n: every boundary was tried
+                break
+            assert res.returncode == 128 + 9, f"{context}: {res.returncode}\n{res.stdout}\n{res.stderr}"
+            kills += 1
+            res = user.podplay("up", str(manifest))
+            assert res.returncode == 0, f"{context}: {res.stdout}\n{res.stderr}"
+            assert get(f"http://127.0.0.1:{port}/index.html") == "hello-rootless\n", context
+            res = user.podplay("down", str(manifest))
+            assert res.returncode == 0, f"{context}: {res.stdout}\n{res.stderr}"
+            assert_nothing_left(user)
+        if finished:
+            break
+        n += 1
+    if command == "down":
+        assert user.podplay("down", str(manifest)).returncode == 0
+        assert_nothing_left(user)
+    assert kills >= 8, kills  # the pod's steps: pull, snapshot, infra, network, container, start…
