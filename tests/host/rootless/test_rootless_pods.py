@@ -5,6 +5,8 @@ and no network state."""
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import time
@@ -154,3 +156,37 @@ def test_killed_at_every_step_boundary_then_up_converges_and_down_leaves_nothing
         assert user.podplay("down", str(manifest)).returncode == 0
         assert_nothing_left(user)
     assert kills >= 8, kills  # the pod's steps: pull, snapshot, infra, network, container, start…
+
+
+@pytest.mark.slow
+def test_watch_picks_up_a_file(rootless_user, busybox):
+    """`podplay watch DIR` run by the user: a manifest written into DIR comes up (its hostPort
+    answers); Ctrl-C stops the keeper, and `down` leaves nothing."""
+    user = rootless_user
+    watched = user.home / "watched"
+    watched.mkdir()
+    os.chown(watched, user.uid, -1)
+    port = free_port()
+    assignments = [f"{k}={v}" for k, v in user.env().items()]
+    keeper = subprocess.Popen(["runuser", "-u", user.name, "--", "env", "-i", *assignments,
+                               str(user.venv / "bin" / "podplay"), "watch", str(watched)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=str(user.home),
+                              start_new_session=True)
+    try:
+        time.sleep(2)  # the keeper's first pass over an empty directory
+        manifest = watched / "web.yaml"
+        manifest.write_text(POD.format(port=port))
+        os.chown(manifest, user.uid, -1)
+        assert get(f"http://127.0.0.1:{port}/index.html", timeout=60) == "hello-rootless\n"
+    finally:
+        os.killpg(keeper.pid, signal.SIGINT)  # Ctrl-C at the terminal: the keeper's whole process group
+        try:
+            out, err = keeper.communicate(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(keeper.pid, signal.SIGKILL)
+            out, err = keeper.communicate()
+    assert keeper.returncode in (0, 130), f"{keeper.returncode}\n{out}\n{err}"
+    assert "Traceback" not in err
+    res = user.podplay("down", str(manifest))
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert_nothing_left(user)
