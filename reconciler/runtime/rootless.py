@@ -7,8 +7,8 @@ made there (overlays of image layers) outlive the command that made them and eve
 command sees them. A command joins both with ``nsenter`` (as root inside). The holder's pid and
 start time are kept in ``<run root>/pause.pid``: a recycled pid is never taken for it.
 
-The building block of the rootless flow; ``podplay`` commands do not run inside it yet (README,
-"Without root").
+Every command of an unprivileged user that runs containers runs inside it (reconciler.cli.rootless),
+which stops the holder once no container and no mount needs it.
 """
 
 from __future__ import annotations
