@@ -166,19 +166,19 @@ class _Runner:
 
     def _volumes(self, pod: DesiredPod) -> dict[str, str]:
         if pod.uid not in self.volume_paths:
-            # Image volumes are snapshots (made by their PrepareSnapshot step; prepare is idempotent
-            # and gives the mounted root), the others the volume driver's.
             kept = tuple(v for v in pod.volumes if v.kind != "image")
-            paths = self.d.volumes.prepare_pod_volumes(pod.uid, kept) if kept else {}
-            for v in pod.volumes:
-                if v.kind == "image":
-                    image = self.d.images.get_image(v.image)
-                    if image is None:
-                        raise ContainerRuntimeError(f"image {v.image} of {pod.ref}'s volume {v.name} is not in the "
-                                                    "store")
-                    paths[v.name] = self.d.snapshots.prepare(v.snapshot_key(pod.uid), image)
-            self.volume_paths[pod.uid] = paths
-        return self.volume_paths[pod.uid]
+            self.volume_paths[pod.uid] = self.d.volumes.prepare_pod_volumes(pod.uid, kept) if kept else {}
+        # Image volumes are snapshots (made by their PrepareSnapshot step; prepare is idempotent
+        # and gives the mounted root; asked each time: a hostUsers: false pod's are mounted for
+        # its ID range once its infra holds one), the others the volume driver's.
+        paths = dict(self.volume_paths[pod.uid])
+        for v in pod.volumes:
+            if v.kind == "image":
+                image = self.d.images.get_image(v.image)
+                if image is None:
+                    raise ContainerRuntimeError(f"image {v.image} of {pod.ref}'s volume {v.name} is not in the store")
+                paths[v.name] = self._snapshot(pod, v.snapshot_key(pod.uid), image)
+        return paths
 
     def _network(self, pod: DesiredPod) -> NetworkStatus | None:
         if pod.uid not in self.network:
@@ -212,10 +212,15 @@ class _Runner:
         image = self.d.images.get_image(c.spec.image)
         if image is None:
             raise ContainerRuntimeError(f"image {c.spec.image} of {pod.ref}/{name} is not in the store")
-        rootfs = self.d.snapshots.prepare(c.id, image)
+        rootfs = self._snapshot(pod, c.id, image)
         self.d.runtime.create_container(pod, c, rootfs=rootfs, image=image, volumes=self._volumes(pod),
                                         network=self._network(pod))
         return c.id
+
+    def _snapshot(self, pod: DesiredPod, key: str, image) -> str:
+        """A hostUsers: false pod's snapshots are mounted for the ID range its infra holds."""
+        id_map = None if pod.spec.host_users else self.d.runtime.pod_id_map(pod.uid)
+        return self.d.snapshots.prepare(key, image, id_map) if id_map else self.d.snapshots.prepare(key, image)
 
     def _with_service_links(self, pod: DesiredPod) -> DesiredPod:
         """The kubelet's service links, as the container is created: the Services of its namespace

@@ -10,6 +10,8 @@ from reconciler.drivers.base import Drivers
 from reconciler.fsutil import private_dir
 from reconciler.paths import HostPaths
 
+ROOTLESS_ENV = "PODPLAY_ROOTLESS"
+
 
 def open_drivers(paths: HostPaths, kind: str | None = None, *, isolate: bool = False) -> Drivers:
     """The drivers for this host. ``kind="fake"`` (or $PODPLAY_DRIVER=fake) gives the in-memory
@@ -45,12 +47,26 @@ def open_drivers(paths: HostPaths, kind: str | None = None, *, isolate: bool = F
         return OverlaySnapshotter(paths, images, isolate=isolate)
 
     from reconciler.network.services import IptablesServices
+    from reconciler.store.idranges import PodIdAllocator
 
     images = _Deferred(make_images)
+    # Inside the user's namespace (reconciler.cli.rootless), or an unprivileged user's read-only
+    # commands (ps, plan) outside it: the rootless drivers read the same files.
+    if os.environ.get(ROOTLESS_ENV) == "1" or os.geteuid() != 0:
+        from reconciler.network.slirp import SlirpNetwork
+
+        return Drivers(images=images, snapshots=_DeferredSnapshots(make_snapshots, paths), volumes=HostVolumes(paths),
+                       runtime=RuncRuntime(paths, rootless=True), network=SlirpNetwork(paths),
+                       close=lambda: images.made and images.close())
     network = CniNetwork(paths)
+    id_ranges = PodIdAllocator(paths.state_db)  # hostUsers: false pods' host IDs
+
+    def close():
+        id_ranges.close()
+        return images.made and images.close()
+
     return Drivers(images=images, snapshots=_DeferredSnapshots(make_snapshots, paths), volumes=HostVolumes(paths),
-                   runtime=RuncRuntime(paths), network=network,
-                   close=lambda: images.made and images.close(),
+                   runtime=RuncRuntime(paths, id_ranges=id_ranges), network=network, close=close,
                    services=IptablesServices(paths, network.list_attachments))
 
 

@@ -4,7 +4,9 @@ Durable state lives under the storage root (``--root``, ``$PODPLAY_ROOT``, defau
 ``/var/lib/podplay``); volatile state (mounts, runc state, conmon files, CNI allocations)
 under the run root (``--runroot``, ``$PODPLAY_RUNROOT``, default ``/run/podplay``) so that
 a reboot clears it. Network configuration lives in ``--network-dir`` / ``$PODPLAY_NETWORK_DIR``
-(default ``/etc/podplay/net.d``). Every test uses its own trio.
+(default ``/etc/podplay/net.d``). Every test uses its own trio. An unprivileged user's defaults
+are ``$XDG_DATA_HOME/podplay``, ``$XDG_RUNTIME_DIR/podplay`` (or ``<tmp>/podplay-run-<uid>``)
+and ``$XDG_CONFIG_HOME/podplay/net.d`` (reconciler.rootless).
 """
 
 from __future__ import annotations
@@ -27,10 +29,16 @@ class HostPaths:
     @classmethod
     def from_env(cls, root: str | None = None, runroot: str | None = None,
                  network_dir: str | None = None, network: str | None = None) -> HostPaths:
+        if os.geteuid() == 0:
+            defaults = ("/var/lib/podplay", "/run/podplay", "/etc/podplay/net.d")
+        else:  # an unprivileged user's own, as podman's (reconciler.rootless)
+            from reconciler import rootless
+
+            defaults = (str(rootless.data_dir()), str(rootless.run_dir()), str(rootless.config_dir() / "net.d"))
         return cls(
-            Path(root or os.environ.get("PODPLAY_ROOT") or "/var/lib/podplay"),
-            Path(runroot or os.environ.get("PODPLAY_RUNROOT") or "/run/podplay"),
-            Path(network_dir or os.environ.get("PODPLAY_NETWORK_DIR") or "/etc/podplay/net.d"),
+            Path(root or os.environ.get("PODPLAY_ROOT") or defaults[0]),
+            Path(runroot or os.environ.get("PODPLAY_RUNROOT") or defaults[1]),
+            Path(network_dir or os.environ.get("PODPLAY_NETWORK_DIR") or defaults[2]),
             network or os.environ.get("PODPLAY_NETWORK") or "",
             os.environ.get("PODPLAY_SERVICE_CIDR", ""),
         )
@@ -89,6 +97,12 @@ class HostPaths:
     @property
     def conmon(self) -> Path:
         return self.runroot / "conmon"
+
+    @property
+    def userns_mounts(self) -> Path:
+        """What the containers of hostUsers: false pods mount, staged where their unprivileged
+        root can reach it: beside the run root, which is owner-only (see runtime.userns)."""
+        return self.runroot.with_name(self.runroot.name + "-userns")
 
     @property
     def cni(self) -> Path:

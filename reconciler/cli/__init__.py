@@ -163,6 +163,12 @@ def main(argv: list[str] | None = None) -> int:
     ctx = Context(HostPaths.from_env(getattr(args, "root", None), getattr(args, "runroot", None),
                                      getattr(args, "network_dir", None), getattr(args, "network", None)))
     try:
+        if os.geteuid() != 0:
+            from reconciler.cli import rootless
+
+            words = sys.argv[1:] if argv is None else list(argv)
+            if _command_word(words) in rootless.GATED:
+                return rootless.run_inside(args, ctx.paths, words)
         policy = None
         if args.command in ADMITTED and not getattr(args, "down", False):
             from reconciler import admission

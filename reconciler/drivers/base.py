@@ -42,6 +42,7 @@ from reconciler.observed import (
 
 if TYPE_CHECKING:
     from reconciler.desired import DesiredClaim, DesiredContainer, DesiredPod, DesiredVolume, RegistryCredential
+    from reconciler.idmap import IdMap
 
 
 def container_labels(pod: DesiredPod, container: DesiredContainer | None) -> dict[str, str]:
@@ -106,9 +107,11 @@ class SnapshotDriver(Protocol):
     ``prepare`` unpacks any missing layers (reading blobs through an ImageStore), then mounts
     an overlay (or copies, where overlay is unavailable) and returns the rootfs path. Calling
     it again for an existing key returns the same path and keeps the writable layer.
+    With ``id_map`` (a hostUsers: false pod's host ID range) the root filesystem is mounted so
+    that the image's files are owned by the pod's root as seen from its user namespace.
     """
 
-    def prepare(self, key: str, image: ImageInfo) -> str:
+    def prepare(self, key: str, image: ImageInfo, id_map: IdMap | None = None) -> str:
         ...
 
     def remove(self, key: str) -> None:
@@ -179,6 +182,10 @@ class RuntimeDriver(Protocol):
     """
 
     def create_infra(self, pod: DesiredPod) -> InfraInfo:
+        ...
+
+    def pod_id_map(self, uid: str) -> IdMap | None:
+        """The host ID range of a hostUsers: false pod (None for any other pod)."""
         ...
 
     def infra_info(self, uid: str) -> InfraInfo | None:

@@ -28,6 +28,7 @@ from reconciler.desired import (
 from reconciler.drivers.base import Drivers, InfraInfo, container_labels
 from reconciler.errors import ContainerRuntimeError, ImageError, NetworkError, NotFoundError, StorageError
 from reconciler.fsutil import atomic_write
+from reconciler.idmap import IdMap
 from reconciler.model import codec
 from reconciler.observed import (
     LABEL_SPEC_HASH,
@@ -193,7 +194,7 @@ class FakeSnapshots:
     def __init__(self, host: FakeHost):
         self.h = host
 
-    def prepare(self, key: str, image: ImageInfo) -> str:
+    def prepare(self, key: str, image: ImageInfo, id_map: IdMap | None = None) -> str:
         if key not in self.h.snapshots:
             self.h._op("prepare_snapshot", key)
             self.h.snapshots[key] = f"/fake/rootfs/{key}"
@@ -264,6 +265,9 @@ class FakeRuntime:
                                           "labels": container_labels(pod, None), "image": ""}
             self.h.save()
         return self.infra_info(pod.uid)
+
+    def pod_id_map(self, uid: str) -> IdMap | None:
+        return None  # the fake's pods share the host's IDs
 
     def infra_info(self, uid: str) -> InfraInfo | None:
         c = self.h.containers.get(uid)

@@ -509,6 +509,11 @@ def check_pod_spec(chk: Checker, spec: PodSpec, path: Path_, host: HostFacts, in
         (("runAsUser",), sc.run_as_user, "user"), (("runAsGroup",), sc.run_as_group, "group"),
         (("fsGroup",), sc.fs_group, "group"),
         *((("supplementalGroups", i), g, "group") for i, g in enumerate(sc.supplemental_groups))])
+    if not spec.host_users:
+        # The API server's rule: a user-namespaced pod shares none of the host's namespaces.
+        for flag, name in ((spec.host_network, "hostNetwork"), (spec.host_pid, "hostPID"), (spec.host_ipc, "hostIPC")):
+            if flag:
+                chk.error(path + ("hostUsers",), f"hostUsers: false cannot be combined with {name}: true")
     if spec.termination_grace_period_seconds < 0:
         chk.error(path + ("terminationGracePeriodSeconds",), "must not be negative (0 stops at once)")
     if spec.hostname and (len(spec.hostname) > 63 or not DNS1123_LABEL.match(spec.hostname)):

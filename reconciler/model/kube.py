@@ -396,6 +396,7 @@ class PodSpec:
     host_network: bool = False
     host_pid: bool = json_name("hostPID", default=False)
     host_ipc: bool = json_name("hostIPC", default=False)
+    host_users: bool = True
     share_process_namespace: bool = False
     hostname: str = ""
     host_aliases: tuple[HostAlias, ...] = ()

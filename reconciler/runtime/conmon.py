@@ -77,7 +77,7 @@ def _read_pid(path: str) -> int:
 
 
 def launch(*, conmon: str, runc: str, runc_root: str, cid: str, bundle: str, record: str, socket_dir: str,
-           log_path: str, tty: bool = False, stdin: bool = False, stdin_once: bool = False,
+           log_path: str, rootless: bool = False, tty: bool = False, stdin: bool = False, stdin_once: bool = False,
            timeout: float = 120.0) -> Launched:
     """Create container ``cid`` from ``bundle`` under a detached conmon; its pid once created."""
     exits = os.path.join(record, "exits")
@@ -95,6 +95,7 @@ def launch(*, conmon: str, runc: str, runc_root: str, cid: str, bundle: str, rec
         "--persist-dir", persist,
         "--socket-dir-path", socket_dir,
         "--runtime-arg", f"--root={runc_root}",
+        *(["--runtime-arg", "--rootless=true"] if rootless else []),
     ]
     if tty:
         argv.append("-t")

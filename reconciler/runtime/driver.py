@@ -37,11 +37,12 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from reconciler.drivers.base import InfraInfo
 from reconciler.errors import ContainerRuntimeError, EnvironmentProblem, NotFoundError, PodplayError
 from reconciler.fsutil import atomic_write
+from reconciler.idmap import IdMap
 from reconciler.observed import (
     LABEL_CONTAINER,
     LABEL_POD,
@@ -59,13 +60,14 @@ from reconciler.runtime import conmon as _conmon
 from reconciler.runtime import hostinfo, oci, pod_files
 from reconciler.runtime.logs import read_log
 from reconciler.runtime.rootfs import ensure_subpath, read_file_in_root
+from reconciler.runtime.userns import Staging, locked_options, staged_subpaths
 from reconciler.runtime.users import resolve_user
 
 if TYPE_CHECKING:
     from reconciler.desired import DesiredContainer, DesiredPod
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
-_PROC_NS = {"network": "net", "ipc": "ipc", "uts": "uts", "pid": "pid"}
+_PROC_NS = {"network": "net", "ipc": "ipc", "uts": "uts", "pid": "pid", "user": "user"}
 KILL_WAIT = 30.0  # after SIGKILL a process exits unless stuck in the kernel
 EXIT_FILE_WAIT = 10.0  # conmon writes the exit file right after it reaps the container
 
@@ -201,6 +203,15 @@ def _secrets_to_give(pod: DesiredPod, container: DesiredContainer, volumes: Mapp
     return out
 
 
+class IdRangeAllocator(Protocol):
+    """Host ID ranges for hostUsers: false pods (reconciler.store.idranges.PodIdAllocator: a state
+    store table beside podplay's /etc/subuid and /etc/subgid entries)."""
+
+    def allocate(self, pod_uid: str) -> IdMap: ...
+
+    def release(self, pod_uid: str) -> None: ...
+
+
 class RuncRuntime:
     """The RuntimeDriver on runc + conmon. Tool paths and policy knobs are constructor arguments
     so that tests and packagers can point them elsewhere."""
@@ -208,8 +219,14 @@ class RuncRuntime:
     def __init__(self, paths: HostPaths, *, runc: str = "runc", conmon: str = "conmon",
                  pause: str = "/usr/bin/catatonit", seccomp_profile: str = "/usr/share/containers/seccomp.json",
                  seccomp_root: str = "/var/lib/kubelet/seccomp", cgroup_parent: str | None = None,
-                 pids_limit: int = 4096, create_timeout: float = 120.0):
+                 pids_limit: int = 4096, create_timeout: float = 120.0, id_ranges: IdRangeAllocator | None = None,
+                 rootless: bool = False):
         self.paths = paths
+        # Rootless: podplay runs as root in the user's own namespace (runtime.rootless): runc
+        # manages no cgroup (none is delegated on cgroup v1) and is told so.
+        self.rootless = rootless
+        self.id_ranges = id_ranges
+        self._staging = Staging(paths.userns_mounts)
         self._runc_name, self._conmon_name, self.pause = runc, conmon, pause
         self.seccomp_profile = seccomp_profile
         self.seccomp_root = seccomp_root
@@ -410,9 +427,13 @@ class RuncRuntime:
 
     # --- runc ----------------------------------------------------------------------------------
 
+    @property
+    def _runc_globals(self) -> list[str]:
+        return ["--root", str(self.paths.runc_root), *(["--rootless", "true"] if self.rootless else [])]
+
     def _run_runc(self, *args: str, timeout: float = 60.0) -> subprocess.CompletedProcess:
         try:
-            return subprocess.run([self.runc, "--root", str(self.paths.runc_root), *args], capture_output=True,
+            return subprocess.run([self.runc, *self._runc_globals, *args], capture_output=True,
                                   text=True, timeout=timeout, stdin=subprocess.DEVNULL)
         except subprocess.TimeoutExpired:
             raise ContainerRuntimeError(f"runc {' '.join(args)} did not finish within {timeout:.0f}s") from None
@@ -481,6 +502,7 @@ class RuncRuntime:
             host_capabilities=self._fact("bounding", hostinfo.bounding_capabilities),
             pids_limit=self.pids_limit,
             swap_accounting=self._fact("swap", hostinfo.swap_accounting),
+            rootless=self.rootless,
             **extra,
         )
 
@@ -508,7 +530,7 @@ class RuncRuntime:
         # Everything that can be refused is checked before the host is touched.
         ctx = self._context(pod, str(self._infra_rootfs), cid)
         config = oci.infra_config(pod, ctx)
-        extra = {"namespaces": oci.infra_namespaces(pod)}
+        extra: dict = {"namespaces": oci.infra_namespaces(pod)}
         try:
             self._write_pod_files(pod, "")
             if not pod.spec.host_ipc:
@@ -516,6 +538,14 @@ class RuncRuntime:
                 shm.mkdir(exist_ok=True)
                 hostinfo.mount_tmpfs(str(shm), f"mode=1777,size={oci.SHM_SIZE}")
             self._ensure_infra_rootfs()
+            if not pod.spec.host_users:
+                ids = self._allocate(pod)
+                self._staging.stage_pod(pod.uid, ids, str(self._infra_rootfs), str(self._pod_dir(pod.uid)))
+                files = self._staging.files(pod.uid)
+                ctx = dataclasses.replace(ctx, rootfs=self._staging.infra_root(pod.uid), id_map=ids,
+                                          shm_dir=str(files / "shm"))
+                config = oci.infra_config(pod, ctx)
+                extra = {"namespaces": [*extra["namespaces"], "user"], "id_map": ids.to_list()}
             self._create(cid, config, extra)
             status = self._start(cid)
         except BaseException:
@@ -544,7 +574,7 @@ class RuncRuntime:
         atomic_write(counter, str(count + 1))
         process = config.get("process", {})
         launched = _conmon.launch(
-            conmon=self.conmon, runc=self.runc, runc_root=str(self.paths.runc_root), cid=cid,
+            conmon=self.conmon, runc=self.runc, runc_root=str(self.paths.runc_root), rootless=self.rootless, cid=cid,
             bundle=str(bundle), record=str(rec), socket_dir=str(self._socket_dir),
             log_path=str(bundle / "ctr.log"), tty=bool(process.get("terminal")),
             stdin=bool(extra.get("stdin")), stdin_once=bool(extra.get("stdin_once")),
@@ -576,11 +606,18 @@ class RuncRuntime:
                 oci.check_subpath(pod, container.name, vm.sub_path)
                 subpaths[(vm.name, vm.sub_path)] = os.path.join(volumes[vm.name], vm.sub_path)
         ip = network.ip if network else ""
+        ids = None
+        if not pod.spec.host_users:
+            ids = self.pod_id_map(pod.uid)
+            if ids is None:
+                raise ContainerRuntimeError(f"{where}: the pod's infra container holds no user namespace "
+                                            "(hostUsers: false); remove the pod and create it again")
         ctx = self._context(pod, os.path.abspath(rootfs), cid, user=user, volumes=dict(volumes), subpaths=subpaths,
-                            namespaces=namespaces, pod_ip=ip, pod_ips=(ip,) if ip else (),
+                            namespaces=namespaces, pod_ip=ip, pod_ips=(ip,) if ip else (), id_map=ids,
                             **self._node_facts(pod, container, where))
         config = oci.container_config(pod, container, image, ctx)
         secret_files = _secrets_to_give(pod, container, volumes, user.uid)
+        real: dict[tuple[str, str], str] = {}
         if subpaths:
             try:
                 real = {key: ensure_subpath(volumes[key[0]], key[1]) for key in subpaths}
@@ -592,10 +629,28 @@ class RuncRuntime:
         self._write_pod_files(pod, ip)
         extra = {"stdin": container.spec.stdin, "stdin_once": container.spec.stdin_once}
         try:
+            if ids is not None:
+                config = self._stage_container(pod, container, image, ids, ctx, real)
             self._create(cid, config, extra)
         except BaseException:
             self._undo(cid)
             raise
+
+    def _stage_container(self, pod: DesiredPod, container: DesiredContainer, image: ImageInfo, ids: IdMap,
+                         ctx: oci.RuntimeContext, subpaths: Mapping[tuple[str, str], str]) -> dict:
+        """The config of a hostUsers: false pod's container, every path in it moved to what the
+        pod's unprivileged root can reach (runtime.userns)."""
+        kinds = {v.name: v.kind for v in pod.volumes}
+        used = {vm.name for vm in container.spec.volume_mounts if vm.name in ctx.volumes}
+        rootfs, volumes = self._staging.stage_container(pod.uid, container.name, ids, ctx.rootfs,
+                                                        {n: ctx.volumes[n] for n in used}, kinds)
+        files = self._staging.files(pod.uid)
+        staged = dataclasses.replace(
+            ctx, rootfs=rootfs, volumes=volumes, subpaths=staged_subpaths(subpaths, ctx.volumes, volumes),
+            hosts_file=str(files / "hosts"), resolv_conf_file=str(files / "resolv.conf"),
+            hostname_file=str(files / "hostname"), shm_dir=str(files / "shm"),
+            volume_options={name: locked_options(path) for name, path in volumes.items()})
+        return oci.container_config(pod, container, image, staged)
 
     def _exists_as_wanted(self, cid: str, pod: DesiredPod, where: str) -> bool:
         """True when the container already exists with this spec (a create is idempotent); a
@@ -699,7 +754,9 @@ class RuncRuntime:
             self._run_runc("kill", cid, str(num))
             if self._wait_exit(status, max(0, timeout)):
                 return
-        self._run_runc("kill", "--all", cid, "9")
+        # --all finds the processes through the container's cgroup; rootless containers have none
+        # (each has its own PID namespace, which dies with its first process).
+        self._run_runc("kill", *([] if self.rootless else ["--all"]), cid, "9")
         if not self._wait_exit(status, KILL_WAIT):
             raise ContainerRuntimeError(f"container {cid} did not die within {KILL_WAIT:.0f}s of SIGKILL")
 
@@ -748,6 +805,7 @@ class RuncRuntime:
                 and not hostinfo.wait_pid_gone(status.pid, status.pid_start, KILL_WAIT)):
             raise ContainerRuntimeError(f"container {cid} did not die after runc delete --force")
         self._kill_conmon(status, cid)
+        self._staging.remove_container(cid)
         for path in (self._socket_dir / cid,):
             with contextlib.suppress(FileNotFoundError, IsADirectoryError):
                 os.unlink(path)
@@ -800,8 +858,25 @@ class RuncRuntime:
         self._remove(uid)
         self._cleanup_pod(uid)
 
+    def _allocate(self, pod: DesiredPod) -> IdMap:
+        if self.rootless:
+            raise ContainerRuntimeError(f"{pod.ref}: hostUsers: false is for root's pods: a rootless pod already "
+                                        "runs in the user's own user namespace")
+        if self.id_ranges is None:
+            raise ContainerRuntimeError(f"{pod.ref}: hostUsers: false needs an ID range allocator, and this "
+                                        "runtime driver was made without one")
+        return self.id_ranges.allocate(pod.uid)
+
+    def pod_id_map(self, uid: str) -> IdMap | None:
+        """The host ID range of a hostUsers: false pod, from its infra container (None: the pod
+        has none, or no infra)."""
+        return IdMap.from_list(self._labels(self._check_id(uid)).get("id_map"))
+
     def _cleanup_pod(self, uid: str) -> None:
         d = self._pod_dir(uid)
+        self._staging.remove_pod(uid)
+        if self.id_ranges is not None:
+            self.id_ranges.release(uid)
         hostinfo.unmount(str(d / "shm"))
         shutil.rmtree(d, ignore_errors=True)
         try:
@@ -845,7 +920,7 @@ class RuncRuntime:
         if tty and not os.isatty(0):
             raise ContainerRuntimeError("exec with a tty needs a terminal on stdin (drop -t, or run from one)")
         pid_file = self._record(cid) / f"exec-{os.getpid()}-{time.monotonic_ns()}.pid"
-        cmd = [self.runc, "--root", str(self.paths.runc_root), "exec", "--pid-file", str(pid_file)]
+        cmd = [self.runc, *self._runc_globals, "exec", "--pid-file", str(pid_file)]
         if tty:
             cmd.append("--tty")
         for k, v in (env or {}).items():

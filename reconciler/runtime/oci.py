@@ -16,7 +16,11 @@ the kubelet and CRI-O:
 * resources: the kubelet's CPU shares / quota formulas, memory limit and reservation, a pids
   limit; cgroupfs paths (this host is cgroup v1).
 * namespaces: app containers join the infra's network/ipc/uts (and pid with
-  shareProcessNamespace) by path; host* leave the namespace out, i.e. the host's.
+  shareProcessNamespace) by path; host* leave the namespace out, i.e. the host's. With
+  ``hostUsers: false`` (``RuntimeContext.id_map`` set) the infra creates the pod's user namespace
+  with the pod's ID range and the app containers join it (runc 1.1 wants the mappings repeated
+  when it joins one); capabilities are then those of the pod's own namespace, and a privileged
+  container gets no host devices (a user namespace cannot use them).
 
 The stop signal and the labels podplay relists containers by go into ``annotations``.
 """
@@ -41,6 +45,7 @@ from reconciler.runtime.users import ResolvedUser
 
 if TYPE_CHECKING:
     from reconciler.desired import DesiredContainer, DesiredPod
+    from reconciler.idmap import IdMap
     from reconciler.model.kube import Container, SeccompProfile, SecurityContext
 
 OCI_VERSION = "1.0.2"  # what runc 1.1 implements
@@ -134,6 +139,11 @@ class RuntimeContext:
     pids_limit: int = 4096  # 0: no limit
     swap_accounting: bool = False
     host_devices: tuple[HostDevice, ...] = ()
+    id_map: IdMap | None = None  # hostUsers: false: the pod's host ID range
+    rootless: bool = False  # no cgroup of its own, no limits (nothing is delegated on cgroup v1)
+    # Flags a volume's mount must keep (nosuid, nodev, noexec of its source): in a user namespace
+    # they are locked, and runc's read-only remount would fail without them.
+    volume_options: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 def _fail(pod: DesiredPod, name: str, message: str) -> ContainerRuntimeError:
@@ -544,7 +554,8 @@ def volume_mounts(pod: DesiredPod, container: DesiredContainer, ctx: RuntimeCont
                 raise _fail(pod, container.name, f"{where}.subPath {vm.sub_path!r} was not resolved")
         volume = by_name.get(vm.name)
         read_only = vm.read_only or (volume is not None and volume.read_only)
-        out.append(_bind(dest, source, ["rbind", "rprivate"] + (["ro"] if read_only else [])))
+        kept = list(ctx.volume_options.get(vm.name, ()))
+        out.append(_bind(dest, source, ["rbind", "rprivate"] + kept + (["ro"] if read_only else [])))
     return out
 
 
@@ -575,10 +586,17 @@ def infra_namespaces(pod: DesiredPod) -> list[str]:
     return out
 
 
+def _check_userns(pod: DesiredPod, ctx: RuntimeContext) -> None:
+    spec = pod.spec
+    if ctx.id_map is not None and (spec.host_network or spec.host_pid or spec.host_ipc):
+        raise _fail(pod, "", "hostUsers: false cannot be combined with hostNetwork, hostPID or hostIPC")
+
+
 def container_namespaces(pod: DesiredPod, ctx: RuntimeContext) -> list[dict]:
     spec = pod.spec
+    _check_userns(pod, ctx)
     out: list[dict] = [{"type": "mount"}]
-    shared = infra_namespaces(pod)
+    shared = infra_namespaces(pod) + (["user"] if ctx.id_map is not None else [])
     for ns in shared:
         path = ctx.namespaces.get(ns)
         if not path:
@@ -593,14 +611,17 @@ def container_namespaces(pod: DesiredPod, ctx: RuntimeContext) -> list[dict]:
 
 
 def _linux_common(ctx: RuntimeContext, privileged: bool) -> dict:
-    linux: dict = {"cgroupsPath": ctx.cgroup_path, "rootfsPropagation": "private"}
-    if privileged:
+    linux: dict = {"rootfsPropagation": "private"} if ctx.rootless else {"cgroupsPath": ctx.cgroup_path,
+                                                                          "rootfsPropagation": "private"}
+    if ctx.id_map is not None:
+        linux["uidMappings"], linux["gidMappings"] = ctx.id_map.oci()
+    if privileged and ctx.id_map is None:
         linux["devices"] = [
             {"path": d.path, "type": d.type, "major": d.major, "minor": d.minor, "fileMode": d.file_mode,
              "uid": d.uid, "gid": d.gid}
             for d in ctx.host_devices
         ]
-    else:
+    if not privileged:
         linux["maskedPaths"] = list(MASKED_PATHS)
         linux["readonlyPaths"] = list(READONLY_PATHS)
     return linux
@@ -649,7 +670,9 @@ def container_config(pod: DesiredPod, container: DesiredContainer, image: ImageI
     annotations[LABEL_IMAGE_ID] = image.id
 
     linux = _linux_common(ctx, privileged)
-    linux["resources"] = resources(pod, container, ctx, privileged)
+    limits = resources(pod, container, ctx, privileged)  # checked all the same: bad input is refused
+    if not ctx.rootless:
+        linux["resources"] = limits
     linux["namespaces"] = container_namespaces(pod, ctx)
     profile = seccomp(pod, name, sc, caps, ctx)
     if profile is not None:
@@ -670,13 +693,17 @@ def infra_config(pod: DesiredPod, ctx: RuntimeContext) -> dict:
     """The config.json of the pod's infra container: catatonit holding the pod's namespaces,
     with no capabilities at all, and the pod's sysctls applied in them."""
     shared = infra_namespaces(pod)
+    _check_userns(pod, ctx)
     namespaces: list[dict] = [{"type": "mount"}] + [{"type": ns} for ns in shared]
+    if ctx.id_map is not None:
+        namespaces.insert(0, {"type": "user"})
     if "pid" not in shared and not pod.spec.host_pid:
         namespaces.append({"type": "pid"})
     linux = _linux_common(ctx, False)
     linux["namespaces"] = namespaces
-    linux["resources"] = {"devices": [{"allow": False, "access": "rwm"}], "cpu": {"shares": MIN_SHARES},
-                          **({"pids": {"limit": 16}} if ctx.pids_limit > 0 else {})}
+    if not ctx.rootless:
+        linux["resources"] = {"devices": [{"allow": False, "access": "rwm"}], "cpu": {"shares": MIN_SHARES},
+                              **({"pids": {"limit": 16}} if ctx.pids_limit > 0 else {})}
     wanted = sysctls(pod)
     if wanted:
         linux["sysctl"] = wanted

@@ -13,6 +13,13 @@ of mount options; the ``mount`` binary runs with that working directory, which k
 out of this (possibly multithreaded) process. Both modes mount ``nodev``: device nodes from an
 image never open through a container's root filesystem (the runtime provides /dev).
 
+For a pod in its own user namespace (``prepare(..., id_map=…)``) the overlay is mounted on
+idmapped lower layers (overlayfs cannot itself be idmapped; its layers can): the image's files,
+stored with owner 0, are seen as owned by the pod's root, with no copy. The upper directory then
+holds host IDs of the pod's range (its root is chowned once, what a container writes lands there
+shifted), which ties the snapshot to that range; ``snapshot.json`` records it. Copy-mode
+snapshots need nothing: the runtime idmaps their plain directory itself.
+
 The copy mode applies the unpacked layer directories bottom-up into ``fs`` with the same
 whiteout and opaque-directory rules overlayfs uses, then bind-mounts it; it is chosen when
 overlay cannot be mounted at all (probed once), with ``force_copy``, or for a layer stack
@@ -41,6 +48,7 @@ from pathlib import Path
 from reconciler.drivers.base import ImageStore
 from reconciler.errors import StorageError, no_space
 from reconciler.fsutil import atomic_write
+from reconciler.idmap import IdMap
 from reconciler.observed import ImageInfo, ObservedSnapshot
 from reconciler.paths import HostPaths
 from reconciler.storage import listing, mounts
@@ -77,7 +85,7 @@ class OverlaySnapshotter:
 
     # -- SnapshotDriver -------------------------------------------------------------------------
 
-    def prepare(self, key: str, image: ImageInfo) -> str:
+    def prepare(self, key: str, image: ImageInfo, id_map: IdMap | None = None) -> str:
         check_key(key)
         if not self._recovered:
             self._recover()
@@ -98,6 +106,13 @@ class OverlaySnapshotter:
             elif meta.get("chain_ids") != chains:
                 raise StorageError(f"snapshot {key} exists for image {meta.get('image') or '?'} with other "
                                    f"layers than image {image.id}; remove it first")
+            shifted = meta["mode"] == "overlay" and id_map is not None
+            if shifted:
+                meta = self._shift(sdir, meta, id_map)
+            marker = self.paths.mounts / key / "idmap"
+            want_marker = json.dumps(id_map.to_list()) if shifted else ""
+            if mounts.is_mountpoint(target) and meta["mode"] == "overlay" and _read(marker) != want_marker:
+                mounts.umount(target)  # mounted for another view (plain, or for another range)
             if not mounts.is_mountpoint(target):
                 try:
                     self.paths.mounts.mkdir(parents=True, exist_ok=True)
@@ -105,11 +120,43 @@ class OverlaySnapshotter:
                     target.mkdir(parents=True, exist_ok=True)
                 except OSError as e:
                     raise StorageError(f"cannot create mount point {target}: {e}") from e
-                if meta["mode"] == "overlay":
+                if shifted:
+                    self._mount_overlay_idmapped(sdir, layers, target, id_map)
+                elif meta["mode"] == "overlay":
                     self._mount_overlay(sdir, layers, target)
                 else:
                     self._mount_copy(sdir / "fs", target)
+                if meta["mode"] == "overlay":
+                    atomic_write(marker, want_marker, 0o600)
         return str(target)
+
+    def _shift(self, sdir: Path, meta: dict, id_map: IdMap) -> dict:
+        """Give the upper directory to the pod's range, once: its root, and whatever a container
+        wrote there before (host IDs, never a copy of the image's files)."""
+        held = IdMap.from_list(meta.get("id_map"))
+        if held == id_map:
+            return meta
+        if held is not None:
+            raise StorageError(f"snapshot {sdir.name} belongs to the ID range {held.uid}-{held.uid + held.size - 1}, "
+                               f"not {id_map.uid}-{id_map.uid + id_map.size - 1}; remove it first")
+        upper = sdir / "upper"
+        try:
+            for _, dirnames, filenames, dfd in os.fwalk(upper, follow_symlinks=False):
+                for name in dirnames + filenames:
+                    st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+                    if st.st_uid < id_map.size and st.st_gid < id_map.size:
+                        os.chown(name, id_map.uid + st.st_uid, id_map.gid + st.st_gid, dir_fd=dfd,
+                                 follow_symlinks=False)
+                        if stat.S_ISREG(st.st_mode) and st.st_mode & 0o6000:
+                            os.chmod(name, stat.S_IMODE(st.st_mode), dir_fd=dfd)  # chown cleared set-id bits
+            st = os.stat(upper)
+            if st.st_uid < id_map.size and st.st_gid < id_map.size:
+                os.chown(upper, id_map.uid + st.st_uid, id_map.gid + st.st_gid)
+            meta = {**meta, "id_map": id_map.to_list()}
+            atomic_write(sdir / META, json.dumps(meta, indent=1) + "\n", 0o600)
+        except OSError as e:
+            raise StorageError(f"cannot give snapshot {sdir.name} to the pod's ID range: {e}") from e
+        return meta
 
     def remove(self, key: str) -> None:
         check_key(key)
@@ -245,6 +292,29 @@ class OverlaySnapshotter:
             raise StorageError(f"cannot mount the overlay for snapshot {sdir.name}: "
                                f"{(res.stderr or res.stdout).strip()}")
 
+    def _mount_overlay_idmapped(self, sdir: Path, layers: Sequence[Layer], target: Path, id_map: IdMap) -> None:
+        """The overlay on an idmapped view of the layer store: mounted for the time of the overlay
+        mount only (overlayfs keeps private clones of its layers' mounts)."""
+        from reconciler import idmap
+
+        view = target.parent / "layers"
+        view.mkdir(mode=0o700, exist_ok=True)
+        try:
+            with idmap.userns_fd(id_map) as ns:
+                idmap.bind(str(self.layers.root), str(view), userns=ns)
+            opts = self._overlay_options(sdir, layers)
+            res = subprocess.run(["mount", "-t", "overlay", "-o", f"nodev,{opts}", "overlay", str(target)],
+                                 cwd=view, capture_output=True, text=True, check=False)
+            if res.returncode != 0:
+                raise StorageError(f"cannot mount the overlay for snapshot {sdir.name} on idmapped layers: "
+                                   f"{(res.stderr or res.stdout).strip()}")
+        except OSError as e:
+            raise StorageError(f"cannot make the idmapped view of the layers for snapshot {sdir.name}: {e}") from e
+        finally:
+            mounts.umount(view)
+            with contextlib.suppress(OSError):
+                os.rmdir(view)
+
     @staticmethod
     def _mount_copy(fs: Path, target: Path) -> None:
         mounts.mount(str(fs), target, None, mounts.MS_BIND)
@@ -259,6 +329,13 @@ class OverlaySnapshotter:
         if self._overlay_ok is None:
             self._overlay_ok = _probe_overlay(self.paths.snapshots)
         return self._overlay_ok
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text()
+    except FileNotFoundError:
+        return ""
 
 
 def _probe_overlay(parent: Path) -> bool:

@@ -49,6 +49,9 @@ CREATE TABLE IF NOT EXISTS revisions (
     message TEXT NOT NULL DEFAULT '', progress_at REAL NOT NULL, progress INTEGER NOT NULL DEFAULT 0,
     finished_at REAL, PRIMARY KEY (deployment, revision)
 );
+CREATE TABLE IF NOT EXISTS idranges (
+    pod_uid TEXT PRIMARY KEY, uid INTEGER NOT NULL, gid INTEGER NOT NULL, size INTEGER NOT NULL, allocated REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS pins (
     deployment TEXT PRIMARY KEY, revision INTEGER NOT NULL, manifest_hash TEXT NOT NULL, reason TEXT NOT NULL,
     at REAL NOT NULL
@@ -152,7 +155,7 @@ class Connection:
 
 # What a damaged store's tables are worth carrying over, in order (ownership and the open
 # transactions first: they are what recovery and pruning need).
-SALVAGED = ("pods", "claims", "txns", "journal", "revisions", "pins", "last_good", "meta")
+SALVAGED = ("pods", "claims", "idranges", "txns", "journal", "revisions", "pins", "last_good", "meta")
 
 
 def connect(path: str | os.PathLike) -> Connection:
