@@ -16,6 +16,9 @@ __all__ = ["observe_host", "snapshot_uid"]
 def observe_host(drivers: Drivers) -> ObservedHost:
     pods = group_pods(drivers.runtime.list_containers(), drivers.network.list_attachments(),
                       [s.key for s in drivers.snapshots.list_snapshots()], drivers.volumes.list_pod_volumes())
-    services, service_hosts = drivers.services.observe() if drivers.services is not None else ({}, "")
+    services, service_hosts, elsewhere = {}, "", ()
+    if drivers.services is not None:
+        services, service_hosts = drivers.services.observe()
+        elsewhere = tuple(drivers.services.addresses_elsewhere())
     return ObservedHost(pods=pods, claims=tuple(sorted(drivers.volumes.list_claims())), services=services,
-                        service_hosts=service_hosts)
+                        service_hosts=service_hosts, cluster_ips_elsewhere=elsewhere)
