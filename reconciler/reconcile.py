@@ -368,7 +368,10 @@ def service_range(goal: Goal, observed: ObservedHost, state: StateStore, recorde
     cidr = state.meta.get(SERVICE_RANGE_KEY)
     if cidr:
         return cidr
-    legacy = any(e.cluster_ip and e.cluster_ip.startswith("10.43.") for e in recorded.values())
+    import ipaddress
+
+    shared = ipaddress.ip_network(services.LEGACY_SERVICE_CIDR)
+    legacy = any(e.cluster_ip and ipaddress.ip_address(e.cluster_ip) in shared for e in recorded.values())
     taken: list[str] = list(observed.cluster_ips_elsewhere)
     if not legacy:
         from reconciler.network.config import routed_networks
@@ -380,9 +383,25 @@ def service_range(goal: Goal, observed: ObservedHost, state: StateStore, recorde
     return cidr
 
 
+RESOLVE_TTL = 30.0  # seconds a lookup answers the ticks of a keeper (as a DNS cache would)
+_resolved: dict[str, tuple[float, tuple[str, ...]]] = {}
+
+
 def resolve_ipv4(name: str, timeout: float = 3.0) -> tuple[str, ...]:
     """The IPv4 addresses the host resolves `name` to (its /etc/hosts, then DNS, as nsswitch.conf
-    says: `getent ahostsv4`, which a timeout can stop); () when it does not resolve in time."""
+    says: `getent ahostsv4`, which a timeout can stop); () when it does not resolve in time.
+    Answers, failures included, are reused for RESOLVE_TTL: a keeper ticking every second does
+    not wait on a slow resolver every second."""
+    now = time.monotonic()
+    hit = _resolved.get(name)
+    if hit is not None and now - hit[0] < RESOLVE_TTL:
+        return hit[1]
+    got = _lookup_ipv4(name, timeout)
+    _resolved[name] = (now, got)
+    return got
+
+
+def _lookup_ipv4(name: str, timeout: float) -> tuple[str, ...]:
     import ipaddress
     import subprocess
 
