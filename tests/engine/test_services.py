@@ -385,3 +385,26 @@ def test_rules_wiped_behind_podplays_back_are_noticed_by_the_no_change_check_and
     r = engine.up()
     assert [(c.key.name, c.action) for c in r.plan.changes if c.key.kind == "Service"] == [("web", "create")]
     assert "default/web" in engine.host.services
+
+
+# --- IP families ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fields, where", [
+    ("  ipFamilies: [IPv6]\n", "spec.ipFamilies[0]"),
+    ("  ipFamilyPolicy: RequireDualStack\n", "spec.ipFamilyPolicy"),
+])
+def test_a_service_that_needs_ipv6_stops_up_before_anything_changes(engine, fields, where):
+    f = engine.write("app.yaml", APP.replace("spec:\n  selector", "spec:\n" + fields + "  selector"))
+    with pytest.raises(ManifestError) as exc:
+        engine.up()
+    text = str(exc.value)
+    assert f"{f}:" in text and where in text and "IPv4 only" in text, text
+    assert engine.empty() and engine.host.services == {}
+
+
+def test_prefer_dual_stack_is_served_as_ipv4(engine):
+    engine.write("app.yaml", APP.replace("spec:\n  selector", "spec:\n  ipFamilyPolicy: PreferDualStack\n"
+                                         "  ipFamilies: [IPv6, IPv4]\n  selector"))
+    r = engine.up()
+    assert r.ok and any("PreferDualStack" in str(d) for d in r.manifests.warnings)
+    assert "." in served(engine)["default/web"]["cluster_ip"]

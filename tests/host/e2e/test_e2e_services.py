@@ -280,6 +280,27 @@ def test_killed_around_the_services_sync_then_up_converges_and_down_leaves_no_ru
     assert not iptables_rules_mentioning(f"{svc.paths.tag}-")
 
 
+@pytest.mark.parametrize("when", ["before", "ran", "after"])
+def test_killed_around_the_sync_that_prunes_a_service_leaves_none_of_its_rules(svc, when):
+    import signal
+
+    extra = STICKY.replace("name: sticky", "name: extra")
+    m = svc.write("app.yaml", BACKEND + "---\n" + CLIENT + "---\n" + extra)
+    svc.run("up", "--wait", "--timeout", "90", str(m))
+    gone = service_ip(svc, "client", "extra")
+    m.write_text(BACKEND + "---\n" + CLIENT)
+    res = svc.run("up", str(m), check=False, env={"PODPLAY_FAILPOINT": f"{when}:SyncServices"})
+    assert res.returncode == -signal.SIGKILL, res
+    svc.run("up", str(m))
+    left = iptables_rules_mentioning(f"{svc.paths.tag}-")
+    assert left and not [r for r in left if gone in r or "extra" in r], left
+    assert "extra" not in exec_in(svc, "client", "app", "cat", "/etc/hosts").stdout
+    assert [r["name"] for r in json.loads(svc.run("services", "-o", "json").stdout)] == ["backend"]
+    assert "No changes" in svc.run("up", str(m)).stdout
+    svc.run("down", str(m))
+    assert not iptables_rules_mentioning(f"{svc.paths.tag}-")
+
+
 # --- service links, session affinity, traffic policies, ExternalName, hostNetwork endpoints -------------
 
 QUIET = f"""\
