@@ -42,7 +42,10 @@ def check_service(chk: Checker, svc: Service) -> None:
         chk.error(("spec", "sessionAffinity"), f"{spec.session_affinity!r} is not a session affinity (None or "
                   "ClientIP)")
     t = spec.session_affinity_config.client_ip.timeout_seconds
-    if t is not None and not 0 < t <= 86400:
+    if t is not None and spec.session_affinity != "ClientIP":
+        chk.error(("spec", "sessionAffinityConfig"), "only with sessionAffinity: ClientIP (leave it out, or set "
+                  "sessionAffinity: ClientIP)")
+    elif t is not None and not 0 < t <= 86400:
         chk.error(("spec", "sessionAffinityConfig", "clientIP", "timeoutSeconds"),
                   f"{t} is not between 1 and 86400 seconds")
     for name in ("externalTrafficPolicy", "internalTrafficPolicy"):

@@ -100,6 +100,8 @@ def load(tmp_path, spec: str):
     ("sessionAffinity: ClientIP\nsessionAffinityConfig: {clientIP: {timeoutSeconds: 0}}\nports: [{port: 80}]\n",
      "spec.sessionAffinityConfig.clientIP.timeoutSeconds", "86400"),
     ("externalTrafficPolicy: Local\nports: [{port: 80}]\n", "spec.externalTrafficPolicy", "NodePort or LoadBalancer"),
+    ("sessionAffinityConfig: {clientIP: {timeoutSeconds: 60}}\nports: [{port: 80}]\n", "spec.sessionAffinityConfig",
+     "sessionAffinity: ClientIP"),
 ])
 def test_service_fields_podplay_cannot_serve_are_errors_naming_file_line_and_field(tmp_path, spec, path, words):
     errors, _, _ = load(tmp_path, spec)
