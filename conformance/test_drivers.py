@@ -239,6 +239,7 @@ def test_services_sync_is_whole_idempotent_and_an_empty_one_removes_everything(k
         resolved = replace(entry, endpoints=(replace(entry.endpoints[0], ip=ip),))
         assert served == {"default/web": entry_hash(resolved)}
         assert hosts
+        assert "10.223.0.10" not in d.services.addresses_elsewhere()  # its own are not "elsewhere"
         d.services.sync(ServiceSync((), ((pod.uid, "default"),)))
         assert d.services.observe() == ({}, "")
         d.services.sync(ServiceSync())  # nothing to remove: not an error

@@ -77,7 +77,8 @@ class Failpoints:
 
     ``PODPLAY_FAILPOINT=after:CreateInfra`` kills the process (SIGKILL, like ``kill -9``) right
     after the first CreateInfra step is journaled done; ``before:#3`` before the third step
-    this process runs. ``action`` can be replaced in-process by tests.
+    this process runs; ``ran:SyncServices`` once the step acted but before the journal says so
+    (the host changed, the record did not). ``action`` can be replaced in-process by tests.
     """
 
     def __init__(self, spec: str | None = None, action: Callable[[], None] | None = None):
@@ -98,6 +99,9 @@ class Failpoints:
 
     def after(self, step: Step, n: int) -> None:
         self._check("after", step, n)
+
+    def ran(self, step: Step, n: int) -> None:
+        self._check("ran", step, n)
 
     def _check(self, when: str, step: Step, n: int) -> None:
         if when != self.when:
@@ -224,9 +228,10 @@ class _Runner:
 
     def _with_service_links(self, pod: DesiredPod) -> DesiredPod:
         """The kubelet's service links, as the container is created: the Services of its namespace
-        (FOO_SERVICE_HOST/_PORT), never over a variable the manifest sets itself."""
+        (FOO_SERVICE_HOST/_PORT…, reconciler.services.service_env), unless the pod says
+        enableServiceLinks: false; never over a variable the manifest sets itself."""
         links = self.plan.service_env.get(pod.namespace, ())
-        if not links or not pod.network:
+        if not links or not pod.spec.enable_service_links:
             return pod
         from dataclasses import replace
 
@@ -508,6 +513,7 @@ def _run_txn(txn: Txn, runner: _Runner, state: StateStore, record: dict, failpoi
         try:
             state.journal.mark(tid, seq, STARTED)  # on a disk full even past the reserve: not run
             runner.run(step)
+            failpoints.ran(step, n)
         except PodplayError as exc:
             with contextlib.suppress(NoSpaceError):
                 state.journal.mark(tid, seq, FAILED, str(exc))

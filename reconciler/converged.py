@@ -7,8 +7,11 @@ every manifest file under the paths, the pod instances (uid, app containers, net
 claims that make up the converged host, and the state that shapes desired pods beyond the
 files (rollout pins). The next `up` of the same paths first relists the host: if the files
 hash the same, no transaction is open, every recorded pod's infra and app containers run on
-their mounted snapshots, its network attachment and claims exist, no probe has an opinion about it, and no other pod
-from these paths is on the host, then the full pass would plan nothing, and `up` says so.
+their mounted snapshots, its network attachment and claims exist, no probe has an opinion about
+it, no other pod from these paths is on the host, and the host still serves each of their
+Services from the rules it was last written (a flush of the iptables chains, or a reboot, is
+noticed), then the full pass would plan nothing, and `up` says so. Paths with an ExternalName
+Service always take the full pass: its name is looked up again at every pass.
 Anything else — a changed byte, a crashed container, a leftover instance — takes the full pass.
 
 This module stays light (no YAML, no schema, no model): that is its whole point.
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from reconciler import sha
@@ -30,7 +33,7 @@ if TYPE_CHECKING:
     from reconciler.drivers.base import Drivers
     from reconciler.state import StateStore
 
-FORMAT = 1
+FORMAT = 2  # 2: the Services the host serves are part of the fingerprint
 
 
 def _key(paths: Sequence[str], network: str) -> str:
@@ -71,11 +74,14 @@ def _state_digest(state: StateStore) -> str:
 
 
 def record(state: StateStore, paths: Sequence[str], desired: DesiredState, warnings: Sequence[str] = (), *,
-           network: str = "") -> None:
+           network: str = "", services: Mapping[str, str] | None = None) -> None:
     """Remember that the host matched `desired` for `paths` (call it only after a pass that
     verified every change was a no-op). `warnings` are the manifests' warnings, which a later
-    no-change `up` shows again without reading the manifests."""
+    no-change `up` shows again without reading the manifests; `services` what the host served
+    then (Service ref → entry hash, ServiceDriver.observe)."""
     files = file_digests(paths)
+    if any(s.spec.type == "ExternalName" for s in desired.services.values()):
+        files = None
     if files is None:
         forget(state, paths, network=network)
         return
@@ -83,8 +89,9 @@ def record(state: StateStore, paths: Sequence[str], desired: DesiredState, warni
                     # Readiness is the probes' to say: `up --wait` must run them.
                     "probes": any(c.spec.readiness_probe or c.spec.startup_probe for c in p.containers)}
             for p in desired.pods.values()}
+    served = {ref: h for ref, h in (services or {}).items() if ref in desired.services}
     fingerprint = {"files": files, "pods": pods, "claims": sorted(desired.claims), "state": _state_digest(state),
-                   "warnings": list(warnings)}
+                   "warnings": list(warnings), "services": served}
     state.meta.set(_key(paths, network), json.dumps(fingerprint, sort_keys=True))
 
 
@@ -134,4 +141,11 @@ def unchanged(state: StateStore, paths: Sequence[str], drivers: Drivers, *, netw
         return None
     if not set(fp["claims"]) <= set(drivers.volumes.list_claims()):
         return None
+    served = fp.get("services") or {}
+    if served:
+        if drivers.services is None:
+            return None
+        now = drivers.services.observe()[0]
+        if any(now.get(ref) != h for ref, h in served.items()):
+            return None  # the rules are gone or not the ones written: the full pass restores them
     return list(fp.get("warnings", ()))

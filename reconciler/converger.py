@@ -236,7 +236,8 @@ class Converger:
         confirm = first if first.applied is None else self.tick(goal, now=now, apply=False) if first.ok else None
         if confirm is not None and confirm.settled:
             converged.record(self.state, paths, first.desired,
-                             diagnostics_text(goal.manifests.warnings).splitlines(), network=network)
+                             diagnostics_text(goal.manifests.warnings).splitlines(), network=network,
+                             services=confirm.view.observed.services if confirm.view is not None else {})
         else:
             converged.forget(self.state, paths, network=network)
         return first

@@ -603,7 +603,9 @@ def build_desired(objects: Iterable[Loaded]) -> DesiredState:
             claims[ref] = DesiredClaim(ref, item.file, True)
         elif isinstance(o, Service):
             ref = f"{o.metadata.namespace}/{o.metadata.name}"
-            services[ref] = DesiredService(ref, item.file, item.line, o.spec)
+            # clusterIPs' first entry is the clusterIP (the API server keeps them equal).
+            spec = replace(o.spec, cluster_ip=o.spec.address) if o.spec.address != o.spec.cluster_ip else o.spec
+            services[ref] = DesiredService(ref, item.file, item.line, spec)
     for pod in [*pods.values(), *(p for run in job_pods.values() for p in run[:1])]:
         for v in pod.volumes:
             if v.kind == "persistentVolumeClaim" and v.claim not in claims:

@@ -18,6 +18,9 @@ def observe_host(drivers: Drivers) -> ObservedHost:
     snapshots = drivers.snapshots.list_snapshots()
     pods = group_pods(containers, drivers.network.list_attachments(), [s.key for s in snapshots],
                       drivers.volumes.list_pod_volumes(), lost=lost_snapshots(containers, snapshots))
-    services, service_hosts = drivers.services.observe() if drivers.services is not None else ({}, "")
+    services, service_hosts, elsewhere = {}, "", ()
+    if drivers.services is not None:
+        services, service_hosts = drivers.services.observe()
+        elsewhere = tuple(drivers.services.addresses_elsewhere())
     return ObservedHost(pods=pods, claims=tuple(sorted(drivers.volumes.list_claims())), services=services,
-                        service_hosts=service_hosts)
+                        service_hosts=service_hosts, cluster_ips_elsewhere=elsewhere)

@@ -174,6 +174,7 @@ class ObservedHost:
     images: dict[str, str] = field(default_factory=dict)  # reference → image id known locally
     services: dict[str, str] = field(default_factory=dict)  # Service ref → hash of the entry the host serves
     service_hosts: str = ""  # hash of the Services' names written into the pods' /etc/hosts
+    cluster_ips_elsewhere: tuple[str, ...] = ()  # ClusterIPs other storage roots serve on this host
 
     def pods_named(self, key: str) -> list[ObservedPod]:
         return [p for p in self.pods.values() if p.key == key]

@@ -23,7 +23,8 @@ class HostPaths:
     network_dir: Path
     # The CNI network of pods that do not name one (podplay.io/network); "" = podplay's own.
     default_network: str = ""
-    # podplay's own Service range (ClusterIPs); "" = reconciler.services.DEFAULT_SERVICE_CIDR.
+    # podplay's Service range (ClusterIPs), $PODPLAY_SERVICE_CIDR; "" = the root's own, picked at its
+    # first Service and recorded (reconciler.reconcile.service_range).
     service_cidr: str = ""
 
     @classmethod

@@ -59,7 +59,8 @@ class Goal:
     force: bool = False  # recreate every pod (up --replace)
     remove_volumes: bool = False  # down --volumes
     only: frozenset[str] = frozenset()  # "namespace/name" of the pods the pass is limited to
-    service_cidr: str = ""  # podplay's Service range ("" = the default)
+    service_cidr: str = ""  # podplay's Service range ("" = the root's own: reconciler.services.service_range)
+    root_tag: str = ""  # the storage root's tag (HostPaths.tag), which picks the root's Service range
 
     @property
     def paths(self) -> tuple[str, ...]:
@@ -74,7 +75,8 @@ def make_goal(paths: Sequence[str], manifests: ManifestSet, host_paths: HostPath
     return Goal(manifests, objects, declared if declared is not None else build_desired(list(objects)),
                 scope if scope is not None else make_scope(paths, manifests), Mode(mode), force, remove_volumes,
                 frozenset(n if "/" in n else f"default/{n}" for n in only),
-                host_paths.service_cidr if host_paths is not None else "")
+                host_paths.service_cidr if host_paths is not None else "",
+                host_paths.tag if host_paths is not None else "")
 
 
 POD_MAKERS = (Pod, *REPLICATED, Job, CronJob)  # every kind whose pods take the host-wide default network
@@ -218,7 +220,7 @@ def decide(goal: Goal, observed: ObservedHost, state: StateStore, now: float | N
     else:
         changes = compute_diff(desired, observed, last, goal.scope, force=goal.force, now=now, health=health)
     if not goal.only:
-        desired, changes = decide_services(goal, desired, observed, health, changes, state)
+        desired, changes = decide_services(goal, desired, observed, health, changes, state, write=write)
     return View(goal, desired, observed, last, health, tuple(changes), now, tuple(notes), jobs, wake_at, waiting)
 
 
@@ -323,23 +325,99 @@ def decide_jobs(desired: DesiredState, observed: ObservedHost, state: StateStore
 
 
 def decide_services(goal: Goal, desired: DesiredState, observed: ObservedHost, health, changes: list[Change],
-                    state: StateStore) -> tuple[DesiredState, list[Change]]:
+                    state: StateStore, *, write: bool = True) -> tuple[DesiredState, list[Change]]:
     """The Services' changes, after the pods' (their endpoints follow the pods this tick makes
     and removes). Addresses that cannot be allocated stop the pass before anything changes."""
     from reconciler import services
 
     sockets = []
-    if goal.mode == Mode.UP and any(s.spec.type in services.PUBLISHED_TYPES for s in desired.services.values()):
+    up = goal.mode == Mode.UP
+    if up and any(s.spec.type in services.PUBLISHED_TYPES for s in desired.services.values()):
         from reconciler.network.ports import host_sockets
 
         sockets = [(s.protocol, s.port) for s in host_sockets()]
-    d = services.decide_services(desired, observed, health, changes, state.owned.service_records(),
-                                 goal.service_cidr or services.DEFAULT_SERVICE_CIDR,
+    recorded = state.owned.service_records()
+    node_ip = ""
+    if up and any(not p.network and services.selects(s.spec.selector, p)
+                  for s in desired.services.values() for p in desired.pods.values()):
+        node_ip = next(iter(host_addresses()), "")
+    resolved = {}
+    if up:
+        names = {s.spec.external_name.rstrip(".").lower() for s in desired.services.values()
+                 if s.spec.type == "ExternalName"}
+        resolved = {n: resolve_ipv4(n) for n in sorted(names)}
+    keep = write and up and bool(desired.services)
+    cidr = goal.service_cidr or service_range(goal, observed, state, recorded, write=keep)
+    d = services.decide_services(desired, observed, health, changes, recorded, cidr,
                                  prune=goal.scope.prune, covers=goal.scope.covers, down=goal.mode == Mode.DOWN,
-                                 sockets=sockets)
+                                 sockets=sockets, node_ip=node_ip, resolved=resolved)
     if d.errors:
         raise ManifestError(d.errors)
     return replace(desired, service_sync=d.sync, service_env=d.env), list(changes) + d.changes
+
+
+SERVICE_RANGE_KEY = "service-range"
+
+
+def service_range(goal: Goal, observed: ObservedHost, state: StateStore, recorded, *, write: bool) -> str:
+    """This storage root's Service range: the one recorded at its first Service, else a fresh
+    one clear of the host's routes and of other roots' ClusterIPs (recorded when `write`). A
+    root that has ClusterIPs from before ranges were per root keeps the old shared range."""
+    from reconciler import services
+
+    cidr = state.meta.get(SERVICE_RANGE_KEY)
+    if cidr:
+        return cidr
+    import ipaddress
+
+    shared = ipaddress.ip_network(services.LEGACY_SERVICE_CIDR)
+    legacy = any(e.cluster_ip and ipaddress.ip_address(e.cluster_ip) in shared for e in recorded.values())
+    taken: list[str] = list(observed.cluster_ips_elsewhere)
+    if not legacy:
+        from reconciler.network.config import routed_networks
+
+        taken += [str(n) for n in routed_networks()]
+    cidr = services.service_range(goal.root_tag or "podplay", taken, legacy=legacy)
+    if write:
+        state.meta.set(SERVICE_RANGE_KEY, cidr)
+    return cidr
+
+
+RESOLVE_TTL = 30.0  # seconds a lookup answers the ticks of a keeper (as a DNS cache would)
+_resolved: dict[str, tuple[float, tuple[str, ...]]] = {}
+
+
+def resolve_ipv4(name: str, timeout: float = 3.0) -> tuple[str, ...]:
+    """The IPv4 addresses the host resolves `name` to (its /etc/hosts, then DNS, as nsswitch.conf
+    says: `getent ahostsv4`, which a timeout can stop); () when it does not resolve in time.
+    Answers, failures included, are reused for RESOLVE_TTL: a keeper ticking every second does
+    not wait on a slow resolver every second."""
+    now = time.monotonic()
+    hit = _resolved.get(name)
+    if hit is not None and now - hit[0] < RESOLVE_TTL:
+        return hit[1]
+    got = _lookup_ipv4(name, timeout)
+    _resolved[name] = (now, got)
+    return got
+
+
+def _lookup_ipv4(name: str, timeout: float) -> tuple[str, ...]:
+    import ipaddress
+    import subprocess
+
+    try:
+        res = subprocess.run(["getent", "ahostsv4", name], capture_output=True, text=True, timeout=timeout,
+                             check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return ()
+    out = set()
+    for line in res.stdout.splitlines():
+        word = line.split()[0] if line.split() else ""
+        try:
+            out.add(str(ipaddress.IPv4Address(word)))
+        except ValueError:
+            continue
+    return tuple(sorted(out))
 
 
 def services_status(drivers: Drivers, state: StateStore) -> list[dict]:

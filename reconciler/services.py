@@ -9,7 +9,9 @@ was written from, so the host itself says what it serves (relist, don't trust me
 Addresses are kept: a ClusterIP and the nodePorts, once allocated, are recorded in the state
 store and reused by every later pass (and after a reboot). A fresh allocation is the first
 free address probed from a hash of the Service's name, so that a crash between installing
-the rules and recording them allocates the same address again.
+the rules and recording them allocates the same address again. The Service range itself is
+one per storage root (``service_range``), so that two roots on one host never hand out the
+same ClusterIP.
 """
 
 from __future__ import annotations
@@ -27,7 +29,11 @@ from reconciler.model.service import HEADLESS, NODE_PORT_RANGE
 from reconciler.observed import ContainerState, ObservedHost
 from reconciler.probes import PodHealth
 
-DEFAULT_SERVICE_CIDR = "10.43.0.0/16"  # k3s's default; podplay's pod subnets come from 10.129.0.0/16
+# The range of every root's Service range, and the size of one (4093 Services). Pod subnets
+# come from 10.129.0.0/16, the host tests' from 10.222-223.x.
+SERVICE_RANGE_POOL = "10.64.0.0/11"  # 10.64.0.0 - 10.95.255.255: 512 ranges
+SERVICE_RANGE_PREFIX = 20
+LEGACY_SERVICE_CIDR = "10.43.0.0/16"  # the one range of podplay before ranges per root (k3s's default)
 CLUSTER_DOMAIN = "cluster.local"
 PUBLISHED_TYPES = ("NodePort", "LoadBalancer")
 
@@ -59,6 +65,10 @@ class ServiceEntry:
     ports: tuple[ServicePortEntry, ...] = ()
     endpoints: tuple[Endpoint, ...] = ()
     selected: int = 0  # pods the selector matches, ready or not (the "total" of `podplay services`)
+    affinity: int = 0  # sessionAffinity ClientIP: seconds a client sticks to its endpoint (0: none)
+    local: bool = False  # externalTrafficPolicy Local: nodePort traffic keeps its source address
+    external_name: str = ""  # type ExternalName: the name it stands for…
+    addresses: tuple[str, ...] = ()  # …and that name's IPv4 addresses when the tick looked it up
 
     @property
     def namespace(self) -> str:
@@ -69,16 +79,33 @@ class ServiceEntry:
         return self.ref.split("/", 1)[1]
 
     def to_json(self) -> dict:
-        return {"ref": self.ref, "source": self.source, "type": self.type, "cluster_ip": self.cluster_ip,
-                "ports": [[p.name, p.protocol, p.port, p.node_port] for p in self.ports],
-                "endpoints": [[e.uid, e.pod, e.ip, list(e.targets)] for e in self.endpoints],
-                "selected": self.selected}
+        out = {"ref": self.ref, "source": self.source, "type": self.type, "cluster_ip": self.cluster_ip,
+               "ports": [[p.name, p.protocol, p.port, p.node_port] for p in self.ports],
+               "endpoints": [[e.uid, e.pod, e.ip, list(e.targets)] for e in self.endpoints],
+               "selected": self.selected}
+        # Only when set: the entry hash of a Service without them stays what it was.
+        for key, value in (("affinity", self.affinity), ("local", self.local),
+                           ("external_name", self.external_name), ("addresses", list(self.addresses))):
+            if value:
+                out[key] = value
+        return out
 
     @classmethod
     def from_json(cls, d: dict) -> ServiceEntry:
         return cls(d["ref"], d.get("source", ""), d["type"], d["cluster_ip"],
                    tuple(ServicePortEntry(*p) for p in d["ports"]),
-                   tuple(Endpoint(u, p, ip, tuple(t)) for u, p, ip, t in d["endpoints"]), d.get("selected", 0))
+                   tuple(Endpoint(u, p, ip, tuple(t)) for u, p, ip, t in d["endpoints"]), d.get("selected", 0),
+                   d.get("affinity", 0), d.get("local", False), d.get("external_name", ""),
+                   tuple(d.get("addresses", ())))
+
+    def addresses_for_names(self) -> list[str]:
+        """What the Service's names stand for in a pod: its ClusterIP, a headless Service's ready
+        endpoints, an ExternalName's addresses."""
+        if self.cluster_ip:
+            return [self.cluster_ip]
+        if self.type == "ExternalName":
+            return list(self.addresses)
+        return sorted({x.ip for x in self.endpoints if x.ip})
 
 
 def entry_hash(entry: ServiceEntry) -> str:
@@ -110,7 +137,13 @@ class ServiceSync:
 
 def hosts_hash(entries: Iterable[ServiceEntry], uids: Iterable[str]) -> str:
     """What the pods' /etc/hosts sections depend on: the names and addresses, and which pods."""
-    names = sorted((e.ref, e.cluster_ip, tuple(sorted(x.ip for x in e.endpoints))) for e in entries)
+    names = []
+    for e in entries:
+        item = [e.ref, e.cluster_ip, sorted(x.ip for x in e.endpoints)]
+        if e.addresses:  # only when set: the hash of the names of other Services stays what it was
+            item.append(list(e.addresses))
+        names.append(item)
+    names.sort()
     return sha.sha256(json.dumps([names, sorted(set(uids))]).encode()).hexdigest()[:16]
 
 
@@ -126,8 +159,7 @@ def render_hosts_section(entries: Iterable[ServiceEntry], namespace: str) -> str
     lines = []
     for e in sorted(entries, key=lambda e: e.ref):
         names = ([e.name] if e.namespace == namespace else []) + names_of(e.ref)
-        addresses = [e.cluster_ip] if e.cluster_ip else sorted({x.ip for x in e.endpoints if x.ip})
-        lines += [f"{a}\t{' '.join(names)}" for a in addresses]
+        lines += [f"{a}\t{' '.join(names)}" for a in e.addresses_for_names()]
     return "".join(line + "\n" for line in lines)
 
 
@@ -136,18 +168,33 @@ def search_path(namespace: str) -> tuple[str, ...]:
     return (f"{namespace}.svc.{CLUSTER_DOMAIN}", f"svc.{CLUSTER_DOMAIN}", CLUSTER_DOMAIN)
 
 
+def _env_name(text: str) -> str:
+    return text.upper().replace("-", "_")
+
+
 def service_env(entries: Iterable[ServiceEntry], namespace: str) -> list[tuple[str, str]]:
-    """The kubelet's service links (enableServiceLinks): FOO_SERVICE_HOST/_PORT for the Services
-    of the pod's namespace that have a ClusterIP."""
+    """The kubelet's service links (a pod's enableServiceLinks, true by default) for the Services
+    of the pod's namespace that have a ClusterIP (not headless, not ExternalName), each as
+
+        FOO_SERVICE_HOST=10.43.0.7  FOO_SERVICE_PORT=80  FOO_SERVICE_PORT_<PORTNAME>=80
+        FOO_PORT=tcp://10.43.0.7:80 (the first port), and for each port the Docker-link style
+        FOO_PORT_80_TCP=tcp://10.43.0.7:80 _PROTO=tcp _PORT=80 _ADDR=10.43.0.7"""
     out = []
     for e in sorted(entries, key=lambda e: e.ref):
         if e.namespace != namespace or not e.cluster_ip or not e.ports:
             continue
-        base = e.name.upper().replace("-", "_")
+        base = _env_name(e.name)
         out += [(f"{base}_SERVICE_HOST", e.cluster_ip), (f"{base}_SERVICE_PORT", str(e.ports[0].port))]
         for p in e.ports:
             if p.name:
-                out.append((f"{base}_SERVICE_PORT_{p.name.upper().replace('-', '_')}", str(p.port)))
+                out.append((f"{base}_SERVICE_PORT_{_env_name(p.name)}", str(p.port)))
+        for i, p in enumerate(e.ports):
+            url = f"{p.protocol.lower()}://{e.cluster_ip}:{p.port}"
+            if i == 0:
+                out.append((f"{base}_PORT", url))
+            link = f"{base}_PORT_{p.port}_{p.protocol.upper()}"
+            out += [(link, url), (f"{link}_PROTO", p.protocol.lower()), (f"{link}_PORT", str(p.port)),
+                    (f"{link}_ADDR", e.cluster_ip)]
     return out
 
 
@@ -163,9 +210,11 @@ def status_rows(entries: Iterable[ServiceEntry], serving: Mapping[str, str], hos
             ports.append({"name": p.name, "protocol": p.protocol.upper(), "port": p.port,
                           "nodePort": p.node_port or None, "text": text})
         ready = len(e.endpoints)
+        external = list(host_addresses) if e.type == "LoadBalancer" else [e.external_name] if e.external_name else []
         rows.append({
-            "namespace": e.namespace, "name": e.name, "type": e.type, "clusterIP": e.cluster_ip or "None",
-            "externalIPs": list(host_addresses) if e.type == "LoadBalancer" else [],
+            "namespace": e.namespace, "name": e.name, "type": e.type,
+            "clusterIP": e.cluster_ip or ("" if e.type == "ExternalName" else "None"),
+            "externalIPs": external, "addresses": list(e.addresses),
             "ports": ports, "endpoints": [{"pod": x.pod, "ip": x.ip} for x in e.endpoints],
             "ready": ready, "total": max(e.selected, ready), "source": e.source,
             "serving": e.ref in serving and (serving[e.ref] == entry_hash(e) or any(not x.ip for x in e.endpoints)),
@@ -174,6 +223,35 @@ def status_rows(entries: Iterable[ServiceEntry], serving: Mapping[str, str], hos
 
 
 # --- addresses ------------------------------------------------------------------------------------
+
+def service_range(tag: str, taken: Iterable[str] = (), legacy: bool = False) -> str:
+    """The Service range of a storage root that has none recorded yet: a /20 of
+    SERVICE_RANGE_POOL picked from a hash of the root's tag (the name of its iptables chains),
+    skipping those that overlap `taken` (networks the host routes, ClusterIPs other roots serve).
+    `legacy`: the root recorded ClusterIPs before ranges were per root — it keeps the old range,
+    so its Services keep their addresses."""
+    if legacy:
+        return LEGACY_SERVICE_CIDR
+    pool = ipaddress.ip_network(SERVICE_RANGE_POOL)
+    blocks = list(pool.subnets(new_prefix=SERVICE_RANGE_PREFIX))
+    busy = []
+    for t in taken:
+        try:
+            busy.append(ipaddress.ip_network(t, strict=False))
+        except ValueError:
+            continue
+    first = int(sha.sha256(tag.encode()).hexdigest()[:8], 16) % len(blocks)
+    for i in range(len(blocks)):
+        block = blocks[(first + i) % len(blocks)]
+        if not any(block.overlaps(b) for b in busy if b.version == 4):
+            return str(block)
+    return str(blocks[first])  # everything overlaps something: the tag's own block, as before
+
+
+def has_address(svc: DesiredService) -> bool:
+    """Whether a Service gets a ClusterIP (not headless, not ExternalName)."""
+    return svc.spec.cluster_ip != HEADLESS and svc.spec.type != "ExternalName"
+
 
 @dataclass
 class Allocation:
@@ -215,7 +293,7 @@ def allocate(services: Mapping[str, DesiredService], recorded: Mapping[str, Serv
     ordered = sorted(services.values(), key=lambda s: (not s.spec.cluster_ip, s.ref not in recorded, s.ref))
     for svc in ordered:
         alloc = out[svc.ref] = Allocation()
-        if svc.spec.cluster_ip == HEADLESS:
+        if not has_address(svc):
             continue
         ip = want_ip(svc)
         if ip:
@@ -342,29 +420,40 @@ def _has_readiness(pod: DesiredPod) -> bool:
     return any(c.spec.readiness_probe or c.spec.startup_probe for c in pod.containers)
 
 
+def backs(svc: DesiredService, pod: DesiredPod, node_ip: str) -> bool:
+    """Whether `pod` may be an endpoint of `svc`: selected, and with an address — its own, or
+    the host's (`node_ip`) for a hostNetwork pod, as kube-proxy uses the node's IP."""
+    return svc.spec.type != "ExternalName" and bool(pod.network or node_ip) and selects(svc.spec.selector, pod)
+
+
 def endpoints(svc: DesiredService, desired: DesiredState, observed: ObservedHost,
-              health: Mapping[str, PodHealth], creating: set[str], leaving: set[str]) -> list[Endpoint]:
+              health: Mapping[str, PodHealth], creating: set[str], leaving: set[str],
+              node_ip: str = "") -> list[Endpoint]:
     """The ready pods behind `svc`: those observed running whose readiness passes (a pod without
     a readiness probe is ready once it runs), and those this tick creates that will be ready once
-    running (no readiness probe): their IP is known only when the rules are written."""
+    running (no readiness probe): their IP is known only when the rules are written (but for a
+    hostNetwork pod's: the host's, `node_ip`)."""
     out = []
     for pod in sorted(desired.pods.values(), key=lambda p: p.ref):
-        if not pod.network or not selects(svc.spec.selector, pod):
+        if not backs(svc, pod, node_ip):
             continue
         targets = target_ports(svc, pod)
         o = observed.pods.get(pod.uid)
+        own_ip = "" if pod.network else node_ip
         if pod.uid in creating:
             if not _has_readiness(pod) or svc.spec.publish_not_ready_addresses:
-                out.append(Endpoint(pod.uid, pod.ref, "", targets))
+                out.append(Endpoint(pod.uid, pod.ref, own_ip, targets))
             continue
-        if o is None or pod.uid in leaving or o.network is None or not o.network.status.ip:
+        if o is None or pod.uid in leaving:
+            continue
+        if pod.network and (o.network is None or not o.network.status.ip):
             continue
         h = health.get(pod.uid)
         running = o.infra is not None and o.infra.state == ContainerState.RUNNING
         ready = h.ready if h is not None else running and all(
             c.state == ContainerState.RUNNING for c in o.containers.values())
         if ready or (running and svc.spec.publish_not_ready_addresses):
-            out.append(Endpoint(pod.uid, pod.ref, o.network.status.ip, targets))
+            out.append(Endpoint(pod.uid, pod.ref, o.network.status.ip if pod.network else own_ip, targets))
     return out
 
 
@@ -378,12 +467,43 @@ class ServiceDecision:
     env: dict[str, tuple[tuple[str, str], ...]] = field(default_factory=dict)  # namespace → service links
 
 
+def external_addresses(svc: DesiredService, entries: Mapping[str, ServiceEntry],
+                       resolved: Mapping[str, tuple[str, ...]], old: ServiceEntry | None) -> tuple[str, ...]:
+    """The IPv4 addresses an ExternalName Service's names stand for: another Service's, when it
+    names one (`web.shop.svc.cluster.local`), else what the host resolved the name to in this
+    tick, else what it resolved to last time (a lookup that failed keeps the names working)."""
+    name = svc.spec.external_name.rstrip(".").lower()
+    for ref, e in entries.items():
+        if e.type != "ExternalName" and name in names_of(ref):
+            return tuple(e.addresses_for_names())
+    got = resolved.get(name, ())
+    if got:
+        return tuple(sorted(got))
+    return old.addresses if old is not None and old.external_name.lower() == name else ()
+
+
+def _record_differs(e: ServiceEntry, old: ServiceEntry | None) -> bool:
+    """Whether the store's record of a Service is not the entry served (a kill after the rules
+    were written and before they were recorded): addresses, ports and which pods are behind it."""
+    if old is None:
+        return True
+
+    def shape(x: ServiceEntry):
+        return (x.type, x.cluster_ip, x.ports, sorted(ep.uid for ep in x.endpoints), x.affinity, x.local,
+                x.external_name, x.addresses, x.selected)
+
+    return shape(e) != shape(old)
+
+
 def decide_services(desired: DesiredState, observed: ObservedHost, health: Mapping[str, PodHealth],
                     pod_changes: Iterable, recorded: Mapping[str, ServiceEntry], cidr: str, *,
-                    prune: bool, covers, down: bool = False, sockets: Iterable[tuple[str, int]] = ()
+                    prune: bool, covers, down: bool = False, sockets: Iterable[tuple[str, int]] = (),
+                    node_ip: str = "", resolved: Mapping[str, tuple[str, ...]] | None = None
                     ) -> ServiceDecision:
     """The Service changes of a tick (create/replace/delete/noop, one per Service) and, when any
-    is not a noop, the whole set the host should serve after the tick."""
+    is not a noop, the whole set the host should serve after the tick. `node_ip` is the host's
+    address (the endpoint of hostNetwork pods); `resolved` the IPv4 addresses of the external
+    names of ExternalName Services, as the host resolved them in this tick."""
     from reconciler.diff import Action, Change, Reason
 
     creating, leaving = set(), set()
@@ -397,16 +517,28 @@ def decide_services(desired: DesiredState, observed: ObservedHost, health: Mappi
     if not down:
         sockets = list(sockets)
         allocs, errors = allocate(desired.services, recorded, cidr, sockets)
+        named = []
         for ref, svc in desired.services.items():
             a = allocs[ref]
-            if svc.spec.cluster_ip != HEADLESS and not a.cluster_ip:
+            if has_address(svc) and not a.cluster_ip:
                 continue  # its error is reported; the other Services go on
+            if svc.spec.type == "ExternalName":
+                named.append(svc)
+                continue
             ports = tuple(ServicePortEntry(p.name, p.protocol.lower(), p.port,
                                            a.node_ports.get((p.protocol.lower(), p.port), 0))
                           for p in svc.spec.ports)
-            eps = endpoints(svc, desired, observed, health, creating, leaving)
-            selected = sum(1 for p in desired.pods.values() if p.network and selects(svc.spec.selector, p))
-            wanted[ref] = ServiceEntry(ref, svc.source, svc.spec.type, a.cluster_ip, ports, tuple(eps), selected)
+            eps = endpoints(svc, desired, observed, health, creating, leaving, node_ip)
+            selected = sum(1 for p in desired.pods.values() if backs(svc, p, node_ip))
+            wanted[ref] = ServiceEntry(ref, svc.source, svc.spec.type, a.cluster_ip, ports, tuple(eps), selected,
+                                       svc.spec.affinity_timeout, svc.spec.external_traffic_policy == "Local")
+        others = dict(wanted)
+        for svc in named:  # after the others: an ExternalName may name one of them
+            wanted[svc.ref] = ServiceEntry(
+                svc.ref, svc.source, "ExternalName", "", tuple(ServicePortEntry(p.name, p.protocol.lower(), p.port)
+                                                             for p in svc.spec.ports),
+                external_name=svc.spec.external_name.rstrip("."),
+                addresses=external_addresses(svc, others, resolved or {}, recorded.get(svc.ref)))
         errors += port_conflicts(desired.services, wanted.values(), desired, sockets)
     changes = []
     serving = dict(observed.services)
@@ -422,6 +554,8 @@ def decide_services(desired: DesiredState, observed: ObservedHost, health: Mappi
                 changes.append(Change(key, Action.CREATE, Reason.NEW if ref not in recorded else Reason.MISSING))
             elif pending or serving[ref] != entry_hash(e):
                 changes.append(Change(key, Action.REPLACE, Reason.SPEC_CHANGED, detail="endpoints or ports"))
+            elif _record_differs(e, recorded.get(ref)):
+                changes.append(Change(key, Action.REPLACE, Reason.SPEC_CHANGED, detail="record"))
             else:
                 changes.append(Change(key, Action.NOOP, Reason.UNCHANGED))
             continue

@@ -8,9 +8,10 @@ import json
 def register(sub, common) -> None:
     p = sub.add_parser("services", aliases=["svc"], parents=[common], help="list Services",
                        description="One line per Service podplay serves: TYPE, CLUSTER-IP (None: headless), "
-                       "EXTERNAL-IP (a LoadBalancer answers on the host's addresses), PORT(S) (port:nodePort/"
-                       "protocol), ENDPOINTS (ready pods / pods the selector matches) and the manifest it came "
-                       "from. A Service whose rules are missing or out of date shows '(stale: run podplay up)'.")
+                       "EXTERNAL-IP (a LoadBalancer answers on the host's addresses; an ExternalName's name), "
+                       "PORT(S) (port:nodePort/protocol), ENDPOINTS (ready pods / pods the selector matches) and "
+                       "the manifest it came from. A Service whose rules are missing or out of date shows "
+                       "'(stale: run podplay up)'.")
     p.add_argument("--output", "-o", choices=("table", "json"), default="table")
     p.add_argument("--namespace", "-n", default="", help="only this namespace")
     p.set_defaults(func=cmd_services)
@@ -46,7 +47,7 @@ def services_table(rows: list[dict]) -> str:
     for r in rows:
         external = ",".join(r["externalIPs"]) or ("<pending>" if r["type"] == "LoadBalancer" else "<none>")
         stale = "" if r["serving"] else " (stale: run podplay up)"
-        lines.append((r["namespace"], r["name"], r["type"], r["clusterIP"], external,
+        lines.append((r["namespace"], r["name"], r["type"], r["clusterIP"] or "<none>", external,
                       ",".join(p["text"] for p in r["ports"]) or "<none>", f"{r['ready']}/{r['total']}{stale}",
                       r["source"]))
     return render_table(head, lines)

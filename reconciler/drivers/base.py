@@ -274,11 +274,16 @@ class ServiceDriver(Protocol):
                               "10.43.0.7", (ServicePortEntry("", "tcp", 80),), (Endpoint(uid, "default/web-0",
                               "10.129.3.5", (8080,)),)),), hosts=((uid, "default"),)))
         drivers.services.observe()  # → ({"default/web": "3f1c…"}, "9a0b…")
+
+    ``addresses_elsewhere`` lists the ClusterIPs other storage roots serve on this host (a new
+    root picks a Service range clear of them); it may answer from what ``observe`` just read.
     """
 
     def sync(self, sync) -> None: ...
 
     def observe(self) -> tuple[dict[str, str], str]: ...
+
+    def addresses_elsewhere(self) -> list[str]: ...
 
     def remove_all(self) -> None: ...
 

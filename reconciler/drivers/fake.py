@@ -78,6 +78,7 @@ class FakeHost:
         self.probe_results: dict[str, bool] = {}
         self.services: dict[str, dict] = {}  # Service ref → {"hash": entry hash, "entry": ServiceEntry JSON}
         self.service_hosts = ""
+        self.cluster_ips_elsewhere: list[str] = []  # ClusterIPs "another storage root" serves
         if self.path and self.path.exists():
             self.__dict__.update(json.loads(self.path.read_text()))
             self.path = Path(path)
@@ -442,6 +443,9 @@ class FakeServices:
 
     def observe(self) -> tuple[dict[str, str], str]:
         return {ref: v["hash"] for ref, v in self.h.services.items()}, self.h.service_hosts
+
+    def addresses_elsewhere(self) -> list[str]:
+        return list(self.h.cluster_ips_elsewhere)
 
     def remove_all(self) -> None:
         self.h.services, self.h.service_hosts = {}, ""

@@ -32,7 +32,7 @@ SERVER_FIELDS = {"uid", "resourceVersion", "creationTimestamp", "generation", "m
 # object, and a field left at its default asks for nothing that podplay would have to do.
 UNUSED_DEFAULTS = {
     "terminationMessagePath": "/dev/termination-log", "terminationMessagePolicy": "File",
-    "schedulerName": "default-scheduler", "enableServiceLinks": True, "serviceAccountName": "default",
+    "schedulerName": "default-scheduler", "serviceAccountName": "default",
     "serviceAccount": "default", "priority": 0, "preemptionPolicy": "PreemptLowerPriority",
 }
 

@@ -404,6 +404,7 @@ class PodSpec:
     dns_config: PodDNSConfig | None = None
     security_context: PodSecurityContext = field(default_factory=PodSecurityContext)
     image_pull_secrets: tuple[LocalObjectReference, ...] = ()
+    enable_service_links: bool = True  # the kubelet's FOO_SERVICE_HOST… variables of the namespace's Services
 
 
 @dataclass(frozen=True)

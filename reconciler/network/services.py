@@ -8,9 +8,14 @@ tag, so two roots never touch each other's rules:
 
     nat     PREROUTING, OUTPUT → <tag>-SVC: ClusterIP:port → <tag>-S… (one per Service port);
             addresses of the host → <tag>-NP: nodePort (and LoadBalancer port) → the same chain
-            <tag>-S… → <tag>-E… with probability 1/n, 1/(n-1)… (uniform over the ready endpoints)
-            <tag>-E… → DNAT to pod IP:targetPort; a pod reaching itself (hairpin) or a request
-            from 127.0.0.1 is marked and masqueraded in POSTROUTING → <tag>-POST
+            <tag>-S… → <tag>-E… with probability 1/n, 1/(n-1)… (uniform over the ready endpoints);
+            with sessionAffinity ClientIP, first to the endpoint a client's address went to
+            within the timeout (the ``recent`` match, one list per endpoint chain, as kube-proxy)
+            <tag>-E… → DNAT to pod IP:targetPort (a hostNetwork pod's: the host's address); a
+            pod reaching itself (hairpin) or a request from 127.0.0.1 is marked and
+            masqueraded in POSTROUTING → <tag>-POST. Traffic that came in on a nodePort is
+            marked too (externalTrafficPolicy Cluster), or only when the host itself sent it
+            (Local: the endpoint sees the client's address)
     filter  OUTPUT, FORWARD, INPUT → <tag>-FW: a Service port without endpoints is rejected
             (else the packet would follow the default route off the host)
 
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import re
 import shlex
 import subprocess
 from pathlib import Path
@@ -33,6 +39,7 @@ from reconciler.paths import HostPaths
 from reconciler.services import ServiceEntry, ServiceSync, entry_hash, hosts_hash, render_hosts_section
 
 MASQ_MARK = "0x8000"  # kube-proxy uses 0x4000, portmap 0x2000
+_OTHER_SVC_RULE = re.compile(r"^-A (pp[0-9a-f]{8})-SVC -d ([0-9.]+)/32 ")
 HOSTS_BEGIN = "# Services (podplay: rewritten as Services and their endpoints change).\n"
 
 
@@ -55,6 +62,7 @@ class IptablesServices:
         self.paths = paths
         self.tag = paths.tag
         self.attachments = attachments  # () → [ObservedAttachment]: resolves endpoints made in this tick
+        self._nat = ""  # the nat table as observe() last read it
 
     # --- names ---------------------------------------------------------------------------------
 
@@ -74,7 +82,7 @@ class IptablesServices:
 
     def observe(self) -> tuple[dict[str, str], str]:
         try:
-            text = _run(["iptables-save", "-t", "nat"])
+            text = self._nat = _run(["iptables-save", "-t", "nat"])
         except NetworkError:
             return {}, ""
         services, hosts = {}, ""
@@ -91,6 +99,21 @@ class IptablesServices:
                 elif len(comment) == 2 and comment[0] == "hosts":
                     hosts = comment[1]
         return services, hosts
+
+    def addresses_elsewhere(self) -> list[str]:
+        """ClusterIPs in the Service chains of other storage roots (pp<8 hex>-SVC, another tag)."""
+        text = self._nat
+        if not text:
+            try:
+                text = _run(["iptables-save", "-t", "nat"])
+            except NetworkError:
+                return []
+        out = []
+        for line in text.splitlines():
+            m = _OTHER_SVC_RULE.match(line)
+            if m and m.group(1) != self.tag:
+                out.append(m.group(2))
+        return out
 
     def sync(self, sync: ServiceSync) -> None:
         entries = self._resolve(sync.entries)
@@ -166,6 +189,10 @@ class IptablesServices:
                 if e.type == "LoadBalancer" and p.node_port:
                     published.append(p.port)
                 for port in published:
+                    # kube-proxy masquerades what reaches a nodePort unless the policy is Local,
+                    # which keeps the client's address (the host's own requests still need it).
+                    src = "-m addrtype --src-type LOCAL " if e.local else ""
+                    rules.append(f"-A {np} {what} --dport {port} {src}-j MARK --set-xmark {MASQ_MARK}/{MASQ_MARK}")
                     rules.append(f"-A {np} {what} --dport {port} -j {sc}")
                 eps = [x for x in e.endpoints if x.targets and x.targets[i]]
                 if not eps:
@@ -177,15 +204,21 @@ class IptablesServices:
                 # source after masquerading; route_localnet lets them be routed at all.
                 if published:
                     rules.append(f"-A {sc} -s 127.0.0.0/8 -j MARK --set-xmark {MASQ_MARK}/{MASQ_MARK}")
-                for n, x in enumerate(eps):
-                    ec = self.chain("E" + _short(f"{e.ref}/{i}/{x.uid}"))
+                chains = [self.chain("E" + _short(f"{e.ref}/{i}/{x.uid}")) for x in eps]
+                if e.affinity:
+                    # A client seen within the timeout goes back to its endpoint; --reap forgets
+                    # the older entries of the list as it is checked.
+                    rules += [f"-A {sc} -m recent --name {ec} --rcheck --seconds {e.affinity} --reap -j {ec}"
+                              for ec in chains]
+                for n, (x, ec) in enumerate(zip(eps, chains, strict=True)):
                     nat.append(f":{ec} - [0:0]")
                     made.add(ec)
                     left = len(eps) - n
                     prob = f"-m statistic --mode random --probability {1 / left:.10f} " if left > 1 else ""
                     rules.append(f"-A {sc} {prob}-j {ec}")
                     rules.append(f"-A {ec} -s {x.ip}/32 -j MARK --set-xmark {MASQ_MARK}/{MASQ_MARK}")
-                    rules.append(f"-A {ec} {what} -j DNAT --to-destination {x.ip}:{x.targets[i]}")
+                    remember = f"-m recent --name {ec} --set " if e.affinity else ""
+                    rules.append(f"-A {ec} {what} {remember}-j DNAT --to-destination {x.ip}:{x.targets[i]}")
         rules.append(f"-A {svc} {local} -j {np}")
         rules.append(f'-A {post} -m comment --comment "hosts {hosts}"')
         rules.append(f"-A {post} -m mark --mark {MASQ_MARK}/{MASQ_MARK} -j MASQUERADE")

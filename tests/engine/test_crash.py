@@ -72,14 +72,30 @@ def scenario_prune(engine):
     engine.write("a.yaml", pod_yaml("db"))
 
 
+SERVICE = """---
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec:
+  type: NodePort
+  selector: {app: web}
+  ports: [{port: 80}]
+"""
+
+
+def scenario_service(engine):
+    engine.write("a.yaml", TWO_PODS.replace("name: web\n", "name: web\n  labels: {app: web}\n", 1) + SERVICE)
+
+
 SCENARIOS = {
     "create": (scenario_create, {"default/web": {"app", "sidecar"}, "default/db": {"app"}}),
+    "service": (scenario_service, {"default/web": {"app", "sidecar"}, "default/db": {"app"}}),
     "replace": (scenario_replace, {"default/web": {"app", "sidecar"}, "default/db": {"app"}}),
     "prune": (scenario_prune, {"default/db": {"app"}}),
 }
 
 
-@pytest.mark.parametrize("when", ["before", "after"])
+@pytest.mark.parametrize("when", ["before", "ran", "after"])
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
 def test_kill_at_every_step_boundary_recovers(tmp_path, scenario, when):
     from tests.engine.conftest import Engine
@@ -107,8 +123,14 @@ def test_kill_at_every_step_boundary_recovers(tmp_path, scenario, when):
         result = engine.up()
         assert result.ok, [r.error for r in result.applied.failed]
         assert_converged(engine, expected)
+        # The Services the host serves are the ones recorded, with the pods behind them.
+        assert set(engine.host.services) == set(engine.state.owned.service_records())
+        if scenario == "service":
+            [(uid, pod, _ip, _targets)] = engine.host.services["default/web"]["entry"]["endpoints"]
+            assert pod == "default/web" and uid in {c["pod_uid"] for c in engine.host.containers.values()}
         engine.down()
         assert engine.empty(), f"{when}:#{n}: down left {engine.host.containers or engine.host.snapshots}"
+        assert not engine.host.services and not engine.state.owned.service_records()
         engine.state.close()
 
 

@@ -259,7 +259,7 @@ spec:
     assert not iptables_rules_mentioning(f"{svc.paths.tag}-")
 
 
-@pytest.mark.parametrize("when", ["before", "after"])
+@pytest.mark.parametrize("when", ["before", "ran", "after"])
 @pytest.mark.parametrize("command", ["up", "down"])
 def test_killed_around_the_services_sync_then_up_converges_and_down_leaves_no_rule(svc, command, when):
     import signal
@@ -273,5 +273,244 @@ def test_killed_around_the_services_sync_then_up_converges_and_down_leaves_no_ru
     assert get(svc, "client", "http://backend/") in ("backend-0", "backend-1")
     again = svc.run("up", str(m))
     assert "No changes" in again.stdout, again.stdout
+    # `ran`: the rules were written, the store never heard of them — the record is repaired.
+    [row] = json.loads(svc.run("services", "-o", "json").stdout)
+    assert row["name"] == "backend" and row["serving"] and row["ready"] == 2, row
     svc.run("down", str(m))
     assert not iptables_rules_mentioning(f"{svc.paths.tag}-")
+
+
+@pytest.mark.parametrize("when", ["before", "ran", "after"])
+def test_killed_around_the_sync_that_prunes_a_service_leaves_none_of_its_rules(svc, when):
+    import signal
+
+    extra = STICKY.replace("name: sticky", "name: extra")
+    m = svc.write("app.yaml", BACKEND + "---\n" + CLIENT + "---\n" + extra)
+    svc.run("up", "--wait", "--timeout", "90", str(m))
+    gone = service_ip(svc, "client", "extra")
+    m.write_text(BACKEND + "---\n" + CLIENT)
+    res = svc.run("up", str(m), check=False, env={"PODPLAY_FAILPOINT": f"{when}:SyncServices"})
+    assert res.returncode == -signal.SIGKILL, res
+    svc.run("up", str(m))
+    left = iptables_rules_mentioning(f"{svc.paths.tag}-")
+    assert left and not [r for r in left if gone in r or "extra" in r], left
+    assert "extra" not in exec_in(svc, "client", "app", "cat", "/etc/hosts").stdout
+    assert [r["name"] for r in json.loads(svc.run("services", "-o", "json").stdout)] == ["backend"]
+    assert "No changes" in svc.run("up", str(m)).stdout
+    svc.run("down", str(m))
+    assert not iptables_rules_mentioning(f"{svc.paths.tag}-")
+
+
+# --- service links, session affinity, traffic policies, ExternalName, hostNetwork endpoints -------------
+
+QUIET = f"""\
+apiVersion: v1
+kind: Pod
+metadata: {{name: quiet}}
+spec:
+  enableServiceLinks: false
+  containers:
+  - name: app
+    image: {IMAGE}
+    imagePullPolicy: Never
+    command: ["sleep", "3600"]
+"""
+
+STICKY = """\
+apiVersion: v1
+kind: Service
+metadata: {name: sticky}
+spec:
+  selector: {app: backend}
+  sessionAffinity: ClientIP
+  sessionAffinityConfig: {clientIP: {timeoutSeconds: 600}}
+  ports: [{port: 80, targetPort: http}]
+"""
+
+
+def test_service_links_follow_enable_service_links_and_session_affinity_sticks_a_client(svc):
+    m = svc.write("app.yaml", BACKEND + "---\n" + CLIENT + "---\n" + QUIET + "---\n" + STICKY)
+    svc.run("up", "--wait", "--timeout", "90", str(m))
+    ip = service_ip(svc, "client", "backend")
+    env = dict(line.split("=", 1) for line in exec_in(svc, "client", "app", "env").stdout.splitlines() if "=" in line)
+    assert {k: v for k, v in env.items() if k.startswith("BACKEND_")} == {
+        "BACKEND_SERVICE_HOST": ip, "BACKEND_SERVICE_PORT": "80", "BACKEND_PORT": f"tcp://{ip}:80",
+        "BACKEND_PORT_80_TCP": f"tcp://{ip}:80", "BACKEND_PORT_80_TCP_PROTO": "tcp",
+        "BACKEND_PORT_80_TCP_PORT": "80", "BACKEND_PORT_80_TCP_ADDR": ip}
+    assert "STICKY_SERVICE_HOST" in env
+    quiet = exec_in(svc, "quiet", "app", "env").stdout
+    assert "_SERVICE_HOST" not in quiet and "BACKEND_PORT" not in quiet, quiet
+    # sessionAffinity ClientIP: each client keeps its endpoint; without it requests spread.
+    assert len({get(svc, "client", "http://sticky/") for _ in range(10)}) == 1
+    assert len({get(svc, "quiet", "http://sticky/") for _ in range(10)}) == 1
+    spread = set()
+    for _ in range(20):
+        spread.add(get(svc, "client", "http://backend/"))
+        if len(spread) == 2:
+            break
+    assert spread == {"backend-0", "backend-1"}
+    rules = "\n".join(iptables_rules_mentioning(f"{svc.paths.tag}-"))
+    assert "--seconds 600" in rules and "recent" in rules, rules
+    svc.run("down", str(m))
+    assert not iptables_rules_mentioning(f"{svc.paths.tag}-")
+
+
+# A CGI script that answers with the address the request came from.
+CGI = ("mkdir -p /tmp/w/cgi-bin && printf '#!/bin/sh\\\\necho Content-Type: text/plain\\\\necho\\\\n"
+       "echo $REMOTE_ADDR\\\\n' > /tmp/w/cgi-bin/ip && chmod +x /tmp/w/cgi-bin/ip")
+WHOAMI = f"""\
+apiVersion: v1
+kind: Pod
+metadata: {{name: whoami, labels: {{app: whoami}}}}
+spec:
+  containers:
+  - name: app
+    image: {IMAGE}
+    imagePullPolicy: Never
+    command: ["sh", "-c", "{CGI} && exec httpd -f -p 8080 -h /tmp/w"]
+    ports: [{{name: http, containerPort: 8080}}]
+"""
+
+
+def nodeport_service(name: str, policy: str) -> str:
+    return f"""\
+apiVersion: v1
+kind: Service
+metadata: {{name: {name}}}
+spec:
+  type: NodePort
+  externalTrafficPolicy: {policy}
+  selector: {{app: whoami}}
+  ports: [{{port: 80, targetPort: http}}]
+"""
+
+
+def get_path(stack: Stack, pod: str, host: str, port: int, path: str) -> str:
+    res = exec_in(stack, pod, "app", "sh", "-c",
+                  f"printf 'GET {path} HTTP/1.0\\r\\n\\r\\n' | nc -w 5 {host} {port}", check=False)
+    assert res.returncode == 0 and "200 OK" in res.stdout, f"GET {host}:{port}{path} from {pod}: {res!r}"
+    return client_address(res.stdout.replace("\r", "").split("\n\n", 1)[1])
+
+
+def client_address(text: str) -> str:
+    """busybox httpd's REMOTE_ADDR, '[::ffff:10.0.0.1]' (its socket is IPv6), as an IPv4 address."""
+    return text.strip().removeprefix("[").removesuffix("]").removeprefix("::ffff:")
+
+
+def test_external_traffic_policy_local_keeps_the_clients_address_cluster_masquerades(svc):
+    from tests.support.network import host_address
+
+    m = svc.write("app.yaml", WHOAMI + "---\n" + CLIENT + "---\n" + nodeport_service("local", "Local")
+                  + "---\n" + nodeport_service("cluster", "Cluster"))
+    svc.run("up", "--wait", "--timeout", "90", str(m))
+    rows = {r["name"]: r for r in json.loads(svc.run("services", "-o", "json").stdout)}
+    client_ip = json.loads(svc.run("pods", "-o", "json").stdout)
+    [client_ip] = [p["ip"] for p in client_ip if p["name"] == "client"]
+    node = host_address()
+    local, cluster = rows["local"]["ports"][0]["nodePort"], rows["cluster"]["ports"][0]["nodePort"]
+    # A client that is not the host, reaching the nodePort on the host's address.
+    assert get_path(svc, "client", node, local, "/cgi-bin/ip") == client_ip
+    assert get_path(svc, "client", node, cluster, "/cgi-bin/ip") == svc.network.gateway
+    # The host's own requests are masqueraded with either policy (they could not be answered otherwise).
+    from tests.host.e2e.conftest import http_get
+
+    for port in (local, cluster):
+        assert client_address(http_get(f"http://127.0.0.1:{port}/cgi-bin/ip")) != "127.0.0.1"
+    svc.run("down", str(m))
+    assert not iptables_rules_mentioning(f"{svc.paths.tag}-")
+
+
+def test_an_external_name_resolves_in_pods_to_what_the_host_resolves(svc):
+    m = svc.write("app.yaml", BACKEND + "---\n" + CLIENT + """---
+apiVersion: v1
+kind: Service
+metadata: {name: ext}
+spec:
+  type: ExternalName
+  externalName: localhost
+---
+apiVersion: v1
+kind: Service
+metadata: {name: alias}
+spec:
+  type: ExternalName
+  externalName: backend.default.svc.cluster.local
+""")
+    svc.run("up", "--wait", "--timeout", "90", str(m))
+    hosts = exec_in(svc, "client", "app", "cat", "/etc/hosts").stdout
+    assert "127.0.0.1\text ext.default ext.default.svc ext.default.svc.cluster.local" in hosts, hosts
+    # `localhost` as the host resolves it: inside a pod, the pod's own loopback.
+    assert get(svc, "backend-0", "http://ext.default.svc.cluster.local:8080/") == "backend-0"
+    # An ExternalName that names a Service stands for its ClusterIP.
+    assert service_ip(svc, "client", "alias") == service_ip(svc, "client", "backend")
+    assert get(svc, "client", "http://alias/") in ("backend-0", "backend-1")
+    table = svc.run("services").stdout
+    assert "ExternalName" in table and "localhost" in table, table
+    svc.run("down", str(m))
+    assert not iptables_rules_mentioning(f"{svc.paths.tag}-")
+
+
+def test_a_host_network_pod_behind_a_service_is_reached_at_the_hosts_address(svc):
+    from tests.support.network import free_port, host_address
+
+    port = free_port()
+    svc.env["PODPLAY_POD_SECURITY"] = "privileged"  # hostNetwork is beyond the baseline level
+    m = svc.write("app.yaml", f"""\
+apiVersion: v1
+kind: Pod
+metadata: {{name: onhost, labels: {{app: onhost}}}}
+spec:
+  hostNetwork: true
+  containers:
+  - name: app
+    image: {IMAGE}
+    imagePullPolicy: Never
+    command: ["sh", "-c", "mkdir -p /tmp/w && echo on-the-host > /tmp/w/index.html && \\
+      exec httpd -f -p {port} -h /tmp/w"]
+    ports: [{{name: http, containerPort: {port}}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: onhost}}
+spec:
+  selector: {{app: onhost}}
+  ports: [{{port: 80, targetPort: http}}]
+---
+""" + CLIENT)
+    svc.run("up", "--wait", "--timeout", "90", str(m))
+    [row] = [r for r in json.loads(svc.run("services", "-o", "json").stdout) if r["name"] == "onhost"]
+    assert [e["ip"] for e in row["endpoints"]] == [host_address()], row
+    from tests.host.e2e.conftest import http_get
+
+    wait_for(lambda: http_get(f"http://127.0.0.1:{port}/"), "the host-network pod listening", 30)
+    assert get(svc, "client", "http://onhost/") == "on-the-host"
+    svc.run("down", str(m))
+    assert not iptables_rules_mentioning(f"{svc.paths.tag}-")
+
+
+def test_rules_flushed_behind_podplays_back_are_restored_by_the_next_up(svc):
+    import subprocess
+
+    from reconciler.network.services import IptablesServices
+    from reconciler.paths import HostPaths
+
+    m = svc.write("app.yaml", BACKEND + "---\n" + CLIENT)
+    svc.run("up", "--wait", "--timeout", "90", str(m))
+    ip = service_ip(svc, "client", "backend")
+    assert "No changes" in svc.run("up", str(m)).stdout
+    # Another storage root sees this one's ClusterIP as taken (it picks its own range clear of it).
+    other = IptablesServices(HostPaths(svc.tmp / "another-root", svc.tmp / "another-run", svc.tmp / "net"))
+    assert ip in other.addresses_elsewhere()
+    tag = svc.paths.tag
+    nat = subprocess.run(["iptables-save", "-t", "nat"], capture_output=True, text=True, check=True).stdout
+    for line in nat.splitlines():
+        if line.startswith(f":{tag}-"):
+            subprocess.run(["iptables", "-w", "-t", "nat", "-F", line[1:].split()[0]], check=True)
+    assert f"{ip}/32" not in "\n".join(iptables_rules_mentioning(f"{tag}-"))
+    assert "+ create service default/backend" in svc.run("plan", str(m)).stdout
+    res = svc.run("up", str(m))
+    assert "No changes" not in res.stdout, res.stdout
+    assert get(svc, "client", "http://backend/") in ("backend-0", "backend-1")
+    assert "No changes" in svc.run("up", str(m)).stdout
+    svc.run("down", str(m))
+    assert not iptables_rules_mentioning(f"{tag}-")
