@@ -29,7 +29,7 @@ from reconciler.jobs import CronRecord, JobRecord, JobStatus, decide_cron, decid
 from reconciler.manifests import ManifestSet, load_manifests
 from reconciler.model.kube import Pod
 from reconciler.model.names import ANN_NETWORK
-from reconciler.model.workloads import REPLICATED, CronJob, Job
+from reconciler.model.workloads import REPLICATED, CronJob, DaemonSet, Job
 from reconciler.observe import observe_host
 from reconciler.observed import ObservedHost
 from reconciler.paths import HostPaths
@@ -37,7 +37,7 @@ from reconciler.plan import Plan, make_plan
 from reconciler.probes import PodHealth
 from reconciler.revisions import apply_pins
 from reconciler.state import ApplyLock, StateStore
-from reconciler.statefulsets import order_set
+from reconciler.statefulsets import held_old, order_set, outdated_note
 
 
 class Mode(enum.StrEnum):
@@ -192,13 +192,18 @@ def decide(goal: Goal, observed: ObservedHost, state: StateStore, now: float | N
         only = only | {p.key for p in observed.pods.values() if p.owner.split("/", 1)[-1] in only_jobs
                        and p.owner.startswith("Job/")}
     if goal.mode == Mode.UP:
-        if write and not goal.only:
-            record_sets(goal.objects, state)
+        # "Kind/namespace/name" → (its pods kept on an old revision, why): OnDelete, a partition
+        desired, outdated = hold_on_delete(desired, observed)
         desired, jobs, wake_at = decide_jobs(desired, observed, state, clock, write=write)
         if cron_wake is not None:
             wake_at = cron_wake if wake_at is None else min(wake_at, cron_wake)
         if desired.statefulsets:
-            desired, waiting = decide_statefulsets(desired, observed, state, clock)
+            desired, waiting, sts_outdated = decide_statefulsets(desired, observed, state, clock)
+            outdated.update(sts_outdated)
+        notes += [outdated_note(key.split("/", 1)[0].lower(), key.split("/", 1)[1], names, why)
+                  for key, (names, why) in sorted(outdated.items())]
+        if write and not goal.only:
+            record_sets(goal.objects, state, {key: names for key, (names, _) in outdated.items()})
     elif write:
         for ref in desired.jobs:  # a Job taken down runs again when it comes back, as a re-created one does
             state.workloads.forget(f"Job/{ref}")
@@ -222,24 +227,53 @@ def decide(goal: Goal, observed: ObservedHost, state: StateStore, now: float | N
     return View(goal, desired, observed, last, health, tuple(changes), now, tuple(notes), jobs, wake_at, waiting)
 
 
-def record_sets(objects: Sequence[Loaded], state: StateStore) -> None:
-    """How many pods each replicated object wants, for `podplay get` (which reads no manifests)."""
+def record_sets(objects: Sequence[Loaded], state: StateStore,
+                outdated: dict[str, tuple[str, ...]] | None = None) -> None:
+    """How many pods each replicated object wants, and which of its pods OnDelete or a partition
+    keeps on an old revision, for `podplay get` (which reads no manifests)."""
+    outdated = outdated or {}
     for o in objects:
         if isinstance(o.obj, REPLICATED):
             ref = f"{o.obj.metadata.namespace}/{o.obj.metadata.name}"
-            rec = {"kind": o.obj.kind, "ref": ref, "desired": o.obj.spec.replicas, "source": o.file}
+            rec = {"kind": o.obj.kind, "ref": ref, "desired": o.obj.spec.replicas, "source": o.file,
+                   "outdated": list(outdated.get(f"{o.obj.kind}/{ref}", ()))}
             if state.workloads.get(f"Set/{o.obj.kind}/{ref}") != rec:
                 state.workloads.put(f"Set/{o.obj.kind}/{ref}", rec)
 
 
+def hold_on_delete(desired: DesiredState, observed: ObservedHost
+                   ) -> tuple[DesiredState, dict[str, tuple[tuple[str, ...], str]]]:
+    """`desired` with the pods of each DaemonSet with updateStrategy OnDelete kept on the
+    revision they run (reconciler.statefulsets.held_old), and those pods by "DaemonSet/<ref>"."""
+    from reconciler.diff import deployment_pods
+
+    sets = {ref: o for ref, o in desired.deployments.items()
+            if isinstance(o.obj, DaemonSet) and o.obj.spec.update_strategy.type == "OnDelete"}
+    if not sets:
+        return desired, {}
+    by_ref = instances_by_ref(observed)
+    pods = dict(desired.pods)
+    outdated = {}
+    for ref, mine in deployment_pods(desired).items():
+        if ref in sets:
+            kept, held = held_old(mine, by_ref)
+            pods.update({p.ref: p for p in kept})
+            if held:
+                outdated[f"DaemonSet/{ref}"] = (tuple(held), "updateStrategy OnDelete: delete it (podplay rm) "
+                                                "to update it")
+    return replace(desired, pods=pods), outdated
+
+
 def decide_statefulsets(desired: DesiredState, observed: ObservedHost, state: StateStore, now: float
-                        ) -> tuple[DesiredState, tuple[str, ...]]:
-    """`desired` with each StatefulSet's pods in order (reconciler.statefulsets), and what each
-    set still waits for. Readiness is the probes' view of the host as it is."""
+                        ) -> tuple[DesiredState, tuple[str, ...], dict[str, tuple[tuple[str, ...], str]]]:
+    """`desired` with each StatefulSet's pods in order (reconciler.statefulsets), what each
+    set still waits for, and its pods OnDelete or the partition keep on an old revision.
+    Readiness is the probes' view of the host as it is."""
     view = health_view(state, desired, observed, now)
     by_ref = instances_by_ref(observed)
     pods = dict(desired.pods)
     waiting = []
+    outdated = {}
     for ref, loaded in sorted(desired.statefulsets.items()):
         owner = f"StatefulSet/{ref}"
         mine = sorted((p for p in desired.pods.values() if str(p.owner) == owner), key=lambda p: p.ordinal or 0)
@@ -256,7 +290,12 @@ def decide_statefulsets(desired: DesiredState, observed: ObservedHost, state: St
         pods.update({p.ref: p for p in decision.pods})
         if decision.pending:
             waiting.append(f"statefulset {ref}: {decision.pending}")
-    return replace(desired, pods=pods), tuple(waiting)
+        if decision.outdated:
+            us = loaded.obj.spec.update_strategy
+            why = ("updateStrategy OnDelete: delete a pod (podplay rm) to update it" if us.type == "OnDelete" else
+                   f"below the partition {us.rolling_update.partition}")
+            outdated[f"StatefulSet/{ref}"] = (decision.outdated, why)
+    return replace(desired, pods=pods), tuple(waiting), outdated
 
 
 def decide_crons(desired: DesiredState, objects: Sequence[Loaded], state: StateStore, now: float, *, write: bool

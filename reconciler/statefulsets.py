@@ -7,9 +7,13 @@
 * pods beyond N (scaled away) go one at a time, the highest first, each only when the lower
   ordinals run and are ready; their claims stay (a scale back up finds its data again);
 
-With ``Parallel`` pods come and go at once. Either way a changed template is rolled out one pod
-at a time from the highest ordinal down: a pod is replaced only when every other pod runs and is
-ready on some revision; until its turn a pod keeps its old instance (held as it is).
+With ``Parallel`` pods come and go at once. Either way a changed template is rolled out from the
+highest ordinal down, ``maxUnavailable`` pods at a time (1 by default): a pod is replaced only
+while fewer than that many of the other pods are not ready; until its turn a pod keeps its old
+instance (held as it is). Ordinals below ``partition`` are not updated, and with ``updateStrategy:
+OnDelete`` none is: a pod on the old revision stays until it is deleted (``podplay rm``, or it
+disappears), and then comes back from the new template. ``held_old`` does the same for a
+DaemonSet with OnDelete.
 """
 
 from __future__ import annotations
@@ -20,12 +24,34 @@ from dataclasses import dataclass, replace
 from reconciler.desired import DesiredPod
 from reconciler.model.kube import ObjectMeta
 from reconciler.observed import ObservedPod
+from reconciler.rollout import scaled
 
 
 @dataclass(frozen=True)
 class SetDecision:
     pods: tuple[DesiredPod, ...]  # the pods the host should have now (held ones included)
     pending: str = ""  # what the set still waits for ("" when it has all it should)
+    outdated: tuple[str, ...] = ()  # pods kept on an old revision by OnDelete or the partition
+
+
+def outdated_note(kind: str, ref: str, outdated: Sequence[str], why: str) -> str:
+    n = len(outdated)
+    return (f"{kind} {ref}: {n} pod{'s' if n != 1 else ''} on an old revision ({', '.join(outdated)}), {why}")
+
+
+def held_old(pods: Sequence[DesiredPod], instances: Mapping[str, list[ObservedPod]]
+             ) -> tuple[list[DesiredPod], list[str]]:
+    """OnDelete: each pod that runs an old revision only is kept as it runs; a pod with no
+    instance is created from the template. Returns the pods and the names of the held ones."""
+    out, held = [], []
+    for d in pods:
+        found = sorted(instances.get(d.ref, []), key=lambda o: o.uid)
+        if found and not any(o.uid == d.uid for o in found):
+            out.append(hold_instance(d, found[0]))
+            held.append(d.name)
+        else:
+            out.append(d)
+    return out, held
 
 
 def hold_instance(d: DesiredPod, o: ObservedPod) -> DesiredPod:
@@ -41,14 +67,20 @@ def order_set(spec, pods: Sequence[DesiredPod], instances: Mapping[str, list[Obs
     """`spec` is the StatefulSetSpec; `pods` its desired pods in ordinal order; `instances` the
     host's instances by pod ref; `extras` (ordinal, instance) of its pods beyond the replica count."""
     ordered = spec.pod_management_policy != "Parallel"
+    strategy = spec.update_strategy
+    on_delete = strategy.type == "OnDelete"
+    partition = strategy.rolling_update.partition
     keep: list[DesiredPod] = []
     pending = ""
     all_ready = True  # every pod so far runs and is ready (on any revision)
     stale: list[tuple[DesiredPod, ObservedPod]] = []
+    outdated: list[str] = []
+    unready: set[str] = set()
     for d in pods:
-        found = instances.get(d.ref, [])
+        found = sorted(instances.get(d.ref, []), key=lambda o: o.uid)
         current = next((o for o in found if o.uid == d.uid), None)
         if not found:
+            unready.add(d.ref)
             if ordered and not all_ready:
                 pending = pending or f"{d.name} waits for the pods before it to be ready"
                 all_ready = False
@@ -56,20 +88,29 @@ def order_set(spec, pods: Sequence[DesiredPod], instances: Mapping[str, list[Obs
             keep.append(d)  # created now
             all_ready = False
             continue
-        if current is None:
-            stale.append((d, found[0]))
-        else:
+        if current is not None:
             keep.append(d)
+        elif on_delete or (d.ordinal or 0) < partition:
+            keep.append(hold_instance(d, found[0]))  # stays on its revision until it is deleted
+            outdated.append(d.name)
+        else:
+            stale.append((d, found[0]))
         if not any(ready(o) for o in found):
             all_ready = False
-    # One update at a time, the highest ordinal first, while everything else is ready.
+            unready.add(d.ref)
+    # The highest ordinal first, while fewer than maxUnavailable of the other pods are not ready.
     if stale:
         stale.sort(key=lambda x: x[0].ordinal or 0, reverse=True)
-        others_ready = all(any(ready(o) for o in instances.get(d.ref, [])) for d in pods if d is not stale[0][0])
-        turn, rest = (stale[0], stale[1:]) if others_ready else (None, stale)
-        if turn is not None:
-            keep.append(turn[0])
-        keep += [hold_instance(d, o) for d, o in rest]
+        budget = max(scaled(strategy.rolling_update.max_unavailable, spec.replicas, round_up=False), 1)
+        down = set(unready)
+        turns = 0
+        for d, _ in stale:
+            if len(down - {d.ref}) >= budget:
+                break
+            down.add(d.ref)
+            turns += 1
+        keep += [d for d, _ in stale[:turns]]
+        keep += [hold_instance(d, o) for d, o in stale[turns:]]
         pending = pending or f"{len(stale)} pod(s) to update, from the highest ordinal down"
     # Scaled away: the highest goes first, once the rest are ready; the others wait, held.
     if extras:
@@ -80,4 +121,4 @@ def order_set(spec, pods: Sequence[DesiredPod], instances: Mapping[str, list[Obs
             keep += [hold_instance(pods[0], o) for n, o in by_ordinal if n != going]
             if going is None or len({n for n, _ in by_ordinal}) > 1:
                 pending = pending or f"{len(by_ordinal)} pod(s) to remove, from the highest ordinal down"
-    return SetDecision(tuple(keep), pending)
+    return SetDecision(tuple(keep), pending, tuple(outdated))

@@ -19,12 +19,7 @@ def check_daemon_set(chk: Checker, obj: DaemonSet, host: HostFacts) -> None:
     us = obj.spec.update_strategy
     path = ("spec", "updateStrategy")
     if us.type == "OnDelete":
-        # OnDelete keeps the old pod until someone deletes it: podplay has no object to delete
-        # apart from the pod its manifest describes, so the old template would have to be kept
-        # as a pin. Refused rather than silently rolled out.
-        chk.error(path + ("type",), "OnDelete is not supported by podplay: use RollingUpdate (the default; "
-                  "maxSurge 0 replaces the pod when its template changes)")
-        return
+        return  # the pod keeps its revision until it is deleted; rollingUpdate does not apply
     ru = us.rolling_update
     for fname, value in (("maxSurge", ru.max_surge), ("maxUnavailable", ru.max_unavailable)):
         if not INT_OR_PERCENT.match(str(value)):
@@ -127,13 +122,18 @@ def check_stateful_set(chk: Checker, obj: StatefulSet, host: HostFacts) -> None:
     check_replicated(chk, replace(obj, spec=replace(obj.spec, template=replace(tmpl, spec=with_claims(obj, 0)))),
                      host)
     spec = obj.spec
-    us = spec.update_strategy
-    if us.type == "OnDelete":
-        chk.error(("spec", "updateStrategy", "type"), "OnDelete is not supported by podplay: use RollingUpdate "
-                  "(the default: one pod at a time, from the highest ordinal down)")
-    if us.rolling_update.partition:
-        chk.error(("spec", "updateStrategy", "rollingUpdate", "partition"), "a partition is not supported by "
-                  "podplay: every ordinal is updated (leave it out, or 0)")
+    ru = spec.update_strategy.rolling_update
+    ru_path = ("spec", "updateStrategy", "rollingUpdate")
+    if ru.partition < 0:
+        chk.error(ru_path + ("partition",), "must not be negative")
+    if not INT_OR_PERCENT.match(str(ru.max_unavailable)) or str(ru.max_unavailable) in ("0", "0%"):
+        chk.error(ru_path + ("maxUnavailable",), f"{ru.max_unavailable!r} must be a number or a percentage like "
+                  "25%, and more than 0")
+    policy = spec.persistent_volume_claim_retention_policy
+    for fname, value in (("whenDeleted", policy.when_deleted), ("whenScaled", policy.when_scaled)):
+        if value not in ("Retain", "Delete"):
+            chk.error(("spec", "persistentVolumeClaimRetentionPolicy", fname),
+                      f"{value!r} must be Retain or Delete")
     names: set[str] = set()
     for i, t in enumerate(spec.volume_claim_templates):
         path = ("spec", "volumeClaimTemplates", i, "metadata", "name")

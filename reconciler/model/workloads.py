@@ -66,7 +66,7 @@ class DaemonSetRollingUpdate:
 
 @dataclass(frozen=True)
 class DaemonSetUpdateStrategy:
-    type: str = "RollingUpdate"  # or OnDelete, which the checks refuse (see check_daemon_set)
+    type: str = "RollingUpdate"  # or OnDelete: a template change waits for the pod to be deleted
     rolling_update: DaemonSetRollingUpdate = field(default_factory=DaemonSetRollingUpdate)
 
 
@@ -138,13 +138,22 @@ class Job:
 
 @dataclass(frozen=True)
 class StatefulSetRollingUpdate:
-    partition: int = 0  # only 0 is accepted (see check_stateful_set)
+    partition: int = 0  # ordinals below it stay on the revision they run
+    max_unavailable: IntOrStr = 1  # pods updated at once (each counts as unavailable meanwhile)
 
 
 @dataclass(frozen=True)
 class StatefulSetUpdateStrategy:
-    type: str = "RollingUpdate"  # OnDelete is refused, as a DaemonSet's is
+    type: str = "RollingUpdate"  # or OnDelete: a template change waits for each pod to be deleted
     rolling_update: StatefulSetRollingUpdate = field(default_factory=StatefulSetRollingUpdate)
+
+
+@dataclass(frozen=True)
+class ClaimRetentionPolicy:
+    """What happens to a StatefulSet's claims (persistentVolumeClaimRetentionPolicy)."""
+
+    when_deleted: str = "Retain"  # Retain | Delete: the set is removed (`down`, pruned)
+    when_scaled: str = "Retain"  # Retain | Delete: its ordinals beyond replicas go
 
 
 @dataclass(frozen=True)
@@ -156,6 +165,7 @@ class StatefulSetSpec:
     pod_management_policy: str = "OrderedReady"  # or Parallel
     update_strategy: StatefulSetUpdateStrategy = field(default_factory=StatefulSetUpdateStrategy)
     volume_claim_templates: tuple[PersistentVolumeClaim, ...] = ()
+    persistent_volume_claim_retention_policy: ClaimRetentionPolicy = field(default_factory=ClaimRetentionPolicy)
 
 
 @dataclass(frozen=True)
