@@ -20,16 +20,16 @@ from dataclasses import dataclass, field, replace
 
 from reconciler.apply import ApplyResult, Failpoints, Reporter, apply_plan, recover
 from reconciler.desired import DesiredState, Loaded, build_desired, cron_run, run_pods
-from reconciler.diff import Action, Change, LastApplied, Scope, compute_diff, compute_down, instances_by_ref
+from reconciler.diff import Action, Change, LastApplied, Reason, Scope, compute_diff, compute_down, instances_by_ref
 from reconciler.drivers.base import Drivers
 from reconciler.errors import Diagnostic, ManifestError, Severity
 from reconciler.health import health_view
 from reconciler.host import open_drivers  # noqa: F401  (the CLI and tests reach it through here too)
 from reconciler.jobs import CronRecord, JobRecord, JobStatus, decide_cron, decide_job, run_name
 from reconciler.manifests import ManifestSet, load_manifests
-from reconciler.model.kube import Pod
+from reconciler.model.kube import ObjectKey, Pod
 from reconciler.model.names import ANN_NETWORK
-from reconciler.model.workloads import REPLICATED, CronJob, DaemonSet, Job
+from reconciler.model.workloads import REPLICATED, CronJob, DaemonSet, Job, StatefulSet
 from reconciler.observe import observe_host
 from reconciler.observed import ObservedHost
 from reconciler.paths import HostPaths
@@ -37,7 +37,7 @@ from reconciler.plan import Plan, make_plan
 from reconciler.probes import PodHealth
 from reconciler.revisions import apply_pins
 from reconciler.state import ApplyLock, StateStore
-from reconciler.statefulsets import held_old, order_set, outdated_note
+from reconciler.statefulsets import ClaimOwner, claims_to_delete, held_old, order_set, outdated_note
 
 
 class Mode(enum.StrEnum):
@@ -223,6 +223,7 @@ def decide(goal: Goal, observed: ObservedHost, state: StateStore, now: float | N
     else:
         changes = compute_diff(desired, observed, last, goal.scope, force=goal.force, now=now, health=health)
     if not goal.only:
+        changes = list(changes) + claim_retention(goal, desired, observed, last, changes, state, write=write)
         desired, changes = decide_services(goal, desired, observed, health, changes, state)
     return View(goal, desired, observed, last, health, tuple(changes), now, tuple(notes), jobs, wake_at, waiting)
 
@@ -237,8 +238,66 @@ def record_sets(objects: Sequence[Loaded], state: StateStore,
             ref = f"{o.obj.metadata.namespace}/{o.obj.metadata.name}"
             rec = {"kind": o.obj.kind, "ref": ref, "desired": o.obj.spec.replicas, "source": o.file,
                    "outdated": list(outdated.get(f"{o.obj.kind}/{ref}", ()))}
+            if isinstance(o.obj, StatefulSet):  # what its claims become once it is deleted
+                rec["claims"] = claim_owner(o.obj, None).to_json()
             if state.workloads.get(f"Set/{o.obj.kind}/{ref}") != rec:
                 state.workloads.put(f"Set/{o.obj.kind}/{ref}", rec)
+
+
+def claim_owner(sts: StatefulSet, replicas: int | None) -> ClaimOwner:
+    policy = sts.spec.persistent_volume_claim_retention_policy
+    return ClaimOwner(f"{sts.metadata.namespace}/{sts.metadata.name}",
+                      tuple(t.metadata.name for t in sts.spec.volume_claim_templates if t.metadata.name),
+                      policy.when_deleted, policy.when_scaled, replicas)
+
+
+def claim_retention(goal: Goal, desired: DesiredState, observed: ObservedHost, last: LastApplied,
+                    changes: Sequence[Change], state: StateStore, *, write: bool) -> list[Change]:
+    """The StatefulSets' claims their persistentVolumeClaimRetentionPolicy removes in this tick:
+    whenScaled Delete, those of the ordinals scaled away; whenDeleted Delete, all of them when the
+    set is taken `down` or its manifest is gone (pruned: the store's record of the set says its
+    policy). A claim goes only after its pod, only if podplay made it and nothing desired uses it.
+    The record of a deleted set is forgotten once nothing of it is left for the policy."""
+    owners: list[ClaimOwner] = []
+    declared = set()
+    for o in goal.objects:
+        if isinstance(o.obj, StatefulSet):
+            owner = claim_owner(o.obj, o.obj.spec.replicas if goal.mode == Mode.UP else None)
+            owners.append(owner)
+            declared.add(owner.ref)
+    gone_sets = []
+    if goal.scope.prune:
+        for key, rec in state.workloads.all("Set/StatefulSet/").items():
+            if rec.get("ref") not in declared and goal.scope.covers(rec.get("source", "")):
+                owners.append(ClaimOwner.from_record(rec["ref"], rec))
+                gone_sets.append(key)
+    if not owners:
+        return []
+    deleted = {c.before for c in changes if c.key.kind == "Pod" and c.action == Action.DELETE}
+    already = {f"{c.key.namespace}/{c.key.name}" for c in changes if c.key.kind == "PersistentVolumeClaim"}
+    by_ref = instances_by_ref(observed)
+    # `down` takes every pod of its manifests away: what they desired is not a use that keeps a claim.
+    in_use = set() if goal.mode == Mode.DOWN else set(desired.claims)
+    candidates = [r for r in observed.claims if r in last.claims and r not in in_use and r not in already]
+
+    def gone(pod_ref: str) -> bool:
+        return all(o.uid in deleted for o in by_ref.get(pod_ref, ()))
+
+    out = []
+    for owner in owners:
+        why = "whenDeleted: Delete" if owner.replicas is None else "whenScaled: Delete"
+        for ref in claims_to_delete(owner, candidates, gone):
+            ns, name = ref.split("/", 1)
+            out.append(Change(ObjectKey("PersistentVolumeClaim", ns, name), Action.DELETE,
+                              Reason.REQUESTED if goal.mode == Mode.DOWN else Reason.ORPHANED,
+                              detail=f"statefulset {owner.ref}: persistentVolumeClaimRetentionPolicy {why}"))
+    if write:
+        for key in gone_sets:
+            owner = ClaimOwner.from_record(key.split("/", 2)[2], state.workloads.get(key) or {})
+            pods_left = any(o.owner == f"StatefulSet/{owner.ref}" for o in observed.pods.values())
+            if not pods_left and not claims_to_delete(owner, candidates, lambda _: True):
+                state.workloads.forget(key)
+    return out
 
 
 def hold_on_delete(desired: DesiredState, observed: ObservedHost

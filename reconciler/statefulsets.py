@@ -18,7 +18,7 @@ DaemonSet with OnDelete.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from reconciler.desired import DesiredPod
@@ -122,3 +122,59 @@ def order_set(spec, pods: Sequence[DesiredPod], instances: Mapping[str, list[Obs
             if going is None or len({n for n, _ in by_ordinal}) > 1:
                 pending = pending or f"{len(by_ordinal)} pod(s) to remove, from the highest ordinal down"
     return SetDecision(tuple(keep), pending, tuple(outdated))
+
+
+# --- persistentVolumeClaimRetentionPolicy ------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ClaimOwner:
+    """What decides the fate of a StatefulSet's claims: its claim templates and retention policy,
+    and whether the set is still declared (``replicas`` pods wanted) or gone (deleted, or `down`)."""
+
+    ref: str  # "<namespace>/<name>"
+    templates: tuple[str, ...]
+    when_deleted: str = "Retain"
+    when_scaled: str = "Retain"
+    replicas: int | None = None  # None: the set is deleted
+
+    def to_json(self) -> dict:
+        return {"templates": list(self.templates), "when_deleted": self.when_deleted,
+                "when_scaled": self.when_scaled}
+
+    @classmethod
+    def from_record(cls, ref: str, rec: dict) -> ClaimOwner:
+        claims = rec.get("claims") or {}
+        return cls(ref, tuple(claims.get("templates", ())), claims.get("when_deleted", "Retain"),
+                   claims.get("when_scaled", "Retain"))
+
+
+def claim_ordinal(claim: str, template: str, set_name: str) -> int | None:
+    """The ordinal of claim `<template>-<set>-<i>`, or None if it is not one of the set's."""
+    head = f"{template}-{set_name}-"
+    rest = claim[len(head):] if claim.startswith(head) else ""
+    return int(rest) if rest.isdigit() and str(int(rest)) == rest else None
+
+
+def claims_to_delete(owner: ClaimOwner, claims: Iterable[str], gone: Callable[[str], bool]) -> list[str]:
+    """The claims (refs) the retention policy removes now: with whenScaled Delete those of the
+    ordinals beyond the replica count, with whenDeleted Delete (the set is gone) all of them — each
+    once its pod has no instance left after this tick (`gone(pod ref)`), as Kubernetes removes a
+    claim only after the pod that uses it."""
+    if owner.replicas is None:
+        first = 0 if owner.when_deleted == "Delete" else None
+    else:
+        first = owner.replicas if owner.when_scaled == "Delete" else None
+    if first is None:
+        return []
+    ns, name = owner.ref.split("/", 1)
+    out = []
+    for ref in claims:
+        claim_ns, _, claim = ref.partition("/")
+        if claim_ns != ns:
+            continue
+        for t in owner.templates:
+            i = claim_ordinal(claim, t, name)
+            if i is not None and i >= first and gone(f"{ns}/{name}-{i}"):
+                out.append(ref)
+                break
+    return sorted(out)

@@ -247,3 +247,59 @@ def test_stateful_set_partition_updates_only_the_ordinals_above_it_highest_first
     assert [in_pod(stack, f"web-{i}", "sh", "-c", "echo $VERSION").strip() for i in range(3)] == ["2", "2", "2"]
     stack.run("down", str(m))
     assert not stack.containers()
+
+
+RETAINED = """
+apiVersion: apps/v1
+kind: StatefulSet
+metadata: {{name: kv}}
+spec:
+  serviceName: kv
+  replicas: {n}
+  podManagementPolicy: Parallel
+  persistentVolumeClaimRetentionPolicy: {{whenDeleted: {deleted}, whenScaled: Delete}}
+  selector: {{matchLabels: {{app: kv}}}}
+  template:
+    metadata: {{labels: {{app: kv}}}}
+    spec:
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: app
+        image: localhost/busybox:latest
+        imagePullPolicy: Never
+        command: [sh, -c, 'echo start >> /data/starts; trap "exit 0" TERM; sleep 3600 & wait']
+        volumeMounts: [{{name: data, mountPath: /data}}]
+  volumeClaimTemplates:
+  - metadata: {{name: data}}
+    spec:
+      accessModes: [ReadWriteOnce]
+      resources: {{requests: {{storage: 16Mi}}}}
+"""
+
+
+def test_claim_retention_policy_deletes_scaled_away_data_and_retains_or_deletes_on_down(stack):
+    claims = stack.paths.claims / "default"
+
+    def starts(pod: str) -> int:
+        return len(in_pod(stack, pod, "cat", "/data/starts").split())
+
+    m = stack.write("kv.yaml", RETAINED.format(n=2, deleted="Retain"))
+    stack.run("up", "--wait", str(m))
+    assert (starts("kv-0"), starts("kv-1")) == (1, 1)
+    stack.write("kv.yaml", RETAINED.format(n=1, deleted="Retain"))
+    plan = stack.run("plan", str(m)).stdout
+    assert "data-kv-1" in plan and "whenScaled: Delete" in plan, plan
+    stack.run("up", "--wait", str(m))
+    assert not (claims / "data-kv-1").exists() and (claims / "data-kv-0").is_dir()
+    stack.write("kv.yaml", RETAINED.format(n=2, deleted="Retain"))
+    stack.run("up", "--wait", str(m))
+    assert starts("kv-1") == 1, "kv-1's data went with its claim: a fresh one"
+
+    stack.run("down", str(m))  # whenDeleted Retain: the claims stay, with their data
+    assert (claims / "data-kv-0").is_dir() and (claims / "data-kv-1").is_dir()
+    stack.write("kv.yaml", RETAINED.format(n=2, deleted="Delete"))
+    stack.run("up", "--wait", str(m))
+    assert (starts("kv-0"), starts("kv-1")) == (2, 2), "the retained data came back"
+    stack.run("down", str(m))  # whenDeleted Delete: gone with the set
+    assert not (claims / "data-kv-0").exists() and not (claims / "data-kv-1").exists()
+    assert not stack.containers()
