@@ -198,7 +198,7 @@ def test_daemon_set_on_delete_keeps_its_pod_until_podplay_rm_then_runs_the_new_t
 
     stack.run("rm", "-f", "probe-0")
     stack.run("up", "--wait", str(m))
-    assert in_pod(stack, "probe-0", "sh", "-c", "echo $VERSION").strip() == "2", "deleted, it came back on the new template"
+    assert in_pod(stack, "probe-0", "sh", "-c", "echo $VERSION").strip() == "2", "deleted, back on the new template"
     assert stack.run("get", "ds").stdout.splitlines()[1].split()[4] == "1"
     stack.run("down", str(m))
     assert not stack.containers()
