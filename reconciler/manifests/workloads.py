@@ -45,16 +45,19 @@ def check_job_spec(chk, spec: JobSpec, host: HostFacts) -> None:
     if spec.active_deadline_seconds is not None and spec.active_deadline_seconds <= 0:
         chk.error(("spec", "activeDeadlineSeconds"), "must be a positive number of seconds")
     if spec.pod_limit > MAX_REPLICAS:
-        chk.error(("spec",), f"completions + backoffLimit + parallelism come to {spec.pod_limit} pods, more than "
-                  f"podplay runs for one Job on one host (at most {MAX_REPLICAS})")
-    if spec.completion_mode == "Indexed":
-        chk.error(("spec", "completionMode"), "Indexed is not supported by podplay: use NonIndexed (the default)")
+        what = ("completions × (backoffLimitPerIndex + 1)" if spec.backoff_limit_per_index is not None else
+                "completions × (backoffLimit + 1)") if spec.indexed else "completions + backoffLimit + parallelism"
+        chk.error(("spec",), f"{what} come to {spec.pod_limit} pods, more than podplay runs for one Job on one "
+                  f"host (at most {MAX_REPLICAS})")
+    _check_indexed(chk, spec)
     check_meta(chk, spec.template.metadata, "pod", ("spec", "template", "metadata"), named=False)
     tspec = spec.template.spec
     tpath = ("spec", "template", "spec")
     if tspec.restart_policy not in ("Never", "OnFailure"):
         chk.error(tpath + ("restartPolicy",), f"a Job's pods must have restartPolicy Never or OnFailure, not "
                   f"{tspec.restart_policy} (a pod that always restarts never completes)")
+    if spec.pod_failure_policy is not None:
+        _check_pod_failure_policy(chk, spec)
     check_pod_spec(chk, tspec, tpath, host)
     if spec.parallelism > 1:
         for i, c in enumerate(tspec.containers):
@@ -63,6 +66,61 @@ def check_job_spec(chk, spec: JobSpec, host: HostFacts) -> None:
                     chk.error(tpath + ("containers", i, "ports", j, "hostPort" if p.host_port else "containerPort"),
                               f"parallelism {spec.parallelism} would run pods that all bind port "
                               f"{p.host_port or p.container_port} on the host; use parallelism 1")
+
+
+def _check_indexed(chk, spec: JobSpec) -> None:
+    if spec.completion_mode not in ("NonIndexed", "Indexed"):
+        chk.error(("spec", "completionMode"), f"{spec.completion_mode!r} must be NonIndexed or Indexed")
+    if spec.indexed and spec.completions is None:
+        chk.error(("spec", "completionMode"), "an Indexed Job needs spec.completions (its indexes are 0 to "
+                  "completions - 1)")
+    if spec.backoff_limit_per_index is not None:
+        if not spec.indexed:
+            chk.error(("spec", "backoffLimitPerIndex"), "only an Indexed Job (completionMode: Indexed) has it")
+        if spec.backoff_limit_per_index < 0:
+            chk.error(("spec", "backoffLimitPerIndex"), "must not be negative")
+    if spec.max_failed_indexes is not None:
+        if spec.backoff_limit_per_index is None:
+            chk.error(("spec", "maxFailedIndexes"), "needs spec.backoffLimitPerIndex (indexes fail one by one "
+                      "only when each has its own limit)")
+        if spec.max_failed_indexes < 0 or spec.max_failed_indexes > spec.wanted:
+            chk.error(("spec", "maxFailedIndexes"), f"must be between 0 and completions ({spec.wanted})")
+
+
+def _check_pod_failure_policy(chk, spec: JobSpec) -> None:
+    path = ("spec", "podFailurePolicy")
+    tspec = spec.template.spec
+    if tspec.restart_policy != "Never":
+        chk.error(("spec", "template", "spec", "restartPolicy"), "a Job with a podFailurePolicy needs restartPolicy "
+                  f"Never, not {tspec.restart_policy} (a failed container restarted in place is no failed pod)")
+    names = {c.name for c in tspec.containers + tspec.init_containers}
+    actions = ("FailJob", "FailIndex", "Ignore", "Count")
+    for i, rule in enumerate(spec.pod_failure_policy.rules):
+        rpath = path + ("rules", i)
+        if rule.action not in actions:
+            chk.error(rpath + ("action",), f"{rule.action!r} must be one of {', '.join(actions)}")
+        if rule.action == "FailIndex" and spec.backoff_limit_per_index is None:
+            chk.error(rpath + ("action",), "FailIndex needs an Indexed Job with spec.backoffLimitPerIndex")
+        if (rule.on_exit_codes is None) == (not rule.on_pod_conditions):
+            chk.error(rpath, "a rule needs exactly one of onExitCodes and onPodConditions")
+        if rule.on_pod_conditions:
+            chk.warn(rpath + ("onPodConditions",), "never matches on podplay: no pod is ever disrupted here (no "
+                     "eviction, preemption or node drain sets DisruptionTarget on one host), and a failed pod's "
+                     "other conditions are not matched; use onExitCodes")
+        codes = rule.on_exit_codes
+        if codes is None:
+            continue
+        cpath = rpath + ("onExitCodes",)
+        if codes.operator not in ("In", "NotIn"):
+            chk.error(cpath + ("operator",), f"{codes.operator!r} must be In or NotIn")
+        if not codes.values:
+            chk.error(cpath + ("values",), "needs at least one exit code")
+        if codes.operator == "In" and 0 in codes.values:
+            chk.error(cpath + ("values",), "0 cannot be used with In: a container that exits 0 did not fail")
+        if len(set(codes.values)) != len(codes.values):
+            chk.error(cpath + ("values",), "lists an exit code twice")
+        if codes.container_name is not None and codes.container_name not in names:
+            chk.error(cpath + ("containerName",), f"no container {codes.container_name!r} in the pod template")
 
 
 class _Under:
