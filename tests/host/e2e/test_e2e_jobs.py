@@ -115,7 +115,7 @@ spec:
             fieldRef: {{fieldPath: "metadata.annotations['batch.kubernetes.io/job-completion-index']"}}
         # Index 1 fails its first attempt (the marker file is on the host), then succeeds.
         command: [sh, -c, 'echo "$JOB_COMPLETION_INDEX $FROM_ANNOTATION $(hostname)" >> /data/$JOB_COMPLETION_INDEX;
-                  if [ "$JOB_COMPLETION_INDEX" = 1 ] && [ ! -f /data/failed-once ]; then touch /data/failed-once; exit 7; fi']
+                  if [ "$JOB_COMPLETION_INDEX" = 1 ] && [ ! -f /data/once ]; then touch /data/once; exit 7; fi']
         volumeMounts: [{{name: data, mountPath: /data}}]
       volumes:
       - name: data
