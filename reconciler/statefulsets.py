@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 
 from reconciler.desired import DesiredPod
 from reconciler.model.kube import ObjectMeta
-from reconciler.observed import ObservedPod
+from reconciler.observed import ContainerState, ObservedPod
 from reconciler.rollout import scaled
 
 
@@ -39,14 +39,22 @@ def outdated_note(kind: str, ref: str, outdated: Sequence[str], why: str) -> str
     return (f"{kind} {ref}: {n} pod{'s' if n != 1 else ''} on an old revision ({', '.join(outdated)}), {why}")
 
 
+def whole(o: ObservedPod) -> bool:
+    """The instance still has its pod: its infra runs (not gone, nor lost with the run root after
+    a reboot). A pod kept on an old revision that is no longer whole has disappeared: it comes
+    back from the current template."""
+    return o.infra is not None and o.infra.state == ContainerState.RUNNING
+
+
 def held_old(pods: Sequence[DesiredPod], instances: Mapping[str, list[ObservedPod]]
              ) -> tuple[list[DesiredPod], list[str]]:
     """OnDelete: each pod that runs an old revision only is kept as it runs; a pod with no
-    instance is created from the template. Returns the pods and the names of the held ones."""
+    instance (or none whole) is created from the template. Returns the pods and the names of
+    the held ones."""
     out, held = [], []
     for d in pods:
         found = sorted(instances.get(d.ref, []), key=lambda o: o.uid)
-        if found and not any(o.uid == d.uid for o in found):
+        if found and all(whole(o) for o in found) and not any(o.uid == d.uid for o in found):
             out.append(hold_instance(d, found[0]))
             held.append(d.name)
         else:
@@ -90,7 +98,7 @@ def order_set(spec, pods: Sequence[DesiredPod], instances: Mapping[str, list[Obs
             continue
         if current is not None:
             keep.append(d)
-        elif on_delete or (d.ordinal or 0) < partition:
+        elif (on_delete or (d.ordinal or 0) < partition) and all(whole(o) for o in found):
             keep.append(hold_instance(d, found[0]))  # stays on its revision until it is deleted
             outdated.append(d.name)
         else:

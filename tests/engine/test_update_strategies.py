@@ -119,3 +119,15 @@ def test_bad_partition_and_max_unavailable_name_their_field(engine):
     text = str(err.value)
     assert "spec.updateStrategy.rollingUpdate.partition" in text and "must not be negative" in text
     assert "spec.updateStrategy.rollingUpdate.maxUnavailable" in text
+
+
+def test_on_delete_pod_that_lost_its_infra_comes_back_from_the_new_template(engine):
+    engine.write("ds.yaml", DAEMON_SET.format(image="busybox:1.36"))
+    engine.up()
+    engine.write("ds.yaml", DAEMON_SET.format(image="busybox:1.37"))
+    assert engine.up().plan.empty
+    [old] = [c for c in engine.drivers.runtime.list_containers() if c.role == "infra"]
+    engine.host.containers[old.id]["state"] = "exited"  # its pod is gone (the infra died, a reboot…)
+    engine.host.save()
+    assert created(engine.up()) == ["agent-0"]
+    assert images(engine) == {"agent-0": "busybox:1.37"}
