@@ -22,7 +22,7 @@ from reconciler.apply import ApplyResult, Failpoints, Reporter, apply_plan, reco
 from reconciler.desired import DesiredState, Loaded, build_desired, cron_run, run_pods
 from reconciler.diff import Action, Change, LastApplied, Reason, Scope, compute_diff, compute_down, instances_by_ref
 from reconciler.drivers.base import Drivers
-from reconciler.errors import Diagnostic, ManifestError, Severity
+from reconciler.errors import Diagnostic, ManifestError, PodplayError, Severity
 from reconciler.health import health_view
 from reconciler.host import open_drivers  # noqa: F401  (the CLI and tests reach it through here too)
 from reconciler.jobs import CronRecord, JobRecord, JobStatus, decide_cron, decide_job, run_name
@@ -193,7 +193,7 @@ def decide(goal: Goal, observed: ObservedHost, state: StateStore, now: float | N
                        and p.owner.startswith("Job/")}
     if goal.mode == Mode.UP:
         # "Kind/namespace/name" → (its pods kept on an old revision, why): OnDelete, a partition
-        desired, outdated = hold_on_delete(desired, observed)
+        desired, outdated = hold_on_delete(desired, observed, state)
         desired, jobs, wake_at = decide_jobs(desired, observed, state, clock, write=write)
         if cron_wake is not None:
             wake_at = cron_wake if wake_at is None else min(wake_at, cron_wake)
@@ -300,11 +300,14 @@ def claim_retention(goal: Goal, desired: DesiredState, observed: ObservedHost, l
     return out
 
 
-def hold_on_delete(desired: DesiredState, observed: ObservedHost
+def hold_on_delete(desired: DesiredState, observed: ObservedHost, state: StateStore
                    ) -> tuple[DesiredState, dict[str, tuple[tuple[str, ...], str]]]:
     """`desired` with the pods of each DaemonSet with updateStrategy OnDelete kept on the
-    revision they run (reconciler.statefulsets.held_old), and those pods by "DaemonSet/<ref>"."""
+    revision they run (reconciler.statefulsets.held_old), and those pods by "DaemonSet/<ref>".
+    A kept pod runs on as its revision (rebuilt from the store's revisions, so its containers
+    restart as its restartPolicy says); held as it is if that revision is no longer kept."""
     from reconciler.diff import deployment_pods
+    from reconciler.revisions import rebuild
 
     sets = {ref: o for ref, o in desired.deployments.items()
             if isinstance(o.obj, DaemonSet) and o.obj.spec.update_strategy.type == "OnDelete"}
@@ -314,12 +317,22 @@ def hold_on_delete(desired: DesiredState, observed: ObservedHost
     pods = dict(desired.pods)
     outdated = {}
     for ref, mine in deployment_pods(desired).items():
-        if ref in sets:
-            kept, held = held_old(mine, by_ref)
-            pods.update({p.ref: p for p in kept})
-            if held:
-                outdated[f"DaemonSet/{ref}"] = (tuple(held), "updateStrategy OnDelete: delete it (podplay rm) "
-                                                "to update it")
+        if ref not in sets:
+            continue
+        kept, held = held_old(mine, by_ref)
+        for p in kept:
+            if p.hold:
+                rev = next((r for r in state.rollouts.revisions(ref) if r.template_hash == p.spec_hash), None)
+                try:
+                    old = rebuild(sets[ref], rev).get(p.ref) if rev is not None else None
+                except PodplayError:
+                    old = None
+                if old is not None and old.uid == p.uid:
+                    p = old
+            pods[p.ref] = p
+        if held:
+            outdated[f"DaemonSet/{ref}"] = (tuple(held), "updateStrategy OnDelete: delete it (podplay rm) "
+                                            "to update it")
     return replace(desired, pods=pods), outdated
 
 

@@ -131,3 +131,16 @@ def test_on_delete_pod_that_lost_its_infra_comes_back_from_the_new_template(engi
     engine.host.save()
     assert created(engine.up()) == ["agent-0"]
     assert images(engine) == {"agent-0": "busybox:1.37"}
+
+
+def test_on_delete_old_pod_runs_on_as_its_revision_and_restarts_its_containers(engine):
+    engine.write("ds.yaml", DAEMON_SET.format(image="busybox:1.36"))
+    engine.up()
+    engine.write("ds.yaml", DAEMON_SET.format(image="busybox:1.37"))
+    engine.up()
+    [app] = [c for c in engine.drivers.runtime.list_containers() if c.role == "app"]
+    engine.host.exit_container(app.id, 1)
+    r = engine.up()
+    assert [(str(c.action), c.key.name) for c in r.plan.changes if str(c.action) != "noop"] == [("start", "agent-0")]
+    assert images(engine) == {"agent-0": "busybox:1.36"}, "restarted as the revision it runs"
+    assert any("old revision (agent-0)" in n for n in r.notes)
