@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from reconciler.apply import ApplyResult, Failpoints, Reporter, apply_plan, recover
-from reconciler.desired import DesiredState, Loaded, build_desired, cron_run, run_pods
+from reconciler.desired import DesiredPod, DesiredState, Loaded, build_desired, cron_run, run_pods
 from reconciler.diff import Action, Change, LastApplied, Reason, Scope, compute_diff, compute_down, instances_by_ref
 from reconciler.drivers.base import Drivers
 from reconciler.errors import Diagnostic, ManifestError, PodplayError, Severity
@@ -198,7 +198,8 @@ def decide(goal: Goal, observed: ObservedHost, state: StateStore, now: float | N
         if cron_wake is not None:
             wake_at = cron_wake if wake_at is None else min(wake_at, cron_wake)
         if desired.statefulsets:
-            desired, waiting, sts_outdated = decide_statefulsets(desired, observed, state, clock)
+            desired, waiting, sts_outdated = decide_statefulsets(desired, observed, state, clock, goal.objects,
+                                                                 write=write)
             outdated.update(sts_outdated)
         notes += [outdated_note(key.split("/", 1)[0].lower(), key.split("/", 1)[1], names, why)
                   for key, (names, why) in sorted(outdated.items())]
@@ -211,6 +212,8 @@ def decide(goal: Goal, observed: ObservedHost, state: StateStore, now: float | N
             for o in goal.objects:
                 if isinstance(o.obj, REPLICATED):
                     state.workloads.forget(f"Set/{o.obj.kind}/{o.obj.metadata.namespace}/{o.obj.metadata.name}")
+                if isinstance(o.obj, StatefulSet):
+                    state.workloads.forget(f"Templates/StatefulSet/{o.obj.metadata.namespace}/{o.obj.metadata.name}")
     if only:
         only = only | {p.ref for p in desired.pods.values() if p.owner.kind == "Job"
                        and f"{p.owner.namespace}/{p.owner.name}" in desired.jobs}
@@ -297,6 +300,7 @@ def claim_retention(goal: Goal, desired: DesiredState, observed: ObservedHost, l
             pods_left = any(o.owner == f"StatefulSet/{owner.ref}" for o in observed.pods.values())
             if not pods_left and not claims_to_delete(owner, candidates, lambda _: True):
                 state.workloads.forget(key)
+                state.workloads.forget(f"Templates/StatefulSet/{owner.ref}")
     return out
 
 
@@ -336,11 +340,48 @@ def hold_on_delete(desired: DesiredState, observed: ObservedHost, state: StateSt
     return replace(desired, pods=pods), outdated
 
 
-def decide_statefulsets(desired: DesiredState, observed: ObservedHost, state: StateStore, now: float
+SET_TEMPLATES_KEPT = 10  # a StatefulSet's earlier templates the store keeps, to run its old pods as they are
+
+
+def set_template(loaded: Loaded, objects: Sequence[Loaded]) -> dict:
+    """A StatefulSet's pod template as the store keeps it: the template and the ConfigMaps and
+    Secrets it reads, enough to build its pods again exactly (and their digest, its identity)."""
+    from reconciler.model import codec
+    from reconciler.model.kube import ConfigMap, Secret
+    from reconciler.revisions import consumed
+
+    sts = loaded.obj
+    wanted = consumed(sts.spec.template)
+    found = sorted(({"kind": o.obj.kind, "data": codec.to_data(o.obj)} for o in objects
+                    if isinstance(o.obj, ConfigMap | Secret) and o.obj.metadata.namespace == sts.metadata.namespace
+                    and (o.obj.kind, o.obj.metadata.name) in wanted),
+                   key=lambda x: (x["kind"], x["data"]["metadata"]["name"]))
+    entry = {"template": codec.to_data(sts.spec.template), "objects": found}
+    return {**entry, "digest": codec.digest(entry)}
+
+
+def set_pods(loaded: Loaded, entry: dict) -> dict[str, DesiredPod]:
+    """The StatefulSet's pods (at its current replica count) as template `entry` builds them."""
+    from reconciler.model import codec
+    from reconciler.model.kube import ConfigMap, PodTemplateSpec, Secret
+
+    sts = loaded.obj
+    obj = replace(sts, spec=replace(sts.spec, template=codec.from_data(PodTemplateSpec, entry["template"])))
+    objs = [replace(loaded, obj=obj)] + [Loaded(codec.from_data(ConfigMap if x["kind"] == "ConfigMap" else Secret,
+                                                                x["data"]), loaded.file) for x in entry["objects"]]
+    return build_desired(objs).pods
+
+
+def decide_statefulsets(desired: DesiredState, observed: ObservedHost, state: StateStore, now: float,
+                        objects: Sequence[Loaded] = (), *, write: bool = False
                         ) -> tuple[DesiredState, tuple[str, ...], dict[str, tuple[tuple[str, ...], str]]]:
     """`desired` with each StatefulSet's pods in order (reconciler.statefulsets), what each
     set still waits for, and its pods OnDelete or the partition keep on an old revision.
-    Readiness is the probes' view of the host as it is."""
+    Readiness is the probes' view of the host as it is. The store keeps each set's recent
+    templates (`Templates/StatefulSet/<ref>`) and which one every pod ran last (its current
+    revision): a pod kept on an old revision runs on as that template (its containers restart
+    as its restartPolicy says), and one below the partition that is deleted comes back as the
+    current revision."""
     view = health_view(state, desired, observed, now)
     by_ref = instances_by_ref(observed)
     pods = dict(desired.pods)
@@ -355,11 +396,42 @@ def decide_statefulsets(desired: DesiredState, observed: ObservedHost, state: St
             if o.owner == owner and o.key == f"{ref}-{suffix}" and suffix.isdigit() \
                     and int(suffix) >= loaded.obj.spec.replicas:
                 extras.append((int(suffix), o))
+        memory = state.workloads.get(f"Templates/StatefulSet/{ref}") or {"templates": [], "current": ""}
+        entry = set_template(loaded, objects) if objects else None
+        known = [t for t in memory["templates"] if entry is None or t["digest"] != entry["digest"]]
+        built: dict[str, dict[str, DesiredPod]] = {}
+
+        def pods_of(t: dict, loaded: Loaded = loaded, built: dict = built) -> dict[str, DesiredPod]:
+            if t["digest"] not in built:
+                try:
+                    built[t["digest"]] = set_pods(loaded, t)
+                except PodplayError:
+                    built[t["digest"]] = {}
+            return built[t["digest"]]
+
+        def old(d: DesiredPod, o, known: list = known, pods_of=pods_of) -> DesiredPod | None:
+            for t in reversed(known):
+                p = pods_of(t).get(d.ref)
+                if p is not None and p.uid == o.uid:
+                    return p
+            return None
+
+        current = next((t for t in known if t["digest"] == memory["current"]), None)
         decision = order_set(loaded.obj.spec, mine, by_ref, extras,
-                             lambda o: (h := view.get(o.uid)) is not None and h.ready and o.complete)
+                             lambda o: (h := view.get(o.uid)) is not None and h.ready and o.complete,
+                             old, pods_of(current) if current is not None else None)
         for p in mine:
             pods.pop(p.ref, None)
         pods.update({p.ref: p for p in decision.pods})
+        if write and entry is not None:
+            updated = all(any(o.uid == p.uid for o in by_ref.get(p.ref, ())) for p in mine) and not extras
+            # The current template goes last; the current revision is never dropped for room.
+            kept = [t for t in known if t["digest"] == memory["current"]] + \
+                [t for t in known if t["digest"] != memory["current"]][-(SET_TEMPLATES_KEPT - 2):]
+            kept = sorted(kept, key=known.index) + [entry]
+            new = {"templates": kept, "current": entry["digest"] if updated else memory["current"]}
+            if new != memory:
+                state.workloads.put(f"Templates/StatefulSet/{ref}", new)
         if decision.pending:
             waiting.append(f"statefulset {ref}: {decision.pending}")
         if decision.outdated:

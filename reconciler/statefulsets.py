@@ -71,9 +71,16 @@ def hold_instance(d: DesiredPod, o: ObservedPod) -> DesiredPod:
 
 
 def order_set(spec, pods: Sequence[DesiredPod], instances: Mapping[str, list[ObservedPod]],
-              extras: Sequence[tuple[int, ObservedPod]], ready: Callable[[ObservedPod], bool]) -> SetDecision:
+              extras: Sequence[tuple[int, ObservedPod]], ready: Callable[[ObservedPod], bool],
+              old: Callable[[DesiredPod, ObservedPod], DesiredPod | None] = lambda d, o: None,
+              previous: Mapping[str, DesiredPod] | None = None) -> SetDecision:
     """`spec` is the StatefulSetSpec; `pods` its desired pods in ordinal order; `instances` the
-    host's instances by pod ref; `extras` (ordinal, instance) of its pods beyond the replica count."""
+    host's instances by pod ref; `extras` (ordinal, instance) of its pods beyond the replica count.
+    `old(d, o)` is pod `d` as the earlier template instance `o` runs (None if that template is
+    not known: the instance is then held as it is); `previous` the set's pods on its current
+    revision (the one every pod ran last), by ref: a pod below the partition that is deleted
+    comes back as that, as Kubernetes restores it."""
+    previous = previous or {}
     ordered = spec.pod_management_policy != "Parallel"
     strategy = spec.update_strategy
     on_delete = strategy.type == "OnDelete"
@@ -87,19 +94,26 @@ def order_set(spec, pods: Sequence[DesiredPod], instances: Mapping[str, list[Obs
     for d in pods:
         found = sorted(instances.get(d.ref, []), key=lambda o: o.uid)
         current = next((o for o in found if o.uid == d.uid), None)
+        below = not on_delete and (d.ordinal or 0) < partition
+        restored = previous.get(d.ref) if below and previous.get(d.ref, d).uid != d.uid else None
         if not found:
             unready.add(d.ref)
             if ordered and not all_ready:
                 pending = pending or f"{d.name} waits for the pods before it to be ready"
                 all_ready = False
                 continue
-            keep.append(d)  # created now
+            keep.append(restored or d)  # created now
+            if restored is not None:
+                outdated.append(d.name)
             all_ready = False
             continue
         if current is not None:
             keep.append(d)
-        elif (on_delete or (d.ordinal or 0) < partition) and all(whole(o) for o in found):
-            keep.append(hold_instance(d, found[0]))  # stays on its revision until it is deleted
+        elif (on_delete or below) and all(whole(o) for o in found):
+            keep.append(old(d, found[0]) or hold_instance(d, found[0]))  # stays on its revision
+            outdated.append(d.name)
+        elif restored is not None:  # below the partition and gone: back on the set's current revision
+            keep.append(restored)
             outdated.append(d.name)
         else:
             stale.append((d, found[0]))
@@ -118,7 +132,7 @@ def order_set(spec, pods: Sequence[DesiredPod], instances: Mapping[str, list[Obs
             down.add(d.ref)
             turns += 1
         keep += [d for d, _ in stale[:turns]]
-        keep += [hold_instance(d, o) for d, o in stale[turns:]]
+        keep += [old(d, o) or hold_instance(d, o) if whole(o) else hold_instance(d, o) for d, o in stale[turns:]]
         pending = pending or f"{len(stale)} pod(s) to update, from the highest ordinal down"
     # Scaled away: the highest goes first, once the rest are ready; the others wait, held.
     if extras:

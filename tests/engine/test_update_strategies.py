@@ -144,3 +144,40 @@ def test_on_delete_old_pod_runs_on_as_its_revision_and_restarts_its_containers(e
     assert [(str(c.action), c.key.name) for c in r.plan.changes if str(c.action) != "noop"] == [("start", "agent-0")]
     assert images(engine) == {"agent-0": "busybox:1.36"}, "restarted as the revision it runs"
     assert any("old revision (agent-0)" in n for n in r.notes)
+
+
+def test_a_deleted_pod_below_the_partition_comes_back_on_the_old_revision(engine):
+    strategy = "{rollingUpdate: {partition: 2}}"
+    engine.write("db.yaml", STS.format(n=3, strategy=strategy, image="busybox:1.36"))
+    engine.up()
+    engine.write("db.yaml", STS.format(n=3, strategy=strategy, image="busybox:1.37"))
+    engine.up()
+    assert images(engine) == {"db-0": "busybox:1.36", "db-1": "busybox:1.36", "db-2": "busybox:1.37"}
+    rm(engine, "db-0")
+    assert created(engine.up()) == ["db-0"]
+    assert images(engine)["db-0"] == "busybox:1.36", "restored to the set's current revision, as Kubernetes does"
+    assert engine.up().plan.empty
+    # Once every pod runs the new template, that is the current revision.
+    engine.write("db.yaml", STS.format(n=3, strategy="{rollingUpdate: {partition: 0}}", image="busybox:1.37"))
+    for _ in range(3):
+        engine.up()
+    assert set(images(engine).values()) == {"busybox:1.37"}
+    engine.write("db.yaml", STS.format(n=3, strategy=strategy, image="busybox:1.38"))
+    engine.up()
+    rm(engine, "db-1")
+    engine.up()
+    assert images(engine) == {"db-0": "busybox:1.37", "db-1": "busybox:1.37", "db-2": "busybox:1.38"}
+
+
+def test_stateful_set_pods_kept_on_an_old_revision_restart_their_containers(engine):
+    for strategy in ("{type: OnDelete}", "{rollingUpdate: {partition: 1}}"):
+        engine.write("db.yaml", STS.format(n=1, strategy=strategy, image="busybox:1.36"))
+        engine.up()
+        engine.write("db.yaml", STS.format(n=1, strategy=strategy, image="busybox:1.37"))
+        assert engine.up().plan.empty
+        [app] = [c for c in engine.drivers.runtime.list_containers() if c.role == "app" and c.state == "running"]
+        engine.host.exit_container(app.id, 1)
+        r = engine.up()
+        assert [(str(c.action), c.key.name) for c in r.plan.changes if str(c.action) != "noop"] == [("start", "db-0")]
+        assert images(engine) == {"db-0": "busybox:1.36"}, strategy
+        engine.down()

@@ -241,6 +241,9 @@ def test_stateful_set_partition_updates_only_the_ordinals_above_it_highest_first
     assert started[2] < started[1], f"web-2 is updated before web-1: {started}"
     assert "1 pod on an old revision (web-0), below the partition 1" in res.stdout, res.stdout
     assert "No changes" in stack.run("up", str(m)).stdout, "a partitioned update is settled"
+    stack.run("rm", "-f", "web-0")
+    stack.run("up", "--wait", "--timeout", "120", str(m))
+    assert in_pod(stack, "web-0", "sh", "-c", "echo $VERSION").strip() == "1", "restored on the old revision"
 
     stack.write("web.yaml", PARTITIONED.format(partition=0, version="2"))
     stack.run("up", "--wait", "--timeout", "120", str(m))
