@@ -244,12 +244,13 @@ class Converger:
 
     def run(self, goal: Goal, first: PassResult, *, wait: bool = False, timeout: float | None = None,
             progress: Callable[[str], None] = lambda line: None,
-            sleep: Callable[[float], None] = time.sleep) -> Settled:
+            sleep: Callable[[float], None] | None = None) -> Settled:
         """After `first` (an `up` tick), tick until every Deployment it started to update has
         rolled out — or failed its progressDeadlineSeconds and rolled back — and, with `wait`,
         until every pod runs and every container with a readiness probe is ready (at most
         `timeout` seconds). Probes run at every tick; a failed liveness probe restarts its
-        container through the plan."""
+        container through the plan. Between ticks it rests on the running containers' exits
+        (`sleep`, if given, replaces that rest: the engine tests' clock)."""
         out = Settled(first)
         follow = updating_deployments(first)
         # A StatefulSet's ordered start, stop and update go on pod by pod, like a rollout.
@@ -286,10 +287,30 @@ class Converger:
                 problems += pending
                 out.problems, out.timed_out = problems, True
                 return out
-            sleep(self._pause(r))
+            self._rest(r, sleep)
 
     def _expired(self, wait: bool, timeout: float | None, started: float) -> bool:
         return wait and timeout is not None and self.clock() - started >= timeout
+
+    def _rest(self, r: PassResult, sleep: Callable[[float], None] | None) -> None:
+        """Until the next tick is due (_pause), or until a container of the goal exits: a Job's
+        pod that finished is seen at once (its next pod starts, or the Job completes), not at
+        the next timed look."""
+        pause = self._pause(r)
+        if sleep is not None or self.current is None or r.view is None:
+            (sleep or time.sleep)(pause)
+            return
+        uids = {p.uid for p in r.view.desired.pods.values()}
+        running = [c.id for o in r.view.observed.pods.values() if o.uid in uids
+                   for c in [*o.init_containers.values(), *o.containers.values()]
+                   if c.state == ContainerState.RUNNING]
+        if not running:
+            time.sleep(pause)
+            return
+        try:
+            self.current.runtime.wait_exits(running, pause)
+        except PodplayError:
+            time.sleep(pause)  # a container removed meanwhile: the next look sees what changed
 
     def _pause(self, r: PassResult) -> float:
         """Until the probes or a retry want the next tick: at least 50 ms, at most 0.5 s."""
@@ -453,5 +474,5 @@ def settle(first: PassResult, paths: Sequence[str], drivers: Drivers, state: Sta
     goal = make_goal(paths, first.manifests, host_paths, only=only)
     conv = Converger(drivers, state, host_paths, clock=clock or time.time, report=report, on_plan=on_plan,
                      lock_timeout=lock_timeout)
-    return conv.run(goal, first, wait=wait, timeout=timeout, progress=progress, sleep=sleep or time.sleep)
+    return conv.run(goal, first, wait=wait, timeout=timeout, progress=progress, sleep=sleep)
 

@@ -19,6 +19,7 @@ from reconciler.model import codec
 from reconciler.model.kube import (
     ConfigMap,
     Container,
+    EnvVar,
     ObjectKey,
     ObjectMeta,
     PersistentVolumeClaim,
@@ -31,7 +32,16 @@ from reconciler.model.names import DEFAULT_NETWORK  # noqa: E402,F401
 from reconciler.model.quantity import NODE_RESOURCE_MARK, to_bytes
 from reconciler.model.service import Service, ServiceSpec
 from reconciler.model.source import ANN_NETWORK, ANN_PORT_PER_REPLICA, ANNOTATION_PREFIX, Loaded
-from reconciler.model.workloads import REPLICATED, ROLLED_OUT, CronJob, Job, StatefulSet, with_claims
+from reconciler.model.workloads import (
+    INDEX_ANNOTATION,
+    REPLICATED,
+    ROLLED_OUT,
+    CronJob,
+    Job,
+    StatefulSet,
+    job_pod_names,
+    with_claims,
+)
 
 # Values that a container only learns once its pod runs; the runtime fills them in.
 DEFERRED_FIELDS = ("status.podIP", "status.podIPs", "status.hostIP", "status.hostIPs")
@@ -618,10 +628,32 @@ def _job_pods(item: Loaded, refs: _Refs, where: str = "spec.template.spec") -> t
     o: Job = item.obj
     tmpl = o.spec.template
     annotations = {**o.metadata.annotations, **tmpl.metadata.annotations}
-    return tuple(_build_pod(item, key_of(o), ObjectMeta(f"{o.metadata.name}-{i}", o.metadata.namespace,
-                                                        {**tmpl.metadata.labels}, annotations),
-                            tmpl.spec, refs, where, i)
-                 for i in range(o.spec.pod_limit))
+    if not o.spec.indexed:
+        return tuple(_build_pod(item, key_of(o), ObjectMeta(name, o.metadata.namespace, {**tmpl.metadata.labels},
+                                                            annotations), tmpl.spec, refs, where, i)
+                     for name, i in job_pod_names(o.metadata.name, o.spec))
+    # Indexed: each pod knows its index as Kubernetes gives it — the annotation and label (for the
+    # downward API), JOB_COMPLETION_INDEX in every container, and the hostname <job>-<index>.
+    out = []
+    for name, i in job_pod_names(o.metadata.name, o.spec):
+        meta = ObjectMeta(name, o.metadata.namespace, {**tmpl.metadata.labels, INDEX_ANNOTATION: str(i)},
+                          {**annotations, INDEX_ANNOTATION: str(i)})
+        out.append(_build_pod(item, key_of(o), meta, indexed_spec(tmpl.spec, f"{o.metadata.name}-{i}", i), refs,
+                              where, i))
+    return tuple(out)
+
+
+def indexed_spec(spec: PodSpec, hostname: str, index: int) -> PodSpec:
+    """An Indexed Job's pod spec for one index: JOB_COMPLETION_INDEX in each container (unless it
+    sets its own) and the hostname `<job>-<index>` (unless the template names one)."""
+    def with_index(c: Container) -> Container:
+        if any(e.name == "JOB_COMPLETION_INDEX" for e in c.env):
+            return c
+        return replace(c, env=(*c.env, EnvVar("JOB_COMPLETION_INDEX", str(index))))
+
+    return replace(spec, hostname=spec.hostname or hostname[:63],
+                   containers=tuple(with_index(c) for c in spec.containers),
+                   init_containers=tuple(with_index(c) for c in spec.init_containers))
 
 
 def cron_run(cron: Loaded, name: str) -> Loaded:

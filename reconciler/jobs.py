@@ -18,11 +18,23 @@ Each look decides afresh (level-triggered, like every rule of the converger):
 * a finished Job's pods are held — never restarted, replaced or re-created — until
   ``ttlSecondsAfterFinished`` removes them; the record of the run keeps the Job finished, so
   the next pass does not run it again unless its template changes.
+
+``completionMode: Indexed``: each index 0…completions-1 must succeed once. An index has at most
+one pod at a time, ``<job>-<index>-<attempt>``, the lowest pending indexes first; a failed index
+is retried (after the back-off) until its ``backoffLimitPerIndex`` is spent, and then it has
+failed for good; more than ``maxFailedIndexes`` of those fail the Job at once, else the Job
+fails (FailedIndexes) once every index has succeeded or failed.
+
+``podFailurePolicy``: a failed pod's exit codes are matched against the rules in order; the
+first that matches decides — FailJob ends the Job at once (reason PodFailurePolicy), FailIndex
+fails the pod's index, Ignore does not count the failure (nor delay the next pod), Count counts
+it as usual. ``onPodConditions`` never matches: no pod is disrupted on one host.
 """
 
 from __future__ import annotations
 
 import enum
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -54,24 +66,29 @@ class JobRecord:
     started: float = 0.0
     finished: float = 0.0
     outcome: str = ""  # "" while it runs, else a JobPhase (Complete or Failed)
-    reason: str = ""  # BackoffLimitExceeded | DeadlineExceeded
+    reason: str = ""  # BackoffLimitExceeded | DeadlineExceeded | PodFailurePolicy | FailedIndexes | …
     succeeded: tuple[str, ...] = ()  # pod names seen succeeded
     failed: tuple[str, ...] = ()  # pod names seen failed (restartPolicy Never)
     restarts: dict[str, int] = field(default_factory=dict)  # pod name → container restarts seen (OnFailure)
     last_failure: float = 0.0
     cleaned: bool = False  # ttlSecondsAfterFinished removed its pods
+    ignored: tuple[str, ...] = ()  # failed pods whose failure the podFailurePolicy ignores
+    failed_indexes: tuple[int, ...] = ()  # Indexed: the indexes that failed for good
+    message: str = ""  # why it finished as it did
 
     def to_json(self) -> dict:
         return {"template": self.template, "started": self.started, "finished": self.finished,
                 "outcome": self.outcome, "reason": self.reason, "succeeded": list(self.succeeded),
                 "failed": list(self.failed), "restarts": dict(self.restarts), "last_failure": self.last_failure,
-                "cleaned": self.cleaned}
+                "cleaned": self.cleaned, "ignored": list(self.ignored), "failed_indexes": list(self.failed_indexes),
+                "message": self.message}
 
     @classmethod
     def from_json(cls, d: dict) -> JobRecord:
         return cls(d.get("template", ""), d.get("started", 0.0), d.get("finished", 0.0), d.get("outcome", ""),
                    d.get("reason", ""), tuple(d.get("succeeded", ())), tuple(d.get("failed", ())),
-                   dict(d.get("restarts", {})), d.get("last_failure", 0.0), d.get("cleaned", False))
+                   dict(d.get("restarts", {})), d.get("last_failure", 0.0), d.get("cleaned", False),
+                   tuple(d.get("ignored", ())), tuple(d.get("failed_indexes", ())), d.get("message", ""))
 
 
 @dataclass(frozen=True)
@@ -90,6 +107,8 @@ class JobStatus:
     message: str = ""
     started: float = 0.0
     finished: float = 0.0
+    completed_indexes: str = ""  # Indexed: "0-2,4", as Kubernetes writes status.completedIndexes
+    failed_indexes: str = ""
 
     @property
     def finished_ok(self) -> bool:
@@ -99,7 +118,8 @@ class JobStatus:
         return {"job": self.ref, "source": self.source, "phase": str(self.phase), "completions": self.completions,
                 "parallelism": self.parallelism, "active": self.active, "succeeded": self.succeeded,
                 "failed": self.failed, "reason": self.reason, "message": self.message,
-                "started": self.started, "finished": self.finished}
+                "started": self.started, "finished": self.finished,
+                "completed_indexes": self.completed_indexes, "failed_indexes": self.failed_indexes}
 
 
 @dataclass(frozen=True)
@@ -114,6 +134,22 @@ def failure_backoff(failures: int) -> float:
     if failures <= 0:
         return 0.0
     return min(BACKOFF_BASE * 2 ** min(failures - 1, 16), BACKOFF_MAX)
+
+
+def index_ranges(indexes: Iterable[int]) -> str:
+    """Indexes as Kubernetes writes them in a Job's status: "0-2,4,7-8"."""
+    out: list[str] = []
+    run: list[int] = []
+    for i in sorted(set(indexes)):
+        if run and i == run[-1] + 1:
+            run.append(i)
+            continue
+        if run:
+            out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+        run = [i]
+    if run:
+        out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+    return ",".join(out)
 
 
 def pod_phase(d: DesiredPod, o: ObservedPod) -> tuple[PodPhase, float, int]:
@@ -135,15 +171,51 @@ def pod_phase(d: DesiredPod, o: ObservedPod) -> tuple[PodPhase, float, int]:
     return (PodPhase.FAILED if never else PodPhase.ACTIVE), done_at, restarts + (0 if never else 1)
 
 
+class FailureAction(enum.StrEnum):
+    """What a podFailurePolicy rule does with a failed pod."""
+
+    FAIL_JOB = "FailJob"
+    FAIL_INDEX = "FailIndex"
+    IGNORE = "Ignore"
+    COUNT = "Count"
+
+
+def failure_rule(policy, d: DesiredPod, o: ObservedPod) -> tuple[FailureAction, str]:
+    """The action of the first rule of `policy` (a PodFailurePolicy, or None) that the failed pod
+    matches, and what matched; Count and "" when none does. A rule matches when a container (init
+    containers first, then the others, in the template's order) exited with a code other than 0
+    that is In (or NotIn) its values; onPodConditions rules never match here."""
+    if policy is None:
+        return FailureAction.COUNT, ""
+    exited = []
+    for c in d.init_containers + d.containers:
+        oc = o.init_containers.get(c.name) if c.init else o.containers.get(c.name)
+        if oc is not None and oc.state == ContainerState.EXITED and oc.exit_code not in (0, None):
+            exited.append((c.name, oc.exit_code))
+    for i, rule in enumerate(policy.rules):
+        codes = rule.on_exit_codes
+        if codes is None:
+            continue
+        for name, code in exited:
+            if codes.container_name not in (None, name):
+                continue
+            if (code in codes.values) == (codes.operator == "In"):
+                return FailureAction(rule.action), (f"container {name} of pod {d.name} exited with code {code}, "
+                                                    f"matching the {rule.action} rule at index {i}")
+    return FailureAction.COUNT, ""
+
+
 def decide_job(ref: str, spec, candidates: Sequence[DesiredPod], instances: Iterable[ObservedPod],
                record: JobRecord | None, now: float) -> JobDecision:
-    """`spec` is the Job's JobSpec; `candidates` the pods its run may create, in index order;
-    `instances` what the host runs under those pod names (any template)."""
+    """`spec` is the Job's JobSpec; `candidates` the pods its run may create, in index order
+    (Indexed: each pod's ordinal is its completion index); `instances` what the host runs under
+    those pod names (any template)."""
     template = candidates[0].spec_hash if candidates else ""
     source = candidates[0].source if candidates else ""
     if record is None or record.template != template:
         record = JobRecord(template)
     by_name = {d.name: d for d in candidates}
+    index_of = {d.name: d.ordinal or 0 for d in candidates}
     current: dict[str, ObservedPod] = {}
     for o in instances:
         d = by_name.get(o.name)
@@ -151,9 +223,11 @@ def decide_job(ref: str, spec, candidates: Sequence[DesiredPod], instances: Iter
             current[d.name] = o
 
     succeeded, failed = set(record.succeeded), set(record.failed)
+    ignored, failed_indexes = set(record.ignored), set(record.failed_indexes)
     restarts = dict(record.restarts)
     active: list[DesiredPod] = []
     last_failure = record.last_failure
+    fail_job = ""  # what a FailJob rule matched
     for name, o in current.items():
         if name in succeeded or name in failed:
             continue
@@ -163,30 +237,46 @@ def decide_job(ref: str, spec, candidates: Sequence[DesiredPod], instances: Iter
             succeeded.add(name)
         elif phase == PodPhase.FAILED:
             failed.add(name)
+            action, why = failure_rule(spec.pod_failure_policy, by_name[name], o)
+            if action == FailureAction.IGNORE:
+                ignored.add(name)
+                continue
             last_failure = max(last_failure, at)
+            if action == FailureAction.FAIL_INDEX:
+                failed_indexes.add(index_of[name])
+            elif action == FailureAction.FAIL_JOB and not fail_job:
+                fail_job = why
         else:
             active.append(by_name[name])
-    failures = len(failed) + sum(restarts.values())
+    counted = failed - ignored
+    failures = len(counted) + sum(restarts.values())
+    done_indexes = {index_of[n] for n in succeeded} if spec.indexed else set()
+    index_failures: Counter[int] = Counter()
+    if spec.indexed:
+        for n in counted:
+            index_failures[index_of[n]] += 1
+        for n, k in restarts.items():
+            if n in index_of:
+                index_failures[index_of[n]] += k
+        if spec.backoff_limit_per_index is not None:
+            failed_indexes |= {i for i, k in index_failures.items() if k > spec.backoff_limit_per_index}
+        failed_indexes -= done_indexes
+    completed = len(done_indexes) if spec.indexed else len(succeeded)
     started = record.started or now  # the run starts at its first look
     record = replace(record, succeeded=tuple(sorted(succeeded)), failed=tuple(sorted(failed)), restarts=restarts,
-                     last_failure=last_failure, started=started)
+                     last_failure=last_failure, started=started, ignored=tuple(sorted(ignored)),
+                     failed_indexes=tuple(sorted(failed_indexes)))
 
-    outcome, reason, message = record.outcome, record.reason, ""
-    if not outcome:
-        if len(succeeded) >= spec.wanted:
-            outcome = JobPhase.COMPLETE
-        elif failures > spec.backoff_limit:
-            outcome, reason = JobPhase.FAILED, "BackoffLimitExceeded"
-            message = f"{failures} failures, more than backoffLimit {spec.backoff_limit}"
-        elif spec.active_deadline_seconds and started and now - started >= spec.active_deadline_seconds:
-            outcome, reason = JobPhase.FAILED, "DeadlineExceeded"
-            message = f"ran longer than activeDeadlineSeconds {spec.active_deadline_seconds}"
+    if not record.outcome:
+        outcome, reason, message = _outcome(spec, completed, failures, done_indexes, failed_indexes, fail_job,
+                                            started, now)
         if outcome:
-            record = replace(record, outcome=str(outcome), reason=reason, finished=now)
+            record = replace(record, outcome=str(outcome), reason=reason, message=message, finished=now)
 
     def status(phase: JobPhase, n_active: int) -> JobStatus:
-        return JobStatus(ref, source, phase, spec.wanted, spec.parallelism, n_active, len(succeeded), failures,
-                         record.reason, message, record.started, record.finished)
+        return JobStatus(ref, source, phase, spec.wanted, spec.parallelism, n_active, completed, failures,
+                         record.reason, record.message, record.started, record.finished,
+                         index_ranges(done_indexes), index_ranges(failed_indexes))
 
     held = tuple(replace(by_name[n], hold=True) for n in sorted(succeeded | failed) if n in current)
     if record.outcome:
@@ -202,21 +292,71 @@ def decide_job(ref: str, spec, candidates: Sequence[DesiredPod], instances: Iter
         return JobDecision(held, record, status(JobPhase.SUSPENDED, 0))
 
     keep = [*held, *active]
-    wake = None
-    want = min(spec.parallelism - len(active), spec.wanted - len(succeeded) - len(active))
-    if want > 0 and failed:
-        ready_at = last_failure + failure_backoff(len(failed))
-        if now < ready_at:
-            want, wake = 0, ready_at
-    if want > 0:
-        used = succeeded | failed | set(current)
-        fresh = [d for d in candidates if d.name not in used][:want]
-        keep += fresh
-        active += fresh
+    used = succeeded | failed | set(current)
+    if spec.indexed:
+        fresh, wake = _next_indexes(spec, candidates, active, used, done_indexes, failed_indexes, index_failures,
+                                    last_failure, now)
+    else:
+        fresh, wake = [], None
+        want = min(spec.parallelism - len(active), spec.wanted - len(succeeded) - len(active))
+        if want > 0 and counted:
+            ready_at = last_failure + failure_backoff(len(counted))
+            if now < ready_at:
+                want, wake = 0, ready_at
+        if want > 0:
+            fresh = [d for d in candidates if d.name not in used][:want]
+    keep += fresh
+    active += fresh
     if spec.active_deadline_seconds and started:
         deadline = started + spec.active_deadline_seconds
         wake = deadline if wake is None else min(wake, deadline)
     return JobDecision(tuple(keep), record, status(JobPhase.RUNNING, len(active)), wake)
+
+
+def _outcome(spec, completed: int, failures: int, done_indexes: set[int], failed_indexes: set[int],
+             fail_job: str, started: float, now: float) -> tuple[JobPhase | None, str, str]:
+    """(phase, reason, message) when the run ends at this look, else (None, "", "")."""
+    limit = spec.failure_limit
+    if fail_job:
+        return JobPhase.FAILED, "PodFailurePolicy", fail_job
+    if spec.max_failed_indexes is not None and len(failed_indexes) > spec.max_failed_indexes:
+        return (JobPhase.FAILED, "MaxFailedIndexesExceeded", f"indexes {index_ranges(failed_indexes)} failed, "
+                f"more than maxFailedIndexes {spec.max_failed_indexes}")
+    if completed >= spec.wanted:
+        return JobPhase.COMPLETE, "", ""
+    if spec.indexed and failed_indexes and len(done_indexes | failed_indexes) >= spec.wanted:
+        return JobPhase.FAILED, "FailedIndexes", f"indexes {index_ranges(failed_indexes)} failed"
+    if limit is not None and failures > limit:
+        return JobPhase.FAILED, "BackoffLimitExceeded", f"{failures} failures, more than backoffLimit {limit}"
+    if spec.active_deadline_seconds and started and now - started >= spec.active_deadline_seconds:
+        return (JobPhase.FAILED, "DeadlineExceeded",
+                f"ran longer than activeDeadlineSeconds {spec.active_deadline_seconds}")
+    return None, "", ""
+
+
+def _next_indexes(spec, candidates: Sequence[DesiredPod], active: Sequence[DesiredPod], used: set[str],
+                  done: set[int], failed: set[int], failures: Counter[int], last_failure: float, now: float
+                  ) -> tuple[list[DesiredPod], float | None]:
+    """An Indexed Job's new pods: the lowest indexes with no pod running, not done and not failed,
+    up to parallelism; an index that failed before waits out the back-off first."""
+    busy = {d.ordinal or 0 for d in active}
+    slots = spec.parallelism - len(active)
+    fresh: list[DesiredPod] = []
+    wake = None
+    for i in range(spec.wanted):
+        if len(fresh) >= slots:
+            break
+        if i in done or i in failed or i in busy:
+            continue
+        if failures[i]:
+            ready_at = last_failure + failure_backoff(failures[i])
+            if now < ready_at:
+                wake = ready_at if wake is None else min(wake, ready_at)
+                continue
+        d = next((c for c in candidates if (c.ordinal or 0) == i and c.name not in used), None)
+        if d is not None:
+            fresh.append(d)
+    return fresh, wake
 
 
 # --- CronJob ---------------------------------------------------------------------------------------

@@ -19,17 +19,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from reconciler.apply import ApplyResult, Failpoints, Reporter, apply_plan, recover
-from reconciler.desired import DesiredState, Loaded, build_desired, cron_run, run_pods
-from reconciler.diff import Action, Change, LastApplied, Scope, compute_diff, compute_down, instances_by_ref
+from reconciler.desired import DesiredPod, DesiredState, Loaded, build_desired, cron_run, run_pods
+from reconciler.diff import Action, Change, LastApplied, Reason, Scope, compute_diff, compute_down, instances_by_ref
 from reconciler.drivers.base import Drivers
-from reconciler.errors import Diagnostic, ManifestError, Severity
+from reconciler.errors import Diagnostic, ManifestError, PodplayError, Severity
 from reconciler.health import health_view
 from reconciler.host import open_drivers  # noqa: F401  (the CLI and tests reach it through here too)
 from reconciler.jobs import CronRecord, JobRecord, JobStatus, decide_cron, decide_job, run_name
 from reconciler.manifests import ManifestSet, load_manifests
-from reconciler.model.kube import Pod
+from reconciler.model.kube import ObjectKey, Pod
 from reconciler.model.names import ANN_NETWORK
-from reconciler.model.workloads import REPLICATED, CronJob, Job
+from reconciler.model.workloads import REPLICATED, CronJob, DaemonSet, Job, StatefulSet
 from reconciler.observe import observe_host
 from reconciler.observed import ObservedHost
 from reconciler.paths import HostPaths
@@ -37,7 +37,7 @@ from reconciler.plan import Plan, make_plan
 from reconciler.probes import PodHealth
 from reconciler.revisions import apply_pins
 from reconciler.state import ApplyLock, StateStore
-from reconciler.statefulsets import order_set
+from reconciler.statefulsets import ClaimOwner, claims_to_delete, held_old, order_set, outdated_note
 
 
 class Mode(enum.StrEnum):
@@ -194,13 +194,19 @@ def decide(goal: Goal, observed: ObservedHost, state: StateStore, now: float | N
         only = only | {p.key for p in observed.pods.values() if p.owner.split("/", 1)[-1] in only_jobs
                        and p.owner.startswith("Job/")}
     if goal.mode == Mode.UP:
-        if write and not goal.only:
-            record_sets(goal.objects, state)
+        # "Kind/namespace/name" → (its pods kept on an old revision, why): OnDelete, a partition
+        desired, outdated = hold_on_delete(desired, observed, state)
         desired, jobs, wake_at = decide_jobs(desired, observed, state, clock, write=write)
         if cron_wake is not None:
             wake_at = cron_wake if wake_at is None else min(wake_at, cron_wake)
         if desired.statefulsets:
-            desired, waiting = decide_statefulsets(desired, observed, state, clock)
+            desired, waiting, sts_outdated = decide_statefulsets(desired, observed, state, clock, goal.objects,
+                                                                 write=write)
+            outdated.update(sts_outdated)
+        notes += [outdated_note(key.split("/", 1)[0].lower(), key.split("/", 1)[1], names, why)
+                  for key, (names, why) in sorted(outdated.items())]
+        if write and not goal.only:
+            record_sets(goal.objects, state, {key: names for key, (names, _) in outdated.items()})
     elif write:
         for ref in desired.jobs:  # a Job taken down runs again when it comes back, as a re-created one does
             state.workloads.forget(f"Job/{ref}")
@@ -208,6 +214,8 @@ def decide(goal: Goal, observed: ObservedHost, state: StateStore, now: float | N
             for o in goal.objects:
                 if isinstance(o.obj, REPLICATED):
                     state.workloads.forget(f"Set/{o.obj.kind}/{o.obj.metadata.namespace}/{o.obj.metadata.name}")
+                if isinstance(o.obj, StatefulSet):
+                    state.workloads.forget(f"Templates/StatefulSet/{o.obj.metadata.namespace}/{o.obj.metadata.name}")
     if only:
         only = only | {p.ref for p in desired.pods.values() if p.owner.kind == "Job"
                        and f"{p.owner.namespace}/{p.owner.name}" in desired.jobs}
@@ -220,28 +228,167 @@ def decide(goal: Goal, observed: ObservedHost, state: StateStore, now: float | N
     else:
         changes = compute_diff(desired, observed, last, goal.scope, force=goal.force, now=now, health=health)
     if not goal.only:
+        changes = list(changes) + claim_retention(goal, desired, observed, last, changes, state, write=write)
         desired, changes = decide_services(goal, desired, observed, health, changes, state, write=write)
     return View(goal, desired, observed, last, health, tuple(changes), now, tuple(notes), jobs, wake_at, waiting)
 
 
-def record_sets(objects: Sequence[Loaded], state: StateStore) -> None:
-    """How many pods each replicated object wants, for `podplay get` (which reads no manifests)."""
+def record_sets(objects: Sequence[Loaded], state: StateStore,
+                outdated: dict[str, tuple[str, ...]] | None = None) -> None:
+    """How many pods each replicated object wants, and which of its pods OnDelete or a partition
+    keeps on an old revision, for `podplay get` (which reads no manifests)."""
+    outdated = outdated or {}
     for o in objects:
         if isinstance(o.obj, REPLICATED):
             ref = f"{o.obj.metadata.namespace}/{o.obj.metadata.name}"
-            rec = {"kind": o.obj.kind, "ref": ref, "desired": o.obj.spec.replicas, "source": o.file}
+            rec = {"kind": o.obj.kind, "ref": ref, "desired": o.obj.spec.replicas, "source": o.file,
+                   "outdated": list(outdated.get(f"{o.obj.kind}/{ref}", ()))}
+            if isinstance(o.obj, StatefulSet):  # what its claims become once it is deleted
+                rec["claims"] = claim_owner(o.obj, None).to_json()
             if state.workloads.get(f"Set/{o.obj.kind}/{ref}") != rec:
                 state.workloads.put(f"Set/{o.obj.kind}/{ref}", rec)
 
 
-def decide_statefulsets(desired: DesiredState, observed: ObservedHost, state: StateStore, now: float
-                        ) -> tuple[DesiredState, tuple[str, ...]]:
-    """`desired` with each StatefulSet's pods in order (reconciler.statefulsets), and what each
-    set still waits for. Readiness is the probes' view of the host as it is."""
+def claim_owner(sts: StatefulSet, replicas: int | None) -> ClaimOwner:
+    policy = sts.spec.persistent_volume_claim_retention_policy
+    return ClaimOwner(f"{sts.metadata.namespace}/{sts.metadata.name}",
+                      tuple(t.metadata.name for t in sts.spec.volume_claim_templates if t.metadata.name),
+                      policy.when_deleted, policy.when_scaled, replicas)
+
+
+def claim_retention(goal: Goal, desired: DesiredState, observed: ObservedHost, last: LastApplied,
+                    changes: Sequence[Change], state: StateStore, *, write: bool) -> list[Change]:
+    """The StatefulSets' claims their persistentVolumeClaimRetentionPolicy removes in this tick:
+    whenScaled Delete, those of the ordinals scaled away; whenDeleted Delete, all of them when the
+    set is taken `down` or its manifest is gone (pruned: the store's record of the set says its
+    policy). A claim goes only after its pod, only if podplay made it and nothing desired uses it.
+    The record of a deleted set is forgotten once nothing of it is left for the policy."""
+    owners: list[ClaimOwner] = []
+    declared = set()
+    for o in goal.objects:
+        if isinstance(o.obj, StatefulSet):
+            owner = claim_owner(o.obj, o.obj.spec.replicas if goal.mode == Mode.UP else None)
+            owners.append(owner)
+            declared.add(owner.ref)
+    gone_sets = []
+    if goal.scope.prune:
+        for key, rec in state.workloads.all("Set/StatefulSet/").items():
+            if rec.get("ref") not in declared and goal.scope.covers(rec.get("source", "")):
+                owners.append(ClaimOwner.from_record(rec["ref"], rec))
+                gone_sets.append(key)
+    if not owners:
+        return []
+    deleted = {c.before for c in changes if c.key.kind == "Pod" and c.action == Action.DELETE}
+    already = {f"{c.key.namespace}/{c.key.name}" for c in changes if c.key.kind == "PersistentVolumeClaim"}
+    by_ref = instances_by_ref(observed)
+    # `down` takes every pod of its manifests away: what they desired is not a use that keeps a claim.
+    in_use = set() if goal.mode == Mode.DOWN else set(desired.claims)
+    candidates = [r for r in observed.claims if r in last.claims and r not in in_use and r not in already]
+
+    def gone(pod_ref: str) -> bool:
+        return all(o.uid in deleted for o in by_ref.get(pod_ref, ()))
+
+    out = []
+    for owner in owners:
+        why = "whenDeleted: Delete" if owner.replicas is None else "whenScaled: Delete"
+        for ref in claims_to_delete(owner, candidates, gone):
+            ns, name = ref.split("/", 1)
+            out.append(Change(ObjectKey("PersistentVolumeClaim", ns, name), Action.DELETE,
+                              Reason.REQUESTED if goal.mode == Mode.DOWN else Reason.ORPHANED,
+                              detail=f"statefulset {owner.ref}: persistentVolumeClaimRetentionPolicy {why}"))
+    if write:
+        for key in gone_sets:
+            owner = ClaimOwner.from_record(key.split("/", 2)[2], state.workloads.get(key) or {})
+            pods_left = any(o.owner == f"StatefulSet/{owner.ref}" for o in observed.pods.values())
+            if not pods_left and not claims_to_delete(owner, candidates, lambda _: True):
+                state.workloads.forget(key)
+                state.workloads.forget(f"Templates/StatefulSet/{owner.ref}")
+    return out
+
+
+def hold_on_delete(desired: DesiredState, observed: ObservedHost, state: StateStore
+                   ) -> tuple[DesiredState, dict[str, tuple[tuple[str, ...], str]]]:
+    """`desired` with the pods of each DaemonSet with updateStrategy OnDelete kept on the
+    revision they run (reconciler.statefulsets.held_old), and those pods by "DaemonSet/<ref>".
+    A kept pod runs on as its revision (rebuilt from the store's revisions, so its containers
+    restart as its restartPolicy says); held as it is if that revision is no longer kept."""
+    from reconciler.diff import deployment_pods
+    from reconciler.revisions import rebuild
+
+    sets = {ref: o for ref, o in desired.deployments.items()
+            if isinstance(o.obj, DaemonSet) and o.obj.spec.update_strategy.type == "OnDelete"}
+    if not sets:
+        return desired, {}
+    by_ref = instances_by_ref(observed)
+    pods = dict(desired.pods)
+    outdated = {}
+    for ref, mine in deployment_pods(desired).items():
+        if ref not in sets:
+            continue
+        kept, held = held_old(mine, by_ref)
+        for p in kept:
+            if p.hold:
+                rev = next((r for r in state.rollouts.revisions(ref) if r.template_hash == p.spec_hash), None)
+                try:
+                    old = rebuild(sets[ref], rev).get(p.ref) if rev is not None else None
+                except PodplayError:
+                    old = None
+                if old is not None and old.uid == p.uid:
+                    p = old
+            pods[p.ref] = p
+        if held:
+            outdated[f"DaemonSet/{ref}"] = (tuple(held), "updateStrategy OnDelete: delete it (podplay rm) "
+                                            "to update it")
+    return replace(desired, pods=pods), outdated
+
+
+SET_TEMPLATES_KEPT = 10  # a StatefulSet's earlier templates the store keeps, to run its old pods as they are
+
+
+def set_template(loaded: Loaded, objects: Sequence[Loaded]) -> dict:
+    """A StatefulSet's pod template as the store keeps it: the template and the ConfigMaps and
+    Secrets it reads, enough to build its pods again exactly (and their digest, its identity)."""
+    from reconciler.model import codec
+    from reconciler.model.kube import ConfigMap, Secret
+    from reconciler.revisions import consumed
+
+    sts = loaded.obj
+    wanted = consumed(sts.spec.template)
+    found = sorted(({"kind": o.obj.kind, "data": codec.to_data(o.obj)} for o in objects
+                    if isinstance(o.obj, ConfigMap | Secret) and o.obj.metadata.namespace == sts.metadata.namespace
+                    and (o.obj.kind, o.obj.metadata.name) in wanted),
+                   key=lambda x: (x["kind"], x["data"]["metadata"]["name"]))
+    entry = {"template": codec.to_data(sts.spec.template), "objects": found}
+    return {**entry, "digest": codec.digest(entry)}
+
+
+def set_pods(loaded: Loaded, entry: dict) -> dict[str, DesiredPod]:
+    """The StatefulSet's pods (at its current replica count) as template `entry` builds them."""
+    from reconciler.model import codec
+    from reconciler.model.kube import ConfigMap, PodTemplateSpec, Secret
+
+    sts = loaded.obj
+    obj = replace(sts, spec=replace(sts.spec, template=codec.from_data(PodTemplateSpec, entry["template"])))
+    objs = [replace(loaded, obj=obj)] + [Loaded(codec.from_data(ConfigMap if x["kind"] == "ConfigMap" else Secret,
+                                                                x["data"]), loaded.file) for x in entry["objects"]]
+    return build_desired(objs).pods
+
+
+def decide_statefulsets(desired: DesiredState, observed: ObservedHost, state: StateStore, now: float,
+                        objects: Sequence[Loaded] = (), *, write: bool = False
+                        ) -> tuple[DesiredState, tuple[str, ...], dict[str, tuple[tuple[str, ...], str]]]:
+    """`desired` with each StatefulSet's pods in order (reconciler.statefulsets), what each
+    set still waits for, and its pods OnDelete or the partition keep on an old revision.
+    Readiness is the probes' view of the host as it is. The store keeps each set's recent
+    templates (`Templates/StatefulSet/<ref>`) and which one every pod ran last (its current
+    revision): a pod kept on an old revision runs on as that template (its containers restart
+    as its restartPolicy says), and one below the partition that is deleted comes back as the
+    current revision."""
     view = health_view(state, desired, observed, now)
     by_ref = instances_by_ref(observed)
     pods = dict(desired.pods)
     waiting = []
+    outdated = {}
     for ref, loaded in sorted(desired.statefulsets.items()):
         owner = f"StatefulSet/{ref}"
         mine = sorted((p for p in desired.pods.values() if str(p.owner) == owner), key=lambda p: p.ordinal or 0)
@@ -251,14 +398,50 @@ def decide_statefulsets(desired: DesiredState, observed: ObservedHost, state: St
             if o.owner == owner and o.key == f"{ref}-{suffix}" and suffix.isdigit() \
                     and int(suffix) >= loaded.obj.spec.replicas:
                 extras.append((int(suffix), o))
+        memory = state.workloads.get(f"Templates/StatefulSet/{ref}") or {"templates": [], "current": ""}
+        entry = set_template(loaded, objects) if objects else None
+        known = [t for t in memory["templates"] if entry is None or t["digest"] != entry["digest"]]
+        built: dict[str, dict[str, DesiredPod]] = {}
+
+        def pods_of(t: dict, loaded: Loaded = loaded, built: dict = built) -> dict[str, DesiredPod]:
+            if t["digest"] not in built:
+                try:
+                    built[t["digest"]] = set_pods(loaded, t)
+                except PodplayError:
+                    built[t["digest"]] = {}
+            return built[t["digest"]]
+
+        def old(d: DesiredPod, o, known: list = known, pods_of=pods_of) -> DesiredPod | None:
+            for t in reversed(known):
+                p = pods_of(t).get(d.ref)
+                if p is not None and p.uid == o.uid:
+                    return p
+            return None
+
+        current = next((t for t in known if t["digest"] == memory["current"]), None)
         decision = order_set(loaded.obj.spec, mine, by_ref, extras,
-                             lambda o: (h := view.get(o.uid)) is not None and h.ready and o.complete)
+                             lambda o: (h := view.get(o.uid)) is not None and h.ready and o.complete,
+                             old, pods_of(current) if current is not None else None)
         for p in mine:
             pods.pop(p.ref, None)
         pods.update({p.ref: p for p in decision.pods})
+        if write and entry is not None:
+            updated = all(any(o.uid == p.uid for o in by_ref.get(p.ref, ())) for p in mine) and not extras
+            # The current template goes last; the current revision is never dropped for room.
+            kept = [t for t in known if t["digest"] == memory["current"]] + \
+                [t for t in known if t["digest"] != memory["current"]][-(SET_TEMPLATES_KEPT - 2):]
+            kept = sorted(kept, key=known.index) + [entry]
+            new = {"templates": kept, "current": entry["digest"] if updated else memory["current"]}
+            if new != memory:
+                state.workloads.put(f"Templates/StatefulSet/{ref}", new)
         if decision.pending:
             waiting.append(f"statefulset {ref}: {decision.pending}")
-    return replace(desired, pods=pods), tuple(waiting)
+        if decision.outdated:
+            us = loaded.obj.spec.update_strategy
+            why = ("updateStrategy OnDelete: delete a pod (podplay rm) to update it" if us.type == "OnDelete" else
+                   f"below the partition {us.rolling_update.partition}")
+            outdated[f"StatefulSet/{ref}"] = (decision.outdated, why)
+    return replace(desired, pods=pods), tuple(waiting), outdated
 
 
 def decide_crons(desired: DesiredState, objects: Sequence[Loaded], state: StateStore, now: float, *, write: bool

@@ -205,6 +205,7 @@ def pod_json(pod: ObservedPod, status: str, keeping: Keeping | None = None) -> d
         "ready": sum(1 for c in apps if keeping.ready(c)), "restarts": sum(c.restart_count for c in apps),
         "ip": _ip(pod) or None, "ports": _ports_json(_ports(pod)),
         "started_at": rfc3339(started(pod)), "source": pod.source, "owner": pod.owner,
+        "owner_kind": owner_parts(pod.owner)[0], "owner_name": owner_parts(pod.owner)[2],
         "containers": [{"name": c.name, "state": str(c.state), "exit_code": c.exit_code,
                         "restarts": c.restart_count, "ready": keeping.ready(c),
                         "restart_at": rfc3339(keeping.restart_at(c) or 0.0)} for c in apps],
@@ -223,17 +224,34 @@ def _display_source(source: str) -> str:
     return rel if not rel.startswith("..") else source
 
 
+def owner_parts(owner: str) -> tuple[str, str, str]:
+    """(kind, namespace, name) of an owner label ("Deployment/default/web"); empty parts if unset."""
+    kind, _, rest = owner.partition("/")
+    namespace, _, name = rest.partition("/")
+    return (kind, namespace, name) if name else ("", "", "")
+
+
+def owner_text(pod: ObservedPod) -> str:
+    """The pod's owner as kubectl names an object, kind/name ("Job/backup"); the namespace is
+    the pod's own (its column when several show)."""
+    kind, namespace, name = owner_parts(pod.owner)
+    if not name:
+        return "-"
+    return f"{kind}/{name}" if namespace == pod.namespace else f"{kind}/{namespace}/{name}"
+
+
 def pods_table(pods: Sequence[ObservedPod], statuses: dict[str, str], now: float, namespace: str | None = None,
                keeping: Keeping | None = None) -> str:
     keeping = keeping or Keeping()
     with_ns = namespace is None and _show_namespace(pods)
-    headers = (["NAMESPACE"] if with_ns else []) + ["NAME", "READY", "STATUS", "RESTARTS", "IP", "AGE", "SOURCE"]
+    headers = (["NAMESPACE"] if with_ns else []) + ["NAME", "READY", "STATUS", "RESTARTS", "IP", "AGE", "OWNER",
+                                                           "SOURCE"]
     lines = []
     for pod in pods:
         apps = pod.containers.values()
         cells = [pod.name, f"{sum(1 for c in apps if keeping.ready(c))}/{len(apps)}", statuses[pod.uid],
                  str(sum(c.restart_count for c in apps)), _ip(pod) or "-", age(started(pod), now),
-                 _display_source(pod.source)]
+                 owner_text(pod), _display_source(pod.source)]
         lines.append(([pod.namespace] if with_ns else []) + cells)
     return render_table(headers, lines)
 

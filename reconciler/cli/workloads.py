@@ -124,6 +124,14 @@ def cmd_get(args, ctx) -> int:
             drivers.close()
         state.close()
     items = [{k: v for k, v in r.items() if k != "key"} for r in rows]
-    return _listing(args, ctx, items, f"No {kind}s.", ("NAME", "DESIRED", "CURRENT", "READY", "SOURCE"),
+    code = _listing(args, ctx, items, f"No {kind}s.", ("NAME", "DESIRED", "CURRENT", "READY", "UP-TO-DATE",
+                                                        "SOURCE"),
                     lambda items: ((r["name"], str(r["desired"]), str(r["current"]), str(r["ready"]),
-                                    os.path.basename(r["source"])) for r in items))
+                                    str(r["up_to_date"]), os.path.basename(r["source"])) for r in items))
+    if args.output != "json":
+        for r in items:
+            if r["outdated"]:
+                n = len(r["outdated"])
+                print(f"{r['name']}: {n} pod{'s' if n != 1 else ''} on an old revision ({', '.join(r['outdated'])}), "
+                      "kept by updateStrategy OnDelete or rollingUpdate.partition", file=ctx.out)
+    return code

@@ -206,6 +206,12 @@ class RuntimeDriver(Protocol):
         """Block until the container exits; its exit code. Raises on timeout."""
         ...
 
+    def wait_exits(self, container_ids: Sequence[str], timeout: float) -> bool:
+        """Block until one of the running containers has exited and its exit code is recorded,
+        at most `timeout` seconds; True if one did (one not running answers at once). The
+        converger rests on it between ticks, so that a Job's pod exit is seen as it happens."""
+        ...
+
     def stop_container(self, container_id: str, timeout: int = 30, signal: str = "") -> None:
         ...
 

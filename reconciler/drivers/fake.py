@@ -327,6 +327,13 @@ class FakeRuntime:
             raise ContainerRuntimeError(f"container {container_id} did not exit within {timeout}s")
         return c.get("exit_code", 0)
 
+    def wait_exits(self, container_ids: Sequence[str], timeout: float) -> bool:
+        # Fake containers exit only when a test says so: nothing to wait for but the time.
+        if any(self.h.containers.get(cid, {}).get("state") != "running" for cid in container_ids):
+            return True
+        time.sleep(max(timeout, 0.0))
+        return False
+
     def stop_container(self, container_id: str, timeout: int = 30, signal: str = "") -> None:
         c = self.h.containers.get(container_id)
         if c is None or c["state"] != "running":

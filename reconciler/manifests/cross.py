@@ -14,7 +14,7 @@ from reconciler.manifests.positions import Path_, Positions
 from reconciler.model import convert
 from reconciler.model.kube import ConfigMap, Pod, PodSpec, Secret
 from reconciler.model.source import ANN_PORT_PER_REPLICA, Loaded
-from reconciler.model.workloads import REPLICATED, CronJob, Job
+from reconciler.model.workloads import REPLICATED, CronJob, Job, job_pod_names
 
 ObjectId = tuple[str, str, str]  # (kind, namespace, name)
 
@@ -81,7 +81,7 @@ def _check_duplicates(entries: list[Entry], out: list[Diagnostic]) -> None:
         elif isinstance(o, REPLICATED):
             names = [f"{o.metadata.name}-{i}" for i in range(min(o.spec.replicas, MAX_REPLICAS))]
         elif isinstance(o, Job):
-            names = [f"{o.metadata.name}-{i}" for i in range(min(o.spec.pod_limit, MAX_REPLICAS))]
+            names = [n for n, _ in job_pod_names(o.metadata.name, o.spec, MAX_REPLICAS)]
         else:
             continue
         for name in names:

@@ -19,12 +19,7 @@ def check_daemon_set(chk: Checker, obj: DaemonSet, host: HostFacts) -> None:
     us = obj.spec.update_strategy
     path = ("spec", "updateStrategy")
     if us.type == "OnDelete":
-        # OnDelete keeps the old pod until someone deletes it: podplay has no object to delete
-        # apart from the pod its manifest describes, so the old template would have to be kept
-        # as a pin. Refused rather than silently rolled out.
-        chk.error(path + ("type",), "OnDelete is not supported by podplay: use RollingUpdate (the default; "
-                  "maxSurge 0 replaces the pod when its template changes)")
-        return
+        return  # the pod keeps its revision until it is deleted; rollingUpdate does not apply
     ru = us.rolling_update
     for fname, value in (("maxSurge", ru.max_surge), ("maxUnavailable", ru.max_unavailable)):
         if not INT_OR_PERCENT.match(str(value)):
@@ -50,16 +45,19 @@ def check_job_spec(chk, spec: JobSpec, host: HostFacts) -> None:
     if spec.active_deadline_seconds is not None and spec.active_deadline_seconds <= 0:
         chk.error(("spec", "activeDeadlineSeconds"), "must be a positive number of seconds")
     if spec.pod_limit > MAX_REPLICAS:
-        chk.error(("spec",), f"completions + backoffLimit + parallelism come to {spec.pod_limit} pods, more than "
-                  f"podplay runs for one Job on one host (at most {MAX_REPLICAS})")
-    if spec.completion_mode == "Indexed":
-        chk.error(("spec", "completionMode"), "Indexed is not supported by podplay: use NonIndexed (the default)")
+        what = ("completions × (backoffLimitPerIndex + 1)" if spec.backoff_limit_per_index is not None else
+                "completions × (backoffLimit + 1)") if spec.indexed else "completions + backoffLimit + parallelism"
+        chk.error(("spec",), f"{what} come to {spec.pod_limit} pods, more than podplay runs for one Job on one "
+                  f"host (at most {MAX_REPLICAS})")
+    _check_indexed(chk, spec)
     check_meta(chk, spec.template.metadata, "pod", ("spec", "template", "metadata"), named=False)
     tspec = spec.template.spec
     tpath = ("spec", "template", "spec")
     if tspec.restart_policy not in ("Never", "OnFailure"):
         chk.error(tpath + ("restartPolicy",), f"a Job's pods must have restartPolicy Never or OnFailure, not "
                   f"{tspec.restart_policy} (a pod that always restarts never completes)")
+    if spec.pod_failure_policy is not None:
+        _check_pod_failure_policy(chk, spec)
     check_pod_spec(chk, tspec, tpath, host)
     if spec.parallelism > 1:
         for i, c in enumerate(tspec.containers):
@@ -68,6 +66,61 @@ def check_job_spec(chk, spec: JobSpec, host: HostFacts) -> None:
                     chk.error(tpath + ("containers", i, "ports", j, "hostPort" if p.host_port else "containerPort"),
                               f"parallelism {spec.parallelism} would run pods that all bind port "
                               f"{p.host_port or p.container_port} on the host; use parallelism 1")
+
+
+def _check_indexed(chk, spec: JobSpec) -> None:
+    if spec.completion_mode not in ("NonIndexed", "Indexed"):
+        chk.error(("spec", "completionMode"), f"{spec.completion_mode!r} must be NonIndexed or Indexed")
+    if spec.indexed and spec.completions is None:
+        chk.error(("spec", "completionMode"), "an Indexed Job needs spec.completions (its indexes are 0 to "
+                  "completions - 1)")
+    if spec.backoff_limit_per_index is not None:
+        if not spec.indexed:
+            chk.error(("spec", "backoffLimitPerIndex"), "only an Indexed Job (completionMode: Indexed) has it")
+        if spec.backoff_limit_per_index < 0:
+            chk.error(("spec", "backoffLimitPerIndex"), "must not be negative")
+    if spec.max_failed_indexes is not None:
+        if spec.backoff_limit_per_index is None:
+            chk.error(("spec", "maxFailedIndexes"), "needs spec.backoffLimitPerIndex (indexes fail one by one "
+                      "only when each has its own limit)")
+        if spec.max_failed_indexes < 0 or spec.max_failed_indexes > spec.wanted:
+            chk.error(("spec", "maxFailedIndexes"), f"must be between 0 and completions ({spec.wanted})")
+
+
+def _check_pod_failure_policy(chk, spec: JobSpec) -> None:
+    path = ("spec", "podFailurePolicy")
+    tspec = spec.template.spec
+    if tspec.restart_policy != "Never":
+        chk.error(("spec", "template", "spec", "restartPolicy"), "a Job with a podFailurePolicy needs restartPolicy "
+                  f"Never, not {tspec.restart_policy} (a failed container restarted in place is no failed pod)")
+    names = {c.name for c in tspec.containers + tspec.init_containers}
+    actions = ("FailJob", "FailIndex", "Ignore", "Count")
+    for i, rule in enumerate(spec.pod_failure_policy.rules):
+        rpath = path + ("rules", i)
+        if rule.action not in actions:
+            chk.error(rpath + ("action",), f"{rule.action!r} must be one of {', '.join(actions)}")
+        if rule.action == "FailIndex" and spec.backoff_limit_per_index is None:
+            chk.error(rpath + ("action",), "FailIndex needs an Indexed Job with spec.backoffLimitPerIndex")
+        if (rule.on_exit_codes is None) == (not rule.on_pod_conditions):
+            chk.error(rpath, "a rule needs exactly one of onExitCodes and onPodConditions")
+        if rule.on_pod_conditions:
+            chk.warn(rpath + ("onPodConditions",), "never matches on podplay: no pod is ever disrupted here (no "
+                     "eviction, preemption or node drain sets DisruptionTarget on one host), and a failed pod's "
+                     "other conditions are not matched; use onExitCodes")
+        codes = rule.on_exit_codes
+        if codes is None:
+            continue
+        cpath = rpath + ("onExitCodes",)
+        if codes.operator not in ("In", "NotIn"):
+            chk.error(cpath + ("operator",), f"{codes.operator!r} must be In or NotIn")
+        if not codes.values:
+            chk.error(cpath + ("values",), "needs at least one exit code")
+        if codes.operator == "In" and 0 in codes.values:
+            chk.error(cpath + ("values",), "0 cannot be used with In: a container that exits 0 did not fail")
+        if len(set(codes.values)) != len(codes.values):
+            chk.error(cpath + ("values",), "lists an exit code twice")
+        if codes.container_name is not None and codes.container_name not in names:
+            chk.error(cpath + ("containerName",), f"no container {codes.container_name!r} in the pod template")
 
 
 class _Under:
@@ -127,13 +180,18 @@ def check_stateful_set(chk: Checker, obj: StatefulSet, host: HostFacts) -> None:
     check_replicated(chk, replace(obj, spec=replace(obj.spec, template=replace(tmpl, spec=with_claims(obj, 0)))),
                      host)
     spec = obj.spec
-    us = spec.update_strategy
-    if us.type == "OnDelete":
-        chk.error(("spec", "updateStrategy", "type"), "OnDelete is not supported by podplay: use RollingUpdate "
-                  "(the default: one pod at a time, from the highest ordinal down)")
-    if us.rolling_update.partition:
-        chk.error(("spec", "updateStrategy", "rollingUpdate", "partition"), "a partition is not supported by "
-                  "podplay: every ordinal is updated (leave it out, or 0)")
+    ru = spec.update_strategy.rolling_update
+    ru_path = ("spec", "updateStrategy", "rollingUpdate")
+    if ru.partition < 0:
+        chk.error(ru_path + ("partition",), "must not be negative")
+    if not INT_OR_PERCENT.match(str(ru.max_unavailable)) or str(ru.max_unavailable) in ("0", "0%"):
+        chk.error(ru_path + ("maxUnavailable",), f"{ru.max_unavailable!r} must be a number or a percentage like "
+                  "25%, and more than 0")
+    policy = spec.persistent_volume_claim_retention_policy
+    for fname, value in (("whenDeleted", policy.when_deleted), ("whenScaled", policy.when_scaled)):
+        if value not in ("Retain", "Delete"):
+            chk.error(("spec", "persistentVolumeClaimRetentionPolicy", fname),
+                      f"{value!r} must be Retain or Delete")
     names: set[str] = set()
     for i, t in enumerate(spec.volume_claim_templates):
         path = ("spec", "volumeClaimTemplates", i, "metadata", "name")

@@ -66,7 +66,7 @@ class DaemonSetRollingUpdate:
 
 @dataclass(frozen=True)
 class DaemonSetUpdateStrategy:
-    type: str = "RollingUpdate"  # or OnDelete, which the checks refuse (see check_daemon_set)
+    type: str = "RollingUpdate"  # or OnDelete: a template change waits for the pod to be deleted
     rolling_update: DaemonSetRollingUpdate = field(default_factory=DaemonSetRollingUpdate)
 
 
@@ -105,15 +105,50 @@ class DaemonSet:
 
 
 @dataclass(frozen=True)
+class PodFailurePolicyOnExitCodes:
+    operator: str = "In"  # In | NotIn
+    values: tuple[int, ...] = ()
+    container_name: str | None = None
+
+
+@dataclass(frozen=True)
+class PodFailurePolicyOnPodCondition:
+    type: str = ""
+    status: str = "True"
+
+
+@dataclass(frozen=True)
+class PodFailurePolicyRule:
+    action: str = ""  # FailJob | FailIndex | Ignore | Count
+    on_exit_codes: PodFailurePolicyOnExitCodes | None = None
+    on_pod_conditions: tuple[PodFailurePolicyOnPodCondition, ...] = ()
+
+
+@dataclass(frozen=True)
+class PodFailurePolicy:
+    rules: tuple[PodFailurePolicyRule, ...] = ()
+
+
+INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"  # also a label, as Kubernetes 1.28+ sets it
+
+
+@dataclass(frozen=True)
 class JobSpec:
     template: PodTemplateSpec = field(default_factory=PodTemplateSpec)
     completions: int | None = None  # unset: one pod's success completes the Job
     parallelism: int = 1
-    backoff_limit: int = 6
+    backoff_limit: int | None = None  # unset: 6, or no limit with backoffLimitPerIndex (see `failure_limit`)
     active_deadline_seconds: int | None = None
     ttl_seconds_after_finished: int | None = None
     suspend: bool = False
-    completion_mode: str = "NonIndexed"  # Indexed is refused by the checks
+    completion_mode: str = "NonIndexed"  # or Indexed: each index 0…completions-1 succeeds once
+    backoff_limit_per_index: int | None = None  # Indexed: failures an index may have before it fails
+    max_failed_indexes: int | None = None  # Indexed with backoffLimitPerIndex: more fail the Job at once
+    pod_failure_policy: PodFailurePolicy | None = None
+
+    @property
+    def indexed(self) -> bool:
+        return self.completion_mode == "Indexed"
 
     @property
     def wanted(self) -> int:
@@ -121,11 +156,40 @@ class JobSpec:
         return 1 if self.completions is None else self.completions
 
     @property
+    def failure_limit(self) -> int | None:
+        """The failures of the whole Job that fail it: backoffLimit, 6 by default — or none by
+        default when each index has its own (backoffLimitPerIndex), as in Kubernetes."""
+        if self.backoff_limit is not None:
+            return self.backoff_limit
+        return None if self.backoff_limit_per_index is not None else 6
+
+    @property
+    def attempts(self) -> int:
+        """Indexed: the pods one index may ever have (its first and every retry its limit allows)."""
+        if self.backoff_limit_per_index is not None:
+            limit = self.backoff_limit_per_index
+            if self.backoff_limit is not None:
+                limit = min(limit, self.backoff_limit)
+            return limit + 1
+        return (self.failure_limit or 0) + 1
+
+    @property
     def pod_limit(self) -> int:
         """Pods a run can ever create: every completion, every failure backoffLimit allows, and
         the ones still running when the last allowed failure happens (the names `<job>-<i>`
-        are never reused within a run, so that a failed pod and its logs stay)."""
-        return self.wanted + self.backoff_limit + max(self.parallelism, 1)
+        are never reused within a run, so that a failed pod and its logs stay). Indexed, each
+        index has its own names, `<job>-<index>-<attempt>`."""
+        if self.indexed:
+            return self.wanted * self.attempts
+        return self.wanted + (self.failure_limit or 0) + max(self.parallelism, 1)
+
+
+def job_pod_names(name: str, spec: JobSpec, limit: int | None = None) -> list[tuple[str, int]]:
+    """(pod name, index) of every pod a run of Job `name` may create, in the order it creates
+    them (the index is the pod's position for a NonIndexed Job, its completion index else)."""
+    if spec.indexed:
+        return [(f"{name}-{i}-{a}", i) for i in range(spec.wanted) for a in range(spec.attempts)][:limit]
+    return [(f"{name}-{i}", i) for i in range(spec.pod_limit if limit is None else min(spec.pod_limit, limit))]
 
 
 @dataclass(frozen=True)
@@ -138,13 +202,22 @@ class Job:
 
 @dataclass(frozen=True)
 class StatefulSetRollingUpdate:
-    partition: int = 0  # only 0 is accepted (see check_stateful_set)
+    partition: int = 0  # ordinals below it stay on the revision they run
+    max_unavailable: IntOrStr = 1  # pods updated at once (each counts as unavailable meanwhile)
 
 
 @dataclass(frozen=True)
 class StatefulSetUpdateStrategy:
-    type: str = "RollingUpdate"  # OnDelete is refused, as a DaemonSet's is
+    type: str = "RollingUpdate"  # or OnDelete: a template change waits for each pod to be deleted
     rolling_update: StatefulSetRollingUpdate = field(default_factory=StatefulSetRollingUpdate)
+
+
+@dataclass(frozen=True)
+class ClaimRetentionPolicy:
+    """What happens to a StatefulSet's claims (persistentVolumeClaimRetentionPolicy)."""
+
+    when_deleted: str = "Retain"  # Retain | Delete: the set is removed (`down`, pruned)
+    when_scaled: str = "Retain"  # Retain | Delete: its ordinals beyond replicas go
 
 
 @dataclass(frozen=True)
@@ -156,6 +229,7 @@ class StatefulSetSpec:
     pod_management_policy: str = "OrderedReady"  # or Parallel
     update_strategy: StatefulSetUpdateStrategy = field(default_factory=StatefulSetUpdateStrategy)
     volume_claim_templates: tuple[PersistentVolumeClaim, ...] = ()
+    persistent_volume_claim_retention_policy: ClaimRetentionPolicy = field(default_factory=ClaimRetentionPolicy)
 
 
 @dataclass(frozen=True)

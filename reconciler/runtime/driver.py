@@ -719,6 +719,20 @@ class RuncRuntime:
         return hostinfo.wait_pid_gone(status.pid, status.pid_start, timeout)
 
     @_host_errors
+    def wait_exits(self, container_ids: Sequence[str], timeout: float) -> bool:
+        # conmon writes the exit code and then exits: its end is the moment the exit is known.
+        procs = []
+        for cid in container_ids:
+            status = self._status(self._check_id(cid))
+            if status is None or status.state != ContainerState.RUNNING:
+                return True
+            if status.conmon_start is not None:
+                procs.append((status.conmon_pid, status.conmon_start))
+            else:
+                procs.append((status.pid, status.pid_start))
+        return hostinfo.wait_any_gone(procs, timeout)
+
+    @_host_errors
     def wait_container(self, container_id: str, timeout: float | None = None) -> int:
         cid = self._check_id(container_id)
         status = self._status(cid)

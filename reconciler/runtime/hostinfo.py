@@ -18,6 +18,7 @@ import select
 import socket
 import stat
 import time
+from collections.abc import Sequence
 
 from reconciler.errors import ContainerRuntimeError
 from reconciler.runtime.oci import ALL_CAPABILITIES, RLIM_MAX, HostDevice
@@ -157,6 +158,32 @@ def wait_pid_gone(pid: int, start: int | None, timeout: float | None) -> bool:
                 return False
     finally:
         os.close(fd)
+
+
+def wait_any_gone(procs: Sequence[tuple[int, int | None]], timeout: float) -> bool:
+    """Wait until one of the processes (pid, start time) has exited; False when `timeout` passed
+    with all of them alive. A process already gone (or reused) answers at once."""
+    fds: list[int] = []
+    try:
+        for pid, start in procs:
+            if start is None or proc_start_time(pid) != start:
+                return True
+            try:
+                fds.append(os.pidfd_open(pid))
+            except ProcessLookupError:
+                return True
+            if proc_start_time(pid) != start:
+                return True
+        if not fds:
+            time.sleep(max(timeout, 0.0))
+            return False
+        poller = select.poll()
+        for fd in fds:
+            poller.register(fd, select.POLLIN)
+        return bool(poller.poll(max(timeout, 0.0) * 1000))
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 # --- mounts -------------------------------------------------------------------------------------

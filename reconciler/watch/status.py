@@ -229,6 +229,9 @@ def collect_workloads(state: StateStore, drivers: Drivers | None, kind: str) -> 
             probes = readiness(state, o.uid, o.containers.values())
             if running and all(probes.values()):
                 ready_names.add(o.key)
+        # Kept on an old revision (OnDelete, a StatefulSet's partition), as the last pass saw them.
+        outdated = sorted(set(rec.get("outdated", ())) & {n.split("/", 1)[1] for n in names})
         out.append({"kind": kind, "name": rec["ref"], "desired": rec["desired"], "current": len(names),
-                    "ready": len(ready_names), "source": rec["source"], "key": key})
+                    "ready": len(ready_names), "up_to_date": len(names) - len(outdated), "outdated": outdated,
+                    "source": rec["source"], "key": key})
     return out

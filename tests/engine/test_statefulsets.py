@@ -153,3 +153,57 @@ def test_pods_are_named_in_the_service_subdomain_in_etc_hosts(engine):
     hosts = render_hosts(desired.pods["default/db-1"], "10.1.2.3")
     assert "10.1.2.3\tdb-1.db.default.svc.cluster.local db-1" in hosts
     assert desired.pods["default/db-1"].hostname == "db-1"
+
+
+def retained(n: int, when_deleted: str = "Retain", when_scaled: str = "Retain") -> str:
+    return sts(n).replace("  volumeClaimTemplates:", f"  persistentVolumeClaimRetentionPolicy: "
+                          f"{{whenDeleted: {when_deleted}, whenScaled: {when_scaled}}}\n  volumeClaimTemplates:")
+
+
+def claims(engine) -> set[str]:
+    return {c for c in engine.host.claims if c.startswith("default/data-db-")}
+
+
+def test_when_scaled_delete_removes_the_claims_of_the_ordinals_scaled_away_after_their_pods(engine):
+    engine.write("db.yaml", retained(3, when_scaled="Delete"))
+    for _ in range(3):
+        engine.up()
+    engine.write("db.yaml", retained(1, when_scaled="Delete"))
+    r = engine.up()
+    assert deleted(r) == ["data-db-2", "db-2"], "db-2 goes first, its claim with it; db-1 waits its turn"
+    steps = [t.key for t in r.plan.txns]
+    assert steps.index("default/data-db-2") > steps.index("default/db-2"), "the claim goes after its pod"
+    assert claims(engine) == {"default/data-db-0", "default/data-db-1"}
+    assert deleted(engine.up()) == ["data-db-1", "db-1"]
+    assert claims(engine) == {"default/data-db-0"}
+    engine.write("db.yaml", retained(2, when_scaled="Delete"))
+    assert created(engine.up()) == ["db-1"]
+    assert claims(engine) == {"default/data-db-0", "default/data-db-1"}, "a scale-up makes a fresh claim"
+
+
+def test_when_deleted_delete_removes_every_claim_on_down_and_when_pruned(engine):
+    engine.write("db.yaml", retained(2, when_deleted="Delete"))
+    engine.up(), engine.up()
+    engine.down()
+    assert claims(engine) == set() and not engine.running()
+
+    engine.write("db.yaml", retained(2, when_deleted="Delete"))
+    engine.up(), engine.up()
+    engine.write("other.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: keep}\ndata: {a: b}\n")
+    engine.remove("db.yaml")
+    r = engine.up()
+    assert deleted(r) == ["data-db-0", "data-db-1", "db-0", "db-1"]
+    assert claims(engine) == set()
+    assert engine.state.workloads.all("Set/StatefulSet/") == {}, "nothing of the deleted set is left to act on"
+
+
+def test_retain_keeps_the_claims_on_down_and_when_pruned(engine):
+    engine.write("db.yaml", retained(2))
+    engine.up(), engine.up()
+    engine.down()
+    assert claims(engine) == {"default/data-db-0", "default/data-db-1"}
+    engine.up(), engine.up()
+    engine.remove("db.yaml")
+    engine.write("other.yaml", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: keep}\ndata: {a: b}\n")
+    engine.up()
+    assert claims(engine) == {"default/data-db-0", "default/data-db-1"} and not engine.running()

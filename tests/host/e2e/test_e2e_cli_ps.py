@@ -85,10 +85,11 @@ spec:
     # pods: one line each, READY and STATUS, the manifest it came from (relative to the cwd).
     res = stack.run("pods")
     table = {line.split()[0]: line.split() for line in res.stdout.splitlines()}
-    assert table["NAME"] == ["NAME", "READY", "STATUS", "RESTARTS", "IP", "AGE", "SOURCE"]
+    assert table["NAME"] == ["NAME", "READY", "STATUS", "RESTARTS", "IP", "AGE", "OWNER", "SOURCE"]
+    assert table["web"][6] == "Pod/web"
     assert table["web"][1:5] == ["2/2", "Running", "0", web_ip]
     assert table["job"][1:4] == ["0/1", "Failed", "0"]
-    assert os.path.realpath(table["web"][6]) == os.path.realpath(m)
+    assert os.path.realpath(table["web"][7]) == os.path.realpath(m)
     pods = {p["name"]: p for p in json.loads(stack.run("pods", "-o", "json").stdout)}
     assert pods["web"]["status"] == "Running" and pods["web"]["ready"] == 2
     assert [c["name"] for c in pods["web"]["containers"]] == ["httpd", "side"]

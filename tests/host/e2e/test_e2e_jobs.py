@@ -90,3 +90,91 @@ def test_parallel_completions(stack):
     assert len((data / "starts").read_text().split()) == 4
     stack.run("down", str(m))
     assert not stack.containers()
+
+
+INDEXED = """
+apiVersion: batch/v1
+kind: Job
+metadata: {{name: shards}}
+spec:
+  completions: 3
+  parallelism: 3
+  completionMode: Indexed
+  backoffLimitPerIndex: 1
+  template:
+    spec:
+      restartPolicy: Never
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: work
+        image: localhost/busybox:latest
+        imagePullPolicy: Never
+        env:
+        - name: FROM_ANNOTATION
+          valueFrom:
+            fieldRef: {{fieldPath: "metadata.annotations['batch.kubernetes.io/job-completion-index']"}}
+        # Index 1 fails its first attempt (the marker file is on the host), then succeeds.
+        command: [sh, -c, 'echo "$JOB_COMPLETION_INDEX $FROM_ANNOTATION $(hostname)" >> /data/$JOB_COMPLETION_INDEX;
+                  if [ "$JOB_COMPLETION_INDEX" = 1 ] && [ ! -f /data/once ]; then touch /data/once; exit 7; fi']
+        volumeMounts: [{{name: data, mountPath: /data}}]
+      volumes:
+      - name: data
+        hostPath: {{path: {data}, type: DirectoryOrCreate}}
+"""
+
+
+def test_indexed_job_gives_each_pod_its_index_and_retries_a_failed_index(stack):
+    data = stack.tmp / "shards-data"
+    m = stack.write("shards.yaml", INDEXED.format(data=data))
+    stack.run("up", "--wait", "--timeout", "150", str(m), timeout=240)
+    j = jobs(stack)["default/shards"]
+    assert (j["phase"], j["succeeded"], j["failed"], j["completed_indexes"]) == ("Complete", 3, 1, "0-2")
+    assert exit_codes(stack, "shards") == {"shards-0-0": 0, "shards-1-0": 7, "shards-1-1": 0, "shards-2-0": 0}
+    seen = sorted(line for p in data.iterdir() if p.name[0].isdigit() for line in p.read_text().splitlines())
+    assert seen == ["0 0 shards-0", "1 1 shards-1", "1 1 shards-1", "2 2 shards-2"], seen
+    owners = {p["name"]: p["owner"] for p in json.loads(stack.run("pods", "-o", "json").stdout)}
+    assert owners["shards-1-1"] == "Job/default/shards"
+    assert "Job/shards" in stack.run("pods").stdout
+    stack.run("down", str(m))
+    assert not stack.containers()
+
+
+FAIL_JOB = """
+apiVersion: batch/v1
+kind: Job
+metadata: {name: strict}
+spec:
+  completions: 4
+  parallelism: 2
+  backoffLimit: 6
+  podFailurePolicy:
+    rules:
+    - action: FailJob
+      onExitCodes: {containerName: work, operator: In, values: [42]}
+  template:
+    spec:
+      restartPolicy: Never
+      terminationGracePeriodSeconds: 1
+      containers:
+      - name: work
+        image: localhost/busybox:latest
+        imagePullPolicy: Never
+        command: [sh, -c, 'case $(hostname) in strict-0) exit 42;; *) trap "exit 0" TERM; sleep 300 & wait;; esac']
+"""
+
+
+def test_pod_failure_policy_fail_job_on_exit_code_42_ends_the_job_at_once(stack):
+    m = stack.write("strict.yaml", FAIL_JOB)
+    res = stack.run("up", "--wait", "--timeout", "120", str(m), check=False, timeout=240)
+    assert res.returncode != 0
+    out = res.stdout + res.stderr
+    assert "PodFailurePolicy" in out and "exit" in out and "42" in out, out
+    j = jobs(stack)["default/strict"]
+    assert (j["phase"], j["reason"]) == ("Failed", "PodFailurePolicy")
+    assert j["message"] == "container work of pod strict-0 exited with code 42, matching the FailJob rule at index 0"
+    assert j["finished"] - j["started"] < 60, "at once, not after the back-off of 6 retries"
+    assert exit_codes(stack, "strict") == {"strict-0": 42}, "the running pod went with the Job, the failed one stays"
+    table = stack.run("jobs").stdout
+    assert "PodFailurePolicy: container work of pod strict-0 exited with code 42" in table, table
+    stack.run("down", str(m))
+    assert not stack.containers()

@@ -242,3 +242,19 @@ def test_a_tty_container_gets_a_terminal_and_its_output_is_logged(pods, runtime)
     code, out = pods.run(pod.containers[0].id)
     assert code == 0
     assert out.strip().startswith("/dev/pts/")
+
+
+def test_wait_exits_returns_when_one_container_exits_with_its_code_recorded(pods):
+    pod = make_pod("waitexits", [{"name": "long", "command": ["sleep", "3600"]},
+                                 {"name": "short", "command": ["sh", "-c", "sleep 1; exit 3"]}])
+    pods.up(pod)
+    ids = [c.id for c in pod.containers]
+    t = time.monotonic()
+    assert pods.rt.wait_exits(ids, 30) is True
+    assert time.monotonic() - t < 10, "woken by the exit, not by the timeout"
+    short = next(c for c in pods.rt.list_containers() if c.id == ids[1])
+    assert (short.state, short.exit_code) == (ContainerState.EXITED, 3), "the exit code is there when it returns"
+    assert pods.rt.wait_exits(ids, 30) is True, "one not running answers at once"
+    t = time.monotonic()
+    assert pods.rt.wait_exits(ids[:1], 0.3) is False
+    assert 0.25 < time.monotonic() - t < 5

@@ -210,3 +210,17 @@ def test_ps_and_pods_import_nothing_heavy_even_with_a_state_store(tmp_path, comm
                          timeout=60, check=False)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_pods_names_each_pods_owner_as_kind_and_name():
+    import dataclasses
+
+    job = dataclasses.replace(pod(ctr("a")), owner="Job/default/backup")
+    other_ns = dataclasses.replace(pod(ctr("a"), uid="u2"), owner="StatefulSet/db/pg")
+    bare = pod(ctr("a"), uid="u3")
+    lines = pods_table([job, other_ns, bare], {"u1": "Running", "u2": "Running", "u3": "Running"},
+                       NOW, namespace="default").splitlines()
+    assert lines[0].split()[:8] == ["NAME", "READY", "STATUS", "RESTARTS", "IP", "AGE", "OWNER", "SOURCE"]
+    assert [line.split()[6] for line in lines[1:]] == ["Job/backup", "StatefulSet/db/pg", "-"]
+    data = pod_json(job, "Running")
+    assert (data["owner"], data["owner_kind"], data["owner_name"]) == ("Job/default/backup", "Job", "backup")
