@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 
 from reconciler.desired import DesiredPod
 from reconciler.drivers.base import Drivers
-from reconciler.errors import ContainerRuntimeError, NetworkError, NoSpaceError, PodplayError
+from reconciler.errors import ContainerRuntimeError, NetworkError, NoSpaceError, PodplayError, as_no_space
 from reconciler.observed import NetworkStatus
 from reconciler.plan import Plan, Txn, TxnKind
 from reconciler.state import ABORTED, COMMITTED, DONE, FAILED, OPEN, ROLLED_BACK, STARTED, UNDONE, StateStore
@@ -515,6 +515,7 @@ def _run_txn(txn: Txn, runner: _Runner, state: StateStore, record: dict, failpoi
             runner.run(step)
             failpoints.ran(step, n)
         except PodplayError as exc:
+            exc = as_no_space(exc, state.path.parent) or exc  # a full disk is said once, as itself
             with contextlib.suppress(NoSpaceError):
                 state.journal.mark(tid, seq, FAILED, str(exc))
             message = f"{step.describe()}: {exc}"

@@ -134,6 +134,27 @@ def no_space(path, need: int = 0) -> NoSpaceError:
                         "(`podplay image prune` removes unused images) and run the command again")
 
 
+def as_no_space(exc: BaseException, root) -> NoSpaceError | None:
+    """`exc` as the one no-space error when a full file system is what it comes down to: an
+    ENOSPC/EDQUOT OSError in its chain, or a tool's "no space left on device" (runc, conmon
+    and the CNI plugins report it as text). The message names the OSError's file when there
+    is one, else `root`."""
+    import errno
+
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, NoSpaceError):
+            return cause
+        if isinstance(cause, OSError) and cause.errno in (errno.ENOSPC, errno.EDQUOT):
+            return no_space(cause.filename or root)
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    if "no space left on device" in str(exc).lower() or "disk quota exceeded" in str(exc).lower():
+        return no_space(root)
+    return None
+
+
 class LockedError(PodplayError):
     """Another podplay process is applying; carries who holds the lock."""
 

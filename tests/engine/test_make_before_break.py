@@ -95,3 +95,30 @@ def test_the_journal_keeps_a_reserve_beside_the_store(engine):
     reserve = engine.paths.state_db.with_name(journal.RESERVE_FILE)
     assert reserve.stat().st_blocks * 512 >= journal.RESERVE
     assert reserve.stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize("failure", [
+    lambda: OSError(28, "No space left on device", "/var/lib/podplay/containers/x/config.json"),
+    lambda: RuntimeError("runc create failed: write /run/x: no space left on device"),
+])
+def test_a_full_disk_met_half_way_through_a_new_pod_is_the_one_no_space_error(engine, monkeypatch, failure):
+    """No space check precedes a plain create: the step that meets the full disk (the driver's
+    own OSError, or a tool's "no space left on device") fails as the one no-space error, and
+    the half-made pod is undone."""
+    from reconciler.drivers.fake import FakeRuntime
+    from reconciler.errors import ContainerRuntimeError
+
+    def create_container(self, *a, **kw):
+        try:
+            raise failure()
+        except Exception as exc:
+            raise ContainerRuntimeError(f"create container: {exc}") from exc
+
+    monkeypatch.setattr(FakeRuntime, "create_container", create_container)
+    engine.write("a.yaml", pod_yaml("web"))
+    with pytest.raises(NoSpaceError) as err:
+        engine.up()
+    assert err.value.exit_code == EXIT_NO_SPACE
+    assert "no space left on the file system of" in str(err.value)
+    assert engine.running() == {} and not engine.host.snapshots and not engine.host.containers
+    assert not engine.state.journal.open_txns()

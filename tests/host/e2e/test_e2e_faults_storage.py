@@ -147,3 +147,29 @@ def test_down_unmounts_a_root_filesystem_whose_snapshot_dir_is_gone(stack):
     shutil.rmtree(stack.paths.snapshots / app.id)
     stack.run("down", str(m))
     assert host_leftovers(stack) == []
+
+
+@pytest.mark.parametrize("free_kb", [16, 96])
+def test_a_new_pod_on_a_nearly_full_root_is_made_whole_or_refused_with_one_clear_error(stack, tmpfs_root, free_kb):
+    """Not a replace (no space check up front): whatever step meets the full disk first — the
+    journal, the snapshot, the bundle, conmon's files — the pass either makes the pod whole or
+    ends with the one no-space error, exit 8, the half-made pod undone."""
+    port = free_port()
+    m = stack.write("web.yaml", POD.format(page="one", port=port))
+    stack.run("up", str(m))  # the state store and the image's layers are there, as on a used host
+    stack.run("down", str(m))
+    fill(tmpfs_root, free_kb * 1024)
+    res = stack.run("up", str(m), check=False)
+    assert "Traceback" not in res.stderr
+    if res.returncode == 0:
+        assert wait_http(f"http://127.0.0.1:{port}/") == "one\n"
+    else:
+        assert res.returncode == 8, res.stdout + res.stderr
+        assert res.stderr.count("no space left on the file system of") == 1, res.stderr
+        assert pod_containers(stack, "web") == []
+        assert leftovers(stack, tmpfs_root) == []
+    (tmpfs_root / "ballast").unlink()
+    stack.run("up", "--wait", str(m))
+    assert wait_http(f"http://127.0.0.1:{port}/") == "one\n"
+    stack.run("down", str(m))
+    assert leftovers(stack, tmpfs_root) == []
