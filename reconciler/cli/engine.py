@@ -170,20 +170,18 @@ class Progress:
         print(f"{done.symbol} {done.verb} {noun}{txn.key}{containers} ({why})", file=self.out)
 
 
-def _unchanged(args, ctx) -> bool:
+def _unchanged(args, ctx, engine: list) -> bool:
     """The no-change check (reconciler.converged): answers most `up`s without loading the
-    engine. Only for a plain `up` of paths podplay converged before."""
+    engine. Only for a plain `up` of paths podplay converged before. The drivers and the state
+    store it opens are left in `engine` for the full pass to use (opened once per command)."""
     if args.replace or args.only or args.strict or not ctx.paths.state_db.exists():
         # --strict must read the files: a converged host says nothing about their dialect
         return False
     from reconciler.converged import unchanged
 
-    drivers, state = _engine(ctx)
-    try:
-        warnings = unchanged(state, args.paths, drivers, network=ctx.paths.default_network, wait=args.wait)
-    finally:
-        drivers.close()
-        state.close()
+    engine[:] = _engine(ctx)
+    drivers, state = engine
+    warnings = unchanged(state, args.paths, drivers, network=ctx.paths.default_network, wait=args.wait)
     if warnings is None:
         return False
     for line in warnings:
@@ -194,9 +192,19 @@ def _unchanged(args, ctx) -> bool:
 
 
 def _converge(args, ctx, mode: str) -> int:
+    engine: list = []  # (drivers, state) once opened
+    try:
+        return _converge_with(args, ctx, mode, engine)
+    finally:
+        if engine:
+            engine[0].close()
+            engine[1].close()
+
+
+def _converge_with(args, ctx, mode: str, engine: list) -> int:
     building = mode == "up" and getattr(args, "build", False)
     # A build may change an image without changing a file: no shortcut then.
-    if mode == "up" and not building and _unchanged(args, ctx):
+    if mode == "up" and not building and _unchanged(args, ctx, engine):
         return 0
     from reconciler.converger import Converger
     from reconciler.reconcile import load_or_fail, make_goal
@@ -212,24 +220,22 @@ def _converge(args, ctx, mode: str) -> int:
         manifests = _build_images(args, ctx, manifests)
     goal = make_goal(args.paths, manifests, ctx.paths, mode=mode, force=getattr(args, "replace", False),
                      remove_volumes=getattr(args, "volumes", False), only=args.only)
-    drivers, state = _engine(ctx)
+    if not engine:
+        engine[:] = _engine(ctx)
+    drivers, state = engine
     holder: dict = {}
     progress = Progress(lambda: holder["plan"], ctx.out, ctx.err, args.quiet)
     conv = Converger(drivers, state, ctx.paths, report=progress, on_plan=lambda plan: holder.__setitem__("plan", plan),
                      lock_timeout=0 if args.no_block else None)
     started = time.monotonic()
-    try:
-        result = conv.once(goal)
-        code = _report_once(args, ctx, mode, result)
-        if code is None and mode == "up":
-            code = _follow(args, ctx, conv, goal, result)
-        if code:
-            return code
-        if not args.quiet and result.plan.effective_changes:
-            print(f"done in {time.monotonic() - started:.2f}s", file=ctx.out)
-    finally:
-        drivers.close()
-        state.close()
+    result = conv.once(goal)
+    code = _report_once(args, ctx, mode, result)
+    if code is None and mode == "up":
+        code = _follow(args, ctx, conv, goal, result)
+    if code:
+        return code
+    if not args.quiet and result.plan.effective_changes:
+        print(f"done in {time.monotonic() - started:.2f}s", file=ctx.out)
     return 0
 
 
