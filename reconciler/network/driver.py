@@ -27,6 +27,7 @@ from reconciler.network.config import (
     NetworkConfig,
     ensure_default_network,
     find_network,
+    fit_chain,
     interface_addresses,
     ipam_subnets,
     parse_network_config,
@@ -310,6 +311,7 @@ class CniNetwork:
         for key, value in (("namespace", pod.namespace), ("name", pod.name)):
             if not _ARG_VALUE.match(value):
                 raise NetworkError(f"pod {pod.ref}: {key} {value!r} cannot be passed in CNI_ARGS")
+        net = fit_chain(net, port_mappings=bool(ports))
         entry = {
             "format": CACHE_FORMAT,
             "uid": pod.uid,
