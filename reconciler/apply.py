@@ -135,6 +135,7 @@ class _Runner:
         self.plan = plan
         self.volume_paths: dict[str, dict[str, str]] = {}
         self.network: dict[str, NetworkStatus | None] = {}
+        self.lock = threading.RLock()
 
     def pod(self, step: Step) -> DesiredPod:
         try:
@@ -143,6 +144,10 @@ class _Runner:
             raise ContainerRuntimeError(f"plan has no desired pod {step.pod} ({step.uid})") from None
 
     def _volumes(self, pod: DesiredPod) -> dict[str, str]:
+        with self.lock:  # a pod's containers are created side by side
+            return self._volumes_locked(pod)
+
+    def _volumes_locked(self, pod: DesiredPod) -> dict[str, str]:
         if pod.uid not in self.volume_paths:
             # Image volumes are snapshots (made by their PrepareSnapshot step; prepare is idempotent
             # and gives the mounted root), the others the volume driver's.
@@ -222,8 +227,9 @@ class _Runner:
             case EnsureClaim():
                 d.volumes.ensure_claim(self.plan.claims[step.claim])
             case PrepareVolumes():
-                self.volume_paths.pop(step.uid, None)
-                self._volumes(self.pod(step))
+                with self.lock:
+                    self.volume_paths.pop(step.uid, None)
+                    self._volumes(self.pod(step))
             case PrepareSnapshot():
                 image = d.images.get_image(step.image)
                 if image is None:
@@ -435,6 +441,8 @@ def apply_plan(plan: Plan, drivers: Drivers, state: StateStore, *, report: Repor
 def _run_txn(txn: Txn, runner: _Runner, state: StateStore, record: dict, failpoints: Failpoints) -> str:
     steps = [ps.step for ps in txn.steps]
     tid = state.journal.begin_txn(txn.kind, txn.key, txn.uid, steps, record)
+    if txn.kind == TxnKind.CREATE and len(steps) > 1:
+        return _run_create(txn, tid, steps, runner, state, failpoints)
     done: list[int] = []
     for seq, step in enumerate(steps):
         n = failpoints.before(step)
@@ -460,6 +468,79 @@ def _run_txn(txn: Txn, runner: _Runner, state: StateStore, record: dict, failpoi
         state.journal.mark(tid, seq, DONE)
         done.append(seq)
         failpoints.after(step, n)
+    state.journal.finish_txn(tid, COMMITTED)
+    return ""
+
+
+STEP_PARALLELISM = 4  # steps of one pod's creation running at once
+
+
+def _run_create(txn: Txn, tid: int, steps: list[Step], runner: _Runner, state: StateStore,
+                failpoints: Failpoints) -> str:
+    """A pod's creation with its independent steps side by side: each step starts once the steps
+    it depends on (in the plan) are done, so the snapshots are prepared while the sandbox and its
+    network are made, and the app containers are created together once the sandbox exists. The
+    containers still start one after the other in the plan's order, as the kubelet starts them
+    (a postStart hook holds the next start).
+
+    Journaling is the same as in order: each step is marked started and done around its driver
+    call. After a failure no new step starts; the ones running finish, and everything touched is
+    undone newest first by plan order (which puts a step after everything it depends on), as
+    crash recovery undoes it. A crash (a BaseException) leaves the transaction open for it."""
+    index = {ps.id: i for i, ps in enumerate(txn.steps)}
+    needs = [{index[d] for d in ps.depends_on if d in index} for ps in txn.steps]
+    previous_start = None
+    for i, step in enumerate(steps):
+        if isinstance(step, StartContainer | RunInitContainer):
+            if previous_start is not None:
+                needs[i].add(previous_start)
+            previous_start = i
+
+    def one(seq: int) -> None:
+        step = steps[seq]
+        n = failpoints.before(step)
+        state.journal.mark(tid, seq, STARTED)
+        try:
+            runner.run(step)
+        except PodplayError as exc:
+            state.journal.mark(tid, seq, FAILED, str(exc))
+            raise
+        state.journal.mark(tid, seq, DONE)
+        failpoints.after(step, n)
+
+    pending = list(range(len(steps)))
+    done: set[int] = set()
+    touched: set[int] = set()
+    error = ""
+    crash: BaseException | None = None
+    with ThreadPoolExecutor(max_workers=STEP_PARALLELISM) as pool:
+        running: dict = {}
+        while True:
+            if not error and crash is None:
+                for seq in [s for s in pending if needs[s] <= done]:
+                    pending.remove(seq)
+                    touched.add(seq)
+                    running[pool.submit(one, seq)] = seq
+            if not running:
+                break
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                seq = running.pop(future)
+                try:
+                    future.result()
+                    done.add(seq)
+                except PodplayError as exc:
+                    error = error or f"{steps[seq].describe()}: {exc}"
+                except BaseException as exc:  # a crash (or a bug): no compensation, as after a kill
+                    crash = crash or exc
+    if crash is not None:
+        raise crash
+    if error:
+        undo_errors = _compensate(tid, steps, sorted(touched), runner, state)
+        state.journal.finish_txn(tid, ROLLED_BACK, error + undo_errors)
+        return error + undo_errors
+    if pending:  # dependencies outside the transaction's own steps were settled before it started
+        raise ContainerRuntimeError(f"steps {pending} of {txn.key} wait on each other")
     state.journal.finish_txn(tid, COMMITTED)
     return ""
 
