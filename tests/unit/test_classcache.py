@@ -15,7 +15,7 @@ from reconciler import classcache
 
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
-    monkeypatch.setattr(classcache, "_PATH", str(tmp_path / "__pycache__" / "dataclass-methods.marshal"))
+    monkeypatch.setattr(classcache, "_DIR", str(tmp_path / "__pycache__" / "dataclass-methods"))
     monkeypatch.setattr(classcache, "_codes", {})
     monkeypatch.setattr(classcache, "_new", {})
     monkeypatch.setattr(sys, "dont_write_bytecode", False)
@@ -48,11 +48,10 @@ def test_cached_methods_behave_as_compiled_ones_and_are_not_compiled_again(cache
     monkeypatch.setattr(dataclasses, "exec", cache._exec)
     fresh = _behaviour(_make())
     assert fresh == stock
-    assert cache._new  # the texts this process compiled
+    assert cache._new[__name__]  # the texts this process compiled, by the module of the class
     cache.save()
-    assert os.path.exists(cache._PATH) and not cache._new
+    assert os.path.exists(cache._path(__name__)) and not cache._new
     cache._codes.clear()
-    cache._codes.update(cache._read())
 
     def no_compile(*a, **kw):
         raise AssertionError("compiled again")
@@ -64,18 +63,18 @@ def test_cached_methods_behave_as_compiled_ones_and_are_not_compiled_again(cache
 def test_a_file_others_may_write_is_ignored(cache):
     _make()
     cache.save()
-    os.chmod(cache._PATH, 0o666)
-    assert cache._read() == {}
-    os.chmod(cache._PATH, 0o644)
-    assert cache._read()
+    os.chmod(cache._path(__name__), 0o666)
+    assert cache._read(__name__) == {}
+    os.chmod(cache._path(__name__), 0o644)
+    assert cache._read(__name__)
 
 
 @pytest.mark.parametrize("content", [b"", b"garbage", b"\xe3\x00\x01"])
 def test_a_damaged_file_is_no_cache(cache, content):
-    os.makedirs(os.path.dirname(cache._PATH))
-    with open(cache._PATH, "wb") as f:
+    os.makedirs(cache._DIR)
+    with open(cache._path(__name__), "wb") as f:
         f.write(content)
-    assert cache._read() == {}
+    assert cache._read(__name__) == {}
     assert _behaviour(_make())
 
 
@@ -83,4 +82,4 @@ def test_nothing_is_written_when_bytecode_is_not(cache, monkeypatch):
     monkeypatch.setattr(sys, "dont_write_bytecode", True)
     _make()
     cache.save()
-    assert not os.path.exists(cache._PATH)
+    assert not os.path.exists(cache._DIR)
