@@ -6,6 +6,7 @@ import json
 import math
 import os
 import sys
+import threading
 import time
 
 from reconciler.errors import EXIT_APPLY_FAILED, EXIT_INVALID, ManifestError, Severity
@@ -208,16 +209,13 @@ class Countdown:
 
     DELAY = 1.0
 
-    def __init__(self, err):
-        import threading
-
-        self.err = err
+    def __init__(self, err, hint: str = ""):
+        self.err, self.hint = err, hint
         self.lock = threading.Lock()
         self.waiting: dict[str, tuple[str, float, float]] = {}  # txn id → (pod, started, deadline)
         self.shown = False
         self.stopped = threading.Event()
         self.thread: threading.Thread | None = None
-        self._threading = threading
 
     def begin(self, txn) -> None:
         stops = [ps.step for ps in txn.steps if ps.step.verb == "StopContainers"]
@@ -227,7 +225,7 @@ class Countdown:
         with self.lock:
             self.waiting[txn.id] = (txn.key, now, now + max(s.timeout for s in stops))
             if self.thread is None:
-                self.thread = self._threading.Thread(target=self._run, name="countdown", daemon=True)
+                self.thread = threading.Thread(target=self._run, name="countdown", daemon=True)
                 self.thread.start()
 
     def end(self, txn) -> None:
@@ -260,8 +258,8 @@ class Countdown:
                 pods = sorted(pod for pod, _ in due)
                 left = max(0, math.ceil(max(deadline for _, deadline in due) - now))
                 what = pods[0] if len(pods) == 1 else f"{len(pods)} pods ({', '.join(pods)})"
-                self.err.write(f"\r\033[Kwaiting for {what} to stop: {left}s before the containers are killed "
-                               "(--force kills at once)")
+                self.err.write(f"\r\033[Kwaiting for {what} to stop: {left}s before the containers are killed"
+                               + (f" ({self.hint})" if self.hint else ""))
                 self.err.flush()
                 self.shown = True
 
@@ -320,7 +318,9 @@ def _converge_with(args, ctx, mode: str, engine: list) -> int:
         engine[:] = _engine(ctx)
     drivers, state = engine
     holder: dict = {}
-    countdown = Countdown(ctx.err) if not args.quiet and ctx.err.isatty() else None
+    countdown = None
+    if not args.quiet and ctx.err.isatty():
+        countdown = Countdown(ctx.err, "`down --force` kills at once" if mode == "down" else "")
     progress = Progress(lambda: holder["plan"], ctx.out, ctx.err, args.quiet, countdown)
     conv = Converger(drivers, state, ctx.paths, report=progress, on_plan=lambda plan: holder.__setitem__("plan", plan),
                      lock_timeout=0 if args.no_block else None)

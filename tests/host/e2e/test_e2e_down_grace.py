@@ -77,6 +77,7 @@ def test_a_countdown_on_a_terminal(stack):
         os.close(main)
     assert proc.returncode == 0 and "- deleted pod default/counted" in out
     text = seen.decode(errors="replace")
-    assert "waiting for default/counted to stop: " in text and "s before the containers are killed" in text
+    assert "waiting for default/counted to stop: " in text
+    assert "s before the containers are killed (`down --force` kills at once)" in text
     assert text.endswith("\r\x1b[K")  # the status line is cleared once the pod is gone
     assert host_leftovers(stack) == []
