@@ -84,21 +84,25 @@ def main(argv=None) -> None:
             rows = {"podplay plan": [], "podplay up": [], "podplay down": [], "podplay up (no change)": []}
             if have_podman:
                 rows.update({"podman kube play": [], "podman kube down": []})
+            cpu: dict[str, list[float]] = {"podplay plan": [], "podplay up": [], "podman kube play": []}
             for _ in range(args.runs):
-                rows["podplay plan"] += time_command(podplay + ["plan", str(f)], 1, env=pp_env)
-                rows["podplay up"] += time_command(podplay + ["up", "-q", str(f)], 1, env=pp_env)
+                rows["podplay plan"] += time_command(podplay + ["plan", str(f)], 1, env=pp_env, cpu=cpu["podplay plan"])
+                rows["podplay up"] += time_command(podplay + ["up", "-q", str(f)], 1, env=pp_env, cpu=cpu["podplay up"])
                 rows["podplay up (no change)"] += time_command(podplay + ["up", "-q", str(f)], 1, env=pp_env)
                 rows["podplay down"] += time_command(podplay + ["down", "-q", str(f)], 1, env=pp_env)
                 if have_podman:
-                    rows["podman kube play"] += time_command(podman + ["kube", "play", str(f)], 1, env=pm_env)
+                    rows["podman kube play"] += time_command(podman + ["kube", "play", str(f)], 1, env=pm_env,
+                                                             cpu=cpu["podman kube play"])
                     rows["podman kube down"] += time_command(podman + ["kube", "down", str(f)], 1, env=pm_env)
             out = [Row(k, v) for k, v in rows.items()]
             up = table(f"{title}: up", [r for r in out if r.name.endswith(("up", "(no change)", "play", "plan"))],
                        baseline="podman kube play" if have_podman else None)
             down = table(f"{title}: down", [r for r in out if "down" in r.name],
                          baseline="podman kube down" if have_podman else None)
-            sections += [up, down]
-            print(up + "\n" + down, flush=True)
+            used = table(f"{title}: CPU time (user + system of the command and the processes it waited for)",
+                         [Row(k, v) for k, v in cpu.items() if v], baseline="podman kube play" if have_podman else None)
+            sections += [up, down, used]
+            print(up + "\n" + down + "\n" + used, flush=True)
             if title.startswith("1-container"):
                 print(split_table(title, time_split(podplay, pp_env, f, tmp, args.runs)), flush=True)
     finally:

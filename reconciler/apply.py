@@ -535,12 +535,12 @@ def _run_create(txn: Txn, tid: int, steps: list[Step], runner: _Runner, state: S
                     crash = crash or exc
     if crash is not None:
         raise crash
+    if pending and not error:  # a plan whose steps wait on each other: refused, never half-run
+        error = f"steps {', '.join(txn.steps[s].id for s in pending)} of {txn.key} wait on each other"
     if error:
         undo_errors = _compensate(tid, steps, sorted(touched), runner, state)
         state.journal.finish_txn(tid, ROLLED_BACK, error + undo_errors)
         return error + undo_errors
-    if pending:  # dependencies outside the transaction's own steps were settled before it started
-        raise ContainerRuntimeError(f"steps {pending} of {txn.key} wait on each other")
     state.journal.finish_txn(tid, COMMITTED)
     return ""
 
