@@ -479,9 +479,9 @@ def _run_create(txn: Txn, tid: int, steps: list[Step], runner: _Runner, state: S
                 failpoints: Failpoints) -> str:
     """A pod's creation with its independent steps side by side: each step starts once the steps
     it depends on (in the plan) are done, so the snapshots are prepared while the sandbox and its
-    network are made, and the app containers are created together once the sandbox exists. The
-    containers still start one after the other in the plan's order, as the kubelet starts them
-    (a postStart hook holds the next start).
+    network are made, and the app containers are created together once the sandbox exists (in
+    order when the pod has a secret volume). The containers still start one after the other in
+    the plan's order, as the kubelet starts them (a postStart hook holds the next start).
 
     Journaling is the same as in order: each step is marked started and done around its driver
     call. After a failure no new step starts; the ones running finish, and everything touched is
@@ -489,12 +489,18 @@ def _run_create(txn: Txn, tid: int, steps: list[Step], runner: _Runner, state: S
     crash recovery undoes it. A crash (a BaseException) leaves the transaction open for it."""
     index = {ps.id: i for i, ps in enumerate(txn.steps)}
     needs = [{index[d] for d in ps.depends_on if d in index} for ps in txn.steps]
-    previous_start = None
+    pod = runner.plan.pods.get(txn.uid)
+    # A secret volume's owner-only files are given to the first container that needs them: the
+    # containers of such a pod are created in plan order, so which one that is never races.
+    ordered = (StartContainer, RunInitContainer, CreateContainer) \
+        if pod is not None and any(v.kind == "secret" for v in pod.volumes) else (StartContainer, RunInitContainer)
+    previous: dict[type, int] = {}
     for i, step in enumerate(steps):
-        if isinstance(step, StartContainer | RunInitContainer):
-            if previous_start is not None:
-                needs[i].add(previous_start)
-            previous_start = i
+        kind = StartContainer if isinstance(step, RunInitContainer) else type(step)
+        if kind in ordered:
+            if kind in previous:
+                needs[i].add(previous[kind])
+            previous[kind] = i
 
     def one(seq: int) -> None:
         step = steps[seq]

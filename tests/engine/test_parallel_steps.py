@@ -78,3 +78,28 @@ def test_a_failure_undoes_the_steps_that_ran_beside_it(engine, monkeypatch):
     assert not engine.state.journal.open_txns()
     monkeypatch.setattr(engine.drivers.runtime, "create_container", create)
     assert engine.up().ok and engine.running() == {"default/web": {"app", "sidecar"}}
+
+
+def test_a_pod_with_a_secret_volume_creates_its_containers_in_order(engine, monkeypatch):
+    # The first container that needs a secret's owner-only files is given them: never a race.
+    engine.write("a.yaml", """apiVersion: v1
+kind: Secret
+metadata: {name: token}
+stringData: {token: t0k3n}
+---
+""" + pod_yaml("web", containers=("first", "second", "third"), extra="""
+  volumes:
+  - name: token
+    secret: {secretName: token}"""))
+    create = engine.drivers.runtime.create_container
+
+    def slow_first(pod, container, **kw):
+        if container.name == "first":
+            time.sleep(0.3)
+        return create(pod, container, **kw)
+
+    monkeypatch.setattr(engine.drivers.runtime, "create_container", slow_first)
+    assert engine.up().ok
+    names = {c.id: c.name for c in engine.drivers.runtime.list_containers()}
+    created = [names[line.split()[1]] for line in engine.host.log if line.startswith("create_container ")]
+    assert created == ["first", "second", "third"]
