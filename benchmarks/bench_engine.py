@@ -16,7 +16,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.harness import Row, table, time_call, time_command
+from benchmarks.harness import Row, compile_bytecode, table, time_call, time_command
 
 POD = """apiVersion: v1
 kind: ConfigMap
@@ -56,6 +56,7 @@ def main(argv=None) -> None:
     ap.add_argument("--runs", type=int, default=7)
     ap.add_argument("--count", type=int, default=200)
     args = ap.parse_args(argv)
+    compile_bytecode()
     tmp = Path(tempfile.mkdtemp(prefix="pp-bench-"))
     try:
         mdir = tmp / "m"

@@ -81,23 +81,30 @@ def main(argv=None) -> None:
         for title, doc in shapes(free_port()).items():
             f = tmp / f"{title.split()[0]}.yaml"
             f.write_text(json.dumps(doc))
-            rows = {"podplay up": [], "podplay down": [], "podplay up (no change)": []}
+            rows = {"podplay plan": [], "podplay up": [], "podplay down": [], "podplay up (no change)": []}
             if have_podman:
                 rows.update({"podman kube play": [], "podman kube down": []})
+            cpu: dict[str, list[float]] = {"podplay plan": [], "podplay up": [], "podman kube play": []}
             for _ in range(args.runs):
-                rows["podplay up"] += time_command(podplay + ["up", "-q", str(f)], 1, env=pp_env)
+                rows["podplay plan"] += time_command(podplay + ["plan", str(f)], 1, env=pp_env, cpu=cpu["podplay plan"])
+                rows["podplay up"] += time_command(podplay + ["up", "-q", str(f)], 1, env=pp_env, cpu=cpu["podplay up"])
                 rows["podplay up (no change)"] += time_command(podplay + ["up", "-q", str(f)], 1, env=pp_env)
                 rows["podplay down"] += time_command(podplay + ["down", "-q", str(f)], 1, env=pp_env)
                 if have_podman:
-                    rows["podman kube play"] += time_command(podman + ["kube", "play", str(f)], 1, env=pm_env)
+                    rows["podman kube play"] += time_command(podman + ["kube", "play", str(f)], 1, env=pm_env,
+                                                             cpu=cpu["podman kube play"])
                     rows["podman kube down"] += time_command(podman + ["kube", "down", str(f)], 1, env=pm_env)
             out = [Row(k, v) for k, v in rows.items()]
-            up = table(f"{title}: up", [r for r in out if r.name.endswith(("up", "(no change)", "play"))],
+            up = table(f"{title}: up", [r for r in out if r.name.endswith(("up", "(no change)", "play", "plan"))],
                        baseline="podman kube play" if have_podman else None)
             down = table(f"{title}: down", [r for r in out if "down" in r.name],
                          baseline="podman kube down" if have_podman else None)
-            sections += [up, down]
-            print(up + "\n" + down, flush=True)
+            used = table(f"{title}: CPU time (user + system of the command and the processes it waited for)",
+                         [Row(k, v) for k, v in cpu.items() if v], baseline="podman kube play" if have_podman else None)
+            sections += [up, down, used]
+            print(up + "\n" + down + "\n" + used, flush=True)
+            if title.startswith("1-container"):
+                print(split_table(title, time_split(podplay, pp_env, f, tmp, args.runs)), flush=True)
     finally:
         subprocess.run(podplay + ["down", "-q", *map(str, tmp.glob("*.yaml"))], env=pp_env, capture_output=True)
         if shutil.which("podman"):
@@ -108,6 +115,51 @@ def main(argv=None) -> None:
         for m in sorted(_mounts_under(tmp), key=len, reverse=True):
             subprocess.run(["umount", "-l", m], capture_output=True)
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+# What an `up` spends its time on, from the steps apply runs (benchmarks.trace_up): the groups'
+# spans may overlap (steps of one pod run side by side), so they need not add up to the total.
+SPLIT = {"infra (sandbox)": ("CreateInfra",), "network (CNI)": ("AttachNetwork",),
+         "containers": ("CreateContainer", "StartContainer"), "image + snapshot": ("PullImage", "PrepareSnapshot")}
+
+
+def time_split(podplay: list[str], env: dict, manifest: Path, tmp: Path, runs: int) -> dict[str, list[float]]:
+    """Per group, the wall time of its steps (the union of their spans) over `runs` traced `up`s;
+    "engine" is the rest of the process: interpreter start, imports, load, look, plan, confirm."""
+    import time
+
+    spans_file = tmp / "spans.json"
+    python = str(Path(podplay[0]).with_name("python"))
+    out: dict[str, list[float]] = {k: [] for k in ("total", "engine", *SPLIT)}
+    for _ in range(runs):
+        started = time.perf_counter()
+        subprocess.run([python, "-m", "benchmarks.trace_up", "up", "-q", str(manifest)], check=True,
+                       env={**env, "PODPLAY_BENCH_SPANS": str(spans_file)}, cwd=Path(__file__).resolve().parents[1],
+                       capture_output=True)
+        total = time.perf_counter() - started
+        spans = json.loads(spans_file.read_text())["spans"]
+        subprocess.run(podplay + ["down", "-q", str(manifest)], env=env, check=True, capture_output=True)
+        out["total"].append(total)
+        window = _union([(s, e) for _, s, e in spans])
+        out["engine"].append(total - window)
+        for group, verbs in SPLIT.items():
+            out[group].append(_union([(s, e) for v, s, e in spans if v in verbs]))
+    return out
+
+
+def _union(intervals: list[tuple[float, float]]) -> float:
+    total, end = 0.0, float("-inf")
+    for s, e in sorted(intervals):
+        if e <= end:
+            continue
+        total += e - max(s, end)
+        end = e
+    return total
+
+
+def split_table(title: str, split: dict[str, list[float]]) -> str:
+    return table(f"{title}: where `podplay up` spends its time (wall, medians)",
+                 [Row(name, samples) for name, samples in split.items()])
 
 
 def _bench_network(net_dir: Path, bridge: str) -> None:

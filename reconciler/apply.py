@@ -161,6 +161,7 @@ class _Runner:
         self.state = state
         self.volume_paths: dict[str, dict[str, str]] = {}
         self.network: dict[str, NetworkStatus | None] = {}
+        self.lock = threading.RLock()
 
     def pod(self, step: Step) -> DesiredPod:
         try:
@@ -169,6 +170,10 @@ class _Runner:
             raise ContainerRuntimeError(f"plan has no desired pod {step.pod} ({step.uid})") from None
 
     def _volumes(self, pod: DesiredPod) -> dict[str, str]:
+        with self.lock:  # a pod's containers are created side by side
+            return self._volumes_locked(pod)
+
+    def _volumes_locked(self, pod: DesiredPod) -> dict[str, str]:
         if pod.uid not in self.volume_paths:
             kept = tuple(v for v in pod.volumes if v.kind != "image")
             self.volume_paths[pod.uid] = self.d.volumes.prepare_pod_volumes(pod.uid, kept) if kept else {}
@@ -254,8 +259,9 @@ class _Runner:
             case EnsureClaim():
                 d.volumes.ensure_claim(self.plan.claims[step.claim])
             case PrepareVolumes():
-                self.volume_paths.pop(step.uid, None)
-                self._volumes(self.pod(step))
+                with self.lock:
+                    self.volume_paths.pop(step.uid, None)
+                    self._volumes(self.pod(step))
             case CheckFreeSpace():
                 if self.state is not None:
                     self.state.journal.check_space(step.need)
@@ -507,6 +513,8 @@ def _run_txn(txn: Txn, runner: _Runner, state: StateStore, record: dict, failpoi
         tid = state.journal.begin_txn(txn.kind, txn.key, txn.uid, steps, record)
     except PodplayError as exc:  # not even journaled (a full disk): nothing ran
         return f"{txn.kind} {txn.key}: {exc}", exc, 0
+    if txn.kind == TxnKind.CREATE and len(steps) > 1:
+        return _run_create(txn, tid, steps, runner, state, failpoints)
     done: list[int] = []
     for seq, step in enumerate(steps):
         n = failpoints.before(step)
@@ -537,6 +545,93 @@ def _run_txn(txn: Txn, runner: _Runner, state: StateStore, record: dict, failpoi
         failpoints.after(step, n)
     if txn.kind != TxnKind.PREPARE:
         state.journal.finish_txn(tid, COMMITTED)
+    return "", None, tid
+
+
+STEP_PARALLELISM = 4  # steps of one pod's creation running at once
+
+
+def _run_create(txn: Txn, tid: int, steps: list[Step], runner: _Runner, state: StateStore,
+                failpoints: Failpoints) -> tuple[str, PodplayError | None, int]:
+    """A pod's creation with its independent steps side by side: each step starts once the steps
+    it depends on (in the plan) are done, so the snapshots are prepared while the sandbox and its
+    network are made, and the app containers are created together once the sandbox exists (in
+    order when the pod has a secret volume). The containers still start one after the other in
+    the plan's order, as the kubelet starts them (a postStart hook holds the next start).
+
+    Journaling is the same as in order: each step is marked started and done around its driver
+    call. After a failure no new step starts; the ones running finish, and everything touched is
+    undone newest first by plan order (which puts a step after everything it depends on), as
+    crash recovery undoes it. A crash (a BaseException) leaves the transaction open for it."""
+    index = {ps.id: i for i, ps in enumerate(txn.steps)}
+    needs = [{index[d] for d in ps.depends_on if d in index} for ps in txn.steps]
+    pod = runner.plan.pods.get(txn.uid)
+    # A secret volume's owner-only files are given to the first container that needs them: the
+    # containers of such a pod are created in plan order, so which one that is never races.
+    ordered = (StartContainer, RunInitContainer, CreateContainer) \
+        if pod is not None and any(v.kind == "secret" for v in pod.volumes) else (StartContainer, RunInitContainer)
+    previous: dict[type, int] = {}
+    for i, step in enumerate(steps):
+        kind = StartContainer if isinstance(step, RunInitContainer) else type(step)
+        if kind in ordered:
+            if kind in previous:
+                needs[i].add(previous[kind])
+            previous[kind] = i
+
+    def one(seq: int) -> None:
+        step = steps[seq]
+        n = failpoints.before(step)
+        state.journal.mark(tid, seq, STARTED)  # on a disk full even past the reserve: not run
+        try:
+            runner.run(step)
+            failpoints.ran(step, n)
+        except PodplayError as exc:
+            cause = as_no_space(exc, state.path.parent) or exc  # a full disk is said once, as itself
+            with contextlib.suppress(NoSpaceError):
+                state.journal.mark(tid, seq, FAILED, str(cause))
+            if cause is exc:
+                raise
+            raise cause from exc
+        state.journal.mark(tid, seq, DONE)
+        failpoints.after(step, n)
+
+    pending = list(range(len(steps)))
+    done: set[int] = set()
+    touched: set[int] = set()
+    error = ""
+    cause: PodplayError | None = None
+    crash: BaseException | None = None
+    with ThreadPoolExecutor(max_workers=STEP_PARALLELISM) as pool:
+        running: dict = {}
+        while True:
+            if not error and crash is None:
+                for seq in [s for s in pending if needs[s] <= done]:
+                    pending.remove(seq)
+                    touched.add(seq)
+                    running[pool.submit(one, seq)] = seq
+            if not running:
+                break
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in finished:
+                seq = running.pop(future)
+                try:
+                    future.result()
+                    done.add(seq)
+                except PodplayError as exc:
+                    if not error:
+                        error, cause = f"{steps[seq].describe()}: {exc}", exc
+                except BaseException as exc:  # a crash (or a bug): no compensation, as after a kill
+                    crash = crash or exc
+    if crash is not None:
+        raise crash
+    if pending and not error:  # a plan whose steps wait on each other: refused, never half-run
+        error = f"steps {', '.join(txn.steps[s].id for s in pending)} of {txn.key} wait on each other"
+        cause = ContainerRuntimeError(error)
+    if error:
+        undo_errors = _compensate(tid, steps, sorted(touched), runner, state)
+        state.journal.finish_txn(tid, ROLLED_BACK, error + undo_errors)
+        return error + undo_errors, cause, tid
+    state.journal.finish_txn(tid, COMMITTED)
     return "", None, tid
 
 

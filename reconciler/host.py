@@ -4,6 +4,7 @@ no-change check of `up` use it without loading the engine)."""
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 
 from reconciler.drivers.base import Drivers
@@ -77,6 +78,7 @@ class _Deferred:
     def __init__(self, make: Callable[[], object]):
         self._make = make
         self._made: object | None = None
+        self._lock = threading.Lock()  # first used by steps running side by side: made once
 
     @property
     def made(self) -> bool:
@@ -86,7 +88,9 @@ class _Deferred:
         if name.startswith("_"):
             raise AttributeError(name)
         if self._made is None:
-            self._made = self._make()
+            with self._lock:
+                if self._made is None:
+                    self._made = self._make()
         return getattr(self._made, name)
 
 

@@ -61,6 +61,7 @@ class Goal:
     only: frozenset[str] = frozenset()  # "namespace/name" of the pods the pass is limited to
     service_cidr: str = ""  # podplay's Service range ("" = the root's own: reconciler.services.service_range)
     root_tag: str = ""  # the storage root's tag (HostPaths.tag), which picks the root's Service range
+    grace_period: int | None = None  # down --grace-period/--force: seconds before SIGKILL, for every pod
 
     @property
     def paths(self) -> tuple[str, ...]:
@@ -69,14 +70,15 @@ class Goal:
 
 def make_goal(paths: Sequence[str], manifests: ManifestSet, host_paths: HostPaths | None = None, *,
               mode: Mode | str = Mode.UP, force: bool = False, remove_volumes: bool = False,
-              only: Sequence[str] = (), scope: Scope | None = None, declared: DesiredState | None = None) -> Goal:
+              only: Sequence[str] = (), scope: Scope | None = None, declared: DesiredState | None = None,
+              grace_period: int | None = None) -> Goal:
     """`scope` and `declared` may come from a source that built them already (the keeper's)."""
     objects = tuple(absolute_sources(manifests.objects, host_paths))
     return Goal(manifests, objects, declared if declared is not None else build_desired(list(objects)),
                 scope if scope is not None else make_scope(paths, manifests), Mode(mode), force, remove_volumes,
                 frozenset(n if "/" in n else f"default/{n}" for n in only),
                 host_paths.service_cidr if host_paths is not None else "",
-                host_paths.tag if host_paths is not None else "")
+                host_paths.tag if host_paths is not None else "", grace_period)
 
 
 POD_MAKERS = (Pod, *REPLICATED, Job, CronJob)  # every kind whose pods take the host-wide default network
@@ -666,7 +668,12 @@ def apply_view(view: View, changes: Sequence[Change], drivers: Drivers, state: S
                on_plan: Callable[[Plan], None] | None = None) -> tuple[Plan, ApplyResult]:
     """Plan `changes` (those of `view` this pass may act on) and apply them. What podplay owns
     afterwards is recorded by the journal as each transaction commits (plan.Owns)."""
-    plan = make_plan(list(changes), view.desired, view.observed)
+    observed = view.observed
+    if view.goal.grace_period is not None:
+        # The user's grace period stands in for each pod's terminationGracePeriodSeconds.
+        observed = replace(observed, pods={uid: replace(p, grace_period=view.goal.grace_period)
+                                           for uid, p in observed.pods.items()})
+    plan = make_plan(list(changes), view.desired, observed)
     if on_plan:
         on_plan(plan)
     return plan, apply_plan(plan, drivers, state, report=report, failpoints=failpoints)

@@ -7,17 +7,21 @@ import nothing heavy at import time: ``podplay --help`` must start fast.
 
 from __future__ import annotations
 
-import argparse
-import errno
-import importlib
-import os
-import sys
-from dataclasses import dataclass, field
-from typing import TextIO
+from reconciler import classcache
 
-from reconciler import __version__
-from reconciler.errors import EXIT_INTERRUPTED, EXIT_INVALID, EXIT_USAGE, PodplayError, no_space
-from reconciler.paths import HostPaths
+classcache.install()  # before any of the package's dataclasses is defined (reconciler.classcache)
+
+import argparse  # noqa: E402
+import errno  # noqa: E402
+import importlib  # noqa: E402
+import os  # noqa: E402
+import sys  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from typing import TextIO  # noqa: E402
+
+from reconciler import __version__  # noqa: E402
+from reconciler.errors import EXIT_INTERRUPTED, EXIT_INVALID, EXIT_USAGE, PodplayError, no_space  # noqa: E402
+from reconciler.paths import HostPaths  # noqa: E402
 
 # Areas in help order, each with the commands it registers (``register(sub, common)`` in
 # ``reconciler.cli.<area>``). The table lives here so that a command imports its own area only:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
+import threading
 import time
 
 from reconciler.cli.pullopts import timeout_options
@@ -70,7 +72,25 @@ def register(sub, common) -> None:
                    help="limit to this pod (name or namespace/name); repeatable")
     p.add_argument("--no-block", action="store_true")
     p.add_argument("--quiet", "-q", action="store_true")
+    p.add_argument("--grace-period", type=int, default=-1, metavar="SECONDS",
+                   help="seconds each pod's containers get to exit after their stop signal before they are "
+                   "killed; negative (the default): the pod's terminationGracePeriodSeconds (30 unless set). "
+                   "0 counts as 1 unless --force is given, as with kubectl delete")
+    p.add_argument("--force", action="store_true",
+                   help="kill the containers at once (grace period 0, no preStop hooks) unless --grace-period "
+                   "says otherwise, as kubectl delete --force")
     p.set_defaults(func=cmd_down)
+
+
+def grace_period(args) -> int | None:
+    """`down`'s grace period as kubectl delete reads its flags: None for each pod's own."""
+    seconds = getattr(args, "grace_period", -1)
+    force = getattr(args, "force", False)
+    if seconds == 0 and not force:
+        seconds = 1  # kubectl's guard against an accidental immediate kill
+    if force and seconds < 0:
+        seconds = 0
+    return seconds if seconds >= 0 else None
 
 
 def _print_diagnostics(diags, err) -> None:
@@ -146,11 +166,22 @@ def cmd_plan(args, ctx) -> int:
 class Progress:
     """Prints one line per finished transaction, in the plan's vocabulary."""
 
-    def __init__(self, plan_ref, out, err, quiet: bool):
+    def __init__(self, plan_ref, out, err, quiet: bool, countdown: Countdown | None = None):
         self.plan_ref = plan_ref
         self.out, self.err, self.quiet = out, err, quiet
+        self.countdown = countdown
 
     def __call__(self, event: str, txn, message: str) -> None:
+        if self.countdown is None:
+            self._print(event, txn, message)
+        elif event == "begin":
+            self.countdown.begin(txn)
+        else:
+            with self.countdown.lock:  # no status line redrawn in the middle of this one
+                self.countdown.end(txn)
+                self._print(event, txn, message)
+
+    def _print(self, event: str, txn, message: str) -> None:
         if event == "begin":
             return
         if event in ("failed", "skipped"):
@@ -173,20 +204,81 @@ class Progress:
         print(f"{done.symbol} {done.verb} {noun}{txn.key}{containers} ({why})", file=self.out)
 
 
-def _unchanged(args, ctx) -> bool:
+class Countdown:
+    """On a terminal, while pods are given their grace period to stop: one status line on stderr
+    saying which and how long until their containers are killed, refreshed every second and
+    cleared when they are gone (or on any other line of progress). Shown after the first second,
+    so that containers that exit on their stop signal do not make it flicker."""
+
+    DELAY = 1.0
+
+    def __init__(self, err, hint: str = ""):
+        self.err, self.hint = err, hint
+        self.lock = threading.Lock()
+        self.waiting: dict[str, tuple[str, float, float]] = {}  # txn id → (pod, started, deadline)
+        self.shown = False
+        self.stopped = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def begin(self, txn) -> None:
+        stops = [ps.step for ps in txn.steps if ps.step.verb == "StopContainers"]
+        if not stops:
+            return
+        now = time.monotonic()
+        with self.lock:
+            self.waiting[txn.id] = (txn.key, now, now + max(s.timeout for s in stops))
+            if self.thread is None:
+                self.thread = threading.Thread(target=self._run, name="countdown", daemon=True)
+                self.thread.start()
+
+    def end(self, txn) -> None:
+        """With the lock held."""
+        self.waiting.pop(txn.id, None)
+        self._clear()
+
+    def close(self) -> None:
+        self.stopped.set()
+        if self.thread is not None:
+            self.thread.join()
+        with self.lock:
+            self._clear()
+
+    def _clear(self) -> None:
+        if self.shown:
+            self.err.write("\r\033[K")
+            self.err.flush()
+            self.shown = False
+
+    def _run(self) -> None:
+        while not self.stopped.wait(0.2):
+            now = time.monotonic()
+            with self.lock:
+                due = [(pod, deadline) for pod, started, deadline in self.waiting.values()
+                       if now - started >= self.DELAY]
+                if not due:
+                    self._clear()
+                    continue
+                pods = sorted(pod for pod, _ in due)
+                left = max(0, math.ceil(max(deadline for _, deadline in due) - now))
+                what = pods[0] if len(pods) == 1 else f"{len(pods)} pods ({', '.join(pods)})"
+                self.err.write(f"\r\033[Kwaiting for {what} to stop: {left}s before the containers are killed"
+                               + (f" ({self.hint})" if self.hint else ""))
+                self.err.flush()
+                self.shown = True
+
+
+def _unchanged(args, ctx, engine: list) -> bool:
     """The no-change check (reconciler.converged): answers most `up`s without loading the
-    engine. Only for a plain `up` of paths podplay converged before."""
+    engine. Only for a plain `up` of paths podplay converged before. The drivers and the state
+    store it opens are left in `engine` for the full pass to use (opened once per command)."""
     if args.replace or args.only or args.strict or not ctx.paths.state_db.exists():
         # --strict must read the files: a converged host says nothing about their dialect
         return False
     from reconciler.converged import unchanged
 
-    drivers, state = _engine(ctx)
-    try:
-        warnings = unchanged(state, args.paths, drivers, network=ctx.paths.default_network, wait=args.wait)
-    finally:
-        drivers.close()
-        state.close()
+    engine[:] = _engine(ctx)
+    drivers, state = engine
+    warnings = unchanged(state, args.paths, drivers, network=ctx.paths.default_network, wait=args.wait)
     if warnings is None:
         return False
     for line in warnings:
@@ -197,9 +289,19 @@ def _unchanged(args, ctx) -> bool:
 
 
 def _converge(args, ctx, mode: str) -> int:
+    engine: list = []  # (drivers, state) once opened
+    try:
+        return _converge_with(args, ctx, mode, engine)
+    finally:
+        if engine:
+            engine[0].close()
+            engine[1].close()
+
+
+def _converge_with(args, ctx, mode: str, engine: list) -> int:
     building = mode == "up" and getattr(args, "build", False)
     # A build may change an image without changing a file: no shortcut then.
-    if mode == "up" and not building and _unchanged(args, ctx):
+    if mode == "up" and not building and _unchanged(args, ctx, engine):
         return 0
     from reconciler.converger import Converger
     from reconciler.reconcile import load_or_fail, make_goal
@@ -214,25 +316,30 @@ def _converge(args, ctx, mode: str) -> int:
     if building:
         manifests = _build_images(args, ctx, manifests)
     goal = make_goal(args.paths, manifests, ctx.paths, mode=mode, force=getattr(args, "replace", False),
-                     remove_volumes=getattr(args, "volumes", False), only=args.only)
-    drivers, state = _engine(ctx)
+                     remove_volumes=getattr(args, "volumes", False), only=args.only, grace_period=grace_period(args))
+    if not engine:
+        engine[:] = _engine(ctx)
+    drivers, state = engine
     holder: dict = {}
-    progress = Progress(lambda: holder["plan"], ctx.out, ctx.err, args.quiet)
+    countdown = None
+    if not args.quiet and ctx.err.isatty():
+        countdown = Countdown(ctx.err, "`down --force` kills at once" if mode == "down" else "")
+    progress = Progress(lambda: holder["plan"], ctx.out, ctx.err, args.quiet, countdown)
     conv = Converger(drivers, state, ctx.paths, report=progress, on_plan=lambda plan: holder.__setitem__("plan", plan),
                      lock_timeout=0 if args.no_block else None)
     started = time.monotonic()
     try:
         result = conv.once(goal)
-        code = _report_once(args, ctx, mode, result)
-        if code is None and mode == "up":
-            code = _follow(args, ctx, conv, goal, result)
-        if code:
-            return code
-        if not args.quiet and result.plan.effective_changes:
-            print(f"done in {time.monotonic() - started:.2f}s", file=ctx.out)
     finally:
-        drivers.close()
-        state.close()
+        if countdown is not None:
+            countdown.close()
+    code = _report_once(args, ctx, mode, result)
+    if code is None and mode == "up":
+        code = _follow(args, ctx, conv, goal, result)
+    if code:
+        return code
+    if not args.quiet and result.plan.effective_changes:
+        print(f"done in {time.monotonic() - started:.2f}s", file=ctx.out)
     return 0
 
 

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING
 from reconciler.cli.hostpods import CREATED, EXITED, RUNNING, UNKNOWN, read_host, select_pods, started
 from reconciler.cli.table import render_table
 from reconciler.errors import StateError
-from reconciler.store.keepers import keeper_alive
 
 if TYPE_CHECKING:
     from reconciler.observed import ObservedContainer, ObservedPod, PortMapping
@@ -312,7 +311,8 @@ def pending_restarts(keepers: Iterable[dict], pods: Iterable[ObservedPod], now: 
     once), so nothing is pending. A schedule entry counts only for the container run it was made
     for (same restart count): a container restarted and exited again since waits for the keeper's
     next relist to be scheduled anew."""
-    alive = alive or keeper_alive
+    if alive is None:
+        from reconciler.store.keepers import keeper_alive as alive  # not for `podplay --help`
     schedule: dict[str, dict] = {}
     for rec in keepers:
         if rec.get("running") and alive(int(rec.get("pid") or 0)):

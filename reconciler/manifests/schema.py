@@ -231,7 +231,7 @@ class SchemaCache:
     def save(self) -> None:
         if not self.added:
             return
-        from reconciler.fsutil import atomic_write
+        from reconciler.fsutil import atomic_write, private_dir
 
         try:
             old = [k for k in self.path.read_text().split() if k not in set(self.added)]
@@ -239,6 +239,9 @@ class SchemaCache:
             old = []
         keep = (old + self.added)[-self.LIMIT:]
         with contextlib.suppress(OSError):
-            atomic_write(self.path, "\n".join(keep) + "\n")
+            # Owner-only, as everything under the storage root: the digests say which documents
+            # (Secrets included) this host ran.
+            private_dir(self.path.parent)
+            atomic_write(self.path, "\n".join(keep) + "\n", mode=0o600)
         self.added = []
 

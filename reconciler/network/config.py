@@ -217,6 +217,33 @@ def parse_network_config(text: str, file: str) -> NetworkConfig:
                          disable_check=disable_check, raw=doc)
 
 
+def fit_chain(net: NetworkConfig, *, port_mappings: bool) -> NetworkConfig:
+    """The chain one pod needs of ``net``: the plugins that would do nothing for it are left out
+    (each is a process start, and portmap and firewall run iptables several times each).
+
+    - ``portmap`` without port mappings: its ADD only passes the previous result on;
+    - ``tuning`` with nothing to set (``{"type": "tuning"}``, the default conflist's hook).
+
+    Every other plugin runs as configured (``firewall`` included: it is what lets the pod's
+    traffic through a FORWARD policy of DROP). The attachment records the fitted list, so DEL
+    and CHECK run exactly the plugins its ADD ran; a single-plugin configuration is kept whole.
+    """
+    if len(net.plugins) < 2 or "plugins" not in net.raw:
+        return net
+
+    def idle(plugin: dict) -> bool:
+        if plugin.get("type") == "portmap":
+            return not port_mappings
+        return plugin.get("type") == "tuning" and not (set(plugin) - {"type"})
+
+    kept = tuple(p for p in net.plugins if not idle(p))
+    if len(kept) == len(net.plugins) or not kept:
+        return net
+    raw = {**net.raw, "plugins": [p for p in net.raw["plugins"] if not idle(p)]}
+    return NetworkConfig(name=net.name, cni_version=net.cni_version, plugins=kept, file=net.file,
+                         disable_check=net.disable_check, raw=raw)
+
+
 # --- lookup -----------------------------------------------------------------------------------
 
 def _config_files(network_dir: Path) -> list[Path]:

@@ -15,6 +15,7 @@ import ipaddress
 import json
 import os
 import re
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -27,6 +28,7 @@ from reconciler.network.config import (
     NetworkConfig,
     ensure_default_network,
     find_network,
+    fit_chain,
     interface_addresses,
     ipam_subnets,
     parse_network_config,
@@ -274,8 +276,9 @@ class CniNetwork:
             self._sweep_stale_rules()
             # Checking the host ports and writing the record that claims them is one step.
             net, entry = self._reserve(pod, netns, ident)
-        # loopback holds nothing on the host, so it needs no record and no DEL.
-        self.cni.loopback_up(netns, entry["container_id"])
+        # loopback holds nothing on the host, so it needs no record and no DEL; it touches only
+        # `lo` inside the pod's netns, so it runs beside the chain (each is a process start).
+        lo = _Background(self.cni.loopback_up, netns, entry["container_id"])
         att = self._attachment(entry, netns)
 
         def progress(result: dict) -> None:
@@ -284,7 +287,9 @@ class CniNetwork:
 
         try:
             result = self.cni.add(net, att, progress)
+            lo.result()
         except NetworkError as exc:
+            lo.wait()
             try:
                 self._detach_entry(entry)
             except NetworkError as cleanup:
@@ -310,6 +315,7 @@ class CniNetwork:
         for key, value in (("namespace", pod.namespace), ("name", pod.name)):
             if not _ARG_VALUE.match(value):
                 raise NetworkError(f"pod {pod.ref}: {key} {value!r} cannot be passed in CNI_ARGS")
+        net = fit_chain(net, port_mappings=bool(ports))
         entry = {
             "format": CACHE_FORMAT,
             "uid": pod.uid,
@@ -434,6 +440,30 @@ class CniNetwork:
                                    f"(uid {entry['uid']}) on network {entry['network']!r}")
         out += host_conflicts([p for p in wanted if p not in taken], host_sockets())
         return out
+
+
+class _Background:
+    """A call run in a thread of its own; ``result()`` waits and raises what it raised."""
+
+    def __init__(self, fn, *args):
+        self._error: BaseException | None = None
+
+        def run() -> None:
+            try:
+                fn(*args)
+            except BaseException as exc:  # handed to result()
+                self._error = exc
+
+        self._thread = threading.Thread(target=run, name="cni-loopback", daemon=True)
+        self._thread.start()
+
+    def wait(self) -> None:
+        self._thread.join()
+
+    def result(self) -> None:
+        self.wait()
+        if self._error is not None:
+            raise self._error
 
 
 def _cni_id(entry: dict) -> str:

@@ -9,7 +9,6 @@ pod can ask for), and the host's device nodes (for privileged containers).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import functools
 import os
@@ -194,8 +193,16 @@ MNT_DETACH = 2
 
 @functools.cache
 def _libc() -> ctypes.CDLL:
-    # Loaded on first use: find_library would run ldconfig at import time.
-    return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    # The C library this interpreter already links (glibc's soname, then musl's), by name:
+    # ctypes.util.find_library would run `ldconfig -p` in a child process to find it.
+    for name in ("libc.so.6", "libc.so"):
+        try:
+            return ctypes.CDLL(name, use_errno=True)
+        except OSError:
+            continue
+    from ctypes.util import find_library
+
+    return ctypes.CDLL(find_library("c") or "libc.so.6", use_errno=True)
 
 
 def mount_tmpfs(target: str, options: str) -> None:

@@ -217,6 +217,15 @@ class OverlaySnapshotter:
         except FileNotFoundError:
             return
         for name in names:
+            probe = re.match(r"^\.probe-([0-9a-f]{8})$", name)
+            if probe:  # an overlay probe whose process was killed (a live one holds its lock)
+                lock = self.paths.snapshots / LOCKS / f"probe-{probe.group(1)}.lock"
+                with flocked(lock, blocking=False) as mine:
+                    if mine:
+                        mounts.remove_tree(self.paths.snapshots / name)
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(lock)
+                continue
             m = re.match(r"^\.(tmp|removing)-(.+)-[0-9a-f]{8}$", name)
             if not m:
                 continue
@@ -344,23 +353,30 @@ def _probe_overlay(parent: Path) -> bool:
             if "overlay" not in f.read().split():
                 return False
         parent.mkdir(parents=True, exist_ok=True)
-        probe = parent / f".probe-{os.urandom(4).hex()}"
-        os.mkdir(probe, 0o700)
     except OSError:
         return False
+    tag = os.urandom(4).hex()
+    probe, lock = parent / f".probe-{tag}", parent / LOCKS / f"probe-{tag}.lock"
     try:
-        for d in ("lower", "upper", "work", "merged"):
-            os.mkdir(probe / d)
-        try:
-            mounts.mount("overlay", probe / "merged", "overlay", mounts.MS_NODEV,
-                         f"lowerdir={probe / 'lower'},upperdir={probe / 'upper'},workdir={probe / 'work'}")
-        except StorageError:
-            return False
-        mounts.umount(probe / "merged")
-        return True
-    finally:
-        with contextlib.suppress(OSError, StorageError):
-            mounts.remove_tree(probe)
+        # Held while the probe exists: a process killed meanwhile leaves it for _recover.
+        with flocked(lock):
+            try:
+                os.mkdir(probe, 0o700)
+                for d in ("lower", "upper", "work", "merged"):
+                    os.mkdir(probe / d)
+                mounts.mount("overlay", probe / "merged", "overlay", mounts.MS_NODEV,
+                             f"lowerdir={probe / 'lower'},upperdir={probe / 'upper'},workdir={probe / 'work'}")
+                mounts.umount(probe / "merged")
+                return True
+            except (OSError, StorageError):
+                return False
+            finally:
+                with contextlib.suppress(OSError, StorageError):
+                    mounts.remove_tree(probe)
+                with contextlib.suppress(OSError):
+                    os.unlink(lock)
+    except OSError:
+        return False
 
 
 # --- the copy fallback -----------------------------------------------------------------------

@@ -277,6 +277,32 @@ def test_crash_leftovers_are_cleaned_up(host_paths, blobs):
     assert len(fresh.layers.list_layers()) == 3
 
 
+def test_an_overlay_probe_left_mounted_by_a_killed_process_is_removed(host_paths, blobs):
+    from reconciler.storage.layers import flocked
+
+    image = three_layer_image(blobs)
+    probes = {}
+    for tag in ("0badc0de", "1f2e3d4c"):
+        probe = host_paths.snapshots / f".probe-{tag}"
+        for sub in ("lower", "upper", "work", "merged"):
+            (probe / sub).mkdir(parents=True)
+        mounts.mount("overlay", probe / "merged", "overlay", mounts.MS_NODEV,
+                     f"lowerdir={probe / 'lower'},upperdir={probe / 'upper'},workdir={probe / 'work'}")
+        probes[tag] = probe
+    dead, live = probes.values()
+    try:
+        # The live one's process still holds its lock: it is not touched.
+        with flocked(host_paths.snapshots / ".locks" / f"probe-{live.name.split('-')[1]}.lock"):
+            snaps = OverlaySnapshotter(host_paths, blobs)
+            snaps.prepare("probe.web", image)
+            assert not dead.exists()
+            assert mounts.is_mountpoint(live / "merged")
+        snaps.remove("probe.web")
+    finally:
+        for probe in probes.values():
+            mounts.remove_tree(probe)
+
+
 class _SlowBlobs(BlobStore):
     """Reads blobs in small pieces so two processes really overlap in their unpacks."""
 

@@ -56,3 +56,37 @@ def test_a_damaged_cache_file_is_only_a_cache(tmp_path, content):
     cache = tmp_path / "schema-valid"
     cache.write_text(content)
     assert load_manifests([str(tmp_path / "p.yaml")], schema_cache=cache).ok
+
+
+def test_the_cache_is_readable_by_its_owner_only(tmp_path):
+    (tmp_path / "p.yaml").write_text(GOOD)
+    cache = tmp_path / "cache" / "schema-valid"
+    assert load_manifests([str(tmp_path / "p.yaml")], schema_cache=cache).ok
+    assert cache.stat().st_mode & 0o777 == 0o600
+    assert cache.parent.stat().st_mode & 0o777 == 0o700
+
+
+def test_another_podplay_release_validates_again(tmp_path, monkeypatch):
+    (tmp_path / "p.yaml").write_text(GOOD)
+    cache = tmp_path / "schema-valid"
+    assert load_manifests([str(tmp_path / "p.yaml")], schema_cache=cache).ok
+    calls = []
+    real = schema.validator
+    monkeypatch.setattr(schema, "validator", lambda kind: calls.append(kind) or real(kind))
+    monkeypatch.setattr("reconciler.__version__", "999.0")
+    assert load_manifests([str(tmp_path / "p.yaml")], schema_cache=cache).ok
+    assert calls == ["Pod"]
+
+
+def test_an_unchanged_file_never_imports_jsonschema(tmp_path):
+    import subprocess
+    import sys
+
+    (tmp_path / "p.yaml").write_text(GOOD)
+    cache = tmp_path / "schema-valid"
+    code = ("import sys; from reconciler.manifests import load_manifests; "
+            f"assert load_manifests([{str(tmp_path / 'p.yaml')!r}], schema_cache={str(cache)!r}).ok; "
+            "print('jsonschema' in sys.modules)")
+    runs = [subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+            for _ in range(2)]
+    assert runs == ["True", "False"]

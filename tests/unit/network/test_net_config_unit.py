@@ -15,6 +15,7 @@ from reconciler.network.config import (
     default_conflist,
     ensure_default_network,
     find_network,
+    fit_chain,
     load_networks,
     parse_network_config,
     pick_subnet,
@@ -228,3 +229,27 @@ def test_two_roots_get_two_bridges(tmp_path):
     a, b = _paths(tmp_path / "a"), _paths(tmp_path / "b")
     bridges = {ensure_default_network(p).raw["plugins"][0]["bridge"] for p in (a, b)}
     assert len(bridges) == 2 and bridges == {default_bridge(a), default_bridge(b)}
+
+
+def _types(net) -> list[str]:
+    return [p["type"] for p in net.plugins]
+
+
+def test_the_chain_is_fitted_to_the_pod():
+    net = parse_network_config(json.dumps(_good()), "net1.conflist")
+    bare = fit_chain(net, port_mappings=False)
+    assert _types(bare) == ["bridge", "firewall"]
+    assert [p["type"] for p in bare.raw["plugins"]] == ["bridge", "firewall"]
+    # The recorded raw config reads back as the same fitted chain (DEL and CHECK run it).
+    assert _types(parse_network_config(json.dumps(bare.raw), "net1.conflist")) == ["bridge", "firewall"]
+    assert _types(fit_chain(net, port_mappings=True)) == ["bridge", "portmap", "firewall"]
+
+
+def test_a_configured_tuning_and_a_single_plugin_are_kept():
+    doc = _good()
+    doc["plugins"][-1]["sysctl"] = {"net.core.somaxconn": "512"}
+    net = parse_network_config(json.dumps(doc), "net1.conflist")
+    assert _types(fit_chain(net, port_mappings=False)) == ["bridge", "firewall", "tuning"]
+    only = parse_network_config(json.dumps({"cniVersion": "1.0.0", "name": "p", "plugins": [{"type": "portmap"}]}),
+                                "p.conflist")
+    assert _types(fit_chain(only, port_mappings=False)) == ["portmap"]
