@@ -23,7 +23,8 @@ def test_user_units_name_the_users_paths_and_podplay(rootless_user):
     assert res.returncode == 0, res.stderr
     unit_file = target / "podplay-default-unitweb.service"
     assert res.stdout.splitlines() == [str(unit_file)]
-    assert "systemctl --user daemon-reload && systemctl --user enable --now podplay-default-unitweb.service" in res.stderr
+    assert ("systemctl --user daemon-reload && systemctl --user enable --now podplay-default-unitweb.service"
+            in res.stderr)
     st = unit_file.stat()
     assert st.st_uid == user.uid and stat.S_IMODE(st.st_mode) == 0o644
 
