@@ -63,3 +63,41 @@ def test_an_unknown_rootless_network_is_named_with_the_fix(rootless_user):
     assert res.returncode == EXIT_ENVIRONMENT, res.stderr
     assert "Traceback" not in res.stderr
     assert "PODPLAY_ROOTLESS_NETWORK='vde' names no rootless network; set it to slirp4netns or pasta" in res.stderr
+
+
+@pytest.mark.slow
+def test_killed_at_every_step_boundary_of_up_through_pasta(rootless_user, busybox):  # noqa: F811
+    """kill -9 before and after each step of a rootless `up` networked by pasta: the next `up`
+    serves the page, and `down` leaves no pasta (nor anything else) behind."""
+    user = rootless_user
+    port = free_port()
+    manifest = user.home / "pasta-crash.yaml"
+    manifest.write_text(POD.format(port=port))
+    n, kills = 1, 0
+    while True:
+        finished = False
+        for when in ("before", "after"):
+            context = f"up killed {when} step #{n}"
+            res = user.podplay("up", str(manifest),
+                               env=user.env(PODPLAY_ROOTLESS_NETWORK="pasta", PODPLAY_FAILPOINT=f"{when}:#{n}"))
+            if res.returncode == 0:
+                finished = True
+                break
+            assert res.returncode == 128 + 9, f"{context}: {res.returncode}\n{res.stdout}\n{res.stderr}"
+            kills += 1
+            env = user.env(PODPLAY_ROOTLESS_NETWORK="pasta")
+            res = user.podplay("up", str(manifest), env=env)
+            assert res.returncode == 0, f"{context}: {res.stdout}\n{res.stderr}"
+            assert get(f"http://127.0.0.1:{port}/index.html") == "hello-rootless\n", context
+            assert len(pasta_processes(user.uid)) == 1, f"{context}: {pasta_processes(user.uid)}"
+            res = user.podplay("down", str(manifest), env=env)
+            assert res.returncode == 0, f"{context}: {res.stdout}\n{res.stderr}"
+            assert pasta_processes(user.uid) == [], context
+            assert_nothing_left(user)
+        if finished:
+            break
+        n += 1
+    res = user.podplay("down", str(manifest), env=user.env(PODPLAY_ROOTLESS_NETWORK="pasta"))
+    assert res.returncode == 0
+    assert_nothing_left(user)
+    assert kills >= 8, kills
