@@ -6,6 +6,8 @@ privileged containers, added capabilities beyond the default set, hostPath volum
 seccomp, unsafe sysctls…) and ``restricted`` (baseline, plus: drop ALL capabilities, run as
 non-root, no privilege escalation, a RuntimeDefault or Localhost seccomp profile, only
 ephemeral and API-backed volumes). Each rule below carries the level that introduces it.
+A pod with ``hostUsers: false`` may run as root under restricted, as in Kubernetes: its root
+is an unprivileged host user (``_user_namespaced``).
 
 The operator sets a host-wide level (``Policy``; the CLI reads ``--pod-security``,
 ``$PODPLAY_POD_SECURITY`` or the config file, default ``baseline``). A ``Namespace`` object in
@@ -236,7 +238,19 @@ def _privilege_escalation(spec, base, meta, policy):
                             f"container {c.name!r} must set securityContext.allowPrivilegeEscalation: false")
 
 
+# Root inside a pod with a user namespace of its own (hostUsers: false) is an unprivileged host
+# user, so restricted's two "non-root" controls guard nothing there: Kubernetes relaxes exactly
+# these two for such pods (its UserNamespacesPodSecurityStandards behaviour), and so does podplay.
+# Every other control (capabilities, privilege escalation, seccomp, host namespaces…) still holds.
+
+
+def _user_namespaced(spec: PodSpec) -> bool:
+    return spec.host_users is False
+
+
 def _run_as_non_root(spec, base, meta, policy):
+    if _user_namespaced(spec):
+        return
     pod = spec.security_context.run_as_non_root
     if pod is False:
         yield Violation("restricted", "Running as Non-root", base + ("securityContext", "runAsNonRoot"),
@@ -250,6 +264,8 @@ def _run_as_non_root(spec, base, meta, policy):
 
 
 def _run_as_user(spec, base, meta, policy):
+    if _user_namespaced(spec):
+        return
     if spec.security_context.run_as_user == 0:
         yield Violation("restricted", "Running as Non-root user", base + ("securityContext", "runAsUser"),
                         "runAsUser: 0 (root) is not allowed")

@@ -157,6 +157,11 @@ class Converger:
                 notes = record_revisions(self.state, goal.declared, list(goal.objects)) \
                     if apply and goal.mode == Mode.UP else []
                 view = self._look(goal, drivers, now, write=True)
+                # Ranges of hostUsers: false pods that vanished behind podplay's back (rarely any held).
+                if apply and self.state.db.execute("SELECT 1 FROM idranges LIMIT 1").fetchone():
+                    from reconciler.store.idranges import sweep_vanished
+
+                    sweep_vanished(self.state.db, drivers.runtime, view.observed.pods)
                 result = PassResult(goal.manifests, view.desired, Plan(changes=view.changes), recovered=recovered,
                                     notes=notes + list(view.notes), view=view)
                 if goal.mode == Mode.UP:

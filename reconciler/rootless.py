@@ -160,14 +160,44 @@ def check_prerequisites(user: str | None = None, uid: int | None = None, *,
             problems.append(Problem(f"{found} is neither setuid root nor has file capabilities",
                                     f"as root: chmod u+s {found} (or reinstall uidmap)"))
     problems += _userns_problems(probe)
-    if not (shutil.which("slirp4netns") or shutil.which("pasta")):
-        problems.append(Problem("neither slirp4netns nor pasta is installed: rootless pods would have no network",
-                                "as root: apt-get install slirp4netns (or passt)"))
+    problems += [p for p in (choose_network()[1],) if p is not None]
     problems += _tun_problems(TUN)
     return problems
 
 
 TUN = "/dev/net/tun"
+
+# What carries a rootless pod's network: slirp4netns, or pasta (Debian's passt package).
+NETWORK_TOOLS = {"slirp4netns": "slirp4netns", "pasta": "passt"}  # tool → Debian package
+NETWORK_ENV = "PODPLAY_ROOTLESS_NETWORK"
+
+
+def choose_network(env: Mapping[str, str] | None = None, which=None) -> tuple[str, Problem | None]:
+    """The tool that networks rootless pods: ``$PODPLAY_ROOTLESS_NETWORK`` when set (slirp4netns
+    or pasta), else slirp4netns when installed, else pasta; or ("", the problem)."""
+    env = os.environ if env is None else env
+    which = which or shutil.which
+    asked = env.get(NETWORK_ENV, "")
+    if asked:
+        if asked not in NETWORK_TOOLS:
+            return "", Problem(f"{NETWORK_ENV}={asked!r} names no rootless network",
+                               f"set it to {' or '.join(NETWORK_TOOLS)}, or unset it")
+        if not which(asked):
+            return "", Problem(f"{NETWORK_ENV}={asked} asks for {asked}, which is not installed",
+                               f"as root: apt-get install {NETWORK_TOOLS[asked]}")
+        return asked, None
+    for tool in NETWORK_TOOLS:
+        if which(tool):
+            return tool, None
+    return "", Problem("neither slirp4netns nor pasta is installed: rootless pods would have no network",
+                       "as root: apt-get install slirp4netns (or passt)")
+
+
+def network_tool() -> str:
+    tool, problem = choose_network()
+    if problem is not None:
+        raise EnvironmentProblem(str(problem))
+    return tool
 
 
 def _tun_problems(path: str) -> list[Problem]:

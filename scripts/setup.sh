@@ -13,7 +13,7 @@ PACKAGES=(
   git systemd                                 # git sync; systemd-analyze verifies generated units
   golang-github-opencontainers-specs-dev      # OCI runtime-spec JSON schema (conformance tests)
   golang-github-opencontainers-image-spec-dev # OCI image-spec JSON schemas (conformance tests)
-  uidmap slirp4netns python3-venv             # rootless: newuidmap/newgidmap, user-mode networking, the test user's venv
+  uidmap slirp4netns passt python3-venv       # rootless: newuidmap/newgidmap, user-mode networking (slirp4netns, pasta), the test user's venv
 )
 if [ "${PODPLAY_BENCH:-0}" = 1 ]; then PACKAGES+=(podman hyperfine); fi
 

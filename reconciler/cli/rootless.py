@@ -4,7 +4,7 @@ Every missing prerequisite is named with its fix (reconciler.rootless), and so i
 an unprivileged user cannot bind. Then the command runs again, as root of the user's own user
 namespace (reconciler.runtime.rootless: 0 is the user, its subordinate IDs above, a mount
 namespace that keeps the overlays), with the user's paths passed explicitly, and the drivers of
-rootless mode (runc --rootless, slirp4netns)."""
+rootless mode (runc --rootless, slirp4netns or pasta)."""
 
 from __future__ import annotations
 

@@ -32,8 +32,12 @@ def register(sub, common) -> None:
                    help="write each unit to DIR/<unit name> (created if missing) instead of printing them")
     p.add_argument("--executable", metavar="PATH",
                    help="the podplay the units run (default: this podplay, by absolute path)")
-    p.add_argument("--wanted-by", default="multi-user.target", metavar="TARGET",
-                   help="the target that starts the units when enabled (default multi-user.target)")
+    p.add_argument("--wanted-by", default=None, metavar="TARGET",
+                   help="the target that starts the units when enabled (default multi-user.target, "
+                   "with --user default.target)")
+    p.add_argument("--user", action="store_true",
+                   help="units for your own service manager (systemctl --user), run without root: your "
+                   "storage paths, WantedBy=default.target (needs an unprivileged user)")
     p.set_defaults(func=cmd_generate_systemd)
 
 
@@ -70,8 +74,10 @@ def build_units(args, host_paths, *, load: Callable[[Sequence[str]], object] | N
         raise InputError("a unit needs manifest files on disk; '-' (stdin) cannot be used here")
     if not args.sync and (args.branch or args.sync_path or args.interval is not None):
         raise InputError("--branch, --sync-path and --interval go with --sync URL")
+    user = bool(getattr(args, "user", False))
+    wanted_by = args.wanted_by or ("default.target" if user else "multi-user.target")
     options = UnitOptions(executable=resolve_executable(args.executable), paths=host_paths,
-                          per_file=args.per_file, wanted_by=args.wanted_by)
+                          per_file=args.per_file, wanted_by=wanted_by, user=user)
     paths = [os.path.abspath(p) for p in args.paths]
     result = UnitSet()
     if args.watch:
@@ -87,6 +93,9 @@ def build_units(args, host_paths, *, load: Callable[[Sequence[str]], object] | N
         generated = pod_units(manifests.objects, desired, options)
         result.units.extend(generated.units)
         result.notes.extend(generated.notes)
+        if user:
+            result.notes.extend(f"{pod.source}: {pod.ref} has hostUsers: false, which podplay refuses without "
+                                "root; its unit will fail" for pod in desired.pods.values() if not pod.spec.host_users)
     if args.sync:
         result.units.append(sync_unit(args.sync, options, branch=args.branch, path=args.sync_path,
                                       interval=args.interval))
@@ -107,6 +116,12 @@ def render_stdout(units) -> str:
 
 def cmd_generate_systemd(args, ctx) -> int:
     from reconciler.reconcile import diagnostics_text
+
+    if args.user and os.geteuid() == 0:
+        # root's user manager would run root's pods under a login session; they belong in system units.
+        raise InputError("--user makes units for an unprivileged user's own systemd (systemctl --user); "
+                         "root's pods belong in system units: leave out --user, or run this command as the "
+                         "user who will run the pods")
 
     try:
         result = build_units(args, ctx.paths)
@@ -131,5 +146,10 @@ def cmd_generate_systemd(args, ctx) -> int:
     except OSError as exc:
         raise InputError(f"cannot write units to {target}: {exc.strerror or exc}") from None
     names = " ".join(u.name if "\\" not in u.name else f"'{u.name}'" for u in result.units)
-    print(f"next: systemctl daemon-reload && systemctl enable --now {names}", file=ctx.err)
+    if getattr(args, "user", False):
+        print(f"next: systemctl --user daemon-reload && systemctl --user enable --now {names}", file=ctx.err)
+        print("(the units are found in ~/.config/systemd/user; `loginctl enable-linger` starts them at boot "
+              "without a login)", file=ctx.err)
+    else:
+        print(f"next: systemctl daemon-reload && systemctl enable --now {names}", file=ctx.err)
     return 0

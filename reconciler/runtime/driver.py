@@ -34,7 +34,7 @@ import stat
 import subprocess
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol
@@ -880,6 +880,21 @@ class RuncRuntime:
             raise ContainerRuntimeError(f"{pod.ref}: hostUsers: false needs an ID range allocator, and this "
                                         "runtime driver was made without one")
         return self.id_ranges.allocate(pod.uid)
+
+    def pod_traces(self, observed: Iterable[str]) -> set[str] | None:
+        """Every pod uid the host still has a trace of: ``observed`` (the pass's relist) and each
+        directory under the containers, the pods' run directories and the user-namespace staging,
+        read here whole (a container whose state could not be read is still there). None when a
+        directory cannot be read: an incomplete answer must not free a live pod's range."""
+        present = set(observed)
+        for d in (self.paths.containers, self.paths.pods_run, self.paths.userns_mounts):
+            try:
+                present.update(e.name.split(".", 1)[0] for e in os.scandir(d) if not e.name.startswith("."))
+            except FileNotFoundError:
+                continue
+            except OSError:
+                return None
+        return present
 
     def pod_id_map(self, uid: str) -> IdMap | None:
         """The host ID range of a hostUsers: false pod, from its infra container (None: the pod

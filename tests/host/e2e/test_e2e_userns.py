@@ -178,3 +178,51 @@ def test_killed_at_every_step_boundary_frees_or_keeps_the_range(stack, command):
             stack.run("down", str(m))
             assert held_ranges(stack) == [], context
             assert host_leftovers(stack) == [], context
+
+
+def test_a_range_whose_pod_vanished_behind_podplays_back_is_swept(stack):
+    """A range row whose pod left no trace on the host (its containers and run directories wiped
+    by hand, or a store restored from a backup) is freed by the next pass, with its host-wide
+    claim; the range of a pod that is there stays held."""
+    from reconciler.store.idranges import HostClaims, PodIdAllocator
+
+    os.chmod(stack.paths.root.parent, 0o711)
+    m = stack.write("unscrash.yaml", CRASH_POD)
+    stack.run("up", str(m))
+    (live, *_), = held_ranges(stack)
+    allocator = PodIdAllocator(stack.paths.state_db)  # the real /etc/subuid entry and host-wide registry
+    try:
+        ghost = allocator.allocate("0000-ghost-pod-vanished")
+        claims: HostClaims = allocator.claims
+        ghost_claim = claims.dir / claims.name(allocator.root, "0000-ghost-pod-vanished")
+        assert ghost_claim.exists()
+    finally:
+        allocator.close()
+    assert {row[0] for row in held_ranges(stack)} == {live, "0000-ghost-pod-vanished"}
+
+    # `ps` relists without the apply lock: it never frees anything.
+    stack.run("ps")
+    assert {row[0] for row in held_ranges(stack)} == {live, "0000-ghost-pod-vanished"}
+
+    # A full pass (a new file: `up` of unchanged files may answer from its no-change check
+    # without one): the pod stays as it is, the ghost's range is freed.
+    other = stack.write("plain.yaml", """apiVersion: v1
+kind: Pod
+metadata: {name: plain}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers: [{name: app, image: localhost/busybox:latest, command: [sleep, "100000"]}]
+""")
+    stack.run("up", str(m), str(other))
+    assert [row[0] for row in held_ranges(stack)] == [live]
+    assert not ghost_claim.exists()
+    again = PodIdAllocator(stack.paths.state_db)
+    try:
+        assert not any(ghost.uid < r.uid + r.size and r.uid < ghost.uid + ghost.size
+                       for r in again.claims_held())  # no root holds it any more
+    finally:
+        again.close()
+
+    stack.run("down", str(m), str(other))
+    assert held_ranges(stack) == []
+    assert host_leftovers(stack) == []

@@ -6,10 +6,12 @@ import os
 
 import pytest
 
+from reconciler.paths import HostPaths
 from reconciler.runtime.driver import RuncRuntime
 from reconciler.store.db import connect
 from reconciler.store.idranges import IdRanges, PodIdAllocator
-from tests.host.runtime.conftest import Pods, cgroup_parent
+from tests.host.runtime.conftest import Pods, cgroup_parent, cgroups_left
+from tests.support.leaks import find_leaks
 from tests.unit.runtime.pods import make_pod
 
 
@@ -24,7 +26,8 @@ def userns_pods(host_paths, runtime):
     base = host_paths.root.parent
     (base / "subuid").write_text("someone:100000:65536\n")
     (base / "subgid").write_text("")
-    runtime.id_ranges = PodIdAllocator(host_paths.state_db, str(base / "subuid"), str(base / "subgid"))
+    # The test's own subuid files and host-wide registry of claimed ranges.
+    runtime.id_ranges = PodIdAllocator(host_paths.state_db, str(base / "subuid"), str(base / "subgid"), base / "ids")
     yield Pods(runtime, base)
     runtime.id_ranges.close()
 
@@ -98,6 +101,36 @@ def test_two_pods_never_share_a_range(userns_pods, host_paths):
     c = make_pod("unc", [{"name": "app", "command": ["sleep", "1000"]}], hostUsers=False)
     userns_pods.up(c)
     assert held(host_paths)[c.uid] == ranges[a.uid]  # a freed range is used again
+
+
+def test_two_storage_roots_share_the_entry_but_never_a_range(userns_pods, host_paths):
+    """Two installations on one host (two storage roots, one /etc/subuid entry): their pods get
+    disjoint host IDs, through the host-wide registry of claimed ranges."""
+    base = host_paths.root.parent
+    second = HostPaths(base / "root2", base / "run2", base / "net2.d")
+    for d in (second.root, second.runroot, second.network_dir):
+        d.mkdir()
+    parent2 = cgroup_parent(host_paths) + "-second"
+    rt2 = RuncRuntime(second, cgroup_parent=parent2, id_ranges=PodIdAllocator(
+        second.state_db, str(base / "subuid"), str(base / "subgid"), base / "ids"))
+    a = make_pod("tra", [{"name": "app", "command": ["sleep", "1000"]}], hostUsers=False)
+    b = make_pod("trb", [{"name": "app", "command": ["sleep", "1000"]}], hostUsers=False)
+    try:
+        info_a = userns_pods.up(a)
+        (base / "pods2").mkdir(mode=0o755)
+        info_b = Pods(rt2, base / "pods2").up(b)
+        ours, theirs = held(host_paths)[a.uid], held(second)[b.uid]
+        assert abs(ours.uid - theirs.uid) >= 65536 and abs(ours.gid - theirs.gid) >= 65536
+        for info, ids in ((info_a, ours), (info_b, theirs)):
+            with open(f"/proc/{info.pid}/status") as f:
+                assert status_field(f.read(), "Uid").split() == [str(ids.uid)] * 4
+        assert len(list((base / "ids").glob("*.json"))) == 2
+    finally:
+        for uid in {c.pod_uid for c in rt2.list_containers()}:
+            rt2.remove_infra(uid)
+        rt2.id_ranges.close()
+    assert len(list((base / "ids").glob("*.json"))) == 1  # root2's claim went with its pod
+    assert find_leaks(second.root, second.runroot) == [] and cgroups_left(parent2) == []
 
 
 def test_without_allocator_is_a_clear_error(host_paths):

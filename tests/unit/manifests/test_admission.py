@@ -101,6 +101,20 @@ CASES = [
                                          restricted(seccompProfile=None)), []),
     ("capabilities not dropped", pod(container=restricted(capabilities={"drop": ["CHOWN"]})),
      [("restricted", f"{C}.securityContext.capabilities.drop")]),
+    # hostUsers: false (Kubernetes' user-namespace relaxation): root inside is an unprivileged host
+    # user, so the two non-root controls are relaxed, and only they.
+    ("hostUsers false: root allowed", pod({"hostUsers": False, "securityContext": {"runAsUser": 0,
+                                                                                  "runAsNonRoot": False}},
+                                          restricted(runAsUser=0, runAsNonRoot=False)), []),
+    ("hostUsers false: runAsNonRoot unset allowed", pod({"hostUsers": False}, restricted(runAsNonRoot=None)), []),
+    ("hostUsers false: the other restricted controls hold", pod({"hostUsers": False}),
+     [("restricted", f"{C}.securityContext.allowPrivilegeEscalation"),
+      ("restricted", f"{C}.securityContext.seccompProfile"),
+      ("restricted", f"{C}.securityContext.capabilities.drop")]),
+    ("hostUsers false: baseline holds", pod({"hostUsers": False}, restricted(privileged=True, runAsUser=0)),
+     [("baseline", f"{C}.securityContext.privileged")]),
+    ("hostUsers true: no relaxation", pod({"hostUsers": True}, restricted(runAsUser=0, runAsNonRoot=None)),
+     [("restricted", f"{C}.securityContext.runAsNonRoot"), ("restricted", f"{C}.securityContext.runAsUser")]),
 ]
 
 
@@ -114,6 +128,38 @@ def test_each_rule(manifest, want):
     base = admission.check_object(loaded.objects[0].obj, BASELINE, "baseline")
     assert sorted(admission.fmt_path(v.path) for v in base) == sorted(p for lv, p in want if lv == "baseline")
     assert admission.check_object(loaded.objects[0].obj, BASELINE, "privileged") == []
+
+
+def test_user_namespaced_deployment_runs_as_root_under_restricted(tmp_path):
+    """Through the loader with restricted enforced: a Deployment whose pods have their own user
+    namespace may run as root; the same template sharing the host's users is refused, by field."""
+    template = textwrap.dedent("""\
+        apiVersion: apps/v1
+        kind: Deployment
+        metadata: {name: d}
+        spec:
+          selector: {matchLabels: {a: b}}
+          template:
+            metadata: {labels: {a: b}}
+            spec:
+              hostUsers: %s
+              containers:
+              - name: c
+                image: busybox
+                securityContext:
+                  runAsUser: 0
+                  allowPrivilegeEscalation: false
+                  capabilities: {drop: [ALL]}
+                  seccompProfile: {type: RuntimeDefault}
+        """)
+    own, shared = tmp_path / "own.yaml", tmp_path / "shared.yaml"
+    own.write_text(template % "false")
+    shared.write_text(template % "true")
+    with admission.enforcing(Policy(enforce="restricted")):
+        assert load_manifests([str(own)]).ok
+        refused = load_manifests([str(shared)])
+    assert sorted(e.path for e in refused.errors) == ["spec.template.spec.containers[0].securityContext.runAsNonRoot",
+                                                      "spec.template.spec.containers[0].securityContext.runAsUser"]
 
 
 def test_init_containers_and_deployment_templates_are_checked():

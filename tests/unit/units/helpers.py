@@ -32,12 +32,36 @@ def parse_unit(text: str) -> dict[str, dict[str, list[str]]]:
     return out
 
 
-def verify(unit_files: list[Path]) -> subprocess.CompletedProcess:
+def verify(unit_files: list[Path], *, user: bool = False) -> subprocess.CompletedProcess:
     """``systemd-analyze verify`` works offline on unit files; --man=no because Documentation= may
     name pages this host does not have installed. Nothing here is filtered: on this host (systemd
-    252, not PID 1) verify prints nothing for a good unit, so any output is a finding."""
-    return subprocess.run(["systemd-analyze", "verify", "--man=no", *map(str, unit_files)],
-                          capture_output=True, text=True)
+    252, not PID 1) verify prints nothing for a good unit, so any output is a finding.
+
+    ``user``: ``verify --user``, with a user manager's unit search path; it needs a runtime
+    directory of the user's and refuses root, so it runs as nobody on readable copies."""
+    if not user:
+        return subprocess.run(["systemd-analyze", "verify", "--man=no", *map(str, unit_files)],
+                              capture_output=True, text=True)
+    with tempfile.TemporaryDirectory(prefix="pp-units-") as tmp:
+        os.chmod(tmp, 0o755)
+        runtime = Path(tmp) / "runtime"
+        runtime.mkdir(mode=0o700)
+        copies = []
+        for f in unit_files:
+            shutil.copy(f, Path(tmp) / f.name)
+            os.chmod(Path(tmp) / f.name, 0o644)
+            copies.append(str(Path(tmp) / f.name))
+        cmd = ["systemd-analyze", "verify", "--user", "--man=no", *copies]
+        if os.geteuid() == 0:
+            os.chown(runtime, 65534, 65534)
+            cmd = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", *cmd]
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": "/", "XDG_RUNTIME_DIR": str(runtime)}
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd="/")
+    # The copies' directory is not the caller's: name the caller's files in what verify says.
+    for f in unit_files:
+        proc.stdout = proc.stdout.replace(str(Path(tmp) / f.name), str(f))
+        proc.stderr = proc.stderr.replace(str(Path(tmp) / f.name), str(f))
+    return proc
 
 
 def _split_command_line(text: str) -> list[str]:

@@ -131,3 +131,15 @@ def test_storage_paths_from_the_environment_reach_the_unit(pods, tmp_path):
     assert proc.returncode == 0, proc.stderr
     service = parse_unit(proc.stdout.split("\n", 1)[1])["Service"]
     assert service["Environment"] == [f"PODPLAY_ROOT={tmp_path / 'root'}"]  # the runroot is the default
+
+
+def test_user_units_are_refused_to_root_with_the_way_out(pods):
+    """Root's pods belong in system units: `--user` as root says so rather than writing units for
+    root's own user manager."""
+    assert os.geteuid() == 0, "the unit tests run as root on this host"
+    proc = podplay("generate", "systemd", "--user", str(pods))
+    assert proc.returncode == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "--user makes units for an unprivileged user's own systemd" in proc.stderr
+    assert "leave out --user" in proc.stderr
+    assert proc.stdout == ""

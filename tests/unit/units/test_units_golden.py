@@ -15,7 +15,8 @@ them); the assertions are checked separately, on the parsed unit, so that a rege
 cannot silently lose what a case is about. Manifest paths appear in units as /srv/pods/…, and the
 executable as /usr/bin/podplay, so that the golden files do not depend on the checkout.
 A second pass generates every case with the real paths and the venv's podplay and runs
-`systemd-analyze verify` on the result: any output fails the test.
+`systemd-analyze verify` on the result (`verify --user`, as an unprivileged user, for the cases
+that generate with --user): any output fails the test.
 """
 
 from __future__ import annotations
@@ -172,5 +173,5 @@ def test_systemd_analyze_verify(case, tmp_path):
         (tmp_path / u.name).write_text(u.text)
         files.append(tmp_path / u.name)
     assert files
-    proc = verify(files)
+    proc = verify(files, user="--user" in shlex.split(case.generate))
     assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", ""), proc.stdout + proc.stderr

@@ -112,3 +112,27 @@ def test_a_tun_device_others_cannot_open_is_named(tmp_path):
     os.chmod(dev, 0o666)
     assert rootless._tun_problems(str(dev)) == []
     assert "modprobe tun" in rootless._tun_problems(str(tmp_path / "none"))[0].fix
+
+
+@pytest.mark.parametrize(("env", "installed", "want"), [
+    ({}, {"slirp4netns", "pasta"}, "slirp4netns"),  # slirp4netns first, as before pasta was known
+    ({}, {"pasta"}, "pasta"),  # pasta when slirp4netns is absent
+    ({"PODPLAY_ROOTLESS_NETWORK": "pasta"}, {"slirp4netns", "pasta"}, "pasta"),  # asked for
+    ({"PODPLAY_ROOTLESS_NETWORK": "slirp4netns"}, {"slirp4netns", "pasta"}, "slirp4netns"),
+])
+def test_the_rootless_network_tool_is_chosen(env, installed, want):
+    tool, problem = rootless.choose_network(env, lambda name: f"/usr/bin/{name}" if name in installed else None)
+    assert (tool, problem) == (want, None)
+
+
+@pytest.mark.parametrize(("env", "installed", "said"), [
+    ({}, set(), "neither slirp4netns nor pasta is installed: rootless pods would have no network; "
+                "as root: apt-get install slirp4netns (or passt)"),
+    ({"PODPLAY_ROOTLESS_NETWORK": "pasta"}, {"slirp4netns"},
+     "PODPLAY_ROOTLESS_NETWORK=pasta asks for pasta, which is not installed; as root: apt-get install passt"),
+    ({"PODPLAY_ROOTLESS_NETWORK": "vde"}, {"slirp4netns"},
+     "PODPLAY_ROOTLESS_NETWORK='vde' names no rootless network; set it to slirp4netns or pasta, or unset it"),
+])
+def test_a_rootless_network_that_cannot_be_had_is_named_with_its_fix(env, installed, said):
+    tool, problem = rootless.choose_network(env, lambda name: f"/usr/bin/{name}" if name in installed else None)
+    assert (tool, str(problem)) == ("", said)
