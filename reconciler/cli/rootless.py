@@ -44,11 +44,29 @@ def check(args, command: str) -> None:
     if problems:
         lines = "\n  ".join(str(p) for p in problems)
         raise EnvironmentProblem(f"podplay {command} without root cannot go on:\n  {lines}")
-    limited = sorted({pod.ref for pod in pods for c in pod.containers + pod.init_containers
-                      if c.spec.resources.limits or c.spec.resources.requests})
-    if limited:
-        print(f"Warning: resource limits and requests of {', '.join(limited)} are not applied: no cgroup is "
-              "delegated to this user (cgroup v1, or no systemd user session)", file=sys.stderr)
+    if any(c.spec.resources.limits or c.spec.resources.requests for pod in pods
+           for c in pod.containers + pod.init_containers):
+        warn_undelegated(pods)
+
+
+def warn_undelegated(pods) -> None:
+    """Name the pods whose limits the host's cgroup delegation cannot carry, and why."""
+    from reconciler.runtime import cgroups
+
+    delegation = cgroups.delegation()
+    missing: dict[tuple[str, ...], set[str]] = {}  # the controllers left out → the pods
+    for pod in pods:
+        wanted: set[str] = set()
+        for c in pod.containers + pod.init_containers:
+            if c.spec.resources.limits or c.spec.resources.requests:
+                wanted |= cgroups.needed(c.spec.resources.limits, c.spec.resources.requests)
+        left = tuple(c for c in cgroups.CONTROLLERS if c in wanted and c not in delegation.dirs)
+        if left:
+            missing.setdefault(left, set()).add(pod.ref)
+    for left, refs in sorted(missing.items()):
+        what = f"the {', '.join(left)} limits" if delegation.dirs else "resource limits and requests"
+        print(f"Warning: {what} of {', '.join(sorted(refs))} are not applied: {delegation.reason(left)}",
+              file=sys.stderr)
 
 
 def run_inside(args, paths, argv: list[str]) -> int:

@@ -21,6 +21,7 @@ import select
 import signal
 import subprocess
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from reconciler.errors import ContainerRuntimeError, EnvironmentProblem
@@ -78,8 +79,9 @@ def _read_pid(path: str) -> int:
 
 def launch(*, conmon: str, runc: str, runc_root: str, cid: str, bundle: str, record: str, socket_dir: str,
            log_path: str, rootless: bool = False, tty: bool = False, stdin: bool = False, stdin_once: bool = False,
-           timeout: float = 120.0) -> Launched:
-    """Create container ``cid`` from ``bundle`` under a detached conmon; its pid once created."""
+           timeout: float = 120.0, join_cgroups: Sequence[str] = ()) -> Launched:
+    """Create container ``cid`` from ``bundle`` under a detached conmon; its pid once created.
+    ``join_cgroups``: the cgroup.procs files conmon joins before it runs runc."""
     exits = os.path.join(record, "exits")
     persist = os.path.join(record, "persist")
     for d in (exits, persist, socket_dir):
@@ -103,6 +105,7 @@ def launch(*, conmon: str, runc: str, runc_root: str, cid: str, bundle: str, rec
         argv.append("-i")
         if not stdin_once:
             argv.append("--leave-stdin-open")
+    argv = joined(argv, join_cgroups)
     read_fd, write_fd = os.pipe()
     env = {"PATH": os.environ.get("PATH") or DEFAULT_PATH, "_OCI_SYNCPIPE": str(write_fd)}
     err_path = os.path.join(record, "conmon.err")
@@ -125,6 +128,16 @@ def launch(*, conmon: str, runc: str, runc_root: str, cid: str, bundle: str, rec
         raise ContainerRuntimeError(f"cannot create container {cid}: "
                                     f"{runc_message(str(msg.get('message') or 'runc create failed'))}")
     return Launched(pid, _read_pid(os.path.join(record, "conmon.pid")))
+
+
+def joined(argv: list[str], procs: Sequence[str]) -> list[str]:
+    """``argv`` run by a shell that first moves itself into each cgroup (\"0\" is the writer
+    itself), then becomes ``argv``: conmon and the runc it runs start there. (A preexec_fn would
+    do the same in Python, which is not safe in a process with threads.)"""
+    if not procs:
+        return argv
+    script = "; ".join(f'echo 0 > "${{{i}}}" || exit 125' for i in range(1, len(procs) + 1))
+    return ["/bin/sh", "-c", f'{script}; shift {len(procs)}; exec "$@"', "sh", *procs, *argv]
 
 
 def _await_create(proc: subprocess.Popen, read_fd: int, cid: str, record: str, err_path: str,

@@ -56,8 +56,8 @@ from reconciler.observed import (
     ObservedContainer,
 )
 from reconciler.paths import HostPaths
+from reconciler.runtime import cgroups, hostinfo, oci, pod_files
 from reconciler.runtime import conmon as _conmon
-from reconciler.runtime import hostinfo, oci, pod_files
 from reconciler.runtime.logs import read_log
 from reconciler.runtime.rootfs import ensure_subpath, read_file_in_root
 from reconciler.runtime.userns import Staging, locked_options, staged_subpaths
@@ -222,8 +222,8 @@ class RuncRuntime:
                  pids_limit: int = 4096, create_timeout: float = 120.0, id_ranges: IdRangeAllocator | None = None,
                  rootless: bool = False):
         self.paths = paths
-        # Rootless: podplay runs as root in the user's own namespace (runtime.rootless): runc
-        # manages no cgroup (none is delegated on cgroup v1) and is told so.
+        # Rootless: podplay runs as root in the user's own namespace (runtime.rootless): runc is
+        # told so, and the pods get cgroups only where the host delegates some (runtime.cgroups).
         self.rootless = rootless
         self.id_ranges = id_ranges
         self._staging = Staging(paths.userns_mounts)
@@ -315,6 +315,14 @@ class RuncRuntime:
 
     def _cgroup(self, uid: str, cid: str) -> str:
         return f"{self.cgroup_parent}/{uid}/{cid}"
+
+    def _delegation(self) -> cgroups.Delegation:
+        return self._fact("delegation", cgroups.delegation)
+
+    def _rootless_pod_cgroups(self, uid: str) -> list[str]:
+        """A rootless pod's cgroup in each delegated hierarchy (runc makes the containers' below)."""
+        return [os.path.join(d, self.paths.tag, uid) for d in self._delegation().dirs.values()] \
+            if self.rootless else []
 
     # --- state ---------------------------------------------------------------------------------
 
@@ -503,6 +511,7 @@ class RuncRuntime:
             pids_limit=self.pids_limit,
             swap_accounting=self._fact("swap", hostinfo.swap_accounting),
             rootless=self.rootless,
+            rootless_controllers=frozenset(self._delegation().dirs) if self.rootless else frozenset(),
             **extra,
         )
 
@@ -573,12 +582,18 @@ class RuncRuntime:
             count = 0
         atomic_write(counter, str(count + 1))
         process = config.get("process", {})
+        # Rootless: conmon starts in the pod's delegated cgroups, and runc (which it runs) makes
+        # the container's cgroup under its own: a cgroupsPath would need every hierarchy delegated.
+        join = []
+        for d in self._rootless_pod_cgroups(config.get("annotations", {}).get(LABEL_POD_UID, "")):
+            os.makedirs(d, exist_ok=True)
+            join.append(os.path.join(d, "cgroup.procs"))
         launched = _conmon.launch(
             conmon=self.conmon, runc=self.runc, runc_root=str(self.paths.runc_root), rootless=self.rootless, cid=cid,
             bundle=str(bundle), record=str(rec), socket_dir=str(self._socket_dir),
             log_path=str(bundle / "ctr.log"), tty=bool(process.get("terminal")),
             stdin=bool(extra.get("stdin")), stdin_once=bool(extra.get("stdin_once")),
-            timeout=self.create_timeout)
+            timeout=self.create_timeout, join_cgroups=join)
         state = {"pid": launched.pid, "pid_start": hostinfo.proc_start_time(launched.pid),
                  "conmon_pid": launched.conmon_pid, "conmon_start": hostinfo.proc_start_time(launched.conmon_pid)}
         atomic_write(rec / "state.json", json.dumps(state))
@@ -917,9 +932,11 @@ class RuncRuntime:
         self._remove_cgroups(uid)
 
     def _remove_cgroups(self, uid: str) -> None:
-        """runc removes each container's cgroup; the pod's parent directories are ours."""
-        for h in _cgroup_hierarchies():
-            pod = os.path.join(h, self.cgroup_parent.lstrip("/"), uid)
+        """runc removes each container's cgroup; the pod's parent directories are ours (rootless:
+        those under the delegated ones, which stay the admin's)."""
+        pods = self._rootless_pod_cgroups(uid) if self.rootless else \
+            [os.path.join(h, self.cgroup_parent.lstrip("/"), uid) for h in _cgroup_hierarchies()]
+        for pod in pods:
             if not os.path.isdir(pod):
                 continue
             for child in os.scandir(pod):

@@ -140,7 +140,10 @@ class RuntimeContext:
     swap_accounting: bool = False
     host_devices: tuple[HostDevice, ...] = ()
     id_map: IdMap | None = None  # hostUsers: false: the pod's host ID range
-    rootless: bool = False  # no cgroup of its own, no limits (nothing is delegated on cgroup v1)
+    rootless: bool = False  # runc --rootless: a cgroup only where one is delegated (runtime.cgroups)
+    # Rootless: the controllers delegated to the user, the only limits written (runc creates the
+    # container's cgroup under its own, which the driver made the pod's delegated cgroup).
+    rootless_controllers: frozenset[str] = frozenset()
     # Flags a volume's mount must keep (nosuid, nodev, noexec of its source): in a user namespace
     # they are locked, and runc's read-only remount would fail without them.
     volume_options: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
@@ -475,6 +478,12 @@ def resources(pod: DesiredPod, container: DesiredContainer, ctx: RuntimeContext,
     return out
 
 
+def _delegated(limits: dict, ctx: RuntimeContext) -> dict:
+    """The limits a rootless container can have: those of the delegated controllers (runc
+    --rootless fails on a limit whose cgroup it cannot write; device rules need real root)."""
+    return {k: v for k, v in limits.items() if k in ctx.rootless_controllers}
+
+
 # --- mounts ---------------------------------------------------------------------------------
 
 def _abs_path(pod: DesiredPod, name: str, path: str, what: str) -> str:
@@ -673,6 +682,8 @@ def container_config(pod: DesiredPod, container: DesiredContainer, image: ImageI
     limits = resources(pod, container, ctx, privileged)  # checked all the same: bad input is refused
     if not ctx.rootless:
         linux["resources"] = limits
+    elif delegated := _delegated(limits, ctx):
+        linux["resources"] = delegated
     linux["namespaces"] = container_namespaces(pod, ctx)
     profile = seccomp(pod, name, sc, caps, ctx)
     if profile is not None:
@@ -701,9 +712,12 @@ def infra_config(pod: DesiredPod, ctx: RuntimeContext) -> dict:
         namespaces.append({"type": "pid"})
     linux = _linux_common(ctx, False)
     linux["namespaces"] = namespaces
+    limits = {"devices": [{"allow": False, "access": "rwm"}], "cpu": {"shares": MIN_SHARES},
+              **({"pids": {"limit": 16}} if ctx.pids_limit > 0 else {})}
     if not ctx.rootless:
-        linux["resources"] = {"devices": [{"allow": False, "access": "rwm"}], "cpu": {"shares": MIN_SHARES},
-                              **({"pids": {"limit": 16}} if ctx.pids_limit > 0 else {})}
+        linux["resources"] = limits
+    elif delegated := _delegated(limits, ctx):
+        linux["resources"] = delegated
     wanted = sysctls(pod)
     if wanted:
         linux["sysctl"] = wanted
