@@ -322,7 +322,7 @@ class RuncRuntime:
     def _rootless_pod_cgroups(self, uid: str) -> list[str]:
         """A rootless pod's cgroup in each delegated hierarchy (runc makes the containers' below)."""
         return [os.path.join(d, self.paths.tag, uid) for d in self._delegation().dirs.values()] \
-            if self.rootless else []
+            if self.rootless and uid else []
 
     # --- state ---------------------------------------------------------------------------------
 
