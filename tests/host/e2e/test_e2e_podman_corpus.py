@@ -17,6 +17,7 @@ are about), except where the graceful shutdown is the point (16).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -147,8 +148,15 @@ def check_10(stack, m, ports):
         for _ in range(3):  # several probe periods pass: still waiting
             assert waiter.poll() is None, waiter.communicate()
             time.sleep(1)
-        exec_in(stack, "startup-healthy-probe-0", "testimage", "sh", "-c", "echo > /testfile")
-        out, err = waiter.communicate(timeout=120)
+        # Every 3 failed periods the startup probe has the container restarted (as the kubelet
+        # does), so the file may land in a container that is just being replaced: write it
+        # until the probe passes and `up --wait` returns.
+        deadline = time.monotonic() + 120
+        while waiter.poll() is None and time.monotonic() < deadline:
+            exec_in(stack, "startup-healthy-probe-0", "testimage", "sh", "-c", "echo > /testfile", check=False)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                waiter.wait(timeout=5)
+        out, err = waiter.communicate(timeout=10)
         assert waiter.returncode == 0, out + err
     finally:
         if waiter.poll() is None:

@@ -16,6 +16,10 @@ import pytest
 
 from tests.host.e2e.conftest import free_port
 
+# One worker runs every rootless test: they share the host's /dev/net/tun mode and the test user.
+pytestmark = pytest.mark.xdist_group("rootless")
+
+
 POD = """\
 apiVersion: v1
 kind: Pod
