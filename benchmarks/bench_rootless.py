@@ -20,6 +20,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from benchmarks.harness import PODMAN_CONF
+
 POD = """apiVersion: v1
 kind: Pod
 metadata: {name: bench-rl}
@@ -29,13 +31,6 @@ spec:
     image: localhost/busybox:latest
     imagePullPolicy: Never
     command: [sh, -c, "trap 'exit 0' TERM; sleep 3600 & wait"]
-"""
-PODMAN_CONF = """[containers]
-default_ulimits = ["nofile=20000:20000", "nproc=4096:4096"]
-[engine]
-runtime = "runc"
-cgroup_manager = "cgroupfs"
-events_logger = "none"
 """
 
 

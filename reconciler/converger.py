@@ -365,6 +365,10 @@ def _always_pulls(changes: Sequence[Change], view: View, drivers: Drivers) -> di
     (those already in the store; a missing one was pulled before the lock), with the pull
     secrets of the pods that use them."""
     wanted: dict[str, list] = {}
+    policies = {c.pull_policy for p in view.desired.pods.values() for c in p.init_containers + p.containers}
+    policies |= {v.image_pull_policy for p in view.desired.pods.values() for v in p.volumes if v.kind == "image"}
+    if "Always" not in policies:
+        return wanted  # the common case: no pull step could ask a registry (and no second plan is made)
     plan = make_plan(list(changes), view.desired, view.observed)
     refs = {p.ref: p for p in view.desired.pods.values()}
     for txn in plan.txns:
