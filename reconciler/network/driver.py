@@ -82,6 +82,18 @@ def netns_identity(path: str) -> dict | None:
     return ident
 
 
+def _is_bridge(name: str) -> bool:
+    """Whether the interface is a Linux bridge. Read from its uevent's DEVTYPE, which the kernel
+    sets before the device appears in sysfs: the ``bridge/`` attribute directory is added a moment
+    after the device, so a bridge another pod's plugin is making right now would look like some
+    other interface there."""
+    try:
+        uevent = Path(f"/sys/class/net/{name}/uevent").read_text()
+    except FileNotFoundError:
+        return True  # gone again: the plugin makes it
+    return "DEVTYPE=bridge" in uevent.split()
+
+
 def _cache_ports(entry: dict) -> tuple[PortMapping, ...]:
     return tuple(PortMapping(int(p["host_port"]), int(p["container_port"]), p.get("protocol", "tcp"),
                              p.get("host_ip", "")) for p in entry.get("ports", ()))
@@ -193,7 +205,7 @@ class CniNetwork:
             except OSError as exc:
                 raise NetworkError(f"cannot look at interface {bridge!r}: {exc.strerror}") from None
             where = f"{net.file}: plugins[{i}].bridge" if net.file else f"network {net.name!r}: bridge"
-            if not Path(f"/sys/class/net/{bridge}/bridge").is_dir():
+            if not _is_bridge(bridge):
                 raise NetworkError(f"{where}: interface {bridge!r} exists on this host and is not a bridge; "
                                    "give the network another bridge name")
             key = (bridge, ifindex, tuple(map(str, subnets)))
