@@ -314,15 +314,44 @@ class RuncRuntime:
         return self.paths.pods_run / uid
 
     def _cgroup(self, uid: str, cid: str) -> str:
-        return f"{self.cgroup_parent}/{uid}/{cid}"
+        """A container's cgroupsPath. Rootless: only below a delegated cgroup v2 subtree (on v1,
+        conmon joins the pod's delegated cgroups and runc makes the container's under them)."""
+        if not self.rootless:
+            return f"{self.cgroup_parent}/{uid}/{cid}"
+        delegation = self._delegation()
+        pod = self._rootless_pod_cgroups(uid)
+        if delegation.version != 2 or not pod:
+            return ""
+        return "/" + os.path.relpath(os.path.join(pod[0], cid), delegation.root)
 
     def _delegation(self) -> cgroups.Delegation:
         return self._fact("delegation", cgroups.delegation)
 
+    def _prepare_rootless_cgroups(self, uid: str) -> list[str]:
+        """Make a rootless pod's delegated cgroups; the cgroup.procs files conmon joins.
+        cgroup v1: conmon starts in the pod's cgroups, and runc (which it runs) makes the
+        container's cgroup under its own (a cgroupsPath would need every hierarchy delegated).
+        cgroup v2: the controllers are switched on down to the pod's cgroup, and the container's
+        cgroupsPath lies below it; conmon stays where podplay runs, since a cgroup that hands
+        controllers to children may hold no processes of its own."""
+        pods = self._rootless_pod_cgroups(uid)
+        delegation = self._delegation()
+        if delegation.version == 2:
+            top = os.path.dirname(next(iter(delegation.dirs.values())))
+            for d in pods:
+                try:
+                    cgroups.enable_v2(top, d, delegation.dirs)
+                except OSError as exc:
+                    raise ContainerRuntimeError(f"rootless cgroup: {exc.strerror}") from None
+            return []
+        for d in pods:
+            os.makedirs(d, exist_ok=True)
+        return [os.path.join(d, "cgroup.procs") for d in pods]
+
     def _rootless_pod_cgroups(self, uid: str) -> list[str]:
         """A rootless pod's cgroup in each delegated hierarchy (runc makes the containers' below)."""
-        return [os.path.join(d, self.paths.tag, uid) for d in self._delegation().dirs.values()] \
-            if self.rootless and uid else []
+        dirs = dict.fromkeys(self._delegation().dirs.values())  # v2: one for every controller
+        return [os.path.join(d, self.paths.tag, uid) for d in dirs] if self.rootless and uid else []
 
     # --- state ---------------------------------------------------------------------------------
 
@@ -582,12 +611,7 @@ class RuncRuntime:
             count = 0
         atomic_write(counter, str(count + 1))
         process = config.get("process", {})
-        # Rootless: conmon starts in the pod's delegated cgroups, and runc (which it runs) makes
-        # the container's cgroup under its own: a cgroupsPath would need every hierarchy delegated.
-        join = []
-        for d in self._rootless_pod_cgroups(config.get("annotations", {}).get(LABEL_POD_UID, "")):
-            os.makedirs(d, exist_ok=True)
-            join.append(os.path.join(d, "cgroup.procs"))
+        join = self._prepare_rootless_cgroups(config.get("annotations", {}).get(LABEL_POD_UID, ""))
         launched = _conmon.launch(
             conmon=self.conmon, runc=self.runc, runc_root=str(self.paths.runc_root), rootless=self.rootless, cid=cid,
             bundle=str(bundle), record=str(rec), socket_dir=str(self._socket_dir),

@@ -113,7 +113,7 @@ class RuntimeContext:
     (network, ipc, uts, pid) to the infra's ``/proc/<pid>/ns/*`` files."""
 
     rootfs: str
-    cgroup_path: str
+    cgroup_path: str  # "": none (rootless, unless the host delegates a cgroup v2 subtree)
     user: ResolvedUser = field(default_factory=ResolvedUser)
     volumes: Mapping[str, str] = field(default_factory=dict)
     subpaths: Mapping[tuple[str, str], str] = field(default_factory=dict)  # (volume, subPath) → host path
@@ -141,8 +141,9 @@ class RuntimeContext:
     host_devices: tuple[HostDevice, ...] = ()
     id_map: IdMap | None = None  # hostUsers: false: the pod's host ID range
     rootless: bool = False  # runc --rootless: a cgroup only where one is delegated (runtime.cgroups)
-    # Rootless: the controllers delegated to the user, the only limits written (runc creates the
-    # container's cgroup under its own, which the driver made the pod's delegated cgroup).
+    # Rootless: the controllers delegated to the user, the only limits written (cgroup v1: runc
+    # creates the container's cgroup under its own, which the driver made the pod's delegated
+    # cgroup; v2: ``cgroup_path``, below the delegated subtree).
     rootless_controllers: frozenset[str] = frozenset()
     # Flags a volume's mount must keep (nosuid, nodev, noexec of its source): in a user namespace
     # they are locked, and runc's read-only remount would fail without them.
@@ -620,8 +621,8 @@ def container_namespaces(pod: DesiredPod, ctx: RuntimeContext) -> list[dict]:
 
 
 def _linux_common(ctx: RuntimeContext, privileged: bool) -> dict:
-    linux: dict = {"rootfsPropagation": "private"} if ctx.rootless else {"cgroupsPath": ctx.cgroup_path,
-                                                                          "rootfsPropagation": "private"}
+    linux: dict = {"cgroupsPath": ctx.cgroup_path} if ctx.cgroup_path else {}
+    linux["rootfsPropagation"] = "private"
     if ctx.id_map is not None:
         linux["uidMappings"], linux["gidMappings"] = ctx.id_map.oci()
     if privileged and ctx.id_map is None:

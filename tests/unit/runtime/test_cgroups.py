@@ -52,16 +52,41 @@ def test_v1_a_controller_without_a_hierarchy_is_missing():
     assert "no cgroup v1 hierarchy" in d.missing["pids"]
 
 
-@pytest.mark.parametrize("writable,offered,words", [
-    (False, ALL, "is not delegated to uid 1000"),
-    (True, ALL, "with memory, pids, cpu, but podplay places rootless pods in a delegated cgroup only on cgroup v1"),
-    (True, frozenset(), "without the memory, pids and cpu controllers"),
+def v2(top="/sys/fs/cgroup/user.slice/user-1000.slice/user@1000.service", offered=ALL, busy=False, service=""):
+    return cgroups.Probed(2, 1000, v2_dir=top, v2_controllers=frozenset(offered), v2_busy=busy,
+                          v2_own="/sys/fs/cgroup/user.slice/user-1000.slice/session-3.scope", v2_user_service=service)
+
+
+def test_v2_delegated_subtree_carries_every_offered_controller():
+    d = cgroups.decide(v2())
+    top = "/sys/fs/cgroup/user.slice/user-1000.slice/user@1000.service/podplay"
+    assert d.dirs == {c: top for c in cgroups.CONTROLLERS} and d.missing == {}
+    assert d.version == 2 and d.root == "/sys/fs/cgroup"
+
+
+def test_v2_controllers_the_host_keeps_are_named_with_the_systemd_fix():
+    d = cgroups.decide(v2(offered={"memory", "pids"}))  # systemd's default Delegate= for users
+    assert set(d.dirs) == {"memory", "pids"}
+    assert d.reason(["cpu"]).startswith("cpu: the cpu controller is not delegated to uid 1000")
+    assert "Delegate=memory pids cpu" in d.reason(["cpu"])
+
+
+@pytest.mark.parametrize("service,words", [
+    ("/sys/fs/cgroup/user.slice/user-1000.slice/user@1000.service", "systemd-run --user --scope podplay"),
+    ("", "systemd's Delegate=yes for user@.service"),
 ])
-def test_v2_is_detected_and_reported_as_not_applied(writable, offered, words):
-    d = cgroups.decide(cgroups.Probed(2, 1000, v2_dir="/sys/fs/cgroup/user.slice/u", v2_writable=writable,
-                                      v2_controllers=offered))
+def test_v2_a_user_outside_any_delegated_cgroup_is_told_how_to_get_one(service, words):
+    d = cgroups.decide(v2(top="", service=service))
     assert d.dirs == {} and set(d.missing) == ALL
-    assert words in d.reason(["memory"])
+    reason = d.reason(["memory"])
+    assert "the user's cgroup /sys/fs/cgroup/user.slice/user-1000.slice/session-3.scope is not delegated" in reason
+    assert words in reason
+
+
+def test_v2_a_delegated_cgroup_holding_processes_is_not_used():
+    d = cgroups.decide(v2(busy=True))
+    assert d.dirs == {}
+    assert "processes run in it directly" in d.reason(["memory"])
 
 
 def test_needed_controllers():
@@ -121,17 +146,90 @@ def test_probe_v1_on_a_fake_tree(open_dir):
     assert set(p.v1_present) == {"memory", "pids"} and p.version == 1 and p.v1_mounted == ALL
 
 
-def test_probe_v2_reads_the_own_cgroup(tmp_path):
-    (tmp_path / "cgroup.controllers").write_text("cpu memory pids\n")
-    own = tmp_path / "user.slice" / "u"
-    own.mkdir(parents=True)
-    (own / "cgroup.controllers").write_text("memory pids\n")
-    for f in ("cgroup.procs", "cgroup.subtree_control"):
-        (own / f).write_text("")
-    proc = tmp_path / "proc-cgroup"
-    proc.write_text("0::/user.slice/u\n")
-    p = cgroups.probe(1000, root=str(tmp_path), proc_cgroup=str(proc))
-    assert (p.version, p.v2_dir, p.v2_writable, p.v2_controllers) == (2, str(own), True, frozenset({"memory", "pids"}))
+def fake_v2(root: Path, uid=1000, own="user.slice/user-1000.slice/user@1000.service/app.slice/run-1.scope",
+            delegated="user.slice/user-1000.slice/user@1000.service"):
+    """A cgroup v2 tree: every cgroup root's, except from ``delegated`` down, which is ``uid``'s."""
+    os.chmod(root, 0o755)
+    (root / "cgroup.controllers").write_text("cpuset cpu io memory pids\n")
+    parts = own.split("/")
+    for n in range(1, len(parts) + 1):
+        d = root.joinpath(*parts[:n])
+        d.mkdir()
+        (d / "cgroup.controllers").write_text("cpu memory pids\n")
+        for f in ("cgroup.procs", "cgroup.subtree_control"):
+            (d / f).write_text("")
+            os.chmod(d / f, 0o644)
+        if "/".join(parts[:n]).startswith(delegated):
+            for p in (d, d / "cgroup.procs", d / "cgroup.subtree_control"):
+                os.chown(p, uid, uid)
+    (root / "proc-cgroup").write_text(f"0::/{own}\n")
+    return root / delegated
+
+
+def test_probe_v2_finds_the_top_of_the_delegated_subtree(open_dir):
+    top = fake_v2(open_dir)
+    got = as_user(lambda: cgroups.probe(1000, root=str(open_dir), proc_cgroup=str(open_dir / "proc-cgroup")))
+    assert f"v2_dir='{top}'" in got and "v2_busy=False" in got
+    assert "v2_controllers=frozenset({" in got and "'memory'" in got
+
+
+def test_probe_v2_a_session_outside_the_delegated_subtree_gets_the_hint(open_dir):
+    fake_v2(open_dir)
+    (open_dir / "proc-cgroup").write_text("0::/user.slice/user-1000.slice\n")  # not the user's
+    got = as_user(lambda: cgroups.probe(1000, root=str(open_dir), proc_cgroup=str(open_dir / "proc-cgroup")))
+    assert "v2_dir=''" in got
+    assert f"v2_user_service='{open_dir}/user.slice/user-1000.slice/user@1000.service'" in got
+
+
+def test_probe_v2_sees_processes_in_the_delegated_cgroup(open_dir):
+    top = fake_v2(open_dir)
+    (top / "cgroup.procs").write_text("4242\n")
+    got = as_user(lambda: cgroups.probe(1000, root=str(open_dir), proc_cgroup=str(open_dir / "proc-cgroup")).v2_busy)
+    assert got == "True"
+
+
+def test_enable_v2_switches_the_controllers_on_down_to_the_pod(tmp_path):
+    top = tmp_path / "user@1000.service"
+    top.mkdir()
+    pod = top / "podplay" / "tag" / "uid"
+    cgroups.enable_v2(str(top), str(pod), {"memory", "pids"})
+    for d in (top, top / "podplay", top / "podplay" / "tag", pod):
+        assert (d / "cgroup.subtree_control").read_text() == "+memory +pids"
+    with pytest.raises(ValueError, match="is not below"):
+        cgroups.enable_v2(str(top), str(tmp_path / "elsewhere"), {"memory"})
+
+
+def test_the_driver_places_v2_rootless_containers_below_the_delegated_subtree(tmp_path):
+    from reconciler.paths import HostPaths
+    from reconciler.runtime.driver import RuncRuntime
+
+    top = tmp_path / "user.slice" / "user@1000.service"
+    top.mkdir(parents=True)
+    rt = RuncRuntime(HostPaths(tmp_path / "root", tmp_path / "run", tmp_path / "net"), rootless=True)
+    rt._facts["delegation"] = cgroups.Delegation(2, {"memory": f"{top}/podplay", "pids": f"{top}/podplay"},
+                                                 {"cpu": "not delegated"}, root=str(tmp_path))
+    pod = top / "podplay" / rt.paths.tag / "u1"
+    assert rt._cgroup("u1", "u1.app") == f"/user.slice/user@1000.service/podplay/{rt.paths.tag}/u1/u1.app"
+    assert rt._prepare_rootless_cgroups("u1") == []  # conmon joins nothing on v2
+    assert (pod / "cgroup.subtree_control").read_text() == "+memory +pids"
+    assert (top / "cgroup.subtree_control").read_text() == "+memory +pids"
+    for f in pod.iterdir():  # a real cgroupfs has no files to delete; the fake's would block rmdir
+        f.unlink()
+    for f in pod.parent.glob("cgroup.*"):
+        f.unlink()
+    rt._remove_cgroups("u1")
+    assert not pod.exists() and not pod.parent.exists()
+
+
+def test_the_driver_gives_rootless_containers_no_cgroup_path_on_v1(tmp_path):
+    from reconciler.paths import HostPaths
+    from reconciler.runtime.driver import RuncRuntime
+
+    rt = RuncRuntime(HostPaths(tmp_path / "root", tmp_path / "run", tmp_path / "net"), rootless=True)
+    rt._facts["delegation"] = cgroups.Delegation(1, {"memory": str(tmp_path / "memory" / "podplay-1000")}, {})
+    assert rt._cgroup("u1", "u1.app") == ""
+    assert rt._prepare_rootless_cgroups("u1") == [str(tmp_path / "memory" / "podplay-1000" / rt.paths.tag / "u1"
+                                                      / "cgroup.procs")]
 
 
 def test_probe_without_cgroups(tmp_path):
@@ -148,15 +246,20 @@ LIMITED = [{"name": "app", "resources": {"limits": {"memory": "64Mi", "cpu": "50
 
 
 def test_rootless_without_delegation_has_no_cgroup_and_no_limits():
-    cfg = config(LIMITED, context=ctx(rootless=True))
+    cfg = config(LIMITED, context=ctx(rootless=True, cgroup_path=""))
     assert "resources" not in cfg["linux"] and "cgroupsPath" not in cfg["linux"]
 
 
 def test_rootless_carries_the_limits_of_the_delegated_controllers_only():
-    cfg = config(LIMITED, context=ctx(rootless=True, rootless_controllers=frozenset({"memory", "pids"})))
+    cfg = config(LIMITED, context=ctx(rootless=True, cgroup_path="",
+                                      rootless_controllers=frozenset({"memory", "pids"})))
     assert cfg["linux"]["resources"] == {"memory": {"limit": 64 << 20, "reservation": 64 << 20},
                                          "pids": {"limit": 4096}}
-    assert "cgroupsPath" not in cfg["linux"]  # runc makes it under conmon's, the pod's delegated cgroup
+    assert "cgroupsPath" not in cfg["linux"]  # v1: runc makes it under conmon's, the pod's delegated cgroup
+    v2 = config(LIMITED, context=ctx(rootless=True, cgroup_path="/user.slice/u/podplay/t/u/u.app",
+                                     rootless_controllers=frozenset({"memory", "pids"})))
+    assert v2["linux"]["cgroupsPath"] == "/user.slice/u/podplay/t/u/u.app"
+    assert v2["linux"]["resources"] == cfg["linux"]["resources"]
 
 
 def test_rootless_infra_gets_its_small_limits_where_delegated():
