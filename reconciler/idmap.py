@@ -22,7 +22,7 @@ import ctypes
 import errno
 import functools
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from reconciler.errors import EnvironmentProblem
@@ -85,37 +85,55 @@ def _check(rc: int, what: str) -> int:
 
 
 @contextlib.contextmanager
-def userns_fd(idmap: IdMap) -> Iterator[int]:
-    """A descriptor of a fresh user namespace with ``idmap``; closed on exit (the namespace dies
-    with its last reference)."""
-    libc = _libc()
-    unshare = libc.unshare  # looked up before fork: the child only calls, never loads
+def unshared_child(go_on: Callable[[], object] = lambda: None, *, setsid: bool = False) -> Iterator[int]:
+    """Fork a child that unshares a user namespace and waits: yields its pid once the namespace
+    exists, for the caller to write its ID maps (``/proc/PID/uid_map``, or ``newuidmap``). When
+    the block ends, the child is told to go on: it calls ``go_on`` (which may exec) and exits;
+    when the block raises, it is killed and reaped. Otherwise reaping it is the caller's."""
+    unshare = _libc().unshare  # looked up before fork: the child only calls, never loads
     ready_r, ready_w = os.pipe()
-    done_r, done_w = os.pipe()
+    go_r, go_w = os.pipe()
     pid = os.fork()
     if pid == 0:  # pragma: no cover (child)
         try:
             os.close(ready_r)
-            os.close(done_w)
+            os.close(go_w)
+            if setsid:
+                os.setsid()
             ok = unshare(_CLONE_NEWUSER) == 0
             os.write(ready_w, b"1" if ok else b"0")
-            os.read(done_r, 1)
+            if ok and os.read(go_r, 1) == b"1":
+                go_on()
         finally:
             os._exit(0)
     os.close(ready_w)
-    os.close(done_r)
-    fd = -1
+    os.close(go_r)
     try:
         if os.read(ready_r, 1) != b"1":
-            raise EnvironmentProblem("cannot create a user namespace (is user.max_user_namespaces 0?)")
+            raise EnvironmentProblem("cannot create a user namespace: unprivileged user namespaces are disabled "
+                                     "(sysctl user.max_user_namespaces)")
+        yield pid
+        os.write(go_w, b"1")
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, 9)
+        os.waitpid(pid, 0)
+        raise
+    finally:
+        os.close(go_w)
+        os.close(ready_r)
+
+
+@contextlib.contextmanager
+def userns_fd(idmap: IdMap) -> Iterator[int]:
+    """A descriptor of a fresh user namespace with ``idmap``; closed on exit (the namespace dies
+    with its last reference)."""
+    with unshared_child() as pid:
         for name, start in (("uid_map", idmap.uid), ("gid_map", idmap.gid)):
             with open(f"/proc/{pid}/{name}", "w") as f:
                 f.write(f"0 {start} {idmap.size}\n")
         fd = os.open(f"/proc/{pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
-    finally:
-        os.close(done_w)
-        os.close(ready_r)
-        os.waitpid(pid, 0)
+    os.waitpid(pid, 0)
     try:
         yield fd
     finally:

@@ -23,11 +23,11 @@ import signal
 import subprocess
 from pathlib import Path
 
+from reconciler import idmap
 from reconciler.errors import EnvironmentProblem
 from reconciler.runtime import hostinfo
 from reconciler.subids import SUBGID, SUBUID, SubIdRange, parse
 
-_CLONE_NEWUSER = 0x10000000
 _CLONE_NEWNS = 0x00020000
 
 
@@ -91,44 +91,20 @@ class UserNamespace:
         if not os.path.isfile(self.pause):
             raise EnvironmentProblem(f"the pause binary {self.pause} is missing (install catatonit)")
         self.run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        libc = ctypes.CDLL(None, use_errno=True)
-        unshare = libc.unshare
-        ready_r, ready_w = os.pipe()
-        go_r, go_w = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover (child)
-            try:
-                os.close(ready_r)
-                os.close(go_w)
-                os.setsid()
-                ok = unshare(_CLONE_NEWUSER) == 0
-                os.write(ready_w, b"1" if ok else b"0")
-                if ok and os.read(go_r, 1) == b"1" and unshare(_CLONE_NEWNS) == 0:
-                    devnull = os.open(os.devnull, os.O_RDWR)
-                    for fd in (0, 1, 2):
-                        os.dup2(devnull, fd)
-                    os.execv(self.pause, [self.pause, "-P"])
-            finally:
-                os._exit(1)
-        os.close(ready_w)
-        os.close(go_r)
-        try:
-            if os.read(ready_r, 1) != b"1":
-                raise EnvironmentProblem("cannot create a user namespace: unprivileged user namespaces are disabled")
+        def hold() -> None:  # in the child, inside its new user namespace with the maps written
+            if unshare(_CLONE_NEWNS) == 0:
+                devnull = os.open(os.devnull, os.O_RDWR)
+                for fd in (0, 1, 2):
+                    os.dup2(devnull, fd)
+                os.execv(self.pause, [self.pause, "-P"])
+
+        unshare = ctypes.CDLL(None, use_errno=True).unshare
+        with idmap.unshared_child(hold, setsid=True) as pid:
             for tool, ranges, own in ((tools[0], uids, uid), (tools[1], gids, gid)):
                 res = subprocess.run([tool, str(pid), *id_map_args(own, ranges)], capture_output=True, text=True,
                                      check=False)
                 if res.returncode != 0:
                     raise EnvironmentProblem(f"{os.path.basename(tool)} failed: {res.stderr.strip()}")
-            os.write(go_w, b"1")
-        except BaseException:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            raise
-        finally:
-            os.close(go_w)
-            os.close(ready_r)
         # The holder is our child until we exit; it must never become a zombie of a long-running
         # caller: reap it in the background when it ends.
         import threading
