@@ -56,7 +56,7 @@ from reconciler.observed import (
     ObservedContainer,
 )
 from reconciler.paths import HostPaths
-from reconciler.runtime import cgroups, hostinfo, oci, pod_files
+from reconciler.runtime import cgroups, hostinfo, oci, pinns, pod_files
 from reconciler.runtime import conmon as _conmon
 from reconciler.runtime.logs import read_log
 from reconciler.runtime.rootfs import ensure_subpath, read_file_in_root
@@ -83,6 +83,7 @@ class _Status:
     oom_killed: bool = False
     started_at: float = 0.0
     finished_at: float = 0.0
+    pinned: Mapping[str, str] | None = None  # a sandbox of pinned namespaces (runtime.pinns): type → path
 
 
 def _read_text(path: Path | str) -> str | None:
@@ -368,6 +369,10 @@ class RuncRuntime:
         conmon_pid, conmon_start = int(st.get("conmon_pid", 0)), st.get("conmon_start")
         started_text = _read_text(f"{rec}/started")
         started_at = float(started_text) if started_text else 0.0
+        pinned = st.get("pinned")
+        if pinned is not None:  # no process: it lives while its namespaces are mounted
+            state = ContainerState.RUNNING if pinns.alive(pinned.values()) else ContainerState.EXITED
+            return _Status(state, started_at=started_at, pinned=pinned)
         exit_path = f"{rec}/exits/{cid}"
         exit_text = _read_text(exit_path)
         if exit_text is not None:
@@ -544,10 +549,12 @@ class RuncRuntime:
             **extra,
         )
 
-    def _infra_from_labels(self, cid: str, pid: int) -> InfraInfo:
+    def _infra_from(self, cid: str, status: _Status) -> InfraInfo:
+        if status.pinned is not None:
+            return InfraInfo(pid=0, namespaces=dict(status.pinned))
         namespaces = self._labels(cid).get("namespaces") or []
-        return InfraInfo(pid=pid, namespaces={ns: f"/proc/{pid}/ns/{_PROC_NS[ns]}" for ns in namespaces
-                                              if ns in _PROC_NS})
+        return InfraInfo(pid=status.pid, namespaces={ns: f"/proc/{status.pid}/ns/{_PROC_NS[ns]}"
+                                                     for ns in namespaces if ns in _PROC_NS})
 
     @_host_errors
     def infra_info(self, uid: str) -> InfraInfo | None:
@@ -555,7 +562,7 @@ class RuncRuntime:
         status = self._status(cid)
         if status is None or status.state != ContainerState.RUNNING:
             return None
-        return self._infra_from_labels(cid, status.pid)
+        return self._infra_from(cid, status)
 
     @_host_errors
     def create_infra(self, pod: DesiredPod) -> InfraInfo:
@@ -563,8 +570,10 @@ class RuncRuntime:
         status = self._status(cid)
         if status is not None:
             if status.state == ContainerState.RUNNING:
-                return self._infra_from_labels(cid, status.pid)
+                return self._infra_from(cid, status)
             self._remove(cid)  # a leftover of a crash or a dead infra: start over
+        if self._pins(pod):
+            return self._create_pinned(pod, cid)
         # Everything that can be refused is checked before the host is touched.
         ctx = self._context(pod, str(self._infra_rootfs), cid)
         config = oci.infra_config(pod, ctx)
@@ -590,7 +599,37 @@ class RuncRuntime:
             self._undo(cid)
             self._cleanup_pod(pod.uid)
             raise
-        return self._infra_from_labels(cid, status.pid)
+        return self._infra_from(cid, status)
+
+    def _pins(self, pod: DesiredPod) -> bool:
+        """Whether the pod's namespaces can be pinned without a process (runtime.pinns)."""
+        return (not self.rootless and pod.spec.host_users and pinns.can_pin(oci.infra_namespaces(pod))
+                and not oci.sysctls(pod))
+
+    def _create_pinned(self, pod: DesiredPod, cid: str) -> InfraInfo:
+        """The pod's sandbox as pinned namespaces: recorded like a container (labels, a state
+        with the pinned paths), so that listing, adoption and removal treat it as the infra."""
+        namespaces = oci.infra_namespaces(pod)
+        d = self._pod_dir(pod.uid)
+        try:
+            self._write_pod_files(pod, "")
+            if not pod.spec.host_ipc:
+                (d / "shm").mkdir(exist_ok=True)
+                hostinfo.mount_tmpfs(str(d / "shm"), f"mode=1777,size={oci.SHM_SIZE}")
+            pinned = pinns.pin(str(d / "ns"), namespaces, self._pod_hostname(pod))
+            bundle, rec = self._bundle(cid), self._record(cid)
+            bundle.mkdir(parents=True, exist_ok=True)
+            rec.mkdir(parents=True, exist_ok=True)
+            doc = {"labels": oci.container_labels(pod, None), "created_at": time.time(), "cgroup": "",
+                   "namespaces": namespaces}
+            atomic_write(bundle / "labels.json", json.dumps(doc), 0o600)
+            atomic_write(rec / "started", str(time.time()))
+            atomic_write(rec / "state.json", json.dumps({"pinned": pinned}))  # last: now it exists
+        except BaseException:
+            self._undo(cid)
+            self._cleanup_pod(pod.uid)
+            raise
+        return InfraInfo(pid=0, namespaces=pinned)
 
     # --- containers --------------------------------------------------------------------------
 
@@ -844,7 +883,7 @@ class RuncRuntime:
         rec = self._record(cid)
         status = self._status(cid)
         # runc creates its --root when asked anything; no root means runc knows no container.
-        runc_has_root = self.paths.runc_root.is_dir()
+        runc_has_root = self.paths.runc_root.is_dir() and (status is None or status.pinned is None)
         if status is None and not rec.exists() and not (runc_has_root and self._runc_knows(cid)):
             return
         if runc_has_root:
@@ -946,6 +985,7 @@ class RuncRuntime:
         if self.id_ranges is not None:
             self.id_ranges.release(uid)
         hostinfo.unmount(str(d / "shm"))
+        pinns.unpin(str(d / "ns"))
         shutil.rmtree(d, ignore_errors=True)
         try:
             for e in os.scandir(self._restarts):

@@ -62,6 +62,13 @@ class Stack:
     def containers(self):
         return self.drivers().runtime.list_containers()
 
+    def infra_ns(self, pod_uid: str, kind: str) -> str:
+        """The pod's sandbox namespace of ``kind`` (net, ipc, uts, pid) as readlink shows it
+        inside a container: held by the catatonit infra or pinned by a bind mount."""
+        oci_type = {"net": "network"}.get(kind, kind)
+        info = self.drivers().runtime.infra_info(pod_uid)
+        return f"{kind}:[{os.stat(info.namespaces[oci_type]).st_ino}]"
+
 
 @pytest.fixture
 def stack(host_paths, test_network, registry, tmp_path) -> Stack:  # noqa: F811

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
 from reconciler.errors import ContainerRuntimeError
 from reconciler.observed import ContainerState, NetworkStatus
+from tests.support.leaks import mounts_under
 from tests.unit.runtime.pods import image, make_pod
 
 NS_SCRIPT = "for n in net ipc uts pid; do echo $n=$(readlink /proc/self/ns/$n); done; hostname"
@@ -55,10 +57,41 @@ def test_namespaces_are_the_infras_and_not_the_hosts(pods, runtime, capfd):
         assert out.splitlines()[-1] == "nsinfo"
     a, b = seen
     for ns in ("net", "ipc", "uts"):
-        assert a[ns] == b[ns] == os.readlink(info.namespaces[{"net": "network"}.get(ns, ns)])
+        held = info.namespaces[{"net": "network"}.get(ns, ns)]  # /proc/PID/ns/… or a pinned file
+        assert a[ns] == b[ns] == f"{ns}:[{os.stat(held).st_ino}]"
         assert a[ns] != host_ns(ns)
     assert a["pid"] != b["pid"]  # no shareProcessNamespace: each container has its own
     assert a["pid"] != host_ns("pid")
+
+
+def test_a_pod_without_a_shared_pid_namespace_has_no_sandbox_process(pods, runtime, host_paths, capfd):
+    """Its net, ipc and uts namespaces are pinned by bind mounts: no catatonit, no conmon for the
+    sandbox; the pod's name is its hostname, its loopback is up; removal leaves no mount."""
+    pod = make_pod("pinned", [{"name": "a", "command": ["sleep", "3600"]}])
+    info = pods.up(pod)
+    assert info.pid == 0
+    pod_dir = host_paths.runroot / "pods" / pod.uid
+    for kind in ("network", "ipc", "uts"):
+        assert info.namespaces[kind] == str(pod_dir / "ns" / kind) and os.path.ismount(info.namespaces[kind])
+    assert not (runtime.paths.runc_root / pod.uid).exists()  # runc never heard of it
+    infra = next(c for c in runtime.list_containers() if c.role == "infra")
+    assert (infra.state, infra.pid, infra.pod) == (ContainerState.RUNNING, 0, "default/pinned")
+    capfd.readouterr()
+    assert runtime.exec_in(pod.containers[0].id, ["sh", "-c", "hostname; ip -o link show lo"]) == 0
+    out = capfd.readouterr().out
+    assert out.splitlines()[0] == "pinned" and "UP" in out.splitlines()[1]
+    runtime.stop_container(pod.containers[0].id, timeout=0)
+    runtime.remove_infra(pod.uid)
+    assert not [m for m in mounts_under(host_paths.runroot) if pod.uid in m]
+    assert not pod_dir.exists()
+
+
+def test_sysctls_or_a_shared_pid_namespace_keep_the_catatonit_infra(pods):
+    sysctls = {"sysctls": [{"name": "net.ipv4.ip_unprivileged_port_start", "value": "80"}]}
+    for pod in (make_pod("pidns", [{"name": "a", "command": ["sleep", "3600"]}], shareProcessNamespace=True),
+                make_pod("sysctl", [{"name": "a", "command": ["sleep", "3600"]}], securityContext=sysctls)):
+        info = pods.up(pod, start=False)
+        assert info.pid > 0 and Path(f"/proc/{info.pid}/cmdline").read_text().startswith("/catatonit")
 
 
 def test_share_process_namespace(pods, runtime, capfd):

@@ -47,8 +47,10 @@ def test_a_new_driver_relists_what_an_old_one_created(pods, host_paths, capfd):
 
 
 def test_a_dead_infra_is_reported_and_recreated(pods, runtime):
-    pod = make_pod("deadinfra", [{"name": "web", "command": ["sleep", "3600"]}])
+    # shareProcessNamespace: the pod's sandbox is a catatonit process, killed here
+    pod = make_pod("deadinfra", [{"name": "web", "command": ["sleep", "3600"]}], shareProcessNamespace=True)
     old = pods.up(pod, start=False)
+    assert old.pid > 0
     os.kill(old.pid, signal.SIGKILL)
     hostinfo.wait_pid_gone(old.pid, hostinfo.proc_start_time(old.pid), 30)
     infra = next(c for c in runtime.list_containers() if c.role == "infra")
@@ -58,6 +60,19 @@ def test_a_dead_infra_is_reported_and_recreated(pods, runtime):
     assert new.pid != old.pid and runtime.infra_info(pod.uid) == new
 
 
+def test_unmounted_pinned_namespaces_are_a_dead_infra_and_are_pinned_again(pods, runtime):
+    pod = make_pod("deadpins", [{"name": "web", "command": ["sleep", "3600"]}])
+    old = pods.up(pod, start=False)
+    assert old.pid == 0  # no process: its namespaces are pinned
+    subprocess.run(["umount", old.namespaces["network"]], check=True)
+    infra = next(c for c in runtime.list_containers() if c.role == "infra")
+    assert infra.state == ContainerState.EXITED
+    assert runtime.infra_info(pod.uid) is None
+    new = runtime.create_infra(pod)
+    assert runtime.infra_info(pod.uid) == new
+    assert os.stat(new.namespaces["network"]).st_ino != os.stat(old.namespaces["uts"]).st_ino
+
+
 def simulate_reboot(host_paths):
     """What a reboot does to podplay's files: every process dies, the run root (a tmpfs) is empty."""
     for cid in runc_containers(host_paths.runc_root):
@@ -65,6 +80,8 @@ def simulate_reboot(host_paths):
                        capture_output=True)
     for conmon in (host_paths.conmon).glob("*/state.json"):
         st = json.loads(conmon.read_text())
+        if "pinned" in st:
+            continue  # a sandbox of pinned namespaces: no process; its mounts go below
         for pid, start in ((st["pid"], st["pid_start"]), (st["conmon_pid"], st["conmon_start"])):
             assert hostinfo.wait_pid_gone(pid, start, 30)
     for m in sorted(mounts_under(host_paths.runroot), key=len, reverse=True):
@@ -143,7 +160,7 @@ from reconciler.paths import HostPaths
 from reconciler.runtime.driver import RuncRuntime
 from tests.unit.runtime.pods import make_pod
 rt = RuncRuntime(HostPaths.from_env(*sys.argv[1:4]), cgroup_parent=sys.argv[4])
-pod = make_pod("pipes", [{{"name": "web"}}])
+pod = make_pod("pipes", [{{"name": "web"}}], shareProcessNamespace=True)  # a catatonit infra, under conmon
 print(rt.create_infra(pod).pid, flush=True)
 """
     proc = subprocess.run([sys.executable, "-c", script,
