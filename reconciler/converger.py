@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from reconciler import converged
 from reconciler.desired import DesiredState
-from reconciler.diff import Action, Change, restart_delay
+from reconciler.diff import Action, Change, Reason, restart_delay
 from reconciler.drivers.base import Drivers
 from reconciler.errors import PodplayError
 from reconciler.health import HealthMonitor, unready_pods
@@ -252,7 +252,9 @@ class Converger:
         if confirm is not None and confirm.settled:
             converged.record(self.state, paths, first.desired,
                              diagnostics_text(goal.manifests.warnings).splitlines(), network=network,
-                             services=confirm.view.observed.services if confirm.view is not None else {})
+                             services=confirm.view.observed.services if confirm.view is not None else {},
+                             quiet=confirm.view is not None and not confirm.view.notes
+                             and all(c.reason == Reason.UNCHANGED for c in confirm.view.changes))
         else:
             converged.forget(self.state, paths, network=network)
         return first

@@ -21,7 +21,6 @@ from reconciler.errors import EnvironmentProblem
 from reconciler.manifests.checker import QUOTE_LIMIT, Checker, close, describe, did_you_mean, quote, type_words
 from reconciler.manifests.positions import Path_
 
-
 _DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "schemas")
 
 
