@@ -35,11 +35,13 @@ import contextlib
 import posixpath
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reconciler.errors import Diagnostic, Severity
 from reconciler.model.convert import fmt_path
-from reconciler.model.kube import Container, Deployment, ObjectMeta, Pod, PodSpec, SecurityContext
+
+if TYPE_CHECKING:  # the model is loaded by the manifests that are reviewed (a no-change `up` reads none)
+    from reconciler.model.kube import Container, ObjectMeta, PodSpec, SecurityContext
 
 LEVELS = ("privileged", "baseline", "restricted")
 DEFAULT_LEVEL = "baseline"
@@ -114,7 +116,11 @@ def _containers(spec: PodSpec, base: Path_) -> Iterator[tuple[Container, Path_]]
 
 
 def _sc(c: Container) -> SecurityContext:
-    return c.security_context or SecurityContext()
+    if c.security_context is not None:
+        return c.security_context
+    from reconciler.model.kube import SecurityContext
+
+    return SecurityContext()
 
 
 def _host_namespaces(spec: PodSpec, base: Path_, meta: ObjectMeta, policy: Policy) -> Iterator[Violation]:
@@ -313,6 +319,8 @@ RULES = (
 
 def pod_specs(obj: Any) -> Iterator[tuple[ObjectMeta, PodSpec, Path_]]:
     """The pod templates of a workload object, with the path of each spec inside the object."""
+    from reconciler.model.kube import Deployment, Pod
+
     if isinstance(obj, Pod):
         yield obj.metadata, obj.spec, ("spec",)
     elif isinstance(obj, Deployment):
@@ -510,6 +518,8 @@ def review(entries: Iterable[Any], diagnostics: Sequence[Diagnostic], policy: Po
     policy = policy if policy is not None else in_force()
     if policy is None:
         return []
+    from reconciler.model.kube import Deployment, Pod
+
     per_ns, out = _namespace_levels(policy, (d for d in diagnostics if isinstance(d, NamespaceLabels)))
     for e in entries:
         obj = e.loaded.obj

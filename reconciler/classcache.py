@@ -14,6 +14,10 @@ module that defines dataclasses (read when its first class is made, so a command
 what it imports), written under the same rule as the ``.pyc`` files there: only when writing
 bytecode is allowed, as an atomic rename. A file that others than its owner (or root) may write
 is ignored.
+
+A class without a docstring gets one from ``dataclasses`` too, its signature as text, which
+takes ``inspect.signature`` as long as making the rest of the class. It is made when it is
+first read instead (``__doc__`` is rarely read: help(), pydoc), with the same text.
 """
 
 import builtins
@@ -89,6 +93,44 @@ def save() -> None:
     _new.clear()
 
 
+class _Doc:
+    """A dataclass's generated docstring, ``Name(field: type = default, …)``, made when first read
+    (as ``dataclasses`` makes it: the class's signature as text, without its return)."""
+
+    def __init__(self):
+        self.text: str | None = None
+        self.ready = False  # while ``dataclasses`` makes the class: it must see a docstring
+
+    def __get__(self, obj, cls=None):
+        if not self.ready:
+            return "(being made)"
+        if self.text is None:
+            import inspect
+
+            cls = cls if cls is not None else type(obj)
+            try:
+                sig = str(inspect.signature(cls)).replace(" -> None", "")
+            except (TypeError, ValueError):
+                sig = ""
+            self.text = cls.__name__ + sig
+        return self.text
+
+
+def _lazy_doc(process):
+    def _process_class(cls, *args, **kwargs):
+        if cls.__dict__.get("__doc__") is not None:
+            return process(cls, *args, **kwargs)
+        doc = _Doc()
+        cls.__doc__ = doc
+        try:
+            return process(cls, *args, **kwargs)
+        finally:
+            doc.ready = True
+
+    _process_class.lazy_doc = True
+    return _process_class
+
+
 def install() -> None:
     """Once per process, before the package's dataclasses are defined."""
     import dataclasses
@@ -96,6 +138,9 @@ def install() -> None:
     if getattr(dataclasses, "exec", None) is _exec:
         return
     dataclasses.exec = _exec  # the module's global, found before the builtin
+    process = getattr(dataclasses, "_process_class", None)
+    if process is not None and not getattr(process, "lazy_doc", False):
+        dataclasses._process_class = _lazy_doc(process)  # the name ``dataclass`` calls at class creation
     import atexit
 
     atexit.register(save)

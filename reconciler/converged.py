@@ -11,7 +11,10 @@ their mounted snapshots, its network attachment and claims exist, no probe has a
 it, no other pod from these paths is on the host, and the host still serves each of their
 Services from the rules it was last written (a flush of the iptables chains, or a reboot, is
 noticed), then the full pass would plan nothing, and `up` says so. Paths with an ExternalName
-Service always take the full pass: its name is looked up again at every pass.
+Service always take the full pass: its name is looked up again at every pass. The pod-security
+policy in force is part of the fingerprint too (it decides whether the files are admitted and
+what they are warned of). `podplay plan` answers from the fingerprint as well, when the pass that
+recorded it had nothing to say about any pod (no pod held, pinned or backing off: `quiet`).
 Anything else — a changed byte, a crashed container, a leftover instance — takes the full pass.
 
 This module stays light (no YAML, no schema, no model): that is its whole point.
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -33,7 +37,7 @@ if TYPE_CHECKING:
     from reconciler.drivers.base import Drivers
     from reconciler.state import StateStore
 
-FORMAT = 2  # 2: the Services the host serves are part of the fingerprint
+FORMAT = 3  # 2: the Services the host serves are part of the fingerprint; 3: the policy, quiet
 
 
 def _key(paths: Sequence[str], network: str) -> str:
@@ -73,12 +77,21 @@ def _state_digest(state: StateStore) -> str:
     return sha.sha256(json.dumps([__version__, FORMAT, pins]).encode()).hexdigest()
 
 
+def _policy() -> str:
+    """The pod-security policy in force (reconciler.admission), as text; "" when none is. A process
+    that never loaded admission has none in force."""
+    admission = sys.modules.get("reconciler.admission")
+    policy = admission.in_force() if admission is not None else None
+    return "" if policy is None else repr(policy)
+
+
 def record(state: StateStore, paths: Sequence[str], desired: DesiredState, warnings: Sequence[str] = (), *,
-           network: str = "", services: Mapping[str, str] | None = None) -> None:
+           network: str = "", services: Mapping[str, str] | None = None, quiet: bool = False) -> None:
     """Remember that the host matched `desired` for `paths` (call it only after a pass that
     verified every change was a no-op). `warnings` are the manifests' warnings, which a later
     no-change `up` shows again without reading the manifests; `services` what the host served
-    then (Service ref → entry hash, ServiceDriver.observe)."""
+    then (Service ref → entry hash, ServiceDriver.observe); `quiet` that the pass had no note
+    about any pod (every change "unchanged", no pin notes), so that `plan` may answer from it."""
     files = file_digests(paths)
     if any(s.spec.type == "ExternalName" for s in desired.services.values()):
         files = None
@@ -91,7 +104,7 @@ def record(state: StateStore, paths: Sequence[str], desired: DesiredState, warni
             for p in desired.pods.values()}
     served = {ref: h for ref, h in (services or {}).items() if ref in desired.services}
     fingerprint = {"files": files, "pods": pods, "claims": sorted(desired.claims), "state": _state_digest(state),
-                   "warnings": list(warnings), "services": served}
+                   "warnings": list(warnings), "services": served, "policy": _policy(), "quiet": quiet}
     state.meta.set(_key(paths, network), json.dumps(fingerprint, sort_keys=True))
 
 
@@ -100,14 +113,17 @@ def forget(state: StateStore, paths: Sequence[str], *, network: str = "") -> Non
 
 
 def unchanged(state: StateStore, paths: Sequence[str], drivers: Drivers, *, network: str = "",
-              wait: bool = False) -> list[str] | None:
+              wait: bool = False, quiet: bool = False) -> list[str] | None:
     """The manifests' warnings when a full `up` of `paths` would find nothing to do (see the
     module docstring); None when the full pass must run. With `wait` (``up --wait``), pods with
-    readiness or startup probes always take the full pass, which runs the probes."""
+    readiness or startup probes always take the full pass, which runs the probes. With `quiet`
+    (``plan``), only a fingerprint recorded by a quiet pass answers."""
     raw = state.meta.get(_key(paths, network))
     if not raw:
         return None
     fp = json.loads(raw)
+    if (quiet and not fp.get("quiet")) or fp.get("policy") != _policy():
+        return None
     if state.journal.has_open_txns():
         return None
     if fp.get("state") != _state_digest(state) or fp.get("files") != file_digests(paths):

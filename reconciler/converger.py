@@ -19,12 +19,11 @@ import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from reconciler import converged
-from reconciler.apply import Failpoints, Reporter, TxnStatus, recover
 from reconciler.desired import DesiredState
-from reconciler.diff import Action, Change, restart_delay
+from reconciler.diff import Action, Change, Reason, restart_delay
 from reconciler.drivers.base import Drivers
 from reconciler.errors import PodplayError
 from reconciler.health import HealthMonitor, unready_pods
@@ -49,6 +48,9 @@ from reconciler.revisions import PROGRESSING, RolloutEvent, check_rollouts, reco
 from reconciler.state import StateStore
 from reconciler.steps import PullImage
 
+if TYPE_CHECKING:  # apply and the probes' machinery load when a tick applies or probes: `plan` needs neither
+    from reconciler.apply import Failpoints, Reporter
+
 
 class HealthHook(Protocol):
     """Runs the probes that are due against what the host should run and what it runs.
@@ -71,6 +73,8 @@ class RetryPolicy:
         self.failing: dict[str, dict] = {}  # pod ref → {uid, count, at (mono), until (wall), error}
 
     def note(self, results) -> None:
+        from reconciler.apply import TxnStatus
+
         now = self.mono()
         for r in results:
             if r.txn.kind in (TxnKind.SHARED, TxnKind.SERVICES):
@@ -98,6 +102,12 @@ class RetryPolicy:
 
     def describe(self) -> dict:
         return {k: {x: v[x] for x in ("count", "until", "error")} for k, v in self.failing.items()}
+
+
+def _recover(state: StateStore, drivers: Drivers) -> list[str]:
+    from reconciler.apply import recover
+
+    return recover(state, drivers)
 
 
 # --- the converger ----------------------------------------------------------------------------------
@@ -153,7 +163,7 @@ class Converger:
                 drivers = self._open()
                 if failed or checked:  # the plan's pull steps use these answers without asking again
                     drivers = dataclasses.replace(drivers, images=_Prefetched(drivers.images, failed, checked))
-                recovered = recover(self.state, drivers) if apply else []
+                recovered = _recover(self.state, drivers) if apply else []
                 notes = record_revisions(self.state, goal.declared, list(goal.objects)) \
                     if apply and goal.mode == Mode.UP else []
                 view = self._look(goal, drivers, now, write=True)
@@ -242,7 +252,9 @@ class Converger:
         if confirm is not None and confirm.settled:
             converged.record(self.state, paths, first.desired,
                              diagnostics_text(goal.manifests.warnings).splitlines(), network=network,
-                             services=confirm.view.observed.services if confirm.view is not None else {})
+                             services=confirm.view.observed.services if confirm.view is not None else {},
+                             quiet=confirm.view is not None and not confirm.view.notes
+                             and all(c.reason == Reason.UNCHANGED for c in confirm.view.changes))
         else:
             converged.forget(self.state, paths, network=network)
         return first

@@ -29,13 +29,11 @@ How probes run:
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from reconciler.desired import DesiredPod, DesiredState
@@ -83,6 +81,8 @@ _libc = None
 
 def _setns(path: str) -> None:
     global _libc  # noqa: PLW0603 - loaded once, on the first network probe
+    import ctypes  # here: `plan` and a watcher's idle ticks read pods' health without loading it
+
     if _libc is None:
         _libc = ctypes.CDLL("libc.so.6", use_errno=True)
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -453,6 +453,8 @@ class HealthMonitor:
                 jobs += [(c.id, k) for k in active(h, dc.spec) if due(h, dc.spec, k) <= now]
         result = CheckResult(probed=len(jobs))
         if jobs:
+            from concurrent.futures import ThreadPoolExecutor
+
             with ThreadPoolExecutor(max_workers=min(self.workers, len(jobs)), thread_name_prefix="podplay-probes") \
                     as pool:
                 futures = [(cid, kind, pool.submit(self._one, targets[cid], kind)) for cid, kind in jobs]

@@ -17,8 +17,8 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
 
-from reconciler.apply import ApplyResult, Failpoints, Reporter, apply_plan, recover
 from reconciler.desired import DesiredPod, DesiredState, Loaded, build_desired, cron_run, run_pods
 from reconciler.diff import Action, Change, LastApplied, Reason, Scope, compute_diff, compute_down, instances_by_ref
 from reconciler.drivers.base import Drivers
@@ -38,6 +38,9 @@ from reconciler.probes import PodHealth
 from reconciler.revisions import apply_pins
 from reconciler.state import ApplyLock, StateStore
 from reconciler.statefulsets import ClaimOwner, claims_to_delete, held_old, order_set, outdated_note
+
+if TYPE_CHECKING:  # apply (threads, signals) is imported by the passes that apply: `plan` never loads it
+    from reconciler.apply import ApplyResult, Failpoints, Reporter
 
 
 class Mode(enum.StrEnum):
@@ -676,6 +679,8 @@ def apply_view(view: View, changes: Sequence[Change], drivers: Drivers, state: S
     plan = make_plan(list(changes), view.desired, observed)
     if on_plan:
         on_plan(plan)
+    from reconciler.apply import apply_plan
+
     return plan, apply_plan(plan, drivers, state, report=report, failpoints=failpoints)
 
 
@@ -704,6 +709,8 @@ def apply_request(drivers: Drivers, state: StateStore, host_paths: HostPaths,
 
     ``decide_plan`` runs under the lock, so what it observed cannot change before its plan runs;
     it may raise a PodplayError to refuse, and then nothing is touched."""
+    from reconciler.apply import ApplyResult, apply_plan, recover
+
     with locked(host_paths, lock_timeout):
         recovered = recover(state, drivers)
         plan = decide_plan(observe_host(drivers))

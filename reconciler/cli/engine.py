@@ -138,6 +138,20 @@ def _engine(ctx):
 
 
 def cmd_plan(args, ctx) -> int:
+    engine: list = []  # (drivers, state) once opened
+    try:
+        return _plan(args, ctx, engine)
+    finally:
+        if engine:
+            engine[0].close()
+            engine[1].close()
+
+
+def _plan(args, ctx, engine: list) -> int:
+    # A plain text plan of paths that `up` converged, on a host that still matches them, is the
+    # no-change answer `up` gives (reconciler.converged), read without loading the engine.
+    if args.output == "text" and not args.down and _unchanged(args, ctx, engine, quiet=True):
+        return 0
     from reconciler.converger import Converger
     from reconciler.reconcile import load_or_fail, make_goal
 
@@ -147,13 +161,11 @@ def cmd_plan(args, ctx) -> int:
         _print_diagnostics(exc.diagnostics, ctx.err)
         return EXIT_INVALID
     _print_diagnostics(manifests.warnings, ctx.err)
-    drivers, state = _engine(ctx)
-    try:
-        goal = make_goal(args.paths, manifests, ctx.paths, mode="down" if args.down else "up", force=args.replace)
-        result = Converger(drivers, state, ctx.paths).plan(goal)
-    finally:
-        drivers.close()
-        state.close()
+    if not engine:
+        engine[:] = _engine(ctx)
+    drivers, state = engine
+    goal = make_goal(args.paths, manifests, ctx.paths, mode="down" if args.down else "up", force=args.replace)
+    result = Converger(drivers, state, ctx.paths).plan(goal)
     if args.output == "json":
         print(result.plan.dumps(redact=True), file=ctx.out)
     else:
@@ -267,23 +279,25 @@ class Countdown:
                 self.shown = True
 
 
-def _unchanged(args, ctx, engine: list) -> bool:
-    """The no-change check (reconciler.converged): answers most `up`s without loading the
-    engine. Only for a plain `up` of paths podplay converged before. The drivers and the state
-    store it opens are left in `engine` for the full pass to use (opened once per command)."""
-    if args.replace or args.only or args.strict or not ctx.paths.state_db.exists():
+def _unchanged(args, ctx, engine: list, *, quiet: bool = False) -> bool:
+    """The no-change check (reconciler.converged): answers most `up`s (and `plan`s: `quiet`)
+    without loading the engine. Only for a plain `up` of paths podplay converged before. The
+    drivers and the state store it opens are left in `engine` for the full pass to use (opened
+    once per command)."""
+    if args.replace or getattr(args, "only", None) or args.strict or not ctx.paths.state_db.exists():
         # --strict must read the files: a converged host says nothing about their dialect
         return False
     from reconciler.converged import unchanged
 
     engine[:] = _engine(ctx)
     drivers, state = engine
-    warnings = unchanged(state, args.paths, drivers, network=ctx.paths.default_network, wait=args.wait)
+    warnings = unchanged(state, args.paths, drivers, network=ctx.paths.default_network,
+                         wait=getattr(args, "wait", False), quiet=quiet)
     if warnings is None:
         return False
     for line in warnings:
         print(line, file=ctx.err)
-    if not args.quiet:
+    if quiet or not args.quiet:
         print("No changes. The host matches the manifests.", file=ctx.out)
     return True
 

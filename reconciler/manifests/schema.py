@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -20,8 +21,16 @@ from reconciler.errors import EnvironmentProblem
 from reconciler.manifests.checker import QUOTE_LIMIT, Checker, close, describe, did_you_mean, quote, type_words
 from reconciler.manifests.positions import Path_
 
+_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "schemas")
+
 
 def _read(name: str) -> bytes:
+    if os.path.isdir(_DIR):  # the package is a directory (importlib.resources costs more than the read)
+        try:
+            with open(os.path.join(_DIR, name), "rb") as f:
+                return f.read()
+        except OSError:
+            pass  # the same question, answered by importlib.resources below
     from importlib.resources import files
 
     try:

@@ -32,11 +32,14 @@ import re
 import shlex
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from reconciler import sha
 from reconciler.errors import NetworkError
 from reconciler.paths import HostPaths
-from reconciler.services import ServiceEntry, ServiceSync, entry_hash, hosts_hash, render_hosts_section
+
+if TYPE_CHECKING:  # the Services' model loads when a sync writes them: observing reads comments only
+    from reconciler.services import ServiceEntry, ServiceSync
 
 MASQ_MARK = "0x8000"  # kube-proxy uses 0x4000, portmap 0x2000
 _OTHER_SVC_RULE = re.compile(r"^-A (pp[0-9a-f]{8})-SVC -d ([0-9.]+)/32 ")
@@ -116,6 +119,8 @@ class IptablesServices:
         return out
 
     def sync(self, sync: ServiceSync) -> None:
+        from reconciler.services import hosts_hash
+
         entries = self._resolve(sync.entries)
         written = self._write_hosts(entries, sync.hosts)
         if entries:
@@ -150,6 +155,8 @@ class IptablesServices:
                 with open(path, "r+") as f:
                     text = f.read()
                     base = text.split(HOSTS_BEGIN, 1)[0]
+                    from reconciler.services import render_hosts_section
+
                     section = render_hosts_section(entries, namespace)
                     new = base + (HOSTS_BEGIN + section if section else "")
                     if new != text:
@@ -166,6 +173,8 @@ class IptablesServices:
     # --- rules ---------------------------------------------------------------------------------
 
     def _write_rules(self, entries: list[ServiceEntry], hosts: str) -> None:
+        from reconciler.services import entry_hash
+
         svc, np, post, fw = (self.chain(x) for x in ("SVC", "NP", "POST", "FW"))
         nat_chains, nat_jumps = self._own("nat")
         filter_chains, filter_jumps = self._own("filter")

@@ -83,3 +83,26 @@ def test_nothing_is_written_when_bytecode_is_not(cache, monkeypatch):
     _make()
     cache.save()
     assert not os.path.exists(cache._DIR)
+
+
+def test_generated_docstrings_are_the_stock_ones_and_written_ones_are_kept(cache, monkeypatch):
+    monkeypatch.setattr(dataclasses, "exec", builtins.exec, raising=False)
+    stock = _make()
+    monkeypatch.setattr(dataclasses, "_process_class", classcache._lazy_doc(dataclasses._process_class))
+    lazy = _make()
+    assert lazy.__doc__ == stock.__doc__ == "Port(number: 'int', protocol: 'str' = 'TCP', names: " \
+        "'tuple[str, ...]' = <factory>)"
+    assert lazy(80).__doc__ == stock.__doc__
+
+    @dataclasses.dataclass(slots=True)
+    class Slotted:
+        a: int = 1
+
+    @dataclasses.dataclass
+    class Written:
+        """Said by its author."""
+
+        a: int = 1
+
+    assert Slotted.__doc__ == "Slotted(a: 'int' = 1)"  # (annotations are text in this module)
+    assert Written.__doc__ == "Said by its author."
