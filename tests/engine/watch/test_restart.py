@@ -119,10 +119,11 @@ def test_crash_loop_back_off_doubles_and_the_keeper_wakes_when_it_expires(make_r
         assert rig.events("backoff")[-1]["restart_in_s"] == pytest.approx(delay, abs=0.5)
         assert k.backoff_at == pytest.approx(rig.clock.mono() + delay, abs=0.5)
 
-        rig.clock.offset += delay - 0.2
-        k.step()  # nothing due yet: relist and resync are an hour away, the back-off 0.2 s
+        # The clock is real time plus the offset: leave margins a loaded machine's pauses fit in.
+        rig.clock.offset += delay - 3
+        k.step()  # nothing due yet: relist and resync are an hour away, the back-off 3 s
         assert rig.ctr()["state"] == "exited"
-        rig.clock.offset += 0.3
+        rig.clock.offset += 3.1
         k.step()  # the back-off timer fires: restart
         assert rig.ctr()["state"] == "running" and rig.host.restarts[rig.cid] == restarts + 1
         assert not k.status()["backoff"]
