@@ -109,19 +109,25 @@ def _app_and_infra(stack, pod: str):
     return found["app"], found["infra"]
 
 
-@pytest.mark.parametrize("lost", ["app runc state", "infra runc state", "app conmon"])
+@pytest.mark.parametrize("lost", ["app runc state", "infra runc state", "app conmon", "infra pinned namespaces"])
 def test_a_container_whose_runc_state_or_conmon_is_gone_is_repaired_and_removed_cleanly(stack, lost):
     import shutil
     import signal
     import time
 
     port = free_port()
-    m = stack.write("web.yaml", POD.format(name="web", port=port))
+    text = POD.format(name="web", port=port)
+    if lost == "infra runc state":  # a pod whose sandbox is a catatonit container (a shared pid namespace)
+        text = text.replace("spec:\n", "spec:\n  shareProcessNamespace: true\n")
+    m = stack.write("web.yaml", text)
     stack.run("up", "--wait", str(m))
     wait_http(f"http://127.0.0.1:{port}/")
     app, infra = _app_and_infra(stack, "web")
     target = app if lost.startswith("app") else infra
-    if lost.endswith("runc state"):
+    if lost == "infra pinned namespaces":  # what `umount` of the pod's namespace files does
+        for ns in (stack.paths.runroot / "pods" / infra.pod_uid / "ns").iterdir():
+            subprocess.run(["umount", str(ns)], check=True)
+    elif lost.endswith("runc state"):
         shutil.rmtree(stack.paths.runc_root / target.id)
     else:
         state = (stack.paths.conmon / target.id / "state.json").read_text()
