@@ -1,5 +1,9 @@
 """``CniNetwork``: the NetworkDriver over CNI plugins, with a result cache per pod.
 
+Networks without the CNI firewall plugin get podplay's forward-accept rules (network.forward),
+made with a network's first attachment and removed with its last; ``<runroot>/cni/forward/<network>``
+notes that they were made.
+
 Each attachment is a file ``<runroot>/cni/results/<uid>.json`` holding everything a later DEL
 needs even in a new process after a crash: the exact network configuration used, the netns
 path and its identity, the CNI_ARGS, the port mappings and the ADD result (updated after every
@@ -337,19 +341,23 @@ class CniNetwork:
     def _ensure_forward(self, net: NetworkConfig) -> None:
         """The network's forward-accept rules, made on its first attachment (under the network
         lock). The marker is written after the rules: without it they are made again (which
-        finds them and adds nothing), so a crash between the two leaves nothing unaccounted."""
+        finds them and adds nothing), so a crash between the two leaves nothing unaccounted.
+        It names the boot too: a run root kept on disk across a reboot still has its markers,
+        the kernel no longer has the rules."""
         if not wants_forward_rules(net):
             return
         subnets = {str(s) for s in net.subnets()}
         marker = self.forward_dir / net.name
+        boot = _boot_id()
         try:
-            made = set(json.loads(marker.read_text()))
-        except (OSError, ValueError, TypeError):
+            noted = json.loads(marker.read_text())
+            made = set(noted["subnets"]) if noted.get("boot") == boot else set()
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
             made = set()
         if not subnets or subnets <= made:
             return
         ensure_forward_rules(self.id_prefix, net.name, sorted(subnets))
-        atomic_write(marker, json.dumps(sorted(made | subnets)), mode=0o600)
+        atomic_write(marker, json.dumps({"boot": boot, "subnets": sorted(made | subnets)}), mode=0o600)
 
     def _release_forward(self, net: NetworkConfig, uid: str) -> None:
         """Remove the network's forward-accept rules when ``uid`` is its last attachment. Runs
@@ -551,6 +559,14 @@ class _Background:
         self.wait()
         if self._error is not None:
             raise self._error
+
+
+def _boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
 
 
 def _cni_id(entry: dict) -> str:

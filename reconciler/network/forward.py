@@ -6,7 +6,8 @@ subnet of a network (as podman's netavark does), in a chain of its own jumped to
 FORWARD, so that a FORWARD policy of DROP (as Docker sets) still lets the pods out:
 
     -A FORWARD -m comment --comment "podplay: pod networks" -j PODPLAY-FORWARD
-    -A PODPLAY-FORWARD -d 10.129.0.0/24 -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment "podplay pp1234abcd podplay" -j ACCEPT
+    -A PODPLAY-FORWARD -d 10.129.0.0/24 -m conntrack --ctstate RELATED,ESTABLISHED
+                       -m comment --comment "podplay pp1234abcd podplay" -j ACCEPT
     -A PODPLAY-FORWARD -s 10.129.0.0/24 -m comment --comment "podplay pp1234abcd podplay" -j ACCEPT
 
 The comment names the storage root's tag and the network, so each root owns its rules (two roots
@@ -56,7 +57,7 @@ def forward_comment(tag: str, network: str) -> str:
 
 
 def _rules(subnet: str, comment: str) -> list[str]:
-    c = shlex.quote(comment).replace("'", '"')  # iptables-restore reads double quotes
+    c = f'"{comment}"'  # network names and tags hold no quotes or spaces (config._NAME)
     return [f"-A {CHAIN} -d {subnet} -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment {c} -j ACCEPT",
             f"-A {CHAIN} -s {subnet} -m comment --comment {c} -j ACCEPT"]
 
