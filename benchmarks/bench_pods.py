@@ -1,6 +1,6 @@
 """Pods up and down, podplay side by side with `podman kube play` / `podman kube down`.
 
-    python -m benchmarks.bench_pods [--runs N]
+    python -m benchmarks.bench_pods [--runs N] [--shape WORD ...]
 
 Same YAML, same busybox image (pulled from one local docker-registry into both stores), same
 machine, same run, alternating tools round by round. Shapes: a 1-container pod, a 2-container
@@ -52,6 +52,8 @@ def shapes(port: int) -> dict[str, dict]:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--shape", action="append", default=[],
+                    help="only the shapes whose title contains WORD (e.g. 1-container, Deployment)")
     args = ap.parse_args(argv)
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     from tests.support.images import ImageFactory
@@ -79,6 +81,8 @@ def main(argv=None) -> None:
 
         sections = []
         for title, doc in shapes(free_port()).items():
+            if args.shape and not any(w in title for w in args.shape):
+                continue
             f = tmp / f"{title.split()[0]}.yaml"
             f.write_text(json.dumps(doc))
             rows = {"podplay plan": [], "podplay up": [], "podplay down": [], "podplay up (no change)": []}

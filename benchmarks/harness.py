@@ -114,8 +114,12 @@ def podplay_side(base: Path) -> tuple[list[str], dict]:
 
 
 def podman_side(base: Path) -> tuple[list[str], dict]:
-    """`podman` with a private root and run root under ``base``, and an env with PODMAN_CONF."""
+    """`podman` with a private root, run root and tmpdir under ``base``, and an env with
+    PODMAN_CONF. The tmpdir (default /run/libpod, shared by every podman on the host) is private
+    too: another run's `podman system reset` removes it, and podman then takes its own running
+    containers for a reboot's leftovers and fails."""
     conf = base / "containers.conf"
     conf.write_text(PODMAN_CONF)
-    return (["podman", "--root", str(base / "pm-root"), "--runroot", str(base / "pm-run")],
+    return (["podman", "--root", str(base / "pm-root"), "--runroot", str(base / "pm-run"),
+             "--tmpdir", str(base / "pm-tmp")],
             {**os.environ, "CONTAINERS_CONF": str(conf)})

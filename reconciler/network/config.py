@@ -3,9 +3,11 @@
 A network is whatever file in ``HostPaths.network_dir`` carries its ``"name"``: users may edit
 or replace the files with their own. On first use of the default network ``podplay`` a
 conflist is written (a bridge named after the storage root, ``podplay<tag>``, with a free /24,
-and host-local IPAM keeping its allocations under the run root, then portmap, firewall,
-tuning). Every file is validated before a plugin sees it, so that a typo surfaces as
-``file: field: what is wrong`` rather than as a plugin's error.
+and host-local IPAM keeping its allocations under the run root, then portmap and tuning; the
+pods' traffic is accepted in FORWARD by podplay's own per-network rules, network.forward, rather
+than by the firewall plugin, which a conflist may still list). Every file is validated before a
+plugin sees it, so that a typo surfaces as ``file: field: what is wrong`` rather than as a
+plugin's error.
 
 hostPorts on 127.0.0.1 (Debian 12's plugins, 1.1.1): portmap DNATs locally generated packets in
 OUTPUT, but a packet from 127.0.0.1 may only leave through the bridge when the bridge has
@@ -224,9 +226,10 @@ def fit_chain(net: NetworkConfig, *, port_mappings: bool) -> NetworkConfig:
     - ``portmap`` without port mappings: its ADD only passes the previous result on;
     - ``tuning`` with nothing to set (``{"type": "tuning"}``, the default conflist's hook).
 
-    Every other plugin runs as configured (``firewall`` included: it is what lets the pod's
-    traffic through a FORWARD policy of DROP). The attachment records the fitted list, so DEL
-    and CHECK run exactly the plugins its ADD ran; a single-plugin configuration is kept whole.
+    Every other plugin runs as configured (``firewall`` included, where a conflist lists it: then
+    it, not podplay's network.forward rules, lets the pod's traffic through a FORWARD policy of
+    DROP). The attachment records the fitted list, so DEL and CHECK run exactly the plugins its
+    ADD ran; a single-plugin configuration is kept whole.
     """
     if len(net.plugins) < 2 or "plugins" not in net.raw:
         return net
@@ -306,7 +309,9 @@ def _read_quietly(path: Path) -> str:
 
 def default_conflist(name: str, bridge: str, subnet: str, ipam_dir: str, cni_version: str = "1.0.0") -> dict:
     """The conflist podplay writes for a network it creates: a bridge with NAT to the outside,
-    host-local addresses, hostPort forwarding, a forward-accept rule, and an empty tuning hook."""
+    host-local addresses, hostPort forwarding and an empty tuning hook. No firewall plugin (a
+    process and several iptables runs per pod, on ADD and on DEL): podplay accepts the network's
+    traffic in FORWARD itself, with two rules per network (network.forward)."""
     net = ipaddress.IPv4Network(subnet)
     return {
         "cniVersion": cni_version,
@@ -328,8 +333,6 @@ def default_conflist(name: str, bridge: str, subnet: str, ipam_dir: str, cni_ver
             },
             # snat: host processes reach hostPorts on 127.0.0.1 (portmap sets route_localnet).
             {"type": "portmap", "capabilities": {"portMappings": True}, "snat": True},
-            # Accepts the pod's traffic in FORWARD even where the policy is DROP (e.g. with docker).
-            {"type": "firewall", "backend": "iptables"},
             {"type": "tuning"},
         ],
     }

@@ -1,5 +1,9 @@
 """``CniNetwork``: the NetworkDriver over CNI plugins, with a result cache per pod.
 
+Networks without the CNI firewall plugin get podplay's forward-accept rules (network.forward),
+made with a network's first attachment and removed with its last; ``<runroot>/cni/forward/<network>``
+notes that they were made.
+
 Each attachment is a file ``<runroot>/cni/results/<uid>.json`` holding everything a later DEL
 needs even in a new process after a crash: the exact network configuration used, the netns
 path and its identity, the CNI_ARGS, the port mappings and the ADD result (updated after every
@@ -32,6 +36,12 @@ from reconciler.network.config import (
     interface_addresses,
     ipam_subnets,
     parse_network_config,
+)
+from reconciler.network.forward import (
+    ensure_forward_rules,
+    forward_rules_present,
+    remove_forward_rules,
+    wants_forward_rules,
 )
 from reconciler.network.masq import rules_by_container, sweep_masquerade, sweep_rules_of
 from reconciler.network.ports import (
@@ -110,6 +120,8 @@ class CniNetwork:
         self.paths = paths
         self.cni = CniInvoker(plugin_dirs, version_cache=paths.cni / "versions.json")
         self.results_dir = paths.cni / "results"
+        # <network>: the subnets whose forward-accept rules (network.forward) this root made.
+        self.forward_dir = paths.cni / "forward"
         # The CNI container id must be unique on the host, not only within this storage root:
         # plugins name their iptables chains after it, and two roots may run the very same pod.
         self.id_prefix = paths.tag
@@ -284,10 +296,19 @@ class CniNetwork:
             return self._add(pod, netns, ident)
 
     def _add(self, pod: DesiredPod, netns: str, ident: dict) -> NetworkStatus:
+        failed: NetworkError | None = None
         with self._locked():
             self._sweep_stale_rules()
             # Checking the host ports and writing the record that claims them is one step.
             net, entry = self._reserve(pod, netns, ident)
+            try:
+                # After the record (a detach of the network's last other pod, which removes the
+                # rules under this lock, then sees this pod), before the pod can send anything.
+                self._ensure_forward(net)
+            except NetworkError as exc:
+                failed = exc
+        if failed is not None:
+            self._undo(entry, failed)
         # loopback holds nothing on the host, so it needs no record and no DEL; it touches only
         # `lo` inside the pod's netns, so it runs beside the chain (each is a process start).
         lo = _Background(self.cni.loopback_up, netns, entry["container_id"])
@@ -302,16 +323,54 @@ class CniNetwork:
             lo.result()
         except NetworkError as exc:
             lo.wait()
-            try:
-                self._detach_entry(entry)
-            except NetworkError as cleanup:
-                raise NetworkError(f"{exc}; cleaning up also failed: {cleanup} "
-                                   "(the next detach of this pod retries)") from exc
-            raise
+            self._undo(entry, exc)
         entry["result"] = result
         entry["state"] = "attached"
         self._write_cache(entry)
         return self._status(entry)
+
+    def _undo(self, entry: dict, exc: NetworkError) -> None:
+        """Detach a failed attachment and raise ``exc``."""
+        try:
+            self._detach_entry(entry)
+        except NetworkError as cleanup:
+            raise NetworkError(f"{exc}; cleaning up also failed: {cleanup} "
+                               "(the next detach of this pod retries)") from exc
+        raise exc
+
+    def _ensure_forward(self, net: NetworkConfig) -> None:
+        """The network's forward-accept rules, made on its first attachment (under the network
+        lock). The marker is written after the rules: without it they are made again (which
+        finds them and adds nothing), so a crash between the two leaves nothing unaccounted.
+        It names the boot too: a run root kept on disk across a reboot still has its markers,
+        the kernel no longer has the rules."""
+        if not wants_forward_rules(net):
+            return
+        subnets = {str(s) for s in net.subnets()}
+        marker = self.forward_dir / net.name
+        boot = _boot_id()
+        try:
+            noted = json.loads(marker.read_text())
+            made = set(noted["subnets"]) if noted.get("boot") == boot else set()
+        except (OSError, ValueError, TypeError, KeyError, AttributeError):
+            made = set()
+        if not subnets or subnets <= made:
+            return
+        ensure_forward_rules(self.id_prefix, net.name, sorted(subnets))
+        atomic_write(marker, json.dumps({"boot": boot, "subnets": sorted(made | subnets)}), mode=0o600)
+
+    def _release_forward(self, net: NetworkConfig, uid: str) -> None:
+        """Remove the network's forward-accept rules when ``uid`` is its last attachment. Runs
+        before that attachment's record goes, so that a crash half-way leaves the record, whose
+        next detach removes them again; the marker goes first (no marker: the next attach makes
+        the rules, idempotently)."""
+        with self._locked():
+            if any(e.get("network") == net.name and e["uid"] != uid for e in self._cached_entries()):
+                return
+            with contextlib.suppress(FileNotFoundError):
+                (self.forward_dir / net.name).unlink()
+            versions = tuple(sorted({s.version for s in net.subnets()})) or (4,)
+            remove_forward_rules(self.id_prefix, net.name, versions=versions)
 
     def _reserve(self, pod: DesiredPod, netns: str, ident: dict) -> tuple[NetworkConfig, dict]:
         net = self._network(pod.network)
@@ -373,6 +432,13 @@ class CniNetwork:
             self.cni.delete(net, Attachment(cid, "", IFNAME, (("IgnoreUnknown", "1"),)), prev)
             with contextlib.suppress(NetworkError):
                 sweep_rules_of(cid, tuple(sorted({s.version for s in net.subnets()})) or (4,))
+        # Forward-accept rules of networks none of whose attachments this root still records.
+        in_use = {e.get("network", "") for e in self._cached_entries()}
+        with contextlib.suppress(FileNotFoundError):
+            for name in os.listdir(self.forward_dir):
+                if name not in in_use:
+                    (self.forward_dir / name).unlink()
+        remove_forward_rules(self.id_prefix, keep=in_use)
         marker.parent.mkdir(parents=True, exist_ok=True)
         marker.touch()
 
@@ -382,6 +448,11 @@ class CniNetwork:
             entry = self._read_cache(uid)
             if entry is not None:
                 self._detach_entry(entry)
+            else:
+                # Nothing recorded: perhaps the run root was wiped (a `down` after it): what
+                # the lost records held on the host is swept, once per run root, as on attach.
+                with self._locked():
+                    self._sweep_stale_rules()
 
     def _detach_entry(self, entry: dict) -> None:
         net = self._config(entry)
@@ -396,6 +467,11 @@ class CniNetwork:
                     except NetworkError as exc:
                         errors.append(exc)
                     break
+        if not errors and wants_forward_rules(net):
+            try:
+                self._release_forward(net, entry["uid"])
+            except NetworkError as exc:
+                errors.append(exc)
         if errors:
             raise NetworkError(f"detaching pod {entry.get('pod', entry['uid'])} from network {net.name!r} failed "
                                "(its record is kept so that the next detach retries): "
@@ -418,7 +494,14 @@ class CniNetwork:
         netns = self._live_netns(entry)
         if not netns:
             raise NetworkError(f"{who}: its network namespace {entry.get('netns')!r} is gone")
-        self.cni.check(self._config(entry), self._attachment(entry, netns), entry["result"])
+        net = self._config(entry)
+        self.cni.check(net, self._attachment(entry, netns), entry["result"])
+        # What the firewall plugin's CHECK would have verified: the pod's traffic is accepted.
+        if wants_forward_rules(net) and not forward_rules_present(
+                self.id_prefix, net.name, [str(s) for s in net.subnets()]):
+            with contextlib.suppress(FileNotFoundError):
+                (self.forward_dir / net.name).unlink()  # so that the next attach makes them again
+            raise NetworkError(f"{who}: the network's forward-accept rules (chain PODPLAY-FORWARD) are missing")
 
     def list_attachments(self) -> list[ObservedAttachment]:
         return [ObservedAttachment(e["uid"], self._status(e), e.get("netns", "")) for e in self._cached_entries()]
@@ -476,6 +559,14 @@ class _Background:
         self.wait()
         if self._error is not None:
             raise self._error
+
+
+def _boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
 
 
 def _cni_id(entry: dict) -> str:

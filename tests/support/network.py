@@ -11,7 +11,8 @@ Each test gets a slot 1…254 in 10.222.0.0/16, held with an flock in /tmp so th
 workers and parallel pytest sessions never share one: network ``pptnet-NNN``, bridge
 ``pptbrNNN``, subnet ``10.222.NNN.0/24``. After the test the fixture reports as leaks any
 attachment record, host-local allocation, veth on the bridge, iptables rule mentioning the
-network, bridge or an address of the subnet, or process in a netns the test made; then it
+network, bridge or an address of the subnet (podplay's PODPLAY-FORWARD rules included, and
+that chain left behind empty), or process in a netns the test made; then it
 cleans all of that up (so one failure does not cascade) and deletes the bridge, which the
 bridge plugin always leaves behind.
 """
@@ -38,6 +39,8 @@ import pytest
 from reconciler.desired import ANN_NETWORK, DEFAULT_NETWORK, Loaded, build_desired
 from reconciler.model.kube import Container, ContainerPort, ObjectMeta, Pod, PodSpec
 from reconciler.network.config import default_conflist, routed_networks
+from reconciler.network.forward import CHAIN as FORWARD_CHAIN
+from reconciler.network.forward import chain_left_empty
 from reconciler.network.ports import parse_proc_net
 from reconciler.paths import HostPaths
 
@@ -335,6 +338,9 @@ class TestNetwork:
         leaks += [f"host-local allocation {a}" for a in self.allocations()]
         leaks += [f"veth {v} on bridge {self.bridge}" for v in self.bridge_ports()]
         leaks += [f"{tool} -t {table}: {rule}" for tool, table, rule in self.iptables_rules()]
+        # podplay's forward chain goes with its last rule (of whichever test or root made it).
+        leaks += [f"ip{'6' if v == 6 else ''}tables: chain {FORWARD_CHAIN} left empty, jumped to from FORWARD"
+                  for v in chain_left_empty()]
         leaks += [f"process in a test netns: {p}" for p in self.processes_in_our_netns()]
         return leaks
 
@@ -356,6 +362,7 @@ class TestNetwork:
             res = _run([tool, "-w", "-t", table, "-S", chain])
             if res.returncode == 0 and len(res.stdout.splitlines()) <= 1:
                 _run([tool, "-w", "-t", table, "-X", chain])
+        chain_left_empty(drop=True)  # the rules above were the last of podplay's forward chain
         for a in self.allocations():
             (self.ipam_dir / a).unlink()
         if Path(f"/sys/class/net/{self.bridge}").exists():

@@ -47,9 +47,8 @@ def test_add_check_del_round_trip(test_network, host_paths):
     # The chain fitted to the pod: no portmap without hostPorts, no tuning with nothing to set
     # (each a process start for nothing); DEL and CHECK run the recorded chain.
     conflist = json.loads(test_network.conflist.read_text())
-    assert [p["type"] for p in conflist["plugins"]] == ["bridge", "portmap", "firewall", "tuning"]
-    assert record["config"] == {**conflist, "plugins": [p for p in conflist["plugins"]
-                                                        if p["type"] in ("bridge", "firewall")]}
+    assert [p["type"] for p in conflist["plugins"]] == ["bridge", "portmap", "tuning"]
+    assert record["config"] == {**conflist, "plugins": [p for p in conflist["plugins"] if p["type"] == "bridge"]}
     assert [a.pod_uid for a in driver.list_attachments()] == [pod.uid]
     assert driver.list_attachments()[0].status == status
 
@@ -76,7 +75,7 @@ def test_pod_reachable_from_host_by_ip_and_host_port(test_network, host_paths, t
     pod = test_network.pod("web", [(80, port)])
     status = driver.attach(pod, ns)
     record = json.loads((host_paths.cni / "results" / f"{pod.uid}.json").read_text())
-    assert [p["type"] for p in record["config"]["plugins"]] == ["bridge", "portmap", "firewall"]
+    assert [p["type"] for p in record["config"]["plugins"]] == ["bridge", "portmap"]
     (tmp_path / "index.html").write_text("hello from the pod\n")
     test_network.serve_http(ns, tmp_path)
     try:

@@ -100,15 +100,15 @@ def test_a_failed_del_keeps_the_record_and_a_retry_finishes(test_network, host_p
     driver = CniNetwork(host_paths, plugin_dirs=(str(plugin_dir),))
     pod = test_network.pod("web", [(80, free_port())])
     driver.attach(pod, test_network.make_netns())
-    (plugin_dir / "firewall").unlink()  # e.g. a package upgrade removed a plugin
+    (plugin_dir / "portmap").unlink()  # e.g. a package upgrade removed a plugin
 
-    with pytest.raises(NetworkError, match=r"CNI plugin 'firewall' not found.*record is kept|record is kept.*"
-                                           r"CNI plugin 'firewall' not found"):
+    with pytest.raises(NetworkError, match=r"CNI plugin 'portmap' not found.*record is kept|record is kept.*"
+                                           r"CNI plugin 'portmap' not found"):
         driver.detach(pod.uid)
     assert [a.pod_uid for a in driver.list_attachments()] == [pod.uid]
     assert test_network.allocations() == []  # the other plugins' DEL still ran
 
-    (plugin_dir / "firewall").symlink_to("/usr/lib/cni/firewall")
+    (plugin_dir / "portmap").symlink_to("/usr/lib/cni/portmap")
     driver.detach(pod.uid)
     assert driver.list_attachments() == []
     assert test_network.iptables_rules() == []

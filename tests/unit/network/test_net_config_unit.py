@@ -38,7 +38,8 @@ def _error(doc, file="/etc/podplay/net.d/net1.conflist") -> str:
 def test_default_conflist_is_valid_and_complete():
     net = parse_network_config(json.dumps(_good()), "x.conflist")
     assert (net.name, net.cni_version) == ("net1", "1.0.0")
-    assert [p["type"] for p in net.plugins] == ["bridge", "portmap", "firewall", "tuning"]
+    # No firewall plugin: podplay's own per-network rules accept the traffic (network.forward).
+    assert [p["type"] for p in net.plugins] == ["bridge", "portmap", "tuning"]
     bridge = net.plugins[0]
     assert bridge["bridge"] == "br1" and bridge["isGateway"] and bridge["ipMasq"] and bridge["hairpinMode"]
     assert bridge["ipam"]["dataDir"] == "/run/podplay/cni/ipam"
@@ -238,10 +239,19 @@ def _types(net) -> list[str]:
 def test_the_chain_is_fitted_to_the_pod():
     net = parse_network_config(json.dumps(_good()), "net1.conflist")
     bare = fit_chain(net, port_mappings=False)
-    assert _types(bare) == ["bridge", "firewall"]
-    assert [p["type"] for p in bare.raw["plugins"]] == ["bridge", "firewall"]
+    assert _types(bare) == ["bridge"]
+    assert [p["type"] for p in bare.raw["plugins"]] == ["bridge"]
     # The recorded raw config reads back as the same fitted chain (DEL and CHECK run it).
-    assert _types(parse_network_config(json.dumps(bare.raw), "net1.conflist")) == ["bridge", "firewall"]
+    assert _types(parse_network_config(json.dumps(bare.raw), "net1.conflist")) == ["bridge"]
+    assert _types(fit_chain(net, port_mappings=True)) == ["bridge", "portmap"]
+
+
+def test_a_listed_firewall_plugin_still_runs():
+    """Conflists written before podplay made its own forward rules keep the plugin, and run it."""
+    doc = _good()
+    doc["plugins"].insert(2, {"type": "firewall", "backend": "iptables"})
+    net = parse_network_config(json.dumps(doc), "net1.conflist")
+    assert _types(fit_chain(net, port_mappings=False)) == ["bridge", "firewall"]
     assert _types(fit_chain(net, port_mappings=True)) == ["bridge", "portmap", "firewall"]
 
 
@@ -249,7 +259,7 @@ def test_a_configured_tuning_and_a_single_plugin_are_kept():
     doc = _good()
     doc["plugins"][-1]["sysctl"] = {"net.core.somaxconn": "512"}
     net = parse_network_config(json.dumps(doc), "net1.conflist")
-    assert _types(fit_chain(net, port_mappings=False)) == ["bridge", "firewall", "tuning"]
+    assert _types(fit_chain(net, port_mappings=False)) == ["bridge", "tuning"]
     only = parse_network_config(json.dumps({"cniVersion": "1.0.0", "name": "p", "plugins": [{"type": "portmap"}]}),
                                 "p.conflist")
     assert _types(fit_chain(only, port_mappings=False)) == ["portmap"]
