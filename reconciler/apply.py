@@ -40,7 +40,7 @@ from reconciler.desired import DesiredPod
 from reconciler.drivers.base import Drivers
 from reconciler.errors import ContainerRuntimeError, NetworkError, NoSpaceError, PodplayError, as_no_space
 from reconciler.observed import NetworkStatus
-from reconciler.plan import Plan, Txn, TxnKind
+from reconciler.plan import Plan, Txn, TxnKind, uses_pod_ip
 from reconciler.state import ABORTED, COMMITTED, DONE, FAILED, OPEN, ROLLED_BACK, STARTED, UNDONE, StateStore
 from reconciler.steps import (
     AttachNetwork,
@@ -222,8 +222,11 @@ class _Runner:
         if image is None:
             raise ContainerRuntimeError(f"image {c.spec.image} of {pod.ref}/{name} is not in the store")
         rootfs = self._snapshot(pod, c.id, image)
+        # Only a container whose env asks for the pod's IP waits for the network (plan.py):
+        # the others may be created while it is attached, and are given none.
+        network = self._network(pod) if uses_pod_ip(c) else None
         self.d.runtime.create_container(pod, c, rootfs=rootfs, image=image, volumes=self._volumes(pod),
-                                        network=self._network(pod))
+                                        network=network)
         return c.id
 
     def _snapshot(self, pod: DesiredPod, key: str, image) -> str:

@@ -364,12 +364,22 @@ def _bring_up(b: _Builder, d: DesiredPod, after: tuple[str, ...] = ()) -> list[P
             c = d.container(spec.name)
             sid = add(RunInitContainer(pod, uid, container=c.name, container_id=c.id), prev + (snaps[c.name],))
         prev = base + (sid,)
+    # An app container that does not ask for the pod's IP (status.podIP in its env) is created
+    # while the network is being attached: runc joins the sandbox's namespaces by path, and the
+    # pod's hosts file is rewritten in place. It starts once the network is there.
+    early = (infra,) + ((volumes,) if volumes else ()) if prev == base else prev
     for c in d.containers:
         if c.sidecar:
             continue
-        created = add(CreateContainer(pod, uid, container=c.name, container_id=c.id), prev + (snaps[c.name],))
-        add(StartContainer(pod, uid, container=c.name, container_id=c.id), (created,))
+        created = add(CreateContainer(pod, uid, container=c.name, container_id=c.id),
+                      (prev if uses_pod_ip(c) else early) + (snaps[c.name],))
+        add(StartContainer(pod, uid, container=c.name, container_id=c.id), (created, ready))
     return steps
+
+
+def uses_pod_ip(c) -> bool:
+    """Whether the container's env asks for the pod's IP (known once its network is attached)."""
+    return any(e.deferred in ("status.podIP", "status.podIPs") for e in c.env)
 
 
 # What a container's writable layer is promised at least when its pod is replaced (its

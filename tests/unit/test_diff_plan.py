@@ -252,3 +252,24 @@ def test_a_pod_whose_root_filesystem_is_gone_is_replaced_as_incomplete():
     (c,) = compute_diff(d, host(ob), last(ob), SCOPE)
     assert (c.action, c.reason) == (Action.REPLACE, Reason.INCOMPLETE)
     assert c.before == c.after and "root filesystem gone" in c.detail and "app" in c.detail
+
+
+def test_app_containers_are_created_while_the_network_is_attached_and_start_after_it():
+    """runc joins the sandbox by path, so creating a container need not wait for CNI; starting
+    it does. A container whose env asks for the pod's IP is created once the IP is known."""
+    text = pod(name="two", extra_spec="""
+        - name: ip
+          image: busybox:1.36
+          env: [{name: POD_IP, valueFrom: {fieldRef: {fieldPath: status.podIP}}}]
+        """)  # extra_spec lands right after the first container: a second item of the same list
+    d = desired_from(text)
+    (p,) = d.pods.values()
+    assert [c.name for c in p.containers] == ["app", "ip"] and p.network
+    plan = make_plan(compute_diff(d, host(), LastApplied(), SCOPE), d, host())
+    (create,) = [t for t in plan.txns if t.kind == "create"]
+    by = {(s.step.verb, getattr(s.step, "container", "")): s for s in create.steps}
+    infra, attach = by[("CreateInfra", "")], by[("AttachNetwork", "")]
+    assert infra.id in by[("CreateContainer", "app")].depends_on
+    assert attach.id not in by[("CreateContainer", "app")].depends_on
+    assert attach.id in by[("StartContainer", "app")].depends_on
+    assert attach.id in by[("CreateContainer", "ip")].depends_on
