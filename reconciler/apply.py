@@ -280,7 +280,8 @@ class _Runner:
                 info = d.runtime.infra_info(pod.uid)
                 if info is None:
                     raise NetworkError(f"pod {pod.ref} has no infra container to attach to {step.network}")
-                self.network[pod.uid] = d.network.attach(pod, info.namespaces["network"])
+                self.network[pod.uid] = status = d.network.attach(pod, info.namespaces["network"])
+                d.runtime.address_pod(pod, status)
             case RunInitContainer():
                 pod = self.pod(step)
                 cid = self._create(pod, step.container)

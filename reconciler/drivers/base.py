@@ -197,6 +197,13 @@ class RuntimeDriver(Protocol):
     def create_container(self, pod: DesiredPod, container: DesiredContainer, *, rootfs: str,
                          image: ImageInfo, volumes: Mapping[str, str],
                          network: NetworkStatus | None) -> None:
+        """``network``: the pod's attachment, or None while it is being attached (the container
+        then learns no IP: its env must not ask for one)."""
+        ...
+
+    def address_pod(self, pod: DesiredPod, network: NetworkStatus) -> None:
+        """The pod's network is attached: its hosts file names the pod's IP (rewritten in
+        place, so that containers created before see it)."""
         ...
 
     def start_container(self, container_id: str) -> None:

@@ -283,6 +283,9 @@ class FakeRuntime:
             del self.h.containers[uid]
             self.h.save()
 
+    def address_pod(self, pod: DesiredPod, network: NetworkStatus) -> None:
+        self.h._op("address_pod", pod.uid, network.ip)
+
     def create_container(self, pod: DesiredPod, container: DesiredContainer, *, rootfs: str, image: ImageInfo,
                          volumes: Mapping[str, str], network: NetworkStatus | None) -> None:
         if self.infra_info(pod.uid) is None:

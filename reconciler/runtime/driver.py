@@ -601,6 +601,10 @@ class RuncRuntime:
             raise
         return self._infra_from(cid, status)
 
+    @_host_errors
+    def address_pod(self, pod: DesiredPod, network: NetworkStatus) -> None:
+        self._write_pod_files(pod, network.ip)
+
     def _pins(self, pod: DesiredPod) -> bool:
         """Whether the pod's namespaces can be pinned without a process (runtime.pinns)."""
         return (not self.rootless and pod.spec.host_users and pinns.can_pin(oci.infra_namespaces(pod))
@@ -704,7 +708,8 @@ class RuncRuntime:
             config = oci.container_config(pod, container, image, dataclasses.replace(ctx, subpaths=real))
         for path in secret_files:
             os.chown(path, user.uid, -1, follow_symlinks=False)
-        self._write_pod_files(pod, ip)
+        if network is not None or not pod.network:  # else: address_pod writes it once attached
+            self._write_pod_files(pod, ip)
         extra = {"stdin": container.spec.stdin, "stdin_once": container.spec.stdin_once}
         try:
             if ids is not None:
