@@ -41,7 +41,6 @@ import shutil
 import stat
 import struct
 import tarfile
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -57,10 +56,8 @@ ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _XZ_MAGIC = b"\xfd7zXZ\x00"
 _BZIP2_MAGIC = b"BZh"
 
-# Uncompressed bytes a reader thread decompresses and hashes at a time, and how many such chunks
-# it may be ahead of the unpacker.
+# Uncompressed bytes decompressed and hashed at a time (handed to tarfile in slices).
 _CHUNK = 256 * 1024
-_AHEAD = 8
 _COPY_CHUNK = 1 * MiB
 _MAX_CACHED_DIRS = 512
 _MAX_DEPTH = 1024  # path components; each open directory on the way holds an fd
@@ -170,78 +167,48 @@ def detect_compression(head: bytes) -> str:
 
 
 class _HashingReader:
-    """The uncompressed layer stream, as the tar reader sees it.
+    """The uncompressed layer stream, as the tar reader sees it: decompressed, counted and hashed
+    a chunk at a time (one large read of the decompressor, one hash update), then handed out in
+    slices. ``seek`` only goes forward, which is all tarfile's "r:" mode asks of a file object:
+    the tar reader never buffers or copies the stream itself.
 
-    A thread of its own decompresses, counts and hashes the blob ahead of the unpacker (zlib,
-    zstd and OpenSSL let go of the GIL while they work, so this overlaps with creating files);
-    what it meets (a corrupt stream, the size limit) is raised here, at the place in the stream
-    where it happened. ``read`` hands out slices of those chunks and ``seek`` only goes forward,
-    which is all tarfile asks of a file object in "r:" mode: the tar reader never buffers or
-    copies the stream itself. ``close`` stops the thread; call it before the blob is closed."""
+    (A thread decompressing ahead was tried: with many small files the unpacker holds the GIL
+    most of the time, and handing it back and forth cost more than the overlap gained.)"""
 
     def __init__(self, raw, algorithm: str, limit: int):
-        import queue
-
         self._raw = raw
         self._hash = sha.streaming(algorithm)
         self._limit = limit
         self.algorithm = algorithm
-        self.count = 0  # bytes handed to the unpacker's side so far (all of them, once drained)
+        self.count = 0  # bytes read and hashed so far
         self._buf = b""
         self._pos = 0
         self._base = 0  # stream offset of _buf[0]
         self._eof = False
-        self._stop = False
-        self._chunks: queue.Queue = queue.Queue(_AHEAD)
-        self._thread = threading.Thread(target=self._produce, name="podplay-unpack-reader", daemon=True)
-        self._thread.start()
 
-    def _produce(self) -> None:
-        import queue
-
-        read, update, chunks = self._raw.read, self._hash.update, self._chunks
-        total = 0
-        item: object = None
-        try:
-            while not self._stop:
-                data = read(_CHUNK)
-                if not data:
-                    item = None
-                    break
-                total += len(data)
-                if total > self._limit:
-                    raise LayerTooLarge(f"the uncompressed layer exceeds the limit of {self._limit} bytes "
-                                        "(a decompression bomb, or raise the limit)",
-                                        what="bytes", limit=self._limit, reached=total)
-                update(data)
-                while not self._stop:
-                    try:
-                        chunks.put(data, timeout=0.5)
-                        break
-                    except queue.Full:
-                        continue
-        except BaseException as e:  # noqa: BLE001 - raised again on the unpacker's side
-            item = e
-        while not self._stop:
-            try:
-                chunks.put(item, timeout=0.5)
-                return
-            except queue.Full:
-                continue
+    def _take(self) -> bytes | None:
+        """The next chunk of the stream (None at the end)."""
+        if self._eof:
+            return None
+        data = self._raw.read(_CHUNK)
+        if not data:
+            self._eof = True
+            return None
+        self.count += len(data)
+        if self.count > self._limit:
+            self._eof = True
+            raise LayerTooLarge(f"the uncompressed layer exceeds the limit of {self._limit} bytes "
+                                "(a decompression bomb, or raise the limit)",
+                                what="bytes", limit=self._limit, reached=self.count)
+        self._hash.update(data)
+        return data
 
     def _next_chunk(self) -> bool:
-        if self._eof:
-            return False
-        item = self._chunks.get()
+        item = self._take()
         if item is None:
-            self._eof = True
             return False
-        if isinstance(item, BaseException):
-            self._eof = True
-            raise item
         self._base += len(self._buf)
         self._buf, self._pos = item, 0
-        self.count += len(item)
         return True
 
     def read(self, n: int = -1) -> bytes:
@@ -280,12 +247,6 @@ class _HashingReader:
 
     def digest(self) -> str:
         return f"{self.algorithm}:{self._hash.hexdigest()}"
-
-    def close(self) -> None:
-        """Stop the reader thread (at once if it waits to hand over a chunk; after its current
-        read otherwise)."""
-        self._stop = True
-        self._thread.join()
 
 
 def open_uncompressed(blob: BinaryIO, media_type: str = ""):
@@ -889,7 +850,6 @@ def unpack_layer(blob: BinaryIO, dest: str | os.PathLike, *, diff_id: str | None
     label = diff_id or media_type or "layer"
     os.mkdir(dest, 0o700)
     unpacker = None
-    reader = None
     try:
         try:
             unpacker = _Unpacker(dest, [os.fspath(p) for p in lowers], limits)
@@ -926,16 +886,11 @@ def unpack_layer(blob: BinaryIO, dest: str | os.PathLike, *, diff_id: str | None
                                "the blob is corrupt or was tampered with")
         return UnpackResult(got, reader.count, unpacker.entries)
     except BaseException:
-        if reader is not None:
-            reader.close()
-            reader = None
         if unpacker is not None:
             unpacker.close()
             unpacker = None
         shutil.rmtree(dest, ignore_errors=True)
         raise
     finally:
-        if reader is not None:
-            reader.close()
         if unpacker is not None:
             unpacker.close()
