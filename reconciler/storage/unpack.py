@@ -4,11 +4,11 @@ Every layer is unpacked into a directory of its own (``lowerdir`` material), nev
 view, so the questions a hostile layer can ask are narrow: can an entry land outside the
 directory, and can it write through a symlink? The answer must be no for every entry, so:
 
-* Headers come from ``tarfile`` in stream mode (with a quicker decoder for the plain 512-byte
-  header that falls back to tarfile's own for anything unusual); entries are created by this module with dir fds,
-  ``O_NOFOLLOW`` and ``*at`` calls relative to the layer root. No path is ever resolved by the
-  kernel through a symlink, and ``..`` or absolute names are refused outright (real layers never
-  contain them).
+* Headers come from ``tarfile`` reading a forward-only stream (with a quicker decoder for the
+  plain 512-byte header that falls back to tarfile's own for anything unusual); entries are
+  created by this module with dir fds, ``O_NOFOLLOW`` and ``*at`` calls relative to the layer
+  root. No path is ever resolved by the kernel through a symlink, and ``..`` or absolute names
+  are refused outright (real layers never contain them).
 * A directory this layer needs but does not declare (``a/file`` with no ``a/`` entry) is looked
   up in the lower layers. Where a lower layer has a symlink there, the layer meant to write
   through it (containerd would follow it inside the rootfs); we refuse instead of guessing.
