@@ -4,11 +4,11 @@ Every layer is unpacked into a directory of its own (``lowerdir`` material), nev
 view, so the questions a hostile layer can ask are narrow: can an entry land outside the
 directory, and can it write through a symlink? The answer must be no for every entry, so:
 
-* Headers come from ``tarfile`` in stream mode (with a quicker decoder for the plain 512-byte
-  header that falls back to tarfile's own for anything unusual); entries are created by this module with dir fds,
-  ``O_NOFOLLOW`` and ``*at`` calls relative to the layer root. No path is ever resolved by the
-  kernel through a symlink, and ``..`` or absolute names are refused outright (real layers never
-  contain them).
+* Headers come from ``tarfile`` reading a forward-only stream (with a quicker decoder for the
+  plain 512-byte header that falls back to tarfile's own for anything unusual); entries are
+  created by this module with dir fds, ``O_NOFOLLOW`` and ``*at`` calls relative to the layer
+  root. No path is ever resolved by the kernel through a symlink, and ``..`` or absolute names
+  are refused outright (real layers never contain them).
 * A directory this layer needs but does not declare (``a/file`` with no ``a/`` entry) is looked
   up in the lower layers. Where a lower layer has a symlink there, the layer meant to write
   through it (containerd would follow it inside the rootfs); we refuse instead of guessing.
@@ -56,9 +56,8 @@ ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _XZ_MAGIC = b"\xfd7zXZ\x00"
 _BZIP2_MAGIC = b"BZh"
 
-# Bytes the tar reader asks the decompressor for at a time. tarfile's stream reader copies its
-# buffer on every small read, so a large buffer costs more per entry than it saves per call.
-_TAR_BUFSIZE = 16 * 1024
+# Uncompressed bytes decompressed and hashed at a time (handed to tarfile in slices).
+_CHUNK = 256 * 1024
 _COPY_CHUNK = 1 * MiB
 _MAX_CACHED_DIRS = 512
 _MAX_DEPTH = 1024  # path components; each open directory on the way holds an fd
@@ -168,31 +167,83 @@ def detect_compression(head: bytes) -> str:
 
 
 class _HashingReader:
-    """The uncompressed layer stream: counts and hashes every byte handed to the tar reader."""
+    """The uncompressed layer stream, as the tar reader sees it: decompressed, counted and hashed
+    a chunk at a time (one large read of the decompressor, one hash update), then handed out in
+    slices. ``seek`` only goes forward, which is all tarfile's "r:" mode asks of a file object:
+    the tar reader never buffers or copies the stream itself.
+
+    (A thread decompressing ahead was tried: with many small files the unpacker holds the GIL
+    most of the time, and handing it back and forth cost more than the overlap gained.)"""
 
     def __init__(self, raw, algorithm: str, limit: int):
         self._raw = raw
         self._hash = sha.streaming(algorithm)
         self._limit = limit
         self.algorithm = algorithm
-        self.count = 0
+        self.count = 0  # bytes read and hashed so far
+        self._buf = b""
+        self._pos = 0
+        self._base = 0  # stream offset of _buf[0]
+        self._eof = False
 
-    def read(self, n: int = -1) -> bytes:
-        if n is None or n < 0:
-            n = _COPY_CHUNK
-        data = self._raw.read(n)
-        if data:
-            self.count += len(data)
-            if self.count > self._limit:
-                raise LayerTooLarge(f"the uncompressed layer exceeds the limit of {self._limit} bytes "
-                                    "(a decompression bomb, or raise the limit)",
-                                    what="bytes", limit=self._limit, reached=self.count)
-            self._hash.update(data)
+    def _take(self) -> bytes | None:
+        """The next chunk of the stream (None at the end)."""
+        if self._eof:
+            return None
+        data = self._raw.read(_CHUNK)
+        if not data:
+            self._eof = True
+            return None
+        self.count += len(data)
+        if self.count > self._limit:
+            self._eof = True
+            raise LayerTooLarge(f"the uncompressed layer exceeds the limit of {self._limit} bytes "
+                                "(a decompression bomb, or raise the limit)",
+                                what="bytes", limit=self._limit, reached=self.count)
+        self._hash.update(data)
         return data
 
+    def _next_chunk(self) -> bool:
+        item = self._take()
+        if item is None:
+            return False
+        self._base += len(self._buf)
+        self._buf, self._pos = item, 0
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        buf, pos = self._buf, self._pos
+        if n is not None and 0 <= n <= len(buf) - pos:
+            self._pos = pos + n
+            return buf[pos:pos + n]
+        parts = [buf[pos:]]
+        self._pos = len(buf)
+        need = -1 if n is None or n < 0 else n - len(parts[0])
+        while need and self._next_chunk():
+            take = len(self._buf) if need < 0 else min(need, len(self._buf))
+            parts.append(self._buf[:take])
+            self._pos = take
+            if need > 0:
+                need -= take
+        return b"".join(parts)
+
+    def tell(self) -> int:
+        return self._base + self._pos
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        if whence != 0 or offset < self._base:
+            raise StorageError("the tar reader went back in the layer stream")
+        while offset > self._base + len(self._buf):
+            if not self._next_chunk():
+                self._pos = len(self._buf)
+                return self.tell()
+        self._pos = offset - self._base
+        return offset
+
     def drain(self) -> None:
-        while self.read(_COPY_CHUNK):
-            pass
+        self._pos = len(self._buf)
+        while self._next_chunk():
+            self._pos = len(self._buf)
 
     def digest(self) -> str:
         return f"{self.algorithm}:{self._hash.hexdigest()}"
@@ -225,12 +276,39 @@ def open_uncompressed(blob: BinaryIO, media_type: str = ""):
 _HEADER = struct.Struct("100s8s8s8s12s12s8sc100s8s32s32s8s8s155s")
 
 
+# Decoded header fields by their bytes: modes, owners, times and names repeat from header to
+# header, and a dict lookup is much quicker than decoding again.
+_NUMBERS: dict[bytes, int] = {}
+_NAMES: dict[tuple[bytes, str, str], str] = {}
+_MEMO_MAX = 4096
+
+
 def _octal(field: bytes) -> int:
-    return int(field.split(b"\0", 1)[0].strip() or b"0", 8)
+    v = _NUMBERS.get(field)
+    if v is None:
+        v = int(field.split(b"\0", 1)[0].strip() or b"0", 8)
+        if len(_NUMBERS) >= _MEMO_MAX:
+            _NUMBERS.clear()
+        _NUMBERS[field] = v
+    return v
 
 
 def _text(field: bytes, encoding: str, errors: str) -> str:
     return field.split(b"\0", 1)[0].decode(encoding, errors)
+
+
+def _short_text(field: bytes, encoding: str, errors: str) -> str:
+    """_text for fields that are mostly empty or repeat (link name, owner names, prefix)."""
+    if not field[0]:
+        return ""
+    key = (field, encoding, errors)
+    v = _NAMES.get(key)
+    if v is None:
+        v = field.split(b"\0", 1)[0].decode(encoding, errors)
+        if len(_NAMES) >= _MEMO_MAX:
+            _NAMES.clear()
+        _NAMES[key] = v
+    return v
 
 
 class _LayerTarInfo(tarfile.TarInfo):
@@ -255,14 +333,14 @@ class _LayerTarInfo(tarfile.TarInfo):
         if (mode + uid + gid + size + mtime + chksum + devmajor + devminor).translate(None, b"01234567 \0"):
             return super().frombuf(buf, encoding, errors)
         try:
-            total = _octal(chksum)
+            total = int(chksum.split(b"\0", 1)[0].strip() or b"0", 8)
             if total != 256 + sum(buf) - sum(chksum):
                 return super().frombuf(buf, encoding, errors)
             obj = cls()
             obj.mode = _octal(mode)
             obj.uid = _octal(uid)
             obj.gid = _octal(gid)
-            obj.size = _octal(size)
+            obj.size = int(size.split(b"\0", 1)[0].strip() or b"0", 8)
             obj.mtime = _octal(mtime)
             obj.devmajor = _octal(devmajor)
             obj.devminor = _octal(devminor)
@@ -271,10 +349,10 @@ class _LayerTarInfo(tarfile.TarInfo):
         obj.name = _text(name, encoding, errors)
         obj.chksum = total
         obj.type = kind
-        obj.linkname = _text(linkname, encoding, errors)
-        obj.uname = _text(uname, encoding, errors)
-        obj.gname = _text(gname, encoding, errors)
-        prefix = _text(prefix, encoding, errors)
+        obj.linkname = _short_text(linkname, encoding, errors)
+        obj.uname = _short_text(uname, encoding, errors)
+        obj.gname = _short_text(gname, encoding, errors)
+        prefix = _short_text(prefix, encoding, errors)
         # The same normalizations as tarfile's frombuf.
         if kind == tarfile.AREGTYPE and obj.name.endswith("/"):
             obj.type = tarfile.DIRTYPE
@@ -329,6 +407,12 @@ class _Unpacker:
         self.lowers: list[int] = []
         self.dir_times: dict[str, int] = {}
         self.entries = 0
+        # A new file is owned by (euid, egid), or by the group of its directory (setgid, or the
+        # grpid mount option). It is chowned only when that is not what the tar says: so the
+        # directories whose group is not egid are tracked (keys of this layer).
+        self.uid, self.gid = os.geteuid(), os.getegid()
+        self.other_gid: set[str] = set()
+        self.umask = _umask()
         try:
             for lower in lowers:
                 self.lowers.append(os.open(lower, _O_DIR))
@@ -341,8 +425,24 @@ class _Unpacker:
             os.fchown(self.root_fd, st.st_uid, st.st_gid)
             os.fchmod(self.root_fd, stat.S_IMODE(st.st_mode))
             self.dir_times[""] = st.st_mtime_ns
+            gid = st.st_gid
         else:
             os.fchmod(self.root_fd, 0o755)  # what a base layer without a "./" entry means
+            gid = os.fstat(self.root_fd).st_gid
+        if gid != self.gid:
+            self.other_gid.add("")
+
+    def _dir_group(self, key: str, gid: int | None) -> None:
+        """Note the group of directory ``key`` (None: made without chown, inherits its parent's)."""
+        if gid is None:
+            parent = key.rpartition("/")[0]
+            other = parent in self.other_gid
+        else:
+            other = gid != self.gid
+        if other:
+            self.other_gid.add(key)
+        else:
+            self.other_gid.discard(key)
 
     def close(self) -> None:
         for fd in set(self.dirs.values()) | set(self.lowers):
@@ -373,6 +473,8 @@ class _Unpacker:
             os.close(self.dirs.pop(k))
         for k in [k for k in self.dir_times if k == key or k.startswith(prefix)]:
             del self.dir_times[k]
+        if self.other_gid:
+            self.other_gid = {k for k in self.other_gid if k != key and not k.startswith(prefix)}
 
     def _dir(self, parts: list[str]) -> int:
         """fd of the directory ``parts`` of this layer, creating missing ones (see _implicit_dir).
@@ -450,6 +552,7 @@ class _Unpacker:
                 self.dir_times[path] = st.st_mtime_ns
             else:
                 os.fchmod(fd, 0o755)
+            self._dir_group(path, st.st_gid if st is not None else None)
             if opaque:
                 os.setxattr(fd, OPAQUE_XATTR, b"y")
         finally:
@@ -523,6 +626,7 @@ class _Unpacker:
             if not ti.isdir():
                 raise StorageError(f"entry {ti.name!r} would replace the layer root with a non-directory")
             self._meta_fd(self.root_fd, ti)
+            self._dir_group("", ti.gid)
             self.dir_times[""] = _mtime_ns(ti)
             return
         base = parts[-1]
@@ -533,7 +637,7 @@ class _Unpacker:
         key = "/".join(parts)
         t = ti.type
         if t in _REGULAR:
-            self._file(pfd, base, key, ti, tar)
+            self._file(pfd, base, key, key[:-len(base) - 1] if len(parts) > 1 else "", ti, tar)
         elif t == tarfile.DIRTYPE:
             self._mkdir(pfd, base, key, ti)
         elif t == tarfile.SYMTYPE:
@@ -545,9 +649,11 @@ class _Unpacker:
         else:
             raise StorageError(f"entry {ti.name!r} has unsupported tar type {t!r}")
 
-    def _meta_fd(self, fd: int, ti: tarfile.TarInfo) -> None:
-        os.fchown(fd, ti.uid, ti.gid)
-        os.fchmod(fd, ti.mode & 0o7777)  # after chown, which clears setuid/setgid
+    def _meta_fd(self, fd: int, ti: tarfile.TarInfo, *, chown: bool = True, chmod: bool = True) -> None:
+        if chown:
+            os.fchown(fd, ti.uid, ti.gid)
+        if chmod:
+            os.fchmod(fd, ti.mode & 0o7777)  # after chown, which clears setuid/setgid
         if ti.pax_headers:
             for k, v in ti.pax_headers.items():
                 if k.startswith("SCHILY.xattr.") and keep_xattr(k[13:]):
@@ -557,14 +663,21 @@ class _Unpacker:
                         raise StorageError(f"entry {ti.name!r}: cannot set extended attribute {k[13:]!r}: "
                                            f"{e.strerror}") from e
 
-    def _file(self, pfd: int, base: str, key: str, ti: tarfile.TarInfo, tar: tarfile.TarFile) -> None:
+    def _file(self, pfd: int, base: str, key: str, parent: str, ti: tarfile.TarInfo,
+              tar: tarfile.TarFile) -> None:
         if ti.sparse is not None:
             raise StorageError(f"entry {ti.name!r} is a GNU sparse file (not supported in layers)")
+        # Created with its final mode when the umask leaves it whole and chown will not clear
+        # bits of it; owned as the tar says without chown when that is what a new file gets.
+        mode = ti.mode & 0o7777
+        final_mode = self.umask is not None and not mode & (0o7000 | self.umask)
+        create_mode = mode if final_mode else 0o600
+        chown = ti.uid != self.uid or ti.gid != self.gid or parent in self.other_gid
         try:
-            fd = os.open(base, _O_NEWFILE, 0o600, dir_fd=pfd)
+            fd = os.open(base, _O_NEWFILE, create_mode, dir_fd=pfd)
         except FileExistsError:
             self._replace(pfd, base, key, new_is_dir=False)
-            fd = os.open(base, _O_NEWFILE, 0o600, dir_fd=pfd)
+            fd = os.open(base, _O_NEWFILE, create_mode, dir_fd=pfd)
         try:
             remaining = ti.size
             src = tar.fileobj
@@ -576,7 +689,7 @@ class _Unpacker:
                     raise StorageError(f"the stream is truncated inside {ti.name!r}")
                 _write_all(fd, chunk)
                 remaining -= len(chunk)
-            self._meta_fd(fd, ti)
+            self._meta_fd(fd, ti, chown=chown, chmod=not final_mode)
             t = _mtime_ns(ti)
             os.utime(fd, ns=(t, t))
         finally:
@@ -596,6 +709,7 @@ class _Unpacker:
             fd = os.open(base, _O_DIR, dir_fd=pfd)
             self._cache(key, fd)
         self._meta_fd(fd, ti)
+        self._dir_group(key, ti.gid)
         if opaque:
             os.setxattr(fd, OPAQUE_XATTR, b"y")
         self.dir_times[key] = _mtime_ns(ti)
@@ -692,6 +806,18 @@ class _Unpacker:
                 os.utime(fd, ns=(t, t))
 
 
+def _umask() -> int | None:
+    """The process's umask, read without changing it (None where the kernel does not say)."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def _is_opaque(fd: int) -> bool:
     try:
         return os.getxattr(fd, OPAQUE_XATTR) == b"y"
@@ -730,7 +856,7 @@ def unpack_layer(blob: BinaryIO, dest: str | os.PathLike, *, diff_id: str | None
             reader = _HashingReader(open_uncompressed(blob, media_type), algorithm, limits.max_bytes)
             tarinfo = type("_TarInfo", (_LayerTarInfo,), {"max_header": limits.max_header_bytes})
             try:
-                tar = tarfile.open(fileobj=reader, mode="r|", tarinfo=tarinfo, bufsize=_TAR_BUFSIZE,  # noqa: SIM115
+                tar = tarfile.open(fileobj=reader, mode="r:", tarinfo=tarinfo,  # noqa: SIM115
                                    encoding="utf-8", errors="surrogateescape")
             except tarfile.ReadError:
                 if reader.count:
@@ -741,7 +867,7 @@ def unpack_layer(blob: BinaryIO, dest: str | os.PathLike, *, diff_id: str | None
                     ti = tar.next()
                     if ti is None:
                         break
-                    tar.members.clear()  # stream mode keeps every header otherwise
+                    tar.members.clear()  # tarfile keeps every header otherwise
                     try:
                         unpacker.entry(ti, tar)
                     except OSError as e:
