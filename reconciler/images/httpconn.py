@@ -100,7 +100,10 @@ class _Connection(http.client.HTTPConnection):
     def connect(self) -> None:
         where = f"{self.host}:{self.port}"
         try:
-            sock = socket.create_connection((self.host, self.port), self.connect_timeout)
+            # An ASCII name as bytes: a str goes through the idna codec (and stringprep), which
+            # costs an import on every pull and changes nothing for an address or a plain name.
+            host = self.host.encode() if self.host.isascii() else self.host
+            sock = socket.create_connection((host, self.port), self.connect_timeout)
         except TimeoutError:
             raise ConnectTimeout(f"connection to {where} timed out. (connect timeout={self.connect_timeout:g})") \
                 from None
@@ -112,7 +115,10 @@ class _Connection(http.client.HTTPConnection):
                 self._tunnel_through(sock)
             if self.tls is not None:
                 try:
-                    sock = self.tls.wrap_socket(sock, server_hostname=self.origin_host)
+                    # No SNI for an address when nothing is verified (saves the idna codec's import).
+                    literal = self.origin_host.replace(".", "").isdigit() or ":" in self.origin_host
+                    name = None if literal and not self.tls.check_hostname else self.origin_host
+                    sock = self.tls.wrap_socket(sock, server_hostname=name)
                 except TimeoutError:
                     raise ReadTimeout(f"TLS handshake with {self.origin_host}:{self.origin_port}: Read timed out. "
                                       f"(read timeout={self.connect_timeout:g})") from None
@@ -179,14 +185,25 @@ class Response:
     def read1(self, amount: int = -1, decode_content: bool = False) -> bytes:
         data = self._guard(self._resp.read1, amount)
         if not data:
-            self._release()
+            self._ended(amount)
         return data
 
     def read(self, amount: int | None = None, decode_content: bool = False) -> bytes:
         data = self._guard(self._resp.read, amount)
-        if amount is None or not data or self._resp.isclosed():
-            self._release()
+        if amount is None or not data or self._complete():
+            self._ended(amount if not data else None)
         return data
+
+    def _ended(self, amount: int | None) -> None:
+        # http.client hands out an empty read when the server closes before the Content-Length
+        # it announced; that is a broken download, not the end of the body.
+        left = self._resp.length
+        if amount != 0 and left:
+            self._broken = True
+            self._release()
+            raise ProtocolError(f"{self._what}: IncompleteRead(connection closed with {left} bytes "
+                                f"of the body still to come)")
+        self._release()
 
     def json(self, limit: int = JSON_LIMIT):
         import json
@@ -205,15 +222,22 @@ class Response:
         conn, self._conn = self._conn, None
         if conn is None:
             return
-        if not self._broken and self._resp.isclosed() and not self._resp.will_close and conn.sock is not None:
+        reusable = not self._broken and self._complete() and not self._resp.will_close and conn.sock is not None
+        self._resp.close()  # the response's file only: the connection's socket stays open
+        if reusable:
             self._session._give_back(self._key, conn)
         else:
             conn.close()
 
+    def _complete(self) -> bool:
+        # http.client's read1 leaves the response open after the last byte of a Content-Length
+        # body; a chunked body is closed after its last chunk.
+        return self._resp.isclosed() or (self._resp.length == 0 and not self._resp.chunked)
+
     def close(self) -> None:
         if self._conn is None:
             return
-        if not self._broken and not self._resp.isclosed():
+        if not self._broken and not self._complete():
             # A small rest (an error document, a 401's body) is read so that the connection
             # stays usable; a large one (an abandoned blob) costs less as a new connection.
             length = self._resp.length
@@ -224,8 +248,6 @@ class Response:
                     self._broken = True
             else:
                 self._broken = True
-        if not self._resp.isclosed():
-            self._resp.close()
         self._release()
 
     def __enter__(self) -> Response:

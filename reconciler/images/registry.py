@@ -38,7 +38,6 @@ Safety rules, each with a reason:
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import random
 import re
@@ -85,7 +84,12 @@ ENV_TOKEN_REALMS = "PODPLAY_TOKEN_REALMS"
 # Token realms of well-known registries that live on another host than the registry API.
 KNOWN_REALMS = {"docker.io": ("https://auth.docker.io",), "registry.gitlab.com": ("https://gitlab.com",)}
 
-_log = logging.getLogger("podplay.images")
+
+
+def _log():
+    import logging  # only for a warning: not on every pull's import path
+
+    return logging.getLogger("podplay.images")
 
 
 class ImageNotFoundError(ImageError):
@@ -526,7 +530,7 @@ class RegistryClient:
             # still pull) and say why a private one would not.
             if realm not in self.withheld:
                 self.withheld.add(realm)
-                _log.warning("registry %s names the token realm %s, which is not on its own host and port: "
+                _log().warning("registry %s names the token realm %s, which is not on its own host and port: "
                              "requesting a token there without the credentials of %r (to send them, add "
                              "%s=%s to $%s)", self.domain, realm, credential.username or "identity token",
                              self.domain, _origin_text(realm), ENV_TOKEN_REALMS)
