@@ -12,8 +12,8 @@ What it does:
   hands one to each request, so a pull opens one connection per concurrent download and reuses
   it for every manifest and blob after; a response returns its connection once its body was
   read (or, when small, drained on close). A connection the server closed while idle is noticed
-  before use; a request that fails on a reused connection before any answer is sent once more
-  on a new one (the server may have closed it just then).
+  before use; a GET or HEAD that fails on a reused connection before any answer is sent once
+  more on a new one (the server may have closed it just then).
 * timeouts: the connection (and a proxy's CONNECT) must open within the connect timeout, the
   TLS handshake must end within it too (reported as a read timeout, as urllib3 does), and every
   later read gets the read timeout.
@@ -172,6 +172,7 @@ class Response:
         self.headers = resp.msg  # case-insensitive ``get``
         self.raw = self
         self._broken = False
+        self._read_timeout = conn.read_timeout
 
     # --- the body -------------------------------------------------------------------------
 
@@ -180,7 +181,7 @@ class Response:
             return fn(*args)
         except BaseException as exc:
             self._broken = True
-            raise _wire_error(exc, self._what, self._conn.read_timeout) from None
+            raise _wire_error(exc, self._what, self._read_timeout) from None
 
     def read1(self, amount: int = -1, decode_content: bool = False) -> bytes:
         data = self._guard(self._resp.read1, amount)
@@ -363,8 +364,9 @@ class Session:
                 resp = conn.getresponse()
             except BaseException as exc:
                 conn.close()
-                if reused and isinstance(exc, http.client.RemoteDisconnected | ConnectionResetError
-                                         | BrokenPipeError | ConnectionAbortedError):
+                if reused and method in ("GET", "HEAD") and isinstance(
+                        exc, http.client.RemoteDisconnected | ConnectionResetError | BrokenPipeError
+                        | ConnectionAbortedError):
                     continue  # the server closed the idle connection just then: once more, on a new one
                 raise _wire_error(exc, what, timeout[1]) from None
             return Response(self, key, conn, resp, what)
