@@ -1,11 +1,15 @@
 """The registry client's HTTP transport (``reconciler.images.httpconn``) against a scripted
 server on 127.0.0.1: connections are kept and reused, a connection the server dropped while
-idle is replaced without the caller noticing, an abandoned large body is not reused, and the
-timeouts say which one struck."""
+idle is replaced without the caller noticing, an abandoned large body is not reused, the
+timeouts say which one struck, and proxies are used as the environment names them (https
+through a CONNECT tunnel)."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import ssl
+import subprocess
 import threading
 
 import pytest
@@ -214,3 +218,64 @@ def test_requests_go_through_a_plain_proxy_in_absolute_form(serve):
     session = httpconn.Session()
     with session.get("http://registry.example:5000/v2/?n=1", timeout=(5, 5), proxies={"http": proxy.url}) as resp:
         assert resp.raw.read() == b"http://registry.example:5000/v2/?n=1"
+
+
+def _relay(a: socket.socket, b: socket.socket) -> None:
+    try:
+        while data := a.recv(65536):
+            b.sendall(data)
+    except OSError:
+        pass
+    finally:
+        for s in (a, b):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+
+def test_https_goes_through_a_connect_tunnel_of_the_proxy(tmp_path):
+    # A TLS server (a throwaway self-signed certificate, not verified: verify=False) behind a
+    # CONNECT proxy that alone knows where "registry.example" is.
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=registry.example",
+                    "-days", "1", "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert, key)
+    tls_listener = socket.create_server(("127.0.0.1", 0))
+    proxy_listener = socket.create_server(("127.0.0.1", 0))
+    heads = []
+
+    def tls_server():
+        sock, _ = tls_listener.accept()
+        with ctx.wrap_socket(sock, server_side=True) as s:
+            buf = b""
+            while b"\r\n\r\n" not in buf:
+                buf += s.recv(4096)
+            heads.append(buf.split(b"\r\n\r\n")[0].decode())
+            s.sendall(ok(b"through the tunnel"))
+
+    def proxy():
+        client, _ = proxy_listener.accept()
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            buf += client.recv(4096)
+        heads.append(buf.split(b"\r\n\r\n")[0].decode())
+        upstream = socket.create_connection(("127.0.0.1", tls_listener.getsockname()[1]))
+        client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        threading.Thread(target=_relay, args=(upstream, client), daemon=True).start()
+        _relay(client, upstream)
+
+    for fn in (tls_server, proxy):
+        threading.Thread(target=fn, daemon=True).start()
+    try:
+        port = tls_listener.getsockname()[1]
+        proxy_url = f"http://user:pw@127.0.0.1:{proxy_listener.getsockname()[1]}"
+        with httpconn.Session().get(f"https://registry.example:{port}/v2/", timeout=(5, 5), verify=False,
+                                    proxies={"https": proxy_url}) as resp:
+            assert resp.raw.read() == b"through the tunnel"
+        connect, request = heads
+        assert connect.startswith(f"CONNECT registry.example:{port} HTTP/1.1\r\n")
+        assert "Proxy-Authorization: Basic dXNlcjpwdw==" in connect
+        assert request.startswith("GET /v2/ HTTP/1.1\r\n") and "Proxy-Authorization" not in request
+    finally:
+        tls_listener.close()
+        proxy_listener.close()
