@@ -38,6 +38,8 @@ import threading
 from collections.abc import Mapping, Sequence
 from urllib.parse import urlencode, urlsplit
 
+from reconciler.errors import ImageError
+
 DRAIN_LIMIT = 64 << 10  # a body this small is read to the end on close, to keep its connection
 JSON_LIMIT = 4 << 20  # a token service's answer
 
@@ -280,7 +282,10 @@ class Session:
         if verify:
             ctx = ssl.create_default_context()
             for ca in self.ca_files:
-                ctx.load_verify_locations(cafile=ca)
+                try:
+                    ctx.load_verify_locations(cafile=ca)
+                except (OSError, ssl.SSLError) as exc:
+                    raise ImageError(f"cannot load certificate authority {ca}: {exc}") from None
         else:
             # Insecure registries: no verification, so no authorities to load (that costs tens of ms).
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
@@ -288,7 +293,11 @@ class Session:
             ctx.verify_mode = ssl.CERT_NONE
         ctx.set_alpn_protocols(["http/1.1"])
         if self.client_cert:
-            ctx.load_cert_chain(*self.client_cert)
+            try:
+                ctx.load_cert_chain(*self.client_cert)
+            except (OSError, ssl.SSLError) as exc:
+                raise ImageError(f"cannot load client certificate {self.client_cert[0]} "
+                                 f"(key {self.client_cert[1]}): {exc}") from None
         with self._lock:
             self._contexts[verify] = ctx
         return ctx

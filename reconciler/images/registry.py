@@ -85,7 +85,6 @@ ENV_TOKEN_REALMS = "PODPLAY_TOKEN_REALMS"
 KNOWN_REALMS = {"docker.io": ("https://auth.docker.io",), "registry.gitlab.com": ("https://gitlab.com",)}
 
 
-
 def _log():
     import logging  # only for a warning: not on every pull's import path
 

@@ -279,3 +279,12 @@ def test_https_goes_through_a_connect_tunnel_of_the_proxy(tmp_path):
     finally:
         tls_listener.close()
         proxy_listener.close()
+
+
+def test_an_unreadable_certificate_authority_is_a_clear_error(tmp_path):
+    from reconciler.errors import ImageError
+
+    bad = tmp_path / "ca.crt"
+    bad.write_text("not a certificate\n")
+    with pytest.raises(ImageError, match=f"cannot load certificate authority {bad}"):
+        httpconn.Session(ca_files=[str(bad)]).get("https://127.0.0.1:1/v2/", timeout=(5, 5))
