@@ -10,9 +10,10 @@
 
 Same registry, same image, same run; every round starts from an empty store, directory or
 podman root (private ``--root``/``--runroot``, so the host's podman storage is untouched).
-podplay runs as installed: its bytecode compiled first (``harness.compile_bytecode``, as the
-other benchmarks do), else with PYTHONDONTWRITEBYTECODE set every run compiles its modules again.
-Medians of N rounds, as a table with ratios to skopeo.
+A round runs each tool once, in turn. podplay runs as installed: its bytecode compiled first
+(``harness.compile_bytecode``, as the other benchmarks do), else with PYTHONDONTWRITEBYTECODE
+set every run compiles its modules again. Medians of N rounds, as a table with ratios to skopeo,
+and the CPU seconds of the two command lines.
 """
 
 from __future__ import annotations
@@ -86,16 +87,21 @@ def main(argv=None) -> None:
 
             cpu_podplay: list[float] = []
             cpu_skopeo: list[float] = []
-            rows = [Row("podplay pull (download + verify)",
-                        time_command(podplay, args.runs, setup=podplay_setup, env=env, cpu=cpu_podplay)),
-                    Row("podplay, in process (as `podplay up` pulls)",
-                        time_call(pull_in_process, args.runs, setup=podplay_setup)),
-                    Row("skopeo copy docker:// → oci: (download + verify)",
-                        time_command(skopeo, args.runs, setup=lambda: shutil.rmtree(oci, ignore_errors=True),
-                                     cpu=cpu_skopeo))]
-            if shutil.which("podman"):
-                rows.append(Row("podman pull, vfs (download + verify + unpack)",
-                                time_command(podman, args.runs, setup=podman_setup)))
+            rows = [Row("podplay pull (download + verify)"), Row("podplay, in process (as `podplay up` pulls)"),
+                    Row("skopeo copy docker:// → oci: (download + verify)")]
+            with_podman = bool(shutil.which("podman"))
+            if with_podman:
+                rows.append(Row("podman pull, vfs (download + verify + unpack)"))
+            # Round by round (each tool once per round): on a shared machine a busy minute then
+            # weighs on every tool alike instead of on whichever happened to run in it.
+            for _ in range(args.runs):
+                rows[0].samples += time_command(podplay, 1, setup=podplay_setup, env=env, cpu=cpu_podplay)
+                rows[1].samples += time_call(pull_in_process, 1, setup=podplay_setup)
+                rows[2].samples += time_command(skopeo, 1, setup=lambda: shutil.rmtree(oci, ignore_errors=True),
+                                                cpu=cpu_skopeo)
+                if with_podman:
+                    rows[3].samples += time_command(podman, 1, setup=podman_setup)
+            if with_podman:
                 podman_setup()
             print(table(f"Pull of a {size / 1e6:.0f} MB, {args.layers}-layer image from a local registry", rows,
                         baseline="skopeo copy docker:// → oci: (download + verify)"))
