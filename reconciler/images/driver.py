@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from reconciler import forked
 from reconciler.errors import ImageError, InputError, TemporaryImageError
 from reconciler.images.config import (
     RegistriesConfig,
@@ -233,6 +232,8 @@ class LocalImageStore:
         if local is not None and (policy == "IfNotPresent" or parsed.digest):
             return local
         if self.isolate:
+            from reconciler import forked
+
             return forked.call(self._from_registry, ref, parsed, local, credentials)
         return self._from_registry(ref, parsed, local, credentials)
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -117,19 +116,7 @@ def ingest_image(store: ContentStore, source: BlobSource, reference: str, *, pla
             progress.blob_queued(layer.digest, layer.size, store.has_blob(layer.digest))
         missing = [d for d in todo.values() if not store.has_blob(d.digest)]
         if missing:
-            # The first failure (or Ctrl-C) stops the other downloads at their next chunk. After
-            # an interruption what they got stays for the next pull to resume; after a refusal
-            # (bad content) it goes.
-            cancel = _Cancel()
-            with ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="pull") as pool:
-                futures = [pool.submit(_copy, store, source, d, progress, cancel) for d in missing]
-                try:
-                    for f in as_completed(futures):
-                        f.result()
-                except BaseException as exc:
-                    cancel.keep = not isinstance(exc, ImageError) or exc.temporary
-                    cancel.set()
-                    raise
+            _copy_all(store, source, missing, progress, workers)
         # The documents go in last: a manifest in the store means its content is there too.
         store.put_blob(config_bytes, manifest.config.digest)
         store.put_blob(fetched.data, fetched.digest)
@@ -141,6 +128,55 @@ def ingest_image(store: ContentStore, source: BlobSource, reference: str, *, pla
 
 class _Cancel(threading.Event):
     keep = True  # keep partial downloads of cancelled blobs (interrupted) or not (refused)
+
+    def stop(self, exc: BaseException) -> None:
+        """The first failure decides what happens to the partial downloads of the others."""
+        if not self.is_set():
+            self.keep = not isinstance(exc, ImageError) or exc.temporary
+            self.set()
+
+
+def _copy_all(store: ContentStore, source: BlobSource, descs: list, progress: Progress, workers: int) -> None:
+    """Copy ``descs`` on at most ``workers`` threads, each blob verified on its own commit (a
+    thread pool without ``concurrent.futures``, whose import with ``logging`` every pull paid).
+
+    The first failure (or Ctrl-C) stops the other downloads at their next chunk and is what
+    this raises. After an interruption what they got stays for the next pull to resume; after
+    a refusal (bad content) it goes."""
+    cancel = _Cancel()
+    queue = list(reversed(descs))
+    lock = threading.Lock()
+    failures: list[BaseException] = []
+
+    def work() -> None:
+        while True:
+            with lock:
+                if not queue or cancel.is_set():
+                    return
+                desc = queue.pop()
+            try:
+                _copy(store, source, desc, progress, cancel)
+            except BaseException as exc:  # noqa: BLE001 - handed to the calling thread
+                with lock:
+                    failures.append(exc)
+                    cancel.stop(exc)
+                return
+
+    threads = [threading.Thread(target=work, name=f"pull-{i}", daemon=True)
+               for i in range(max(1, min(workers, len(descs))))]
+    for t in threads:
+        t.start()
+    try:
+        for t in threads:
+            t.join()
+    except BaseException as exc:
+        with lock:
+            cancel.stop(exc)
+        for t in threads:
+            t.join()
+        raise
+    if failures:
+        raise failures[0]
 
 
 def _copy(store: ContentStore, source: BlobSource, desc, progress: Progress,

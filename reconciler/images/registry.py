@@ -38,7 +38,6 @@ Safety rules, each with a reason:
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import random
 import re
@@ -59,8 +58,7 @@ from reconciler.images.progress import BlobFeed
 from reconciler.images.reference import DIGEST_ALGORITHMS, validate_digest
 
 if TYPE_CHECKING:
-    import requests
-
+    from reconciler.images.httpconn import Response, Session
     from reconciler.images.store import Ingest
 
 USER_AGENT = f"podplay/{__version__}"
@@ -86,7 +84,11 @@ ENV_TOKEN_REALMS = "PODPLAY_TOKEN_REALMS"
 # Token realms of well-known registries that live on another host than the registry API.
 KNOWN_REALMS = {"docker.io": ("https://auth.docker.io",), "registry.gitlab.com": ("https://gitlab.com",)}
 
-_log = logging.getLogger("podplay.images")
+
+def _log():
+    import logging  # only for a warning: not on every pull's import path
+
+    return logging.getLogger("podplay.images")
 
 
 class ImageNotFoundError(ImageError):
@@ -196,7 +198,7 @@ class FetchedManifest:
     content_type: str
 
 
-def _registry_message(resp: requests.Response) -> str:
+def _registry_message(resp: Response) -> str:
     """The human part of a registry error body ({"errors": [{"code", "message"}]})."""
     try:
         body = resp.raw.read(64 << 10, decode_content=False) if resp.raw else b""
@@ -240,27 +242,6 @@ def tls_files(domain: str, certs_dirs: Sequence[str | os.PathLike] | None = None
     return tuple(cas), client
 
 
-def _tls_adapter(ca_files: Sequence[str]):
-    """An HTTPS adapter that trusts the default authorities plus ``ca_files``."""
-    import ssl
-
-    import requests
-
-    context = ssl.create_default_context()
-    for ca in ca_files:
-        try:
-            context.load_verify_locations(cafile=ca)
-        except (OSError, ssl.SSLError) as exc:
-            raise ImageError(f"cannot load certificate authority {ca}: {exc}") from None
-
-    class Adapter(requests.adapters.HTTPAdapter):
-        def init_poolmanager(self, *args, **kwargs):
-            kwargs["ssl_context"] = context
-            return super().init_poolmanager(*args, **kwargs)
-
-    return Adapter()
-
-
 class MemoryIngest:
     """The ingest interface over a bytearray, for small blobs read without storing them
     (``inspect docker://``): same size and digest checks as the store's."""
@@ -294,8 +275,8 @@ class MemoryIngest:
 
 
 class RegistryClient:
-    """One registry endpoint (``host[:port]``). Thread-safe: each thread uses its own HTTP session;
-    tokens are shared."""
+    """One registry endpoint (``host[:port]``). Thread-safe: the threads share one HTTP session
+    (keep-alive connections, one per request in flight: see ``httpconn``) and the tokens."""
 
     def __init__(self, domain: str, *, insecure: bool = False, credential: Credential | None = None,
                  retries: int = 4, backoff: float = 0.5, timeout: float | None = None,
@@ -318,7 +299,7 @@ class RegistryClient:
             connect_timeout = env_connect if connect_timeout is None else connect_timeout
         self.retries, self.backoff, self.timeout = retries, backoff, timeout
         self.connect_timeout, self.stall_retries = connect_timeout, max(0, stall_retries)
-        self._local = threading.local()
+        self._http: Session | None = None
         self._lock = threading.Lock()
         self._base: str | None = None
         self._challenge: Challenge | None = None
@@ -331,27 +312,27 @@ class RegistryClient:
 
     # --- plumbing ---------------------------------------------------------------------------
 
-    def _session(self) -> requests.Session:
-        s = getattr(self._local, "session", None)
+    def _session(self) -> Session:
+        s = self._http
         if s is None:
-            import requests
+            from reconciler.images.httpconn import Session
 
-            s = requests.Session()
-            s.trust_env = False  # no .netrc credentials leaking to redirect targets
-            s.headers["User-Agent"] = USER_AGENT
-            s.headers["Accept-Encoding"] = "identity"
-            if self.ca_files:
-                s.mount("https://", _tls_adapter(self.ca_files))
-            if self.client_cert:
-                s.cert = self.client_cert
-            self._local.session = s
+            with self._lock:
+                if self._http is None:
+                    self._http = Session(headers={"User-Agent": USER_AGENT, "Accept-Encoding": "identity"},
+                                         ca_files=self.ca_files, client_cert=self.client_cert)
+                s = self._http
         return s
 
+    @property
+    def connections_opened(self) -> int:
+        """How many connections this client opened (for tests and diagnostics)."""
+        return self._http.connections_opened if self._http is not None else 0
+
     def close(self) -> None:
-        s = getattr(self._local, "session", None)
+        s, self._http = self._http, None
         if s is not None:
             s.close()
-            self._local.session = None
 
     def _verify(self) -> bool:
         return self.verify_tls
@@ -361,21 +342,19 @@ class RegistryClient:
 
     def _is_stall(self, exc: BaseException) -> bool:
         """A timeout: the connection did not open in time, or no byte came for the stall timeout."""
-        import requests
-        import urllib3
+        from reconciler.images import httpconn
 
-        return isinstance(exc, requests.Timeout | urllib3.exceptions.TimeoutError | TimeoutError)
+        return isinstance(exc, httpconn.Timeout | TimeoutError)
 
     def _connecting(self, exc: BaseException) -> bool:
         """Whether a timeout came while opening the connection (else while waiting for bytes)."""
-        import requests
-        import urllib3
+        from reconciler.images import httpconn
 
-        return isinstance(exc, requests.ConnectTimeout | urllib3.exceptions.ConnectTimeoutError)
+        return isinstance(exc, httpconn.ConnectTimeout)
 
     def _silence(self, exc: BaseException) -> float:
         """How long the registry was silent: the stall timeout, but a TLS handshake is bounded by
-        the connect timeout (urllib3 says which in the error: "read timeout=N")."""
+        the connect timeout (the error says which: "read timeout=N")."""
         m = re.search(r"timeout=([0-9.]+)", str(exc))
         try:
             return float(m.group(1).rstrip(".")) if m else self.timeout
@@ -391,9 +370,9 @@ class RegistryClient:
                 f"(--connect-timeout / ${ENV_CONNECT_TIMEOUT})")
 
     def _proxies(self, url: str) -> dict:
-        import requests
+        from reconciler.images.httpconn import environ_proxies
 
-        return requests.utils.get_environ_proxies(url)
+        return environ_proxies(url)
 
     def _sleep(self, attempt: int, retry_after: str | None = None) -> None:
         delay = self.backoff * (2 ** attempt) * (0.5 + random.random())
@@ -405,7 +384,7 @@ class RegistryClient:
         parts = urlsplit(self._base or f"https://{self.api_host}")
         return parts.scheme, parts.netloc
 
-    def _send(self, method: str, url: str, headers: dict, *, stream: bool, data=None) -> requests.Response:
+    def _send(self, method: str, url: str, headers: dict, *, stream: bool, data=None) -> Response:
         """One request, following redirects by hand so that credentials never leave the origin."""
         session = self._session()
         origin = self._origin()
@@ -429,16 +408,14 @@ class RegistryClient:
         raise ImageError(f"registry {self.domain}: too many redirects for {url}")
 
     def _connection_errors(self) -> tuple[type[BaseException], ...]:
-        import requests
-        import urllib3
+        from reconciler.images import httpconn
 
-        return (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError,
-                urllib3.exceptions.HTTPError)
+        return (httpconn.HTTPError,)
 
     def _is_tls_error(self, exc: BaseException) -> bool:
-        import requests
+        from reconciler.images import httpconn
 
-        return isinstance(exc, requests.exceptions.SSLError)
+        return isinstance(exc, httpconn.SSLError)
 
     # --- endpoint and authentication ---------------------------------------------------------
 
@@ -493,7 +470,7 @@ class RegistryClient:
             f"client certificate put ca.crt / client.cert + client.key in /etc/containers/certs.d/{self.domain}/; "
             "for a registry without TLS set insecure = true in registries.conf or pass --tls-verify=false")
 
-    def _pick_challenge(self, resp: requests.Response) -> Challenge | None:
+    def _pick_challenge(self, resp: Response) -> Challenge | None:
         challenges = parse_www_authenticate(resp.headers.get("WWW-Authenticate", ""))
         for scheme in ("bearer", "basic"):
             for c in challenges:
@@ -552,7 +529,7 @@ class RegistryClient:
             # still pull) and say why a private one would not.
             if realm not in self.withheld:
                 self.withheld.add(realm)
-                _log.warning("registry %s names the token realm %s, which is not on its own host and port: "
+                _log().warning("registry %s names the token realm %s, which is not on its own host and port: "
                              "requesting a token there without the credentials of %r (to send them, add "
                              "%s=%s to $%s)", self.domain, realm, credential.username or "identity token",
                              self.domain, _origin_text(realm), ENV_TOKEN_REALMS)
@@ -567,8 +544,6 @@ class RegistryClient:
         params += [("scope", s) for s in scope.split()]
         if credential and credential.username and not scope:
             params.append(("account", credential.username))
-        import requests
-
         session = self._session()
         kw = dict(timeout=self._timeouts(), verify=self._verify(),
                   allow_redirects=False, proxies=self._proxies(realm))
@@ -605,7 +580,7 @@ class RegistryClient:
                     raise ImageError(f"token service of {self.domain} answered HTTP {resp.status_code}")
                 try:
                     return resp.json()
-                except (ValueError, requests.exceptions.JSONDecodeError):
+                except (ValueError, *self._connection_errors()):
                     raise ImageError(f"token service of {self.domain} returned invalid JSON") from None
         raise TemporaryImageError(f"cannot reach the token service {realm} of {self.domain}: {_short(last)}")
 
@@ -661,7 +636,7 @@ class RegistryClient:
 
     def _request(self, method: str, path: str, *, scope: str, headers: dict | None = None,
                  stream: bool = True, data: bytes | None = None, stalls: _Stalls | None = None,
-                 ) -> requests.Response:
+                 ) -> Response:
         """``path`` is below the registry's base URL, or an absolute URL the registry gave us (an
         upload location); credentials go only to the registry's own origin. ``stalls`` counts
         timeouts across calls (a blob's resumes), else this call counts its own."""
@@ -713,7 +688,7 @@ class RegistryClient:
         raise TemporaryImageError(f"registry {self.domain}: {method} {shown} failed after "
                                   f"{self.retries + 1} tries: {_short(last)}")
 
-    def _fail(self, resp: requests.Response, what: str) -> ImageError:
+    def _fail(self, resp: Response, what: str) -> ImageError:
         detail = _registry_message(resp)
         detail = f" ({detail})" if detail else ""
         status = resp.status_code
@@ -1026,7 +1001,7 @@ class RegistryClient:
             if resp.status_code not in (200, 202):
                 raise self._fail(resp, f"cannot delete {what}")
 
-    def _location(self, resp: requests.Response, what: str) -> str:
+    def _location(self, resp: Response, what: str) -> str:
         location = resp.headers.get("Location", "")
         if not location:
             raise ImageError(f"{what}: the registry gave no upload location")
@@ -1135,7 +1110,7 @@ def _content_range_matches(value: str, offset: int, size: int) -> bool:
     return start == offset and start <= end < size and total in ("*", str(size))
 
 
-def _stream(resp: requests.Response, amount: int = 1 << 20) -> Iterator[bytes]:
+def _stream(resp: Response, amount: int = 1 << 20) -> Iterator[bytes]:
     # Raw bytes: a Content-Encoding must never change what we hash. ``read1`` returns what has
     # come (up to ``amount``) instead of waiting for all of it: on a slow link progress moves, and
     # a stall loses only what a read had not yet handed over.
@@ -1147,7 +1122,7 @@ def _stream(resp: requests.Response, amount: int = 1 << 20) -> Iterator[bytes]:
         yield chunk
 
 
-def _read_limited(resp: requests.Response, limit: int, what: str) -> bytes:
+def _read_limited(resp: Response, limit: int, what: str) -> bytes:
     length = resp.headers.get("Content-Length", "")
     if length.isdigit() and int(length) > limit:
         raise ImageError(f"{what}: {length} bytes is more than the {limit} bytes allowed; refusing it")
@@ -1163,7 +1138,7 @@ def _short(exc: BaseException | None) -> str:
     if exc is None:
         return "unknown error"
     text = str(exc)
-    # urllib3 nests the useful part deep inside a long repr.
+    # The useful part may sit deep inside a long message.
     m = re.search(r"(\[SSL: [^\]]+\][^'\")]*|\[Errno [^\]]+\][^'\")]*|Connection refused|Read timed out|timed out|"
                   r"Connection aborted|Connection reset by peer|IncompleteRead\([^)]*\))", text)
     return m.group(1).strip() if m else (text[:200] or exc.__class__.__name__)

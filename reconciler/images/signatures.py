@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,8 +113,6 @@ def load_registries_d(directory: str | os.PathLike | None = None) -> RegistriesD
     """Every ``*.yaml`` of ``directory`` (else ``$PODPLAY_REGISTRIES_D``, else the user's
     ``~/.config/containers/registries.d`` or ``/etc/containers/registries.d``), in name order.
     A scope set in two files, or ``default-docker`` twice, is an error (as in containers/image)."""
-    import yaml
-
     if directory is None:
         directory = os.environ.get(ENV_REGISTRIES_D) or None
     if directory is None:
@@ -129,6 +125,8 @@ def load_registries_d(directory: str | os.PathLike | None = None) -> RegistriesD
     docker: dict[str, SignatureStorage] = {}
     seen: dict[str, str] = {}
     files = sorted(p for p in directory.iterdir() if p.suffix == ".yaml" and p.is_file())
+    if files:
+        import yaml  # only when there is something to read: every pull asks
     for path in files:
         try:
             doc = yaml.safe_load(path.read_text(encoding="utf-8"))
@@ -449,6 +447,9 @@ def parse_simple_signing(payload: bytes, kind: str = SIMPLE_SIGNING_TYPE) -> tup
 
 def _gpgv(keys: list[tuple[str, bytes]], signature: bytes) -> tuple[bytes, str]:
     """(signed payload, signing key fingerprint) from gpgv over a keyring of ``keys`` only."""
+    import subprocess
+    import tempfile
+
     with tempfile.TemporaryDirectory(prefix="podplay-gpgv-") as tmp:
         home = Path(tmp)
         keyring = home / "trusted.gpg"
@@ -485,6 +486,8 @@ def _gpgv(keys: list[tuple[str, bytes]], signature: bytes) -> tuple[bytes, str]:
 
 
 def _dearmor(home: Path, name: str, data: bytes) -> bytes:
+    import subprocess
+
     try:
         res = subprocess.run(["gpg", "--homedir", str(home), "--batch", "--no-options", "--dearmor"],
                              input=data, capture_output=True, timeout=60)

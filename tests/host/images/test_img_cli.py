@@ -69,6 +69,33 @@ def test_pull_images_inspect_rmi(podplay, registry, repo, host_paths):
     assert podplay("rmi", "-f", pushed.ref).returncode == 0
 
 
+# Modules a pull from a registry has no use for (with no signature policy, no registries.d, no
+# proxy): each one is import time every `podplay pull` would pay.
+NOT_FOR_PULL = ("requests", "urllib3", "yaml", "jsonschema", "concurrent.futures", "logging", "subprocess",
+                "reconciler.forked", "reconciler.storage", "reconciler.runtime", "reconciler.network",
+                "reconciler.model", "reconciler.desired", "reconciler.state")
+
+
+def test_pull_imports_only_what_it_uses(registry, repo, host_paths, tmp_path):
+    pushed = make_busybox_image(registry, repo)
+    conf = tmp_path / "registries.conf"
+    conf.write_text("")
+    code = ("import sys; from reconciler.cli import main; rc = main(sys.argv[1:]); "
+            f"print(sorted(m for m in sys.modules if m.startswith({NOT_FOR_PULL!r}))); sys.exit(rc)")
+    env = {**os.environ, "PODPLAY_REGISTRIES_CONF": str(conf), "REGISTRY_AUTH_FILE": str(tmp_path / "auth.json"),
+           "PODPLAY_REGISTRIES_D": str(tmp_path / "registries.d"),
+           "PODPLAY_SIGNATURE_POLICY": str(tmp_path / "policy.json")}
+    for name in ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        env.pop(name, None)
+    (tmp_path / "policy.json").write_text('{"default": [{"type": "insecureAcceptAnything"}]}')
+    res = subprocess.run([sys.executable, "-c", code, "--root", str(host_paths.root), "--runroot",
+                          str(host_paths.runroot), "pull", "-q", pushed.ref], capture_output=True, text=True,
+                         env=env, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.splitlines()[-1] == "[]"
+    assert_store_verified(host_paths, images=1)
+
+
 def test_inspect_remote_like_skopeo(podplay, registry, repo, image_factory, host_paths):
     pushed = image_factory.push_index(registry, repo, tag="v1")
     doc = json.loads(podplay("inspect", f"docker://{pushed.ref}", "--platform", "linux/arm64").stdout)

@@ -101,6 +101,7 @@ class HostileRegistry:
         self.bad_content_range = False  # answer a Range with a 206 for another range
         self.bearer_realm = ""  # require "Authorization: Bearer …", naming this token realm
         self.tokens_seen: list[dict] = []  # headers of requests to this registry's own /token
+        self.client_ports: list[int] = []  # the client's port of every request: its connection
         self._lock = threading.Lock()
         registry = self
 
@@ -150,6 +151,7 @@ class HostileRegistry:
     def handle(self, h, head: bool):
         with self._lock:
             self.requests.append(("HEAD" if head else "GET", h.path, dict(h.headers)))
+            self.client_ports.append(h.client_address[1])
             prefix = next((p for p in self.fail_first if h.path.startswith(p) and self.fail_first[p] > 0), None)
             if prefix:
                 self.fail_first[prefix] -= 1
@@ -304,6 +306,43 @@ def test_blob_with_wrong_content(make_store, hostile, host_paths):
     assert "failed verification" in str(err.value) and layer in str(err.value)
     assert layer not in blob_files(host_paths.images)
     assert_nothing_stored(host_paths)
+
+
+def test_a_bad_layer_among_parallel_downloads_leaves_only_verified_blobs(make_store, hostile, host_paths):
+    # Every layer downloads at once; the one with wrong content is refused at its commit, the
+    # others stop (or finish, verified): the store holds nothing unverified and no partial file.
+    layers = [d["digest"] for d in hostile.doc["layers"]]
+    assert len(layers) >= 2
+    smallest = min(hostile.doc["layers"], key=lambda x: x["size"])["digest"]
+    bad = bytearray(hostile.content.blobs[smallest])
+    bad[-1] ^= 0xFF
+    hostile.blob_override[smallest] = bytes(bad)
+    with pytest.raises(ImageError, match="failed verification"):
+        make_store(workers=len(layers)).pull(hostile.ref())
+    assert smallest not in blob_files(host_paths.images)
+    assert_nothing_stored(host_paths)
+    hostile.blob_override.clear()
+    make_store(workers=len(layers)).pull(hostile.ref())
+    assert set(layers) <= set(blob_files(host_paths.images))
+    assert_store_verified(host_paths, images=1)
+
+
+def test_a_pull_reuses_its_connections(make_store, hostile, host_paths):
+    # Keep-alive: the ping, the manifest and the config share one connection; the layers then
+    # take at most one connection per download running at once (the first reuses the idle one).
+    layers = len(hostile.doc["layers"])
+    store = make_store(workers=layers)
+    store.pull(hostile.ref())
+    connections = set(hostile.client_ports)
+    assert len(hostile.requests) == 3 + layers  # /v2/, manifest, config, the layers
+    assert len(connections) <= layers < len(hostile.requests)
+    assert_store_verified(host_paths, images=1)
+    # One layer at a time: a single connection carries the whole pull (the config is stored).
+    hostile.client_ports.clear()
+    for d in hostile.doc["layers"]:
+        (host_paths.images / "blobs" / "sha256" / d["digest"].split(":")[1]).unlink()
+    make_store(workers=1).pull(hostile.ref())
+    assert len(set(hostile.client_ports)) == 1 and len(hostile.client_ports) == 2 + layers
 
 
 def test_manifest_that_does_not_match_the_requested_digest(make_store, hostile, host_paths):

@@ -117,14 +117,14 @@ def test_timeouts_come_from_the_environment_unless_given(monkeypatch):
 
 
 def test_stalls_are_bounded_and_counted_afresh_only_after_real_progress():
-    import requests
+    from reconciler.images import httpconn
 
     client = RegistryClient("registry.example.com", timeout=30, connect_timeout=15, stall_retries=2)
     stalls = _Stalls(client, "sending blob sha256:x of app")
     told = []
     stalls.notice = lambda exc, n: told.append(n)
     stalls.detail = lambda: " (5 of 9 bytes came)"
-    timeout = requests.ReadTimeout("read timed out")
+    timeout = httpconn.ReadTimeout("read timed out")
     stalls.hit(timeout)
     stalls.moved(STALL_RESET_BYTES - 1)  # a trickle does not make the registry healthy again
     stalls.hit(timeout)
@@ -142,7 +142,7 @@ def test_stalls_are_bounded_and_counted_afresh_only_after_real_progress():
     fresh.hit(timeout)
     fresh.hit(timeout)
     with pytest.raises(RegistryStallError, match="could not open a connection within 15s"):
-        fresh.hit(requests.ConnectTimeout("connect timed out"))
+        fresh.hit(httpconn.ConnectTimeout("connect timed out"))
 
 
 def test_line_progress_says_when_a_pull_stopped_before_its_layers_were_in():
@@ -163,12 +163,12 @@ def test_line_progress_says_when_a_pull_stopped_before_its_layers_were_in():
 
 
 def test_a_tls_handshake_that_times_out_is_reported_with_the_connect_timeout():
-    import requests
+    from reconciler.images import httpconn
 
     client = RegistryClient("registry.example.com", timeout=30, connect_timeout=15, stall_retries=0)
-    handshake = requests.ReadTimeout("HTTPSConnectionPool(host='registry.example.com', port=443): "
-                                     "Read timed out. (read timeout=15)")
+    handshake = httpconn.ReadTimeout("TLS handshake with registry.example.com:443: Read timed out. "
+                                     "(read timeout=15)")
     with pytest.raises(RegistryStallError, match=r"sent nothing for 15s \(1 time in a row\) while answering /v2/"):
         _Stalls(client, "answering /v2/").hit(handshake)
     with pytest.raises(RegistryStallError, match="sent nothing for 30s"):
-        _Stalls(client, "x").hit(requests.ReadTimeout("Read timed out."))
+        _Stalls(client, "x").hit(httpconn.ReadTimeout("Read timed out."))
