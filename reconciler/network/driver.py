@@ -359,18 +359,28 @@ class CniNetwork:
         ensure_forward_rules(self.id_prefix, net.name, sorted(subnets))
         atomic_write(marker, json.dumps({"boot": boot, "subnets": sorted(made | subnets)}), mode=0o600)
 
-    def _release_forward(self, net: NetworkConfig, uid: str) -> None:
-        """Remove the network's forward-accept rules when ``uid`` is its last attachment. Runs
-        before that attachment's record goes, so that a crash half-way leaves the record, whose
-        next detach removes them again; the marker goes first (no marker: the next attach makes
-        the rules, idempotently)."""
-        with self._locked():
-            if any(e.get("network") == net.name and e["uid"] != uid for e in self._cached_entries()):
-                return
+    def _forget(self, net: NetworkConfig, uid: str) -> None:
+        """Delete ``uid``'s record; with the network's last one, its forward-accept rules too.
+        Both under the network-wide lock: two pods detaching at once would otherwise each see
+        the other's record and both keep the rules. The rules go before the record, so that a
+        crash half-way leaves the record, whose next detach removes them again; the marker goes
+        first (no marker: the next attach makes the rules, idempotently)."""
+        if not wants_forward_rules(net):
             with contextlib.suppress(FileNotFoundError):
-                (self.forward_dir / net.name).unlink()
-            versions = tuple(sorted({s.version for s in net.subnets()})) or (4,)
-            remove_forward_rules(self.id_prefix, net.name, versions=versions)
+                self._cache_path(uid).unlink()
+            return
+        with self._locked():
+            if not any(e.get("network") == net.name and e["uid"] != uid for e in self._cached_entries()):
+                with contextlib.suppress(FileNotFoundError):
+                    (self.forward_dir / net.name).unlink()
+                versions = tuple(sorted({s.version for s in net.subnets()})) or (4,)
+                try:
+                    remove_forward_rules(self.id_prefix, net.name, versions=versions)
+                except NetworkError as exc:
+                    raise NetworkError(f"detaching pod uid {uid} from network {net.name!r} failed (its record "
+                                       f"is kept so that the next detach retries): {exc}") from None
+            with contextlib.suppress(FileNotFoundError):
+                self._cache_path(uid).unlink()
 
     def _reserve(self, pod: DesiredPod, netns: str, ident: dict) -> tuple[NetworkConfig, dict]:
         net = self._network(pod.network)
@@ -467,17 +477,11 @@ class CniNetwork:
                     except NetworkError as exc:
                         errors.append(exc)
                     break
-        if not errors and wants_forward_rules(net):
-            try:
-                self._release_forward(net, entry["uid"])
-            except NetworkError as exc:
-                errors.append(exc)
         if errors:
             raise NetworkError(f"detaching pod {entry.get('pod', entry['uid'])} from network {net.name!r} failed "
                                "(its record is kept so that the next detach retries): "
                                + "; ".join(str(e) for e in errors))
-        with contextlib.suppress(FileNotFoundError):
-            self._cache_path(entry["uid"]).unlink()
+        self._forget(net, entry["uid"])
 
     def check(self, uid: str) -> None:
         _check_uid(uid)

@@ -4,11 +4,14 @@ lists the firewall plugin, and none left after the run root was wiped."""
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import shlex
 import shutil
 import subprocess
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -102,6 +105,32 @@ def test_two_pods_share_one_pair_of_rules_which_goes_with_the_last(test_network,
     assert _forward_rules(test_network.subnet) == rules
 
     driver.detach(b.uid)
+    assert _forward_rules(test_network.subnet) == []
+    assert test_network.iptables_rules() == []
+
+
+def test_pods_detaching_at_the_same_time_leave_no_rule(test_network, host_paths, monkeypatch):
+    """`down` detaches a network's pods side by side: the last record and the rules go together,
+    so no detach can see another's record that is about to go and keep the rules for it. Here
+    each detach waits (up to 2 s) for the other at its record's deletion: were that outside the
+    network lock, both would have decided to keep the rules by then."""
+    pods = [test_network.pod(f"p{i}") for i in range(2)]
+    drivers = [CniNetwork(host_paths) for _ in pods]  # one per thread, as separate processes would be
+    for d, p in zip(drivers, pods):
+        d.attach(p, test_network.make_netns())
+    assert len(_forward_rules(test_network.subnet)) == 2
+    meet = threading.Barrier(len(pods))
+    real = CniNetwork._cache_path
+
+    class Record(type(real(drivers[0], pods[0].uid))):
+        def unlink(self, missing_ok=False):
+            with contextlib.suppress(threading.BrokenBarrierError):
+                meet.wait(timeout=2)
+            return super().unlink(missing_ok)
+
+    monkeypatch.setattr(CniNetwork, "_cache_path", lambda self, uid: Record(real(self, uid)))
+    with ThreadPoolExecutor(len(pods)) as pool:
+        list(pool.map(lambda dp: dp[0].detach(dp[1].uid), zip(drivers, pods)))
     assert _forward_rules(test_network.subnet) == []
     assert test_network.iptables_rules() == []
 
