@@ -227,9 +227,30 @@ class SlirpNetwork:
             if self._alive(entry):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
+        else:
+            for pid in self._unrecorded(uid):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
         for suffix in (".json", ".sock", ".log", ".pid"):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.dir / f"{uid}{suffix}")
+
+    def _unrecorded(self, uid: str) -> list[int]:
+        """slirp4netns processes started for ``uid`` whose pid was never recorded (a kill between
+        the start and the record), known by the API socket their command line names."""
+        sock = os.fsencode(self.dir / f"{uid}.sock")
+        found = []
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{name}/cmdline", "rb") as f:
+                    argv = f.read().split(b"\0")
+            except OSError:
+                continue
+            if sock in argv and os.path.basename(argv[0]) == b"slirp4netns":
+                found.append(int(name))
+        return found
 
     def check(self, uid: str) -> None:
         entry = self._read(uid)
