@@ -16,7 +16,7 @@ lint: setup
 	$(VENV)/bin/lint-imports --no-logo
 
 test: setup lint
-	$(PY) -m pytest -n auto --dist loadgroup --durations=25 -q $(PYTEST_ARGS)
+	$(PY) -m pytest -n auto --durations=25 -q $(PYTEST_ARGS)
 	PY=$(PY) ./scripts/smoke-wheel.sh
 
 unit: setup

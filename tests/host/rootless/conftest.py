@@ -4,6 +4,8 @@ behind root's virtual environment is not readable by other users on these machin
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
 import subprocess
@@ -14,6 +16,8 @@ from pathlib import Path
 import pytest
 
 from reconciler import subids
+
+LOCK = "/tmp/podplay-test-rootless.lock"
 
 REPO = Path(__file__).resolve().parents[3]
 
@@ -55,17 +59,34 @@ def _copy_source(dest: Path) -> None:
             shutil.copy2(src, target)
 
 
-@pytest.fixture(scope="session")
-def usable_tun():
-    """/dev/net/tun as udev leaves it (0666): this VM has no udev, and its device is root's alone."""
-    mode = os.stat("/dev/net/tun").st_mode & 0o7777
-    os.chmod("/dev/net/tun", 0o666)
-    yield
-    os.chmod("/dev/net/tun", mode)
+@pytest.fixture(autouse=True)
+def _one_rootless_test_at_a_time():
+    with rootless_turn():
+        yield
+
+
+@contextlib.contextmanager
+def rootless_turn():
+    """One rootless test (or fixture that runs podplay as the user) at a time on the whole host,
+    whichever xdist worker has it (pytest-xdist 3.8's `--dist loadgroup` was found not to keep
+    `xdist_group` marks on one worker), since they share /dev/net/tun's mode: for each, the
+    device as udev leaves it (0666; this VM has no udev, and its device is root's alone), and
+    its mode back after."""
+    fd = os.open(LOCK, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        mode = os.stat("/dev/net/tun").st_mode & 0o7777
+        os.chmod("/dev/net/tun", 0o666)
+        try:
+            yield
+        finally:
+            os.chmod("/dev/net/tun", mode)
+    finally:
+        os.close(fd)  # and the lock with it
 
 
 @pytest.fixture(scope="session")
-def rootless_user(usable_tun):
+def rootless_user():
     base = Path(tempfile.mkdtemp(prefix="pp-user-", dir="/tmp"))
     os.chmod(base, 0o755)
     name = f"pprl{os.getpid() % 100000}"

@@ -14,10 +14,6 @@ import pytest
 
 from tests.host.rootless.test_rootless_pods import assert_nothing_left, busybox  # noqa: F401 - a fixture
 
-# One worker runs every rootless test: they share the host's /dev/net/tun mode and the test user.
-pytestmark = pytest.mark.xdist_group("rootless")
-
-
 POD = """\
 apiVersion: v1
 kind: Pod

@@ -12,10 +12,6 @@ import pytest
 from tests.host.e2e.conftest import free_port
 from tests.host.rootless.test_rootless_pods import POD, assert_nothing_left, busybox, get, host_address  # noqa: F401
 
-# One worker runs every rootless test: they share the host's /dev/net/tun mode and the test user.
-pytestmark = pytest.mark.xdist_group("rootless")
-
-
 EXIT_ENVIRONMENT = 7
 
 

@@ -15,10 +15,7 @@ import urllib.request
 import pytest
 
 from tests.host.e2e.conftest import free_port
-
-# One worker runs every rootless test: they share the host's /dev/net/tun mode and the test user.
-pytestmark = pytest.mark.xdist_group("rootless")
-
+from tests.host.rootless.conftest import rootless_turn
 
 POD = """\
 apiVersion: v1
@@ -81,7 +78,8 @@ def busybox(rootless_user):
     script.write_text(ROOTFS)
     res = rootless_user.run("sh", str(script))
     assert res.returncode == 0, res.stderr
-    res = rootless_user.podplay("import", "bb.tar", "localhost/busybox:latest")
+    with rootless_turn():
+        res = rootless_user.podplay("import", "bb.tar", "localhost/busybox:latest")
     assert res.returncode == 0, res.stderr
 
 

@@ -10,10 +10,6 @@ import pytest
 
 from reconciler import subids
 
-# One worker runs every rootless test: they share the host's /dev/net/tun mode and the test user.
-pytestmark = pytest.mark.xdist_group("rootless")
-
-
 EXIT_ENVIRONMENT = 7
 
 

@@ -6,13 +6,8 @@ from __future__ import annotations
 import os
 import stat
 
-import pytest
-
 from tests.host.rootless.test_rootless_prerequisites import manifest
 from tests.unit.units.helpers import parse_unit
-
-# One worker runs every rootless test: they share the host's /dev/net/tun mode and the test user.
-pytestmark = pytest.mark.xdist_group("rootless")
 
 
 def test_user_units_name_the_users_paths_and_podplay(rootless_user):

@@ -10,12 +10,7 @@ import os
 import shutil
 import subprocess
 
-import pytest
-
 from reconciler import subids
-
-# One worker runs every rootless test: they share the host's /dev/net/tun mode and the test user.
-pytestmark = pytest.mark.xdist_group("rootless")
 
 HOLDER = """
 import sys
