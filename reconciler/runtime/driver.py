@@ -579,11 +579,7 @@ class RuncRuntime:
         config = oci.infra_config(pod, ctx)
         extra: dict = {"namespaces": oci.infra_namespaces(pod)}
         try:
-            self._write_pod_files(pod, "")
-            if not pod.spec.host_ipc:
-                shm = self._pod_dir(pod.uid) / "shm"
-                shm.mkdir(exist_ok=True)
-                hostinfo.mount_tmpfs(str(shm), f"mode=1777,size={oci.SHM_SIZE}")
+            self._prepare_pod_dir(pod)
             self._ensure_infra_rootfs()
             if not pod.spec.host_users:
                 ids = self._allocate(pod)
@@ -605,6 +601,13 @@ class RuncRuntime:
     def address_pod(self, pod: DesiredPod, network: NetworkStatus) -> None:
         self._write_pod_files(pod, network.ip)
 
+    def _prepare_pod_dir(self, pod: DesiredPod) -> None:
+        """What either sandbox needs in the pod's run directory: its files and its /dev/shm."""
+        d = self._write_pod_files(pod, "")
+        if not pod.spec.host_ipc:
+            (d / "shm").mkdir(exist_ok=True)
+            hostinfo.mount_tmpfs(str(d / "shm"), f"mode=1777,size={oci.SHM_SIZE}")
+
     def _pins(self, pod: DesiredPod) -> bool:
         """Whether the pod's namespaces can be pinned without a process (runtime.pinns)."""
         return (not self.rootless and pod.spec.host_users and pinns.can_pin(oci.infra_namespaces(pod))
@@ -616,10 +619,7 @@ class RuncRuntime:
         namespaces = oci.infra_namespaces(pod)
         d = self._pod_dir(pod.uid)
         try:
-            self._write_pod_files(pod, "")
-            if not pod.spec.host_ipc:
-                (d / "shm").mkdir(exist_ok=True)
-                hostinfo.mount_tmpfs(str(d / "shm"), f"mode=1777,size={oci.SHM_SIZE}")
+            self._prepare_pod_dir(pod)
             pinned = pinns.pin(str(d / "ns"), namespaces, self._pod_hostname(pod))
             bundle, rec = self._bundle(cid), self._record(cid)
             bundle.mkdir(parents=True, exist_ok=True)
